@@ -1,0 +1,257 @@
+"""Configuration: TOML → frozen, validated models; secrets from the environment.
+
+`load(path)` runs once at start (in the CLI / `app.py`) and the result is passed down as
+arguments: there is no global config. Validation uses pydantic with `extra="forbid"`, so an
+unknown key, a wrong type or a bad value becomes one :class:`ConfigError` line that names the
+key path, e.g. ``calendar.open: expected HH:MM, got '25:00'``.
+
+Secrets (IMAP/SMTP passwords) are never read from the TOML file: a server section names an
+environment variable (``password_env``) or a systemd credential (``password_credential``,
+read from ``$CREDENTIALS_DIRECTORY``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import date, time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from mailbot.classify.settings import ClassifyConfig
+from mailbot.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "config" / "mailbot.toml"
+
+_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+def _check_address(value: str) -> str:
+    if not _ADDRESS.match(value):
+        raise ValueError(f"expected an e-mail address like name@example.com, got {value!r}")
+    return value.lower()
+
+
+def _check_domain(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9.-]+\.[a-z0-9-]+", value.lower()):
+        raise ValueError(f"expected a domain like example.com, got {value!r}")
+    return value.lower()
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+Domain = Annotated[str, AfterValidator(_check_domain)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(_Section):
+    """`url`: any SQLAlchemy URL; a relative SQLite path is taken relative to the config root."""
+
+    url: str = "sqlite:///var/mailbot.db"
+    echo: bool = False
+    pool_size: int = Field(default=5, ge=1, le=100)
+
+
+class MailboxConfig(_Section):
+    support_address: Address = "podpora@estelar.example"
+    support_name: str = "ESTELAR podpora"
+    unsubscribe_address: Address = "novinky-odhlaseni@estelar.example"
+    staff_domains: tuple[Domain, ...] = ("estelar.example",)
+    staff_addresses: tuple[Address, ...] = ()
+    staff_notify: tuple[Address, ...] = ()
+    message_id_domain: Domain = "estelar.example"
+    # Further local addresses that are "ours" (aliases of the support mailbox).
+    aliases: tuple[Address, ...] = ()
+
+    def own_addresses(self) -> frozenset[str]:
+        return frozenset(
+            (self.support_address, self.unsubscribe_address, *self.aliases)
+        )
+
+
+def _check_hhmm(value: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError(f"expected HH:MM, got {value!r}")
+    return value
+
+
+class CalendarConfig(_Section):
+    """Business hours; `closure_days` are extra non-working days besides public holidays."""
+
+    timezone: str = "Europe/Prague"
+    opens: Annotated[str, AfterValidator(_check_hhmm)] = "08:00"
+    closes: Annotated[str, AfterValidator(_check_hhmm)] = "17:00"
+    holidays_country: str = "CZ"
+    closure_days: tuple[date, ...] = ()
+    ticket_hours: float = Field(default=27.0, gt=0, le=1000)
+    emergency_hours: float = Field(default=4.0, gt=0, le=1000)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("holidays_country")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        import holidays
+
+        if value not in holidays.list_supported_countries():
+            raise ValueError(f"unknown holidays country code {value!r}")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def open_time(self) -> time:
+        return time.fromisoformat(self.opens)
+
+    @property
+    def close_time(self) -> time:
+        return time.fromisoformat(self.closes)
+
+
+class RepliesConfig(_Section):
+    templates_dir: str = "templates"
+    default_language: Literal["cs", "en"] = "cs"
+    # Offer for customers whose support ended (shown in reject_expired).
+    tiers_offer_url: str = "https://estelar.example/hotline"
+
+
+class OutboundConfig(_Section):
+    """Where replies go: a directory sink (one .eml each) or an SMTP relay."""
+
+    mode: Literal["directory", "smtp"] = "directory"
+    directory: str = "var/sent"
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    verify_tls: bool = True
+    ca_file: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    password_credential: str | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    retry_horizon_hours: float = Field(default=48.0, gt=0)
+    batch: int = Field(default=50, ge=1, le=10_000)
+
+
+class Config(_Section):
+    """The whole configuration; `root` anchors relative paths (the repo or StateDirectory)."""
+
+    root: Path = ROOT
+    store: StoreConfig = StoreConfig()
+    mailbox: MailboxConfig = MailboxConfig()
+    calendar: CalendarConfig = CalendarConfig()
+    classify: ClassifyConfig = ClassifyConfig()
+    replies: RepliesConfig = RepliesConfig()
+    outbound: OutboundConfig = OutboundConfig()
+
+    def path(self, value: str) -> Path:
+        """`value` as an absolute path, relative ones taken from `root`."""
+        p = Path(value)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def database_url(self) -> str:
+        url = self.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.path(url[len(prefix) :]))
+        return url
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if kind == "missing":
+        return f"{loc}: required key is missing"
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {msg} (got {error.get('input')!r})" if "got" not in msg else f"{loc}: {msg}"
+
+
+def parse(data: dict[str, Any], root: Path = ROOT, source: str = "<config>") -> Config:
+    """Validate a config mapping.
+
+    Raises:
+        ConfigError: with one line naming the first bad key.
+    """
+    data = dict(data)
+    data.setdefault("root", root)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {first}{more}") from None
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a TOML config file (default: `config/mailbot.toml`).
+
+    Relative paths inside it are taken from the repository root when the file lives in the
+    repository's `config/`, else from the file's own directory.
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, or a bad key.
+    """
+    p = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    root = p.resolve().parent
+    if root.name == "config":
+        root = root.parent
+    if "root" in data:
+        data["root"] = str((root / str(data["root"])).resolve())
+    return parse(data, root=root, source=str(p))
+
+
+def read_secret(env: str | None, credential: str | None) -> str | None:
+    """A password from an environment variable or a systemd credential file, else None.
+
+    Raises:
+        ConfigError: the named variable or credential does not exist.
+    """
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"environment variable {env} (named by password_env) is not set")
+        return value
+    if credential:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise ConfigError(
+                f"password_credential={credential!r} but $CREDENTIALS_DIRECTORY is not set"
+            )
+        try:
+            return (Path(directory) / credential).read_text(encoding="utf-8").rstrip("\n")
+        except OSError as exc:
+            raise ConfigError(f"credential {credential!r}: {exc.strerror}") from None
+    return None

@@ -1,0 +1,136 @@
+"""Frozen value types shared by every stage (ingest → classify → actions → replies).
+
+Nothing here does I/O. ORM classes live in :mod:`mailbot.store` and never leave it; the
+stages exchange these values instead.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+
+class Tier(str, enum.Enum):
+    """Support tier of a license as written in the registry."""
+
+    START = "START"
+    HOTLINE = "HOTLINE"
+    HOTLINE_PLUS = "HOTLINE_PLUS"
+    SPECIAL = "SPECIAL"
+    NONE = "NONE"
+
+
+class DecisionKind(str, enum.Enum):
+    """The one outcome of deciding a message (the labelled data's `expected`)."""
+
+    IGNORE_AUTO = "ignore_auto"
+    UNSUBSCRIBE = "unsubscribe"
+    STAFF_REPLY = "staff_reply"
+    FOLLOWUP = "followup"
+    REJECT_INCOMPLETE = "reject_incomplete"
+    REJECT_UNKNOWN_LICENSE = "reject_unknown_license"
+    REJECT_EXPIRED = "reject_expired"
+    REJECT_SCOPE = "reject_scope"
+    TICKET = "ticket"
+    QUARANTINED = "quarantined"
+
+
+class Priority(str, enum.Enum):
+    NORMAL = "normal"
+    EMERGENCY = "emergency"
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """A parsed inbound message: what the rules may look at.
+
+    `headers` maps lower-case header names to every value of that header, decoded to
+    text. `text` is the readable body (text/plain, or HTML turned into text), including
+    quoted and forwarded parts; classify decides which part is the customer's own words.
+    `report_type` is the `report-type` of a top-level multipart/report ("" otherwise).
+    """
+
+    message_id: str | None
+    from_addr: str | None
+    from_name: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    date: datetime | None
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    return_path: str | None
+    headers: Mapping[str, tuple[str, ...]]
+    content_type: str
+    report_type: str
+    text: str
+    html: str
+    attachments: tuple[Attachment, ...] = ()
+    defects: tuple[str, ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """First value of header `name` (case-insensitive), or None."""
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class LicenseRecord:
+    """One row of the license registry."""
+
+    license: str
+    customer: str
+    email_domain: str
+    activated_on: date
+    tier: Tier
+    max_version_date: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    """One line of a decision's audit trail: which rule ran, whether it hit, and why."""
+
+    rule: str
+    hit: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one message, with the reasons (every rule's hit or miss)."""
+
+    kind: DecisionKind
+    reasons: tuple[RuleResult, ...]
+    license: str | None = None
+    priority: Priority | None = None
+    missing: tuple[str, ...] = ()
+    scope_reason: str | None = None
+    ticket_ref: str | None = None
+    language: str = "cs"
+    customer: LicenseRecord | None = None
+    entitlement_end: date | None = None
+    flags: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def hits(self) -> tuple[str, ...]:
+        """Names (with details) of the rules that hit, for logs and `reasons` output."""
+        return tuple(
+            f"{r.rule}:{r.detail}" if r.detail else r.rule for r in self.reasons if r.hit
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """A ticket's due instant, computed in the business calendar."""
+
+    due: datetime
+    working_hours: float
