@@ -134,3 +134,33 @@ class Deadline:
 
     due: datetime
     working_hours: float
+
+
+@dataclass(frozen=True, slots=True)
+class TicketView:
+    """What a reply needs to know about a ticket."""
+
+    number: str
+    subject: str
+    priority: Priority
+    opened_at: datetime
+    deadline: datetime
+    customer_email: str
+    license: str | None = None
+
+
+def ticket_message_id(ticket_number: str, sequence: int, domain: str) -> str:
+    """Message-ID of the `sequence`-th message mailbot sends for a ticket.
+
+    The form `<ticket-T-2026-000145.1@estelar.example>` lets a reply's In-Reply-To or
+    References name its ticket without a store lookup.
+    """
+    return f"<ticket-{ticket_number}.{sequence}@{domain}>"
+
+
+def other_message_id(token: str, domain: str) -> str:
+    """Message-ID of a message mailbot sends outside any ticket (rejections, notices)."""
+    return f"<mailbot-{token}@{domain}>"
+
+
+LOOP_HEADER = "X-Mailbot-Loop"
