@@ -1,0 +1,771 @@
+"""The store: SQLAlchemy 2 models and the `Store` facade, the only module that speaks SQL.
+
+The database is the queue (Mailman's queues, with a row state instead of a file per
+stage): every inbound message is committed as raw bytes first (`received`), and each later
+step is one transaction that moves its rows to the next state, so a crash at any point
+re-runs a step instead of losing mail.
+
+States:
+    InboundMessage   received → decided | quarantined
+    OutboxMessage    queued → sent | dead | bounced   (retry: queued with a later next_attempt_at)
+    Ticket           open → waiting → closed
+
+The facade is synchronous; async callers run it in a thread (`asyncio.to_thread`). Work is
+claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite, single-writer, ignores
+it), and unique keys make every effect idempotent: one decision per inbound message, one
+reply per (purpose, message), one ticket number per (year, sequence).
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import hashlib
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from mailbot.domain import LicenseRecord, Priority, Tier, TicketView
+from mailbot.errors import TemporaryIngestError
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on every engine (SQLite drops offsets)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class LicenseRow(Base):
+    __tablename__ = "licenses"
+
+    license: Mapped[str] = mapped_column(String(8), primary_key=True)
+    customer: Mapped[str] = mapped_column(String(300))
+    email_domain: Mapped[str] = mapped_column(String(255))
+    activated_on: Mapped[date]
+    support_tier: Mapped[str] = mapped_column(String(20))
+    max_version_date: Mapped[date | None]
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InboundMessage(Base):
+    """One received message, raw bytes as they arrived, deduplicated on two keys."""
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # sha256 of "<message-id> <sender>" where both exist: the same mail delivered twice
+    # with different trace headers (IMAP and LMTP, or a resend) is one record.
+    identity: Mapped[str | None] = mapped_column(String(64), unique=True)
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    sender: Mapped[str | None] = mapped_column(String(320))
+    origin: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int]
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(20), default="received")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_inbound_state", "state", "id"),)
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), unique=True)
+    year: Mapped[int]
+    seq: Mapped[int]
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"), unique=True)
+    license: Mapped[str | None] = mapped_column(String(8))
+    customer_email: Mapped[str] = mapped_column(String(320))
+    customer_name: Mapped[str] = mapped_column(String(300), default="")
+    subject: Mapped[str] = mapped_column(String(1000))
+    priority: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20), default="open")
+    language: Mapped[str] = mapped_column(String(5), default="cs")
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Sequence number of the last message mailbot sent for this ticket (Message-ID part).
+    out_seq: Mapped[int] = mapped_column(default=0)
+
+    __table_args__ = (UniqueConstraint("year", "seq"), Index("ix_ticket_state", "state"))
+
+
+class TicketCounter(Base):
+    __tablename__ = "ticket_counters"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(default=0)
+
+
+class TicketEvent(Base):
+    """A ticket's history: inbound mail appended, replies sent, notes."""
+
+    __tablename__ = "ticket_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
+    kind: Mapped[str] = mapped_column(String(30))
+    author: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DecisionRecord(Base):
+    """The audit trail of one message: the decision and every rule's hit or miss."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound_messages.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    license: Mapped[str | None] = mapped_column(String(8))
+    priority: Mapped[str | None] = mapped_column(String(20))
+    missing: Mapped[list[str]] = mapped_column(JSON, default=list)
+    scope_reason: Mapped[str | None] = mapped_column(String(60))
+    ticket_ref: Mapped[str | None] = mapped_column(String(20))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    language: Mapped[str] = mapped_column(String(5), default="cs")
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(Base):
+    """A rendered outgoing message. `purpose` is unique: one reply per cause."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(200), unique=True)
+    message_id: Mapped[str] = mapped_column(String(300), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
+    mail_from: Mapped[str] = mapped_column(String(320))
+    rcpt_to: Mapped[list[str]] = mapped_column(JSON)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    server_reply: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+
+
+class Unsubscription(Base):
+    __tablename__ = "unsubscriptions"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# ----------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class SavedInbound:
+    """Result of `save_inbound`: the row's id and whether this call created it."""
+
+    id: int
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedInbound:
+    id: int
+    raw: bytes
+    origin: str
+    received_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMail:
+    """A rendered reply ready for the outbox."""
+
+    purpose: str
+    message_id: str
+    kind: str
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedOutbox:
+    id: int
+    message_id: str
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    raw: bytes
+    attempts: int
+    created_at: datetime
+
+
+_MSGID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_ADDR = re.compile(r"<([^<>\s]+@[^<>\s]+)>|([^\s<>\"(),;:]+@[^\s<>\"(),;:]+)")
+
+
+def _header_block(raw: bytes) -> bytes:
+    end = raw.find(b"\r\n\r\n")
+    end2 = raw.find(b"\n\n")
+    cut = [e for e in (end, end2) if e >= 0]
+    return raw[: min(cut)] if cut else raw[:65536]
+
+
+def identity_of(raw: bytes) -> tuple[str | None, str | None]:
+    """Message-ID and From address read cheaply from the header block (never raises)."""
+    head = _header_block(raw)[:262144]
+    message_id: str | None = None
+    sender: str | None = None
+    try:
+        headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
+        mid = headers.get("message-id")
+        if mid:
+            message_id = " ".join(str(mid).split())[:998] or None
+        frm = headers.get("from")
+        if frm:
+            m = _ADDR.search(str(frm))
+            if m:
+                sender = (m.group(1) or m.group(2)).lower()[:320]
+    except Exception:  # noqa: BLE001 - identity is a best effort; sha256 still dedups
+        log.debug("identity_of: header block unreadable", exc_info=True)
+    return message_id, sender
+
+
+# ----------------------------------------------------------------------------- facade
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # a 250 promises the mail survives power loss
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> Engine:
+    """An engine with the embedded-default settings (SQLite WAL) or a pooled server engine."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+class Store:
+    """Named operations on the database. All SQL of mailbot lives here."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def from_url(cls, url: str, *, echo: bool = False, pool_size: int = 5) -> Store:
+        return cls(make_engine(url, echo=echo, pool_size=pool_size))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        with self._sessions() as s, s.begin():
+            yield s
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A unit of work for the worker's actions (one per message)."""
+        with self.session() as s:
+            yield Transaction(s, self.engine.dialect.name)
+
+    # --- inbound -------------------------------------------------------------------
+
+    def save_inbound(
+        self, raw: bytes, origin: str, received_at: datetime | None = None
+    ) -> SavedInbound:
+        """Commit raw bytes durably, once: an identical or same-identity message is not stored
+        again and the existing id is returned.
+
+        Raises:
+            TemporaryIngestError: the database is unavailable (SMTP answers 451).
+        """
+        sha = hashlib.sha256(raw).hexdigest()
+        message_id, sender = identity_of(raw)
+        identity = (
+            hashlib.sha256(f"{message_id.lower()} {sender}".encode()).hexdigest()
+            if message_id and sender
+            else None
+        )
+        try:
+            existing = self._find_inbound(sha, identity)
+            if existing is not None:
+                return SavedInbound(existing, False)
+            try:
+                with self.session() as s:
+                    row = InboundMessage(
+                        sha256=sha,
+                        identity=identity,
+                        message_id=message_id,
+                        sender=sender,
+                        origin=origin[:200],
+                        size=len(raw),
+                        raw=raw,
+                        received_at=received_at or utcnow(),
+                        state="received",
+                        attempts=0,
+                    )
+                    s.add(row)
+                    s.flush()
+                    return SavedInbound(row.id, True)
+            except IntegrityError:
+                # Lost a race with another intake (IMAP and LMTP, or another daemon).
+                existing = self._find_inbound(sha, identity)
+                if existing is None:
+                    raise
+                return SavedInbound(existing, False)
+        except OperationalError as exc:
+            raise TemporaryIngestError(f"store unavailable: {exc.orig}") from exc
+
+    def _find_inbound(self, sha: str, identity: str | None) -> int | None:
+        with self.session() as s:
+            q = select(InboundMessage.id).where(InboundMessage.sha256 == sha)
+            found = s.scalar(q)
+            if found is None and identity is not None:
+                found = s.scalar(
+                    select(InboundMessage.id).where(InboundMessage.identity == identity)
+                )
+            return found
+
+    def claim_inbound(self, limit: int = 20, lease: timedelta = timedelta(minutes=5)) -> list[ClaimedInbound]:
+        """Take up to `limit` received messages whose lease is free, oldest first."""
+        now = utcnow()
+        with self.session() as s:
+            q = (
+                select(InboundMessage)
+                .where(InboundMessage.state == "received")
+                .where((InboundMessage.lease_until.is_(None)) | (InboundMessage.lease_until < now))
+                .order_by(InboundMessage.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            rows = list(s.scalars(q))
+            for row in rows:
+                row.lease_until = now + lease
+                row.attempts += 1
+            return [
+                ClaimedInbound(r.id, r.raw, r.origin, r.received_at, r.attempts) for r in rows
+            ]
+
+    def load_inbound(self, inbound_id: int) -> ClaimedInbound | None:
+        with self.session() as s:
+            r = s.get(InboundMessage, inbound_id)
+            if r is None:
+                return None
+            return ClaimedInbound(r.id, r.raw, r.origin, r.received_at, r.attempts)
+
+    def quarantine_inbound(self, inbound_id: int, error: str) -> None:
+        """Park a message that broke parsing or deciding, with the reason (Mailman's shunt)."""
+        with self.session() as s:
+            s.execute(
+                update(InboundMessage)
+                .where(InboundMessage.id == inbound_id)
+                .values(state="quarantined", error=error[:20000], lease_until=None,
+                        decided_at=utcnow())
+            )
+
+    def requeue_inbound(self, inbound_ids: Sequence[int]) -> int:
+        """Put quarantined messages back into the queue (after a fix)."""
+        with self.session() as s:
+            res = s.execute(
+                update(InboundMessage)
+                .where(InboundMessage.id.in_(list(inbound_ids)))
+                .where(InboundMessage.state == "quarantined")
+                .values(state="received", lease_until=None)
+            )
+            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+    def list_inbound(self, state: str, limit: int = 100) -> list[InboundMessage]:
+        with self.session() as s:
+            q = (
+                select(InboundMessage)
+                .where(InboundMessage.state == state)
+                .order_by(InboundMessage.id.desc())
+                .limit(limit)
+            )
+            rows = list(s.scalars(q))
+            for r in rows:
+                s.expunge(r)
+            return rows
+
+    def count_inbound(self) -> dict[str, int]:
+        with self.session() as s:
+            q = select(InboundMessage.state, func.count()).group_by(InboundMessage.state)
+            return {state: int(n) for state, n in s.execute(q)}
+
+    # --- licenses ------------------------------------------------------------------
+
+    def upsert_licenses(self, records: Sequence[LicenseRecord]) -> int:
+        """Insert or update registry rows by license number; returns how many were written."""
+        now = utcnow()
+        with self.session() as s:
+            for rec in records:
+                row = s.get(LicenseRow, rec.license)
+                if row is None:
+                    row = LicenseRow(license=rec.license)
+                    s.add(row)
+                row.customer = rec.customer
+                row.email_domain = rec.email_domain
+                row.activated_on = rec.activated_on
+                row.support_tier = rec.tier.value
+                row.max_version_date = rec.max_version_date
+                row.updated_at = now
+        return len(records)
+
+    def license_snapshot(self) -> dict[str, LicenseRecord]:
+        """The whole registry as values (small: one row per customer license)."""
+        with self.session() as s:
+            return {
+                r.license: LicenseRecord(
+                    license=r.license,
+                    customer=r.customer,
+                    email_domain=r.email_domain,
+                    activated_on=r.activated_on,
+                    tier=Tier(r.support_tier),
+                    max_version_date=r.max_version_date,
+                )
+                for r in s.scalars(select(LicenseRow))
+            }
+
+    def license_version(self) -> tuple[int, datetime | None]:
+        """Cheap change marker of the registry (row count, newest update)."""
+        with self.session() as s:
+            n, newest = s.execute(
+                select(func.count(), func.max(LicenseRow.updated_at))
+            ).one()
+            return int(n), newest
+
+    # --- tickets -------------------------------------------------------------------
+
+    def ticket_exists(self, number: str) -> bool:
+        with self.session() as s:
+            return s.scalar(select(Ticket.id).where(Ticket.number == number)) is not None
+
+    def get_ticket(self, number: str) -> Ticket | None:
+        with self.session() as s:
+            t = s.scalar(select(Ticket).where(Ticket.number == number))
+            if t is not None:
+                s.expunge(t)
+            return t
+
+    def list_tickets(self, state: str | None = None, limit: int = 200) -> list[Ticket]:
+        with self.session() as s:
+            q = select(Ticket).order_by(Ticket.id.desc()).limit(limit)
+            if state:
+                q = q.where(Ticket.state == state)
+            rows = list(s.scalars(q))
+            for r in rows:
+                s.expunge(r)
+            return rows
+
+    # --- outbox --------------------------------------------------------------------
+
+    def claim_due_outbox(
+        self, limit: int = 50, lease: timedelta = timedelta(minutes=5), now: datetime | None = None
+    ) -> list[ClaimedOutbox]:
+        """Take up to `limit` queued messages that are due and not leased by another sender."""
+        now = now or utcnow()
+        with self.session() as s:
+            q = (
+                select(OutboxMessage)
+                .where(OutboxMessage.state == "queued")
+                .where(OutboxMessage.next_attempt_at <= now)
+                .where((OutboxMessage.lease_until.is_(None)) | (OutboxMessage.lease_until < now))
+                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            rows = list(s.scalars(q))
+            for r in rows:
+                r.lease_until = now + lease
+            return [
+                ClaimedOutbox(r.id, r.message_id, r.mail_from, tuple(r.rcpt_to), r.raw,
+                              r.attempts, r.created_at)
+                for r in rows
+            ]
+
+    def mark_sent(self, outbox_id: int, reply: str) -> None:
+        with self.session() as s:
+            s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == outbox_id)
+                .values(state="sent", server_reply=reply[:2000], sent_at=utcnow(),
+                        lease_until=None, attempts=OutboxMessage.attempts + 1)
+            )
+
+    def mark_retry(self, outbox_id: int, error: str, next_attempt_at: datetime) -> None:
+        with self.session() as s:
+            s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == outbox_id)
+                .values(last_error=error[:2000], next_attempt_at=next_attempt_at,
+                        lease_until=None, attempts=OutboxMessage.attempts + 1)
+            )
+
+    def mark_dead(self, outbox_id: int, error: str) -> None:
+        with self.session() as s:
+            s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == outbox_id)
+                .values(state="dead", last_error=error[:2000], lease_until=None,
+                        attempts=OutboxMessage.attempts + 1)
+            )
+
+    def retry_outbox(self, outbox_ids: Sequence[int]) -> int:
+        """Queue dead (or retrying) messages again, due now."""
+        with self.session() as s:
+            res = s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(list(outbox_ids)))
+                .where(OutboxMessage.state.in_(("dead", "queued")))
+                .values(state="queued", next_attempt_at=utcnow(), lease_until=None)
+            )
+            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+    def list_outbox(self, state: str | None = None, limit: int = 100) -> list[OutboxMessage]:
+        with self.session() as s:
+            q = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
+            if state:
+                q = q.where(OutboxMessage.state == state)
+            rows = list(s.scalars(q))
+            for r in rows:
+                s.expunge(r)
+            return rows
+
+    def get_outbox(self, outbox_id: int) -> OutboxMessage | None:
+        with self.session() as s:
+            r = s.get(OutboxMessage, outbox_id)
+            if r is not None:
+                s.expunge(r)
+            return r
+
+    def count_outbox(self) -> dict[str, int]:
+        with self.session() as s:
+            q = select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
+            return {state: int(n) for state, n in s.execute(q)}
+
+    def decision_for(self, inbound_id: int) -> DecisionRecord | None:
+        with self.session() as s:
+            r = s.scalar(select(DecisionRecord).where(DecisionRecord.inbound_id == inbound_id))
+            if r is not None:
+                s.expunge(r)
+            return r
+
+
+class Transaction:
+    """Named writes inside one transaction: what the worker does for one message."""
+
+    def __init__(self, session: Session, dialect: str) -> None:
+        self.s = session
+        self.dialect = dialect
+
+    def inbound_state(self, inbound_id: int) -> str | None:
+        """The row's state, locked for this transaction (re-checked so work is done once)."""
+        q = (
+            select(InboundMessage.state)
+            .where(InboundMessage.id == inbound_id)
+            .with_for_update()
+        )
+        return self.s.scalar(q)
+
+    def next_ticket_number(self, year: int) -> tuple[int, str]:
+        """Allocate the next sequence number of `year`; never reused, even after rollback
+        of later work in the same transaction (the counter row is locked until commit)."""
+        if self.s.get(TicketCounter, year, with_for_update=True) is None:
+            try:
+                with self.s.begin_nested():
+                    self.s.add(TicketCounter(year=year, last_seq=0))
+            except IntegrityError:
+                pass
+        seq = self.s.execute(
+            update(TicketCounter)
+            .where(TicketCounter.year == year)
+            .values(last_seq=TicketCounter.last_seq + 1)
+            .returning(TicketCounter.last_seq)
+        ).scalar_one()
+        return seq, f"T-{year}-{seq:06d}"
+
+    def open_ticket(
+        self,
+        *,
+        inbound_id: int,
+        opened_at: datetime,
+        deadline: datetime,
+        year: int,
+        license: str | None,
+        customer_email: str,
+        customer_name: str,
+        subject: str,
+        priority: Priority,
+        language: str,
+    ) -> Ticket:
+        seq, number = self.next_ticket_number(year)
+        t = Ticket(
+            number=number,
+            year=year,
+            seq=seq,
+            inbound_id=inbound_id,
+            license=license,
+            customer_email=customer_email,
+            customer_name=customer_name[:300],
+            subject=subject[:1000],
+            priority=priority.value,
+            state="open",
+            language=language,
+            opened_at=opened_at,
+            deadline=deadline,
+            out_seq=0,
+        )
+        self.s.add(t)
+        self.s.flush()
+        self.add_ticket_event(t.id, "opened", inbound_id=inbound_id, author=customer_email)
+        return t
+
+    def find_ticket(self, number: str) -> Ticket | None:
+        return self.s.scalar(select(Ticket).where(Ticket.number == number).with_for_update())
+
+    def next_out_seq(self, ticket: Ticket) -> int:
+        ticket.out_seq = (ticket.out_seq or 0) + 1
+        return ticket.out_seq
+
+    def add_ticket_event(
+        self, ticket_id: int, kind: str, *, inbound_id: int | None = None, author: str = ""
+    ) -> None:
+        self.s.add(
+            TicketEvent(ticket_id=ticket_id, kind=kind, inbound_id=inbound_id,
+                        author=author[:320], created_at=utcnow())
+        )
+
+    def record_decision(
+        self,
+        inbound_id: int,
+        *,
+        kind: str,
+        license: str | None,
+        priority: str | None,
+        missing: Sequence[str],
+        scope_reason: str | None,
+        ticket_ref: str | None,
+        ticket_id: int | None,
+        language: str,
+        reasons: list[dict[str, Any]],
+    ) -> None:
+        now = utcnow()
+        self.s.add(
+            DecisionRecord(
+                inbound_id=inbound_id, kind=kind, license=license, priority=priority,
+                missing=list(missing), scope_reason=scope_reason, ticket_ref=ticket_ref,
+                ticket_id=ticket_id, language=language, reasons=reasons, decided_at=now,
+            )
+        )
+        self.s.execute(
+            update(InboundMessage)
+            .where(InboundMessage.id == inbound_id)
+            .values(state="decided", decided_at=now, lease_until=None, error=None)
+        )
+
+    def enqueue(self, mail: OutgoingMail, *, ticket_id: int | None, inbound_id: int | None,
+                due: datetime | None = None) -> None:
+        """Queue a rendered reply; a second reply for the same purpose is not queued."""
+        now = utcnow()
+        exists = self.s.scalar(select(OutboxMessage.id).where(OutboxMessage.purpose == mail.purpose))
+        if exists is not None:
+            return
+        self.s.execute(
+            insert(OutboxMessage).values(
+                purpose=mail.purpose, message_id=mail.message_id, kind=mail.kind,
+                ticket_id=ticket_id, inbound_id=inbound_id, mail_from=mail.mail_from,
+                rcpt_to=list(mail.rcpt_to), raw=mail.raw, state="queued", attempts=0,
+                next_attempt_at=due or now, created_at=now,
+            )
+        )
+
+    def unsubscribe(self, address: str, inbound_id: int) -> None:
+        if self.s.get(Unsubscription, address) is None:
+            self.s.add(Unsubscription(address=address, inbound_id=inbound_id, created_at=utcnow()))
+
+
+def ticket_view(t: Ticket) -> TicketView:
+    return TicketView(
+        number=t.number,
+        subject=t.subject,
+        priority=Priority(t.priority),
+        opened_at=t.opened_at,
+        deadline=t.deadline,
+        customer_email=t.customer_email,
+        license=t.license,
+    )
