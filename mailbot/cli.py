@@ -1,0 +1,331 @@
+"""The `mailbot` command line (click; rich for tables). The only place that exits.
+
+Every command takes `--config PATH` (default `config/mailbot.toml`, or $MAILBOT_CONFIG).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mailbot import config as config_mod
+from mailbot.errors import ConfigError, MailbotError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="MAILBOT_CONFIG",
+        default=None,
+        help="Config file (default: config/mailbot.toml).",
+    )(f)
+
+
+def load_config(path: Path | None) -> config_mod.Config:
+    try:
+        return config_mod.load(path)
+    except ConfigError as exc:
+        raise click.ClickException(f"config error: {exc}") from None
+
+
+def parse_now(value: str | None) -> datetime:
+    from mailbot.store import utcnow
+
+    if value is None:
+        return utcnow()
+    try:
+        now = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected ISO-8601 like 2026-11-25T10:00:00+01:00, got {value!r}")
+    if now.tzinfo is None:
+        raise click.BadParameter("--now needs a UTC offset, e.g. 2026-11-25T10:00:00+01:00")
+    return now
+
+
+@click.group()
+@click.option("--log-level", default="INFO", envvar="MAILBOT_LOG_LEVEL", show_default=True)
+def cli(log_level: str) -> None:
+    """mailbot: the support mailbox daemon and its tools."""
+    from mailbot import logs
+
+    logs.setup(log_level.upper())
+
+
+@cli.command("check-config")
+@config_option
+def check_config(config_path: Path | None) -> None:
+    """Validate the configuration and print a summary."""
+    cfg = load_config(config_path)
+    click.echo(
+        f"config OK: store={cfg.store.url} support={cfg.mailbox.support_address} "
+        f"outbound={cfg.outbound.mode}"
+    )
+
+
+# --- db ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: Path | None) -> None:
+    """Create or migrate the schema to the newest revision."""
+    from mailbot import migrations
+    from mailbot.app import open_store
+
+    store = open_store(load_config(config_path))
+    click.echo(f"schema at revision {migrations.current(store.engine)}")
+
+
+# --- licenses ---------------------------------------------------------------------------
+
+
+@cli.group()
+def licenses() -> None:
+    """The license registry."""
+
+
+@licenses.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@config_option
+def licenses_import(csv_file: Path, config_path: Path | None) -> None:
+    """Upsert the registry from a CSV file (bad rows are reported and skipped)."""
+    from mailbot.app import open_store
+    from mailbot.registry import read_license_file
+
+    records, errors = read_license_file(csv_file)
+    store = open_store(load_config(config_path))
+    n = store.upsert_licenses(records)
+    for e in errors:
+        err_console.print(f"[yellow]{csv_file}: {e}[/yellow]", highlight=False)
+    click.echo(f"imported {n} license(s), {len(errors)} bad row(s)")
+    if errors:
+        sys.exit(1)
+
+
+# --- replay -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Decide only; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
+@click.option("--now", "now_text", default=None, help="The clock, ISO-8601 with offset.")
+@click.option(
+    "--licenses",
+    "licenses_csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Use this registry CSV (dry-run: instead of the store; live: imported first).",
+)
+@config_option
+def replay(
+    paths: tuple[Path, ...],
+    dry_run: bool,
+    as_json: bool,
+    now_text: str | None,
+    licenses_csv: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Run .eml files, directories, mbox files or Maildirs through the decision path."""
+    from mailbot.ingest.files import iter_messages
+    from mailbot.registry import DictRegistry, read_license_file
+    from mailbot.replay import replay_dry, replay_live
+
+    cfg = load_config(config_path)
+    now = parse_now(now_text)
+    messages = iter_messages(paths)
+    counts: dict[str, int] = {}
+    if dry_run:
+        if licenses_csv is not None:
+            records, errors = read_license_file(licenses_csv)
+            for e in errors:
+                err_console.print(f"{licenses_csv}: {e}", highlight=False)
+            registry = DictRegistry({r.license: r for r in records})
+        else:
+            registry = DictRegistry(_read_only_registry(cfg))
+        results = replay_dry(messages, cfg, registry, now)
+    else:
+        from mailbot.app import open_store
+        from mailbot.worker import Worker
+
+        store = open_store(cfg)
+        if licenses_csv is not None:
+            records, errors = read_license_file(licenses_csv)
+            store.upsert_licenses(records)
+        worker = Worker(cfg, store, clock=lambda: now)
+        results = replay_live(messages, worker, store, now)
+    for r in results:
+        counts[r.decision.kind.value] = counts.get(r.decision.kind.value, 0) + 1
+        if as_json:
+            click.echo(json.dumps(r.as_json(), ensure_ascii=False))
+        else:
+            ref = f" {r.ticket_ref}" if r.ticket_ref else ""
+            click.echo(f"{r.file}: {r.decision.kind.value}{ref} ({', '.join(r.decision.hits)})")
+    if not as_json:
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        click.echo(f"replayed {sum(counts.values())} message(s): {summary}")
+
+
+def _read_only_registry(cfg: config_mod.Config) -> dict[str, Any]:
+    """The stored registry without creating or migrating a database (dry-run writes nothing)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mailbot.store import Store
+
+    url = cfg.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return {}
+    store = Store.from_url(url)
+    try:
+        return store.license_snapshot()
+    except SQLAlchemyError:
+        return {}
+    finally:
+        store.close()
+
+
+# --- outbox / quarantine / status ---------------------------------------------------------
+
+
+def _open(config_path: Path | None) -> Any:
+    from mailbot.app import open_store
+
+    return open_store(load_config(config_path))
+
+
+@cli.group()
+def outbox() -> None:
+    """Outgoing replies."""
+
+
+@outbox.command("list")
+@click.option("--state", default=None, help="queued, sent, dead, bounced")
+@click.option("--limit", default=50, show_default=True)
+@config_option
+def outbox_list(state: str | None, limit: int, config_path: Path | None) -> None:
+    """List outbox rows, newest first."""
+    store = _open(config_path)
+    table = Table("id", "state", "kind", "to", "attempts", "next attempt", "last error")
+    for r in store.list_outbox(state, limit):
+        table.add_row(str(r.id), r.state, r.kind, ", ".join(r.rcpt_to), str(r.attempts),
+                      r.next_attempt_at.isoformat(timespec="seconds"), (r.last_error or "")[:60])
+    console.print(table)
+
+
+@outbox.command("show")
+@click.argument("outbox_id", type=int)
+@config_option
+def outbox_show(outbox_id: int, config_path: Path | None) -> None:
+    """Print one outbox message with its delivery state."""
+    store = _open(config_path)
+    r = store.get_outbox(outbox_id)
+    if r is None:
+        raise click.ClickException(f"no outbox message {outbox_id}")
+    click.echo(f"# state={r.state} attempts={r.attempts} reply={r.server_reply!r} "
+               f"error={r.last_error!r}")
+    click.echo(r.raw.decode("utf-8", "replace"))
+
+
+@outbox.command("retry")
+@click.argument("outbox_ids", type=int, nargs=-1, required=True)
+@config_option
+def outbox_retry(outbox_ids: tuple[int, ...], config_path: Path | None) -> None:
+    """Queue dead messages again, due now."""
+    n = _open(config_path).retry_outbox(outbox_ids)
+    click.echo(f"requeued {n} message(s)")
+
+
+@cli.group()
+def quarantine() -> None:
+    """Messages that could not be parsed or decided."""
+
+
+@quarantine.command("list")
+@click.option("--limit", default=50, show_default=True)
+@config_option
+def quarantine_list(limit: int, config_path: Path | None) -> None:
+    """List quarantined messages with the reason."""
+    store = _open(config_path)
+    table = Table("id", "received", "from", "origin", "error")
+    for r in store.list_inbound("quarantined", limit):
+        last = (r.error or "").strip().splitlines()[-1:] or [""]
+        table.add_row(str(r.id), r.received_at.isoformat(timespec="seconds"), r.sender or "",
+                      r.origin, last[0][:80])
+    console.print(table)
+
+
+@quarantine.command("show")
+@click.argument("inbound_id", type=int)
+@click.option("--raw", is_flag=True, help="Print the raw message instead of the error.")
+@config_option
+def quarantine_show(inbound_id: int, raw: bool, config_path: Path | None) -> None:
+    """Print a quarantined message's traceback (or raw bytes)."""
+    store = _open(config_path)
+    item = store.list_inbound("quarantined", 100000)
+    row = next((r for r in item if r.id == inbound_id), None)
+    if row is None:
+        raise click.ClickException(f"inbound message {inbound_id} is not quarantined")
+    click.echo(row.raw.decode("utf-8", "replace") if raw else (row.error or ""))
+
+
+@quarantine.command("retry")
+@click.argument("inbound_ids", type=int, nargs=-1, required=True)
+@config_option
+def quarantine_retry(inbound_ids: tuple[int, ...], config_path: Path | None) -> None:
+    """Decide quarantined messages again (after a fix)."""
+    from mailbot.worker import Worker
+
+    cfg = load_config(config_path)
+    store = _open(config_path)
+    n = store.requeue_inbound(inbound_ids)
+    worker = Worker(cfg, store)
+    done = 0
+    while worker.run_once(50):
+        done += 1
+    click.echo(f"requeued {n} message(s)")
+    for inbound_id in inbound_ids:
+        rec = store.decision_for(inbound_id)
+        click.echo(f"  {inbound_id}: {rec.kind if rec else 'still quarantined'}")
+
+
+@cli.command()
+@config_option
+def status(config_path: Path | None) -> None:
+    """Queue depths and the oldest unsent reply."""
+    store = _open(config_path)
+    inbound = store.count_inbound()
+    out = store.count_outbox()
+    click.echo("inbound:  " + (", ".join(f"{k}={v}" for k, v in sorted(inbound.items())) or "empty"))
+    click.echo("outbox:   " + (", ".join(f"{k}={v}" for k, v in sorted(out.items())) or "empty"))
+    queued = store.list_outbox("queued", 100000)
+    if queued:
+        oldest = min(r.created_at for r in queued)
+        click.echo(f"oldest unsent reply: {oldest.isoformat(timespec='seconds')}")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except MailbotError as exc:
+        err_console.print(f"error: {exc}", highlight=False)
+        sys.exit(1)
