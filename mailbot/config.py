@@ -156,6 +156,47 @@ class OutboundConfig(_Section):
     batch: int = Field(default=50, ge=1, le=10_000)
 
 
+class ListenerConfig(_Section):
+    """SMTP or LMTP intake (aiosmtpd). `recipients` empty: the mailbox's own addresses
+    (with `+tag` sub-addresses) are accepted, every other recipient gets 550."""
+
+    enabled: bool = True
+    protocol: Literal["smtp", "lmtp"] = "lmtp"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8024, ge=0, le=65535)
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    recipients: tuple[Address, ...] = ()
+
+
+class ImapMailboxConfig(_Section):
+    """One IMAP mailbox polled (IDLE where offered). Plain connections need security="none"."""
+
+    name: str = "support"
+    host: str
+    port: int = Field(default=993, ge=1, le=65535)
+    security: Literal["tls", "starttls", "none"] = "tls"
+    verify_tls: bool = True
+    ca_file: str | None = None
+    username: str
+    password_env: str | None = None
+    password_credential: str | None = None
+    folder: str = "INBOX"
+    # After a message is stored: "flag" sets \Seen plus `keyword`; "move" moves it.
+    after_store: Literal["flag", "move"] = "flag"
+    keyword: str = "$MailbotStored"
+    move_to: str = "Processed"
+    poll_seconds: float = Field(default=60.0, gt=0)
+    idle_seconds: float = Field(default=600.0, gt=0, le=1740)  # RFC 2177: < 29 min
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    batch: int = Field(default=200, ge=1, le=10_000)
+
+
+class WorkerConfig(_Section):
+    poll_seconds: float = Field(default=2.0, gt=0)
+    batch: int = Field(default=20, ge=1, le=1000)
+    lease_seconds: float = Field(default=300.0, gt=0)
+
+
 class Config(_Section):
     """The whole configuration; `root` anchors relative paths (the repo or StateDirectory)."""
 
@@ -166,6 +207,9 @@ class Config(_Section):
     classify: ClassifyConfig = ClassifyConfig()
     replies: RepliesConfig = RepliesConfig()
     outbound: OutboundConfig = OutboundConfig()
+    listener: ListenerConfig = ListenerConfig()
+    imap: tuple[ImapMailboxConfig, ...] = ()
+    worker: WorkerConfig = WorkerConfig()
 
     def path(self, value: str) -> Path:
         """`value` as an absolute path, relative ones taken from `root`."""

@@ -558,6 +558,26 @@ class Store:
                 for r in rows
             ]
 
+    def release_outbox(self, outbox_ids: Sequence[int]) -> None:
+        """Give claimed rows back unsent (clean stop), so they are due again at once."""
+        if not outbox_ids:
+            return
+        with self.session() as s:
+            s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(list(outbox_ids)))
+                .where(OutboxMessage.state == "queued")
+                .values(lease_until=None)
+            )
+
+    def release_all_leases(self) -> None:
+        """Clear every lease (single-process SQLite start: no other holder can exist)."""
+        with self.session() as s:
+            s.execute(update(InboundMessage).where(InboundMessage.lease_until.is_not(None))
+                      .values(lease_until=None))
+            s.execute(update(OutboxMessage).where(OutboxMessage.lease_until.is_not(None))
+                      .values(lease_until=None))
+
     def mark_sent(self, outbox_id: int, reply: str) -> None:
         with self.session() as s:
             s.execute(

@@ -1,0 +1,32 @@
+# mailbot — two commands set everything up on a fresh machine:
+#   make run    creates .venv, installs mailbot and starts the daemon on config/mailbot.toml
+#   make test   creates .venv, installs mailbot with test extras and runs the whole suite
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config/mailbot.toml
+
+.PHONY: run test venv bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(BIN)/mailbot --log-level INFO run --config $(CONFIG)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python bench/replay.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,40 @@
+"""accept(raw, origin): the one door for inbound mail. Stores durably, then wakes the worker.
+
+Callers acknowledge (SMTP 250, IMAP flag/move) only after `accept` returned: by then the raw
+bytes are committed (SQLite WAL with synchronous=FULL, or PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from mailbot.store import SavedInbound, Store
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    """Durable acceptance of raw messages, shared by every intake (LMTP, SMTP, IMAP)."""
+
+    def __init__(self, store: Store, wake: Callable[[], None] = lambda: None) -> None:
+        self._store = store
+        self._wake = wake
+
+    def accept_blocking(self, raw: bytes, origin: str) -> SavedInbound:
+        """Store `raw` (deduplicated) and wake the worker; for callers in a thread.
+
+        Raises:
+            TemporaryIngestError: the store is unavailable; do not acknowledge.
+        """
+        saved = self._store.save_inbound(raw, origin)
+        if saved.created:
+            self._wake()
+        log.debug("accepted %s bytes from %s as inbound %s (new=%s)", len(raw), origin,
+                  saved.id, saved.created)
+        return saved
+
+    async def accept(self, raw: bytes, origin: str) -> SavedInbound:
+        """`accept_blocking` run off the event loop."""
+        return await asyncio.to_thread(self.accept_blocking, raw, origin)

@@ -1,0 +1,81 @@
+"""The store on SQLite and PostgreSQL: durable dedup, ticket numbers, outbox states."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from mailbot.domain import Priority
+from mailbot.store import OutgoingMail, Store
+
+RAW = b"From: Jana <jana@novak-syn.cz>\r\nMessage-ID: <abc@x>\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+def test_same_bytes_stored_once(store: Store) -> None:
+    """Saving identical bytes twice returns the first row and creates no second one."""
+    first = store.save_inbound(RAW, "test")
+    second = store.save_inbound(RAW, "test")
+    assert first.created and not second.created
+    assert second.id == first.id
+    assert store.count_inbound() == {"received": 1}
+
+
+def test_same_message_id_and_sender_stored_once(store: Store) -> None:
+    """A redelivery with other trace headers (same Message-ID and sender) is one record."""
+    first = store.save_inbound(RAW, "imap")
+    again = store.save_inbound(b"Received: from relay\r\n" + RAW, "lmtp")
+    assert not again.created and again.id == first.id
+
+
+def test_same_message_id_other_sender_is_new(store: Store) -> None:
+    """Message-IDs are only unique per sender: another sender's mail is kept."""
+    store.save_inbound(RAW, "imap")
+    other = store.save_inbound(RAW.replace(b"jana@novak-syn.cz", b"eva@other.cz"), "imap")
+    assert other.created
+
+
+def test_claim_sets_lease_and_quarantine_requeue(store: Store) -> None:
+    """A claimed message is leased (not claimed twice); a quarantined one can be requeued."""
+    saved = store.save_inbound(RAW, "test")
+    assert [c.id for c in store.claim_inbound()] == [saved.id]
+    assert store.claim_inbound() == []
+    store.quarantine_inbound(saved.id, "Traceback: boom")
+    assert store.count_inbound() == {"quarantined": 1}
+    assert store.requeue_inbound([saved.id]) == 1
+    assert store.count_inbound() == {"received": 1}
+
+
+def test_ticket_numbers_sequential_per_year(store: Store) -> None:
+    """Numbers count up within a year and restart in the next one, never repeating."""
+    numbers = []
+    now = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    for i, year in enumerate([2026, 2026, 2027, 2026]):
+        saved = store.save_inbound(RAW + str(i).encode(), "test")
+        with store.transaction() as tx:
+            t = tx.open_ticket(
+                inbound_id=saved.id, opened_at=now, deadline=now + timedelta(days=3), year=year,
+                license="40127733", customer_email="a@b.cz", customer_name="A", subject="s",
+                priority=Priority.NORMAL, language="cs",
+            )
+            numbers.append(t.number)
+    assert numbers == ["T-2026-000001", "T-2026-000002", "T-2027-000001", "T-2026-000003"]
+
+
+def test_outbox_claim_retry_dead_sent(store: Store) -> None:
+    """Outbox rows move queued → (retry later) → sent, or → dead; purposes are unique."""
+    mail = OutgoingMail("ack:1", "<m1@estelar.example>", "ack", "podpora@estelar.example",
+                        ("a@b.cz",), b"Subject: x\r\n\r\nx\r\n")
+    with store.transaction() as tx:
+        tx.enqueue(mail, ticket_id=None, inbound_id=None)
+        tx.enqueue(mail, ticket_id=None, inbound_id=None)  # same purpose: ignored
+    claimed = store.claim_due_outbox()
+    assert [c.message_id for c in claimed] == ["<m1@estelar.example>"]
+    assert store.claim_due_outbox() == []  # leased
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    store.mark_retry(claimed[0].id, "451 try later", later)
+    assert store.claim_due_outbox() == []  # not due yet
+    again = store.claim_due_outbox(now=later + timedelta(seconds=1))
+    assert again[0].attempts == 1
+    store.mark_sent(again[0].id, "250 OK")
+    assert store.count_outbox() == {"sent": 1}
+    row = store.get_outbox(again[0].id)
+    assert row is not None and row.server_reply == "250 OK" and row.attempts == 2
