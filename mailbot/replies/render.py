@@ -1,0 +1,525 @@
+"""Customer replies: a Decision + the inbound Mail → a ready-to-send EmailMessage (pure).
+
+Templates live in ``<templates_dir>/replies/{kind}.{lang}.{txt|html}.j2`` and extend
+``_layout.{txt|html}.j2``; the wording of each language is written once, in
+``_texts.{lang}.j2``, and shared by the text and the HTML part.
+
+Security (reliability.md §1):
+- Customer text is only ever template *data*; nothing from a mail is compiled as a template.
+  The HTML environment autoescapes, both are sandboxed and use StrictUndefined.
+- Everything taken from the mail loses control characters (C0, C1, DEL, U+2028/U+2029,
+  bidi and zero-width format characters) before it reaches a header, and the serialized
+  message is re-parsed to prove it has exactly the headers we set (CPython 3.11.7 predates
+  the generator fixes for CVE-2024-6923 and CVE-2026-0672).
+- The recipient is the mail's From address only if email-validator accepts it; Reply-To is
+  ignored, so a forged Reply-To cannot aim auto-replies at a third party.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import email.utils
+import logging
+import re
+import textwrap
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from email_validator import EmailNotValidError, validate_email
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup, escape
+
+from mailbot.config import Config
+from mailbot.domain import LOOP_HEADER, Decision, DecisionKind, Mail, Priority, TicketView
+from mailbot.errors import ConfigError, MailbotError
+
+__all__ = [
+    "NO_REPLY_KINDS",
+    "REPLY_TEMPLATES",
+    "ReplyRenderError",
+    "ReplyRenderer",
+    "clean_header_text",
+    "format_date",
+    "format_deadline",
+    "reply_subject",
+]
+
+log = logging.getLogger(__name__)
+
+REPLY_TEMPLATES: Final[Mapping[DecisionKind, str]] = {
+    DecisionKind.TICKET: "ack",
+    DecisionKind.REJECT_INCOMPLETE: "reject_incomplete",
+    DecisionKind.REJECT_UNKNOWN_LICENSE: "reject_unknown_license",
+    DecisionKind.REJECT_EXPIRED: "reject_expired",
+    DecisionKind.REJECT_SCOPE: "reject_scope",
+}
+"""Template base name for each kind that gets an automatic reply."""
+
+NO_REPLY_KINDS: Final[frozenset[DecisionKind]] = frozenset(
+    {
+        DecisionKind.IGNORE_AUTO,
+        DecisionKind.UNSUBSCRIBE,
+        DecisionKind.STAFF_REPLY,
+        DecisionKind.FOLLOWUP,
+        DecisionKind.QUARANTINED,
+    }
+)
+
+LANGUAGES: Final = ("cs", "en")
+SUBJECT_LIMIT: Final = 200
+NAME_LIMIT: Final = 100
+QUOTE_LINES: Final = 20
+QUOTE_LINE_LIMIT: Final = 300
+MAX_REFERENCES: Final = 20
+TEXT_WIDTH: Final = 76
+
+# Values for Decision.missing (labelled data: "license" and/or "description").
+MISSING_LICENSE: Final = "license"
+MISSING_DESCRIPTION: Final = "description"
+
+_CS_WEEKDAYS = ("pondělí", "úterý", "středa", "čtvrtek", "pátek", "sobota", "neděle")
+_EN_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_EN_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+
+_NO_SUBJECT = {"cs": "(bez předmětu)", "en": "(no subject)"}
+
+# Reply prefixes mail clients add (RFC 5322 §3.6.5 "Re:", and localized ones), with counters.
+_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv|vs|odp|odpověď|antw)\s*(?:\[\d+\]|\(\d+\))?\s*:\s*)+", re.I)
+_MSG_ID = re.compile(r"<[!-;=?-~]{1,250}>")  # printable ASCII except < and >, no spaces
+_BARE_MSG_ID = re.compile(r"[!-;=?-~]{1,248}@[!-;=?-~]{1,248}")
+
+
+class ReplyRenderError(MailbotError):
+    """A reply could not be built safely (bad input from mailbot itself, or a header check failed)."""
+
+
+# -- sanitizing ---------------------------------------------------------------------------
+
+
+def _is_unsafe(ch: str) -> bool:
+    # Cc: C0/C1 controls incl. CR, LF, NUL, U+0085; Cf: bidi overrides, zero-width chars;
+    # Zl/Zp: U+2028/U+2029; Cs: lone surrogates from surrogateescape decoding.
+    return unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp", "Cs"}
+
+
+def clean_header_text(value: str, limit: int = SUBJECT_LIMIT) -> str:
+    """`value` on one line, safe for a header: control/format characters become spaces,
+    runs of whitespace collapse, and the result is cut to `limit` characters (with "…")."""
+    cleaned = "".join(" " if _is_unsafe(ch) else ch for ch in value)
+    cleaned = " ".join(cleaned.split())
+    if len(cleaned) > limit:
+        cleaned = cleaned[: limit - 1].rstrip() + "…"
+    return cleaned
+
+
+def _clean_body_line(line: str) -> str:
+    cleaned = "".join(
+        " " if ch == "\t" else ("" if _is_unsafe(ch) else ch) for ch in line
+    ).rstrip()
+    if len(cleaned) > QUOTE_LINE_LIMIT:
+        cleaned = cleaned[: QUOTE_LINE_LIMIT - 1] + "…"
+    return cleaned
+
+
+def _quote(text: str) -> tuple[list[str], bool]:
+    """The first QUOTE_LINES lines of the customer's text, and whether more followed."""
+    # Only the head of a huge body is looked at; str.splitlines() also splits on
+    # U+2028/U+2029/U+0085 and the other Unicode line separators.
+    head_text = text[: QUOTE_LINES * QUOTE_LINE_LIMIT * 2]
+    lines = [_clean_body_line(line) for line in head_text.splitlines()]
+    cut = len(head_text) < len(text)
+    while lines and not lines[0]:
+        lines.pop(0)
+    while lines and not lines[-1]:
+        lines.pop()
+    head = lines[:QUOTE_LINES]
+    truncated = cut or len(lines) > QUOTE_LINES
+    while head and not head[-1]:
+        head.pop()
+    return head, truncated
+
+
+def _clean_message_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    cleaned = clean_header_text(value, 1000).strip()
+    if _MSG_ID.fullmatch(cleaned):
+        return cleaned
+    if _BARE_MSG_ID.fullmatch(cleaned):
+        return f"<{cleaned}>"
+    return None
+
+
+def _references(mail: Mail, parent: str | None) -> list[str]:
+    """RFC 5322 §3.6.4: the parent's References (or its single In-Reply-To) + its Message-ID."""
+    chain = list(mail.references) or (list(mail.in_reply_to) if len(mail.in_reply_to) == 1 else [])
+    ids: list[str] = []
+    for raw in chain:
+        for token in raw.split():
+            mid = _clean_message_id(token)
+            if mid and mid not in ids and mid != parent:
+                ids.append(mid)
+    if len(ids) > MAX_REFERENCES - 1:  # keep the thread root and the newest ones
+        ids = [ids[0], *ids[-(MAX_REFERENCES - 2) :]]
+    if parent:
+        ids.append(parent)
+    return ids
+
+
+def reply_subject(original: str, lang: str, ticket_number: str | None = None) -> str:
+    """``Re: [#T-…] subject`` for a ticket, ``Re: subject`` otherwise; one Re:, one tag."""
+    subject = clean_header_text(original, 1000)
+    tag = f"[#{clean_header_text(ticket_number, 60)}]" if ticket_number else None
+    previous = None
+    while subject != previous:
+        previous = subject
+        subject = _REPLY_PREFIX.sub("", subject)
+        if tag:
+            subject = subject.replace(tag, " ")
+        subject = " ".join(subject.split())
+    if not subject:
+        subject = _NO_SUBJECT.get(lang, _NO_SUBJECT["en"])
+    full = f"Re: {tag} {subject}" if tag else f"Re: {subject}"
+    return clean_header_text(full, SUBJECT_LIMIT)
+
+
+# -- dates in the customer's language -----------------------------------------------------
+
+
+def _zone_label(zone: ZoneInfo) -> str:
+    return zone.key.rsplit("/", 1)[-1].replace("_", " ")
+
+
+def format_deadline(when: datetime, lang: str, zone: ZoneInfo) -> str:
+    """E.g. ``středa 25. 11. 2026 16:00`` or ``Wednesday 25 November 2026, 16:00 (Prague time)``.
+
+    Raises:
+        ValueError: `when` is naive.
+    """
+    if when.tzinfo is None:
+        raise ValueError("deadline must be an aware datetime")
+    local = when.astimezone(zone)
+    clock = f"{local.hour}:{local.minute:02d}"
+    if lang == "cs":
+        return f"{_CS_WEEKDAYS[local.weekday()]} {local.day}. {local.month}. {local.year} {clock}"
+    return (
+        f"{_EN_WEEKDAYS[local.weekday()]} {local.day} {_EN_MONTHS[local.month - 1]} "
+        f"{local.year}, {clock} ({_zone_label(zone)} time)"
+    )
+
+
+def format_date(day: date, lang: str) -> str:
+    """E.g. ``31. 5. 2026`` or ``31 May 2026``."""
+    if lang == "cs":
+        return f"{day.day}. {day.month}. {day.year}"
+    return f"{day.day} {_EN_MONTHS[day.month - 1]} {day.year}"
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# -- paragraph markup shared by the text and HTML layouts ---------------------------------
+
+
+def _blocks(value: str) -> Iterator[list[str]]:
+    """Paragraphs of `value` (split at blank lines), each a list of stripped lines."""
+    block: list[str] = []
+    for line in value.splitlines():
+        stripped = line.strip()
+        if stripped:
+            block.append(stripped)
+        elif block:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def _kept_line(line: str) -> str:
+    return line[1:].removeprefix(" ") if line.startswith("|") else line
+
+
+def _list_items(lines: Iterable[str]) -> list[str]:
+    items: list[str] = []
+    for line in lines:
+        if line.startswith("- ") or not items:
+            items.append(line.removeprefix("- "))
+        else:
+            items[-1] += " " + line
+    return items
+
+
+# Spaces a line must not break at: after a one-letter word (Czech typography: "a", "v",
+# "k" never end a line), inside numbers such as "1234 5678" and dates such as "25. 11. 2026".
+_NO_BREAK = re.compile(r"(?<=\b[aikosuvzAIKOSUVZ]) |(?<=\d) (?=\d)|(?<=\d\.) (?=\d)")
+
+
+def _fill(text: str, initial: str = "", subsequent: str = "") -> str:
+    glued = _NO_BREAK.sub("\u00a0", text)  # textwrap does not break at U+00A0
+    wrapped = textwrap.fill(
+        glued,
+        width=TEXT_WIDTH,
+        initial_indent=initial,
+        subsequent_indent=subsequent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return wrapped.replace("\u00a0", " ")
+
+
+def _text_paragraphs(value: str) -> str:
+    """Jinja filter (text): flow and wrap paragraphs; "- " lists; "| " lines kept."""
+    out: list[str] = []
+    for lines in _blocks(str(value)):
+        if lines[0].startswith("|"):
+            out.append("\n".join(_kept_line(line) for line in lines))
+        elif lines[0].startswith("- "):
+            out.append("\n".join(_fill(item, "- ", "  ") for item in _list_items(lines)))
+        else:
+            out.append(_fill(" ".join(lines)))
+    return "\n\n".join(out) + "\n"
+
+
+def _html_paragraphs(value: str) -> Markup:
+    """Jinja filter (HTML): the same markup as <p>, <ul> and <br>; input is escaped Markup."""
+    safe = escape(value)  # Markup passes through; a plain str would be escaped here
+    out: list[Markup] = []
+    for lines in _blocks(str(safe)):
+        # Each line is a slice of already-escaped Markup, so wrapping it in Markup is sound.
+        if lines[0].startswith("|"):
+            body = Markup("<br>\n").join(Markup(_kept_line(line)) for line in lines)
+            out.append(Markup("<p>{}</p>").format(body))
+        elif lines[0].startswith("- "):
+            items = Markup("").join(
+                Markup("<li>{}</li>\n").format(Markup(item)) for item in _list_items(lines)
+            )
+            out.append(Markup("<ul>\n{}</ul>").format(items))
+        else:
+            out.append(Markup("<p>{}</p>").format(Markup(" ".join(lines))))
+    return Markup("\n").join(out)
+
+
+# -- the renderer -------------------------------------------------------------------------
+
+
+class ReplyRenderer:
+    """Builds the automatic reply to one message; construct once from the Config."""
+
+    def __init__(self, config: Config) -> None:
+        """Load and check every reply template.
+
+        Raises:
+            ConfigError: the templates directory or one of the reply templates is missing
+                or does not compile.
+        """
+        self._support_name = clean_header_text(config.mailbox.support_name, NAME_LIMIT)
+        self._support_address = config.mailbox.support_address
+        self._own = config.mailbox.own_addresses()
+        self._zone = config.calendar.zone
+        self._default_language = config.replies.default_language
+        self._tiers_offer_url = config.replies.tiers_offer_url
+        opens, closes = config.calendar.open_time, config.calendar.close_time
+        day_hours = (closes.hour * 60 + closes.minute - opens.hour * 60 - opens.minute) / 60
+        days = config.calendar.ticket_hours / day_hours if day_hours > 0 else 0.0
+        self._static: dict[str, Any] = {
+            "support_name": self._support_name,
+            "support_address": self._support_address,
+            "opens_text": f"{opens.hour}:{opens.minute:02d}",
+            "closes_text": f"{closes.hour}:{closes.minute:02d}",
+            "zone_label": _zone_label(self._zone),
+            "response_days": int(days) if days and float(days).is_integer() else None,
+            "response_hours": _format_number(config.calendar.ticket_hours),
+            "emergency_hours": _format_number(config.calendar.emergency_hours),
+        }
+        directory = config.path(config.replies.templates_dir)
+        if not directory.is_dir():
+            raise ConfigError(f"replies.templates_dir: {directory} is not a directory")
+        loader = FileSystemLoader(directory)
+        common: dict[str, Any] = dict(
+            loader=loader, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
+        )
+        self._text_env = SandboxedEnvironment(autoescape=False, **common)
+        self._html_env = SandboxedEnvironment(autoescape=True, **common)
+        self._text_env.filters["paragraphs"] = _text_paragraphs
+        self._html_env.filters["paragraphs"] = _html_paragraphs
+        for name in REPLY_TEMPLATES.values():
+            for lang in LANGUAGES:
+                for env, fmt in ((self._text_env, "txt"), (self._html_env, "html")):
+                    template = f"replies/{name}.{lang}.{fmt}.j2"
+                    try:
+                        env.get_template(template)
+                    except TemplateNotFound as exc:
+                        raise ConfigError(f"reply template {exc.name} not found in {directory}") from None
+                    except Exception as exc:  # TemplateSyntaxError and friends
+                        raise ConfigError(f"reply template {template}: {exc}") from None
+
+    def recipient(self, mail: Mail) -> Address | None:
+        """The address to answer (the mail's From), or None if it is missing, invalid, or ours."""
+        if not mail.from_addr or len(mail.from_addr) > 320:
+            return None
+        try:
+            valid = validate_email(
+                mail.from_addr,
+                check_deliverability=False,
+                allow_smtputf8=False,  # we send without SMTPUTF8
+                test_environment=True,  # allow *.test (test rigs); the relay judges deliverability
+            )
+        except EmailNotValidError as exc:
+            log.warning("not replying to invalid sender address %r: %s", mail.from_addr, exc)
+            return None
+        if valid.ascii_email is None or valid.ascii_email.lower() in self._own:
+            return None
+        name = clean_header_text(mail.from_name, NAME_LIMIT)
+        return Address(display_name=name, username=valid.local_part, domain=valid.ascii_domain)
+
+    def render(
+        self,
+        decision: Decision,
+        mail: Mail,
+        *,
+        ticket: TicketView | None,
+        message_id: str,
+        now: datetime,
+    ) -> EmailMessage | None:
+        """The reply to `mail` for `decision`, or None when no reply is due.
+
+        None for the kinds in NO_REPLY_KINDS, and also when the sender's address is missing,
+        fails validation (email-validator, no deliverability check) or is one of our own:
+        such a mail simply gets no automatic reply (a warning is logged).
+
+        Raises:
+            ReplyRenderError: a ticket reply without `ticket`, a malformed `message_id`, a
+                naive `now`, or a serialized message that fails the header re-check.
+        """
+        template = REPLY_TEMPLATES.get(decision.kind)
+        if template is None:
+            if decision.kind not in NO_REPLY_KINDS:
+                raise ReplyRenderError(f"no reply template for decision kind {decision.kind!r}")
+            return None
+        if decision.kind is DecisionKind.TICKET and ticket is None:
+            raise ReplyRenderError("a ticket acknowledgement needs the ticket")
+        if not _MSG_ID.fullmatch(message_id):
+            raise ReplyRenderError(f"malformed Message-ID for the reply: {message_id!r}")
+        if now.tzinfo is None:
+            raise ReplyRenderError("now must be an aware datetime")
+        to = self.recipient(mail)
+        if to is None:
+            return None
+        if decision.kind is not DecisionKind.TICKET:
+            ticket = None  # rejections open no ticket: plain "Re: subject", no tag
+
+        lang = decision.language if decision.language in LANGUAGES else self._default_language
+        ticket_number = ticket.number if ticket is not None else None
+        subject = reply_subject(mail.subject or (ticket.subject if ticket else ""), lang, ticket_number)
+        context = self._context(decision, mail, ticket, lang, subject)
+        text = self._text_env.get_template(f"replies/{template}.{lang}.txt.j2").render(
+            context, html=False
+        )
+        html = self._html_env.get_template(f"replies/{template}.{lang}.html.j2").render(
+            context, html=True
+        )
+
+        msg = EmailMessage(policy=email.policy.SMTP)
+        msg["From"] = Address(display_name=self._support_name, addr_spec=self._support_address)
+        msg["To"] = to
+        msg["Subject"] = subject
+        msg["Date"] = email.utils.format_datetime(now.astimezone(self._zone))
+        msg["Message-ID"] = message_id
+        parent = _clean_message_id(mail.message_id)
+        if parent:
+            msg["In-Reply-To"] = parent
+        references = _references(mail, parent)
+        if references:
+            msg["References"] = " ".join(references)
+        msg["Auto-Submitted"] = "auto-replied"  # RFC 3834 §5
+        msg["X-Auto-Response-Suppress"] = "All"  # Exchange: no OOF/auto-replies back
+        msg[LOOP_HEADER] = self._support_address
+        msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+        msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+        # After set_content/add_alternative: they clear or move Content-* headers.
+        msg["Content-Language"] = lang  # RFC 3282
+        _check_serialized(msg, expected_to=to.addr_spec)
+        return msg
+
+    def _context(
+        self,
+        decision: Decision,
+        mail: Mail,
+        ticket: TicketView | None,
+        lang: str,
+        subject: str,
+    ) -> dict[str, Any]:
+        """The explicit values a template may use (never the Config or the Mail itself)."""
+        quoted, truncated = _quote(mail.text)
+        license_number = clean_header_text(
+            (ticket.license if ticket and ticket.license else None) or decision.license or "", 40
+        )
+        context: dict[str, Any] = {
+            **self._static,
+            "lang": lang,
+            "title": subject,
+            "customer_name": clean_header_text(mail.from_name, NAME_LIMIT),
+            "quoted": quoted,
+            "quoted_truncated": truncated,
+            "license_number": license_number,
+        }
+        kind = decision.kind
+        if kind is DecisionKind.TICKET:
+            assert ticket is not None
+            context["ticket_number"] = clean_header_text(ticket.number, 60)
+            context["emergency"] = (
+                ticket.priority is Priority.EMERGENCY or decision.priority is Priority.EMERGENCY
+            )
+            context["deadline_text"] = format_deadline(ticket.deadline, lang, self._zone)
+        elif kind is DecisionKind.REJECT_INCOMPLETE:
+            missing = {m.lower() for m in decision.missing}
+            missing_license = MISSING_LICENSE in missing
+            missing_description = MISSING_DESCRIPTION in missing
+            if not (missing_license or missing_description):
+                log.warning("reject_incomplete without known 'missing' items: %r", decision.missing)
+                missing_license = missing_description = True
+            context["missing_license"] = missing_license
+            context["missing_description"] = missing_description
+        elif kind is DecisionKind.REJECT_EXPIRED:
+            end = decision.entitlement_end
+            context["support_end_text"] = format_date(end, lang) if end else ""
+            context["tiers_offer_url"] = self._tiers_offer_url
+        elif kind is DecisionKind.REJECT_SCOPE:
+            context["scope_reason"] = decision.scope_reason or ""
+        return context
+
+
+def _check_serialized(msg: EmailMessage, *, expected_to: str) -> None:
+    """Re-parse the bytes we would send: the same header names, one recipient, two parts.
+
+    Raises:
+        ReplyRenderError: the serialized message differs (a header-injection symptom).
+    """
+    try:
+        raw = bytes(msg)
+    except (ValueError, UnicodeError) as exc:
+        raise ReplyRenderError(f"reply does not serialize: {exc}") from exc
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    if b"\r\n" not in raw or any(b"\r" in line or b"\n" in line for line in head.split(b"\r\n")):
+        raise ReplyRenderError("reply header section has a bare CR or LF")
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    expected = sorted(k.lower() for k in msg.keys())
+    got = sorted(k.lower() for k in parsed.keys())
+    if got != expected:
+        raise ReplyRenderError(f"reply headers changed in serialization: {got} != {expected}")
+    recipients = email.utils.getaddresses([str(v) for v in parsed.get_all("to", [])])
+    if [addr.lower() for _, addr in recipients] != [expected_to.lower()]:
+        raise ReplyRenderError(f"reply recipients changed in serialization: {recipients}")
+    if parsed.get_content_type() != "multipart/alternative" or len(parsed.get_payload()) != 2:
+        raise ReplyRenderError("reply is not a two-part multipart/alternative")
