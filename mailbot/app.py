@@ -1,16 +1,39 @@
-"""Composition root: builds the store, worker and (later) intakes and sender from a Config.
+"""Composition root: builds the store, worker, intakes and sender from a Config and runs them.
 
 This is the only place that wires objects together; everything else receives what it needs
-as arguments.
+as arguments. `run()` is the daemon: one asyncio process with
+
+* the SMTP/LMTP listener (aiosmtpd, in the loop),
+* one thread per IMAP mailbox (imapclient blocks),
+* the worker loop (decides stored mail; woken by every intake),
+* the outbox loop (sends due replies),
+* the systemd watchdog.
+
+SIGTERM/SIGINT: the listener stops taking mail (new DATA gets 421), IMAP threads finish the
+message in hand, the worker finishes its batch, the sender finishes the message in flight and
+releases the rest; then the process exits 0.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
 
-from mailbot import migrations
-from mailbot.config import Config
+from mailbot import migrations, sdnotify
+from mailbot.config import Config, read_secret
+from mailbot.ingest.imap import ImapPoller
+from mailbot.ingest.intake import Intake
+from mailbot.ingest.lmtp import IntakeHandler, RecipientPolicy, start_listener
+from mailbot.replies.outbox import OutboxDispatcher
+from mailbot.replies.smtp import Transport, build_transport
 from mailbot.store import Store
+from mailbot.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -23,3 +46,153 @@ def open_store(config: Config, *, migrate: bool = True) -> Store:
     if migrate:
         migrations.upgrade(store.engine)
     return store
+
+
+@dataclass
+class Daemon:
+    """The running pieces of `mailbot run`. Build with `Daemon.build(config)`."""
+
+    config: Config
+    store: Store
+    worker: Worker
+    dispatcher: OutboxDispatcher
+    transport: Transport
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    thread_stop: threading.Event = field(default_factory=threading.Event)
+    listener: asyncio.Server | None = None
+    handler: IntakeHandler | None = None
+    _worker_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def build(cls, config: Config, *, transport: Transport | None = None) -> Daemon:
+        store = open_store(config)
+        if store.is_sqlite:
+            # Embedded mode is one process: leases left by a killed run have no holder.
+            store.release_all_leases()
+        transport = transport or build_transport(config)
+        dispatcher = OutboxDispatcher(
+            store,
+            transport,
+            batch=config.outbound.batch,
+            horizon=timedelta(hours=config.outbound.retry_horizon_hours),
+        )
+        return cls(config, store, Worker(config, store), dispatcher, transport)
+
+    @property
+    def listen_port(self) -> int | None:
+        if self.listener is None or not self.listener.sockets:
+            return None
+        return int(self.listener.sockets[0].getsockname()[1])
+
+    async def run(self, *, install_signals: bool = True,
+                  ready: Callable[[Daemon], None] | None = None) -> None:
+        """Run until `stop` is set (or SIGTERM/SIGINT), then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop.set)
+
+        def wake_worker() -> None:
+            loop.call_soon_threadsafe(self._worker_wake.set)
+
+        intake = Intake(self.store, wake=wake_worker)
+        cfg = self.config
+        if cfg.listener.enabled:
+            addresses = cfg.listener.recipients or tuple(cfg.mailbox.own_addresses())
+            self.handler = IntakeHandler(intake, RecipientPolicy(addresses),
+                                         lmtp=cfg.listener.protocol == "lmtp")
+            self.listener = await start_listener(
+                self.handler, cfg.listener.host, cfg.listener.port,
+                lmtp=cfg.listener.protocol == "lmtp", max_bytes=cfg.listener.max_message_bytes,
+            )
+        threads = [self._start_imap(box, intake) for box in cfg.imap]
+        tasks = [
+            asyncio.create_task(self._worker_loop(), name="worker"),
+            asyncio.create_task(self._outbox_loop(), name="outbox"),
+            asyncio.create_task(self._watchdog(), name="watchdog"),
+        ]
+        sdnotify.notify("READY=1\nSTATUS=taking mail")
+        log.info("mailbot running (store %s, outbound %s)", self.store.engine.url.render_as_string(
+            hide_password=True), cfg.outbound.mode)
+        if ready is not None:
+            ready(self)
+        try:
+            await self.stop.wait()
+        finally:
+            sdnotify.notify("STOPPING=1")
+            log.info("stopping: no new mail; finishing what is in flight")
+            self.thread_stop.set()
+            if self.handler is not None:
+                self.handler.accepting = False
+            if self.listener is not None:
+                self.listener.close()
+            self._worker_wake.set()
+            self._outbox_wake.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for t in threads:
+                await asyncio.to_thread(t.join, 10)
+            if self.listener is not None:
+                await self.listener.wait_closed()
+            await asyncio.to_thread(self.transport.close)
+            self.store.close()
+            log.info("stopped")
+
+    def _start_imap(self, box: object, intake: Intake) -> threading.Thread:
+        from mailbot.config import ImapMailboxConfig
+
+        assert isinstance(box, ImapMailboxConfig)
+        password = read_secret(box.password_env, box.password_credential)
+        if box.security == "none":
+            log.warning("imap %s: plain connection without TLS (security = \"none\")", box.name)
+        elif not box.verify_tls:
+            log.warning("imap %s: verify_tls = false: the certificate is NOT verified", box.name)
+        poller = ImapPoller(box, intake, self.store, self.thread_stop, password=password)
+        thread = threading.Thread(target=poller.run, name=f"imap-{box.name}", daemon=True)
+        thread.start()
+        return thread
+
+    async def _worker_loop(self) -> None:
+        cfg = self.config.worker
+        while not self.stop.is_set():
+            self._worker_wake.clear()
+            try:
+                n = await asyncio.to_thread(self.worker.run_once, cfg.batch)
+            except Exception:  # noqa: BLE001 - e.g. the database is briefly down
+                log.exception("worker: batch failed; retrying")
+                n = 0
+                await asyncio.sleep(1.0)
+            if n:
+                self._outbox_wake.set()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._worker_wake.wait(), cfg.poll_seconds)
+
+    async def _outbox_loop(self) -> None:
+        while not self.stop.is_set():
+            self._outbox_wake.clear()
+            try:
+                n = await asyncio.to_thread(self.dispatcher.send_due, self.thread_stop)
+            except Exception:  # noqa: BLE001
+                log.exception("outbox: batch failed; retrying")
+                n = 0
+                await asyncio.sleep(1.0)
+            if n:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox_wake.wait(), 1.0)
+
+    async def _watchdog(self) -> None:
+        interval = sdnotify.watchdog_interval()
+        if interval is None:
+            return
+        while not self.stop.is_set():
+            sdnotify.notify("WATCHDOG=1")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), interval)
+
+
+async def run(config: Config) -> None:
+    """`mailbot run`: build the daemon and run it until SIGTERM/SIGINT."""
+    daemon = await asyncio.to_thread(Daemon.build, config)
+    await daemon.run()

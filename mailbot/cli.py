@@ -66,6 +66,18 @@ def cli(log_level: str) -> None:
     logs.setup(log_level.upper())
 
 
+@cli.command()
+@config_option
+def run(config_path: Path | None) -> None:
+    """Run the daemon: intakes, worker, outbox sender (stop with SIGTERM or Ctrl-C)."""
+    import asyncio
+
+    from mailbot import app
+
+    cfg = load_config(config_path)
+    asyncio.run(app.run(cfg))
+
+
 @cli.command("check-config")
 @config_option
 def check_config(config_path: Path | None) -> None:

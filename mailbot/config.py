@@ -161,9 +161,9 @@ class ListenerConfig(_Section):
     (with `+tag` sub-addresses) are accepted, every other recipient gets 550."""
 
     enabled: bool = True
-    protocol: Literal["smtp", "lmtp"] = "lmtp"
+    protocol: Literal["smtp", "lmtp"] = "smtp"
     host: str = "127.0.0.1"
-    port: int = Field(default=8024, ge=0, le=65535)
+    port: int = Field(default=2525, ge=0, le=65535)
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     recipients: tuple[Address, ...] = ()
 

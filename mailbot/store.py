@@ -208,6 +208,19 @@ class OutboxMessage(Base):
     __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
 
 
+class ImapCheckpoint(Base):
+    """How far one IMAP folder has been taken in (UIDs are only valid within UIDVALIDITY)."""
+
+    __tablename__ = "imap_checkpoints"
+
+    mailbox: Mapped[str] = mapped_column(String(300), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(default=0)
+    last_uid: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class Unsubscription(Base):
     __tablename__ = "unsubscriptions"
 
@@ -466,6 +479,42 @@ class Store:
         with self.session() as s:
             q = select(InboundMessage.state, func.count()).group_by(InboundMessage.state)
             return {state: int(n) for state, n in s.execute(q)}
+
+    # --- IMAP checkpoints -------------------------------------------------------------
+
+    def imap_checkpoint(self, mailbox: str) -> tuple[int, int]:
+        """(uidvalidity, last stored UID) of a folder; (0, 0) before the first run."""
+        with self.session() as s:
+            row = s.get(ImapCheckpoint, mailbox)
+            return (row.uidvalidity, row.last_uid) if row else (0, 0)
+
+    def save_imap_checkpoint(self, mailbox: str, uidvalidity: int, last_uid: int) -> None:
+        with self.session() as s:
+            row = s.get(ImapCheckpoint, mailbox, with_for_update=True)
+            if row is None:
+                s.add(ImapCheckpoint(mailbox=mailbox, uidvalidity=uidvalidity,
+                                     last_uid=last_uid, updated_at=utcnow()))
+                return
+            if row.uidvalidity != uidvalidity or last_uid > row.last_uid:
+                row.uidvalidity, row.last_uid = uidvalidity, last_uid
+            row.updated_at = utcnow()
+
+    def note_intake_error(self, mailbox: str, error: str) -> None:
+        """Remember an intake's last error for `mailbot status`."""
+        with self.session() as s:
+            row = s.get(ImapCheckpoint, mailbox)
+            if row is None:
+                row = ImapCheckpoint(mailbox=mailbox, uidvalidity=0, last_uid=0,
+                                     updated_at=utcnow())
+                s.add(row)
+            row.last_error, row.last_error_at = error[:2000], utcnow()
+
+    def imap_checkpoints(self) -> list[ImapCheckpoint]:
+        with self.session() as s:
+            rows = list(s.scalars(select(ImapCheckpoint).order_by(ImapCheckpoint.mailbox)))
+            for r in rows:
+                s.expunge(r)
+            return rows
 
     # --- licenses ------------------------------------------------------------------
 
