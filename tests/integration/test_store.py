@@ -49,7 +49,7 @@ def test_ticket_numbers_sequential_per_year(store: Store) -> None:
     numbers = []
     now = datetime(2026, 11, 25, 9, tzinfo=UTC)
     for i, year in enumerate([2026, 2026, 2027, 2026]):
-        saved = store.save_inbound(RAW + str(i).encode(), "test")
+        saved = store.save_inbound(RAW.replace(b"<abc@x>", f"<n{i}@x>".encode()), "test")
         with store.transaction() as tx:
             t = tx.open_ticket(
                 inbound_id=saved.id, opened_at=now, deadline=now + timedelta(days=3), year=year,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 16:11:30.686012
+Create Date: 2026-11-25 16:17:49.297245
 """
 from __future__ import annotations
 
@@ -17,7 +17,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
+    op.create_table('imap_checkpoints',
+    sa.Column('mailbox', sa.String(length=300), nullable=False),
+    sa.Column('uidvalidity', sa.Integer(), nullable=False),
+    sa.Column('last_uid', sa.Integer(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('last_error_at', sa.DateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('mailbox')
+    )
     op.create_table('inbound_messages',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('sha256', sa.String(length=64), nullable=False),
@@ -146,11 +155,11 @@ def upgrade() -> None:
     with op.batch_alter_table('ticket_events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ticket_events_ticket_id'), ['ticket_id'], unique=False)
 
-    
+
 
 
 def downgrade() -> None:
-    
+
     with op.batch_alter_table('ticket_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ticket_events_ticket_id'))
 
@@ -171,4 +180,5 @@ def downgrade() -> None:
         batch_op.drop_index('ix_inbound_state')
 
     op.drop_table('inbound_messages')
-    
+    op.drop_table('imap_checkpoints')
+
