@@ -10,6 +10,7 @@ import argparse
 import smtplib
 import sys
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def sample(sender: str, to: str, subject: str) -> bytes:
     msg["Date"] = formatdate(localtime=True)
     msg["Message-ID"] = make_msgid(domain=sender.split("@")[-1])
     msg.set_content(SAMPLE_BODY)
-    return msg.as_bytes()
+    return msg.as_bytes(policy=SMTP)  # CRLF line ends, as SMTP requires
 
 
 def main(argv: list[str] | None = None) -> int:
