@@ -2,6 +2,15 @@
 
 Phrases are matched on text folded to lower case without diacritics (see
 :func:`mailbot.classify.text.fold`), so write them folded too; the validator folds them anyway.
+
+Phrase syntax (see :mod:`mailbot.classify.phrases`): words are matched whole and in order,
+with only punctuation or spaces between them; ``word*`` matches any word that starts with
+``word`` (Czech and Slovak inflect: ``skoleni*`` finds školení, školením, školenie); ``..``
+between two words allows up to three other words there (``nejde .. spustit``).
+
+A :class:`PhraseRule` is tested sentence by sentence: it hits in a sentence where one of its
+``phrases`` occurs, or where every group of ``all_of`` has a phrase, unless one of its
+``unless`` phrases occurs in that same sentence.
 """
 
 from __future__ import annotations
@@ -10,42 +19,80 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mailbot.classify.text import fold
 
-class ScopeRule(BaseModel):
-    """Phrases that put a request out of scope, with the reason reported to the customer."""
+
+def _fold_all(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(v for v in (fold(x) for x in values) if v)
+
+
+class PhraseRule(BaseModel):
+    """Phrases that make one finding (a scope reason, an emergency signal, an unsubscribe)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     reason: str
-    phrases: tuple[str, ...]
+    phrases: tuple[str, ...] = ()
+    all_of: tuple[tuple[str, ...], ...] = ()
+    unless: tuple[str, ...] = ()
+
+    @field_validator("phrases", "unless")
+    @classmethod
+    def _fold_phrases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _fold_all(value)
+
+    @field_validator("all_of")
+    @classmethod
+    def _fold_groups(cls, value: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+        groups = tuple(_fold_all(g) for g in value)
+        if any(not g for g in groups):
+            raise ValueError("every all_of group needs at least one phrase")
+        return groups
+
+
+# The name the first version of this section used for scope entries.
+ScopeRule = PhraseRule
 
 
 class ClassifyConfig(BaseModel):
+    """Patterns and phrase lists of the classify rules (the values live in mailbot.toml)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # A license number: 8 digits, optionally split 4+4 by a hyphen or a space.
-    license_pattern: str = r"(?<![\d-])(\d{4})[- ]?(\d{4})(?![\d-])"
-    # Words that must stand shortly before a license number (folded).
-    license_context: tuple[str, ...] = (
-        "licence",
-        "license",
-        "licencni cislo",
-        "licencne cislo",
-        "c. licence",
-        "cislo licence",
-        "license no",
-        "lic",
+    # A license number: 8 digits, optionally split 4+4 by a hyphen or a space; never part of
+    # a longer digit run (9 digits, a phone number's groups, an account "123456789/0800"),
+    # nor glued to letters (a DIČ "CZ27712345").
+    license_pattern: str = (
+        r"(?<![\w/+])(?<!\d[ .-])\d{4}[- ]?\d{4}(?![ .-]?\d)(?!/\d)(?![.,]\d)"
     )
+    # Words that must stand shortly before a license number (phrase syntax, folded).
+    license_context: tuple[str, ...] = ("licen*", "lic", "c. licence", "license no")
     # How many characters may lie between the context word and the number.
     license_context_window: int = Field(default=40, ge=1, le=200)
-    scope: tuple[ScopeRule, ...] = ()
-    emergency_phrases: tuple[str, ...] = ()
+    # Words that, standing between the context word and a number, mean the number is
+    # something else (an IČO, a phone, an invoice…).
+    license_distractors: tuple[str, ...] = (
+        "ico", "dic", "ic dph", "tel*", "mobil*", "phone", "fax", "faktur*", "invoice",
+        "objednav*", "order", "uctu", "ucet", "account", "iban", "psc", "datum", "date",
+    )
+    scope: tuple[PhraseRule, ...] = ()
+    emergency: tuple[PhraseRule, ...] = ()
     not_emergency_phrases: tuple[str, ...] = ()
-    unsubscribe_phrases: tuple[str, ...] = ()
+    unsubscribe: tuple[PhraseRule, ...] = ()
     auto_subject_phrases: tuple[str, ...] = ()
+    # Delivery-failure wording anywhere in a body (bounces without report or headers).
+    bounce_body_phrases: tuple[str, ...] = ()
+    # Opt-out footers of newsletters and spam, in the sender's own text and signature.
+    bulk_body_phrases: tuple[str, ...] = ()
     no_description_phrases: tuple[str, ...] = ()
-    # A description needs at least this many words of the customer's own text.
-    min_description_words: int = Field(default=6, ge=0, le=100)
+    # Words that carry no description of a problem (greetings, pronouns, "call me"...).
+    description_stopwords: tuple[str, ...] = ()
+    # A description needs at least this many content words in the subject and the
+    # customer's own text (stopwords, numbers and words shorter than 3 letters not counted).
+    min_description_words: int = Field(default=4, ge=0, le=100)
+    # Words that mark a text as English for the reply language (else Czech/Slovak → "cs").
+    english_words: tuple[str, ...] = ()
+    czech_words: tuple[str, ...] = ()
 
     @field_validator("license_pattern")
     @classmethod
@@ -55,3 +102,19 @@ class ClassifyConfig(BaseModel):
         except re.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from None
         return value
+
+    @field_validator(
+        "license_context",
+        "license_distractors",
+        "not_emergency_phrases",
+        "auto_subject_phrases",
+        "bounce_body_phrases",
+        "bulk_body_phrases",
+        "no_description_phrases",
+        "description_stopwords",
+        "english_words",
+        "czech_words",
+    )
+    @classmethod
+    def _fold_phrases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _fold_all(value)

@@ -1,0 +1,29 @@
+"""The reply language of a mail: "en" for English text, otherwise "cs" (Slovak too)."""
+
+from __future__ import annotations
+
+import re
+
+from mailbot.classify.text import fold
+
+_CZECH_LETTERS = re.compile(r"[ěščřžýůňťďľĺŕôäĚŠČŘŽÝŮŇŤĎĽĹŔÔÄ]")
+_WORD = re.compile(r"[a-z']+")
+
+
+def detect_language(
+    text: str,
+    english_words: frozenset[str],
+    czech_words: frozenset[str],
+    default: str = "cs",
+) -> str:
+    """"en" when English marker words outweigh Czech/Slovak ones (and letters), else "cs"."""
+    words = _WORD.findall(fold(text))
+    if not words:
+        return default
+    en = sum(1 for w in words if w in english_words)
+    cs = sum(1 for w in words if w in czech_words) + 2 * min(5, len(_CZECH_LETTERS.findall(text)))
+    if en > cs:
+        return "en"
+    if cs > en:
+        return "cs"
+    return default

@@ -1,0 +1,457 @@
+"""The rules that decide a mail: small pure functions, run in the order of `RULES`.
+
+Each rule looks at a :class:`~mailbot.domain.Mail` and a :class:`RuleContext` and returns a
+:class:`Finding` when it hits, else None. A finding with a `kind` is terminal: `decide()`
+stops there. A rule's function name is written into the audit trail, so renaming one is a
+visible change.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Protocol
+from zoneinfo import ZoneInfo
+
+from mailbot.classify.entitlement import PRAGUE, entitlement_at
+from mailbot.classify.language import detect_language
+from mailbot.classify.license import extract_license_numbers
+from mailbot.classify.phrases import find_phrase, match_rule, phrase_pattern
+from mailbot.classify.settings import ClassifyConfig
+from mailbot.classify.text import (
+    BodyParts,
+    content_words,
+    fold,
+    readable_text,
+    sentences,
+    split_body,
+    strip_subject_prefixes,
+)
+from mailbot.domain import LOOP_HEADER, DecisionKind, LicenseRecord, Mail, Priority
+
+if TYPE_CHECKING:
+    from mailbot.config import Config
+
+
+class LicenseRegistry(Protocol):
+    """The license registry as classify sees it."""
+
+    def get(self, number: str) -> LicenseRecord | None: ...
+
+
+class TicketIndex(Protocol):
+    """Which ticket numbers exist."""
+
+    def exists(self, ref: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RuleContext:
+    """Everything the rules may consult besides the mail itself (no I/O behind it but the seams).
+
+    `known_tickets` None means dry-run: a well-formed ticket reference is trusted.
+    """
+
+    settings: ClassifyConfig
+    support_address: str
+    unsubscribe_address: str
+    own_addresses: frozenset[str]
+    staff_domains: frozenset[str]
+    staff_addresses: frozenset[str]
+    message_id_domain: str
+    registry: LicenseRegistry
+    now: datetime
+    known_tickets: TicketIndex | None = None
+    zone: ZoneInfo = PRAGUE
+    default_language: str = "cs"
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        registry: LicenseRegistry,
+        now: datetime,
+        known_tickets: TicketIndex | None,
+    ) -> RuleContext:
+        """The context of one decision, built from the loaded configuration."""
+        box = config.mailbox
+        return cls(
+            settings=config.classify,
+            support_address=box.support_address.lower(),
+            unsubscribe_address=box.unsubscribe_address.lower(),
+            own_addresses=frozenset(a.lower() for a in box.own_addresses()),
+            staff_domains=frozenset(d.lower() for d in box.staff_domains),
+            staff_addresses=frozenset(a.lower() for a in box.staff_addresses),
+            message_id_domain=box.message_id_domain.lower(),
+            registry=registry,
+            now=now,
+            known_tickets=known_tickets,
+            zone=config.calendar.zone,
+            default_language=config.replies.default_language,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What a rule found; `kind` None means a note that lets the next rules run."""
+
+    kind: DecisionKind | None
+    detail: str = ""
+    priority: Priority | None = None
+    missing: tuple[str, ...] = ()
+    scope_reason: str | None = None
+    ticket_ref: str | None = None
+    flags: frozenset[str] = field(default_factory=frozenset)
+
+
+Rule = Callable[[Mail, RuleContext], "Finding | None"]
+
+
+# --- facts the rules share ---------------------------------------------------------------
+
+
+@lru_cache(maxsize=16)
+def _word_sets(settings: ClassifyConfig) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    return (
+        frozenset(settings.description_stopwords),
+        frozenset(settings.english_words),
+        frozenset(settings.czech_words),
+    )
+
+
+def body_text(mail: Mail) -> str:
+    """The readable body (HTML converted when the mail has no plain text)."""
+    return readable_text(mail.text, mail.html)
+
+
+def body_parts(mail: Mail) -> BodyParts:
+    """The body split into own text, quotes, forwarded mail and signature."""
+    return split_body(body_text(mail), mail.subject)
+
+
+def request_sentences(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
+    """Folded sentences of the customer's own words: the subject and the new text.
+
+    A forwarded mail counts as the request only when the sender's own text describes
+    nothing ("see below").
+    """
+    parts = body_parts(mail)
+    found = sentences(strip_subject_prefixes(mail.subject)) + sentences(parts.own)
+    if parts.forwarded and not _describes(parts.own, "", ctx):
+        found += sentences(split_body(parts.forwarded).own)
+    return found
+
+
+def _describes(text: str, subject: str, ctx: RuleContext) -> bool:
+    settings = ctx.settings
+    stopwords = _word_sets(settings)[0]
+    folded = fold(f"{subject}\n{text}")
+    for phrase in settings.no_description_phrases:
+        folded = phrase_pattern(phrase).sub(" ", folded)
+    return len(content_words(folded, stopwords)) >= settings.min_description_words
+
+
+def has_description(mail: Mail, ctx: RuleContext) -> bool:
+    """Whether the subject and the sender's own text describe a problem."""
+    parts = body_parts(mail)
+    subject = strip_subject_prefixes(mail.subject)
+    if _describes(parts.own, subject, ctx):
+        return True
+    return bool(parts.forwarded) and _describes(split_body(parts.forwarded).own, subject, ctx)
+
+
+def license_candidates(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
+    """License numbers in the subject, then the whole body (quotes and signature included)."""
+    found = extract_license_numbers(mail.subject, ctx.settings)
+    found += extract_license_numbers(body_text(mail), ctx.settings)
+    return tuple(dict.fromkeys(found))
+
+
+def chosen_license(mail: Mail, ctx: RuleContext) -> tuple[str | None, LicenseRecord | None]:
+    """The first candidate that is registered, else the first candidate (unregistered)."""
+    candidates = license_candidates(mail, ctx)
+    for number in candidates:
+        record = ctx.registry.get(number)
+        if record is not None:
+            return number, record
+    return (candidates[0] if candidates else None), None
+
+
+def mail_language(mail: Mail, ctx: RuleContext) -> str:
+    """The reply language of the customer's text ("cs" for Czech and Slovak, else "en")."""
+    _, english, czech = _word_sets(ctx.settings)
+    parts = body_parts(mail)
+    text = f"{strip_subject_prefixes(mail.subject)}\n{parts.own or parts.forwarded}"
+    return detect_language(text, english, czech, ctx.default_language)
+
+
+_TICKET_TAG = re.compile(r"\[#\s*(T-\d{4}-\d{6})\s*\]", re.I)
+
+
+def ticket_references(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
+    """Ticket numbers the mail refers to: subject tag, then In-Reply-To, then References."""
+    refs = [m.group(1).upper() for m in _TICKET_TAG.finditer(mail.subject)]
+    domain = re.escape(ctx.message_id_domain)
+    msgid = re.compile(rf"<ticket-(T-\d{{4}}-\d{{6}})(?:\.\d+)?@{domain}>", re.I)
+    for ids in (mail.in_reply_to, mail.references):
+        for value in ids:
+            refs += [m.group(1).upper() for m in msgid.finditer(value)]
+    return tuple(dict.fromkeys(refs))
+
+
+def known_ticket(mail: Mail, ctx: RuleContext) -> str | None:
+    """The first referenced ticket that exists (any well-formed one in dry-run), or None."""
+    for ref in ticket_references(mail, ctx):
+        if ctx.known_tickets is None or ctx.known_tickets.exists(ref):
+            return ref
+    return None
+
+
+def _header_values(mail: Mail, name: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in mail.headers.get(name, ()))
+
+
+def _has_header(mail: Mail, name: str) -> bool:
+    return name in mail.headers
+
+
+def _local_part(address: str | None) -> str:
+    return (address or "").split("@", 1)[0].lower()
+
+
+def _domain(address: str | None) -> str:
+    return (address or "").rpartition("@")[2].lower()
+
+
+# --- automatic mail ------------------------------------------------------------------------
+
+_OWN_MESSAGE_ID = re.compile(r"<(?:ticket|mailbot)-[^@<>\s]*@([^<>\s]+)>", re.I)
+
+
+def own_mail(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Mail that mailbot sent itself (loop header, our address, our Message-ID) comes back."""
+    if _has_header(mail, LOOP_HEADER.lower()):
+        return Finding(DecisionKind.IGNORE_AUTO, LOOP_HEADER)
+    if mail.from_addr and mail.from_addr.lower() in ctx.own_addresses:
+        return Finding(DecisionKind.IGNORE_AUTO, f"from {mail.from_addr}")
+    m = _OWN_MESSAGE_ID.fullmatch((mail.message_id or "").strip())
+    if m and m.group(1).lower() == ctx.message_id_domain:
+        return Finding(DecisionKind.IGNORE_AUTO, f"message-id {mail.message_id}")
+    return None
+
+
+_DAEMONS = re.compile(r"(mailer-?daemon|mail-?daemon|post_?master|mdaemon)")
+_ROBOTS = re.compile(r"(no-?reply|do-?not-?reply|donotreply|bounces?|.+-bounces?|.+-request)(\+.*)?")
+_DAEMON_NAMES = ("mail delivery system", "mail delivery subsystem", "mailer-daemon", "postmaster")
+
+
+def bounce(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Delivery failures: RFC 3464 reports, null Return-Path, MAILER-DAEMON, Exchange NDRs."""
+    if mail.content_type == "multipart/report" and mail.report_type.lower() == "delivery-status":
+        return Finding(DecisionKind.IGNORE_AUTO, "report-type=delivery-status")
+    for path in _header_values(mail, "return-path") or (mail.return_path or "",):
+        if path.replace(" ", "") in ("<>", "<<>>"):
+            return Finding(DecisionKind.IGNORE_AUTO, "return-path <>")
+    if _DAEMONS.fullmatch(_local_part(mail.from_addr)):
+        return Finding(DecisionKind.IGNORE_AUTO, f"from {mail.from_addr}")
+    if fold(mail.from_name) in _DAEMON_NAMES:
+        return Finding(DecisionKind.IGNORE_AUTO, f"from name {mail.from_name}")
+    for name in ("x-ms-exchange-message-is-ndr", "x-failed-recipients"):
+        if _has_header(mail, name):
+            return Finding(DecisionKind.IGNORE_AUTO, name)
+    hit = find_phrase(fold(body_text(mail)), ctx.settings.bounce_body_phrases)
+    if hit:
+        return Finding(DecisionKind.IGNORE_AUTO, f"body: {hit}")
+    return None
+
+
+def robot_sender(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Senders nobody reads (no-reply, list bounce and request addresses) get no answer."""
+    local = _local_part(mail.from_addr)
+    if _ROBOTS.fullmatch(local):
+        return Finding(DecisionKind.IGNORE_AUTO, f"from {mail.from_addr}")
+    return None
+
+
+def read_receipt(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Read receipts (RFC 8098 disposition notifications) need no answer."""
+    if mail.report_type.lower() == "disposition-notification":
+        return Finding(DecisionKind.IGNORE_AUTO, "report-type=disposition-notification")
+    if mail.content_type == "message/disposition-notification":
+        return Finding(DecisionKind.IGNORE_AUTO, mail.content_type)
+    return None
+
+
+_AUTO_PRECEDENCE = frozenset(("bulk", "junk", "list", "auto_reply", "auto-reply"))
+
+
+def auto_reply_headers(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Auto-Submitted other than "no" (RFC 3834), X-Autoreply and kin, Precedence bulk/junk/list."""
+    for value in _header_values(mail, "auto-submitted"):
+        token = value.split(";", 1)[0].strip().lower()
+        if token and token != "no":
+            return Finding(DecisionKind.IGNORE_AUTO, f"auto-submitted: {token}")
+    for name in ("x-autoreply", "x-autorespond", "x-auto-response-suppress", "x-autogenerated"):
+        if _has_header(mail, name):
+            return Finding(DecisionKind.IGNORE_AUTO, name)
+    for value in _header_values(mail, "precedence"):
+        if value.lower() in _AUTO_PRECEDENCE:
+            return Finding(DecisionKind.IGNORE_AUTO, f"precedence: {value.lower()}")
+    return None
+
+
+def mailing_list(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """List mail and newsletters (List-Id, List-Unsubscribe: RFC 2919, 2369) are not requests."""
+    for name in ("list-id", "list-unsubscribe"):
+        if _has_header(mail, name):
+            return Finding(DecisionKind.IGNORE_AUTO, name)
+    return None
+
+
+def bulk_footer(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Newsletters and spam without list headers, known by their opt-out footer."""
+    parts = body_parts(mail)
+    hit = find_phrase(fold(f"{parts.own}\n{parts.signature}"), ctx.settings.bulk_body_phrases)
+    return Finding(DecisionKind.IGNORE_AUTO, hit) if hit else None
+
+
+def auto_subject(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Out-of-office notices, receipts and bounces that only their subject gives away."""
+    hit = find_phrase(fold(mail.subject), ctx.settings.auto_subject_phrases)
+    return Finding(DecisionKind.IGNORE_AUTO, hit) if hit else None
+
+
+# --- unsubscribe, tickets --------------------------------------------------------------------
+
+
+def unsubscribe_request(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Mail to the newsletter unsubscribe address, or a request in the sender's own words."""
+    recipients = {a.lower() for a in (*mail.to, *mail.cc)}
+    for name in ("delivered-to", "x-original-to", "envelope-to"):
+        recipients.update(v.strip("<> ").lower() for v in _header_values(mail, name))
+    if ctx.unsubscribe_address in recipients:
+        return Finding(DecisionKind.UNSUBSCRIBE, f"to {ctx.unsubscribe_address}")
+    parts = body_parts(mail)
+    text = sentences(strip_subject_prefixes(mail.subject)) + sentences(parts.own)
+    for rule in ctx.settings.unsubscribe:
+        hit = match_rule(rule, text)
+        if hit:
+            return Finding(DecisionKind.UNSUBSCRIBE, hit)
+    return None
+
+
+def unknown_ticket(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """A ticket reference that names no existing ticket: noted, and the mail is taken as new."""
+    refs = ticket_references(mail, ctx)
+    if not refs or ctx.known_tickets is None or known_ticket(mail, ctx):
+        return None
+    return Finding(None, ",".join(refs), flags=frozenset({"unknown_ticket"}))
+
+
+def staff_reply(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Mail from the staff about a ticket goes to that ticket."""
+    sender = (mail.from_addr or "").lower()
+    domain = _domain(sender)
+    staff = sender in ctx.staff_addresses or any(
+        domain == d or domain.endswith("." + d) for d in ctx.staff_domains
+    )
+    ref = known_ticket(mail, ctx) if staff else None
+    return Finding(DecisionKind.STAFF_REPLY, ref, ticket_ref=ref) if ref else None
+
+
+def followup(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """A customer's mail about an existing ticket (subject tag or In-Reply-To/References)."""
+    ref = known_ticket(mail, ctx)
+    return Finding(DecisionKind.FOLLOWUP, ref, ticket_ref=ref) if ref else None
+
+
+# --- new requests ----------------------------------------------------------------------------
+
+
+def incomplete_request(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """A new request needs a description of the problem and a license number."""
+    missing = []
+    if not has_description(mail, ctx):
+        missing.append("description")
+    if not license_candidates(mail, ctx):
+        missing.append("license")
+    if not missing:
+        return None
+    return Finding(DecisionKind.REJECT_INCOMPLETE, ",".join(missing), missing=tuple(sorted(missing)))
+
+
+def unknown_license(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """No license number the mail gives is in the registry."""
+    number, record = chosen_license(mail, ctx)
+    if number is None or record is not None:
+        return None
+    return Finding(DecisionKind.REJECT_UNKNOWN_LICENSE, number)
+
+
+def expired_license(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """The license's support has ended (or its tier gives none)."""
+    number, record = chosen_license(mail, ctx)
+    if record is None:
+        return None
+    valid, ends_on = entitlement_at(record, ctx.now, ctx.zone)
+    if valid:
+        return None
+    return Finding(DecisionKind.REJECT_EXPIRED, f"{number} {record.tier.value} ends {ends_on}")
+
+
+def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Work the support service does not do (exports, training, whole setups, development)."""
+    text = request_sentences(mail, ctx)
+    for rule in ctx.settings.scope:
+        hit = match_rule(rule, text)
+        if hit:
+            return Finding(DecisionKind.REJECT_SCOPE, f"{rule.reason}: {hit}", scope_reason=rule.reason)
+    return None
+
+
+def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """The system stopped for everyone (server down, nobody can clock in): an emergency ticket."""
+    text = request_sentences(mail, ctx)
+    if any(find_phrase(s, ctx.settings.not_emergency_phrases) for s in text):
+        return None
+    for rule in ctx.settings.emergency:
+        hit = match_rule(rule, text)
+        if hit:
+            return Finding(DecisionKind.TICKET, f"{rule.reason}: {hit}", priority=Priority.EMERGENCY)
+    return None
+
+
+def new_ticket(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Every complete, entitled, in-scope request becomes a normal ticket."""
+    return Finding(DecisionKind.TICKET, priority=Priority.NORMAL)
+
+
+RULES: tuple[Rule, ...] = (
+    own_mail,
+    bounce,
+    robot_sender,
+    read_receipt,
+    auto_reply_headers,
+    mailing_list,
+    bulk_footer,
+    auto_subject,
+    unsubscribe_request,
+    unknown_ticket,
+    staff_reply,
+    followup,
+    incomplete_request,
+    unknown_license,
+    expired_license,
+    out_of_scope,
+    emergency,
+    new_ticket,
+)
+"""The rules in the order they run; the first terminal finding decides."""
+
+
+def entitlement_end(record: LicenseRecord, now: datetime, zone: ZoneInfo) -> date | None:
+    """The last day of support of `record` (None: open-ended or no support)."""
+    return entitlement_at(record, now, zone).ends_on

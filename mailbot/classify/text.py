@@ -1,0 +1,245 @@
+"""Text handling for the rules: folding, HTML to text, and which part of a body is whose.
+
+A body is split into the customer's own new text, the quoted earlier mail (reply quotes),
+forwarded mail and the signature. Scope and emergency phrases look only at the customer's
+own words; a license number counts wherever it stands.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from html.parser import HTMLParser
+
+_SPACE = re.compile(r"\s+")
+
+
+def fold(text: str) -> str:
+    """Lower case, diacritics removed, whitespace collapsed: the form phrases are matched in."""
+    decomposed = unicodedata.normalize("NFKD", text.replace("\xa0", " "))
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _SPACE.sub(" ", stripped.lower()).strip()
+
+
+# --- HTML ------------------------------------------------------------------------------
+
+_BLOCK_TAGS = frozenset(
+    "p div br tr li ul ol table h1 h2 h3 h4 h5 h6 hr pre section article header footer".split()
+)
+_CELL_TAGS = frozenset(("td", "th"))
+_SKIP_TAGS = frozenset(("script", "style", "head", "title"))
+
+
+class _TextCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = [""]
+        self.skip = 0
+        self.quote = 0
+
+    def _newline(self) -> None:
+        if self.lines[-1].strip():
+            self.lines.append("")
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP_TAGS:
+            self.skip += 1
+        elif tag == "blockquote":
+            self._newline()
+            self.quote += 1
+        elif tag in _BLOCK_TAGS:
+            self._newline()
+        elif tag in _CELL_TAGS:
+            self.lines[-1] += " "
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self._newline()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self.skip = max(0, self.skip - 1)
+        elif tag == "blockquote":
+            self._newline()
+            self.quote = max(0, self.quote - 1)
+        elif tag in _BLOCK_TAGS:
+            self._newline()
+
+    def handle_data(self, data: str) -> None:
+        if self.skip:
+            return
+        text = _SPACE.sub(" ", data.replace("\xa0", " "))
+        if not text.strip() and not self.lines[-1]:
+            return
+        if self.quote and not self.lines[-1]:
+            self.lines[-1] = "> " * self.quote
+        self.lines[-1] += text
+
+
+def html_to_text(html: str) -> str:
+    """Readable text of an HTML body; blockquotes become "> " lines like a plain-text quote."""
+    collector = _TextCollector()
+    collector.feed(html)
+    collector.close()
+    lines = [line.strip() for line in collector.lines]
+    return "\n".join(lines).strip()
+
+
+_LOOKS_HTML = re.compile(r"^\s*(<!doctype|<html|<body|<div|<p[ >]|<table)", re.I)
+
+
+def readable_text(text: str, html: str) -> str:
+    """The plain text of a body, converting HTML when that is all there is."""
+    if text.strip() and not _LOOKS_HTML.match(text):
+        return text.replace("\r\n", "\n").replace("\r", "\n")
+    source = html if html.strip() else text
+    return html_to_text(source) if source.strip() else ""
+
+
+# --- who wrote which part ---------------------------------------------------------------
+
+# Lines (folded) that start earlier mail: everything below belongs to someone else.
+_SEPARATOR = re.compile(r"^-{3,}\s*[^-].*[^-]\s*-{2,}$|^_{8,}$|^-{5,}$")
+_ATTRIBUTION = re.compile(
+    r"(napsal|napsala|napsal\(a\)|napisal|napisala|napisal\(a\)|wrote|schrieb|a ecrit)\s*:\s*$"
+)
+_FORWARD_START = re.compile(
+    r"^(begin forwarded message|zacatek preposlane zpravy|zaciatok preposlanej spravy)"
+)
+_HEADER_FIRST = re.compile(r"^(from|od|von|de)\s*:\s*\S")
+_HEADER_NEXT = re.compile(
+    r"^(sent|odeslano|odoslane|gesendet|date|datum|to|komu|an|cc|kopie|subject|predmet|betreff)\s*:"
+)
+_FORWARD_WORDS = re.compile(r"forward|preposl|weitergeleit|fwd")
+_FORWARD_SUBJECT = re.compile(r"^\s*(?:(?:re|aw|odp|sv|vs|antw)\s*:\s*)*(?:fw|fwd|wg|tr|pr|preposlat)\s*:")
+
+# Closing lines (folded) that start a signature when short and near the end.
+_CLOSING = re.compile(
+    r"^(s pozdravem|se srdecnym pozdravem|s pratelskym pozdravem|s pozdravom|pozdravuji|"
+    r"dekuji|dekujeme|dekuju|diky|dik|predem dekuji|dakujem|dakujeme|vdaka|"
+    r"best regards|kind regards|regards|best wishes|thanks|thank you|many thanks|"
+    r"cheers|sincerely|yours sincerely|mit freundlichen grussen|viele grusse|"
+    r"hezky den|pekny den|prajem pekny den)\b"
+)
+_CONTACT = re.compile(
+    r"\b(tel|tel\.|mobil|mob|phone|fax|ico|dic|ic dph|www|http|https|s\.r\.o|s\. r\. o|"
+    r"a\.s|spol|ltd|gmbh|inc|z\.u|p\.o|licen\w*|lic)\b|@|\+\d{3}|\d{3} ?\d{3} ?\d{3}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyParts:
+    """A body split by authorship: `own` is what the sender wrote now."""
+
+    own: str
+    quoted: str
+    forwarded: str
+    signature: str
+
+
+def _is_header_block(folded: list[str], i: int) -> bool:
+    if not _HEADER_FIRST.match(folded[i]):
+        return False
+    return any(_HEADER_NEXT.match(line) for line in folded[i + 1 : i + 5])
+
+
+def _signature_start(lines: list[str]) -> int:
+    """Index of the first signature line of the customer's own text (len(lines) if none)."""
+    folded = [fold(line) for line in lines]
+    n = len(lines)
+    # "-- " is the standard delimiter (RFC 3676 §4.3).
+    for i, line in enumerate(lines):
+        if line.rstrip() == "--" or line == "-- ":
+            return i
+    start = n
+    first_text = next((k for k, f in enumerate(folded) if f), n)
+    for i, f in enumerate(folded):
+        words = f.split()
+        if i > first_text and 0 < len(words) <= 6 and _CLOSING.match(f) and n - i <= 10:
+            start = i
+            break
+    # Trailing contact block: short lines, names, addresses, phones, license lines.
+    j = n
+    while j > 0:
+        raw = lines[j - 1].strip()
+        f = folded[j - 1]
+        if not f:
+            j -= 1
+            continue
+        words = f.split()
+        question = "?" in raw
+        contact = bool(_CONTACT.search(f)) and len(words) <= 10 and not question
+        short = len(words) <= 6 and not re.search(r"[.?!:]$", raw) and not question
+        if (contact or short) and n - (j - 1) <= 10:
+            j -= 1
+            continue
+        break
+    # Do not let a trailing block eat a short body whole (keep at least its first line).
+    if j <= first_text:
+        j = min(n, first_text + 1)
+    return min(start, j)
+
+
+@lru_cache(maxsize=512)
+def split_body(text: str, subject: str = "") -> BodyParts:
+    """Split a plain-text body into own text, quoted mail, forwarded mail and signature."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    folded = [fold(line) for line in lines]
+    forwarded_subject = bool(_FORWARD_SUBJECT.match(fold(subject)))
+    own: list[str] = []
+    quoted: list[str] = []
+    cut = len(lines)
+    forwarded = False
+    for i, f in enumerate(folded):
+        if _SEPARATOR.match(f) or _FORWARD_START.match(f) or _ATTRIBUTION.search(f):
+            cut = i
+            forwarded = bool(_FORWARD_WORDS.search(f) or _FORWARD_START.match(f))
+            break
+        if _is_header_block(folded, i):
+            cut = i
+            forwarded = forwarded_subject
+            break
+        if lines[i].lstrip().startswith(">"):
+            quoted.append(lines[i])
+        else:
+            own.append(lines[i])
+    rest = "\n".join(lines[cut:]).strip()
+    if forwarded or forwarded_subject and rest:
+        forwarded_text, quoted_tail = rest, ""
+    else:
+        forwarded_text, quoted_tail = "", rest
+    sig = _signature_start(own)
+    return BodyParts(
+        own="\n".join(own[:sig]).strip(),
+        quoted="\n".join([*quoted, quoted_tail]).strip(),
+        forwarded=forwarded_text,
+        signature="\n".join(own[sig:]).strip(),
+    )
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n\s*\n|\n(?=\s*[-*•])")
+
+
+def sentences(text: str) -> tuple[str, ...]:
+    """Folded sentences of a text (split at . ! ? ; blank lines and list items)."""
+    return tuple(s for s in (fold(part) for part in _SENTENCE_END.split(text)) if s)
+
+
+_REPLY_PREFIX = re.compile(
+    r"^\s*(?:(?:re|aw|odp|sv|vs|antw|fw|fwd|wg|tr|pr|r)\s*(?:\[\d+\])?\s*:\s*)+", re.I
+)
+
+
+def strip_subject_prefixes(subject: str) -> str:
+    """The subject without its Re:/AW:/Fwd:/Odp: prefixes."""
+    return _REPLY_PREFIX.sub("", subject).strip()
+
+
+_WORD = re.compile(r"[^\W\d_]{3,}")
+
+
+def content_words(text: str, stopwords: frozenset[str]) -> tuple[str, ...]:
+    """Folded words of 3+ letters that are not stopwords (what a description is made of)."""
+    return tuple(w for w in _WORD.findall(fold(text)) if w not in stopwords)

@@ -1,0 +1,99 @@
+"""License number extraction: 8 digits next to a context word, never a distractor."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailbot import config as config_mod
+from mailbot.classify.license import extract_license_numbers
+
+SETTINGS = config_mod.load().classify
+
+
+def numbers(text: str) -> tuple[str, ...]:
+    return extract_license_numbers(text, SETTINGS)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Licence: 12345678",
+        "licence 1234-5678",
+        "LICENCE 1234 5678",
+        "Licenční číslo: 1234 5678",
+        "licencni cislo 12345678",
+        "č. licence 12345678",
+        "Naše licence je 1234-5678.",
+        "License no. 12345678",
+        "License number: 1234-5678",
+        "LIC 12345678",
+        "lic.12345678",
+        "lic. č. 1234 5678",
+        "licenčné číslo: 1234-5678",
+        "Licence podle smlouvy: 12345678",
+        "Firma s.r.o. | licence 12345678",
+    ],
+)
+def test_context_word_and_number_forms(text: str) -> None:
+    """Every written form of the context word and of the number yields the same license."""
+    assert numbers(text) == ("12345678",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "licence 123456789",
+        "licence 1234567",
+        "Licence 1234 56789",
+        "licence 12345678-9",
+        "IČO: 12345678",
+        "DIČ: CZ12345678",
+        "tel. +420 603 222 111",
+        "mobil 603123456",
+        "faktura č. 12345678",
+        "invoice no. 12345678",
+        "k objednávce 12345678",
+        "č. účtu 12345678/0800",
+        "Bankovní spojení: 123456789/0800",
+        "sync 20261124 skipped",
+        "PSČ 760 01",
+        "12345678",
+    ],
+)
+def test_distractors_are_not_licenses(text: str) -> None:
+    """IČO, DIČ, phones, invoices, orders, accounts, dates and bare or odd-length numbers are no license."""
+    assert numbers(text) == ()
+
+
+def test_distractor_word_between_context_and_number() -> None:
+    """A number separated from "licence" by an IČO label is the IČO, not the license."""
+    assert numbers("licence a IČO 12345678") == ()
+
+
+def test_ico_before_the_license_is_skipped() -> None:
+    """An IČO written just before the license line is not a candidate; the license is."""
+    assert numbers("Firma, IČO 72045117\nLicence: 4509 8812") == ("45098812",)
+
+
+def test_several_candidates_keep_order_and_are_deduplicated() -> None:
+    """Candidates come in text order, each once, whatever their written form."""
+    text = "licence 1111 2222, jinak číslo licence 33334444; znovu lic. 1111-2222"
+    assert numbers(text) == ("11112222", "33334444")
+
+
+def test_english_and_slovak_sentences() -> None:
+    """Wording in running English or Slovak text still finds the number."""
+    assert numbers("Our license number is 8765-4321, thanks") == ("87654321",)
+    assert numbers("Dobrý deň, naše licenčné číslo je 8765 4321.") == ("87654321",)
+
+
+def test_number_too_far_from_the_context_word() -> None:
+    """A number far beyond the context window is not tied to the word."""
+    text = "licence " + "x" * 80 + " 12345678"
+    assert numbers(text) == ()
+
+
+def test_word_containing_lic_is_not_context() -> None:
+    """"lic" inside another word (public, policie) is no context word."""
+    assert numbers("public 12345678") == ()
+    assert numbers("policie 12345678") == ()
