@@ -22,10 +22,16 @@ from mailbot.ingest.parse import parse
 from mailbot.registry import DictRegistry, read_license_csv
 
 try:
-    from tests.shared_data import SHARED  # type: ignore[import-not-found]
+    from tests.shared_data import require_shared
 except ImportError:  # the shared-data helper is not there yet
-    _guess = Path(__file__).resolve().parents[2].parent / "shared"
-    SHARED = _guess if _guess.is_dir() else None
+
+    def require_shared(sub: str = "") -> Path:
+        """The shared folder next to the repository (or its `sub` path); skips when absent."""
+        path = Path(__file__).resolve().parents[2].parent / "shared" / sub
+        if not path.exists():
+            pytest.skip(f"shared test data {path} is absent (expected at ../shared)")
+        return path
+
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("Europe/Prague"))
 ANSWERED = frozenset(
@@ -42,9 +48,7 @@ ANSWERED = frozenset(
 
 
 def _shared(sub: str) -> Path:
-    if SHARED is None or not (Path(SHARED) / sub).exists():
-        pytest.skip(f"shared data {sub!r} not found (expected next to the repository in ../shared)")
-    return Path(SHARED) / sub
+    return require_shared(sub)
 
 
 @dataclass(frozen=True)
