@@ -4,97 +4,32 @@ SMTP to a real aiosmtpd sink, Dovecot as the IMAP server."""
 from __future__ import annotations
 
 import asyncio
-import email.policy
+import os
 import smtplib
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from email.message import EmailMessage
-from email.utils import make_msgid
 from pathlib import Path
 
 import pytest
 
-from mailbot.app import Daemon
 from mailbot.config import Config, ImapMailboxConfig
 from mailbot.store import Store
-
-LICENSES = b"""license,customer,email_domain,activated_on,support_tier,max_version_date
-40127733,Strojirny Hranice a.s.,strojirny-hranice.cz,2026-08-03,START,2027-02-03
-"""
-
-
-def request_mail(subject: str = "Nejde ulozit smenny kalendar", body: str | None = None,
-                 sender: str = "dvorak@strojirny-hranice.cz") -> bytes:
-    msg = EmailMessage()
-    msg["From"] = f"Pavel Dvořák <{sender}>"
-    msg["To"] = "podpora@estelar.example"
-    msg["Subject"] = subject
-    msg["Message-ID"] = make_msgid(domain="strojirny-hranice.cz")
-    msg["Date"] = "Tue, 24 Nov 2026 09:00:00 +0100"
-    msg.set_content(body or (
-        "Dobrý den,\n\npo kliknutí na Uložit se v ACS-line zobrazí chyba „Neplatný interval“ "
-        "a směnný kalendář pro třetí směnu se neuloží. Prosím o radu, jak postupovat.\n\n"
-        "Licenční číslo: 4012-7733\n\nS pozdravem\nPavel Dvořák\n"
-    ))
-    return msg.as_bytes(policy=email.policy.SMTP)  # CRLF, as a real client sends
-
-
-def daemon_config(base: Config, sink_port: int, *, listener_port: int = 0,
-                  protocol: str = "smtp", imap: tuple[ImapMailboxConfig, ...] = (),
-                  max_bytes: int = 1_000_000) -> Config:
-    return base.model_copy(update={
-        "listener": base.listener.model_copy(update={
-            "port": listener_port, "protocol": protocol, "max_message_bytes": max_bytes}),
-        "outbound": base.outbound.model_copy(update={
-            "mode": "smtp", "host": "127.0.0.1", "port": sink_port, "security": "none"}),
-        "worker": base.worker.model_copy(update={"poll_seconds": 0.2}),
-        "imap": imap,
-    })
-
-
-@asynccontextmanager
-async def running(config: Config) -> AsyncIterator[Daemon]:
-    """Start the daemon as a task; stop it cleanly (as SIGTERM would) on exit."""
-    daemon = await asyncio.to_thread(Daemon.build, config)
-    started = asyncio.Event()
-    task = asyncio.create_task(daemon.run(install_signals=False, ready=lambda d: started.set()))
-    await asyncio.wait_for(started.wait(), 10)
-    try:
-        yield daemon
-    finally:
-        daemon.stop.set()
-        await asyncio.wait_for(task, 15)
-
-
-def import_licenses(config: Config, tmp_path: Path) -> None:
-    from mailbot.app import open_store
-    from mailbot.registry import read_license_csv
-
-    store = open_store(config)
-    records, errors = read_license_csv(LICENSES.decode())
-    assert not errors
-    store.upsert_licenses(records)
-    store.close()
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+from tests.e2e.helpers import (
+    daemon_config,
+    import_licenses,
+    request_mail,
+    running,
+    smtp_send,
+)
 
 
 async def test_smtp_request_gets_ack_with_ticket_tag(base_config: Config, smtp_sink, tmp_path: Path) -> None:
     """A request over SMTP is answered 250 after commit, and the ack reaches the relay."""
     cfg = daemon_config(base_config, smtp_sink.port)
-    import_licenses(cfg, tmp_path)
+    import_licenses(cfg)
     async with running(cfg) as daemon:
         raw = request_mail()
         port = daemon.listen_port
-        await asyncio.to_thread(_smtp_send, port, raw)
+        await asyncio.to_thread(smtp_send, port, raw)
         [ack] = await asyncio.to_thread(smtp_sink.wait_for, 1, 10)
     msg = ack.message
     assert "[#T-2026-000001]" in str(msg["Subject"]) or "[#T-" in str(msg["Subject"])
@@ -104,24 +39,17 @@ async def test_smtp_request_gets_ack_with_ticket_tag(base_config: Config, smtp_s
     assert str(msg["Message-ID"]).startswith("<ticket-T-")
 
 
-def _smtp_send(port: int, raw: bytes, rcpt: str = "podpora@estelar.example",
-               lmtp: bool = False) -> dict[str, tuple[int, bytes]]:
-    cls = smtplib.LMTP if lmtp else smtplib.SMTP
-    with cls("127.0.0.1", port) as c:
-        return c.sendmail("dvorak@strojirny-hranice.cz", [rcpt], raw)
-
-
 async def test_listener_refuses_foreign_recipient_and_oversize(base_config: Config, smtp_sink) -> None:
     """550 for a recipient that is not ours, 552 above the size limit; nothing stored."""
     cfg = daemon_config(base_config, smtp_sink.port, max_bytes=20_000)
     async with running(cfg) as daemon:
         port = daemon.listen_port
         with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
-            await asyncio.to_thread(_smtp_send, port, request_mail(), "someone@else.example")
+            await asyncio.to_thread(smtp_send, port, request_mail(), "someone@else.example")
         assert refused.value.recipients["someone@else.example"][0] == 550
         big = request_mail(body=("x" * 70 + "\n") * 600)
         with pytest.raises(smtplib.SMTPSenderRefused) as declared:  # SIZE= in MAIL FROM
-            await asyncio.to_thread(_smtp_send, port, big)
+            await asyncio.to_thread(smtp_send, port, big)
         assert declared.value.smtp_code == 552
         assert await asyncio.to_thread(_data_without_size, port, big) == 552
         assert daemon.store.count_inbound() == {}
@@ -145,11 +73,11 @@ async def test_lmtp_answers_451_when_store_unavailable(base_config: Config, smtp
         with sqlite3.connect(db) as c:
             c.execute("ALTER TABLE inbound_messages RENAME TO inbound_away")
         with pytest.raises(smtplib.SMTPDataError) as err:
-            await asyncio.to_thread(_smtp_send, daemon.listen_port, request_mail(), lmtp=True)
+            await asyncio.to_thread(smtp_send, daemon.listen_port, request_mail(), lmtp=True)
         assert err.value.smtp_code == 451
         with sqlite3.connect(db) as c:
             c.execute("ALTER TABLE inbound_away RENAME TO inbound_messages")
-        result = await asyncio.to_thread(_smtp_send, daemon.listen_port, request_mail(), lmtp=True)
+        result = await asyncio.to_thread(smtp_send, daemon.listen_port, request_mail(), lmtp=True)
         assert result == {}
         await asyncio.to_thread(smtp_sink.wait_for, 1, 10)
 
@@ -163,9 +91,7 @@ async def test_imap_append_to_ack_then_restart_processes_nothing_twice(
                             security="none", username=user, password_env="MB_TEST_IMAP_PW",
                             poll_seconds=0.5, timeout_seconds=10)
     cfg = daemon_config(base_config, smtp_sink.port, imap=(box,))
-    import_licenses(cfg, tmp_path)
-    import os
-
+    import_licenses(cfg)
     os.environ["MB_TEST_IMAP_PW"] = dovecot.password
     raw = request_mail()
     await asyncio.to_thread(dovecot.append, user, raw)

@@ -1,0 +1,91 @@
+"""Helpers for end-to-end tests: sample mail, daemon configs, running the daemon in the
+test's loop, sending over SMTP/LMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import smtplib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from mailbot.app import Daemon
+from mailbot.config import Config, ImapMailboxConfig
+
+LICENSES = b"""license,customer,email_domain,activated_on,support_tier,max_version_date
+40127733,Strojirny Hranice a.s.,strojirny-hranice.cz,2026-08-03,START,2027-02-03
+"""
+
+
+def request_mail(subject: str = "Nejde ulozit smenny kalendar", body: str | None = None,
+                 sender: str = "dvorak@strojirny-hranice.cz") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"Pavel Dvořák <{sender}>"
+    msg["To"] = "podpora@estelar.example"
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="strojirny-hranice.cz")
+    msg["Date"] = "Tue, 24 Nov 2026 09:00:00 +0100"
+    msg.set_content(body or (
+        "Dobrý den,\n\npo kliknutí na Uložit se v ACS-line zobrazí chyba „Neplatný interval“ "
+        "a směnný kalendář pro třetí směnu se neuloží. Prosím o radu, jak postupovat.\n\n"
+        "Licenční číslo: 4012-7733\n\nS pozdravem\nPavel Dvořák\n"
+    ))
+    return msg.as_bytes(policy=email.policy.SMTP)  # CRLF, as a real client sends
+
+
+def daemon_config(base: Config, sink_port: int, *, listener_port: int = 0,
+                  protocol: str = "smtp", imap: tuple[ImapMailboxConfig, ...] = (),
+                  max_bytes: int = 1_000_000) -> Config:
+    return base.model_copy(update={
+        "listener": base.listener.model_copy(update={
+            "port": listener_port, "protocol": protocol, "max_message_bytes": max_bytes}),
+        "outbound": base.outbound.model_copy(update={
+            "mode": "smtp", "host": "127.0.0.1", "port": sink_port, "security": "none"}),
+        "worker": base.worker.model_copy(update={"poll_seconds": 0.2}),
+        "imap": imap,
+    })
+
+
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Daemon]:
+    """Start the daemon as a task; stop it cleanly (as SIGTERM would) on exit."""
+    daemon = await asyncio.to_thread(Daemon.build, config)
+    started = asyncio.Event()
+    task = asyncio.create_task(daemon.run(install_signals=False, ready=lambda d: started.set()))
+    await asyncio.wait_for(started.wait(), 10)
+    try:
+        yield daemon
+    finally:
+        daemon.stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+def import_licenses(config: Config) -> None:
+    from mailbot.app import open_store
+    from mailbot.registry import read_license_csv
+
+    store = open_store(config)
+    records, errors = read_license_csv(LICENSES.decode())
+    assert not errors
+    store.upsert_licenses(records)
+    store.close()
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def smtp_send(port: int, raw: bytes, rcpt: str = "podpora@estelar.example",
+               lmtp: bool = False) -> dict[str, tuple[int, bytes]]:
+    cls = smtplib.LMTP if lmtp else smtplib.SMTP
+    with cls("127.0.0.1", port) as c:
+        return c.sendmail("dvorak@strojirny-hranice.cz", [rcpt], raw)
+
+
