@@ -334,6 +334,6 @@ def test_stdlib_failure_falls_back_to_mail_parser(monkeypatch: pytest.MonkeyPatc
     parsed = parse(mail("From: Jan <Jan@Example.cz>", "Subject: =?utf-8?Q?=C3=9A=C4=8Det?="))
     assert (parsed.from_addr, parsed.subject) == ("jan@example.cz", "Účet")
     assert parsed.defects == ("ValueError",)
-    monkeypatch.setattr(module.mailparser, "parse_from_bytes", broken)
+    monkeypatch.setattr("mailparser.parse_from_bytes", broken)
     with pytest.raises(ParseError, match="simulated stdlib bug"):
         parse(mail("From: a@b.cz"))
