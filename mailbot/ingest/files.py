@@ -45,7 +45,11 @@ def iter_messages(paths: Iterable[Path]) -> Iterator[tuple[str, bytes]]:
             continue
         if _is_mbox(path):
             box = mailbox.mbox(path, factory=None, create=False)
-            for i, key in enumerate(box.keys()):
+            keys = box.keys()
+            if len(keys) == 1:  # one message saved with its envelope "From " line
+                yield str(path), box.get_bytes(keys[0])
+                continue
+            for i, key in enumerate(keys):
                 yield f"{path}#{i + 1}", box.get_bytes(key)
             continue
         yield str(path), path.read_bytes()
