@@ -7,12 +7,9 @@ record, the inbound row's state) commits together or not at all.
 
 from __future__ import annotations
 
-import email.policy
 import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.utils import parseaddr
 
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import MailboxConfig
@@ -24,7 +21,7 @@ from mailbot.domain import (
     other_message_id,
     ticket_message_id,
 )
-from mailbot.replies.render import ReplyRenderer
+from mailbot.replies.render import RenderedReply, ReplyRenderer
 from mailbot.store import OutgoingMail, Transaction, ticket_view
 
 log = logging.getLogger(__name__)
@@ -48,6 +45,7 @@ class Outcome:
     ticket_number: str | None = None
     deadline: datetime | None = None
     replies: int = 0
+    mail: Mail | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +57,14 @@ class ActionContext:
     renderer: ReplyRenderer
 
 
-def _outgoing(msg: EmailMessage, purpose: str, kind: str, mail_from: str) -> OutgoingMail | None:
-    rcpt = parseaddr(str(msg["To"]))[1]
-    if not rcpt:
-        return None
+def _outgoing(reply: RenderedReply, purpose: str, kind: str, mail_from: str) -> OutgoingMail:
     return OutgoingMail(
         purpose=purpose,
-        message_id=str(msg["Message-ID"]),
+        message_id=reply.message_id,
         kind=kind,
         mail_from=mail_from,
-        rcpt_to=(rcpt,),
-        raw=msg.as_bytes(policy=email.policy.SMTP),
+        rcpt_to=(reply.recipient,),
+        raw=reply.raw,
     )
 
 
@@ -113,23 +108,21 @@ def apply_decision(
         )
         ticket_id, ticket_number = ticket.id, ticket.number
         message_id = ticket_message_id(ticket.number, tx.next_out_seq(ticket), domain)
-        msg = ctx.renderer.render(
+        reply = ctx.renderer.render_reply(
             decision, mail, ticket=ticket_view(ticket), message_id=message_id, now=now
         )
-        out = _outgoing(msg, f"ack:{inbound_id}", "ack", sender) if msg is not None else None
-        if out is not None:
+        if reply is not None:
+            out = _outgoing(reply, f"ack:{inbound_id}", "ack", sender)
             tx.enqueue(out, ticket_id=ticket_id, inbound_id=inbound_id)
             replies += 1
 
     elif decision.kind in REJECTIONS:
         message_id = other_message_id(f"reject-{inbound_id}", domain)
-        msg = ctx.renderer.render(decision, mail, ticket=None, message_id=message_id, now=now)
-        out = (
-            _outgoing(msg, f"reject:{inbound_id}", decision.kind.value, sender)
-            if msg is not None
-            else None
+        reply = ctx.renderer.render_reply(
+            decision, mail, ticket=None, message_id=message_id, now=now
         )
-        if out is not None:
+        if reply is not None:
+            out = _outgoing(reply, f"reject:{inbound_id}", decision.kind.value, sender)
             tx.enqueue(out, ticket_id=None, inbound_id=inbound_id)
             replies += 1
 
@@ -155,4 +148,4 @@ def apply_decision(
         language=decision.language,
         reasons=reasons_json(decision),
     )
-    return Outcome(inbound_id, decision, ticket_number, deadline, replies)
+    return Outcome(inbound_id, decision, ticket_number, deadline, replies, mail)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mailbot.actions import Outcome
 from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import LicenseRegistry, RuleContext
@@ -97,24 +96,21 @@ def replay_live(
     """Store, decide and act on each message as live intake would."""
     for label, raw in messages:
         saved = store.save_inbound(raw, origin=f"replay:{label}"[:200], received_at=now)
-        mail: Mail | None
-        try:
-            mail = parse(raw)
-        except Exception:  # noqa: BLE001 - the worker quarantines it below
-            mail = None
         if not saved.created:
+            mail: Mail | None
+            try:
+                mail = parse(raw)
+            except Exception:  # noqa: BLE001 - reported without parsed fields
+                mail = None
             yield _duplicate(label, raw, mail, store, saved.id)
             continue
         item = ClaimedInbound(saved.id, raw, f"replay:{label}", now, 1)
         outcome = worker.process(item, now=now)
         if isinstance(outcome, Quarantined):
-            yield _result(label, raw, mail, quarantine_decision(outcome.error), None, None)
+            yield _result(label, raw, outcome.mail, quarantine_decision(outcome.error), None, None)
         else:
-            yield _outcome_result(label, raw, mail, outcome)
-
-
-def _outcome_result(label: str, raw: bytes, mail: Mail | None, outcome: Outcome) -> ReplayResult:
-    return _result(label, raw, mail, outcome.decision, outcome.ticket_number, outcome.deadline)
+            yield _result(label, raw, outcome.mail, outcome.decision, outcome.ticket_number,
+                          outcome.deadline)
 
 
 def _duplicate(label: str, raw: bytes, mail: Mail | None, store: Store, inbound_id: int) -> ReplayResult:

@@ -45,6 +45,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -375,11 +376,14 @@ class Store:
             else None
         )
         try:
-            existing = self._find_inbound(sha, identity)
-            if existing is not None:
-                return SavedInbound(existing, False)
             try:
                 with self.session() as s:
+                    match = InboundMessage.sha256 == sha
+                    if identity is not None:
+                        match = or_(match, InboundMessage.identity == identity)
+                    existing = s.scalar(select(InboundMessage.id).where(match).limit(1))
+                    if existing is not None:
+                        return SavedInbound(existing, False)
                     row = InboundMessage(
                         sha256=sha,
                         identity=identity,

@@ -99,6 +99,7 @@ class Worker:
         now = now or self.clock()
         token = message_key.set(f"in:{item.id}")
         try:
+            mail: Mail | None = None
             try:
                 mail = parse(item.raw)
                 decision = decide(mail, self.context(now, self.tickets))
@@ -110,11 +111,11 @@ class Worker:
                     item.id,
                     error.strip().splitlines()[-1][:200],
                 )
-                return Quarantined(item.id, error)
+                return Quarantined(item.id, error, mail)
             with self.store.transaction() as tx:
                 if tx.inbound_state(item.id) != "received":
                     # Another worker finished it while we were deciding (lease expired).
-                    return Outcome(item.id, decision)
+                    return Outcome(item.id, decision, mail=mail)
                 outcome = apply_decision(
                     tx,
                     self.actions,

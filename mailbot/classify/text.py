@@ -16,11 +16,35 @@ from html.parser import HTMLParser
 _SPACE = re.compile(r"\s+")
 
 
+def _strip_marks(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _latin_table() -> dict[int, str]:
+    """Precomputed folds of Latin-1 and Latin Extended-A/B (all Czech and Slovak letters)."""
+    table: dict[int, str] = {0xA0: " "}
+    for code in range(0xC0, 0x250):
+        ch = chr(code)
+        folded = _strip_marks(ch)
+        if folded != ch:
+            table[code] = folded
+    return table
+
+
+_LATIN = _latin_table()
+
+
 def fold(text: str) -> str:
-    """Lower case, diacritics removed, whitespace collapsed: the form phrases are matched in."""
-    decomposed = unicodedata.normalize("NFKD", text.replace("\xa0", " "))
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return _SPACE.sub(" ", stripped.lower()).strip()
+    """Lower case, diacritics removed, whitespace collapsed: the form phrases are matched in.
+
+    The common case (ASCII plus Latin letters with diacritics) is one `str.translate`; other
+    scripts take the full NFKD decomposition.
+    """
+    folded = text.translate(_LATIN)
+    if not folded.isascii():
+        folded = _strip_marks(folded)
+    return _SPACE.sub(" ", folded.lower()).strip()
 
 
 # --- HTML ------------------------------------------------------------------------------

