@@ -1,0 +1,189 @@
+"""Crash safety of the whole daemon (reliability.md R1/R3/O1): mail flows in over LMTP and
+IMAP while `mailbot run` (a subprocess) is killed and restarted; afterwards every accepted
+mail is stored exactly once, every request has exactly one ticket, and every ticket's
+acknowledgement reached the relay — a second copy only for a reply in flight at a SIGKILL,
+with the same Message-ID, and none at all when the daemon is stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import smtplib
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import LICENSES, request_mail
+from tests.fixtures.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+N_LMTP = 250
+N_IMAP = 250
+RESTARTS = 10
+BUDGET_SECONDS = 150
+
+
+def write_config(tmp: Path, *, lmtp_port: int, sink_port: int, imap_port: int, user: str) -> Path:
+    text = f"""
+root = "{ROOT}"
+[store]
+url = "sqlite:///{tmp / 'mailbot.db'}"
+[listener]
+protocol = "lmtp"
+host = "127.0.0.1"
+port = {lmtp_port}
+[[imap]]
+name = "support"
+host = "127.0.0.1"
+port = {imap_port}
+security = "none"
+username = "{user}"
+password_env = "MB_CRASH_IMAP_PW"
+poll_seconds = 0.5
+timeout_seconds = 10
+[outbound]
+mode = "smtp"
+host = "127.0.0.1"
+port = {sink_port}
+security = "none"
+[worker]
+poll_seconds = 0.2
+"""
+    default = (ROOT / "config" / "mailbot.toml").read_text(encoding="utf-8")
+    classify = default[default.index("\n[classify]"):]
+    path = tmp / "mailbot.toml"
+    path.write_text(text + classify, encoding="utf-8")
+    return path
+
+
+class DaemonProcess:
+    """`python -m mailbot run` as a child process that can be killed and restarted."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, MAILBOT_LOG_LEVEL="WARNING")
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailbot", "run", "--config", str(self.config)],
+                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            )
+
+    def stop(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15)
+
+
+def lmtp_feeder(port: int, mails: list[bytes], accepted: list[str], stop: threading.Event) -> None:
+    """Deliver like an MTA: retry each mail until it gets a 250 (or time is up)."""
+    for raw in mails:
+        mid = raw.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
+        while not stop.is_set():
+            try:
+                with smtplib.LMTP("127.0.0.1", port, timeout=10) as c:
+                    c.sendmail("customer@strojirny-hranice.cz", ["podpora@estelar.example"], raw)
+                accepted.append(mid)
+                break
+            except (OSError, smtplib.SMTPException):
+                time.sleep(0.05)
+
+
+def db_rows(db: Path, query: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as c:
+        return list(c.execute(query))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_kills_lose_nothing_and_duplicate_only_in_flight(
+    sig: int, dovecot, smtp_sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """500 mails over LMTP and IMAP, 10 stops of the daemon at random moments."""
+    rng = random.Random(7 + sig)
+    user = dovecot.new_user()
+    monkeypatch.setenv("MB_CRASH_IMAP_PW", dovecot.password)
+    lmtp_port = free_port()
+    cfg = write_config(tmp_path, lmtp_port=lmtp_port, sink_port=smtp_sink.port,
+                       imap_port=dovecot.imap_port, user=user)
+    (tmp_path / "licenses.csv").write_bytes(LICENSES)
+    subprocess.run([sys.executable, "-m", "mailbot", "licenses", "import",
+                    str(tmp_path / "licenses.csv"), "--config", str(cfg)],
+                   cwd=ROOT, check=True, capture_output=True)
+
+    lmtp_mails = [request_mail(subject=f"LMTP dotaz {i}") for i in range(N_LMTP)]
+    imap_mails = [request_mail(subject=f"IMAP dotaz {i}") for i in range(N_IMAP)]
+    daemon = DaemonProcess(cfg, tmp_path / "daemon.log")
+    daemon.start()
+    deadline = time.monotonic() + BUDGET_SECONDS
+    accepted: list[str] = []
+    stop_feeding = threading.Event()
+    feeder = threading.Thread(target=lmtp_feeder, args=(lmtp_port, lmtp_mails, accepted,
+                                                       stop_feeding), daemon=True)
+    feeder.start()
+    appended = 0
+    for restart in range(RESTARTS):
+        # Append a share of the IMAP mail, let things flow for a random moment, then stop.
+        share = N_IMAP // RESTARTS
+        for raw in imap_mails[appended : appended + share]:
+            dovecot.append(user, raw)
+        appended += share
+        time.sleep(rng.uniform(0.3, 1.5))
+        code = daemon.stop(sig)
+        if sig == signal.SIGTERM:
+            assert code == 0, (tmp_path / "daemon.log").read_text()[-2000:]
+        daemon.start()
+        assert time.monotonic() < deadline, "crash test over its time budget"
+    for raw in imap_mails[appended:]:
+        dovecot.append(user, raw)
+    feeder.join(timeout=max(1.0, deadline - time.monotonic()))
+    stop_feeding.set()
+    assert len(accepted) == N_LMTP, f"only {len(accepted)} LMTP mails got a 250"
+
+    db = tmp_path / "mailbot.db"
+    total = N_LMTP + N_IMAP
+
+    def settled() -> bool:
+        decided = db_rows(db, "select count(*) from inbound_messages where state='decided'")[0][0]
+        queued = db_rows(db, "select count(*) from outbox where state='queued'")[0][0]
+        return decided >= total and queued == 0
+
+    while not settled():
+        assert time.monotonic() < deadline, "mail not all decided and sent in time"
+        time.sleep(0.25)
+    assert daemon.stop(signal.SIGTERM) == 0
+
+    # Every accepted mail stored exactly once (by Message-ID), nothing else stored.
+    stored = Counter(r[0] for r in db_rows(db, "select message_id from inbound_messages"))
+    expected_ids = set(accepted) | {
+        raw.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode() for raw in imap_mails
+    }
+    assert set(stored) == expected_ids and max(stored.values()) == 1
+    # Exactly one ticket per request, numbers unique and gap-free.
+    tickets = db_rows(db, "select seq, inbound_id from tickets order by seq")
+    assert len(tickets) == total == len({t[1] for t in tickets})
+    assert [t[0] for t in tickets] == list(range(1, total + 1))
+    # Every ticket's acknowledgement reached the relay; duplicates only in flight.
+    sent_ids = [r[0] for r in db_rows(db, "select message_id from outbox where kind='ack'")]
+    assert len(sent_ids) == total
+    arrived = Counter(m.message_id for m in smtp_sink.messages)
+    assert set(sent_ids) <= set(arrived)
+    duplicates = sum(n - 1 for n in arrived.values())
+    print(f"\n{signal.Signals(sig).name}: {RESTARTS} restarts, {len(accepted)} LMTP + "
+          f"{N_IMAP} IMAP mails, stored {sum(stored.values())}, tickets {len(tickets)}, "
+          f"acks at the relay {len(arrived)} distinct / {len(smtp_sink.messages)} total, "
+          f"duplicates {duplicates}")
+    if sig == signal.SIGTERM:
+        assert duplicates == 0
+    else:
+        assert duplicates <= RESTARTS  # one sender thread: at most one in flight per kill
