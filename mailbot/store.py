@@ -41,6 +41,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
@@ -699,6 +700,18 @@ class Store:
             return r
 
 
+# Statements of the per-message hot path, built once (SQLAlchemy then reuses their compiled
+# form instead of building a cache key for a new statement every call).
+_INSERT_DECISION = insert(DecisionRecord)
+_INSERT_OUTBOX = insert(OutboxMessage)
+_OUTBOX_BY_PURPOSE = select(OutboxMessage.id).where(OutboxMessage.purpose == bindparam("purpose"))
+_MARK_DECIDED = (
+    update(InboundMessage)
+    .where(InboundMessage.id == bindparam("row_id"))
+    .values(state="decided", decided_at=bindparam("now"), lease_until=None, error=None)
+)
+
+
 class Transaction:
     """Named writes inside one transaction: what the worker does for one message."""
 
@@ -798,33 +811,27 @@ class Transaction:
         reasons: list[dict[str, Any]],
     ) -> None:
         now = utcnow()
-        self.s.add(
-            DecisionRecord(
-                inbound_id=inbound_id, kind=kind, license=license, priority=priority,
-                missing=list(missing), scope_reason=scope_reason, ticket_ref=ticket_ref,
-                ticket_id=ticket_id, language=language, reasons=reasons, decided_at=now,
-            )
-        )
         self.s.execute(
-            update(InboundMessage)
-            .where(InboundMessage.id == inbound_id)
-            .values(state="decided", decided_at=now, lease_until=None, error=None)
+            _INSERT_DECISION,
+            {"inbound_id": inbound_id, "kind": kind, "license": license, "priority": priority,
+             "missing": list(missing), "scope_reason": scope_reason, "ticket_ref": ticket_ref,
+             "ticket_id": ticket_id, "language": language, "reasons": reasons,
+             "decided_at": now},
         )
+        self.s.execute(_MARK_DECIDED, {"row_id": inbound_id, "now": now})
 
     def enqueue(self, mail: OutgoingMail, *, ticket_id: int | None, inbound_id: int | None,
                 due: datetime | None = None) -> None:
         """Queue a rendered reply; a second reply for the same purpose is not queued."""
         now = utcnow()
-        exists = self.s.scalar(select(OutboxMessage.id).where(OutboxMessage.purpose == mail.purpose))
-        if exists is not None:
+        if self.s.scalar(_OUTBOX_BY_PURPOSE, {"purpose": mail.purpose}) is not None:
             return
         self.s.execute(
-            insert(OutboxMessage).values(
-                purpose=mail.purpose, message_id=mail.message_id, kind=mail.kind,
-                ticket_id=ticket_id, inbound_id=inbound_id, mail_from=mail.mail_from,
-                rcpt_to=list(mail.rcpt_to), raw=mail.raw, state="queued", attempts=0,
-                next_attempt_at=due or now, created_at=now,
-            )
+            _INSERT_OUTBOX,
+            {"purpose": mail.purpose, "message_id": mail.message_id, "kind": mail.kind,
+             "ticket_id": ticket_id, "inbound_id": inbound_id, "mail_from": mail.mail_from,
+             "rcpt_to": list(mail.rcpt_to), "raw": mail.raw, "state": "queued",
+             "attempts": 0, "next_attempt_at": due or now, "created_at": now},
         )
 
     def unsubscribe(self, address: str, inbound_id: int) -> None:
