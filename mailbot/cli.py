@@ -6,6 +6,7 @@ Every command takes `--config PATH` (default `config/mailbot.toml`, or $MAILBOT_
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -21,8 +22,17 @@ from mailbot.errors import ConfigError, MailbotError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
+# Not a terminal (pipes, logs): wide enough that addresses and errors stay on one line.
+console = Console(width=shutil.get_terminal_size((160, 24)).columns)
 err_console = Console(stderr=True)
+
+
+def table_(*columns: str) -> Table:
+    """A rich table whose cells wrap instead of being cut off in narrow terminals."""
+    t = Table()
+    for name in columns:
+        t.add_column(name, overflow="fold")
+    return t
 
 
 def config_option(f: F) -> F:
@@ -237,7 +247,7 @@ def outbox() -> None:
 def outbox_list(state: str | None, limit: int, config_path: Path | None) -> None:
     """List outbox rows, newest first."""
     store = _open(config_path)
-    table = Table("id", "state", "kind", "to", "attempts", "next attempt", "last error")
+    table = table_("id", "state", "kind", "to", "attempts", "next attempt", "last error")
     for r in store.list_outbox(state, limit):
         table.add_row(str(r.id), r.state, r.kind, ", ".join(r.rcpt_to), str(r.attempts),
                       r.next_attempt_at.isoformat(timespec="seconds"), (r.last_error or "")[:60])
@@ -278,7 +288,7 @@ def quarantine() -> None:
 def quarantine_list(limit: int, config_path: Path | None) -> None:
     """List quarantined messages with the reason."""
     store = _open(config_path)
-    table = Table("id", "received", "from", "origin", "error")
+    table = table_("id", "received", "from", "origin", "error")
     for r in store.list_inbound("quarantined", limit):
         last = (r.error or "").strip().splitlines()[-1:] or [""]
         table.add_row(str(r.id), r.received_at.isoformat(timespec="seconds"), r.sender or "",
@@ -329,10 +339,19 @@ def status(config_path: Path | None) -> None:
     out = store.count_outbox()
     click.echo("inbound:  " + (", ".join(f"{k}={v}" for k, v in sorted(inbound.items())) or "empty"))
     click.echo("outbox:   " + (", ".join(f"{k}={v}" for k, v in sorted(out.items())) or "empty"))
-    queued = store.list_outbox("queued", 100000)
-    if queued:
-        oldest = min(r.created_at for r in queued)
+    oldest = store.oldest_unsent()
+    if oldest is not None:
         click.echo(f"oldest unsent reply: {oldest.isoformat(timespec='seconds')}")
+    dead = out.get("dead", 0)
+    if dead:
+        click.echo(f"dead replies: {dead} (mailbot outbox list --state dead)")
+    for cp in store.imap_checkpoints():
+        line = (f"intake {cp.mailbox}: uidvalidity={cp.uidvalidity} last_uid={cp.last_uid} "
+                f"updated {cp.updated_at.isoformat(timespec='seconds')}")
+        if cp.last_error:
+            when = cp.last_error_at.isoformat(timespec="seconds") if cp.last_error_at else "?"
+            line += f"; last error {when}: {cp.last_error[:120]}"
+        click.echo(line)
 
 
 def main() -> None:

@@ -692,6 +692,13 @@ class Store:
             q = select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
             return {state: int(n) for state, n in s.execute(q)}
 
+    def oldest_unsent(self) -> datetime | None:
+        """Creation time of the oldest reply still waiting to be sent."""
+        with self.session() as s:
+            return s.scalar(
+                select(func.min(OutboxMessage.created_at)).where(OutboxMessage.state == "queued")
+            )
+
     def decision_for(self, inbound_id: int) -> DecisionRecord | None:
         with self.session() as s:
             r = s.scalar(select(DecisionRecord).where(DecisionRecord.inbound_id == inbound_id))
