@@ -36,3 +36,6 @@ def setup(level: str | int = "INFO") -> None:
     )
     root.addHandler(handler)
     root.setLevel(level)
+    # Libraries that narrate every connection or migration step at INFO.
+    for noisy in ("alembic", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
