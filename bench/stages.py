@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Benchmark the pure per-message stages: parse, decide, render_reply (ms/mail each).
+
+    .venv/bin/python bench/stages.py [--corpus /tmp/c5k] [--n 5000] [--seed 42] [--repeat 3]
+
+Uses the corpus directory given (its manifest ``<corpus>.manifest.jsonl`` beside it) or,
+when missing, generates one with ../shared/tools/gen_corpus.py (deterministic). A license
+registry is built from the manifest (the same tier mix as bench/replay.py), so decide sees
+a realistic mix of tickets and rejections. Each stage is timed on its own, without a
+profiler, best of `--repeat` runs:
+  * parse: mailbot.ingest.parse.parse(raw) per mail;
+  * decide: mailbot.classify.decide.decide(mail, ctx) per mail;
+  * render_reply: ReplyRenderer.render_reply of a ticket acknowledgement per mail (the
+    decision of every mail recast as a TICKET with a ticket, so every mail gets a reply).
+Also prints bare email.message_from_bytes(policy=default) for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import email
+import email.policy
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MAILBOT_SHARED", ROOT.parent / "shared"))
+sys.path.insert(0, str(ROOT))
+
+import mailbot.config  # noqa: E402
+from mailbot.classify.decide import decide  # noqa: E402
+from mailbot.classify.rules import RuleContext  # noqa: E402
+from mailbot.domain import (  # noqa: E402
+    DecisionKind,
+    LicenseRecord,
+    Priority,
+    TicketView,
+    Tier,
+)
+from mailbot.ingest.parse import parse  # noqa: E402
+from mailbot.registry import DictRegistry  # noqa: E402
+from mailbot.replies.render import ReplyRenderer  # noqa: E402
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("Europe/Prague"))
+TIERS = [Tier.START, Tier.HOTLINE, Tier.HOTLINE_PLUS, Tier.SPECIAL, Tier.START, Tier.NONE]
+
+
+def corpus_files(corpus: Path, n: int, seed: int) -> tuple[list[Path], Path]:
+    manifest = corpus.with_suffix(".manifest.jsonl")
+    if not corpus.is_dir() or not any(corpus.glob("*.eml")):
+        subprocess.run(
+            [sys.executable, str(SHARED / "tools" / "gen_corpus.py"), "--n", str(n),
+             "--seed", str(seed), "--out", str(corpus), "--manifest", str(manifest)],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+    return sorted(corpus.glob("*.eml")), manifest
+
+
+def registry_from(manifest: Path) -> DictRegistry:
+    seen: dict[str, str] = {}
+    if manifest.exists():
+        for line in manifest.read_text(encoding="utf-8").splitlines():
+            m = json.loads(line)
+            if m.get("license") and m["license"] not in seen:
+                seen[m["license"]] = m["from"].split("@")[-1]
+    records = {
+        lic: LicenseRecord(lic, f"Customer {i}", domain, date(2026, 9, 1),
+                           TIERS[i % len(TIERS)], date(2027, 3, 1))
+        for i, (lic, domain) in enumerate(sorted(seen.items()))
+    }
+    return DictRegistry(records)
+
+
+def timed(fn, items, repeat: int) -> tuple[float, list]:
+    """Best ms/item over `repeat` runs, and the results of the last run."""
+    best = float("inf")
+    out: list = []
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        out = [fn(x) for x in items]
+        best = min(best, (time.perf_counter() - start) / max(1, len(items)))
+    return best * 1000, out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--corpus", type=Path, default=Path("/tmp/c5k"))
+    p.add_argument("--n", type=int, default=5000, help="mails to generate when the corpus is missing")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--limit", type=int, default=0, help="use only the first N mails")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", choices=("parse", "decide", "render"), default=None)
+    args = p.parse_args()
+
+    files, manifest = corpus_files(args.corpus, args.n, args.seed)
+    if args.limit:
+        files = files[: args.limit]
+    raws = [f.read_bytes() for f in files]
+    cfg = mailbot.config.load(ROOT / "config" / "mailbot.toml")
+    ctx = RuleContext.from_config(cfg, registry_from(manifest), NOW, None)
+    renderer = ReplyRenderer(cfg)
+
+    print(f"corpus: {args.corpus} ({len(raws)} mails, {sum(map(len, raws)) / 1e6:.1f} MB)")
+    if args.only in (None, "parse"):
+        bare, _ = timed(lambda r: email.message_from_bytes(r, policy=email.policy.default),
+                        raws, args.repeat)
+        print(f"bare email parse   {bare:7.3f} ms/mail")
+    parse_ms, mails = timed(parse, raws, args.repeat if args.only in (None, "parse") else 1)
+    if args.only in (None, "parse"):
+        print(f"parse              {parse_ms:7.3f} ms/mail")
+
+    decisions = None
+    if args.only in (None, "decide", "render"):
+        decide_ms, decisions = timed(lambda m: decide(m, ctx), mails,
+                                     args.repeat if args.only != "render" else 1)
+        if args.only != "render":
+            print(f"decide             {decide_ms:7.3f} ms/mail")
+            kinds = Counter(d.kind.value for d in decisions)
+            print("  decisions: " + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
+
+    if args.only in (None, "render"):
+        assert decisions is not None
+        pairs = []
+        for i, (mail, d) in enumerate(zip(mails, decisions, strict=True)):
+            number = f"T-2026-{i + 1:06d}"
+            ticket = TicketView(
+                number=number,
+                subject=mail.subject,
+                priority=d.priority or Priority.NORMAL,
+                opened_at=NOW,
+                deadline=NOW + timedelta(hours=16),
+                customer_email=mail.from_addr or "",
+                license=d.license,
+            )
+            pairs.append((mail, dataclasses.replace(d, kind=DecisionKind.TICKET), ticket))
+        mid = "<ticket-T-2026-000001.1@estelar.example>"
+        render_ms, replies = timed(
+            lambda t: renderer.render_reply(t[1], t[0], ticket=t[2], message_id=mid, now=NOW),
+            pairs, args.repeat,
+        )
+        made = sum(1 for r in replies if r is not None)
+        print(f"render_reply       {render_ms:7.3f} ms/mail ({made} replies)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
