@@ -77,7 +77,7 @@ class Daemon:
             batch=config.outbound.batch,
             horizon=timedelta(hours=config.outbound.retry_horizon_hours),
         )
-        return cls(config, store, Worker(config, store), dispatcher, transport)
+        return cls(config, store, Worker.from_config(config, store), dispatcher, transport)
 
     @property
     def listen_port(self) -> int | None:
@@ -135,6 +135,7 @@ class Daemon:
             if self.listener is not None:
                 await self.listener.wait_closed()
             await asyncio.to_thread(self.transport.close)
+            await asyncio.to_thread(self.worker.close)
             self.store.close()
             log.info("stopped")
 

@@ -177,6 +177,7 @@ def replay(
     now = parse_now(now_text)
     messages = iter_messages(paths)
     counts: dict[str, int] = {}
+    worker = None
     if dry_run:
         if licenses_csv is not None:
             records, errors = read_license_file(licenses_csv)
@@ -194,15 +195,19 @@ def replay(
         if licenses_csv is not None:
             records, errors = read_license_file(licenses_csv)
             store.upsert_licenses(records)
-        worker = Worker(cfg, store, clock=lambda: now)
+        worker = Worker.from_config(cfg, store, clock=lambda: now)
         results = replay_live(messages, worker, store, now)
-    for r in results:
-        counts[r.decision.kind.value] = counts.get(r.decision.kind.value, 0) + 1
-        if as_json:
-            click.echo(json.dumps(r.as_json(), ensure_ascii=False))
-        else:
-            ref = f" {r.ticket_ref}" if r.ticket_ref else ""
-            click.echo(f"{r.file}: {r.decision.kind.value}{ref} ({', '.join(r.decision.hits)})")
+    try:
+        for r in results:
+            counts[r.decision.kind.value] = counts.get(r.decision.kind.value, 0) + 1
+            if as_json:
+                click.echo(json.dumps(r.as_json(), ensure_ascii=False))
+            else:
+                ref = f" {r.ticket_ref}" if r.ticket_ref else ""
+                click.echo(f"{r.file}: {r.decision.kind.value}{ref} ({', '.join(r.decision.hits)})")
+    finally:
+        if worker is not None:
+            worker.close()
     if not as_json:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         click.echo(f"replayed {sum(counts.values())} message(s): {summary}")
@@ -320,10 +325,12 @@ def quarantine_retry(inbound_ids: tuple[int, ...], config_path: Path | None) -> 
     cfg = load_config(config_path)
     store = _open(config_path)
     n = store.requeue_inbound(inbound_ids)
-    worker = Worker(cfg, store)
-    done = 0
-    while worker.run_once(50):
-        done += 1
+    worker = Worker.from_config(cfg, store)
+    try:
+        while worker.run_once(50):
+            pass
+    finally:
+        worker.close()
     click.echo(f"requeued {n} message(s)")
     for inbound_id in inbound_ids:
         rec = store.decision_for(inbound_id)

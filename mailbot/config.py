@@ -192,9 +192,15 @@ class ImapMailboxConfig(_Section):
 
 
 class WorkerConfig(_Section):
+    """Deciding stored mail. `processes` child processes parse and decide (0: in-process),
+    each capped at `memory_mb` of address space and `parse_timeout_seconds` per message."""
+
     poll_seconds: float = Field(default=2.0, gt=0)
-    batch: int = Field(default=20, ge=1, le=1000)
+    batch: int = Field(default=32, ge=1, le=1000)
     lease_seconds: float = Field(default=300.0, gt=0)
+    processes: int = Field(default=2, ge=0, le=64)
+    parse_timeout_seconds: float = Field(default=10.0, gt=0)
+    memory_mb: int = Field(default=1024, ge=0)
 
 
 class Config(_Section):

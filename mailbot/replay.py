@@ -8,6 +8,7 @@ ticket reference is then trusted (no store to check it against).
 
 from __future__ import annotations
 
+import itertools
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -92,25 +93,42 @@ def replay_live(
     worker: Worker,
     store: Store,
     now: datetime,
+    *,
+    chunk: int = 64,
 ) -> Iterator[ReplayResult]:
-    """Store, decide and act on each message as live intake would."""
-    for label, raw in messages:
-        saved = store.save_inbound(raw, origin=f"replay:{label}"[:200], received_at=now)
-        if not saved.created:
-            mail: Mail | None
-            try:
-                mail = parse(raw)
-            except Exception:  # noqa: BLE001 - reported without parsed fields
-                mail = None
-            yield _duplicate(label, raw, mail, store, saved.id)
-            continue
-        item = ClaimedInbound(saved.id, raw, f"replay:{label}", now, 1)
-        outcome = worker.process(item, now=now)
-        if isinstance(outcome, Quarantined):
-            yield _result(label, raw, outcome.mail, quarantine_decision(outcome.error), None, None)
-        else:
-            yield _result(label, raw, outcome.mail, outcome.decision, outcome.ticket_number,
-                          outcome.deadline)
+    """Store, decide and act on each message as live intake would.
+
+    Messages are taken `chunk` at a time so the worker's decision pool parses the next ones
+    while this process writes; results come out in input order.
+    """
+    while True:
+        batch = list(itertools.islice(messages, chunk))
+        if not batch:
+            return
+        saved = [store.save_inbound(raw, origin=f"replay:{label}"[:200], received_at=now)
+                 for label, raw in batch]
+        fresh = [
+            ClaimedInbound(s.id, raw, f"replay:{label}", now, 1)
+            for (label, raw), s in zip(batch, saved)
+            if s.created
+        ]
+        outcomes = iter(worker.process_many(fresh, now=now)) if fresh else iter(())
+        for (label, raw), s in zip(batch, saved):
+            if not s.created:
+                mail: Mail | None
+                try:
+                    mail = parse(raw)
+                except Exception:  # noqa: BLE001 - reported without parsed fields
+                    mail = None
+                yield _duplicate(label, raw, mail, store, s.id)
+                continue
+            outcome = next(outcomes)
+            if isinstance(outcome, Quarantined):
+                yield _result(label, raw, outcome.mail, quarantine_decision(outcome.error),
+                              None, None)
+            else:
+                yield _result(label, raw, outcome.mail, outcome.decision, outcome.ticket_number,
+                              outcome.deadline)
 
 
 def _duplicate(label: str, raw: bytes, mail: Mail | None, store: Store, inbound_id: int) -> ReplayResult:
