@@ -36,19 +36,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MAILBOT_SHARED", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT))
 
-import mailbot.config  # noqa: E402
-from mailbot.classify.decide import decide  # noqa: E402
-from mailbot.classify.rules import RuleContext  # noqa: E402
-from mailbot.domain import (  # noqa: E402
+import mailbot.config
+from mailbot.classify.decide import decide
+from mailbot.classify.rules import RuleContext
+from mailbot.domain import (
     DecisionKind,
     LicenseRecord,
     Priority,
     TicketView,
     Tier,
 )
-from mailbot.ingest.parse import parse  # noqa: E402
-from mailbot.registry import DictRegistry  # noqa: E402
-from mailbot.replies.render import ReplyRenderer  # noqa: E402
+from mailbot.ingest.parse import parse
+from mailbot.registry import DictRegistry
+from mailbot.replies.render import ReplyRenderer
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("Europe/Prague"))
 TIERS = [Tier.START, Tier.HOTLINE, Tier.HOTLINE_PLUS, Tier.SPECIAL, Tier.START, Tier.NONE]

@@ -8,24 +8,42 @@ and account numbers, dates and postal codes are never taken for a license.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
-from mailbot.classify.phrases import find_phrase, phrase_pattern
+from mailbot.classify.phrases import PhraseSet, phrase_pattern, phrase_set
 from mailbot.classify.settings import ClassifyConfig
 from mailbot.classify.text import fold
 
 DEFAULT_SETTINGS = ClassifyConfig()
 
 
-@lru_cache(maxsize=16)
-def _compiled(settings: ClassifyConfig) -> tuple[re.Pattern[str], tuple[re.Pattern[str], ...]]:
-    return (
-        re.compile(settings.license_pattern),
-        tuple(phrase_pattern(p) for p in settings.license_context),
-    )
+_Compiled = tuple[re.Pattern[str], tuple[re.Pattern[str], ...], PhraseSet]
+_COMPILED: dict[int, tuple[ClassifyConfig, _Compiled]] = {}
+_DIGIT = re.compile(r"\d")
+_NON_DIGITS = re.compile(r"\D")
 
 
-def _has_context(before: str, contexts: tuple[re.Pattern[str], ...], settings: ClassifyConfig) -> bool:
+def _compiled(settings: ClassifyConfig) -> _Compiled:
+    """The license pattern, context patterns and distractors of `settings` (cached by
+    identity: the config is frozen)."""
+    entry = _COMPILED.get(id(settings))
+    if entry is None or entry[0] is not settings:
+        if len(_COMPILED) >= 16:
+            _COMPILED.clear()
+        compiled = (
+            re.compile(settings.license_pattern),
+            tuple(phrase_pattern(p) for p in settings.license_context),
+            phrase_set(settings.license_distractors),
+        )
+        entry = _COMPILED[id(settings)] = (settings, compiled)
+    return entry[1]
+
+
+def _has_context(
+    before: str,
+    contexts: tuple[re.Pattern[str], ...],
+    distractors: PhraseSet,
+    settings: ClassifyConfig,
+) -> bool:
     limit = settings.license_context_window
     window = before[-(limit + 40) :]
     for pattern in contexts:
@@ -33,9 +51,9 @@ def _has_context(before: str, contexts: tuple[re.Pattern[str], ...], settings: C
             gap = window[m.end() :]
             if len(gap) > limit:
                 continue
-            if re.search(r"\d", gap):
+            if _DIGIT.search(gap):
                 continue
-            if find_phrase(gap, settings.license_distractors):
+            if distractors.search(gap):
                 continue
             return True
     return False
@@ -45,13 +63,13 @@ def extract_license_numbers(
     text: str, settings: ClassifyConfig = DEFAULT_SETTINGS
 ) -> tuple[str, ...]:
     """Every license number in `text` (8 digits, normalised), in order of appearance."""
-    pattern, contexts = _compiled(settings)
+    pattern, contexts, distractors = _compiled(settings)
     folded = fold(text)
     found: list[str] = []
     for m in pattern.finditer(folded):
-        digits = re.sub(r"\D", "", m.group(0))
+        digits = _NON_DIGITS.sub("", m.group(0))
         if len(digits) != 8 or digits in found:
             continue
-        if _has_context(folded[: m.start()], contexts, settings):
+        if _has_context(folded[: m.start()], contexts, distractors, settings):
             found.append(digits)
     return tuple(found)

@@ -9,17 +9,18 @@ visible change.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from mailbot.classify.entitlement import PRAGUE, entitlement_at
 from mailbot.classify.language import detect_language
 from mailbot.classify.license import extract_license_numbers
-from mailbot.classify.phrases import find_phrase, match_rule, phrase_pattern
+from mailbot.classify.phrases import compiled_rule, phrase_set
 from mailbot.classify.settings import ClassifyConfig
 from mailbot.classify.text import (
     BodyParts,
@@ -113,13 +114,125 @@ Rule = Callable[[Mail, RuleContext], "Finding | None"]
 # --- facts the rules share ---------------------------------------------------------------
 
 
-@lru_cache(maxsize=16)
+class _Compiled:
+    """What the rules need of one ClassifyConfig, compiled once (word sets, phrase sets)."""
+
+    def __init__(self, settings: ClassifyConfig) -> None:
+        self.stopwords = frozenset(settings.description_stopwords)
+        self.english = frozenset(settings.english_words)
+        self.czech = frozenset(settings.czech_words)
+        self.bounce_body = phrase_set(settings.bounce_body_phrases)
+        self.bulk_body = phrase_set(settings.bulk_body_phrases)
+        self.auto_subject = phrase_set(settings.auto_subject_phrases)
+        self.not_emergency = phrase_set(settings.not_emergency_phrases)
+        self.no_description = phrase_set(settings.no_description_phrases)
+        self.unsubscribe = tuple(compiled_rule(r) for r in settings.unsubscribe)
+        self.scope = tuple(compiled_rule(r) for r in settings.scope)
+        self.emergency = tuple(compiled_rule(r) for r in settings.emergency)
+
+
+_COMPILED: dict[int, tuple[ClassifyConfig, _Compiled]] = {}
+
+
+def _compiled(settings: ClassifyConfig) -> _Compiled:
+    """The compiled form of `settings`, cached by identity (the config is frozen)."""
+    entry = _COMPILED.get(id(settings))
+    if entry is None or entry[0] is not settings:
+        if len(_COMPILED) >= 16:
+            _COMPILED.clear()
+        entry = _COMPILED[id(settings)] = (settings, _Compiled(settings))
+    return entry[1]
+
+
 def _word_sets(settings: ClassifyConfig) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    return (
-        frozenset(settings.description_stopwords),
-        frozenset(settings.english_words),
-        frozenset(settings.czech_words),
-    )
+    c = _compiled(settings)
+    return c.stopwords, c.english, c.czech
+
+
+class MailFacts:
+    """What the rules derive from one mail's text, each computed once and shared.
+
+    Depends only on the mail's (immutable) subject, text and html and on the settings.
+    """
+
+    def __init__(self, mail: Mail, settings: ClassifyConfig) -> None:
+        self.mail = mail
+        self.settings = settings
+        self.compiled = _compiled(settings)
+
+    @cached_property
+    def body(self) -> str:
+        return readable_text(self.mail.text, self.mail.html)
+
+    @cached_property
+    def folded_body(self) -> str:
+        return fold(self.body)
+
+    @cached_property
+    def parts(self) -> BodyParts:
+        return split_body(self.body, self.mail.subject)
+
+    @cached_property
+    def subject(self) -> str:
+        """The subject without reply prefixes."""
+        return strip_subject_prefixes(self.mail.subject)
+
+    @cached_property
+    def forwarded_own(self) -> str:
+        """The own text of the forwarded mail ("" when nothing was forwarded)."""
+        return split_body(self.parts.forwarded).own if self.parts.forwarded else ""
+
+    @cached_property
+    def own_sentences(self) -> tuple[str, ...]:
+        """Folded sentences of the subject and the sender's own text."""
+        return sentences(self.subject) + sentences(self.parts.own)
+
+    @cached_property
+    def own_joined(self) -> str:
+        return "\n".join(self.own_sentences)
+
+    @cached_property
+    def own_describes(self) -> bool:
+        """Whether the sender's own text (without the subject) describes something."""
+        return _describes(self.parts.own, "", self.settings, self.compiled)
+
+    @cached_property
+    def request_sentences(self) -> tuple[str, ...]:
+        found = self.own_sentences
+        if self.parts.forwarded and not self.own_describes:
+            found += sentences(self.forwarded_own)
+        return found
+
+    @cached_property
+    def request_joined(self) -> str:
+        return "\n".join(self.request_sentences)
+
+    @cached_property
+    def has_description(self) -> bool:
+        parts = self.parts
+        if _describes(parts.own, self.subject, self.settings, self.compiled):
+            return True
+        return bool(parts.forwarded) and _describes(
+            self.forwarded_own, self.subject, self.settings, self.compiled
+        )
+
+    @cached_property
+    def license_candidates(self) -> tuple[str, ...]:
+        found = extract_license_numbers(self.mail.subject, self.settings)
+        found += extract_license_numbers(self.body, self.settings)
+        return tuple(dict.fromkeys(found))
+
+
+_LAST = threading.local()
+
+
+def mail_facts(mail: Mail, ctx: RuleContext) -> MailFacts:
+    """The shared facts of `mail`: the last mail's are kept (per thread), so every rule of
+    one decision reuses them. The entry holds the mail itself, so identity is reliable."""
+    facts: MailFacts | None = getattr(_LAST, "facts", None)
+    if facts is None or facts.mail is not mail or facts.settings is not ctx.settings:
+        facts = _LAST.facts = MailFacts(mail, ctx.settings)
+    return facts
 
 
 def body_text(mail: Mail) -> str:
@@ -138,36 +251,26 @@ def request_sentences(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
     A forwarded mail counts as the request only when the sender's own text describes
     nothing ("see below").
     """
-    parts = body_parts(mail)
-    found = sentences(strip_subject_prefixes(mail.subject)) + sentences(parts.own)
-    if parts.forwarded and not _describes(parts.own, "", ctx):
-        found += sentences(split_body(parts.forwarded).own)
-    return found
+    return mail_facts(mail, ctx).request_sentences
 
 
-def _describes(text: str, subject: str, ctx: RuleContext) -> bool:
-    settings = ctx.settings
-    stopwords = _word_sets(settings)[0]
-    folded = fold(f"{subject}\n{text}")
-    for phrase in settings.no_description_phrases:
-        folded = phrase_pattern(phrase).sub(" ", folded)
-    return len(content_words(folded, stopwords)) >= settings.min_description_words
+def _describes_text(folded: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
+    folded = compiled.no_description.blank_out(folded)
+    return len(content_words(folded, compiled.stopwords)) >= settings.min_description_words
+
+
+def _describes(text: str, subject: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
+    return _describes_text(fold(f"{subject}\n{text}"), settings, compiled)
 
 
 def has_description(mail: Mail, ctx: RuleContext) -> bool:
     """Whether the subject and the sender's own text describe a problem."""
-    parts = body_parts(mail)
-    subject = strip_subject_prefixes(mail.subject)
-    if _describes(parts.own, subject, ctx):
-        return True
-    return bool(parts.forwarded) and _describes(split_body(parts.forwarded).own, subject, ctx)
+    return mail_facts(mail, ctx).has_description
 
 
 def license_candidates(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
     """License numbers in the subject, then the whole body (quotes and signature included)."""
-    found = extract_license_numbers(mail.subject, ctx.settings)
-    found += extract_license_numbers(body_text(mail), ctx.settings)
-    return tuple(dict.fromkeys(found))
+    return mail_facts(mail, ctx).license_candidates
 
 
 def chosen_license(mail: Mail, ctx: RuleContext) -> tuple[str | None, LicenseRecord | None]:
@@ -182,20 +285,25 @@ def chosen_license(mail: Mail, ctx: RuleContext) -> tuple[str | None, LicenseRec
 
 def mail_language(mail: Mail, ctx: RuleContext) -> str:
     """The reply language of the customer's text ("cs" for Czech and Slovak, else "en")."""
-    _, english, czech = _word_sets(ctx.settings)
-    parts = body_parts(mail)
-    text = f"{strip_subject_prefixes(mail.subject)}\n{parts.own or parts.forwarded}"
-    return detect_language(text, english, czech, ctx.default_language)
+    facts = mail_facts(mail, ctx)
+    compiled = facts.compiled
+    parts = facts.parts
+    text = f"{facts.subject}\n{parts.own or parts.forwarded}"
+    return detect_language(text, compiled.english, compiled.czech, ctx.default_language)
 
 
 _TICKET_TAG = re.compile(r"\[#\s*(T-\d{4}-\d{6})\s*\]", re.I)
 
 
+@lru_cache(maxsize=16)
+def _ticket_message_id(domain: str) -> re.Pattern[str]:
+    return re.compile(rf"<ticket-(T-\d{{4}}-\d{{6}})(?:\.\d+)?@{re.escape(domain)}>", re.IGNORECASE)
+
+
 def ticket_references(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
     """Ticket numbers the mail refers to: subject tag, then In-Reply-To, then References."""
     refs = [m.group(1).upper() for m in _TICKET_TAG.finditer(mail.subject)]
-    domain = re.escape(ctx.message_id_domain)
-    msgid = re.compile(rf"<ticket-(T-\d{{4}}-\d{{6}})(?:\.\d+)?@{domain}>", re.I)
+    msgid = _ticket_message_id(ctx.message_id_domain)
     for ids in (mail.in_reply_to, mail.references):
         for value in ids:
             refs += [m.group(1).upper() for m in msgid.finditer(value)]
@@ -262,7 +370,8 @@ def bounce(mail: Mail, ctx: RuleContext) -> Finding | None:
     for name in ("x-ms-exchange-message-is-ndr", "x-failed-recipients"):
         if _has_header(mail, name):
             return Finding(DecisionKind.IGNORE_AUTO, name)
-    hit = find_phrase(fold(body_text(mail)), ctx.settings.bounce_body_phrases)
+    facts = mail_facts(mail, ctx)
+    hit = facts.compiled.bounce_body.first(facts.folded_body)
     if hit:
         return Finding(DecisionKind.IGNORE_AUTO, f"body: {hit}")
     return None
@@ -313,14 +422,15 @@ def mailing_list(mail: Mail, ctx: RuleContext) -> Finding | None:
 
 def bulk_footer(mail: Mail, ctx: RuleContext) -> Finding | None:
     """Newsletters and spam without list headers, known by their opt-out footer."""
-    parts = body_parts(mail)
-    hit = find_phrase(fold(f"{parts.own}\n{parts.signature}"), ctx.settings.bulk_body_phrases)
+    facts = mail_facts(mail, ctx)
+    parts = facts.parts
+    hit = facts.compiled.bulk_body.first(fold(f"{parts.own}\n{parts.signature}"))
     return Finding(DecisionKind.IGNORE_AUTO, hit) if hit else None
 
 
 def auto_subject(mail: Mail, ctx: RuleContext) -> Finding | None:
     """Out-of-office notices, receipts and bounces that only their subject gives away."""
-    hit = find_phrase(fold(mail.subject), ctx.settings.auto_subject_phrases)
+    hit = mail_facts(mail, ctx).compiled.auto_subject.first(fold(mail.subject))
     return Finding(DecisionKind.IGNORE_AUTO, hit) if hit else None
 
 
@@ -334,10 +444,10 @@ def unsubscribe_request(mail: Mail, ctx: RuleContext) -> Finding | None:
         recipients.update(v.strip("<> ").lower() for v in _header_values(mail, name))
     if ctx.unsubscribe_address in recipients:
         return Finding(DecisionKind.UNSUBSCRIBE, f"to {ctx.unsubscribe_address}")
-    parts = body_parts(mail)
-    text = sentences(strip_subject_prefixes(mail.subject)) + sentences(parts.own)
-    for rule in ctx.settings.unsubscribe:
-        hit = match_rule(rule, text)
+    facts = mail_facts(mail, ctx)
+    text, joined = facts.own_sentences, facts.own_joined
+    for rule in facts.compiled.unsubscribe:
+        hit = rule.match(text, joined)
         if hit:
             return Finding(DecisionKind.UNSUBSCRIBE, hit)
     return None
@@ -404,23 +514,28 @@ def expired_license(mail: Mail, ctx: RuleContext) -> Finding | None:
 
 def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
     """Work the support service does not do (exports, training, whole setups, development)."""
-    text = request_sentences(mail, ctx)
-    for rule in ctx.settings.scope:
-        hit = match_rule(rule, text)
+    facts = mail_facts(mail, ctx)
+    text, joined = facts.request_sentences, facts.request_joined
+    for compiled in facts.compiled.scope:
+        hit = compiled.match(text, joined)
         if hit:
-            return Finding(DecisionKind.REJECT_SCOPE, f"{rule.reason}: {hit}", scope_reason=rule.reason)
+            reason = compiled.rule.reason
+            return Finding(DecisionKind.REJECT_SCOPE, f"{reason}: {hit}", scope_reason=reason)
     return None
 
 
 def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
     """The system stopped for everyone (server down, nobody can clock in): an emergency ticket."""
-    text = request_sentences(mail, ctx)
-    if any(find_phrase(s, ctx.settings.not_emergency_phrases) for s in text):
+    facts = mail_facts(mail, ctx)
+    text, joined = facts.request_sentences, facts.request_joined
+    not_emergency = facts.compiled.not_emergency.search
+    if not_emergency(joined) and any(not_emergency(s) for s in text):
         return None
-    for rule in ctx.settings.emergency:
-        hit = match_rule(rule, text)
+    for compiled in facts.compiled.emergency:
+        hit = compiled.match(text, joined)
         if hit:
-            return Finding(DecisionKind.TICKET, f"{rule.reason}: {hit}", priority=Priority.EMERGENCY)
+            reason = compiled.rule.reason
+            return Finding(DecisionKind.TICKET, f"{reason}: {hit}", priority=Priority.EMERGENCY)
     return None
 
 

@@ -21,30 +21,52 @@ def _strip_marks(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def _latin_table() -> dict[int, str]:
-    """Precomputed folds of Latin-1 and Latin Extended-A/B (all Czech and Slovak letters)."""
-    table: dict[int, str] = {0xA0: " "}
-    for code in range(0xC0, 0x250):
+class _FoldTable(dict[int, "int | str"]):
+    """`str.translate` table: each character without its diacritics (NFKD, combining marks
+    dropped), filled on first use; ASCII and the Latin letters are precomputed.
+
+    Per character this equals decomposing the whole string: NFKD decomposes character by
+    character, and its canonical reordering only moves combining marks, which are dropped.
+    """
+
+    def __missing__(self, code: int) -> int | str:
         ch = chr(code)
         folded = _strip_marks(ch)
-        if folded != ch:
-            table[code] = folded
+        value: int | str = code if folded == ch else folded
+        if len(self) < 65536:
+            self[code] = value
+        return value
+
+
+def _fold_table() -> _FoldTable:
+    table = _FoldTable()
+    for code in range(0x250):
+        table[code]  # fills the entry (__missing__)
     return table
 
 
-_LATIN = _latin_table()
+_FOLD = _fold_table()
 
 
 def fold(text: str) -> str:
     """Lower case, diacritics removed, whitespace collapsed: the form phrases are matched in.
 
-    The common case (ASCII plus Latin letters with diacritics) is one `str.translate`; other
-    scripts take the full NFKD decomposition.
+    One `str.translate` through a table of per-character folds; short texts (subjects,
+    lines, sentences, which the rules fold again and again) are cached.
     """
-    folded = text.translate(_LATIN)
-    if not folded.isascii():
-        folded = _strip_marks(folded)
-    return _SPACE.sub(" ", folded.lower()).strip()
+    if len(text) <= _CACHED_FOLD_LENGTH:
+        return _fold_cached(text)
+    return _fold(text)
+
+
+_CACHED_FOLD_LENGTH = 2048
+
+
+def _fold(text: str) -> str:
+    return _SPACE.sub(" ", text.translate(_FOLD).lower()).strip()
+
+
+_fold_cached = lru_cache(maxsize=4096)(_fold)
 
 
 # --- HTML ------------------------------------------------------------------------------
