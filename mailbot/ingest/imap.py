@@ -9,7 +9,11 @@ keyword, or MOVE) and advance the checkpoint → IDLE (or sleep and poll) → re
   Message-ID+sender makes the rescan create nothing twice.
 * IDLE is re-issued every `min(idle_seconds, timeout_seconds / 2)` — far inside RFC 2177's 29
   minutes — and leaving IDLE needs the server's tagged answer within the socket timeout, so a
-  half-dead connection is noticed within `timeout_seconds`.
+  half-dead connection is noticed within `timeout_seconds`. A server that closes the socket
+  (EOF, which imapclient's idle_check swallows) is noticed within a second; EXISTS that the
+  server sent during SEARCH/FETCH/STORE (filed away by imaplib) triggers another pass at once
+  instead of waiting for the next IDLE period.
+* after_store = "move" creates `move_to` when it is missing (MOVE would fail for every mail).
 * Network errors reconnect with exponential backoff and jitter (tenacity), capped at 60 s and
   logged per attempt; wrong credentials are logged as such and retried slowly (every 5 min).
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import imaplib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -127,18 +132,33 @@ class ImapPoller:
 
     # --- one connection --------------------------------------------------------------
 
+    @property
+    def idle_period(self) -> float:
+        """Seconds between IDLE re-issues: a dead peer is noticed at the latest one socket
+        read timeout after that (DONE gets no tagged answer), i.e. within timeout_seconds."""
+        return min(self.config.idle_seconds, self.config.timeout_seconds / 2)
+
+    @property
+    def socket_timeout(self) -> SocketTimeout:
+        c = self.config
+        return SocketTimeout(connect=min(30.0, c.timeout_seconds), read=c.timeout_seconds / 2)
+
     def connect(self) -> IMAPClient:
         c = self.config
-        timeout = SocketTimeout(connect=min(30.0, c.timeout_seconds), read=c.timeout_seconds / 2)
+        timeout = self.socket_timeout
         context = ssl.create_default_context(cafile=c.ca_file)
         if not c.verify_tls:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         client = IMAPClient(c.host, port=c.port, ssl=c.security == "tls", ssl_context=context,
                             timeout=timeout, use_uid=True)
-        if c.security == "starttls":
-            client.starttls(context)
-        client.login(c.username, self._password or "")
+        try:
+            if c.security == "starttls":
+                client.starttls(context)
+            client.login(c.username, self._password or "")
+        except BaseException:
+            _close(client)  # a refused login must not leave the socket open until GC
+            raise
         return client
 
     def _open(self) -> tuple[IMAPClient, int, bool]:
@@ -149,6 +169,13 @@ class ImapPoller:
             _close(client)
             raise
         uidvalidity = int(info[b"UIDVALIDITY"])
+        _pop_news(client)  # SELECT's own EXISTS: the first take_new covers it
+        if self.config.after_store == "move":
+            try:
+                _ensure_folder(client, self.config.move_to)
+            except BaseException:
+                _close(client)
+                raise
         idle = client.has_capability("IDLE")
         log.info("%s: connected (UIDVALIDITY %d, IDLE %s)", self, uidvalidity,
                  "yes" if idle else "no")
@@ -159,6 +186,8 @@ class ImapPoller:
             while not self.stop.is_set():
                 self.take_new(client, uidvalidity)
                 self._on_cycle()
+                if _pop_news(client):
+                    continue  # mail arrived during those commands: IDLE would not report it
                 if idle:
                     self._idle(client)
                 else:
@@ -210,18 +239,69 @@ class ImapPoller:
 
     def _idle(self, client: IMAPClient) -> None:
         """Wait in IDLE for news, waking every second to check `stop`."""
-        period = min(self.config.idle_seconds, self.config.timeout_seconds / 2)
+        period = self.idle_period
         client.idle()
         try:
             deadline = time.monotonic() + period
             while time.monotonic() < deadline and not self.stop.is_set():
                 responses = client.idle_check(timeout=1)
+                if not responses and _peer_closed(client):
+                    # imapclient's idle_check swallows EOF and returns []: without this the
+                    # loop would spin on the dead socket until the period ends.
+                    raise imaplib.IMAP4.abort("server closed the connection")
                 if any(r[1] in (b"EXISTS", b"RECENT") for r in responses if len(r) > 1):
                     break
                 if any(r and r[0] == b"BYE" for r in responses):
                     raise imaplib.IMAP4.abort("server said BYE")
         finally:
             client.idle_done()  # waits for the tagged OK: a dead server times out here
+
+
+def _peer_closed(client: IMAPClient) -> bool:
+    """True when the server has closed the TCP connection (EOF waiting on the socket)."""
+    sock = client.socket()
+    timeout = sock.gettimeout()
+    # Non-blocking for real: with a timeout set, CPython first waits up to that timeout for
+    # the socket to become readable, whatever the recv flags say.
+    sock.setblocking(False)
+    try:
+        # The plain socket's recv, also for an SSLSocket: peeks at raw bytes, consumes none.
+        data = socket.socket.recv(sock, 1, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return False  # open, nothing to read
+    except OSError:
+        return True  # reset
+    finally:
+        sock.settimeout(timeout)
+    return data == b""
+
+
+def _pop_news(client: IMAPClient) -> bool:
+    """Whether the server announced new mail (EXISTS/RECENT) in the untagged responses of
+    the commands since the last call; forgets them all.
+
+    Dovecot reports mail that arrived during SEARCH/FETCH/STORE in those commands' responses,
+    which imaplib files away unseen; a following IDLE does not repeat it, so without this
+    check such mail waited for the next IDLE period. Clearing also keeps the long-lived
+    session's response store (FETCH flags, EXPUNGEs) from growing.
+    """
+    pending = client._imap.untagged_responses
+    news = "EXISTS" in pending or "RECENT" in pending
+    pending.clear()
+    return news
+
+
+def _ensure_folder(client: IMAPClient, folder: str) -> None:
+    """Create the MOVE target if it is missing: MOVE to a missing folder fails with
+    [TRYCREATE] for every message, and the poller would reconnect forever without marking."""
+    if client.folder_exists(folder):
+        return
+    try:
+        client.create_folder(folder)
+    except IMAPClientError:
+        if not client.folder_exists(folder):  # not just created by another client meanwhile
+            raise
+    log.info("created the folder %r for after_store = \"move\"", folder)
 
 
 def _close(client: IMAPClient) -> None:
