@@ -132,6 +132,8 @@ class Daemon:
             await asyncio.gather(*tasks, return_exceptions=True)
             for t in threads:
                 await asyncio.to_thread(t.join, 10)
+                if t.is_alive():
+                    log.warning("%s did not stop within 10 s; leaving it behind", t.name)
             if self.listener is not None:
                 await self.listener.wait_closed()
             await asyncio.to_thread(self.transport.close)
