@@ -18,8 +18,10 @@ Security (reliability.md §1):
 from __future__ import annotations
 
 import email
+import email.headerregistry
 import email.parser
 import email.policy
+import email.quoprimime
 import email.utils
 import logging
 import re
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
+from functools import lru_cache
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -39,7 +42,14 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from mailbot.config import Config
-from mailbot.domain import LOOP_HEADER, Decision, DecisionKind, Mail, Priority, TicketView
+from mailbot.domain import (
+    LOOP_HEADER,
+    Decision,
+    DecisionKind,
+    Mail,
+    Priority,
+    TicketView,
+)
 from mailbot.errors import ConfigError, MailbotError
 
 __all__ = [
@@ -114,10 +124,29 @@ def _is_unsafe(ch: str) -> bool:
     return unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp", "Cs"}
 
 
+class _UnsafeTable(dict[int, "int | str"]):
+    """`str.translate` table: unsafe characters (see `_is_unsafe`) become `unsafe`, others
+    stay; filled per character on first use (the same test, one lookup afterwards)."""
+
+    def __init__(self, unsafe: str, overrides: Mapping[int, str] = {}) -> None:
+        super().__init__(overrides)
+        self._unsafe = unsafe
+
+    def __missing__(self, code: int) -> int | str:
+        value: int | str = self._unsafe if _is_unsafe(chr(code)) else code
+        if len(self) < 65536:
+            self[code] = value
+        return value
+
+
+_HEADER_UNSAFE = _UnsafeTable(" ")
+_BODY_UNSAFE = _UnsafeTable("", {ord("\t"): " "})
+
+
 def clean_header_text(value: str, limit: int = SUBJECT_LIMIT) -> str:
     """`value` on one line, safe for a header: control/format characters become spaces,
     runs of whitespace collapse, and the result is cut to `limit` characters (with "…")."""
-    cleaned = "".join(" " if _is_unsafe(ch) else ch for ch in value)
+    cleaned = value.translate(_HEADER_UNSAFE)
     cleaned = " ".join(cleaned.split())
     if len(cleaned) > limit:
         cleaned = cleaned[: limit - 1].rstrip() + "…"
@@ -125,9 +154,7 @@ def clean_header_text(value: str, limit: int = SUBJECT_LIMIT) -> str:
 
 
 def _clean_body_line(line: str) -> str:
-    cleaned = "".join(
-        " " if ch == "\t" else ("" if _is_unsafe(ch) else ch) for ch in line
-    ).rstrip()
+    cleaned = line.translate(_BODY_UNSAFE).rstrip()
     if len(cleaned) > QUOTE_LINE_LIMIT:
         cleaned = cleaned[: QUOTE_LINE_LIMIT - 1] + "…"
     return cleaned
@@ -267,6 +294,7 @@ def _list_items(lines: Iterable[str]) -> list[str]:
 _NO_BREAK = re.compile(r"(?<=\b[aikosuvzAIKOSUVZ]) |(?<=\d) (?=\d)|(?<=\d\.) (?=\d)")
 
 
+@lru_cache(maxsize=1024)  # most paragraphs are template wording, the same in every reply
 def _fill(text: str, initial: str = "", subsequent: str = "") -> str:
     glued = _NO_BREAK.sub("\u00a0", text)  # textwrap does not break at U+00A0
     wrapped = textwrap.fill(
@@ -354,6 +382,17 @@ class ReplyRenderer:
             "response_hours": _format_number(config.calendar.ticket_hours),
             "emergency_hours": _format_number(config.calendar.emergency_hours),
         }
+        self._policy, self._headers, self._languages = _reply_headers(
+            self._support_name, self._support_address
+        )
+        self._text_part = tuple(
+            (name, self._headers[f"text/plain {name}"]) for name in _PART_HEADERS
+        )
+        # add_alternative gives the second part a MIME-Version of its own, kept as it was.
+        self._html_part = (
+            *((name, self._headers[f"text/html {name}"]) for name in _PART_HEADERS),
+            ("MIME-Version", self._headers["MIME-Version"]),
+        )
         directory = config.path(config.replies.templates_dir)
         if not directory.is_dir():
             raise ConfigError(f"replies.templates_dir: {directory} is not a directory")
@@ -455,8 +494,10 @@ class ReplyRenderer:
             context, html=True
         )
 
-        msg = EmailMessage(policy=email.policy.SMTP)
-        msg["From"] = Address(display_name=self._support_name, addr_spec=self._support_address)
+        policy = self._policy
+        msg = EmailMessage(policy=policy)
+        fixed = self._headers
+        msg["From"] = fixed["From"]
         msg["To"] = to
         msg["Subject"] = subject
         msg["Date"] = email.utils.format_datetime(now.astimezone(self._zone))
@@ -467,15 +508,27 @@ class ReplyRenderer:
         references = _references(mail, parent)
         if references:
             msg["References"] = " ".join(references)
-        msg["Auto-Submitted"] = "auto-replied"  # RFC 3834 §5
-        msg["X-Auto-Response-Suppress"] = "All"  # Exchange: no OOF/auto-replies back
-        msg[LOOP_HEADER] = self._support_address
-        msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
-        msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
-        # After set_content/add_alternative: they clear or move Content-* headers.
-        msg["Content-Language"] = lang  # RFC 3282
+        msg["Auto-Submitted"] = fixed["Auto-Submitted"]  # RFC 3834 §5
+        msg["X-Auto-Response-Suppress"] = fixed["X-Auto-Response-Suppress"]  # Exchange: no OOF
+        msg[LOOP_HEADER] = fixed[LOOP_HEADER]
+        # The structure set_content + add_alternative would build, without their
+        # repeated Content-Type re-parsing: multipart/alternative with a text/plain and a
+        # text/html part, both UTF-8 quoted-printable.
+        msg["MIME-Version"] = fixed["MIME-Version"]
+        msg["Content-Type"] = fixed["Content-Type"]
+        msg["Content-Language"] = self._languages[lang]  # RFC 3282
+        msg.attach(self._part(text, self._text_part))
+        msg.attach(self._part(html, self._html_part))
         raw = _check_serialized(msg, expected_to=to.addr_spec)
         return RenderedReply(msg, raw, to.addr_spec, message_id)
+
+    def _part(self, body: str, headers: tuple[tuple[str, Any], ...]) -> EmailMessage:
+        """A text/* part of `body` as set_content(cte="quoted-printable") would make it."""
+        part = EmailMessage(policy=self._policy)
+        for name, header in headers:
+            part[name] = header
+        part.set_payload(_quoted_printable(body, self._policy))
+        return part
 
     def _context(
         self,
@@ -523,6 +576,100 @@ class ReplyRenderer:
         elif kind is DecisionKind.REJECT_SCOPE:
             context["scope_reason"] = decision.scope_reason or ""
         return context
+
+
+# -- header objects and the serialization policy ------------------------------------------
+
+# Boundary of the multipart/alternative: both parts are quoted-printable, whose output never
+# holds "==" ("=" always starts "=XX" or a soft line break), so it cannot occur in a part.
+# Constant, so that the generator and the re-check do not compile a fresh regex per reply.
+BOUNDARY: Final = "===============mailbot-alternative=="
+_PART_HEADERS: Final = ("Content-Type", "Content-Transfer-Encoding")
+
+
+class _HeaderRegistry(email.headerregistry.HeaderRegistry):
+    """The stdlib header registry, building each header class once per name rather than
+    once per header (its ``__getitem__`` creates a new class on every call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type] = {}
+
+    def map_to_type(self, name: str, cls: type) -> None:
+        super().map_to_type(name, cls)
+        self._classes.clear()
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+
+class _ReplyPolicy(email.policy.EmailPolicy):
+    """``email.policy.SMTP`` that serializes the renderer's constant header objects from a
+    memo of their fold (computed by this policy class itself, for the same settings)."""
+
+    constant_folds: Mapping[int, tuple[Any, tuple[Any, ...], bytes]] = {}
+
+    def _fold_settings(self) -> tuple[Any, ...]:
+        return (self.linesep, self.max_line_length, self.utf8, self.cte_type, self.refold_source)
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        entry = self.constant_folds.get(id(value))
+        if entry is not None and entry[0] is value and entry[1] == (name, *self._fold_settings()):
+            return entry[2]
+        return super().fold_binary(name, value)
+
+
+def _reply_headers(
+    support_name: str, support_address: str
+) -> tuple[_ReplyPolicy, dict[str, Any], dict[str, Any]]:
+    """The policy, the header objects every reply carries, and Content-Language per language.
+
+    Every header object comes from the policy's header factory, as ``msg[name] = value``
+    would make it; assigning such an object stores it without parsing it again.
+    """
+    # The settings of email.policy.SMTP.
+    base = _ReplyPolicy(linesep="\r\n", header_factory=_HeaderRegistry())
+    make = base.header_factory
+    headers: dict[str, Any] = {
+        "From": make("From", Address(display_name=support_name, addr_spec=support_address)),
+        "Auto-Submitted": make("Auto-Submitted", "auto-replied"),
+        "X-Auto-Response-Suppress": make("X-Auto-Response-Suppress", "All"),
+        LOOP_HEADER: make(LOOP_HEADER, support_address),
+        "MIME-Version": make("MIME-Version", "1.0"),
+        "Content-Type": make("Content-Type", f'multipart/alternative; boundary="{BOUNDARY}"'),
+    }
+    for subtype in ("plain", "html"):
+        headers[f"text/{subtype} Content-Type"] = make(
+            "Content-Type", f'text/{subtype}; charset="utf-8"'
+        )
+        headers[f"text/{subtype} Content-Transfer-Encoding"] = make(
+            "Content-Transfer-Encoding", "quoted-printable"
+        )
+    languages = {lang: make("Content-Language", lang) for lang in LANGUAGES}
+    for header in (*headers.values(), *languages.values()):
+        if header.defects:
+            raise ConfigError(f"reply header {header.name}: {header.defects[0]}")
+    folds = {
+        id(header): (
+            header,
+            (header.name, *base._fold_settings()),
+            base.fold_binary(header.name, header),
+        )
+        for header in (*headers.values(), *languages.values())
+    }
+    return base.clone(constant_folds=folds), headers, languages  # type: ignore[call-arg]
+
+
+def _quoted_printable(body: str, policy: email.policy.EmailPolicy) -> str:
+    """`body` in UTF-8 quoted-printable, exactly as ``set_content(cte="quoted-printable")``."""
+    lines = body.encode("utf-8").splitlines()
+    normal = b"\n".join(lines) + b"\n"
+    width = policy.max_line_length  # 78 in the reply policy; set_content passes it alike
+    return email.quoprimime.body_encode(normal.decode("latin-1"), width)  # type: ignore[arg-type]
 
 
 def _check_serialized(msg: EmailMessage, *, expected_to: str) -> bytes:
