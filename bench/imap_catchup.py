@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""IMAP catch-up: N mails already waiting in the folder when `mailbot run` starts.
+
+    .venv/bin/python bench/imap_catchup.py [--n 5000] [--seed 42] [--limit 300]
+
+Runs as root (private Dovecot). Generates N realistic mails with
+../shared/tools/gen_corpus.py (deterministic), APPENDs them all over one IMAP connection,
+imports a license registry built from the corpus manifest (the tier mix of bench/replay.py),
+then starts the daemon as a subprocess (`python -m mailbot run`, temp SQLite, outbound SMTP
+to an aiosmtpd sink, one plain [[imap]] mailbox) and polls the SQLite file read-only until
+  1. intake:  the IMAP checkpoint reached the last UID (every mail stored or deduplicated),
+  2. decided: no inbound row left in state `received`,
+  3. drained: no outbox row left `queued` and the sink holds every `sent` row.
+Prints mails/s for intake and for decided (from the daemon's start), the daemon's peak RSS
+(VmHWM, target < 250 MB), and whether SIGTERM makes it exit 0 within 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MAILBOT_SHARED", ROOT.parent / "shared"))
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from daemon_latency import (
+    import_registry,
+    peak_rss_mb,
+    start_daemon,
+    start_dovecot,
+    stop_daemon,
+    write_config,
+)
+
+from tests.fixtures.servers import SmtpSink
+
+RSS_TARGET_MB = 250.0
+
+
+def generate(n: int, seed: int, out: Path) -> Path:
+    manifest = out.parent / "corpus.manifest.jsonl"
+    subprocess.run([sys.executable, str(SHARED / "tools" / "gen_corpus.py"), "--n", str(n),
+                    "--seed", str(seed), "--out", str(out), "--manifest", str(manifest),
+                    "--to", "podpora@estelar.example"],
+                   check=True, stdout=subprocess.DEVNULL, timeout=300)
+    return manifest
+
+
+def registry_from(manifest: Path, path: Path) -> int:
+    """Licenses of the corpus with a tier mix (START, paid tiers, NONE), as bench/replay.py."""
+    tiers = ["START", "HOTLINE", "HOTLINE_PLUS", "SPECIAL", "START", "NONE"]
+    seen: dict[str, str] = {}
+    for line in manifest.read_text().splitlines():
+        m = json.loads(line)
+        if m.get("license") and m["license"] not in seen:
+            seen[m["license"]] = m["from"].split("@")[-1]
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["license", "customer", "email_domain", "activated_on", "support_tier",
+                    "max_version_date"])
+        for i, (lic, domain) in enumerate(sorted(seen.items())):
+            w.writerow([lic, f"Customer {i}", domain, "2026-09-01", tiers[i % len(tiers)],
+                        "2027-03-01"])
+    return len(seen)
+
+
+def snapshot(db: Path) -> dict[str, object]:
+    """Counts from the daemon's SQLite file, read-only (WAL lets us read beside it)."""
+    out: dict[str, object] = {"inbound": {}, "outbox": {}, "last_uid": 0, "error": None}
+    if not db.exists():
+        return out
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+            out["inbound"] = dict(c.execute(
+                "SELECT state, count(*) FROM inbound_messages GROUP BY state").fetchall())
+            out["outbox"] = dict(c.execute(
+                "SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+            row = c.execute("SELECT max(last_uid), max(last_error) FROM imap_checkpoints").fetchone()
+            out["last_uid"] = int(row[0] or 0)
+            out["error"] = row[1]
+    except sqlite3.OperationalError as exc:  # schema not created yet, or busy
+        out["error"] = f"poll: {exc}"
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--limit", type=float, default=300.0, help="give up after this many s")
+    args = p.parse_args()
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="mailbot-catchup-bench-") as tmpname:
+        tmp = Path(tmpname)
+        os.chmod(tmp, 0o755)
+        t = time.monotonic()
+        corpus = tmp / "corpus"
+        manifest = generate(args.n, args.seed, corpus)
+        files = sorted(corpus.glob("*.eml"))
+        size = sum(f.stat().st_size for f in files)
+        print(f"corpus: {len(files)} mails, {size / 1e6:.1f} MB (seed {args.seed}), "
+              f"generated in {time.monotonic() - t:.1f} s")
+        dovecot = start_dovecot(tmp)
+        sink = SmtpSink().start()
+        proc = None
+        try:
+            user = dovecot.new_user()
+            client = dovecot.imap(user)
+            t = time.monotonic()
+            try:
+                for f in files:
+                    client.append("INBOX", f.read_bytes())
+                info = client.select_folder("INBOX", readonly=True)
+                last_uid = int(info[b"UIDNEXT"]) - 1
+                exists = int(info[b"EXISTS"])
+            finally:
+                client.logout()
+            print(f"APPENDed {exists} mails over one IMAP connection in "
+                  f"{time.monotonic() - t:.1f} s (last UID {last_uid})")
+            config = write_config(tmp, sink_port=sink.port, lmtp_port=None,
+                                  imap_port=dovecot.imap_port, imap_user=user)
+            n_lic = registry_from(manifest, tmp / "licenses.csv")
+            import_registry(config, tmp / "licenses.csv")
+            db = tmp / "mailbot.db"
+            print(f"registry: {n_lic} licenses; starting the daemon")
+
+            t0 = time.monotonic()
+            proc = start_daemon(config, tmp / "daemon.log")
+            marks: dict[str, float] = {}
+            snap: dict[str, object] = {}
+            polls = 0
+            while time.monotonic() - t0 < args.limit and polls < args.limit * 10:
+                polls += 1
+                if proc.poll() is not None:
+                    raise RuntimeError(f"daemon exited early with {proc.returncode}")
+                snap = snapshot(db)
+                now = time.monotonic() - t0
+                inbound: dict[str, int] = snap["inbound"]  # type: ignore[assignment]
+                outbox: dict[str, int] = snap["outbox"]  # type: ignore[assignment]
+                stored = sum(inbound.values())
+                if stored and "first_stored" not in marks:
+                    marks["first_stored"] = now
+                if int(snap["last_uid"]) >= last_uid and "intake" not in marks:  # type: ignore[call-overload]
+                    marks["intake"] = now
+                if "intake" in marks and stored and not inbound.get("received"):
+                    marks.setdefault("decided", now)
+                if ("decided" in marks and not outbox.get("queued")
+                        and len(sink.messages) >= outbox.get("sent", 0)):
+                    marks["drained"] = now
+                    break
+                time.sleep(0.1)
+            rss = peak_rss_mb(proc.pid)
+            rc, took = stop_daemon(proc, 10.0)
+            snap = snapshot(db)
+            inbound = snap["inbound"]  # type: ignore[assignment]
+            outbox = snap["outbox"]  # type: ignore[assignment]
+            stored = sum(inbound.values())
+            decided = stored - inbound.get("received", 0)
+
+            print(f"stored {stored} of {exists} (dedup dropped {exists - stored}); "
+                  f"inbound states {dict(sorted(inbound.items()))}")
+            print(f"outbox {dict(sorted(outbox.items()))}; sink received "
+                  f"{len(sink.messages)} over {sink.connection_count} connection(s)")
+            if "first_stored" in marks:
+                print(f"first mail stored {marks['first_stored']:.2f} s after the daemon's start")
+            for key, what, count in (("intake", "intake (stored, checkpointed)", exists),
+                                     ("decided", "decided", decided)):
+                if key in marks:
+                    print(f"{what:30s} all {count} after {marks[key]:6.1f} s = "
+                          f"{count / marks[key]:6.1f} mails/s")
+                else:
+                    ok = False
+                    print(f"{what:30s} NOT finished within {args.limit:.0f} s "
+                          f"(last snapshot {snap})")
+            if "drained" in marks:
+                print(f"{'outbox drained to the sink':30s} after {marks['drained']:6.1f} s")
+            else:
+                ok = False
+                print("outbox NOT drained in time")
+            rss_ok = rss is not None and rss < RSS_TARGET_MB
+            ok &= rss_ok
+            print(f"daemon peak RSS (VmHWM): {rss:.0f} MB (target < {RSS_TARGET_MB:.0f} MB: "
+                  f"{'OK' if rss_ok else 'MISSED'})")
+            stop_ok = rc == 0 and took <= 10.0
+            ok &= stop_ok
+            print(f"SIGTERM -> exit code {rc} after {took:.2f} s (want 0 within 10 s: "
+                  f"{'OK' if stop_ok else 'FAILED'})")
+            if snap.get("error"):
+                print(f"IMAP checkpoint last_error: {snap['error']}")
+        except BaseException:
+            ok = False
+            raise
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            sink.stop()
+            dovecot.stop()
+            log = tmp / "daemon.log"
+            if not ok and log.exists():
+                print("--- daemon log (tail) ---")
+                print("\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
