@@ -8,7 +8,7 @@ record, the inbound row's state) commits together or not at all.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
 from mailbot.business_hours import BusinessCalendar
@@ -22,7 +22,7 @@ from mailbot.domain import (
     ticket_message_id,
 )
 from mailbot.replies.render import RenderedReply, ReplyRenderer
-from mailbot.store import OutgoingMail, Transaction, ticket_view
+from mailbot.store import OutgoingMail, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _outgoing(reply: RenderedReply, purpose: str, kind: str, mail_from: str) -> 
 
 
 def reasons_json(decision: Decision) -> list[dict[str, object]]:
-    return [asdict(r) for r in decision.reasons]
+    return [{"rule": r.rule, "hit": r.hit, "detail": r.detail} for r in decision.reasons]
 
 
 def apply_decision(
@@ -107,9 +107,9 @@ def apply_decision(
             language=decision.language,
         )
         ticket_id, ticket_number = ticket.id, ticket.number
-        message_id = ticket_message_id(ticket.number, tx.next_out_seq(ticket), domain)
+        message_id = ticket_message_id(ticket.number, ticket.out_seq, domain)
         reply = ctx.renderer.render_reply(
-            decision, mail, ticket=ticket_view(ticket), message_id=message_id, now=now
+            decision, mail, ticket=ticket.view, message_id=message_id, now=now
         )
         if reply is not None:
             out = _outgoing(reply, f"ack:{inbound_id}", "ack", sender)

@@ -2,18 +2,21 @@
 
 Python's `email` parser can spend seconds of CPU on a hostile message (100,000 MIME parts:
 12.8 s) and raises on some real mail; run in the daemon's own process that would stall intake
-and the event loop. So `parse` + `decide` run in a small pool of child processes:
+and the event loop. So `parse` + `decide` run in a small pool of child processes, each with a
+read-only use of the store (license registry, which ticket numbers exist); the parent renders
+the replies and writes the transactions (SQLite has one writer, and it is fastest alone):
 
-* each child caps its address space (RLIMIT_AS): a memory bomb raises MemoryError there;
+* each child caps its address space (RLIMIT_AS): a memory bomb raises MemoryError there and
+  comes back as an error like any other parse failure (the parent quarantines the message);
 * the parent waits at most `timeout` seconds per message; a child that overruns is killed with
   the whole pool, the message is reported `too_complex`, and the pool is started again (the
   other messages of the batch are simply submitted again);
-* any exception in a child comes back as an `Analysis` with the traceback, never raised.
+* a child that dies is told apart from a message that kills it: the suspects are retried one
+  at a time, and only after a health check shows that a fresh child works is a message blamed.
+  A pool that cannot work at all raises `WorkerPoolError`, so mail stays queued, not
+  quarantined.
 
-The children read the license registry and ticket numbers from the store themselves (each has
-its own connection), so nothing large crosses the process boundary but the raw bytes in and
-the parsed `Mail` with its `Decision` out. With the parent rendering replies and writing the
-transaction while children parse the next messages, the two cores of a small machine overlap.
+Two cores then do useful work at once: the children parse and decide while the parent writes.
 """
 
 from __future__ import annotations
@@ -21,57 +24,69 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import resource
-import traceback
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from mailbot.config import Config
-from mailbot.domain import Decision, Mail
+from mailbot.errors import MailbotError
+
+if TYPE_CHECKING:
+    from mailbot.worker import Analysis
 
 log = logging.getLogger(__name__)
 
 TOO_COMPLEX = "too_complex"
 
 
-@dataclass(frozen=True, slots=True)
-class Analysis:
-    """A parsed and decided message, or the reason it could not be."""
+class WorkerPoolError(MailbotError):
+    """The child processes cannot work at all (not the fault of one message)."""
 
-    mail: Mail | None
-    decision: Decision | None
-    error: str | None = None
+
+@dataclass(frozen=True, slots=True)
+class Overrun:
+    """A message whose child ran out of time or died on it: quarantine as too_complex."""
+
+    inbound_id: int
+    reason: str
 
 
 # The child's decider: one per child process, built by the pool initializer.
 _child_decider: object = None
 
 
-def _child_init(config: Config, memory_mb: int) -> None:
+def _child_init(config: Config, memory_mb: int, log_level: int) -> None:
     global _child_decider
+    from mailbot import logs
     from mailbot.store import Store
     from mailbot.worker import Decider
 
+    logs.setup(log_level)
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    store = Store.from_url(config.database_url, pool_size=1)
+    store = Store.from_url(config.database_url, pool_size=1, readonly=True)
     _child_decider = Decider(config, store)
 
 
-def _child_analyse(raw: bytes, now: datetime, trust_refs: bool) -> Analysis:
+def _child_analyse(raw: bytes, now: datetime) -> Analysis:
     from mailbot.worker import Decider
 
     decider = _child_decider
     assert isinstance(decider, Decider)
-    return decider.analyse(raw, now, trust_refs=trust_refs)
+    return decider.analyse(raw, now)
 
 
-class DecisionPool:
-    """Child processes that parse and decide; `analyse_many` keeps input order."""
+def _child_ping() -> bool:
+    return _child_decider is not None
+
+
+class WorkerPool:
+    """Child processes that parse and decide; results keep the input order."""
 
     def __init__(self, config: Config, *, processes: int, timeout: float, memory_mb: int) -> None:
         self._config = config
@@ -87,7 +102,7 @@ class DecisionPool:
                 max_workers=self._processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_child_init,
-                initargs=(self._config, self._memory_mb),
+                initargs=(self._config, self._memory_mb, logging.getLogger().getEffectiveLevel()),
             )
         return self._executor
 
@@ -104,38 +119,87 @@ class DecisionPool:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 
+    def _healthy(self) -> bool:
+        """Whether a fresh child starts and answers (after a crash, before blaming a mail)."""
+        try:
+            return bool(self._pool().submit(_child_ping).result(timeout=60))
+        except (BrokenProcessPool, FutureTimeout, OSError):
+            self._restart()
+            return False
+
+    def submit(self, items: Sequence[tuple[int, bytes]], now: datetime) -> Submitted:
+        """Start parsing and deciding (inbound id, raw bytes) pairs; `collect` waits for them.
+        Submitting the next batch before applying the current one keeps both cores busy."""
+        try:
+            pool = self._pool()
+            futures = [pool.submit(_child_analyse, raw, now) for _, raw in items]
+        except BrokenProcessPool:
+            self._restart()
+            futures = []
+        return Submitted(list(items), now, futures)
+
     def analyse_many(
-        self, raws: Sequence[bytes], now: datetime, *, trust_refs: bool = False
-    ) -> list[Analysis]:
-        """Parse and decide every message; a hung or crashed child costs only its message."""
-        results: list[Analysis | None] = [None] * len(raws)
-        pending = list(range(len(raws)))
+        self, items: Sequence[tuple[int, bytes]], now: datetime
+    ) -> list[Analysis | Overrun]:
+        """Parse and decide every (inbound id, raw bytes) in the children.
+
+        Raises:
+            WorkerPoolError: the children cannot start or keep dying on harmless input.
+        """
+        return self.collect(self.submit(items, now))
+
+    def collect(self, submitted: Submitted) -> list[Analysis | Overrun]:
+        """The results of `submit`, in order; see `analyse_many`."""
+        items, now = submitted.items, submitted.now
+        results: list[Analysis | Overrun | None] = [None] * len(items)
+        pending = list(range(len(items)))
+        first = submitted.futures if len(submitted.futures) == len(items) else None
         isolate = False  # after a crashed child: one message at a time, to find the culprit
         while pending:
             batch = pending[:1] if isolate else pending
-            pool = self._pool()
-            futures = [(i, pool.submit(_child_analyse, raws[i], now, trust_refs)) for i in batch]
+            if first is not None:
+                futures = list(enumerate(first))
+                first = None
+            else:
+                pool = self._pool()
+                try:
+                    futures = [(i, pool.submit(_child_analyse, items[i][1], now)) for i in batch]
+                except BrokenProcessPool:
+                    self._restart()
+                    if not self._healthy():
+                        raise WorkerPoolError("worker processes do not start") from None
+                    continue
             done: set[int] = set()
             for i, fut in futures:
                 try:
                     results[i] = fut.result(timeout=self._timeout)
                 except FutureTimeout:
-                    log.warning("a message took over %.0f s to parse and decide: %s",
-                                self._timeout, TOO_COMPLEX)
-                    results[i] = Analysis(None, None, f"{TOO_COMPLEX}: over {self._timeout:g} s")
+                    log.warning("inbound %s took over %.0f s: %s", items[i][0], self._timeout,
+                                TOO_COMPLEX)
+                    results[i] = Overrun(items[i][0], f"{TOO_COMPLEX}: over {self._timeout:g} s")
                     done.add(i)
                     self._restart()
                     break
                 except BrokenProcessPool:
                     self._restart()
-                    if isolate:  # it died on this message alone
-                        log.warning("a worker process died on a message: %s", TOO_COMPLEX)
-                        results[i] = Analysis(None, None, f"{TOO_COMPLEX}: worker process died")
+                    if isolate:
+                        if not self._healthy():
+                            raise WorkerPoolError("worker processes keep dying") from None
+                        log.warning("a worker process died on inbound %s: %s", items[i][0],
+                                    TOO_COMPLEX)
+                        results[i] = Overrun(items[i][0], f"{TOO_COMPLEX}: worker process died")
                         done.add(i)
                     isolate = True
                     break
-                except Exception:  # noqa: BLE001 - e.g. an unpicklable result
-                    results[i] = Analysis(None, None, traceback.format_exc())
                 done.add(i)
             pending = [i for i in pending if i not in done]
-        return [r if r is not None else Analysis(None, None, "not analysed") for r in results]
+        return [r for r in results if r is not None]
+
+
+@dataclass
+class Submitted:
+    """Messages handed to the children, not yet collected."""
+
+    items: list[tuple[int, bytes]]
+    now: datetime
+    futures: list[Future[Analysis]]

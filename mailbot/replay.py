@@ -21,8 +21,8 @@ from mailbot.classify.rules import LicenseRegistry, RuleContext
 from mailbot.config import Config
 from mailbot.domain import Decision, DecisionKind, Mail, Priority
 from mailbot.ingest.parse import parse
-from mailbot.store import ClaimedInbound, Store, identity_of
-from mailbot.worker import Quarantined, Worker, quarantine_decision
+from mailbot.store import ClaimedInbound, SavedInbound, Store, identity_of
+from mailbot.worker import Quarantined, Started, Worker, quarantine_decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,34 +101,50 @@ def replay_live(
     Messages are taken `chunk` at a time so the worker's decision pool parses the next ones
     while this process writes; results come out in input order.
     """
+    previous: tuple[list[tuple[str, bytes]], list[SavedInbound], Started] | None = None
     while True:
         batch = list(itertools.islice(messages, chunk))
-        if not batch:
+        current = None
+        if batch:
+            saved = store.save_inbound_many(
+                [(raw, f"replay:{label}"[:200]) for label, raw in batch], received_at=now
+            )
+            fresh = [
+                ClaimedInbound(s.id, raw, f"replay:{label}", now, 1)
+                for (label, raw), s in zip(batch, saved)
+                if s.created
+            ]
+            current = (batch, saved, worker.start(fresh, now))
+        if previous is not None:
+            yield from _finish(previous, worker, store)
+        if current is None:
             return
-        saved = [store.save_inbound(raw, origin=f"replay:{label}"[:200], received_at=now)
-                 for label, raw in batch]
-        fresh = [
-            ClaimedInbound(s.id, raw, f"replay:{label}", now, 1)
-            for (label, raw), s in zip(batch, saved)
-            if s.created
-        ]
-        outcomes = iter(worker.process_many(fresh, now=now)) if fresh else iter(())
-        for (label, raw), s in zip(batch, saved):
-            if not s.created:
-                mail: Mail | None
-                try:
-                    mail = parse(raw)
-                except Exception:  # noqa: BLE001 - reported without parsed fields
-                    mail = None
-                yield _duplicate(label, raw, mail, store, s.id)
-                continue
-            outcome = next(outcomes)
-            if isinstance(outcome, Quarantined):
-                yield _result(label, raw, outcome.mail, quarantine_decision(outcome.error),
-                              None, None)
-            else:
-                yield _result(label, raw, outcome.mail, outcome.decision, outcome.ticket_number,
-                              outcome.deadline)
+        previous = current
+
+
+def _finish(
+    started: tuple[list[tuple[str, bytes]], list[SavedInbound], Started],
+    worker: Worker,
+    store: Store,
+) -> Iterator[ReplayResult]:
+    batch, saved, pending = started
+    outcomes = iter(worker.finish(pending))
+    for (label, raw), s in zip(batch, saved):
+        if not s.created:
+            mail: Mail | None
+            try:
+                mail = parse(raw)
+            except Exception:  # noqa: BLE001 - reported without parsed fields
+                mail = None
+            yield _duplicate(label, raw, mail, store, s.id)
+            continue
+        outcome = next(outcomes)
+        if isinstance(outcome, Quarantined):
+            yield _result(label, raw, outcome.mail, quarantine_decision(outcome.error),
+                          None, None)
+        else:
+            yield _result(label, raw, outcome.mail, outcome.decision, outcome.ticket_number,
+                          outcome.deadline)
 
 
 def _duplicate(label: str, raw: bytes, mail: Mail | None, store: Store, inbound_id: int) -> ReplayResult:

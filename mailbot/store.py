@@ -54,7 +54,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from mailbot.domain import LicenseRecord, Priority, Tier, TicketView
+from mailbot.domain import LicenseRecord, Priority, TicketView, Tier
 from mailbot.errors import TemporaryIngestError
 
 log = logging.getLogger(__name__)
@@ -264,6 +264,16 @@ class OutgoingMail:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenedTicket:
+    """A ticket just opened in the current transaction."""
+
+    id: int
+    number: str
+    view: TicketView
+    out_seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedOutbox:
     id: int
     message_id: str
@@ -283,6 +293,18 @@ def _header_block(raw: bytes) -> bytes:
     end2 = raw.find(b"\n\n")
     cut = [e for e in (end, end2) if e >= 0]
     return raw[: min(cut)] if cut else raw[:65536]
+
+
+def _keys_of(raw: bytes) -> tuple[str, str | None, str | None, str | None]:
+    """(sha256, identity, Message-ID, sender): the two dedup keys and what they are made of."""
+    sha = hashlib.sha256(raw).hexdigest()
+    message_id, sender = identity_of(raw)
+    identity = (
+        hashlib.sha256(f"{message_id.lower()} {sender}".encode()).hexdigest()
+        if message_id and sender
+        else None
+    )
+    return sha, identity, message_id, sender
 
 
 def identity_of(raw: bytes) -> tuple[str | None, str | None]:
@@ -309,6 +331,9 @@ def identity_of(raw: bytes) -> tuple[str | None, str | None]:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (the module's
+    # own implicit BEGIN breaks SAVEPOINT); see the "begin" listener below.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")  # a 250 promises the mail survives power loss
@@ -317,14 +342,26 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> Engine:
-    """An engine with the embedded-default settings (SQLite WAL) or a pooled server engine."""
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 5,
+                readonly: bool = False) -> Engine:
+    """An engine with the embedded-default settings (SQLite WAL) or a pooled server engine.
+
+    SQLite transactions begin IMMEDIATE (taking the one write lock at once, so a busy writer
+    is waited for instead of failing a read-then-write transaction at its first write);
+    `readonly` engines (the decision children) begin DEFERRED and never block writers.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        begin = "BEGIN" if readonly else "BEGIN IMMEDIATE"
+
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql(begin)
+
+        event.listen(engine, "begin", _begin)
         return engine
     return create_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -340,8 +377,9 @@ class Store:
         self.is_sqlite = engine.dialect.name == "sqlite"
 
     @classmethod
-    def from_url(cls, url: str, *, echo: bool = False, pool_size: int = 5) -> Store:
-        return cls(make_engine(url, echo=echo, pool_size=pool_size))
+    def from_url(cls, url: str, *, echo: bool = False, pool_size: int = 5,
+                 readonly: bool = False) -> Store:
+        return cls(make_engine(url, echo=echo, pool_size=pool_size, readonly=readonly))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -369,45 +407,54 @@ class Store:
         Raises:
             TemporaryIngestError: the database is unavailable (SMTP answers 451).
         """
-        sha = hashlib.sha256(raw).hexdigest()
-        message_id, sender = identity_of(raw)
-        identity = (
-            hashlib.sha256(f"{message_id.lower()} {sender}".encode()).hexdigest()
-            if message_id and sender
-            else None
-        )
+        return self.save_inbound_many([(raw, origin)], received_at)[0]
+
+    def save_inbound_many(
+        self, messages: Sequence[tuple[bytes, str]], received_at: datetime | None = None
+    ) -> list[SavedInbound]:
+        """`save_inbound` for several (raw, origin) pairs in one transaction (one fsync):
+        for batch intake such as replay; all are committed before this returns.
+
+        Raises:
+            TemporaryIngestError: the database is unavailable.
+        """
+        when = received_at or utcnow()
+        keys = [(raw, origin, *_keys_of(raw)) for raw, origin in messages]
         try:
             try:
                 with self.session() as s:
-                    match = InboundMessage.sha256 == sha
-                    if identity is not None:
-                        match = or_(match, InboundMessage.identity == identity)
-                    existing = s.scalar(select(InboundMessage.id).where(match).limit(1))
-                    if existing is not None:
-                        return SavedInbound(existing, False)
-                    row = InboundMessage(
-                        sha256=sha,
-                        identity=identity,
-                        message_id=message_id,
-                        sender=sender,
-                        origin=origin[:200],
-                        size=len(raw),
-                        raw=raw,
-                        received_at=received_at or utcnow(),
-                        state="received",
-                        attempts=0,
-                    )
-                    s.add(row)
-                    s.flush()
-                    return SavedInbound(row.id, True)
+                    return [self._save_one(s, *k, when) for k in keys]
             except IntegrityError:
-                # Lost a race with another intake (IMAP and LMTP, or another daemon).
-                existing = self._find_inbound(sha, identity)
-                if existing is None:
-                    raise
-                return SavedInbound(existing, False)
+                # Lost a race with another intake (IMAP and LMTP, or another daemon): the
+                # rows are there now, or we insert them one by one.
+                results = []
+                for k in keys:
+                    found = self._find_inbound(k[2], k[3])
+                    if found is not None:
+                        results.append(SavedInbound(found, False))
+                        continue
+                    with self.session() as s:
+                        results.append(self._save_one(s, *k, when))
+                return results
         except OperationalError as exc:
             raise TemporaryIngestError(f"store unavailable: {exc.orig}") from exc
+
+    @staticmethod
+    def _save_one(s: Session, raw: bytes, origin: str, sha: str, identity: str | None,
+                  message_id: str | None, sender: str | None, when: datetime) -> SavedInbound:
+        existing = s.scalar(
+            _INBOUND_BY_KEYS, {"sha": sha, "identity": identity or "-"}
+        )
+        if existing is not None:
+            return SavedInbound(existing, False)
+        new_id = s.scalar(
+            _INSERT_INBOUND,
+            {"sha256": sha, "identity": identity, "message_id": message_id, "sender": sender,
+             "origin": origin[:200], "size": len(raw), "raw": raw, "received_at": when,
+             "state": "received", "attempts": 0},
+        )
+        assert new_id is not None
+        return SavedInbound(int(new_id), True)
 
     def _find_inbound(self, sha: str, identity: str | None) -> int | None:
         with self.session() as s:
@@ -710,13 +757,31 @@ class Store:
 # Statements of the per-message hot path, built once (SQLAlchemy then reuses their compiled
 # form instead of building a cache key for a new statement every call).
 _INSERT_DECISION = insert(DecisionRecord)
+_INSERT_INBOUND = insert(InboundMessage).returning(InboundMessage.id)
+_INSERT_TICKET = insert(Ticket).returning(Ticket.id)
+_INSERT_EVENT = insert(TicketEvent)
+_BUMP_COUNTER = (
+    update(TicketCounter)
+    .where(TicketCounter.year == bindparam("for_year"))
+    .values(last_seq=TicketCounter.last_seq + 1)
+    .returning(TicketCounter.last_seq)
+)
+
+_INBOUND_BY_KEYS = (
+    select(InboundMessage.id)
+    .where(or_(InboundMessage.sha256 == bindparam("sha"),
+               InboundMessage.identity == bindparam("identity")))
+    .limit(1)
+)
 _INSERT_OUTBOX = insert(OutboxMessage)
 _OUTBOX_BY_PURPOSE = select(OutboxMessage.id).where(OutboxMessage.purpose == bindparam("purpose"))
 _MARK_DECIDED = (
     update(InboundMessage)
     .where(InboundMessage.id == bindparam("row_id"))
+    .where(InboundMessage.state == "received")
     .values(state="decided", decided_at=bindparam("now"), lease_until=None, error=None)
 )
+_TICKET_BY_NUMBER = select(Ticket.id).where(Ticket.number == bindparam("number"))
 
 
 class Transaction:
@@ -726,31 +791,44 @@ class Transaction:
         self.s = session
         self.dialect = dialect
 
-    def inbound_state(self, inbound_id: int) -> str | None:
-        """The row's state, locked for this transaction (re-checked so work is done once)."""
-        q = (
-            select(InboundMessage.state)
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """One message's writes inside a batch transaction: all of them or none."""
+        with self.s.begin_nested():
+            yield
+
+    def quarantine(self, inbound_id: int, error: str) -> None:
+        """Park a message that broke parsing or deciding, with the reason."""
+        self.s.execute(
+            update(InboundMessage)
             .where(InboundMessage.id == inbound_id)
-            .with_for_update()
+            .values(state="quarantined", error=error[:20000], lease_until=None,
+                    decided_at=utcnow())
         )
-        return self.s.scalar(q)
+
+    def mark_decided(self, inbound_id: int) -> bool:
+        """Move a `received` message to `decided` (first, so the row is locked for the rest
+        of the transaction); False when another worker already did (its lease had expired)."""
+        res = self.s.execute(_MARK_DECIDED, {"row_id": inbound_id, "now": utcnow()})
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def ticket_exists(self, number: str) -> bool:
+        """Whether a ticket exists, including one opened earlier in this transaction."""
+        return self.s.scalar(_TICKET_BY_NUMBER, {"number": number}) is not None
 
     def next_ticket_number(self, year: int) -> tuple[int, str]:
-        """Allocate the next sequence number of `year`; never reused, even after rollback
-        of later work in the same transaction (the counter row is locked until commit)."""
-        if self.s.get(TicketCounter, year, with_for_update=True) is None:
+        """Allocate the next sequence number of `year`; never reused (the counter row stays
+        locked until commit, and a rolled-back allocation was never seen by anyone)."""
+        seq = self.s.scalar(_BUMP_COUNTER, {"for_year": year})
+        if seq is None:  # the year's first ticket
             try:
                 with self.s.begin_nested():
-                    self.s.add(TicketCounter(year=year, last_seq=0))
-            except IntegrityError:
-                pass
-        seq = self.s.execute(
-            update(TicketCounter)
-            .where(TicketCounter.year == year)
-            .values(last_seq=TicketCounter.last_seq + 1)
-            .returning(TicketCounter.last_seq)
-        ).scalar_one()
-        return seq, f"T-{year}-{seq:06d}"
+                    self.s.execute(insert(TicketCounter), {"year": year, "last_seq": 1})
+                seq = 1
+            except IntegrityError:  # another writer created it meanwhile
+                seq = self.s.scalar(_BUMP_COUNTER, {"for_year": year})
+        assert seq is not None
+        return int(seq), f"T-{year}-{seq:06d}"
 
     def open_ticket(
         self,
@@ -765,28 +843,24 @@ class Transaction:
         subject: str,
         priority: Priority,
         language: str,
-    ) -> Ticket:
+    ) -> OpenedTicket:
+        """A new ticket with its number; its first outgoing message is sequence 1."""
         seq, number = self.next_ticket_number(year)
-        t = Ticket(
-            number=number,
-            year=year,
-            seq=seq,
-            inbound_id=inbound_id,
-            license=license,
-            customer_email=customer_email,
-            customer_name=customer_name[:300],
-            subject=subject[:1000],
-            priority=priority.value,
-            state="open",
-            language=language,
-            opened_at=opened_at,
-            deadline=deadline,
-            out_seq=0,
+        ticket_id = self.s.scalar(
+            _INSERT_TICKET,
+            {"number": number, "year": year, "seq": seq, "inbound_id": inbound_id,
+             "license": license, "customer_email": customer_email,
+             "customer_name": customer_name[:300], "subject": subject[:1000],
+             "priority": priority.value, "state": "open", "language": language,
+             "opened_at": opened_at, "deadline": deadline, "out_seq": 1},
         )
-        self.s.add(t)
-        self.s.flush()
-        self.add_ticket_event(t.id, "opened", inbound_id=inbound_id, author=customer_email)
-        return t
+        assert ticket_id is not None
+        self.add_ticket_event(int(ticket_id), "opened", inbound_id=inbound_id,
+                              author=customer_email)
+        view = TicketView(number=number, subject=subject[:1000], priority=priority,
+                          opened_at=opened_at, deadline=deadline, customer_email=customer_email,
+                          license=license)
+        return OpenedTicket(int(ticket_id), number, view, out_seq=1)
 
     def find_ticket(self, number: str) -> Ticket | None:
         return self.s.scalar(select(Ticket).where(Ticket.number == number).with_for_update())
@@ -798,9 +872,10 @@ class Transaction:
     def add_ticket_event(
         self, ticket_id: int, kind: str, *, inbound_id: int | None = None, author: str = ""
     ) -> None:
-        self.s.add(
-            TicketEvent(ticket_id=ticket_id, kind=kind, inbound_id=inbound_id,
-                        author=author[:320], created_at=utcnow())
+        self.s.execute(
+            _INSERT_EVENT,
+            {"ticket_id": ticket_id, "kind": kind, "inbound_id": inbound_id,
+             "author": author[:320], "created_at": utcnow()},
         )
 
     def record_decision(
@@ -825,7 +900,6 @@ class Transaction:
              "ticket_id": ticket_id, "language": language, "reasons": reasons,
              "decided_at": now},
         )
-        self.s.execute(_MARK_DECIDED, {"row_id": inbound_id, "now": now})
 
     def enqueue(self, mail: OutgoingMail, *, ticket_id: int | None, inbound_id: int | None,
                 due: datetime | None = None) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.exc import OperationalError
+
 from mailbot.actions import ActionContext, Outcome, apply_decision
 from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
@@ -26,11 +28,11 @@ from mailbot.classify.rules import RuleContext
 from mailbot.config import Config
 from mailbot.domain import Decision, DecisionKind, Mail, RuleResult
 from mailbot.ingest.parse import parse
-from mailbot.isolation import Analysis, DecisionPool
+from mailbot.isolation import Overrun, Submitted, WorkerPool
 from mailbot.logs import decision_log, message_key
 from mailbot.registry import DictRegistry
 from mailbot.replies.render import ReplyRenderer
-from mailbot.store import ClaimedInbound, Store, utcnow
+from mailbot.store import ClaimedInbound, Store, Transaction, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,16 @@ class Quarantined:
     inbound_id: int
     error: str
     mail: Mail | None = None
+
+
+class _TransactionTickets:
+    """The classify seam `TicketIndex` inside the current transaction."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+
+    def exists(self, ref: str) -> bool:
+        return self._tx.ticket_exists(ref)
 
 
 class StoreTicketIndex:
@@ -64,6 +76,24 @@ def quarantine_decision(error: str) -> Decision:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """A parsed and decided message, or the traceback of why it could not be."""
+
+    mail: Mail | None
+    decision: Decision | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A batch handed to the worker's pool, waiting to be applied."""
+
+    items: list[ClaimedInbound]
+    now: datetime
+    submitted: Submitted | None
+
+
 class Decider:
     """Parses and decides raw messages; caches the license registry of its store."""
 
@@ -77,10 +107,12 @@ class Decider:
         self._registry_version: object = None
         self._registry_checked = 0.0
 
-    def registry(self) -> DictRegistry:
+    def registry(self, *, refresh: bool = True) -> DictRegistry:
         """The license registry, reloaded when the table changed (checked every few s)."""
         mono = time.monotonic()
-        if self._registry_version is None or mono - self._registry_checked > self.REGISTRY_CHECK_SECONDS:
+        stale = (self._registry_version is None
+                 or mono - self._registry_checked > self.REGISTRY_CHECK_SECONDS)
+        if refresh and stale:
             version = self.store.license_version()
             if version != self._registry_version:
                 self._registry = DictRegistry(self.store.license_snapshot())
@@ -105,7 +137,7 @@ class Worker:
     """Decides stored messages and applies the decisions. Build one per process."""
 
     def __init__(self, config: Config, store: Store, *, clock: Clock = utcnow,
-                 pool: DecisionPool | None = None) -> None:
+                 pool: WorkerPool | None = None) -> None:
         self.config = config
         self.store = store
         self.clock = clock
@@ -118,11 +150,12 @@ class Worker:
 
     @classmethod
     def from_config(cls, config: Config, store: Store, *, clock: Clock = utcnow) -> Worker:
-        """A worker with the configured decision pool (`worker.processes`, 0 = in-process)."""
+        """A worker with the configured pool of child processes (`worker.processes`,
+        0 = everything in this process)."""
         w = config.worker
         pool = (
-            DecisionPool(config, processes=w.processes, timeout=w.parse_timeout_seconds,
-                         memory_mb=w.memory_mb)
+            WorkerPool(config, processes=w.processes, timeout=w.parse_timeout_seconds,
+                       memory_mb=w.memory_mb)
             if w.processes > 0
             else None
         )
@@ -132,64 +165,123 @@ class Worker:
         if self.pool is not None:
             self.pool.close()
 
-    def analyse_many(self, raws: Sequence[bytes], now: datetime) -> list[Analysis]:
-        if self.pool is not None:
-            return self.pool.analyse_many(raws, now)
-        return [self.decider.analyse(raw, now) for raw in raws]
-
     def process(self, item: ClaimedInbound, now: datetime | None = None) -> Outcome | Quarantined:
-        """Decide one stored message and apply the decision in one transaction."""
+        """Decide one stored message and apply the decision (see `process_many`)."""
         return self.process_many([item], now)[0]
 
     def process_many(
         self, items: Sequence[ClaimedInbound], now: datetime | None = None
     ) -> list[Outcome | Quarantined]:
-        """Decide messages (in the pool, in parallel) and apply each in its own transaction.
+        """Parse and decide messages (in the child processes when there is a pool), then apply
+        them: one transaction for the batch, each message in its own savepoint, so every
+        message's effects commit together or not at all and the batch shares one fsync.
 
         Never raises for a bad message: parse/decide errors quarantine it. Store errors
-        propagate (the message stays `received` and is retried).
-        """
-        now = now or self.clock()
-        analyses = self.analyse_many([item.raw for item in items], now)
-        return [self.apply(item, analysis, now) for item, analysis in zip(items, analyses)]
+        propagate (the messages stay `received` and are retried).
 
-    def apply(self, item: ClaimedInbound, analysis: Analysis, now: datetime) -> Outcome | Quarantined:
-        """Act on one analysed message (one transaction), or quarantine it."""
-        token = message_key.set(f"in:{item.id}")
+        Raises:
+            WorkerPoolError: the pool cannot work at all (the messages stay queued).
+        """
+        return self.finish(self.start(items, now))
+
+    def start(self, items: Sequence[ClaimedInbound], now: datetime | None = None) -> Started:
+        """Hand messages to the pool (if any); `finish` applies them. Starting the next batch
+        before finishing this one lets the children parse while this process writes."""
+        now = now or self.clock()
+        submitted = (
+            self.pool.submit([(i.id, i.raw) for i in items], now) if self.pool is not None
+            else None
+        )
+        return Started(list(items), now, submitted)
+
+    def finish(self, started: Started) -> list[Outcome | Quarantined]:
+        """Apply a started batch (see `process_many`)."""
+        items, now = started.items, started.now
+        if started.submitted is None:
+            analyses = [self.decider.analyse(item.raw, now) for item in items]
+        else:
+            assert self.pool is not None
+            analyses = [
+                Analysis(None, None, a.reason) if isinstance(a, Overrun) else a
+                for a in self.pool.collect(started.submitted)
+            ]
+        if not items:
+            return []
+        if any(a.decision is not None and "unknown_ticket" in a.decision.flags for a in analyses):
+            self.decider.registry()  # refreshed now: inside the transaction it cannot be
         try:
-            mail, decision = analysis.mail, analysis.decision
-            if decision is None or mail is None:
-                error = analysis.error or "no decision"
-                self.store.quarantine_inbound(item.id, error)
+            with self.store.transaction() as tx:
+                results = [self._apply(tx, item, a, now) for item, a in zip(items, analyses)]
+        except OperationalError:
+            raise  # the database is away: everything stays queued
+        except Exception:  # noqa: BLE001 - one message's actions failed: find which
+            if len(items) == 1:
+                raise
+            log.warning("batch of %d failed; applying one by one", len(items), exc_info=True)
+            results = [self._apply_alone(item, a, now) for item, a in zip(items, analyses)]
+        for result in results:
+            self._log(result)
+        return results
+
+    def _apply_alone(self, item: ClaimedInbound, analysis: Analysis,
+                     now: datetime) -> Outcome | Quarantined:
+        """One message in its own transaction; if acting on it fails, it is quarantined."""
+        try:
+            with self.store.transaction() as tx:
+                return self._apply(tx, item, analysis, now)
+        except OperationalError:
+            raise
+        except Exception:  # noqa: BLE001 - a bug in acting on this message: park it
+            error = traceback.format_exc()
+            self.store.quarantine_inbound(item.id, error)
+            return Quarantined(item.id, error, analysis.mail)
+
+    def _apply(self, tx: Transaction, item: ClaimedInbound, analysis: Analysis,
+               now: datetime) -> Outcome | Quarantined:
+        mail, decision = analysis.mail, analysis.decision
+        if decision is None or mail is None:
+            error = analysis.error or "no decision"
+            tx.quarantine(item.id, error)
+            return Quarantined(item.id, error, mail)
+        if not tx.mark_decided(item.id):
+            # Another worker finished it while we were deciding (lease expired).
+            return Outcome(item.id, decision, mail=mail)
+        if "unknown_ticket" in decision.flags:
+            # Decided before an earlier message of the same batch opened that ticket?
+            ctx = RuleContext.from_config(self.config, self.decider.registry(refresh=False),
+                                          now, _TransactionTickets(tx))
+            decision = decide(mail, ctx)
+        return apply_decision(
+            tx,
+            self.actions,
+            inbound_id=item.id,
+            mail=mail,
+            decision=decision,
+            received_at=item.received_at,
+            now=now,
+        )
+
+    @staticmethod
+    def _log(result: Outcome | Quarantined) -> None:
+        token = message_key.set(f"in:{result.inbound_id}")
+        try:
+            if isinstance(result, Quarantined):
                 decision_log.warning(
                     "inbound=%s decision=quarantined error=%s",
-                    item.id,
-                    (error.strip().splitlines() or ["?"])[-1][:200],
+                    result.inbound_id,
+                    (result.error.strip().splitlines() or ["?"])[-1][:200],
                 )
-                return Quarantined(item.id, error, mail)
-            with self.store.transaction() as tx:
-                if tx.inbound_state(item.id) != "received":
-                    # Another worker finished it while we were deciding (lease expired).
-                    return Outcome(item.id, decision, mail=mail)
-                outcome = apply_decision(
-                    tx,
-                    self.actions,
-                    inbound_id=item.id,
-                    mail=mail,
-                    decision=decision,
-                    received_at=item.received_at,
-                    now=now,
-                )
+                return
+            d = result.decision
             decision_log.info(
                 "inbound=%s from=%s decision=%s ticket=%s license=%s hits=%s",
-                item.id,
-                mail.from_addr,
-                decision.kind.value,
-                outcome.ticket_number,
-                decision.license,
-                ",".join(decision.hits),
+                result.inbound_id,
+                result.mail.from_addr if result.mail else None,
+                d.kind.value,
+                result.ticket_number,
+                d.license,
+                ",".join(d.hits),
             )
-            return outcome
         finally:
             message_key.reset(token)
 

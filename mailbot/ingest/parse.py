@@ -18,10 +18,10 @@ import email.policy
 import email.utils
 import re
 from collections.abc import Iterable
-from typing import NamedTuple
 from datetime import datetime, timezone
 from email.message import Message
 from html.parser import HTMLParser
+from typing import NamedTuple
 
 import mailparser  # type: ignore[import-untyped]
 import mailparser.utils  # type: ignore[import-untyped]
