@@ -92,6 +92,8 @@ class Daemon:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop.set)
+        if self.stop.is_set():
+            log.info("stop requested during start-up")
 
         def wake_worker() -> None:
             loop.call_soon_threadsafe(self._worker_wake.set)
@@ -195,7 +197,10 @@ class Daemon:
                 await asyncio.wait_for(self.stop.wait(), interval)
 
 
-async def run(config: Config) -> None:
-    """`mailbot run`: build the daemon and run it until SIGTERM/SIGINT."""
+async def run(config: Config, early_stop: threading.Event | None = None) -> None:
+    """`mailbot run`: build the daemon and run it until SIGTERM/SIGINT (also one that came
+    in while it was starting: `early_stop`)."""
     daemon = await asyncio.to_thread(Daemon.build, config)
+    if early_stop is not None and early_stop.is_set():
+        daemon.stop.set()
     await daemon.run()

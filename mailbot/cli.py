@@ -81,11 +81,17 @@ def cli(log_level: str) -> None:
 def run(config_path: Path | None) -> None:
     """Run the daemon: intakes, worker, outbox sender (stop with SIGTERM or Ctrl-C)."""
     import asyncio
+    import signal
+    import threading
 
     from mailbot import app
 
+    # A stop asked for while starting up (migrations, binding) is honoured once running.
+    early_stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: early_stop.set())
     cfg = load_config(config_path)
-    asyncio.run(app.run(cfg))
+    asyncio.run(app.run(cfg, early_stop))
 
 
 @cli.command("check-config")

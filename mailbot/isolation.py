@@ -21,9 +21,15 @@ Two cores then do useful work at once: the children parse and decide while the p
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
+import os
 import resource
+import signal
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -59,12 +65,31 @@ class Overrun:
 _child_decider: object = None
 
 
-def _child_init(config: Config, memory_mb: int, log_level: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this child when the daemon (pid `parent`) dies, even by SIGKILL: no orphans."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:  # fallback where prctl does not exist
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _child_init(config: Config, memory_mb: int, log_level: int, parent: int) -> None:
     global _child_decider
     from mailbot import logs
     from mailbot.store import Store
     from mailbot.worker import Decider
 
+    _die_with_parent(parent)
     logs.setup(log_level)
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
@@ -102,7 +127,8 @@ class WorkerPool:
                 max_workers=self._processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_child_init,
-                initargs=(self._config, self._memory_mb, logging.getLogger().getEffectiveLevel()),
+                initargs=(self._config, self._memory_mb,
+                          logging.getLogger().getEffectiveLevel(), os.getpid()),
             )
         return self._executor
 

@@ -211,31 +211,34 @@ class ImapPoller:
                 break
             chunk = uids[start : start + self.config.batch]
             fetched = client.fetch(chunk, [b"BODY.PEEK[]"])
-            for uid in chunk:
-                data = fetched.get(uid)
-                if data is None:  # expunged meanwhile by another client
-                    continue
-                raw = data.get(b"BODY[]")
-                if raw is None:
-                    continue
-                self.intake.accept_blocking(bytes(raw), f"{self.key}:{uidvalidity}:{uid}")
-                self._mark(client, uid)
-                self.store.save_imap_checkpoint(self.key, uidvalidity, uid)
-                taken += 1
+            present = [
+                (uid, bytes(fetched[uid][b"BODY[]"]))
+                for uid in chunk
+                if b"BODY[]" in fetched.get(uid, {})  # absent: expunged meanwhile
+            ]
+            if present:
+                # One commit for the chunk, then one STORE/MOVE for it: every message is
+                # durable before any is marked.
+                self.intake.accept_many_blocking(
+                    [(raw, f"{self.key}:{uidvalidity}:{uid}") for uid, raw in present]
+                )
+                self._mark(client, [uid for uid, _ in present])
+            self.store.save_imap_checkpoint(self.key, uidvalidity, chunk[-1])
+            taken += len(present)
         if not uids and known_validity != uidvalidity:
             self.store.save_imap_checkpoint(self.key, uidvalidity, last_uid)
         return taken
 
-    def _mark(self, client: IMAPClient, uid: int) -> None:
+    def _mark(self, client: IMAPClient, uids: list[int]) -> None:
         if self.config.after_store == "move":
             if client.has_capability("MOVE"):
-                client.move([uid], self.config.move_to)
+                client.move(uids, self.config.move_to)
             else:
-                client.copy([uid], self.config.move_to)
-                client.delete_messages([uid])
-                client.uid_expunge([uid])
+                client.copy(uids, self.config.move_to)
+                client.delete_messages(uids)
+                client.uid_expunge(uids)
         else:
-            client.add_flags([uid], [SEEN, self.config.keyword.encode()])
+            client.add_flags(uids, [SEEN, self.config.keyword.encode()])
 
     def _idle(self, client: IMAPClient) -> None:
         """Wait in IDLE for news, waking every second to check `stop`."""

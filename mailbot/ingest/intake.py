@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mailbot.store import SavedInbound, Store
 
@@ -33,6 +33,17 @@ class Intake:
             self._wake()
         log.debug("accepted %s bytes from %s as inbound %s (new=%s)", len(raw), origin,
                   saved.id, saved.created)
+        return saved
+
+    def accept_many_blocking(self, messages: Sequence[tuple[bytes, str]]) -> list[SavedInbound]:
+        """`accept_blocking` for a batch of (raw, origin) in one transaction (one fsync).
+
+        Raises:
+            TemporaryIngestError: the store is unavailable; acknowledge none of them.
+        """
+        saved = self._store.save_inbound_many(messages)
+        if any(s.created for s in saved):
+            self._wake()
         return saved
 
     async def accept(self, raw: bytes, origin: str) -> SavedInbound:

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import smtplib
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -71,13 +72,23 @@ class DaemonProcess:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, port: int | None = None) -> None:
+        """Start the daemon; with `port`, wait until its listener answers (it is running)."""
         env = dict(os.environ, MAILBOT_LOG_LEVEL="WARNING")
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mailbot", "run", "--config", str(self.config)],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             )
+        if port is not None:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    return
+                except OSError:
+                    time.sleep(0.05)
+            raise AssertionError("daemon did not start listening within 30 s")
 
     def stop(self, sig: int) -> int:
         assert self.proc is not None
@@ -97,6 +108,22 @@ def lmtp_feeder(port: int, mails: list[bytes], accepted: list[str], stop: thread
                 break
             except (OSError, smtplib.SMTPException):
                 time.sleep(0.05)
+
+
+def orphaned_children() -> list[int]:
+    """Pids of decision-pool children whose daemon died without them (re-parented to 1)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"multiprocessing.spawn" in cmd and ppid == 1:
+            found.append(int(proc.name))
+    return found
 
 
 def db_rows(db: Path, query: str) -> list[tuple[object, ...]]:
@@ -124,7 +151,7 @@ def test_kills_lose_nothing_and_duplicate_only_in_flight(
     lmtp_mails = [request_mail(subject=f"LMTP dotaz {i}") for i in range(N_LMTP)]
     imap_mails = [request_mail(subject=f"IMAP dotaz {i}") for i in range(N_IMAP)]
     daemon = DaemonProcess(cfg, tmp_path / "daemon.log")
-    daemon.start()
+    daemon.start(port=lmtp_port)
     deadline = time.monotonic() + BUDGET_SECONDS
     accepted: list[str] = []
     stop_feeding = threading.Event()
@@ -142,7 +169,7 @@ def test_kills_lose_nothing_and_duplicate_only_in_flight(
         code = daemon.stop(sig)
         if sig == signal.SIGTERM:
             assert code == 0, (tmp_path / "daemon.log").read_text()[-2000:]
-        daemon.start()
+        daemon.start(port=lmtp_port if sig == signal.SIGTERM else None)
         assert time.monotonic() < deadline, "crash test over its time budget"
     for raw in imap_mails[appended:]:
         dovecot.append(user, raw)
@@ -187,3 +214,8 @@ def test_kills_lose_nothing_and_duplicate_only_in_flight(
         assert duplicates == 0
     else:
         assert duplicates <= RESTARTS  # one sender thread: at most one in flight per kill
+    # Killed daemons leave no decision children behind (they die with their parent).
+    end = time.monotonic() + 5
+    while orphaned_children() and time.monotonic() < end:
+        time.sleep(0.2)
+    assert orphaned_children() == []
