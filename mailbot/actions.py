@@ -127,11 +127,12 @@ def apply_decision(
             replies += 1
 
     elif decision.kind in (DecisionKind.FOLLOWUP, DecisionKind.STAFF_REPLY):
-        ticket = tx.find_ticket(decision.ticket_ref or "")
-        if ticket is not None:
-            ticket_id = ticket.id
+        existing = tx.find_ticket(decision.ticket_ref or "")
+        if existing is not None:
+            ticket_id = existing.id
             kind = "customer_mail" if decision.kind is DecisionKind.FOLLOWUP else "staff_mail"
-            tx.add_ticket_event(ticket.id, kind, inbound_id=inbound_id, author=mail.from_addr or "")
+            tx.add_ticket_event(existing.id, kind, inbound_id=inbound_id,
+                                author=mail.from_addr or "")
 
     elif decision.kind is DecisionKind.UNSUBSCRIBE and mail.from_addr:
         tx.unsubscribe(mail.from_addr, inbound_id)

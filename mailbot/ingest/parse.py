@@ -23,8 +23,8 @@ from email.message import Message
 from html.parser import HTMLParser
 from typing import NamedTuple
 
-import mailparser  # type: ignore[import-untyped]
-import mailparser.utils  # type: ignore[import-untyped]
+import mailparser
+import mailparser.utils
 from charset_normalizer import from_bytes
 
 from mailbot.domain import Attachment, Mail
