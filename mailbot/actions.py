@@ -1,8 +1,11 @@
-"""Acting on a decision: the writes and replies for one message, inside one transaction.
+"""Acting on a decision, in three steps so the expensive part can run in a child process:
 
-`apply_decision` is called by the worker with an open :class:`mailbot.store.Transaction`;
-everything it does (ticket, ticket event, rendered replies in the outbox, the decision
-record, the inbound row's state) commits together or not at all.
+1. `ticket_draft` (pure): for a new ticket, its year and deadline in the business calendar.
+2. `render_replies` (pure): the replies as bytes — the ticket's number is known by then, because
+   the worker allocates numbers for a whole batch first (`Store.allocate_ticket_numbers`, like a
+   database sequence: never reused; a crash between allocation and commit leaves a gap).
+3. `write_decision`, inside the worker's transaction: ticket, ticket event, outbox rows, the
+   decision record and the inbound row's state commit together or not at all.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from mailbot.domain import (
     DecisionKind,
     Mail,
     Priority,
+    TicketView,
     other_message_id,
     ticket_message_id,
 )
@@ -49,12 +53,68 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
-class ActionContext:
-    """The long-lived collaborators actions need (built once by the worker)."""
+class TicketDraft:
+    """A ticket about to be opened: its number (once allocated) and what the reply says."""
+
+    year: int
+    seq: int
+    view: TicketView
+
+
+def ticket_draft(
+    decision: Decision, mail: Mail, received_at: datetime, calendar: BusinessCalendar
+) -> tuple[int, TicketView]:
+    """The year (for numbering) and the view of the ticket `decision` opens; the number in the
+    view is a placeholder until `with_number`."""
+    priority = decision.priority or Priority.NORMAL
+    deadline = calendar.deadline(received_at, emergency=priority is Priority.EMERGENCY)
+    view = TicketView(
+        number="",
+        subject=mail.subject[:1000],
+        priority=priority,
+        opened_at=received_at,
+        deadline=deadline,
+        customer_email=mail.from_addr or "",
+        license=decision.license,
+    )
+    return received_at.astimezone(calendar.zone).year, view
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyContext:
+    """What rendering replies needs (built once per process)."""
 
     mailbox: MailboxConfig
-    calendar: BusinessCalendar
     renderer: ReplyRenderer
+
+
+def render_replies(
+    ctx: ReplyContext,
+    *,
+    inbound_id: int,
+    mail: Mail,
+    decision: Decision,
+    ticket: TicketDraft | None,
+    now: datetime,
+) -> tuple[OutgoingMail, ...]:
+    """The replies `decision` sends (pure: templates and the `email` package only)."""
+    domain = ctx.mailbox.message_id_domain
+    sender = ctx.mailbox.support_address
+    reply: RenderedReply | None
+    if decision.kind is DecisionKind.TICKET:
+        assert ticket is not None
+        message_id = ticket_message_id(ticket.view.number, 1, domain)
+        reply = ctx.renderer.render_reply(
+            decision, mail, ticket=ticket.view, message_id=message_id, now=now
+        )
+        return (_outgoing(reply, f"ack:{inbound_id}", "ack", sender),) if reply else ()
+    if decision.kind in REJECTIONS:
+        message_id = other_message_id(f"reject-{inbound_id}", domain)
+        reply = ctx.renderer.render_reply(decision, mail, ticket=None, message_id=message_id,
+                                          now=now)
+        if reply is not None:
+            return (_outgoing(reply, f"reject:{inbound_id}", decision.kind.value, sender),)
+    return ()
 
 
 def _outgoing(reply: RenderedReply, purpose: str, kind: str, mail_from: str) -> OutgoingMail:
@@ -72,59 +132,38 @@ def reasons_json(decision: Decision) -> list[dict[str, object]]:
     return [{"rule": r.rule, "hit": r.hit, "detail": r.detail} for r in decision.reasons]
 
 
-def apply_decision(
+def write_decision(
     tx: Transaction,
-    ctx: ActionContext,
     *,
     inbound_id: int,
     mail: Mail,
     decision: Decision,
-    received_at: datetime,
-    now: datetime,
+    ticket: TicketDraft | None,
+    replies: tuple[OutgoingMail, ...],
 ) -> Outcome:
-    """Record `decision` for message `inbound_id` and queue its replies (one transaction)."""
+    """Record `decision` for message `inbound_id`: ticket, events, replies, decision record."""
     ticket_id: int | None = None
     ticket_number: str | None = decision.ticket_ref
     deadline: datetime | None = None
-    replies = 0
-    domain = ctx.mailbox.message_id_domain
-    sender = ctx.mailbox.support_address
 
     if decision.kind is DecisionKind.TICKET:
-        emergency = decision.priority is Priority.EMERGENCY
-        deadline = ctx.calendar.deadline(received_at, emergency=emergency)
-        local = received_at.astimezone(ctx.calendar.zone)
-        ticket = tx.open_ticket(
+        assert ticket is not None
+        view = ticket.view
+        ticket_id = tx.open_ticket(
             inbound_id=inbound_id,
-            opened_at=received_at,
-            deadline=deadline,
-            year=local.year,
+            number=view.number,
+            year=ticket.year,
+            seq=ticket.seq,
+            opened_at=view.opened_at,
+            deadline=view.deadline,
             license=decision.license,
-            customer_email=mail.from_addr or "",
+            customer_email=view.customer_email,
             customer_name=decision.customer.customer if decision.customer else mail.from_name,
-            subject=mail.subject,
-            priority=decision.priority or Priority.NORMAL,
+            subject=view.subject,
+            priority=view.priority,
             language=decision.language,
         )
-        ticket_id, ticket_number = ticket.id, ticket.number
-        message_id = ticket_message_id(ticket.number, ticket.out_seq, domain)
-        reply = ctx.renderer.render_reply(
-            decision, mail, ticket=ticket.view, message_id=message_id, now=now
-        )
-        if reply is not None:
-            out = _outgoing(reply, f"ack:{inbound_id}", "ack", sender)
-            tx.enqueue(out, ticket_id=ticket_id, inbound_id=inbound_id)
-            replies += 1
-
-    elif decision.kind in REJECTIONS:
-        message_id = other_message_id(f"reject-{inbound_id}", domain)
-        reply = ctx.renderer.render_reply(
-            decision, mail, ticket=None, message_id=message_id, now=now
-        )
-        if reply is not None:
-            out = _outgoing(reply, f"reject:{inbound_id}", decision.kind.value, sender)
-            tx.enqueue(out, ticket_id=None, inbound_id=inbound_id)
-            replies += 1
+        ticket_number, deadline = view.number, view.deadline
 
     elif decision.kind in (DecisionKind.FOLLOWUP, DecisionKind.STAFF_REPLY):
         existing = tx.find_ticket(decision.ticket_ref or "")
@@ -136,6 +175,9 @@ def apply_decision(
 
     elif decision.kind is DecisionKind.UNSUBSCRIBE and mail.from_addr:
         tx.unsubscribe(mail.from_addr, inbound_id)
+
+    for out in replies:
+        tx.enqueue(out, ticket_id=ticket_id, inbound_id=inbound_id)
 
     tx.record_decision(
         inbound_id,
@@ -149,4 +191,4 @@ def apply_decision(
         language=decision.language,
         reasons=reasons_json(decision),
     )
-    return Outcome(inbound_id, decision, ticket_number, deadline, replies, mail)
+    return Outcome(inbound_id, decision, ticket_number, deadline, len(replies), mail)

@@ -30,19 +30,19 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mailbot.config import Config
 from mailbot.errors import MailbotError
 
 if TYPE_CHECKING:
-    from mailbot.worker import Analysis
+    from mailbot.worker import Analysis, Rendered, RenderJob
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,14 @@ def _child_analyse(raw: bytes, now: datetime) -> Analysis:
     return decider.analyse(raw, now)
 
 
+def _child_render(job: RenderJob) -> Rendered:
+    from mailbot.worker import Decider
+
+    decider = _child_decider
+    assert isinstance(decider, Decider)
+    return decider.render(job)
+
+
 def _child_ping() -> bool:
     return _child_decider is not None
 
@@ -156,17 +164,24 @@ class WorkerPool:
     def submit(self, items: Sequence[tuple[int, bytes]], now: datetime) -> Submitted:
         """Start parsing and deciding (inbound id, raw bytes) pairs; `collect` waits for them.
         Submitting the next batch before applying the current one keeps both cores busy."""
+        return self._submit(_child_analyse, [(i, (raw, now)) for i, raw in items])
+
+    def submit_renders(self, jobs: Sequence[RenderJob]) -> Submitted:
+        """Start rendering replies (see `Decider.render`); `collect` waits for them."""
+        return self._submit(_child_render, [(job.inbound_id, (job,)) for job in jobs])
+
+    def _submit(self, fn: Callable[..., Any], items: list[tuple[int, tuple[Any, ...]]]) -> Submitted:
         try:
             pool = self._pool()
-            futures = [pool.submit(_child_analyse, raw, now) for _, raw in items]
+            futures = [pool.submit(fn, *args) for _, args in items]
         except BrokenProcessPool:
             self._restart()
             futures = []
-        return Submitted(list(items), now, futures)
+        return Submitted(fn, items, futures)
 
     def analyse_many(
         self, items: Sequence[tuple[int, bytes]], now: datetime
-    ) -> list[Analysis | Overrun]:
+    ) -> list[Any]:
         """Parse and decide every (inbound id, raw bytes) in the children.
 
         Raises:
@@ -174,10 +189,15 @@ class WorkerPool:
         """
         return self.collect(self.submit(items, now))
 
-    def collect(self, submitted: Submitted) -> list[Analysis | Overrun]:
-        """The results of `submit`, in order; see `analyse_many`."""
-        items, now = submitted.items, submitted.now
-        results: list[Analysis | Overrun | None] = [None] * len(items)
+    def collect(self, submitted: Submitted) -> list[Any]:
+        """The results of a submit, in order (an `Overrun` for a message whose child hung or
+        died); see `analyse_many`.
+
+        Raises:
+            WorkerPoolError: the children cannot start or keep dying on harmless input.
+        """
+        fn, items = submitted.fn, submitted.items
+        results: list[Any] = [None] * len(items)
         pending = list(range(len(items)))
         first = submitted.futures if len(submitted.futures) == len(items) else None
         isolate = False  # after a crashed child: one message at a time, to find the culprit
@@ -189,7 +209,7 @@ class WorkerPool:
             else:
                 pool = self._pool()
                 try:
-                    futures = [(i, pool.submit(_child_analyse, items[i][1], now)) for i in batch]
+                    futures = [(i, pool.submit(fn, *items[i][1])) for i in batch]
                 except BrokenProcessPool:
                     self._restart()
                     if not self._healthy():
@@ -224,8 +244,8 @@ class WorkerPool:
 
 @dataclass
 class Submitted:
-    """Messages handed to the children, not yet collected."""
+    """Work handed to the children, not yet collected: (inbound id, arguments) per item."""
 
-    items: list[tuple[int, bytes]]
-    now: datetime
-    futures: list[Future[Analysis]]
+    fn: Callable[..., Any]
+    items: list[tuple[int, tuple[Any, ...]]]
+    futures: list[Future[Any]]

@@ -22,7 +22,7 @@ from mailbot.config import Config
 from mailbot.domain import Decision, DecisionKind, Mail, Priority
 from mailbot.ingest.parse import parse
 from mailbot.store import ClaimedInbound, SavedInbound, Store, identity_of
-from mailbot.worker import Quarantined, Started, Worker, quarantine_decision
+from mailbot.worker import Prepared, Quarantined, Started, Worker, quarantine_decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +101,13 @@ def replay_live(
     Messages are taken `chunk` at a time so the worker's decision pool parses the next ones
     while this process writes; results come out in input order.
     """
-    previous: tuple[list[tuple[str, bytes]], list[SavedInbound], Started] | None = None
+    # A three-stage pipeline: while batch k-1 is written here, the children render batch k
+    # and parse batch k+1.
+    prepared: Batch | None = None
+    started: Batch | None = None
     while True:
         batch = list(itertools.islice(messages, chunk))
-        current = None
+        new: Batch | None = None
         if batch:
             saved = store.save_inbound_many(
                 [(raw, f"replay:{label}"[:200]) for label, raw in batch], received_at=now
@@ -114,22 +117,30 @@ def replay_live(
                 for (label, raw), s in zip(batch, saved)
                 if s.created
             ]
-            current = (batch, saved, worker.start(fresh, now))
-        if previous is not None:
-            yield from _finish(previous, worker, store)
-        if current is None:
+            new = Batch(batch, saved, worker.start(fresh, now))
+        if started is not None:
+            started.prepared = worker.prepare(started.started)
+        if prepared is not None:
+            yield from _finish(prepared, worker, store)
+        if new is None and started is None:
             return
-        previous = current
+        prepared, started = started, new
 
 
-def _finish(
-    started: tuple[list[tuple[str, bytes]], list[SavedInbound], Started],
-    worker: Worker,
-    store: Store,
-) -> Iterator[ReplayResult]:
-    batch, saved, pending = started
-    outcomes = iter(worker.finish(pending))
-    for (label, raw), s in zip(batch, saved):
+@dataclass
+class Batch:
+    """A chunk of replayed messages moving through the pipeline."""
+
+    messages: list[tuple[str, bytes]]
+    saved: list[SavedInbound]
+    started: Started
+    prepared: Prepared | None = None
+
+
+def _finish(batch: Batch, worker: Worker, store: Store) -> Iterator[ReplayResult]:
+    assert batch.prepared is not None
+    outcomes = iter(worker.commit(batch.prepared))
+    for (label, raw), s in zip(batch.messages, batch.saved):
         if not s.created:
             mail: Mail | None
             try:

@@ -264,16 +264,6 @@ class OutgoingMail:
 
 
 @dataclass(frozen=True, slots=True)
-class OpenedTicket:
-    """A ticket just opened in the current transaction."""
-
-    id: int
-    number: str
-    view: TicketView
-    out_seq: int
-
-
-@dataclass(frozen=True, slots=True)
 class ClaimedOutbox:
     id: int
     message_id: str
@@ -616,6 +606,31 @@ class Store:
         with self.session() as s:
             return s.scalar(select(Ticket.id).where(Ticket.number == number)) is not None
 
+    def ticket_counter(self, year: int) -> int:
+        """The last ticket sequence number handed out for `year` (0 before the first)."""
+        with self.session() as s:
+            last = s.scalar(select(TicketCounter.last_seq).where(TicketCounter.year == year))
+            return int(last or 0)
+
+    def allocate_ticket_numbers(self, year: int, count: int) -> list[tuple[int, str]]:
+        """Reserve `count` consecutive ticket numbers of `year` and commit at once, like a
+        database sequence: a number is never handed out twice; one whose ticket is never
+        written (a crash before the batch commits) leaves a gap."""
+        if count <= 0:
+            return []
+        with self.session() as s:
+            last = s.scalar(_BUMP_COUNTER, {"for_year": year, "count": count})
+            if last is None:  # the year's first tickets
+                try:
+                    with s.begin_nested():
+                        s.execute(insert(TicketCounter), {"year": year, "last_seq": count})
+                    last = count
+                except IntegrityError:  # another writer created it meanwhile
+                    last = s.scalar(_BUMP_COUNTER, {"for_year": year, "count": count})
+            assert last is not None
+        first = int(last) - count + 1
+        return [(seq, f"T-{year}-{seq:06d}") for seq in range(first, int(last) + 1)]
+
     def get_ticket(self, number: str) -> Ticket | None:
         with self.session() as s:
             t = s.scalar(select(Ticket).where(Ticket.number == number))
@@ -763,7 +778,7 @@ _INSERT_EVENT = insert(TicketEvent)
 _BUMP_COUNTER = (
     update(TicketCounter)
     .where(TicketCounter.year == bindparam("for_year"))
-    .values(last_seq=TicketCounter.last_seq + 1)
+    .values(last_seq=TicketCounter.last_seq + bindparam("count"))
     .returning(TicketCounter.last_seq)
 )
 
@@ -816,36 +831,24 @@ class Transaction:
         """Whether a ticket exists, including one opened earlier in this transaction."""
         return self.s.scalar(_TICKET_BY_NUMBER, {"number": number}) is not None
 
-    def next_ticket_number(self, year: int) -> tuple[int, str]:
-        """Allocate the next sequence number of `year`; never reused (the counter row stays
-        locked until commit, and a rolled-back allocation was never seen by anyone)."""
-        seq = self.s.scalar(_BUMP_COUNTER, {"for_year": year})
-        if seq is None:  # the year's first ticket
-            try:
-                with self.s.begin_nested():
-                    self.s.execute(insert(TicketCounter), {"year": year, "last_seq": 1})
-                seq = 1
-            except IntegrityError:  # another writer created it meanwhile
-                seq = self.s.scalar(_BUMP_COUNTER, {"for_year": year})
-        assert seq is not None
-        return int(seq), f"T-{year}-{seq:06d}"
-
     def open_ticket(
         self,
         *,
         inbound_id: int,
+        number: str,
+        year: int,
+        seq: int,
         opened_at: datetime,
         deadline: datetime,
-        year: int,
         license: str | None,
         customer_email: str,
         customer_name: str,
         subject: str,
         priority: Priority,
         language: str,
-    ) -> OpenedTicket:
-        """A new ticket with its number; its first outgoing message is sequence 1."""
-        seq, number = self.next_ticket_number(year)
+    ) -> int:
+        """Insert a ticket under its allocated number; its first outgoing message (the ack)
+        is sequence 1. Returns the ticket's id."""
         ticket_id = self.s.scalar(
             _INSERT_TICKET,
             {"number": number, "year": year, "seq": seq, "inbound_id": inbound_id,
@@ -857,10 +860,7 @@ class Transaction:
         assert ticket_id is not None
         self.add_ticket_event(int(ticket_id), "opened", inbound_id=inbound_id,
                               author=customer_email)
-        view = TicketView(number=number, subject=subject[:1000], priority=priority,
-                          opened_at=opened_at, deadline=deadline, customer_email=customer_email,
-                          license=license)
-        return OpenedTicket(int(ticket_id), number, view, out_seq=1)
+        return int(ticket_id)
 
     def find_ticket(self, number: str) -> Ticket | None:
         return self.s.scalar(select(Ticket).where(Ticket.number == number).with_for_update())

@@ -16,23 +16,30 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.exc import OperationalError
 
-from mailbot.actions import ActionContext, Outcome, apply_decision
+from mailbot.actions import (
+    Outcome,
+    ReplyContext,
+    TicketDraft,
+    render_replies,
+    ticket_draft,
+    write_decision,
+)
 from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import RuleContext
 from mailbot.config import Config
-from mailbot.domain import Decision, DecisionKind, Mail, RuleResult
+from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketView
 from mailbot.ingest.parse import parse
 from mailbot.isolation import Overrun, Submitted, WorkerPool
 from mailbot.logs import decision_log, message_key
 from mailbot.registry import DictRegistry
 from mailbot.replies.render import ReplyRenderer
-from mailbot.store import ClaimedInbound, Store, Transaction, utcnow
+from mailbot.store import ClaimedInbound, OutgoingMail, Store, Transaction, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +55,15 @@ class Quarantined:
     mail: Mail | None = None
 
 
-class _TransactionTickets:
-    """The classify seam `TicketIndex` inside the current transaction."""
+class _KnownTickets:
+    """Tickets in the store, plus those numbered for batches not yet written."""
 
-    def __init__(self, tx: Transaction) -> None:
-        self._tx = tx
+    def __init__(self, store_index: StoreTicketIndex, pending: set[str]) -> None:
+        self._store_index = store_index
+        self._pending = pending
 
     def exists(self, ref: str) -> bool:
-        return self._tx.ticket_exists(ref)
+        return ref in self._pending or self._store_index.exists(ref)
 
 
 class StoreTicketIndex:
@@ -86,6 +94,36 @@ class Analysis:
 
 
 @dataclass(frozen=True, slots=True)
+class RenderJob:
+    """A decided message whose replies are to be rendered (in a child process)."""
+
+    inbound_id: int
+    mail: Mail
+    decision: Decision
+    ticket: TicketDraft | None
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The rendered replies of one message, or the traceback of why not."""
+
+    inbound_id: int
+    replies: tuple[OutgoingMail, ...]
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch decided and numbered, its replies rendering; `Worker.commit` writes it."""
+
+    items: list[ClaimedInbound]
+    analyses: list[Analysis]
+    drafts: dict[int, TicketDraft]
+    renders: Submitted | list[Rendered]
+
+
+@dataclass(frozen=True, slots=True)
 class Started:
     """A batch handed to the worker's pool, waiting to be applied."""
 
@@ -103,6 +141,7 @@ class Decider:
         self.config = config
         self.store = store
         self.tickets = StoreTicketIndex(store)
+        self._replies: ReplyContext | None = None
         self._registry = DictRegistry({})
         self._registry_version: object = None
         self._registry_checked = 0.0
@@ -132,6 +171,17 @@ class Decider:
         except Exception:  # noqa: BLE001 - any parser/rule failure is contained here
             return Analysis(mail, None, traceback.format_exc())
 
+    def render(self, job: RenderJob) -> Rendered:
+        """The replies of one decided message; never raises (errors come back as text)."""
+        if self._replies is None:
+            self._replies = ReplyContext(self.config.mailbox, ReplyRenderer(self.config))
+        try:
+            replies = render_replies(self._replies, inbound_id=job.inbound_id, mail=job.mail,
+                                     decision=job.decision, ticket=job.ticket, now=job.now)
+            return Rendered(job.inbound_id, replies)
+        except Exception:  # noqa: BLE001 - a template or header bug: quarantine this message
+            return Rendered(job.inbound_id, (), traceback.format_exc())
+
 
 class Worker:
     """Decides stored messages and applies the decisions. Build one per process."""
@@ -144,9 +194,8 @@ class Worker:
         self.pool = pool
         self.decider = Decider(config, store)
         self.calendar = BusinessCalendar(config.calendar)
-        self.actions = ActionContext(
-            mailbox=config.mailbox, calendar=self.calendar, renderer=ReplyRenderer(config)
-        )
+        # Ticket numbers allocated to batches not yet committed (a reply may name one).
+        self._allocated: set[str] = set()
 
     @classmethod
     def from_config(cls, config: Config, store: Store, *, clock: Clock = utcnow) -> Worker:
@@ -195,7 +244,14 @@ class Worker:
         return Started(list(items), now, submitted)
 
     def finish(self, started: Started) -> list[Outcome | Quarantined]:
-        """Apply a started batch (see `process_many`)."""
+        """Apply a started batch (see `process_many`): tickets get numbers, replies are
+        rendered (in the children), then one transaction writes the batch."""
+        return self.commit(self.prepare(started))
+
+    def prepare(self, started: Started) -> Prepared:
+        """Collect the decisions, allocate the new tickets' numbers, and hand the replies to
+        the children for rendering; `commit` writes. Preparing batch k+1 before committing
+        batch k keeps the children rendering while this process writes."""
         items, now = started.items, started.now
         if started.submitted is None:
             analyses = [self.decider.analyse(item.raw, now) for item in items]
@@ -205,30 +261,96 @@ class Worker:
                 Analysis(None, None, a.reason) if isinstance(a, Overrun) else a
                 for a in self.pool.collect(started.submitted)
             ]
+        analyses, drafts = self._number_tickets(items, analyses, now)
+        jobs = [
+            RenderJob(item.id, a.mail, a.decision, drafts.get(item.id), now)
+            for item, a in zip(items, analyses)
+            if a.mail is not None and a.decision is not None
+        ]
+        renders: Submitted | list[Rendered]
+        if self.pool is None or not jobs:
+            renders = [self.decider.render(job) for job in jobs]
+        else:
+            renders = self.pool.submit_renders(jobs)
+        return Prepared(items, analyses, drafts, renders)
+
+    def commit(self, prepared: Prepared) -> list[Outcome | Quarantined]:
+        """Write a prepared batch in one transaction (see `process_many`)."""
+        items, analyses, drafts = prepared.items, prepared.analyses, prepared.drafts
         if not items:
             return []
-        if any(a.decision is not None and "unknown_ticket" in a.decision.flags for a in analyses):
-            self.decider.registry()  # refreshed now: inside the transaction it cannot be
+        renders = prepared.renders
+        if isinstance(renders, Submitted):
+            assert self.pool is not None
+            renders = [
+                Rendered(r.inbound_id, (), r.reason) if isinstance(r, Overrun) else r
+                for r in self.pool.collect(renders)
+            ]
+        rendered = {r.inbound_id: r for r in renders}
+        self._allocated.difference_update(d.view.number for d in drafts.values())
         try:
             with self.store.transaction() as tx:
-                results = [self._apply(tx, item, a, now) for item, a in zip(items, analyses)]
+                results = [self._apply(tx, item, a, drafts.get(item.id), rendered.get(item.id))
+                           for item, a in zip(items, analyses)]
         except OperationalError:
             raise  # the database is away: everything stays queued
-        except Exception:  # noqa: BLE001 - one message's actions failed: find which
+        except Exception:  # noqa: BLE001 - one message's writes failed: find which
             if len(items) == 1:
                 raise
             log.warning("batch of %d failed; applying one by one", len(items), exc_info=True)
-            results = [self._apply_alone(item, a, now) for item, a in zip(items, analyses)]
+            results = [self._apply_alone(item, a, drafts.get(item.id), rendered.get(item.id))
+                       for item, a in zip(items, analyses)]
         for result in results:
             self._log(result)
         return results
 
+    def _number_tickets(
+        self, items: Sequence[ClaimedInbound], analyses: Sequence[Analysis], now: datetime
+    ) -> tuple[list[Analysis], dict[int, TicketDraft]]:
+        """Give the batch's new tickets their numbers, in input order per year.
+
+        A reference a child found unknown may name a ticket committed since, one numbered in
+        a batch still on its way, or one opened by an earlier message of this batch: those
+        messages are decided again here, in order, as if processed one by one. Numbers are
+        predicted from the counter, then allocated; another daemon allocating at the same
+        moment only shifts them (the allocation is what counts).
+        """
+        out: list[Analysis] = []
+        views: dict[int, list[tuple[int, TicketView]]] = {}
+        predicted: dict[int, int] = {}
+        batch_numbers: set[str] = set()
+        for item, a in zip(items, analyses):
+            d, mail = a.decision, a.mail
+            if d is not None and mail is not None and "unknown_ticket" in d.flags:
+                known = _KnownTickets(self.decider.tickets, self._allocated | batch_numbers)
+                ctx = RuleContext.from_config(self.config, self.decider.registry(), now, known)
+                try:
+                    a = Analysis(mail, decide(mail, ctx))
+                except Exception:  # noqa: BLE001
+                    a = Analysis(mail, None, traceback.format_exc())
+            out.append(a)
+            if a.decision is None or a.mail is None or a.decision.kind is not DecisionKind.TICKET:
+                continue
+            year, view = ticket_draft(a.decision, a.mail, item.received_at, self.calendar)
+            if year not in predicted:
+                predicted[year] = self.store.ticket_counter(year)
+            predicted[year] += 1
+            batch_numbers.add(f"T-{year}-{predicted[year]:06d}")
+            views.setdefault(year, []).append((item.id, view))
+        drafts: dict[int, TicketDraft] = {}
+        for year, year_views in views.items():
+            numbers = self.store.allocate_ticket_numbers(year, len(year_views))
+            self._allocated.update(number for _, number in numbers)
+            for (inbound_id, view), (seq, number) in zip(year_views, numbers):
+                drafts[inbound_id] = TicketDraft(year, seq, replace(view, number=number))
+        return out, drafts
+
     def _apply_alone(self, item: ClaimedInbound, analysis: Analysis,
-                     now: datetime) -> Outcome | Quarantined:
-        """One message in its own transaction; if acting on it fails, it is quarantined."""
+                     draft: TicketDraft | None, rendered: Rendered | None) -> Outcome | Quarantined:
+        """One message in its own transaction; if writing it fails, it is quarantined."""
         try:
             with self.store.transaction() as tx:
-                return self._apply(tx, item, analysis, now)
+                return self._apply(tx, item, analysis, draft, rendered)
         except OperationalError:
             raise
         except Exception:  # noqa: BLE001 - a bug in acting on this message: park it
@@ -237,29 +359,18 @@ class Worker:
             return Quarantined(item.id, error, analysis.mail)
 
     def _apply(self, tx: Transaction, item: ClaimedInbound, analysis: Analysis,
-               now: datetime) -> Outcome | Quarantined:
+               draft: TicketDraft | None, rendered: Rendered | None) -> Outcome | Quarantined:
         mail, decision = analysis.mail, analysis.decision
-        if decision is None or mail is None:
-            error = analysis.error or "no decision"
+        error = analysis.error or (rendered.error if rendered is not None else "not rendered")
+        if decision is None or mail is None or rendered is None or rendered.error:
+            error = error or "no decision"
             tx.quarantine(item.id, error)
             return Quarantined(item.id, error, mail)
         if not tx.mark_decided(item.id):
             # Another worker finished it while we were deciding (lease expired).
             return Outcome(item.id, decision, mail=mail)
-        if "unknown_ticket" in decision.flags:
-            # Decided before an earlier message of the same batch opened that ticket?
-            ctx = RuleContext.from_config(self.config, self.decider.registry(refresh=False),
-                                          now, _TransactionTickets(tx))
-            decision = decide(mail, ctx)
-        return apply_decision(
-            tx,
-            self.actions,
-            inbound_id=item.id,
-            mail=mail,
-            decision=decision,
-            received_at=item.received_at,
-            now=now,
-        )
+        return write_decision(tx, inbound_id=item.id, mail=mail, decision=decision,
+                              ticket=draft, replies=rendered.replies)
 
     @staticmethod
     def _log(result: Outcome | Quarantined) -> None:

@@ -196,10 +196,12 @@ def test_kills_lose_nothing_and_duplicate_only_in_flight(
         raw.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode() for raw in imap_mails
     }
     assert set(stored) == expected_ids and max(stored.values()) == 1
-    # Exactly one ticket per request, numbers unique and gap-free.
+    # Exactly one ticket per request, numbers unique (a sequence: a kill between allocating
+    # a batch's numbers and committing it leaves a gap, never a repeat).
     tickets = db_rows(db, "select seq, inbound_id from tickets order by seq")
-    assert len(tickets) == total == len({t[1] for t in tickets})
-    assert [t[0] for t in tickets] == list(range(1, total + 1))
+    assert len(tickets) == total == len({t[1] for t in tickets}) == len({t[0] for t in tickets})
+    if sig == signal.SIGTERM:
+        assert [t[0] for t in tickets] == list(range(1, total + 1))  # a clean stop: no gaps
     # Every ticket's acknowledgement reached the relay; duplicates only in flight.
     sent_ids = [r[0] for r in db_rows(db, "select message_id from outbox where kind='ack'")]
     assert len(sent_ids) == total
