@@ -129,15 +129,27 @@ class WorkerPool:
         self._executor: ProcessPoolExecutor | None = None
 
     def _pool(self) -> ProcessPoolExecutor:
+        """The running pool, started (and warmed up: every child imported and initialised)
+        if needed, so start-up time never counts against a message's time limit."""
         if self._executor is None:
             # "spawn": the parent has threads (IMAP, asyncio's executor); fork would copy locks.
-            self._executor = ProcessPoolExecutor(
+            executor = ProcessPoolExecutor(
                 max_workers=self._processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_child_init,
                 initargs=(self._config, self._memory_mb,
                           logging.getLogger().getEffectiveLevel(), os.getpid()),
             )
+            try:
+                pings = [executor.submit(_child_ping) for _ in range(self._processes)]
+                for ping in pings:
+                    ping.result(timeout=120)
+            except (BrokenProcessPool, FutureTimeout) as exc:
+                for proc in list(getattr(executor, "_processes", {}).values()):
+                    proc.kill()
+                executor.shutdown(wait=False, cancel_futures=True)
+                raise WorkerPoolError(f"worker processes do not start: {exc!r}") from None
+            self._executor = executor
         return self._executor
 
     def _restart(self) -> None:
@@ -157,7 +169,7 @@ class WorkerPool:
         """Whether a fresh child starts and answers (after a crash, before blaming a mail)."""
         try:
             return bool(self._pool().submit(_child_ping).result(timeout=60))
-        except (BrokenProcessPool, FutureTimeout, OSError):
+        except (BrokenProcessPool, FutureTimeout, OSError, WorkerPoolError):
             self._restart()
             return False
 
@@ -174,7 +186,7 @@ class WorkerPool:
         try:
             pool = self._pool()
             futures = [pool.submit(fn, *args) for _, args in items]
-        except BrokenProcessPool:
+        except (BrokenProcessPool, WorkerPoolError):
             self._restart()
             futures = []
         return Submitted(fn, items, futures)

@@ -1,0 +1,68 @@
+"""The decision children: a message that takes too long is quarantined `too_complex` and the
+rest of the batch is decided normally; a child's memory cap turns a bomb into a parse error."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mailbot import config as config_mod
+from mailbot.app import open_store
+from mailbot.worker import Quarantined, Worker
+
+
+def many_parts(n: int) -> bytes:
+    parts = b"".join(
+        b"--b\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % i for i in range(n)
+    )
+    return (b"From: a@example.org\r\nMessage-ID: <bomb@example.org>\r\nSubject: bomb\r\n"
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + parts + b"--b--\r\n")
+
+
+GOOD = (b"From: jana@novak-syn.cz\r\nMessage-ID: <good@x>\r\nSubject: Tisk\r\n\r\n"
+        b"Dobry den, nejde vytisknout sestavu dochazky, program hlasi chybu 17.\r\n"
+        b"Licence: 5188-0264\r\n")
+
+
+def pool_config(base: config_mod.Config, **worker: object) -> config_mod.Config:
+    return base.model_copy(update={"worker": base.worker.model_copy(
+        update={"processes": 2, **worker})})
+
+
+def test_overrun_is_quarantined_and_the_rest_decided(base_config: config_mod.Config) -> None:
+    """With a 0.3 s limit, a 60,000-part mail is quarantined too_complex; the good mail
+    next to it in the same batch is decided."""
+    cfg = pool_config(base_config, parse_timeout_seconds=0.3)
+    store = open_store(cfg)
+    bomb = store.save_inbound(many_parts(60_000), "test")
+    good = store.save_inbound(GOOD, "test")
+    worker = Worker.from_config(cfg, store)
+    try:
+        results = worker.process_many(store.claim_inbound(10), datetime.now(UTC))
+    finally:
+        worker.close()
+    by_id = {r.inbound_id: r for r in results}
+    assert isinstance(by_id[bomb.id], Quarantined)
+    assert "too_complex" in by_id[bomb.id].error
+    assert not isinstance(by_id[good.id], Quarantined)
+    assert store.count_inbound() == {"quarantined": 1, "decided": 1}
+    [row] = store.list_inbound("quarantined")
+    assert row.error and "too_complex" in row.error
+
+
+def test_memory_cap_turns_a_bomb_into_a_quarantine(base_config: config_mod.Config) -> None:
+    """A child capped at 200 MB of address space cannot parse a 300,000-part mail; the
+    message is quarantined (not the daemon), the next one is decided."""
+    cfg = pool_config(base_config, memory_mb=200, parse_timeout_seconds=60)
+    store = open_store(cfg)
+    bomb = store.save_inbound(many_parts(300_000), "test")
+    good = store.save_inbound(GOOD, "test")
+    worker = Worker.from_config(cfg, store)
+    try:
+        results = worker.process_many(store.claim_inbound(10))
+    finally:
+        worker.close()
+    by_id = {r.inbound_id: r for r in results}
+    quarantined = by_id[bomb.id]
+    assert isinstance(quarantined, Quarantined)
+    assert "MemoryError" in quarantined.error or "too_complex" in quarantined.error
+    assert not isinstance(by_id[good.id], Quarantined)
