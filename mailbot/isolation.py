@@ -114,6 +114,11 @@ def _child_render(job: RenderJob) -> Rendered:
     return decider.render(job)
 
 
+def _run_group(fn: Callable[..., Any], args_list: list[tuple[Any, ...]]) -> list[Any]:
+    """Several messages in one task (per-task overhead shared)."""
+    return [fn(*args) for args in args_list]
+
+
 def _child_ping() -> bool:
     return _child_decider is not None
 
@@ -127,10 +132,25 @@ class WorkerPool:
         self._timeout = timeout
         self._memory_mb = memory_mb
         self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """Start the children in the background now, so the first batch does not wait."""
+        threading.Thread(target=self._warm, name="pool-warm-up", daemon=True).start()
+
+    def _warm(self) -> None:
+        try:
+            self._pool()
+        except WorkerPoolError:
+            log.warning("decision pool did not start; it is tried again with the first batch")
 
     def _pool(self) -> ProcessPoolExecutor:
         """The running pool, started (and warmed up: every child imported and initialised)
         if needed, so start-up time never counts against a message's time limit."""
+        with self._lock:
+            return self._start_pool()
+
+    def _start_pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             # "spawn": the parent has threads (IMAP, asyncio's executor); fork would copy locks.
             executor = ProcessPoolExecutor(
@@ -153,7 +173,8 @@ class WorkerPool:
         return self._executor
 
     def _restart(self) -> None:
-        executor, self._executor = self._executor, None
+        with self._lock:
+            executor, self._executor = self._executor, None
         if executor is None:
             return
         for proc in list(getattr(executor, "_processes", {}).values()):
@@ -161,7 +182,8 @@ class WorkerPool:
         executor.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        executor, self._executor = self._executor, None
+        with self._lock:
+            executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 
@@ -182,10 +204,18 @@ class WorkerPool:
         """Start rendering replies (see `Decider.render`); `collect` waits for them."""
         return self._submit(_child_render, [(job.inbound_id, (job,)) for job in jobs])
 
+    def _groups(self, indices: Sequence[int]) -> list[list[int]]:
+        """Messages per task: several, so per-task overhead is shared (up to 8)."""
+        size = max(1, min(16, len(indices) // (2 * self._processes)))
+        return [list(indices[k : k + size]) for k in range(0, len(indices), size)]
+
     def _submit(self, fn: Callable[..., Any], items: list[tuple[int, tuple[Any, ...]]]) -> Submitted:
         try:
             pool = self._pool()
-            futures = [pool.submit(fn, *args) for _, args in items]
+            futures = [
+                (group, pool.submit(_run_group, fn, [items[i][1] for i in group]))
+                for group in self._groups(range(len(items)))
+            ]
         except (BrokenProcessPool, WorkerPoolError):
             self._restart()
             futures = []
@@ -211,45 +241,52 @@ class WorkerPool:
         fn, items = submitted.fn, submitted.items
         results: list[Any] = [None] * len(items)
         pending = list(range(len(items)))
-        first = submitted.futures if len(submitted.futures) == len(items) else None
-        isolate = False  # after a crashed child: one message at a time, to find the culprit
+        first = submitted.futures or None
+        isolate = False  # after a hung or crashed task: one message per task, to find the culprit
         while pending:
-            batch = pending[:1] if isolate else pending
             if first is not None:
-                futures = list(enumerate(first))
-                first = None
+                futures, first = first, None
             else:
+                groups = [[i] for i in pending[:1]] if isolate else self._groups(pending)
                 pool = self._pool()
                 try:
-                    futures = [(i, pool.submit(fn, *items[i][1])) for i in batch]
+                    futures = [
+                        (g, pool.submit(_run_group, fn, [items[i][1] for i in g])) for g in groups
+                    ]
                 except BrokenProcessPool:
                     self._restart()
                     if not self._healthy():
                         raise WorkerPoolError("worker processes do not start") from None
                     continue
             done: set[int] = set()
-            for i, fut in futures:
+            for group, fut in futures:
                 try:
-                    results[i] = fut.result(timeout=self._timeout)
+                    for i, result in zip(group, fut.result(timeout=self._timeout * len(group))):
+                        results[i] = result
+                        done.add(i)
                 except FutureTimeout:
-                    log.warning("inbound %s took over %.0f s: %s", items[i][0], self._timeout,
-                                TOO_COMPLEX)
-                    results[i] = Overrun(items[i][0], f"{TOO_COMPLEX}: over {self._timeout:g} s")
-                    done.add(i)
                     self._restart()
+                    if len(group) == 1:
+                        i = group[0]
+                        log.warning("inbound %s took over %.0f s: %s", items[i][0],
+                                    self._timeout, TOO_COMPLEX)
+                        results[i] = Overrun(items[i][0],
+                                             f"{TOO_COMPLEX}: over {self._timeout:g} s")
+                        done.add(i)
+                    isolate = True
                     break
                 except BrokenProcessPool:
                     self._restart()
-                    if isolate:
+                    if isolate and len(group) == 1:
                         if not self._healthy():
                             raise WorkerPoolError("worker processes keep dying") from None
+                        i = group[0]
                         log.warning("a worker process died on inbound %s: %s", items[i][0],
                                     TOO_COMPLEX)
                         results[i] = Overrun(items[i][0], f"{TOO_COMPLEX}: worker process died")
                         done.add(i)
                     isolate = True
                     break
-                done.add(i)
             pending = [i for i in pending if i not in done]
         return [r for r in results if r is not None]
 
@@ -260,4 +297,4 @@ class Submitted:
 
     fn: Callable[..., Any]
     items: list[tuple[int, tuple[Any, ...]]]
-    futures: list[Future[Any]]
+    futures: list[tuple[list[int], Future[list[Any]]]]

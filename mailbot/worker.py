@@ -202,12 +202,11 @@ class Worker:
         """A worker with the configured pool of child processes (`worker.processes`,
         0 = everything in this process)."""
         w = config.worker
-        pool = (
-            WorkerPool(config, processes=w.processes, timeout=w.parse_timeout_seconds,
-                       memory_mb=w.memory_mb)
-            if w.processes > 0
-            else None
-        )
+        pool = None
+        if w.processes > 0:
+            pool = WorkerPool(config, processes=w.processes, timeout=w.parse_timeout_seconds,
+                              memory_mb=w.memory_mb)
+            pool.warm_up()
         return cls(config, store, clock=clock, pool=pool)
 
     def close(self) -> None:
