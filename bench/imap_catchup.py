@@ -18,11 +18,8 @@ Prints mails/s for intake and for decided (from the daemon's start), the daemon'
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,36 +39,10 @@ from daemon_latency import (
     write_config,
 )
 
+from bench.corpus import generate, registry_from
 from tests.fixtures.servers import SmtpSink
 
 RSS_TARGET_MB = 250.0
-
-
-def generate(n: int, seed: int, out: Path) -> Path:
-    manifest = out.parent / "corpus.manifest.jsonl"
-    subprocess.run([sys.executable, str(SHARED / "tools" / "gen_corpus.py"), "--n", str(n),
-                    "--seed", str(seed), "--out", str(out), "--manifest", str(manifest),
-                    "--to", "podpora@estelar.example"],
-                   check=True, stdout=subprocess.DEVNULL, timeout=300)
-    return manifest
-
-
-def registry_from(manifest: Path, path: Path) -> int:
-    """Licenses of the corpus with a tier mix (START, paid tiers, NONE), as bench/replay.py."""
-    tiers = ["START", "HOTLINE", "HOTLINE_PLUS", "SPECIAL", "START", "NONE"]
-    seen: dict[str, str] = {}
-    for line in manifest.read_text().splitlines():
-        m = json.loads(line)
-        if m.get("license") and m["license"] not in seen:
-            seen[m["license"]] = m["from"].split("@")[-1]
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["license", "customer", "email_domain", "activated_on", "support_tier",
-                    "max_version_date"])
-        for i, (lic, domain) in enumerate(sorted(seen.items())):
-            w.writerow([lic, f"Customer {i}", domain, "2026-09-01", tiers[i % len(tiers)],
-                        "2027-03-01"])
-    return len(seen)
 
 
 def snapshot(db: Path) -> dict[str, object]:
@@ -105,7 +76,7 @@ def main() -> int:
         os.chmod(tmp, 0o755)
         t = time.monotonic()
         corpus = tmp / "corpus"
-        manifest = generate(args.n, args.seed, corpus)
+        manifest = generate(args.n, args.seed, corpus, to="podpora@estelar.example")
         files = sorted(corpus.glob("*.eml"))
         size = sum(f.stat().st_size for f in files)
         print(f"corpus: {len(files)} mails, {size / 1e6:.1f} MB (seed {args.seed}), "

@@ -15,11 +15,8 @@ Prints mails/s for both, the ratio (target ≥ 25 %), decisions, and peak RSS.
 from __future__ import annotations
 
 import argparse
-import csv
 import email
 import email.policy
-import json
-import os
 import resource
 import subprocess
 import sys
@@ -28,32 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MAILBOT_SHARED", ROOT.parent / "shared"))
+sys.path.insert(0, str(ROOT))
 
-
-def generate(n: int, seed: int, out: Path) -> Path:
-    manifest = out.with_suffix(".manifest.jsonl")
-    subprocess.run([sys.executable, str(SHARED / "tools" / "gen_corpus.py"), "--n", str(n),
-                    "--seed", str(seed), "--out", str(out), "--manifest", str(manifest)],
-                   check=True, stdout=subprocess.DEVNULL)
-    return manifest
-
-
-def registry_from(manifest: Path, path: Path) -> int:
-    tiers = ["START", "HOTLINE", "HOTLINE_PLUS", "SPECIAL", "START", "NONE"]
-    seen: dict[str, str] = {}
-    for line in manifest.read_text().splitlines():
-        m = json.loads(line)
-        if m.get("license") and m["license"] not in seen:
-            seen[m["license"]] = m["from"].split("@")[-1]
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["license", "customer", "email_domain", "activated_on", "support_tier",
-                    "max_version_date"])
-        for i, (lic, domain) in enumerate(sorted(seen.items())):
-            w.writerow([lic, f"Customer {i}", domain, "2026-09-01", tiers[i % len(tiers)],
-                        "2027-03-01"])
-    return len(seen)
+from bench.corpus import generate, registry_from  # noqa: E402
 
 
 def main() -> int:
