@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -38,6 +38,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -432,17 +433,18 @@ class Store:
     @staticmethod
     def _save_one(s: Session, raw: bytes, origin: str, sha: str, identity: str | None,
                   message_id: str | None, sender: str | None, when: datetime) -> SavedInbound:
-        existing = s.scalar(
+        conn = s.connection()
+        existing = conn.execute(
             _INBOUND_BY_KEYS, {"sha": sha, "identity": identity or "-"}
-        )
+        ).scalar()
         if existing is not None:
             return SavedInbound(existing, False)
-        new_id = s.scalar(
+        new_id = conn.execute(
             _INSERT_INBOUND,
             {"sha256": sha, "identity": identity, "message_id": message_id, "sender": sender,
              "origin": origin[:200], "size": len(raw), "raw": raw, "received_at": when,
              "state": "received", "attempts": 0},
-        )
+        ).scalar()
         assert new_id is not None
         return SavedInbound(int(new_id), True)
 
@@ -619,14 +621,15 @@ class Store:
         if count <= 0:
             return []
         with self.session() as s:
-            last = s.scalar(_BUMP_COUNTER, {"for_year": year, "count": count})
+            last = s.connection().execute(_BUMP_COUNTER, {"for_year": year, "count": count}).scalar()
             if last is None:  # the year's first tickets
                 try:
                     with s.begin_nested():
                         s.execute(insert(TicketCounter), {"year": year, "last_seq": count})
                     last = count
                 except IntegrityError:  # another writer created it meanwhile
-                    last = s.scalar(_BUMP_COUNTER, {"for_year": year, "count": count})
+                    last = s.connection().execute(
+                        _BUMP_COUNTER, {"for_year": year, "count": count}).scalar()
             assert last is not None
         first = int(last) - count + 1
         return [(seq, f"T-{year}-{seq:06d}") for seq in range(first, int(last) + 1)]
@@ -769,34 +772,37 @@ class Store:
             return r
 
 
-# Statements of the per-message hot path, built once (SQLAlchemy then reuses their compiled
-# form instead of building a cache key for a new statement every call).
-_INSERT_DECISION = insert(DecisionRecord)
-_INSERT_INBOUND = insert(InboundMessage).returning(InboundMessage.id)
-_INSERT_TICKET = insert(Ticket).returning(Ticket.id)
-_INSERT_EVENT = insert(TicketEvent)
+# Statements of the per-message hot path, built once as Core statements on the tables: no
+# ORM unit of work, and SQLAlchemy reuses their compiled form.
+_inbound = cast(Table, InboundMessage.__table__)
+_tickets = cast(Table, Ticket.__table__)
+_outbox = cast(Table, OutboxMessage.__table__)
+_counters = cast(Table, TicketCounter.__table__)
+_INSERT_DECISION = insert(cast(Table, DecisionRecord.__table__))
+_INSERT_INBOUND = insert(_inbound).returning(_inbound.c.id)
+_INSERT_TICKET = insert(_tickets).returning(_tickets.c.id)
+_INSERT_EVENT = insert(cast(Table, TicketEvent.__table__))
 _BUMP_COUNTER = (
-    update(TicketCounter)
-    .where(TicketCounter.year == bindparam("for_year"))
-    .values(last_seq=TicketCounter.last_seq + bindparam("count"))
-    .returning(TicketCounter.last_seq)
+    update(_counters)
+    .where(_counters.c.year == bindparam("for_year"))
+    .values(last_seq=_counters.c.last_seq + bindparam("count"))
+    .returning(_counters.c.last_seq)
 )
-
 _INBOUND_BY_KEYS = (
-    select(InboundMessage.id)
-    .where(or_(InboundMessage.sha256 == bindparam("sha"),
-               InboundMessage.identity == bindparam("identity")))
+    select(_inbound.c.id)
+    .where(or_(_inbound.c.sha256 == bindparam("sha"),
+               _inbound.c.identity == bindparam("identity")))
     .limit(1)
 )
-_INSERT_OUTBOX = insert(OutboxMessage)
-_OUTBOX_BY_PURPOSE = select(OutboxMessage.id).where(OutboxMessage.purpose == bindparam("purpose"))
+_INSERT_OUTBOX = insert(_outbox)
+_OUTBOX_BY_PURPOSE = select(_outbox.c.id).where(_outbox.c.purpose == bindparam("purpose"))
 _MARK_DECIDED = (
-    update(InboundMessage)
-    .where(InboundMessage.id == bindparam("row_id"))
-    .where(InboundMessage.state == "received")
+    update(_inbound)
+    .where(_inbound.c.id == bindparam("row_id"))
+    .where(_inbound.c.state == "received")
     .values(state="decided", decided_at=bindparam("now"), lease_until=None, error=None)
 )
-_TICKET_BY_NUMBER = select(Ticket.id).where(Ticket.number == bindparam("number"))
+_TICKET_BY_NUMBER = select(_tickets.c.id).where(_tickets.c.number == bindparam("number"))
 
 
 class Transaction:
@@ -805,6 +811,7 @@ class Transaction:
     def __init__(self, session: Session, dialect: str) -> None:
         self.s = session
         self.dialect = dialect
+        self.c = session.connection()  # Core statements of the hot path run on it
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -824,12 +831,12 @@ class Transaction:
     def mark_decided(self, inbound_id: int) -> bool:
         """Move a `received` message to `decided` (first, so the row is locked for the rest
         of the transaction); False when another worker already did (its lease had expired)."""
-        res = self.s.execute(_MARK_DECIDED, {"row_id": inbound_id, "now": utcnow()})
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+        res = self.c.execute(_MARK_DECIDED, {"row_id": inbound_id, "now": utcnow()})
+        return bool(res.rowcount)
 
     def ticket_exists(self, number: str) -> bool:
         """Whether a ticket exists, including one opened earlier in this transaction."""
-        return self.s.scalar(_TICKET_BY_NUMBER, {"number": number}) is not None
+        return self.c.execute(_TICKET_BY_NUMBER, {"number": number}).scalar() is not None
 
     def open_ticket(
         self,
@@ -849,14 +856,14 @@ class Transaction:
     ) -> int:
         """Insert a ticket under its allocated number; its first outgoing message (the ack)
         is sequence 1. Returns the ticket's id."""
-        ticket_id = self.s.scalar(
+        ticket_id = self.c.execute(
             _INSERT_TICKET,
             {"number": number, "year": year, "seq": seq, "inbound_id": inbound_id,
              "license": license, "customer_email": customer_email,
              "customer_name": customer_name[:300], "subject": subject[:1000],
              "priority": priority.value, "state": "open", "language": language,
              "opened_at": opened_at, "deadline": deadline, "out_seq": 1},
-        )
+        ).scalar()
         assert ticket_id is not None
         self.add_ticket_event(int(ticket_id), "opened", inbound_id=inbound_id,
                               author=customer_email)
@@ -872,7 +879,7 @@ class Transaction:
     def add_ticket_event(
         self, ticket_id: int, kind: str, *, inbound_id: int | None = None, author: str = ""
     ) -> None:
-        self.s.execute(
+        self.c.execute(
             _INSERT_EVENT,
             {"ticket_id": ticket_id, "kind": kind, "inbound_id": inbound_id,
              "author": author[:320], "created_at": utcnow()},
@@ -893,7 +900,7 @@ class Transaction:
         reasons: list[dict[str, Any]],
     ) -> None:
         now = utcnow()
-        self.s.execute(
+        self.c.execute(
             _INSERT_DECISION,
             {"inbound_id": inbound_id, "kind": kind, "license": license, "priority": priority,
              "missing": list(missing), "scope_reason": scope_reason, "ticket_ref": ticket_ref,
@@ -905,9 +912,9 @@ class Transaction:
                 due: datetime | None = None) -> None:
         """Queue a rendered reply; a second reply for the same purpose is not queued."""
         now = utcnow()
-        if self.s.scalar(_OUTBOX_BY_PURPOSE, {"purpose": mail.purpose}) is not None:
+        if self.c.execute(_OUTBOX_BY_PURPOSE, {"purpose": mail.purpose}).scalar() is not None:
             return
-        self.s.execute(
+        self.c.execute(
             _INSERT_OUTBOX,
             {"purpose": mail.purpose, "message_id": mail.message_id, "kind": mail.kind,
              "ticket_id": ticket_id, "inbound_id": inbound_id, "mail_from": mail.mail_from,
