@@ -9,8 +9,9 @@ one sentence occurs in the joined text, so a rule that misses there misses every
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
+from typing import Generic, TypeVar
 
 from mailbot.classify.settings import PhraseRule
 
@@ -150,17 +151,30 @@ class CompiledRule:
         return None
 
 
-_RULES: dict[int, tuple[PhraseRule, CompiledRule]] = {}
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-def compiled_rule(rule: PhraseRule) -> CompiledRule:
-    """The compiled form of `rule` (cached by identity: rules are frozen)."""
-    entry = _RULES.get(id(rule))
-    if entry is None or entry[0] is not rule:
-        if len(_RULES) >= 1024:
-            _RULES.clear()
-        entry = _RULES[id(rule)] = (rule, CompiledRule(rule))
-    return entry[1]
+class IdentityCache(Generic[K, V]):
+    """Values built once per frozen key object, cached by identity (frozen pydantic models
+    hash by value, which costs more than building a cheap key); bounded by `size`."""
+
+    def __init__(self, build: Callable[[K], V], size: int) -> None:
+        self._build = build
+        self._size = size
+        self._entries: dict[int, tuple[K, V]] = {}
+
+    def __call__(self, key: K) -> V:
+        entry = self._entries.get(id(key))
+        if entry is None or entry[0] is not key:
+            if len(self._entries) >= self._size:
+                self._entries.clear()
+            entry = self._entries[id(key)] = (key, self._build(key))
+        return entry[1]
+
+
+compiled_rule: IdentityCache[PhraseRule, CompiledRule] = IdentityCache(CompiledRule, 1024)
+"""The compiled form of a phrase rule (rules are frozen)."""
 
 
 def match_rule(rule: PhraseRule, sentences: Iterable[str], joined: str | None = None) -> str | None:

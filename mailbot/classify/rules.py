@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from mailbot.classify.entitlement import PRAGUE, entitlement_at
 from mailbot.classify.language import detect_language
 from mailbot.classify.license import extract_license_numbers
-from mailbot.classify.phrases import compiled_rule, phrase_set
+from mailbot.classify.phrases import IdentityCache, compiled_rule, phrase_set
 from mailbot.classify.settings import ClassifyConfig
 from mailbot.classify.text import (
     BodyParts,
@@ -131,17 +131,8 @@ class _Compiled:
         self.emergency = tuple(compiled_rule(r) for r in settings.emergency)
 
 
-_COMPILED: dict[int, tuple[ClassifyConfig, _Compiled]] = {}
-
-
-def _compiled(settings: ClassifyConfig) -> _Compiled:
-    """The compiled form of `settings`, cached by identity (the config is frozen)."""
-    entry = _COMPILED.get(id(settings))
-    if entry is None or entry[0] is not settings:
-        if len(_COMPILED) >= 16:
-            _COMPILED.clear()
-        entry = _COMPILED[id(settings)] = (settings, _Compiled(settings))
-    return entry[1]
+_compiled: IdentityCache[ClassifyConfig, _Compiled] = IdentityCache(_Compiled, 16)
+"""The compiled form of the `[classify]` settings (the config is frozen)."""
 
 
 def _word_sets(settings: ClassifyConfig) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
