@@ -121,6 +121,15 @@ def peak_rss_mb(pid: int) -> float | None:
     return int(m.group(1)) / 1024 if m else None
 
 
+def release(proc: subprocess.Popen[bytes] | None, sink: SmtpSink, dovecot: Dovecot) -> None:
+    """Kill a daemon still running after a failure and stop the test servers."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+    sink.stop()
+    dovecot.stop()
+
+
 def stop_daemon(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> tuple[int | None, float]:
     """SIGTERM, wait up to `timeout`; returns (exit code or None if it hung, seconds)."""
     t = time.monotonic()
@@ -324,11 +333,7 @@ def main() -> int:
             ok = False
             raise
         finally:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-            sink.stop()
-            dovecot.stop()
+            release(proc, sink, dovecot)
             log = tmp / "daemon.log"
             if args.save_log is not None and log.exists():
                 shutil.copyfile(log, args.save_log)

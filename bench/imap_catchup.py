@@ -35,6 +35,7 @@ from daemon_latency import (
     peak_rss_mb,
     start_daemon,
     start_dovecot,
+    release,
     stop_daemon,
     write_config,
 )
@@ -172,11 +173,7 @@ def main() -> int:
             ok = False
             raise
         finally:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-            sink.stop()
-            dovecot.stop()
+            release(proc, sink, dovecot)
             log = tmp / "daemon.log"
             if not ok and log.exists():
                 print("--- daemon log (tail) ---")
