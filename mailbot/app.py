@@ -159,14 +159,20 @@ class Daemon:
 
     async def _worker_loop(self) -> None:
         cfg = self.config.worker
+        failures = 0
         while not self.stop.is_set():
             self._worker_wake.clear()
             try:
                 n = await asyncio.to_thread(self.worker.run_once, cfg.batch)
+                failures = 0
             except Exception:  # noqa: BLE001 - e.g. the database is briefly down
-                log.exception("worker: batch failed; retrying")
+                failures += 1
+                delay = min(60.0, 2.0 ** (failures - 1))
+                log.exception("worker: batch failed (%d in a row); retrying in %.0f s",
+                              failures, delay)
                 n = 0
-                await asyncio.sleep(1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), delay)
             if n:
                 self._outbox_wake.set()
                 continue
