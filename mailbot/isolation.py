@@ -21,13 +21,10 @@ Two cores then do useful work at once: the children parse and decide while the p
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import multiprocessing
 import os
 import resource
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -66,20 +63,19 @@ _child_decider: object = None
 
 
 def _die_with_parent(parent: int) -> None:
-    """End this child when the daemon (pid `parent`) dies, even by SIGKILL: no orphans."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+    """End this child when the daemon (pid `parent`) dies, even by SIGKILL: no orphans.
 
-    def watch() -> None:  # fallback where prctl does not exist
+    A watch thread polls the parent pid. (PR_SET_PDEATHSIG is not used: it fires when the
+    *thread* that spawned the child ends, and the pool is started from a worker thread.)
+    """
+
+    def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
         os._exit(1)
 
+    if os.getppid() != parent:  # the parent died while this child was starting
+        os._exit(1)
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
@@ -181,11 +177,22 @@ class WorkerPool:
             proc.kill()
         executor.shutdown(wait=False, cancel_futures=True)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the children: let them finish their task, kill any still alive after
+        `timeout` seconds (a clean stop never waits on a hung parse)."""
         with self._lock:
             executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        if executor is None:
+            return
+        procs = list(getattr(executor, "_processes", {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
 
     def _healthy(self) -> bool:
         """Whether a fresh child starts and answers (after a crash, before blaming a mail)."""
