@@ -313,10 +313,8 @@ def quarantine_list(limit: int, config_path: Path | None) -> None:
 @config_option
 def quarantine_show(inbound_id: int, raw: bool, config_path: Path | None) -> None:
     """Print a quarantined message's traceback (or raw bytes)."""
-    store = _open(config_path)
-    item = store.list_inbound("quarantined", 100000)
-    row = next((r for r in item if r.id == inbound_id), None)
-    if row is None:
+    row = _open(config_path).get_inbound(inbound_id)
+    if row is None or row.state != "quarantined":
         raise click.ClickException(f"inbound message {inbound_id} is not quarantined")
     click.echo(row.raw.decode("utf-8", "replace") if raw else (row.error or ""))
 

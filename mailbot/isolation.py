@@ -228,19 +228,9 @@ class WorkerPool:
             futures = []
         return Submitted(fn, items, futures)
 
-    def analyse_many(
-        self, items: Sequence[tuple[int, bytes]], now: datetime
-    ) -> list[Any]:
-        """Parse and decide every (inbound id, raw bytes) in the children.
-
-        Raises:
-            WorkerPoolError: the children cannot start or keep dying on harmless input.
-        """
-        return self.collect(self.submit(items, now))
-
     def collect(self, submitted: Submitted) -> list[Any]:
         """The results of a submit, in order (an `Overrun` for a message whose child hung or
-        died); see `analyse_many`.
+        died).
 
         Raises:
             WorkerPoolError: the children cannot start or keep dying on harmless input.

@@ -55,7 +55,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from mailbot.domain import LicenseRecord, Priority, TicketView, Tier
+from mailbot.domain import LicenseRecord, Priority, Tier
 from mailbot.errors import TemporaryIngestError
 
 log = logging.getLogger(__name__)
@@ -478,12 +478,13 @@ class Store:
                 ClaimedInbound(r.id, r.raw, r.origin, r.received_at, r.attempts) for r in rows
             ]
 
-    def load_inbound(self, inbound_id: int) -> ClaimedInbound | None:
+    def get_inbound(self, inbound_id: int) -> InboundMessage | None:
+        """One stored message with its state and error (detached from the session)."""
         with self.session() as s:
             r = s.get(InboundMessage, inbound_id)
-            if r is None:
-                return None
-            return ClaimedInbound(r.id, r.raw, r.origin, r.received_at, r.attempts)
+            if r is not None:
+                s.expunge(r)
+            return r
 
     def quarantine_inbound(self, inbound_id: int, error: str) -> None:
         """Park a message that broke parsing or deciding, with the reason (Mailman's shunt)."""
@@ -640,18 +641,6 @@ class Store:
             if t is not None:
                 s.expunge(t)
             return t
-
-    def list_tickets(self, state: str | None = None, limit: int = 200) -> list[Ticket]:
-        with self.session() as s:
-            q = select(Ticket).order_by(Ticket.id.desc()).limit(limit)
-            if state:
-                q = q.where(Ticket.state == state)
-            rows = list(s.scalars(q))
-            for r in rows:
-                s.expunge(r)
-            return rows
-
-    # --- outbox --------------------------------------------------------------------
 
     def claim_due_outbox(
         self, limit: int = 50, lease: timedelta = timedelta(minutes=5), now: datetime | None = None
@@ -813,12 +802,6 @@ class Transaction:
         self.dialect = dialect
         self.c = session.connection()  # Core statements of the hot path run on it
 
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """One message's writes inside a batch transaction: all of them or none."""
-        with self.s.begin_nested():
-            yield
-
     def quarantine(self, inbound_id: int, error: str) -> None:
         """Park a message that broke parsing or deciding, with the reason."""
         self.s.execute(
@@ -925,15 +908,3 @@ class Transaction:
     def unsubscribe(self, address: str, inbound_id: int) -> None:
         if self.s.get(Unsubscription, address) is None:
             self.s.add(Unsubscription(address=address, inbound_id=inbound_id, created_at=utcnow()))
-
-
-def ticket_view(t: Ticket) -> TicketView:
-    return TicketView(
-        number=t.number,
-        subject=t.subject,
-        priority=Priority(t.priority),
-        opened_at=t.opened_at,
-        deadline=t.deadline,
-        customer_email=t.customer_email,
-        license=t.license,
-    )

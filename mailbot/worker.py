@@ -159,13 +159,13 @@ class Decider:
             self._registry_checked = mono
         return self._registry
 
-    def analyse(self, raw: bytes, now: datetime, *, trust_refs: bool = False) -> Analysis:
+    def analyse(self, raw: bytes, now: datetime) -> Analysis:
         """Parse and decide; never raises (the error comes back with the traceback)."""
         mail: Mail | None = None
         try:
             mail = parse(raw)
             ctx = RuleContext.from_config(
-                self.config, self.registry(), now, None if trust_refs else self.tickets
+                self.config, self.registry(), now, self.tickets
             )
             return Analysis(mail, decide(mail, ctx))
         except Exception:  # noqa: BLE001 - any parser/rule failure is contained here
@@ -221,8 +221,8 @@ class Worker:
         self, items: Sequence[ClaimedInbound], now: datetime | None = None
     ) -> list[Outcome | Quarantined]:
         """Parse and decide messages (in the child processes when there is a pool), then apply
-        them: one transaction for the batch, each message in its own savepoint, so every
-        message's effects commit together or not at all and the batch shares one fsync.
+        them: one transaction for the batch (one fsync); if it fails, each message is written
+        in a transaction of its own, so a message's effects commit together or not at all.
 
         Never raises for a bad message: parse/decide errors quarantine it. Store errors
         propagate (the messages stay `received` and are retried).

@@ -106,8 +106,8 @@ def test_unparseable_mail_is_quarantined_and_replay_goes_on(tmp_path: Path) -> N
     cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 'q.db'}")
     mails = tmp_path / "mails"
     mails.mkdir()
-    # Not a mail at all: bytes that no parser can make a message of decide nothing.
-    (mails / "a.eml").write_bytes(b"\x00\x01\x02" * 10)
+    # Not a mail at all: an empty file is refused by the parser.
+    (mails / "a.eml").write_bytes(b"")
     (mails / "b.eml").write_bytes(
         b"From: x@example.org\r\nSubject: Licence 4012-7733\r\nMessage-ID: <b@x>\r\n\r\n"
         b"Dobry den, nefunguje tisk sestavy dochazky za listopad, hlasi chybu 42.\r\n")
@@ -115,10 +115,14 @@ def test_unparseable_mail_is_quarantined_and_replay_goes_on(tmp_path: Path) -> N
     assert code == 0, out
     first, second = json_lines(out)
     assert second["decision"] != "quarantined"
-    if first["decision"] == "quarantined":
-        assert first["reasons"] and first["reasons"][0]
-        code, out = run_cli("quarantine", "list", "--config", str(cfg))
-        assert "a.eml" in out
+    assert first["decision"] == "quarantined"
+    assert first["reasons"] and first["reasons"][0]
+    code, out = run_cli("quarantine", "list", "--config", str(cfg))
+    assert "a.eml" in out
+    code, out = run_cli("quarantine", "show", "1", "--config", str(cfg))
+    assert code == 0 and "ParseError" in out  # the stored traceback
+    result = CliRunner().invoke(cli, ["quarantine", "show", "2", "--config", str(cfg)])
+    assert result.exit_code != 0 and "not quarantined" in result.output
 
 
 def test_corpus_dry_run_never_crashes(tmp_path: Path) -> None:
