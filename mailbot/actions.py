@@ -12,21 +12,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import MailboxConfig
+from mailbot.classify.commands import latest_reply
+from mailbot.classify.rules import body_text
 from mailbot.domain import (
     Decision,
     DecisionKind,
     Mail,
     Priority,
+    RuleResult,
+    TicketInfo,
     TicketView,
     other_message_id,
     ticket_message_id,
 )
+from mailbot.replies.conversation import Built, ConversationRenderer
 from mailbot.replies.render import RenderedReply, ReplyRenderer
-from mailbot.store import OutgoingMail, Transaction
+from mailbot.store import OutgoingMail, Ticket, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,7 @@ class ReplyContext:
 
     mailbox: MailboxConfig
     renderer: ReplyRenderer
+    conversation: ConversationRenderer
 
 
 def render_replies(
@@ -96,25 +102,94 @@ def render_replies(
     decision: Decision,
     ticket: TicketDraft | None,
     now: datetime,
+    raw: bytes | None = None,
 ) -> tuple[OutgoingMail, ...]:
-    """The replies `decision` sends (pure: templates and the `email` package only)."""
+    """The mails `decision` sends (pure: templates and the `email` package only).
+
+    `raw` is the inbound message itself, needed only to pass a staff reply's attachments on.
+    """
     domain = ctx.mailbox.message_id_domain
     sender = ctx.mailbox.support_address
+    conv = ctx.conversation
+    out: list[OutgoingMail] = []
     reply: RenderedReply | None
-    if decision.kind is DecisionKind.TICKET:
+    kind = decision.kind
+    if kind is DecisionKind.TICKET:
         assert ticket is not None
         message_id = ticket_message_id(ticket.view.number, 1, domain)
         reply = ctx.renderer.render_reply(
             decision, mail, ticket=ticket.view, message_id=message_id, now=now
         )
-        return (_outgoing(reply, f"ack:{inbound_id}", "ack", sender),) if reply else ()
-    if decision.kind in REJECTIONS:
+        if reply is not None:
+            out.append(_outgoing(reply, f"ack:{inbound_id}", "ack", sender))
+        info = _new_ticket_info(ticket.view, decision, mail)
+        notice = conv.notice(event="new", ticket=info, customer=decision.customer,
+                             entitlement_end=decision.entitlement_end, mail=mail,
+                             text=body_text(mail), inbound_id=inbound_id, now=now)
+        if notice is not None:
+            out.append(_built(notice, f"notice:{inbound_id}", "notice", sender))
+    elif kind in REJECTIONS:
         message_id = other_message_id(f"reject-{inbound_id}", domain)
         reply = ctx.renderer.render_reply(decision, mail, ticket=None, message_id=message_id,
                                           now=now)
         if reply is not None:
-            return (_outgoing(reply, f"reject:{inbound_id}", decision.kind.value, sender),)
-    return ()
+            out.append(_outgoing(reply, f"reject:{inbound_id}", kind.value, sender))
+    elif kind is DecisionKind.FOLLOWUP and decision.ticket is not None:
+        text = latest_reply(body_text(mail)) or body_text(mail)
+        notice = conv.notice(event="followup", ticket=decision.ticket, customer=decision.customer,
+                             entitlement_end=None, mail=mail, text=text,
+                             inbound_id=inbound_id, now=now)
+        if notice is not None:
+            out.append(_built(notice, f"notice:{inbound_id}", "notice", sender))
+    elif kind is DecisionKind.STAFF_REPLY and decision.ticket is not None:
+        if decision.command_errors:
+            error = conv.command_error(mail=mail, ticket_number=decision.ticket.number,
+                                       errors=decision.command_errors, inbound_id=inbound_id,
+                                       now=now)
+            if error is not None:
+                out.append(_built(error, f"cmderr:{inbound_id}", "command_error", sender))
+        elif relays_to_customer(decision, mail):
+            relay = conv.relay(ticket=decision.ticket, decision=decision, mail=mail, raw=raw,
+                               inbound_id=inbound_id, now=now)
+            if relay is not None:
+                out.append(_built(relay, f"relay:{inbound_id}", "relay", sender))
+    if "suspicious_staff" in decision.flags and decision.ticket is not None:
+        warn = conv.notice(event="followup", ticket=decision.ticket, customer=decision.customer,
+                           entitlement_end=None, mail=mail, text=body_text(mail),
+                           inbound_id=inbound_id, now=now,
+                           suspicious=_suspicion(decision))
+        if warn is not None:
+            out.append(_built(warn, f"notice:{inbound_id}", "notice", sender))
+    return tuple(out)
+
+
+def relays_to_customer(decision: Decision, mail: Mail) -> bool:
+    """Whether a staff reply is sent on to the customer: not an internal #note, not empty
+    (commands only), and not already addressed to the customer directly."""
+    ticket = decision.ticket
+    if ticket is None or any(c.name == "note" for c in decision.commands):
+        return False
+    if not decision.staff_text.strip():
+        return False
+    direct = {a.lower() for a in (*mail.to, *mail.cc)}
+    return ticket.customer_email.lower() not in direct
+
+
+def _suspicion(decision: Decision) -> str:
+    for r in decision.reasons:
+        if r.rule == "staff_reply" and r.hit:
+            return r.detail
+    return "unverified sender"
+
+
+def _new_ticket_info(view: TicketView, decision: Decision, mail: Mail) -> TicketInfo:
+    return TicketInfo(
+        number=view.number, state="open", subject=view.subject,
+        customer_email=view.customer_email,
+        customer_name=decision.customer.customer if decision.customer else mail.from_name,
+        license=view.license, priority=view.priority, language=decision.language,
+        opened_at=view.opened_at, deadline=view.deadline,
+    )
 
 
 def _outgoing(reply: RenderedReply, purpose: str, kind: str, mail_from: str) -> OutgoingMail:
@@ -125,11 +200,25 @@ def _outgoing(reply: RenderedReply, purpose: str, kind: str, mail_from: str) -> 
         mail_from=mail_from,
         rcpt_to=(reply.recipient,),
         raw=reply.raw,
+        auto=True,
     )
+
+
+def _built(built: Built, purpose: str, kind: str, mail_from: str) -> OutgoingMail:
+    return OutgoingMail(purpose=purpose, message_id=built.message_id, kind=kind,
+                        mail_from=mail_from, rcpt_to=built.recipients, raw=built.raw)
 
 
 def reasons_json(decision: Decision) -> list[dict[str, object]]:
     return [{"rule": r.rule, "hit": r.hit, "detail": r.detail} for r in decision.reasons]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSettings:
+    """What acting on decisions needs besides the transaction."""
+
+    calendar: BusinessCalendar
+    auto_replies_per_hour: int = 3
 
 
 def write_decision(
@@ -140,11 +229,14 @@ def write_decision(
     decision: Decision,
     ticket: TicketDraft | None,
     replies: tuple[OutgoingMail, ...],
+    now: datetime,
+    settings: ActionSettings,
 ) -> Outcome:
     """Record `decision` for message `inbound_id`: ticket, events, replies, decision record."""
     ticket_id: int | None = None
     ticket_number: str | None = decision.ticket_ref
     deadline: datetime | None = None
+    notes: list[RuleResult] = []
 
     if decision.kind is DecisionKind.TICKET:
         assert ticket is not None
@@ -162,22 +254,40 @@ def write_decision(
             subject=view.subject,
             priority=view.priority,
             language=decision.language,
+            message_id=mail.message_id,
+            related_ticket=decision.related_ticket,
         )
         ticket_number, deadline = view.number, view.deadline
 
-    elif decision.kind in (DecisionKind.FOLLOWUP, DecisionKind.STAFF_REPLY):
+    elif decision.kind is DecisionKind.FOLLOWUP:
         existing = tx.find_ticket(decision.ticket_ref or "")
         if existing is not None:
             ticket_id = existing.id
-            kind = "customer_mail" if decision.kind is DecisionKind.FOLLOWUP else "staff_mail"
-            tx.add_ticket_event(existing.id, kind, inbound_id=inbound_id,
-                                author=mail.from_addr or "")
+            customer_followup(tx, existing, inbound_id, mail, now, settings.calendar)
+            deadline = existing.deadline
+
+    elif decision.kind is DecisionKind.STAFF_REPLY:
+        existing = tx.find_ticket(decision.ticket_ref or "")
+        if existing is not None:
+            ticket_id = existing.id
+            staff_reply(tx, existing, inbound_id, mail, decision, replies, now, settings.calendar)
+            deadline = existing.deadline
 
     elif decision.kind is DecisionKind.UNSUBSCRIBE and mail.from_addr:
         tx.unsubscribe(mail.from_addr, inbound_id)
 
+    elif decision.bounced_ids:
+        marked = tx.mark_bounced(decision.bounced_ids, now)
+        notes.append(RuleResult("bounced", bool(marked), f"{marked} outgoing marked bounced"))
+
+    queued = 0
     for out in replies:
-        tx.enqueue(out, ticket_id=ticket_id, inbound_id=inbound_id)
+        if out.auto and over_rate_limit(tx, out, now, settings.auto_replies_per_hour):
+            notes.append(RuleResult("rate_limit", True, f"no {out.kind} to {out.rcpt_to[0]}: "
+                                    f"{settings.auto_replies_per_hour} per hour reached"))
+            log.warning("auto-reply rate limit: no %s to %s", out.kind, out.rcpt_to[0])
+            continue
+        queued += tx.enqueue(out, ticket_id=ticket_id, inbound_id=inbound_id, now=now)
 
     tx.record_decision(
         inbound_id,
@@ -189,6 +299,75 @@ def write_decision(
         ticket_ref=ticket_number,
         ticket_id=ticket_id,
         language=decision.language,
-        reasons=reasons_json(decision),
+        reasons=reasons_json(decision) + [
+            {"rule": r.rule, "hit": r.hit, "detail": r.detail} for r in notes],
     )
-    return Outcome(inbound_id, decision, ticket_number, deadline, len(replies), mail)
+    if "suspicious_staff" in decision.flags:
+        log.warning("inbound=%s: mail from %s claims to be a staff reply but is not verified "
+                    "(%s); handled as a customer mail", inbound_id, mail.from_addr,
+                    _suspicion(decision))
+    return Outcome(inbound_id, decision, ticket_number, deadline, queued, mail)
+
+
+def over_rate_limit(tx: Transaction, out: OutgoingMail, now: datetime, limit: int) -> bool:
+    """RFC 3834 §2: at most `limit` automatic replies to one address per hour."""
+    if not out.rcpt_to:
+        return False
+    return tx.auto_replies_since(out.rcpt_to[0], now - timedelta(hours=1)) >= limit
+
+
+def customer_followup(tx: Transaction, ticket: Ticket, inbound_id: int, mail: Mail,
+                      now: datetime, calendar: BusinessCalendar) -> None:
+    """The customer wrote again: record it, resume a paused deadline, reopen a closed ticket."""
+    tx.add_ticket_event(ticket.id, "customer_mail", inbound_id=inbound_id,
+                        author=mail.from_addr or "")
+    if mail.message_id:
+        ticket.last_message_id = mail.message_id[:998]
+    if ticket.state == "waiting":
+        ticket.deadline = resumed_deadline(ticket, now, calendar)
+        tx.set_state(ticket, "open", now)
+        tx.add_ticket_event(ticket.id, "resumed", inbound_id=inbound_id)
+    elif ticket.state == "closed":
+        ticket.deadline = calendar.deadline(now, emergency=ticket.priority == "emergency")
+        tx.set_state(ticket, "open", now)
+        tx.add_ticket_event(ticket.id, "reopened", inbound_id=inbound_id)
+    ticket.updated_at = now
+
+
+def resumed_deadline(ticket: Ticket, now: datetime, calendar: BusinessCalendar) -> datetime:
+    """The deadline after waiting for the customer: the working time that was left when the
+    wait began, counted from now."""
+    since = ticket.waiting_since or now
+    left = max(0.0, calendar.working_hours_between(since, ticket.deadline))
+    return calendar.add_working_hours(now, left)
+
+
+def staff_reply(tx: Transaction, ticket: Ticket, inbound_id: int, mail: Mail,
+                decision: Decision, replies: tuple[OutgoingMail, ...], now: datetime,
+                calendar: BusinessCalendar) -> None:
+    """Record a verified staff reply and apply its commands (none if any was wrong)."""
+    author = mail.from_addr or ""
+    if decision.command_errors:
+        tx.add_ticket_event(ticket.id, "staff_mail_rejected", inbound_id=inbound_id,
+                            author=author, detail="; ".join(decision.command_errors))
+        return
+    note = any(c.name == "note" for c in decision.commands)
+    relayed = any(r.kind == "relay" for r in replies)
+    kind = "note" if note else ("answered" if relayed else "staff_mail")
+    tx.add_ticket_event(ticket.id, kind, inbound_id=inbound_id, author=author,
+                        detail=decision.staff_text[:2000] or None)
+    for command in decision.commands:
+        if command.name == "close":
+            tx.set_state(ticket, "closed", now)
+        elif command.name == "wait":
+            tx.set_state(ticket, "waiting", now)
+        elif command.name == "assign":
+            ticket.assignee = command.argument[:100]
+        elif command.name == "priority":
+            ticket.priority = command.argument
+            ticket.deadline = calendar.deadline(ticket.opened_at,
+                                                emergency=command.argument == "emergency")
+        if command.name != "note":
+            tx.add_ticket_event(ticket.id, command.name, inbound_id=inbound_id, author=author,
+                                detail=command.argument or None)
+    ticket.updated_at = now

@@ -192,6 +192,40 @@ class ImapMailboxConfig(_Section):
     batch: int = Field(default=200, ge=1, le=10_000)
 
 
+class ConversationConfig(_Section):
+    """Staff notices, staff replies by mail, follow-ups and loop protection.
+
+    A staff reply is trusted only when the topmost Authentication-Results header comes from
+    one of `authserv_ids` (our own border MTA) and shows DKIM or SPF pass aligned with the
+    From domain, or when it is addressed to a notice's per-ticket reply address, whose HMAC
+    token (`token_secret_env` / `token_secret_credential`; else a random secret kept in the
+    store) is valid for `token_days`. `verify_staff = false` trusts the From header alone
+    (a warning is logged at start): only for mailboxes no outsider can write to.
+    """
+
+    staff_language: Literal["cs", "en"] = "cs"
+    authserv_ids: tuple[str, ...] = ()
+    verify_staff: bool = True
+    token_secret_env: str | None = None
+    token_secret_credential: str | None = None
+    token_days: int = Field(default=90, ge=1, le=3650)
+    # A follow-up to a ticket closed at most this long ago reopens it; later, it is a new
+    # request that refers to the old ticket.
+    reopen_days: float = Field(default=14.0, ge=0)
+    # RFC 3834 §2: automatic replies (acknowledgements, rejections) per sender and hour.
+    auto_replies_per_hour: int = Field(default=3, ge=0, le=1000)
+    # Relayed staff replies show the staff member's name; their address only if true.
+    expose_staff_address: bool = False
+
+    @field_validator("authserv_ids")
+    @classmethod
+    def _lower_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", item):
+                raise ValueError(f"expected a host name like mx.example.com, got {item!r}")
+        return tuple(v.lower() for v in value)
+
+
 class WorkerConfig(_Section):
     """Deciding stored mail. `processes` child processes parse and decide (0: in-process),
     each capped at `memory_mb` of address space and `parse_timeout_seconds` per message."""
@@ -217,6 +251,7 @@ class Config(_Section):
     listener: ListenerConfig = ListenerConfig()
     imap: tuple[ImapMailboxConfig, ...] = ()
     worker: WorkerConfig = WorkerConfig()
+    conversation: ConversationConfig = ConversationConfig()
 
     def path(self, value: str) -> Path:
         """`value` as an absolute path, relative ones taken from `root`."""

@@ -57,6 +57,8 @@ class Mail:
     text. `text` is the readable body (text/plain, or HTML turned into text), including
     quoted and forwarded parts; classify decides which part is the customer's own words.
     `report_type` is the `report-type` of a top-level multipart/report ("" otherwise).
+    `original_ids` are the Message-IDs of the messages a delivery report or bounce is
+    about (RFC 3464: the returned message or its headers, or Original-Message-ID fields).
     """
 
     message_id: str | None
@@ -76,6 +78,7 @@ class Mail:
     html: str
     attachments: tuple[Attachment, ...] = ()
     defects: tuple[str, ...] = ()
+    original_ids: tuple[str, ...] = ()
 
     def header(self, name: str) -> str | None:
         """First value of header `name` (case-insensitive), or None."""
@@ -105,6 +108,38 @@ class RuleResult:
 
 
 @dataclass(frozen=True, slots=True)
+class TicketInfo:
+    """What the rules and the conversation mails know about an existing ticket.
+
+    `state` is "open", "waiting" (for the customer) or "closed". The message ids are the
+    customer's first and latest mail, so a relayed staff reply threads in their client.
+    """
+
+    number: str
+    state: str
+    subject: str
+    customer_email: str
+    customer_name: str
+    license: str | None
+    priority: Priority
+    language: str
+    opened_at: datetime
+    deadline: datetime
+    closed_at: datetime | None = None
+    assignee: str | None = None
+    first_message_id: str | None = None
+    last_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StaffCommand:
+    """One `#command argument` line at the top of a staff reply."""
+
+    name: str
+    argument: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What to do with one message, with the reasons (every rule's hit or miss)."""
 
@@ -119,6 +154,15 @@ class Decision:
     customer: LicenseRecord | None = None
     entitlement_end: date | None = None
     flags: frozenset[str] = field(default_factory=frozenset)
+    # Conversations: the ticket a follow-up or staff reply belongs to (or, for a new
+    # request about a long-closed ticket, the old one), the staff reply's own text and
+    # commands, and the outgoing Message-IDs a bounce reports as undeliverable.
+    ticket: TicketInfo | None = None
+    related_ticket: str | None = None
+    staff_text: str = ""
+    commands: tuple[StaffCommand, ...] = ()
+    command_errors: tuple[str, ...] = ()
+    bounced_ids: tuple[str, ...] = ()
 
     @property
     def hits(self) -> tuple[str, ...]:
@@ -149,8 +193,9 @@ class TicketView:
     license: str | None = None
 
 
-def ticket_message_id(ticket_number: str, sequence: int, domain: str) -> str:
-    """Message-ID of the `sequence`-th message mailbot sends for a ticket.
+def ticket_message_id(ticket_number: str, sequence: int | str, domain: str) -> str:
+    """Message-ID of a message mailbot sends about a ticket: `1` is the acknowledgement,
+    `n<inbound id>` a notice to staff, `r<inbound id>` a relayed staff reply.
 
     The form `<ticket-T-2026-000145.1@estelar.example>` lets a reply's In-Reply-To or
     References name its ticket without a store lookup.

@@ -23,6 +23,7 @@ import email.policy
 import hashlib
 import logging
 import re
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from mailbot.domain import LicenseRecord, Priority, Tier
+from mailbot.domain import LicenseRecord, Priority, TicketInfo, Tier
 from mailbot.errors import TemporaryIngestError
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,15 @@ class Ticket(Base):
     deadline: Mapped[datetime] = mapped_column(UTCDateTime)
     # Sequence number of the last message mailbot sent for this ticket (Message-ID part).
     out_seq: Mapped[int] = mapped_column(default=0)
+    assignee: Mapped[str | None] = mapped_column(String(100))
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The customer's first and latest Message-ID: relayed staff replies thread under them.
+    first_message_id: Mapped[str | None] = mapped_column(String(998))
+    last_message_id: Mapped[str | None] = mapped_column(String(998))
+    # A new ticket opened by a follow-up to a long-closed one names the old ticket here.
+    related_ticket: Mapped[str | None] = mapped_column(String(20))
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (UniqueConstraint("year", "seq"), Index("ix_ticket_state", "state"))
 
@@ -164,6 +174,7 @@ class TicketEvent(Base):
     kind: Mapped[str] = mapped_column(String(30))
     author: Mapped[str] = mapped_column(String(320), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 class DecisionRecord(Base):
@@ -207,8 +218,14 @@ class OutboxMessage(Base):
     server_reply: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set for automatic replies (RFC 3834): the rate limit per sender counts these rows.
+    auto_recipient: Mapped[str | None] = mapped_column(String(320))
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "state", "next_attempt_at"),
+        Index("ix_outbox_auto", "auto_recipient", "created_at"),
+    )
 
 
 class ImapCheckpoint(Base):
@@ -224,6 +241,16 @@ class ImapCheckpoint(Base):
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class Setting(Base):
+    """Small named values the daemons share (e.g. the generated reply-token secret)."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Unsubscription(Base):
     __tablename__ = "unsubscriptions"
 
@@ -233,6 +260,26 @@ class Unsubscription(Base):
 
 
 # ----------------------------------------------------------------------------- values
+
+
+def ticket_info(t: Ticket) -> TicketInfo:
+    """The value view of a ticket row."""
+    return TicketInfo(
+        number=t.number,
+        state=t.state,
+        subject=t.subject,
+        customer_email=t.customer_email,
+        customer_name=t.customer_name,
+        license=t.license,
+        priority=Priority(t.priority),
+        language=t.language,
+        opened_at=t.opened_at,
+        deadline=t.deadline,
+        closed_at=t.closed_at,
+        assignee=t.assignee,
+        first_message_id=t.first_message_id,
+        last_message_id=t.last_message_id,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +309,8 @@ class OutgoingMail:
     mail_from: str
     rcpt_to: tuple[str, ...]
     raw: bytes
+    # An automatic reply (acknowledgement, rejection): counted by the per-sender rate limit.
+    auto: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -642,6 +691,84 @@ class Store:
                 s.expunge(t)
             return t
 
+    def ticket_info(self, number: str) -> TicketInfo | None:
+        with self.session() as s:
+            t = s.scalar(select(Ticket).where(Ticket.number == number))
+            return ticket_info(t) if t is not None else None
+
+    def list_tickets(
+        self,
+        *,
+        states: Sequence[str] = (),
+        overdue_at: datetime | None = None,
+        assignee: str | None = None,
+        limit: int = 200,
+    ) -> list[TicketInfo]:
+        """Tickets, newest first; `overdue_at`: only open ones whose deadline has passed."""
+        with self.session() as s:
+            q = select(Ticket).order_by(Ticket.id.desc()).limit(limit)
+            if states:
+                q = q.where(Ticket.state.in_(list(states)))
+            if overdue_at is not None:
+                q = q.where(Ticket.state == "open").where(Ticket.deadline < overdue_at)
+            if assignee is not None:
+                q = q.where(func.lower(Ticket.assignee) == assignee.lower())
+            return [ticket_info(t) for t in s.scalars(q)]
+
+    def ticket_events(self, number: str) -> list[TicketEvent]:
+        with self.session() as s:
+            q = (
+                select(TicketEvent)
+                .join(Ticket, Ticket.id == TicketEvent.ticket_id)
+                .where(Ticket.number == number)
+                .order_by(TicketEvent.id)
+            )
+            rows = list(s.scalars(q))
+            for r in rows:
+                s.expunge(r)
+            return rows
+
+    def set_ticket_state(self, number: str, state: str, *, by: str, now: datetime | None = None
+                         ) -> bool:
+        """Close, reopen or put a ticket on hold from the CLI; False if there is no such ticket."""
+        now = now or utcnow()
+        with self.transaction() as tx:
+            t = tx.find_ticket(number)
+            if t is None:
+                return False
+            tx.set_state(t, state, now)
+            tx.add_ticket_event(t.id, state if state != "open" else "reopened", author=by)
+            return True
+
+    def assign_ticket(self, number: str, name: str, *, by: str) -> bool:
+        with self.transaction() as tx:
+            t = tx.find_ticket(number)
+            if t is None:
+                return False
+            t.assignee = name[:100]
+            t.updated_at = utcnow()
+            tx.add_ticket_event(t.id, "assigned", author=by, detail=name)
+            return True
+
+    # --- settings -------------------------------------------------------------------
+
+    def secret(self, name: str, size: int = 32) -> bytes:
+        """A random secret shared by every daemon on this database, made on first use."""
+        with self.session() as s:
+            row = s.get(Setting, name)
+            if row is not None:
+                return bytes(row.value)
+        value = secrets.token_bytes(size)
+        try:
+            with self.session() as s:
+                s.add(Setting(name=name, value=value, created_at=utcnow()))
+        except IntegrityError:  # another daemon made it first
+            pass
+        with self.session() as s:
+            row = s.get(Setting, name)
+            assert row is not None
+            return bytes(row.value)
+
     def claim_due_outbox(
         self, limit: int = 50, lease: timedelta = timedelta(minutes=5), now: datetime | None = None
     ) -> list[ClaimedOutbox]:
@@ -785,6 +912,12 @@ _INBOUND_BY_KEYS = (
 )
 _INSERT_OUTBOX = insert(_outbox)
 _OUTBOX_BY_PURPOSE = select(_outbox.c.id).where(_outbox.c.purpose == bindparam("purpose"))
+_COUNT_AUTO = (
+    select(func.count())
+    .select_from(_outbox)
+    .where(_outbox.c.auto_recipient == bindparam("address"))
+    .where(_outbox.c.created_at >= bindparam("since"))
+)
 _MARK_DECIDED = (
     update(_inbound)
     .where(_inbound.c.id == bindparam("row_id"))
@@ -836,16 +969,21 @@ class Transaction:
         subject: str,
         priority: Priority,
         language: str,
+        message_id: str | None = None,
+        related_ticket: str | None = None,
     ) -> int:
         """Insert a ticket under its allocated number; its first outgoing message (the ack)
         is sequence 1. Returns the ticket's id."""
+        message_id = message_id[:998] if message_id else None
         ticket_id = self.c.execute(
             _INSERT_TICKET,
             {"number": number, "year": year, "seq": seq, "inbound_id": inbound_id,
              "license": license, "customer_email": customer_email,
              "customer_name": customer_name[:300], "subject": subject[:1000],
              "priority": priority.value, "state": "open", "language": language,
-             "opened_at": opened_at, "deadline": deadline, "out_seq": 1},
+             "opened_at": opened_at, "deadline": deadline, "out_seq": 1,
+             "first_message_id": message_id, "last_message_id": message_id,
+             "related_ticket": related_ticket, "updated_at": opened_at},
         ).scalar()
         assert ticket_id is not None
         self.add_ticket_event(int(ticket_id), "opened", inbound_id=inbound_id,
@@ -855,18 +993,40 @@ class Transaction:
     def find_ticket(self, number: str) -> Ticket | None:
         return self.s.scalar(select(Ticket).where(Ticket.number == number).with_for_update())
 
-    def next_out_seq(self, ticket: Ticket) -> int:
-        ticket.out_seq = (ticket.out_seq or 0) + 1
-        return ticket.out_seq
+    def set_state(self, ticket: Ticket, state: str, now: datetime) -> None:
+        """Move a ticket to open, waiting or closed, keeping the timestamps consistent."""
+        ticket.state = state
+        ticket.closed_at = now if state == "closed" else None
+        ticket.waiting_since = now if state == "waiting" else None
+        ticket.updated_at = now
 
     def add_ticket_event(
-        self, ticket_id: int, kind: str, *, inbound_id: int | None = None, author: str = ""
+        self, ticket_id: int, kind: str, *, inbound_id: int | None = None, author: str = "",
+        detail: str | None = None,
     ) -> None:
         self.c.execute(
             _INSERT_EVENT,
             {"ticket_id": ticket_id, "kind": kind, "inbound_id": inbound_id,
-             "author": author[:320], "created_at": utcnow()},
+             "author": author[:320], "created_at": utcnow(),
+             "detail": detail[:2000] if detail else None},
         )
+
+    def auto_replies_since(self, address: str, since: datetime) -> int:
+        """Automatic replies queued to `address` since `since` (this transaction's included)."""
+        return int(self.c.execute(
+            _COUNT_AUTO, {"address": address.lower(), "since": since}).scalar() or 0)
+
+    def mark_bounced(self, message_ids: Sequence[str], now: datetime) -> int:
+        """Mark our outgoing messages that a delivery report returned as `bounced`."""
+        if not message_ids:
+            return 0
+        res = self.s.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.message_id.in_(list(message_ids)))
+            .where(OutboxMessage.state.in_(("sent", "queued")))
+            .values(state="bounced", bounced_at=now, lease_until=None)
+        )
+        return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
     def record_decision(
         self,
@@ -892,18 +1052,21 @@ class Transaction:
         )
 
     def enqueue(self, mail: OutgoingMail, *, ticket_id: int | None, inbound_id: int | None,
-                due: datetime | None = None) -> None:
+                due: datetime | None = None, now: datetime | None = None) -> bool:
         """Queue a rendered reply; a second reply for the same purpose is not queued."""
-        now = utcnow()
+        now = now or utcnow()
         if self.c.execute(_OUTBOX_BY_PURPOSE, {"purpose": mail.purpose}).scalar() is not None:
-            return
+            return False
+        auto = mail.rcpt_to[0].lower()[:320] if mail.auto and mail.rcpt_to else None
         self.c.execute(
             _INSERT_OUTBOX,
             {"purpose": mail.purpose, "message_id": mail.message_id, "kind": mail.kind,
              "ticket_id": ticket_id, "inbound_id": inbound_id, "mail_from": mail.mail_from,
              "rcpt_to": list(mail.rcpt_to), "raw": mail.raw, "state": "queued",
-             "attempts": 0, "next_attempt_at": due or now, "created_at": now},
+             "attempts": 0, "next_attempt_at": due or now, "created_at": now,
+             "auto_recipient": auto},
         )
+        return True
 
     def unsubscribe(self, address: str, inbound_id: int) -> None:
         if self.s.get(Unsubscription, address) is None:

@@ -22,6 +22,7 @@ from datetime import datetime
 from sqlalchemy.exc import OperationalError
 
 from mailbot.actions import (
+    ActionSettings,
     Outcome,
     ReplyContext,
     TicketDraft,
@@ -31,13 +32,14 @@ from mailbot.actions import (
 )
 from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
-from mailbot.classify.rules import RuleContext
-from mailbot.config import Config
-from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketView
+from mailbot.classify.rules import RuleContext, TicketIndex
+from mailbot.config import Config, read_secret
+from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketInfo, TicketView
 from mailbot.ingest.parse import parse
 from mailbot.isolation import Overrun, Submitted, WorkerPool
 from mailbot.logs import decision_log, message_key
 from mailbot.registry import DictRegistry
+from mailbot.replies.conversation import ConversationRenderer
 from mailbot.replies.render import ReplyRenderer
 from mailbot.store import ClaimedInbound, OutgoingMail, Store, Transaction, utcnow
 
@@ -65,6 +67,9 @@ class _KnownTickets:
     def exists(self, ref: str) -> bool:
         return ref in self._pending or self._store_index.exists(ref)
 
+    def get(self, ref: str) -> TicketInfo | None:
+        return self._store_index.get(ref)
+
 
 class StoreTicketIndex:
     """The classify seam `TicketIndex`, answered by the store."""
@@ -74,6 +79,22 @@ class StoreTicketIndex:
 
     def exists(self, ref: str) -> bool:
         return self._store.ticket_exists(ref)
+
+    def get(self, ref: str) -> TicketInfo | None:
+        return self._store.ticket_info(ref)
+
+
+TOKEN_SECRET_SETTING = "reply-token-secret"
+
+
+def token_secret(config: Config, store: Store) -> bytes:
+    """The secret of the staff notices' reply tokens: the configured one, else one made at
+    random and kept in the store (shared by every daemon on the database)."""
+    conv = config.conversation
+    configured = read_secret(conv.token_secret_env, conv.token_secret_credential)
+    if configured:
+        return configured.encode("utf-8")
+    return store.secret(TOKEN_SECRET_SETTING)
 
 
 def quarantine_decision(error: str) -> Decision:
@@ -102,6 +123,7 @@ class RenderJob:
     decision: Decision
     ticket: TicketDraft | None
     now: datetime
+    raw: bytes | None = None  # only for staff replies (attachments are passed on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +143,7 @@ class Prepared:
     analyses: list[Analysis]
     drafts: dict[int, TicketDraft]
     renders: Submitted | list[Rendered]
+    now: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +168,17 @@ class Decider:
         self._registry = DictRegistry({})
         self._registry_version: object = None
         self._registry_checked = 0.0
+        self._secret: bytes | None = None
+
+    def token_secret(self) -> bytes:
+        if self._secret is None:
+            self._secret = token_secret(self.config, self.store)
+        return self._secret
+
+    def context(self, now: datetime, tickets: TicketIndex | None = None) -> RuleContext:
+        """The rules' context for deciding at `now`."""
+        return RuleContext.from_config(self.config, self.registry(), now,
+                                       tickets or self.tickets, self.token_secret())
 
     def registry(self, *, refresh: bool = True) -> DictRegistry:
         """The license registry, reloaded when the table changed (checked every few s)."""
@@ -164,20 +198,20 @@ class Decider:
         mail: Mail | None = None
         try:
             mail = parse(raw)
-            ctx = RuleContext.from_config(
-                self.config, self.registry(), now, self.tickets
-            )
-            return Analysis(mail, decide(mail, ctx))
+            return Analysis(mail, decide(mail, self.context(now)))
         except Exception:  # noqa: BLE001 - any parser/rule failure is contained here
             return Analysis(mail, None, traceback.format_exc())
 
     def render(self, job: RenderJob) -> Rendered:
         """The replies of one decided message; never raises (errors come back as text)."""
         if self._replies is None:
-            self._replies = ReplyContext(self.config.mailbox, ReplyRenderer(self.config))
+            self._replies = ReplyContext(
+                self.config.mailbox, ReplyRenderer(self.config),
+                ConversationRenderer(self.config, self.token_secret()))
         try:
             replies = render_replies(self._replies, inbound_id=job.inbound_id, mail=job.mail,
-                                     decision=job.decision, ticket=job.ticket, now=job.now)
+                                     decision=job.decision, ticket=job.ticket, now=job.now,
+                                     raw=job.raw)
             return Rendered(job.inbound_id, replies)
         except Exception:  # noqa: BLE001 - a template or header bug: quarantine this message
             return Rendered(job.inbound_id, (), traceback.format_exc())
@@ -194,6 +228,8 @@ class Worker:
         self.pool = pool
         self.decider = Decider(config, store)
         self.calendar = BusinessCalendar(config.calendar)
+        self.settings = ActionSettings(self.calendar,
+                                       config.conversation.auto_replies_per_hour)
         # Ticket numbers allocated to batches not yet committed (a reply may name one).
         self._allocated: set[str] = set()
 
@@ -202,6 +238,7 @@ class Worker:
         """A worker with the configured pool of child processes (`worker.processes`,
         0 = everything in this process)."""
         w = config.worker
+        token_secret(config, store)  # made here once, so the (read-only) children only read it
         pool = None
         if w.processes > 0:
             pool = WorkerPool(config, processes=w.processes, timeout=w.parse_timeout_seconds,
@@ -262,7 +299,8 @@ class Worker:
             ]
         analyses, drafts = self._number_tickets(items, analyses, now)
         jobs = [
-            RenderJob(item.id, a.mail, a.decision, drafts.get(item.id), now)
+            RenderJob(item.id, a.mail, a.decision, drafts.get(item.id), now,
+                      item.raw if a.decision.kind is DecisionKind.STAFF_REPLY else None)
             for item, a in zip(items, analyses)
             if a.mail is not None and a.decision is not None
         ]
@@ -271,7 +309,7 @@ class Worker:
             renders = [self.decider.render(job) for job in jobs]
         else:
             renders = self.pool.submit_renders(jobs)
-        return Prepared(items, analyses, drafts, renders)
+        return Prepared(items, analyses, drafts, renders, now)
 
     def commit(self, prepared: Prepared) -> list[Outcome | Quarantined]:
         """Write a prepared batch in one transaction (see `process_many`)."""
@@ -289,7 +327,8 @@ class Worker:
         self._allocated.difference_update(d.view.number for d in drafts.values())
         try:
             with self.store.transaction() as tx:
-                results = [self._apply(tx, item, a, drafts.get(item.id), rendered.get(item.id))
+                results = [self._apply(tx, item, a, drafts.get(item.id), rendered.get(item.id),
+                                       prepared.now)
                            for item, a in zip(items, analyses)]
         except OperationalError:
             raise  # the database is away: everything stays queued
@@ -297,7 +336,8 @@ class Worker:
             if len(items) == 1:
                 raise
             log.warning("batch of %d failed; applying one by one", len(items), exc_info=True)
-            results = [self._apply_alone(item, a, drafts.get(item.id), rendered.get(item.id))
+            results = [self._apply_alone(item, a, drafts.get(item.id), rendered.get(item.id),
+                                         prepared.now)
                        for item, a in zip(items, analyses)]
         for result in results:
             self._log(result)
@@ -322,7 +362,7 @@ class Worker:
             d, mail = a.decision, a.mail
             if d is not None and mail is not None and "unknown_ticket" in d.flags:
                 known = _KnownTickets(self.decider.tickets, self._allocated | batch_numbers)
-                ctx = RuleContext.from_config(self.config, self.decider.registry(), now, known)
+                ctx = self.decider.context(now, known)
                 try:
                     a = Analysis(mail, decide(mail, ctx))
                 except Exception:  # noqa: BLE001
@@ -345,11 +385,12 @@ class Worker:
         return out, drafts
 
     def _apply_alone(self, item: ClaimedInbound, analysis: Analysis,
-                     draft: TicketDraft | None, rendered: Rendered | None) -> Outcome | Quarantined:
+                     draft: TicketDraft | None, rendered: Rendered | None, now: datetime
+                     ) -> Outcome | Quarantined:
         """One message in its own transaction; if writing it fails, it is quarantined."""
         try:
             with self.store.transaction() as tx:
-                return self._apply(tx, item, analysis, draft, rendered)
+                return self._apply(tx, item, analysis, draft, rendered, now)
         except OperationalError:
             raise
         except Exception:  # noqa: BLE001 - a bug in acting on this message: park it
@@ -358,7 +399,8 @@ class Worker:
             return Quarantined(item.id, error, analysis.mail)
 
     def _apply(self, tx: Transaction, item: ClaimedInbound, analysis: Analysis,
-               draft: TicketDraft | None, rendered: Rendered | None) -> Outcome | Quarantined:
+               draft: TicketDraft | None, rendered: Rendered | None, now: datetime
+               ) -> Outcome | Quarantined:
         mail, decision = analysis.mail, analysis.decision
         error = analysis.error or (rendered.error if rendered is not None else "not rendered")
         if decision is None or mail is None or rendered is None or rendered.error:
@@ -369,7 +411,8 @@ class Worker:
             # Another worker finished it while we were deciding (lease expired).
             return Outcome(item.id, decision, mail=mail)
         return write_decision(tx, inbound_id=item.id, mail=mail, decision=decision,
-                              ticket=draft, replies=rendered.replies)
+                              ticket=draft, replies=rendered.replies, now=now,
+                              settings=self.settings)
 
     @staticmethod
     def _log(result: Outcome | Quarantined) -> None:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
+from mailbot.classify.commands import latest_reply, parse_commands
 from mailbot.classify.rules import (
     RULES,
     Finding,
     Rule,
     RuleContext,
+    body_text,
     chosen_license,
+    closed_ticket,
     entitlement_end,
+    known_ticket,
     mail_language,
+    ticket_info,
 )
-from mailbot.domain import Decision, DecisionKind, Mail, RuleResult
+from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, StaffCommand
 
 NEW_REQUEST_KINDS = frozenset(
     (
@@ -47,11 +54,28 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
             break
     if final is None or final.kind is None:
         raise ValueError("no rule decided the mail; RULES must end with a catch-all")
-    license_number = customer = end = None
+    license_number = customer = end = ticket = related = None
+    staff_text = ""
+    commands: tuple[StaffCommand, ...] = ()
+    errors: tuple[str, ...] = ()
+    bounced: tuple[str, ...] = ()
     if final.kind in NEW_REQUEST_KINDS:
         license_number, customer = chosen_license(mail, ctx)
         if customer is not None:
             end = entitlement_end(customer, ctx.now, ctx.zone)
+        old = closed_ticket(mail, ctx)
+        related = old.number if old is not None else None
+    elif final.ticket_ref is not None:
+        ticket = ticket_info(final.ticket_ref, ctx)
+        if ticket is not None and ticket.license:
+            customer = ctx.registry.get(ticket.license)
+        if final.kind is DecisionKind.STAFF_REPLY:
+            commands, staff_text, errors = parse_commands(latest_reply(body_text(mail)))
+    elif final.kind is DecisionKind.IGNORE_AUTO and reasons[-1].rule == "bounce":
+        bounced = own_message_ids(mail.original_ids, ctx.message_id_domain)
+    if "suspicious_staff" in flags and ticket is None:
+        ref = known_ticket(mail, ctx)  # the ticket a forged staff reply pretends to answer
+        ticket = ticket_info(ref, ctx) if ref else None
     return Decision(
         kind=final.kind,
         reasons=tuple(reasons),
@@ -64,4 +88,23 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
         customer=customer,
         entitlement_end=end,
         flags=frozenset(flags),
+        ticket=ticket,
+        related_ticket=related,
+        staff_text=staff_text,
+        commands=commands,
+        command_errors=errors,
+        bounced_ids=bounced,
     )
+
+
+_OWN_ID = re.compile(r"<(?:ticket|mailbot)-[^@<>\s]+@([^<>\s]+)>", re.I)
+
+
+def own_message_ids(ids: tuple[str, ...], domain: str) -> tuple[str, ...]:
+    """The Message-IDs among `ids` that mailbot made (to mark those replies bounced)."""
+    out = []
+    for value in ids:
+        m = _OWN_ID.fullmatch(value.strip())
+        if m and m.group(1).lower() == domain.lower():
+            out.append(value.strip())
+    return tuple(out)

@@ -12,7 +12,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ from mailbot.classify.language import detect_language
 from mailbot.classify.license import extract_license_numbers
 from mailbot.classify.phrases import IdentityCache, compiled_rule, phrase_set
 from mailbot.classify.settings import ClassifyConfig
+from mailbot.classify.staff_auth import StaffPolicy, check_staff
 from mailbot.classify.text import (
     BodyParts,
     content_words,
@@ -31,7 +32,14 @@ from mailbot.classify.text import (
     split_body,
     strip_subject_prefixes,
 )
-from mailbot.domain import LOOP_HEADER, DecisionKind, LicenseRecord, Mail, Priority
+from mailbot.domain import (
+    LOOP_HEADER,
+    DecisionKind,
+    LicenseRecord,
+    Mail,
+    Priority,
+    TicketInfo,
+)
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -44,9 +52,11 @@ class LicenseRegistry(Protocol):
 
 
 class TicketIndex(Protocol):
-    """Which ticket numbers exist."""
+    """Which ticket numbers exist, and what is known about them (None: only that it exists)."""
 
     def exists(self, ref: str) -> bool: ...
+
+    def get(self, ref: str) -> TicketInfo | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +78,8 @@ class RuleContext:
     known_tickets: TicketIndex | None = None
     zone: ZoneInfo = PRAGUE
     default_language: str = "cs"
+    staff: StaffPolicy | None = None
+    reopen_window: timedelta = timedelta(days=14)
 
     @classmethod
     def from_config(
@@ -76,9 +88,22 @@ class RuleContext:
         registry: LicenseRegistry,
         now: datetime,
         known_tickets: TicketIndex | None,
+        token_secret: bytes = b"",
     ) -> RuleContext:
-        """The context of one decision, built from the loaded configuration."""
+        """The context of one decision, built from the loaded configuration.
+
+        `token_secret` verifies staff notices' reply addresses (none given: no token is valid).
+        """
         box = config.mailbox
+        conv = config.conversation
+        staff = StaffPolicy(
+            staff_domains=frozenset(d.lower() for d in box.staff_domains),
+            staff_addresses=frozenset(a.lower() for a in box.staff_addresses),
+            authserv_ids=frozenset(conv.authserv_ids),
+            support_address=box.support_address.lower(),
+            token_secret=token_secret,
+            verify=conv.verify_staff,
+        )
         return cls(
             settings=config.classify,
             support_address=box.support_address.lower(),
@@ -92,6 +117,8 @@ class RuleContext:
             known_tickets=known_tickets,
             zone=config.calendar.zone,
             default_language=config.replies.default_language,
+            staff=staff,
+            reopen_window=timedelta(days=conv.reopen_days),
         )
 
 
@@ -264,9 +291,19 @@ def license_candidates(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
     return mail_facts(mail, ctx).license_candidates
 
 
+def request_licenses(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
+    """License numbers of a new request: the mail's own, else the license of the closed
+    ticket it answers (a customer writing again long after a ticket was closed)."""
+    candidates = license_candidates(mail, ctx)
+    if candidates:
+        return candidates
+    related = closed_ticket(mail, ctx)
+    return (related.license,) if related is not None and related.license else ()
+
+
 def chosen_license(mail: Mail, ctx: RuleContext) -> tuple[str | None, LicenseRecord | None]:
     """The first candidate that is registered, else the first candidate (unregistered)."""
-    candidates = license_candidates(mail, ctx)
+    candidates = request_licenses(mail, ctx)
     for number in candidates:
         record = ctx.registry.get(number)
         if record is not None:
@@ -288,7 +325,8 @@ _TICKET_TAG = re.compile(r"\[#\s*(T-\d{4}-\d{6})\s*\]", re.I)
 
 @lru_cache(maxsize=16)
 def _ticket_message_id(domain: str) -> re.Pattern[str]:
-    return re.compile(rf"<ticket-(T-\d{{4}}-\d{{6}})(?:\.\d+)?@{re.escape(domain)}>", re.IGNORECASE)
+    return re.compile(rf"<ticket-(T-\d{{4}}-\d{{6}})(?:\.[a-z]?\d+)?@{re.escape(domain)}>",
+                      re.IGNORECASE)
 
 
 def ticket_references(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
@@ -307,6 +345,39 @@ def known_ticket(mail: Mail, ctx: RuleContext) -> str | None:
         if ctx.known_tickets is None or ctx.known_tickets.exists(ref):
             return ref
     return None
+
+
+def ticket_info(ref: str, ctx: RuleContext) -> TicketInfo | None:
+    """What the store knows of ticket `ref` (None in dry-run or when only existence is known)."""
+    return ctx.known_tickets.get(ref) if ctx.known_tickets is not None else None
+
+
+def sender_belongs(mail: Mail, ticket: TicketInfo, ctx: RuleContext) -> bool:
+    """Whether the sender may write on the customer's behalf: the ticket's own address, or
+    the email domain of the ticket's license in the registry."""
+    sender = (mail.from_addr or "").lower()
+    if not sender:
+        return False
+    if sender == ticket.customer_email.lower():
+        return True
+    record = ctx.registry.get(ticket.license) if ticket.license else None
+    domain = (record.email_domain if record else _domain(ticket.customer_email)).lower()
+    return bool(domain) and _domain(sender) == domain
+
+
+def _closed_long_ago(ticket: TicketInfo, ctx: RuleContext) -> bool:
+    return (ticket.state == "closed" and ticket.closed_at is not None
+            and ctx.now - ticket.closed_at > ctx.reopen_window)
+
+
+def closed_ticket(mail: Mail, ctx: RuleContext) -> TicketInfo | None:
+    """The referenced ticket of this sender closed longer ago than the reopen window, if any:
+    the mail is then a new request that refers to it."""
+    ref = known_ticket(mail, ctx)
+    ticket = ticket_info(ref, ctx) if ref else None
+    if ticket is None or not _closed_long_ago(ticket, ctx) or not sender_belongs(mail, ticket, ctx):
+        return None
+    return ticket
 
 
 def _header_values(mail: Mail, name: str) -> tuple[str, ...]:
@@ -453,20 +524,47 @@ def unknown_ticket(mail: Mail, ctx: RuleContext) -> Finding | None:
 
 
 def staff_reply(mail: Mail, ctx: RuleContext) -> Finding | None:
-    """Mail from the staff about a ticket goes to that ticket."""
+    """Mail from the staff about a ticket goes to that ticket, if it proves it is from staff
+    (:mod:`mailbot.classify.staff_auth`); otherwise it is noted as suspicious and handled
+    as a customer's mail."""
     sender = (mail.from_addr or "").lower()
     domain = _domain(sender)
     staff = sender in ctx.staff_addresses or any(
         domain == d or domain.endswith("." + d) for d in ctx.staff_domains
     )
     ref = known_ticket(mail, ctx) if staff else None
-    return Finding(DecisionKind.STAFF_REPLY, ref, ticket_ref=ref) if ref else None
+    if ref is None:
+        return None
+    if ctx.staff is None:
+        return Finding(DecisionKind.STAFF_REPLY, ref, ticket_ref=ref)
+    verdict = check_staff(mail, ctx.staff, ref, ctx.now.astimezone(ctx.zone).date())
+    if not verdict.trusted:
+        return Finding(None, f"unverified {ref}: {verdict.reason}",
+                       flags=frozenset({"suspicious_staff"}))
+    return Finding(DecisionKind.STAFF_REPLY, f"{ref} ({verdict.reason})", ticket_ref=ref)
 
 
 def followup(mail: Mail, ctx: RuleContext) -> Finding | None:
-    """A customer's mail about an existing ticket (subject tag or In-Reply-To/References)."""
+    """A customer's mail about an existing ticket (subject tag or In-Reply-To/References).
+
+    Only the ticket's customer, or someone from the email domain of the ticket's license,
+    may follow up; anyone else's mail is a new request. A ticket closed within the reopen
+    window is reopened; one closed before it makes the mail a new request that refers to it.
+    """
     ref = known_ticket(mail, ctx)
-    return Finding(DecisionKind.FOLLOWUP, ref, ticket_ref=ref) if ref else None
+    if ref is None:
+        return None
+    ticket = ticket_info(ref, ctx)
+    if ticket is None:
+        return Finding(DecisionKind.FOLLOWUP, ref, ticket_ref=ref)
+    if not sender_belongs(mail, ticket, ctx):
+        return Finding(None, f"{mail.from_addr} is not a contact of {ref}",
+                       flags=frozenset({"foreign_sender"}))
+    if _closed_long_ago(ticket, ctx):
+        return Finding(None, f"{ref} closed {ticket.closed_at:%Y-%m-%d}",
+                       flags=frozenset({"closed_ticket"}))
+    flags = frozenset({"reopen"}) if ticket.state == "closed" else frozenset()
+    return Finding(DecisionKind.FOLLOWUP, ref, ticket_ref=ref, flags=flags)
 
 
 # --- new requests ----------------------------------------------------------------------------
@@ -477,7 +575,7 @@ def incomplete_request(mail: Mail, ctx: RuleContext) -> Finding | None:
     missing = []
     if not has_description(mail, ctx):
         missing.append("description")
-    if not license_candidates(mail, ctx):
+    if not request_licenses(mail, ctx):
         missing.append("license")
     if not missing:
         return None

@@ -29,6 +29,7 @@ from charset_normalizer import from_bytes
 
 from mailbot.domain import Attachment, Mail
 from mailbot.errors import ParseError
+from mailbot.ingest.reports import original_message_ids
 
 __all__ = ["parse", "html_to_text"]
 
@@ -594,6 +595,7 @@ def _parse(data: bytes) -> Mail:
         html=html,
         attachments=attachments,
         defects=tuple(dict.fromkeys(defects)),
+        original_ids=original_message_ids(msg),
     )
 
 

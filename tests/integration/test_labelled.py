@@ -66,11 +66,17 @@ def _registry(dev: Path) -> DictRegistry:
     return DictRegistry(table)
 
 
-@pytest.fixture(scope="module")
-def cases() -> list[Case]:
-    """Every labelled dev mail decided at the labels' instant, dry-run (no ticket index)."""
+def _from_header_config() -> config_mod.Config:
+    """The default config with staff trusted by their From domain, as the labels define a
+    staff reply (the dev mails carry no Authentication-Results and no reply token)."""
+    cfg = config_mod.load()
+    return cfg.model_copy(
+        update={"conversation": cfg.conversation.model_copy(update={"verify_staff": False})})
+
+
+def _decide_all(cfg: config_mod.Config) -> list[Case]:
     dev = _shared("labelled/dev")
-    ctx = RuleContext.from_config(config_mod.load(), _registry(dev), NOW, None)
+    ctx = RuleContext.from_config(cfg, _registry(dev), NOW, None)
     out = []
     for line in (dev / "labels.jsonl").read_text(encoding="utf-8").splitlines():
         if not line.strip():
@@ -79,6 +85,23 @@ def cases() -> list[Case]:
         mail = parse((dev / label["file"]).read_bytes())
         out.append(Case(label["file"], label, decide(mail, ctx), mail.text))
     return out
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[Case]:
+    """Every labelled dev mail decided at the labels' instant, dry-run (no ticket index)."""
+    return _decide_all(_from_header_config())
+
+
+def test_unverified_staff_replies_are_customer_mail() -> None:
+    """With staff verification on (the default), the dev set's staff replies, which carry
+    neither a trusted Authentication-Results nor a reply token, are not staff replies: they
+    are flagged suspicious and handled as customer mail (a follow-up here)."""
+    staff = [c for c in _decide_all(config_mod.load()) if c.label["expected"] == "staff_reply"]
+    assert len(staff) == 4
+    for case in staff:
+        assert case.decision.kind.value == "followup", case.file
+        assert "suspicious_staff" in case.decision.flags, case.file
 
 
 def _pct(good: int, total: int) -> float:

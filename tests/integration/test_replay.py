@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 import re
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from mailbot.cli import cli
-from mailbot.store import Store
+from sqlalchemy import select
+
+from mailbot.store import DecisionRecord, Store
 from tests.integration.test_corpus_parse import _agrees as agrees
 from tests.integration.test_corpus_parse import _checks as corpus_checks
 from tests.shared_data import require_shared
@@ -38,6 +41,13 @@ def run_cli(*args: str) -> tuple[int, str]:
 
 def json_lines(output: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def rate_limited(store: Store) -> list[int]:
+    """Inbound ids whose automatic reply the per-sender rate limit held back."""
+    with store.session() as s:
+        rows = s.execute(select(DecisionRecord.inbound_id, DecisionRecord.reasons)).all()
+    return [i for i, reasons in rows if any(r["rule"] == "rate_limit" for r in reasons)]
 
 
 def test_live_replay_of_labelled_set(tmp_path: Path, store_url: str) -> None:
@@ -69,14 +79,26 @@ def test_live_replay_of_labelled_set(tmp_path: Path, store_url: str) -> None:
                     "reject_expired", "reject_scope"))
     store = Store.from_url(store_url)
     assert store.count_inbound() == {"decided": 103}
-    assert store.count_outbox() == {"queued": answered}
+    # One reply per ticket or rejection, plus one staff notice per ticket; but the replay
+    # runs at one instant, so a sender's 4th and later automatic replies are held back by
+    # the rate limit (3 per hour), and recorded as such.
+    limited = rate_limited(store)
+    senders = Counter(str(r["from"]).lower() for r in results if r["decision"] in
+                      ("ticket", "reject_incomplete", "reject_unknown_license",
+                       "reject_expired", "reject_scope"))
+    assert len(limited) == sum(max(0, n - 3) for n in senders.values()) > 0
+    answered -= len(limited)
+    assert store.count_outbox() == {"queued": answered + len(tickets)}
+    kinds = [o.kind for o in store.list_outbox(limit=1000)]
+    assert kinds.count("notice") == len(tickets)  # staff notices are not rate-limited
+    assert kinds.count("ack") <= len(tickets)
     # Replaying again: every message is a duplicate; nothing new is stored or queued.
     code, out = run_cli("replay", str(dev), "--json", "--now", NOW, "--config", str(cfg))
     assert code == 0
     again = json_lines(out)
     assert all(r["reasons"][0].startswith("duplicate") for r in again)
     assert [r["decision"] for r in again] == [r["decision"] for r in results]
-    assert store.count_outbox() == {"queued": answered}
+    assert store.count_outbox() == {"queued": answered + len(tickets)}
     store.close()
 
 

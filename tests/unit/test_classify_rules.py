@@ -12,7 +12,7 @@ from mailbot import config as config_mod
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import RULES, RuleContext
 from mailbot.classify.text import fold, split_body
-from mailbot.domain import LOOP_HEADER, Attachment, Decision, LicenseRecord, Mail, Priority, Tier
+from mailbot.domain import LOOP_HEADER, Attachment, Decision, LicenseRecord, Mail, Priority, TicketInfo, Tier
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("Europe/Prague"))
 CONFIG = config_mod.load()
@@ -30,11 +30,17 @@ class Registry:
 
 
 class Tickets:
-    def __init__(self, *known: str) -> None:
-        self.known = set(known)
+    """A ticket index: numbers known to exist, some with their details."""
+
+    def __init__(self, *known: str | TicketInfo) -> None:
+        self.info = {t.number: t for t in known if isinstance(t, TicketInfo)}
+        self.known = {t if isinstance(t, str) else t.number for t in known}
 
     def exists(self, ref: str) -> bool:
         return ref in self.known
+
+    def get(self, ref: str) -> TicketInfo | None:
+        return self.info.get(ref)
 
 
 def ctx(known_tickets: Tickets | None = None) -> RuleContext:
@@ -277,10 +283,20 @@ def test_followup_by_references_only() -> None:
 
 
 def test_staff_reply_from_staff_domain() -> None:
-    """A staff member's mail about a ticket is a staff_reply."""
-    mail = make_mail("Dobrý den, pošlete log.", subject="RE: [#T-2026-000300] x", from_addr="agent@estelar.example")
-    d = run(mail)
+    """With staff verification off, a staff member's mail about a ticket is a staff_reply."""
+    mail = make_mail("Dobrý den, pošlete log.", subject="RE: [#T-2026-000300] x", from_addr="agent@estelar.example",
+                     headers={"from": ("agent@estelar.example",)})
+    cfg = CONFIG.model_copy(update={"conversation": CONFIG.conversation.model_copy(update={"verify_staff": False})})
+    d = run(mail, RuleContext.from_config(cfg, Registry(), NOW, None))
     assert (d.kind.value, d.ticket_ref) == ("staff_reply", "T-2026-000300")
+
+
+def test_unverified_staff_reply_is_customer_mail() -> None:
+    """By default a From in the staff domain alone is not enough: suspicious, handled as a customer's mail."""
+    mail = make_mail("Dobrý den, pošlete log.", subject="RE: [#T-2026-000300] x", from_addr="agent@estelar.example",
+                     headers={"from": ("agent@estelar.example",)})
+    d = run(mail)
+    assert d.kind.value == "followup" and "suspicious_staff" in d.flags
 
 
 def test_unknown_ticket_is_noted_and_mail_treated_as_new() -> None:

@@ -1,0 +1,253 @@
+"""Whether a mail that claims to come from staff really does (pure).
+
+A From header proves nothing. A staff reply is trusted on one of two grounds:
+
+1. **Authentication-Results** (RFC 8601) stamped by our own border MTA: the *topmost*
+   A-R header must carry one of the configured authserv-ids (an MTA prepends its header, so
+   anything above ours was added after it and anything below may be forged by the sender)
+   and report ``dkim=pass`` with ``header.d`` aligned with the From domain, or ``spf=pass``
+   with ``smtp.mailfrom`` aligned with it.
+2. **A per-ticket reply address** that only our staff notices carry:
+   ``podpora+T-2026-000123.<token>@estelar.example``, where the token is an expiry day and
+   an HMAC-SHA256 of ticket and expiry under a secret. Knowing the ticket number is not
+   enough to forge it.
+
+Either way the From header itself must be unambiguous: one header, one mailbox, parsed the
+same by the strict header registry and by the lenient parser that produced `Mail.from_addr`
+(this defeats tricks such as ``alice@x(<staff@y>`` or two From addresses).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from email.headerregistry import HeaderRegistry
+
+from mailbot.domain import Mail
+
+_EPOCH = date(2000, 1, 1)
+_MAC_CHARS = 16  # base32 characters: 80 bits of the HMAC
+_TOKEN = re.compile(r"(T-\d{4}-\d{6})\.([0-9a-z]{4})([a-z2-7]{16})")
+_REGISTRY = HeaderRegistry()
+
+
+@dataclass(frozen=True, slots=True)
+class StaffPolicy:
+    """Who is staff and what proves it (built from the config; holds the token secret)."""
+
+    staff_domains: frozenset[str]
+    staff_addresses: frozenset[str]
+    authserv_ids: frozenset[str]
+    support_address: str
+    token_secret: bytes
+    verify: bool = True
+
+    def is_staff_address(self, address: str | None) -> bool:
+        address = (address or "").lower()
+        domain = address.rpartition("@")[2]
+        return address in self.staff_addresses or any(
+            domain == d or domain.endswith("." + d) for d in self.staff_domains
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of checking a staff mail: trusted or not, and why."""
+
+    trusted: bool
+    reason: str
+
+
+# --- reply tokens ----------------------------------------------------------------------------
+
+
+def _b36(n: int, width: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    for _ in range(width):
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+    return out
+
+
+def _mac(secret: bytes, ticket: str, expiry: str) -> str:
+    digest = hmac.new(secret, f"{ticket}.{expiry}".encode("ascii"), hashlib.sha256).digest()
+    return base64.b32encode(digest).decode("ascii").lower()[:_MAC_CHARS]
+
+
+def reply_token(secret: bytes, ticket: str, expires: date) -> str:
+    """The token of `ticket`'s reply address, valid until the end of day `expires`."""
+    expiry = _b36((expires - _EPOCH).days, 4)
+    return expiry + _mac(secret, ticket, expiry)
+
+
+def reply_address(support_address: str, ticket: str, secret: bytes, expires: date) -> str:
+    """The per-ticket reply address of a staff notice (Reply-To)."""
+    local, _, domain = support_address.partition("@")
+    return f"{local}+{ticket}.{reply_token(secret, ticket, expires)}@{domain}"
+
+
+def token_ticket(address: str, support_address: str, secret: bytes, today: date) -> Verdict:
+    """Check a reply address; `reason` names the ticket when the token is valid."""
+    local, _, domain = address.strip().strip("<>").lower().rpartition("@")
+    base_local, _, base_domain = support_address.lower().rpartition("@")
+    if domain != base_domain or not local.startswith(base_local + "+"):
+        return Verdict(False, "not a reply address")
+    # Ticket numbers are upper-case; the local part was lower-cased above.
+    m = _TOKEN.fullmatch(re.sub(r"^t-", "T-", local[len(base_local) + 1 :]))
+    if m is None:
+        return Verdict(False, "malformed reply token")
+    ticket, expiry, mac = m.groups()
+    if not hmac.compare_digest(mac, _mac(secret, ticket, expiry)):
+        return Verdict(False, f"reply token for {ticket} does not verify")
+    if _EPOCH + timedelta(days=int(expiry, 36)) < today:
+        return Verdict(False, f"reply token for {ticket} expired")
+    return Verdict(True, ticket)
+
+
+# --- From header -----------------------------------------------------------------------------
+
+
+def single_from(mail: Mail) -> str | None:
+    """The one From mailbox, when every parser agrees on it; else None."""
+    values = mail.headers.get("from", ())
+    if len(values) != 1 or not mail.from_addr:
+        return None
+    header = _REGISTRY("From", values[0])
+    addresses = [a.addr_spec.lower() for a in getattr(header, "addresses", ())]
+    lenient = [addr.lower() for _, addr in email.utils.getaddresses([values[0]])]
+    if header.defects or len(addresses) != 1 or lenient != addresses:
+        return None
+    sender: str = addresses[0]
+    return sender if sender == mail.from_addr.lower() else None
+
+
+# --- Authentication-Results ------------------------------------------------------------------
+
+
+def _strip_comments(value: str) -> str:
+    out, depth, escaped = [], 0, False
+    for ch in value:
+        if escaped:
+            escaped = False
+            if depth == 0:
+                out.append(ch)
+            continue
+        if ch == "\\":
+            escaped = True
+            if depth == 0:
+                out.append(ch)
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
+
+
+def parse_authentication_results(value: str) -> tuple[str, list[dict[str, str]]]:
+    """The authserv-id and the result sets of one A-R header (RFC 8601, comments dropped).
+
+    Each result set maps the method (e.g. "dkim") to its result and each property
+    (e.g. "header.d") to its value, all lower-cased.
+    """
+    parts = [p.strip() for p in _strip_comments(value).split(";")]
+    authserv = parts[0].split()[0].lower() if parts and parts[0].split() else ""
+    results: list[dict[str, str]] = []
+    for part in parts[1:]:
+        entry: dict[str, str] = {}
+        for i, token in enumerate(part.split()):
+            key, sep, val = token.partition("=")
+            if not sep:
+                continue
+            key, val = key.lower(), val.strip('"').lower()
+            if i == 0:
+                entry["method"], entry["result"] = key, val
+            else:
+                entry[key] = val
+        if "method" in entry:
+            results.append(entry)
+    return authserv, results
+
+
+def _aligned(domain: str, from_domain: str) -> bool:
+    """Relaxed alignment: one domain is the other or a subdomain of it."""
+    domain = domain.strip(".").lower()
+    if not domain or not from_domain:
+        return False
+    return (domain == from_domain or from_domain.endswith("." + domain)
+            or domain.endswith("." + from_domain))
+
+
+def authenticated_by_mta(mail: Mail, from_addr: str, authserv_ids: Iterable[str]) -> Verdict:
+    """Whether our MTA's Authentication-Results vouch for `from_addr`'s domain."""
+    trusted_ids = frozenset(authserv_ids)
+    values = mail.headers.get("authentication-results", ())
+    if not values or not trusted_ids:
+        return Verdict(False, "no trusted Authentication-Results")
+    authserv, results = parse_authentication_results(values[0])
+    if authserv not in trusted_ids:
+        return Verdict(False, f"topmost Authentication-Results is from {authserv or '?'!r}")
+    from_domain = from_addr.rpartition("@")[2].lower()
+    for r in results:
+        method, result = r.get("method"), r.get("result")
+        if result != "pass":
+            continue
+        if method == "dkim" and _aligned(r.get("header.d", ""), from_domain):
+            return Verdict(True, f"dkim=pass d={r.get('header.d')}")
+        if method == "spf":
+            mailfrom = r.get("smtp.mailfrom", "")
+            if _aligned(mailfrom.rpartition("@")[2], from_domain):
+                return Verdict(True, f"spf=pass {mailfrom}")
+    return Verdict(False, f"no aligned dkim/spf pass from {authserv}")
+
+
+# --- the check -------------------------------------------------------------------------------
+
+
+def _recipients(mail: Mail) -> list[str]:
+    found = list(mail.to) + list(mail.cc)
+    for name in ("delivered-to", "x-original-to", "envelope-to"):
+        for value in mail.headers.get(name, ()):
+            found += [a for _, a in email.utils.getaddresses([value]) if a]
+    return found
+
+
+def reply_token_ticket(mail: Mail, policy: StaffPolicy, today: date) -> Verdict:
+    """The ticket named by a valid reply token among the mail's recipients, if any."""
+    last = Verdict(False, "no reply token")
+    for address in _recipients(mail):
+        verdict = token_ticket(address, policy.support_address, policy.token_secret, today)
+        if verdict.trusted:
+            return verdict
+        if verdict.reason != "not a reply address":
+            last = verdict
+    return last
+
+
+def check_staff(mail: Mail, policy: StaffPolicy, ticket: str, today: date) -> Verdict:
+    """Is `mail` a genuine staff reply about `ticket`?"""
+    sender = single_from(mail)
+    if sender is None:
+        return Verdict(False, "ambiguous From header")
+    if not policy.is_staff_address(sender):
+        return Verdict(False, f"{sender} is not staff")
+    if not policy.verify:
+        return Verdict(True, "staff verification off")
+    token = reply_token_ticket(mail, policy, today)
+    if token.trusted:
+        if token.reason == ticket:
+            return Verdict(True, "reply token")
+        token = Verdict(False, f"reply token is for {token.reason}, not {ticket}")
+    mta = authenticated_by_mta(mail, sender, policy.authserv_ids)
+    if mta.trusted:
+        return mta
+    return Verdict(False, f"{token.reason}; {mta.reason}")

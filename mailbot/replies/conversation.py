@@ -1,0 +1,316 @@
+"""Mail between the customer and the staff about a ticket (pure: templates and `email`).
+
+- **Notice** to the staff list when a ticket opens or the customer writes again: the
+  customer's text, license, customer and tier from the registry, deadline and priority.
+  Its Reply-To is the ticket's tokened reply address, so pressing Reply in any client
+  answers the ticket (:mod:`mailbot.classify.staff_auth`).
+- **Relay** of a staff reply to the customer, from the support address, threaded under the
+  customer's mails (In-Reply-To/References), with the staff's attachments.
+- **Command error** back to a staff member whose reply had an unknown `#command`.
+
+Headers are built with `email.policy.SMTP` header objects from cleaned values only, and the
+serialized message is re-parsed to prove no header or recipient was smuggled in.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import email.utils
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from typing import Any, Final
+
+from email_validator import EmailNotValidError, validate_email
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from mailbot.classify.commands import COMMANDS
+from mailbot.classify.staff_auth import reply_address
+from mailbot.config import Config
+from mailbot.domain import (
+    LOOP_HEADER,
+    Decision,
+    LicenseRecord,
+    Mail,
+    Priority,
+    TicketInfo,
+    other_message_id,
+    ticket_message_id,
+)
+from mailbot.errors import MailbotError
+from mailbot.replies.render import clean_header_text, format_date, format_deadline
+
+log = logging.getLogger(__name__)
+
+POLICY: Final = email.policy.SMTP
+TEXT_LIMIT: Final = 20_000
+ATTACHMENTS_LIMIT: Final = 20 * 1024 * 1024
+_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
+_MIME_PARSER = email.parser.BytesParser(policy=email.policy.default)
+
+
+class ConversationRenderError(MailbotError):
+    """A conversation mail could not be built safely."""
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """A built message, its bytes, envelope recipients and Message-ID."""
+
+    raw: bytes
+    recipients: tuple[str, ...]
+    message_id: str
+
+
+def valid_address(value: str | None) -> str | None:
+    """`value` as an ASCII address if email-validator accepts it, else None."""
+    if not value or len(value) > 320:
+        return None
+    try:
+        v = validate_email(value, check_deliverability=False, allow_smtputf8=False,
+                           test_environment=True)
+    except EmailNotValidError:
+        return None
+    return v.ascii_email
+
+
+def _text(value: str, limit: int = TEXT_LIMIT) -> str:
+    """Body text without control characters except newlines and tabs, cut to `limit`."""
+    kept = "".join(ch for ch in value[:limit] if ch in "\n\t" or ch >= " " and ch != "\x7f")
+    return kept + ("\n[…]" if len(value) > limit else "")
+
+
+class ConversationRenderer:
+    """Renders notices, relays and command errors; construct once from the Config."""
+
+    def __init__(self, config: Config, token_secret: bytes) -> None:
+        box = config.mailbox
+        self._box = box
+        self._conv = config.conversation
+        self._zone = config.calendar.zone
+        self._secret = token_secret
+        self._domain = box.message_id_domain
+        self._support_name = clean_header_text(box.support_name, 100)
+        loader = FileSystemLoader(config.path(config.replies.templates_dir))
+        common: dict[str, Any] = dict(loader=loader, undefined=StrictUndefined,
+                                      trim_blocks=True, lstrip_blocks=True)
+        self._text_env = SandboxedEnvironment(autoescape=False, **common)
+        self._html_env = SandboxedEnvironment(autoescape=True, **common)
+        for name in ("staff/notice", "staff/command_error", "replies/relay"):
+            for lang in ("cs", "en"):
+                self._text_env.get_template(f"{name}.{lang}.txt.j2")
+        for lang in ("cs", "en"):
+            self._html_env.get_template(f"staff/notice.{lang}.html.j2")
+
+    # --- notices to staff ----------------------------------------------------------------
+
+    def notice(
+        self,
+        *,
+        event: str,
+        ticket: TicketInfo,
+        customer: LicenseRecord | None,
+        entitlement_end: date | None,
+        mail: Mail,
+        text: str,
+        inbound_id: int,
+        now: datetime,
+        suspicious: str = "",
+    ) -> Built | None:
+        """The staff notice of `event` ("new" ticket or customer "followup")."""
+        recipients = tuple(a for a in self._box.staff_notify if valid_address(a))
+        if not recipients:
+            return None
+        lang = self._conv.staff_language
+        expires = (now.astimezone(self._zone) + timedelta(days=self._conv.token_days)).date()
+        reply_to = reply_address(self._box.support_address, ticket.number, self._secret, expires)
+        emergency = ticket.priority is Priority.EMERGENCY
+        context = {
+            "lang": lang,
+            "event": event,
+            "ticket_number": ticket.number,
+            "subject": clean_header_text(ticket.subject, 300),
+            "customer_name": clean_header_text(
+                customer.customer if customer else ticket.customer_name, 300),
+            "customer_email": clean_header_text(mail.from_addr or ticket.customer_email, 320),
+            "license_number": ticket.license or "",
+            "tier": customer.tier.value if customer else "",
+            "support_end": format_date(entitlement_end, lang) if entitlement_end else "",
+            "deadline_text": format_deadline(ticket.deadline, lang, self._zone),
+            "emergency": emergency,
+            "state": ticket.state,
+            "assignee": ticket.assignee or "",
+            "text": _text(text),
+            "attachments": [clean_header_text(a.filename or "?", 200) for a in mail.attachments],
+            "suspicious": suspicious,
+            "commands": sorted(COMMANDS),
+        }
+        body = self._text_env.get_template(f"staff/notice.{lang}.txt.j2").render(context)
+        html = self._html_env.get_template(f"staff/notice.{lang}.html.j2").render(context)
+        msg = EmailMessage(policy=POLICY)
+        msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
+        msg["To"] = ", ".join(recipients)
+        msg["Reply-To"] = reply_to
+        prefix = {"cs": "HAVÁRIE ", "en": "EMERGENCY "}[lang] if emergency else ""
+        msg["Subject"] = clean_header_text(f"{prefix}[#{ticket.number}] {ticket.subject}", 250)
+        message_id = ticket_message_id(ticket.number, f"n{inbound_id}", self._domain)
+        self._common(msg, message_id, now)
+        ack = ticket_message_id(ticket.number, 1, self._domain)
+        msg["References"] = ack
+        msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: a notification, not a reply
+        msg.set_content(body, cte="quoted-printable")
+        msg.add_alternative(html, subtype="html", cte="quoted-printable")
+        return Built(_checked(msg, recipients), recipients, message_id)
+
+    # --- staff reply relayed to the customer ---------------------------------------------
+
+    def relay(
+        self,
+        *,
+        ticket: TicketInfo,
+        decision: Decision,
+        mail: Mail,
+        raw: bytes | None,
+        inbound_id: int,
+        now: datetime,
+    ) -> Built | None:
+        """The staff reply as the customer receives it (None: no valid customer address)."""
+        to = valid_address(ticket.customer_email)
+        if to is None:
+            log.warning("ticket %s: customer address %r invalid, reply not relayed",
+                        ticket.number, ticket.customer_email)
+            return None
+        lang = ticket.language if ticket.language in ("cs", "en") else "cs"
+        body = self._text_env.get_template(f"replies/relay.{lang}.txt.j2").render(
+            text=_text(decision.staff_text), ticket_number=ticket.number,
+            support_name=self._support_name, support_address=self._box.support_address)
+        staff_name = clean_header_text(mail.from_name, 100)
+        msg = EmailMessage(policy=POLICY)
+        if self._conv.expose_staff_address and mail.from_addr and valid_address(mail.from_addr):
+            msg["From"] = Address(staff_name or self._support_name, addr_spec=mail.from_addr)
+            msg["Reply-To"] = Address(self._support_name, addr_spec=self._box.support_address)
+        else:
+            shown = f"{staff_name} ({self._support_name})" if staff_name else self._support_name
+            msg["From"] = Address(clean_header_text(shown, 150),
+                                  addr_spec=self._box.support_address)
+        msg["To"] = Address(clean_header_text(ticket.customer_name, 100), addr_spec=to)
+        subject = clean_header_text(ticket.subject, 200) or "(bez předmětu)"
+        msg["Subject"] = clean_header_text(f"Re: [#{ticket.number}] {subject}", 250)
+        message_id = ticket_message_id(ticket.number, f"r{inbound_id}", self._domain)
+        self._common(msg, message_id, now)
+        ack = ticket_message_id(ticket.number, 1, self._domain)
+        parent = ticket.last_message_id or ack
+        msg["In-Reply-To"] = parent
+        chain = [i for i in (ticket.first_message_id, ack, ticket.last_message_id) if i]
+        msg["References"] = " ".join(dict.fromkeys(chain))
+        msg.set_content(body, cte="quoted-printable")
+        for filename, ctype, payload in attachments_of(raw) if raw else ():
+            maintype, _, subtype = ctype.partition("/")
+            msg.add_attachment(payload, maintype=maintype, subtype=subtype, filename=filename)
+        return Built(_checked(msg, (to,)), (to,), message_id)
+
+    # --- errors back to staff ------------------------------------------------------------
+
+    def command_error(self, *, mail: Mail, ticket_number: str, errors: Sequence[str],
+                      inbound_id: int, now: datetime) -> Built | None:
+        """Tell a staff member why their reply was not acted on."""
+        to = valid_address(mail.from_addr)
+        if to is None:
+            return None
+        lang = self._conv.staff_language
+        body = self._text_env.get_template(f"staff/command_error.{lang}.txt.j2").render(
+            ticket_number=ticket_number, errors=[clean_header_text(e, 300) for e in errors],
+            commands=sorted(COMMANDS), subject=clean_header_text(mail.subject, 200))
+        msg = EmailMessage(policy=POLICY)
+        msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
+        msg["To"] = to
+        word = {"cs": "Nezpracováno", "en": "Not processed"}[lang]
+        msg["Subject"] = clean_header_text(f"{word}: [#{ticket_number}] {mail.subject}", 250)
+        message_id = other_message_id(f"cmderr-{inbound_id}", self._domain)
+        self._common(msg, message_id, now)
+        parent = mail.message_id
+        if parent and valid_message_id(parent):
+            msg["In-Reply-To"] = parent
+        msg["Auto-Submitted"] = "auto-replied"
+        msg.set_content(body, cte="quoted-printable")
+        return Built(_checked(msg, (to,)), (to,), message_id)
+
+    def _common(self, msg: EmailMessage, message_id: str, now: datetime) -> None:
+        msg["Date"] = email.utils.format_datetime(now.astimezone(self._zone))
+        msg["Message-ID"] = message_id
+        msg[LOOP_HEADER] = self._box.support_address
+
+
+def valid_message_id(value: str) -> bool:
+    v = value.strip()
+    return (v.startswith("<") and v.endswith(">") and len(v) < 250 and " " not in v
+            and all(" " < ch < "\x7f" for ch in v))
+
+
+def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
+                   ) -> list[tuple[str, str, bytes]]:
+    """The attachments of a raw message: (cleaned filename, content type, bytes), up to
+    `limit` bytes in all (the rest are left out with a warning)."""
+    try:
+        msg = _MIME_PARSER.parsebytes(raw)
+    except Exception:  # noqa: BLE001 - the staff mail parsed before; be safe anyway
+        return []
+    out: list[tuple[str, str, bytes]] = []
+    total = 0
+    for part in _attachment_parts(msg):
+        try:
+            payload = part.get_payload(decode=True)
+        except Exception:  # noqa: BLE001
+            continue
+        if not isinstance(payload, bytes):
+            continue
+        if total + len(payload) > limit:
+            log.warning("attachments over %d bytes left out of the relay", limit)
+            break
+        total += len(payload)
+        name = safe_filename(part.get_filename() or "attachment")
+        ctype = part.get_content_type()
+        if ctype.count("/") != 1 or ctype.startswith("multipart/"):
+            ctype = "application/octet-stream"
+        out.append((name, ctype, payload))
+    return out
+
+
+def _attachment_parts(msg: Message) -> Iterable[Message]:
+    for n, part in enumerate(msg.walk()):
+        if n > 500:
+            break
+        if part.is_multipart():
+            continue
+        if part.get_filename() or part.get_content_disposition() == "attachment":
+            yield part
+
+
+def safe_filename(name: str) -> str:
+    """A file name without directories, control characters or leading dots."""
+    name = clean_header_text(name, 150).replace("\\", "/").rsplit("/", 1)[-1]
+    name = name.lstrip(". ")
+    return name or "attachment"
+
+
+def _checked(msg: EmailMessage, recipients: Sequence[str]) -> bytes:
+    """Serialize, then re-parse: the same header names and the same To/Cc recipients."""
+    try:
+        raw = msg.as_bytes()
+    except (ValueError, UnicodeError) as exc:
+        raise ConversationRenderError(f"message does not serialize: {exc}") from exc
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    if any(b"\r" in line or b"\n" in line for line in head.split(b"\r\n")):
+        raise ConversationRenderError("header section has a bare CR or LF")
+    parsed = _PARSER.parsebytes(raw, headersonly=True)
+    if sorted(k.lower() for k in parsed.keys()) != sorted(k.lower() for k in msg.keys()):
+        raise ConversationRenderError("headers changed in serialization")
+    got = {a.lower() for _, a in email.utils.getaddresses(parsed.get_all("to", []))}
+    if got != {r.lower() for r in recipients}:
+        raise ConversationRenderError(f"recipients changed in serialization: {got}")
+    return raw
