@@ -114,6 +114,9 @@ def render_replies(
     out: list[OutgoingMail] = []
     reply: RenderedReply | None
     kind = decision.kind
+    # A forged staff reply is handled as customer mail; the staff see the warning in the
+    # notice it causes, or in a notice of its own.
+    suspicious = _suspicion(decision) if "suspicious_staff" in decision.flags else ""
     if kind is DecisionKind.TICKET:
         assert ticket is not None
         message_id = ticket_message_id(ticket.view.number, 1, domain)
@@ -125,7 +128,8 @@ def render_replies(
         info = _new_ticket_info(ticket.view, decision, mail)
         notice = conv.notice(event="new", ticket=info, customer=decision.customer,
                              entitlement_end=decision.entitlement_end, mail=mail,
-                             text=body_text(mail), inbound_id=inbound_id, now=now)
+                             text=body_text(mail), inbound_id=inbound_id, now=now,
+                             suspicious=suspicious)
         if notice is not None:
             out.append(_built(notice, f"notice:{inbound_id}", "notice", sender))
     elif kind in REJECTIONS:
@@ -138,7 +142,7 @@ def render_replies(
         text = latest_reply(body_text(mail)) or body_text(mail)
         notice = conv.notice(event="followup", ticket=decision.ticket, customer=decision.customer,
                              entitlement_end=None, mail=mail, text=text,
-                             inbound_id=inbound_id, now=now)
+                             inbound_id=inbound_id, now=now, suspicious=suspicious)
         if notice is not None:
             out.append(_built(notice, f"notice:{inbound_id}", "notice", sender))
     elif kind is DecisionKind.STAFF_REPLY and decision.ticket is not None:
@@ -153,11 +157,10 @@ def render_replies(
                                inbound_id=inbound_id, now=now)
             if relay is not None:
                 out.append(_built(relay, f"relay:{inbound_id}", "relay", sender))
-    if "suspicious_staff" in decision.flags and decision.ticket is not None:
+    if suspicious and decision.ticket is not None and not any(o.kind == "notice" for o in out):
         warn = conv.notice(event="followup", ticket=decision.ticket, customer=decision.customer,
                            entitlement_end=None, mail=mail, text=body_text(mail),
-                           inbound_id=inbound_id, now=now,
-                           suspicious=_suspicion(decision))
+                           inbound_id=inbound_id, now=now, suspicious=suspicious)
         if warn is not None:
             out.append(_built(warn, f"notice:{inbound_id}", "notice", sender))
     return tuple(out)

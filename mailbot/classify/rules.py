@@ -456,6 +456,15 @@ def read_receipt(mail: Mail, ctx: RuleContext) -> Finding | None:
     return None
 
 
+def feedback_report(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Abuse and feedback-loop reports (RFC 5965 ARF) are about mail, not support requests."""
+    if mail.report_type.lower() == "feedback-report":
+        return Finding(DecisionKind.IGNORE_AUTO, "report-type=feedback-report")
+    if any(a.content_type == "message/feedback-report" for a in mail.attachments):
+        return Finding(DecisionKind.IGNORE_AUTO, "message/feedback-report part")
+    return None
+
+
 _AUTO_PRECEDENCE = frozenset(("bulk", "junk", "list", "auto_reply", "auto-reply"))
 
 
@@ -638,6 +647,7 @@ RULES: tuple[Rule, ...] = (
     bounce,
     robot_sender,
     read_receipt,
+    feedback_report,
     auto_reply_headers,
     mailing_list,
     bulk_footer,

@@ -119,32 +119,61 @@ def single_from(mail: Mail) -> str | None:
     values = mail.headers.get("from", ())
     if len(values) != 1 or not mail.from_addr:
         return None
-    header = _REGISTRY("From", values[0])
+    value = values[0]
+    if _encoded_phrase(value, mail):
+        # `Mail.headers` holds decoded text: an RFC 2047 display name such as
+        # "=?utf-8?b?...?=" for "Dvořák, Jiří" decodes to specials (comma, quote, parenthesis)
+        # that were one atom in the raw header. Check the quoted form of the same mailbox.
+        value = email.utils.formataddr((mail.from_name, mail.from_addr), "utf-8")
+    header = _REGISTRY("From", value)
     addresses = [a.addr_spec.lower() for a in getattr(header, "addresses", ())]
-    lenient = [addr.lower() for _, addr in email.utils.getaddresses([values[0]])]
+    lenient = [addr.lower() for _, addr in email.utils.getaddresses([value])]
     if header.defects or len(addresses) != 1 or lenient != addresses:
         return None
     sender: str = addresses[0]
     return sender if sender == mail.from_addr.lower() else None
 
 
+def _encoded_phrase(value: str, mail: Mail) -> bool:
+    """Whether the decoded From `value` is exactly `<display name> <from_addr>`, the display
+    name being what the lenient parser read from the raw header as one phrase."""
+    head, sep, tail = value.rpartition("<")
+    return (bool(sep) and bool(mail.from_name) and head.strip() == mail.from_name
+            and not any(c in head for c in "<>")
+            and tail.lower() == f"{(mail.from_addr or '').lower()}>")
+
+
 # --- Authentication-Results ------------------------------------------------------------------
 
 
+_QUOTED_STRING = r'"(?:[^"\\]|\\.)*"?'  # an unterminated one runs to the end
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_AR_PIECES = re.compile(f"({_QUOTED_STRING})")
+_AR_WORD = re.compile(f'[;=]|(?:{_QUOTED_STRING}|[^\\s";=])+')
+_AR_DOT_SLASH = re.compile(r"\s*([./])\s*")  # CFWS may surround them: `dkim / 1`, `policy . x`
+_DOMAIN = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+
+
 def _strip_comments(value: str) -> str:
-    out, depth, escaped = [], 0, False
+    """`value` with its comments replaced by a space; quoted strings are kept as they are."""
+    out, depth, quoted, escaped = [], 0, False, False
     for ch in value:
         if escaped:
             escaped = False
             if depth == 0:
                 out.append(ch)
             continue
-        if ch == "\\":
+        if ch == "\\" and (quoted or depth):
             escaped = True
             if depth == 0:
                 out.append(ch)
             continue
-        if ch == "(":
+        if quoted or (ch == '"' and depth == 0):
+            quoted = quoted != (ch == '"')
+            out.append(ch)
+        elif ch == "(":
+            if depth == 0:
+                out.append(" ")
             depth += 1
         elif ch == ")" and depth:
             depth -= 1
@@ -153,35 +182,59 @@ def _strip_comments(value: str) -> str:
     return "".join(out)
 
 
+def _ar_words(value: str) -> list[str]:
+    """The words of an A-R header: ";", "=", and values (a quoted string is one value)."""
+    pieces = _AR_PIECES.split(_strip_comments(value))
+    text = "".join(p if i % 2 else _AR_DOT_SLASH.sub(r"\1", p) for i, p in enumerate(pieces))
+    return _AR_WORD.findall(text)
+
+
+def _unquote(word: str) -> str:
+    """A quoted-string's content; any other word as it is (e.g. `"a b"@example.com`)."""
+    m = _QUOTED.fullmatch(word)
+    return re.sub(r"\\(.)", r"\1", m.group(1)) if m else word
+
+
 def parse_authentication_results(value: str) -> tuple[str, list[dict[str, str]]]:
     """The authserv-id and the result sets of one A-R header (RFC 8601, comments dropped).
 
-    Each result set maps the method (e.g. "dkim") to its result and each property
-    (e.g. "header.d") to its value, all lower-cased.
+    Each result set maps the method (e.g. "dkim", a "/1" version dropped) to its result and
+    each property (e.g. "header.d") to its value, all lower-cased. Quoted strings are single
+    values: a ";", "(" or space inside one (an SMTP local part may hold any) never starts a
+    result set, a comment or a property; a property given twice keeps its first value.
     """
-    parts = [p.strip() for p in _strip_comments(value).split(";")]
-    authserv = parts[0].split()[0].lower() if parts and parts[0].split() else ""
+    sets: list[list[str]] = [[]]
+    for word in _ar_words(value):
+        if word == ";":
+            sets.append([])
+        else:
+            sets[-1].append(word)
+    head = sets[0]
+    authserv = _unquote(head[0]).lower() if head and head[0] != "=" else ""
     results: list[dict[str, str]] = []
-    for part in parts[1:]:
+    for words in sets[1:]:
         entry: dict[str, str] = {}
-        for i, token in enumerate(part.split()):
-            key, sep, val = token.partition("=")
-            if not sep:
-                continue
-            key, val = key.lower(), val.strip('"').lower()
-            if i == 0:
-                entry["method"], entry["result"] = key, val
+        i = 0
+        while i < len(words):
+            if i + 2 < len(words) and words[i + 1] == "=" and "=" not in (words[i], words[i + 2]):
+                key, val = words[i].lower(), _unquote(words[i + 2]).lower()
+                if i == 0:
+                    entry["method"], entry["result"] = key.partition("/")[0], val
+                else:
+                    entry.setdefault(key, val)
+                i += 3
             else:
-                entry[key] = val
+                i += 1
         if "method" in entry:
             results.append(entry)
     return authserv, results
 
 
 def _aligned(domain: str, from_domain: str) -> bool:
-    """Relaxed alignment: one domain is the other or a subdomain of it."""
+    """Relaxed alignment: one domain is the other or a subdomain of it (a value that is no
+    domain name, e.g. the rest of a quoted local part, never aligns)."""
     domain = domain.strip(".").lower()
-    if not domain or not from_domain:
+    if not _DOMAIN.fullmatch(domain) or not from_domain:
         return False
     return (domain == from_domain or from_domain.endswith("." + domain)
             or domain.endswith("." + from_domain))

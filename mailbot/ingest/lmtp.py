@@ -36,6 +36,10 @@ class RecipientPolicy:
         return base in self._addresses
 
 
+def _one_line(value: str) -> str:
+    return value.replace("\r", "").replace("\n", "").replace("\0", "")
+
+
 class IntakeHandler:
     """aiosmtpd handler: RCPT checks the recipient, DATA stores the message."""
 
@@ -60,9 +64,16 @@ class IntakeHandler:
         if not self.accepting:
             return self._each(envelope, "421 4.3.2 shutting down, try again later")
         raw = envelope.original_content or b""
+        # Trace fields as a delivery agent writes them: the envelope recipients (a staff
+        # reply's tokened address may appear only there) and the return path.
+        trace = b"".join(
+            f"Delivered-To: {_one_line(rcpt)}\r\n".encode("utf-8", "surrogateescape")
+            for rcpt in envelope.rcpt_tos[:10]
+        )
         if not re.match(rb"(?i)return-path:", raw):
-            sender = (envelope.mail_from or "").replace("\r", "").replace("\n", "")
-            raw = f"Return-Path: <{sender}>\r\n".encode("utf-8", "surrogateescape") + raw
+            sender = _one_line(envelope.mail_from or "")
+            trace = f"Return-Path: <{sender}>\r\n".encode("utf-8", "surrogateescape") + trace
+        raw = trace + raw
         proto = "lmtp" if self._lmtp else "smtp"
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         try:

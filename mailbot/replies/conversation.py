@@ -209,9 +209,11 @@ class ConversationRenderer:
         chain = [i for i in (ticket.first_message_id, ack, ticket.last_message_id) if i]
         msg["References"] = " ".join(dict.fromkeys(chain))
         msg.set_content(body, cte="quoted-printable")
-        for filename, ctype, payload in attachments_of(raw) if raw else ():
+        for filename, ctype, payload, charset in attachments_of(raw) if raw else ():
             maintype, _, subtype = ctype.partition("/")
-            msg.add_attachment(payload, maintype=maintype, subtype=subtype, filename=filename)
+            params = {"charset": charset} if charset else {}
+            msg.add_attachment(payload, maintype=maintype, subtype=subtype, filename=filename,
+                               params=params)
         return Built(_checked(msg, (to,)), (to,), message_id)
 
     # --- errors back to staff ------------------------------------------------------------
@@ -253,14 +255,14 @@ def valid_message_id(value: str) -> bool:
 
 
 def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
-                   ) -> list[tuple[str, str, bytes]]:
-    """The attachments of a raw message: (cleaned filename, content type, bytes), up to
-    `limit` bytes in all (the rest are left out with a warning)."""
+                   ) -> list[tuple[str, str, bytes, str | None]]:
+    """The attachments of a raw message: (cleaned filename, content type, bytes, charset of a
+    text part), up to `limit` bytes in all (the rest are left out with a warning)."""
     try:
         msg = _MIME_PARSER.parsebytes(raw)
     except Exception:  # noqa: BLE001 - the staff mail parsed before; be safe anyway
         return []
-    out: list[tuple[str, str, bytes]] = []
+    out: list[tuple[str, str, bytes, str | None]] = []
     total = 0
     for part in _attachment_parts(msg):
         try:
@@ -277,7 +279,10 @@ def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
         ctype = part.get_content_type()
         if ctype.count("/") != 1 or ctype.startswith("multipart/"):
             ctype = "application/octet-stream"
-        out.append((name, ctype, payload))
+        charset = part.get_content_charset() if ctype.startswith("text/") else None
+        if charset is not None and not charset.replace("-", "").replace("_", "").isalnum():
+            charset = None
+        out.append((name, ctype, payload, charset))
     return out
 
 

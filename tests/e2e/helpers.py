@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
+import itertools
 import smtplib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +18,14 @@ from mailbot.config import Config, ImapMailboxConfig
 LICENSES = b"""license,customer,email_domain,activated_on,support_tier,max_version_date
 40127733,Strojirny Hranice a.s.,strojirny-hranice.cz,2026-08-03,START,2027-02-03
 """
+
+
+_senders = itertools.count(1)
+
+
+def unique_sender() -> str:
+    """A fresh customer address (one sender gets at most 3 automatic replies an hour)."""
+    return f"zakaznik{next(_senders)}@strojirny-hranice.cz"
 
 
 def request_mail(subject: str = "Nejde ulozit smenny kalendar", body: str | None = None,
@@ -37,8 +46,11 @@ def request_mail(subject: str = "Nejde ulozit smenny kalendar", body: str | None
 
 def daemon_config(base: Config, sink_port: int, *, listener_port: int = 0,
                   protocol: str = "smtp", imap: tuple[ImapMailboxConfig, ...] = (),
-                  max_bytes: int = 1_000_000) -> Config:
+                  max_bytes: int = 1_000_000, staff_notify: tuple[str, ...] = ()) -> Config:
+    """A daemon on the test sink. Staff notices are off unless `staff_notify` names
+    recipients, so the sink receives only what goes to customers."""
     return base.model_copy(update={
+        "mailbox": base.mailbox.model_copy(update={"staff_notify": staff_notify}),
         "listener": base.listener.model_copy(update={
             "port": listener_port, "protocol": protocol, "max_message_bytes": max_bytes}),
         "outbound": base.outbound.model_copy(update={

@@ -148,8 +148,11 @@ def test_kills_lose_nothing_and_duplicate_only_in_flight(
                     str(tmp_path / "licenses.csv"), "--config", str(cfg)],
                    cwd=ROOT, check=True, capture_output=True)
 
-    lmtp_mails = [request_mail(subject=f"LMTP dotaz {i}") for i in range(N_LMTP)]
-    imap_mails = [request_mail(subject=f"IMAP dotaz {i}") for i in range(N_IMAP)]
+    # One customer address per mail: a single sender would meet the auto-reply rate limit.
+    lmtp_mails = [request_mail(subject=f"LMTP dotaz {i}", sender=f"lmtp{i}@strojirny-hranice.cz")
+                  for i in range(N_LMTP)]
+    imap_mails = [request_mail(subject=f"IMAP dotaz {i}", sender=f"imap{i}@strojirny-hranice.cz")
+                  for i in range(N_IMAP)]
     daemon = DaemonProcess(cfg, tmp_path / "daemon.log")
     daemon.start(port=lmtp_port)
     deadline = time.monotonic() + BUDGET_SECONDS

@@ -23,6 +23,7 @@ from tests.e2e.helpers import (
     eventually,
     import_licenses,
     request_mail,
+    unique_sender,
     running,
 )
 from tests.fixtures.proxy import TcpProxy
@@ -83,7 +84,7 @@ async def test_uidvalidity_changed_while_stopped_and_while_running(
     user = dovecot.new_user()
     cfg = _config(base_config, smtp_sink.port, _box(dovecot.imap_port, user))
     for i in range(3):
-        await asyncio.to_thread(dovecot.append, user, request_mail(subject=f"Dotaz {i}"))
+        await asyncio.to_thread(dovecot.append, user, request_mail(subject=f"Dotaz {i}", sender=unique_sender()))
     async with running(cfg) as daemon:
         await smtp_sink.wait_for_async(3, 20)
         await eventually(lambda: daemon.store.imap_checkpoint("imap:support:INBOX")[1] == 3, 10)
@@ -94,7 +95,7 @@ async def test_uidvalidity_changed_while_stopped_and_while_running(
     dovecot.doveadm("mailbox", "update", "-u", user, "--uid-validity", str(first), "INBOX")
     async with running(cfg) as daemon:
         await _connected(caplog, 2, 10)
-        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Po zmene"))
+        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Po zmene", sender=unique_sender()))
         await smtp_sink.wait_for_async(4, 15)
         await eventually(lambda: daemon.store.imap_checkpoint("imap:support:INBOX") == (first, 4), 10)
         assert len(_messages(caplog, "uidvalidity_changed")) == 1
@@ -103,7 +104,7 @@ async def test_uidvalidity_changed_while_stopped_and_while_running(
         # inconsistent") at the next change it reports; the daemon reconnects and rescans.
         second = old + 2000
         dovecot.doveadm("mailbox", "update", "-u", user, "--uid-validity", str(second), "INBOX")
-        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Za behu"))
+        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Za behu", sender=unique_sender()))
         await smtp_sink.wait_for_async(5, 20)
         await eventually(lambda: daemon.store.imap_checkpoint("imap:support:INBOX") == (second, 5), 15)
         await asyncio.sleep(1.5)  # room for a wrong extra ack to show up
@@ -121,7 +122,7 @@ async def test_uidlist_deleted_uids_reused(
     user = dovecot.new_user()
     cfg = _config(base_config, smtp_sink.port, _box(dovecot.imap_port, user))
     for i in range(3):
-        await asyncio.to_thread(dovecot.append, user, request_mail(subject=f"Dotaz {i}"))
+        await asyncio.to_thread(dovecot.append, user, request_mail(subject=f"Dotaz {i}", sender=unique_sender()))
     async with running(cfg) as daemon:
         await smtp_sink.wait_for_async(3, 20)
         await eventually(lambda: daemon.store.imap_checkpoint("imap:support:INBOX")[1] == 3, 10)
@@ -137,7 +138,7 @@ async def test_uidlist_deleted_uids_reused(
 
     async with running(cfg) as daemon:
         await _connected(caplog, 2, 10)
-        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Novy dotaz"))
+        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Novy dotaz", sender=unique_sender()))
         await smtp_sink.wait_for_async(4, 15)
         await eventually(
             lambda: daemon.store.imap_checkpoint("imap:support:INBOX") == (after["uidvalidity"], 4), 10)
@@ -162,7 +163,7 @@ async def test_dovecot_restart_during_idle_reconnects_and_takes_new_mail(
     cfg = _config(base_config, smtp_sink.port, _box(dovecot.imap_port, user, timeout_seconds=60))
     async with running(cfg) as daemon:
         await _connected(caplog, 1, 10)
-        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Pred restartem"))
+        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Pred restartem", sender=unique_sender()))
         await smtp_sink.wait_for_async(1, 15)
         await asyncio.sleep(0.5)  # back in IDLE
 
@@ -171,7 +172,7 @@ async def test_dovecot_restart_during_idle_reconnects_and_takes_new_mail(
         t_down = time.time()
         await asyncio.to_thread(dovecot.start)
         t_up = time.time()  # listening and greeting again
-        await asyncio.to_thread(dovecot.append, user, request_mail(subject="V mezere"))
+        await asyncio.to_thread(dovecot.append, user, request_mail(subject="V mezere", sender=unique_sender()))
         t_gap = time.monotonic()
         record = await _connected(caplog, 2, 30)
         [lost] = _messages(caplog, "connection lost")
@@ -179,7 +180,7 @@ async def test_dovecot_restart_during_idle_reconnects_and_takes_new_mail(
         reconnect = record.created - lost.created
         since_up = record.created - t_up
         gap_taken = (await smtp_sink.wait_for_async(2, 15))[1].received_at - t_gap
-        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Po restartu"))
+        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Po restartu", sender=unique_sender()))
         t_append = time.monotonic()
         await smtp_sink.wait_for_async(3, 15)
         taken = time.monotonic() - t_append
@@ -218,7 +219,7 @@ async def test_half_dead_connection_is_noticed_and_replaced(
         cfg = _config(base_config, smtp_sink.port, _box(proxy.port, user, timeout_seconds=timeout))
         async with running(cfg) as daemon:
             await _connected(caplog, 1, 10)
-            await asyncio.to_thread(dovecot.append, user, request_mail(subject="Pred zamrznutim"))
+            await asyncio.to_thread(dovecot.append, user, request_mail(subject="Pred zamrznutim", sender=unique_sender()))
             await smtp_sink.wait_for_async(1, 15)
             await asyncio.sleep(1.0)  # back in IDLE
             assert proxy.connections == 1
@@ -228,7 +229,7 @@ async def test_half_dead_connection_is_noticed_and_replaced(
             t_new = await asyncio.to_thread(proxy.wait_for_connections, 2, timeout + 10)
             detected = t_new - t_freeze
             await _connected(caplog, 2, 10)
-            await asyncio.to_thread(dovecot.append, user, request_mail(subject="Po zamrznuti"))
+            await asyncio.to_thread(dovecot.append, user, request_mail(subject="Po zamrznuti", sender=unique_sender()))
             t_append = time.monotonic()
             await smtp_sink.wait_for_async(2, 15)
             taken = time.monotonic() - t_append
@@ -278,11 +279,11 @@ async def test_move_mode_moves_stored_mail_to_processed(
     user = dovecot.new_user()
     cfg = _config(base_config, smtp_sink.port,
                   _box(dovecot.imap_port, user, after_store="move", move_to="Processed"))
-    await asyncio.to_thread(dovecot.append, user, request_mail(subject="Prvni"))
+    await asyncio.to_thread(dovecot.append, user, request_mail(subject="Prvni", sender=unique_sender()))
     async with running(cfg) as daemon:
         await smtp_sink.wait_for_async(1, 15)
         await _connected(caplog, 1, 10)
-        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Druhy"))
+        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Druhy", sender=unique_sender()))
         await smtp_sink.wait_for_async(2, 15)
         await eventually(lambda: dovecot.status(user, "Processed")["messages"] == 2, 10)
         assert _inbox(dovecot, user) == {}
@@ -297,9 +298,9 @@ async def test_seen_set_by_another_client_does_not_hide_mail(
     """mailbot never reads \\Seen as state: mail another client has read is still taken in."""
     user = dovecot.new_user()
     cfg = _config(base_config, smtp_sink.port, _box(dovecot.imap_port, user))
-    await asyncio.to_thread(dovecot.append, user, request_mail(subject="Uz precteno"), "INBOX",
+    await asyncio.to_thread(dovecot.append, user, request_mail(subject="Uz precteno", sender=unique_sender()), "INBOX",
                             (SEEN,))
-    uid = await asyncio.to_thread(dovecot.append, user, request_mail(subject="Precte jiny klient"))
+    uid = await asyncio.to_thread(dovecot.append, user, request_mail(subject="Precte jiny klient", sender=unique_sender()))
     client = await asyncio.to_thread(dovecot.imap, user)
     client.select_folder("INBOX")
     client.add_flags([uid], [SEEN])
@@ -308,7 +309,7 @@ async def test_seen_set_by_another_client_does_not_hide_mail(
     async with running(cfg) as daemon:
         await smtp_sink.wait_for_async(2, 15)
         await _connected(caplog, 1, 10)
-        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Za behu precteno"),
+        await asyncio.to_thread(dovecot.append, user, request_mail(subject="Za behu precteno", sender=unique_sender()),
                                 "INBOX", (SEEN,))
         await smtp_sink.wait_for_async(3, 15)
         await eventually(lambda: all(b"$MailbotStored" in f for f in _inbox(dovecot, user).values())

@@ -1,0 +1,284 @@
+"""Conversations through the real worker and store (SQLite and PostgreSQL): notices to staff,
+staff replies relayed with their commands, follow-ups, reopening, spoofing, bounces and the
+auto-reply rate limit. The wire-level version with a real mail client is in tests/e2e."""
+
+from __future__ import annotations
+
+import email.policy
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import make_msgid
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mailbot import config as config_mod
+from mailbot.actions import Outcome
+from mailbot.business_hours import BusinessCalendar
+from mailbot.domain import LicenseRecord, Tier
+from mailbot.store import Store
+from mailbot.worker import Quarantined, Worker
+
+PRAGUE = ZoneInfo("Europe/Prague")
+MON = datetime(2026, 11, 23, 9, 0, tzinfo=PRAGUE)  # a working Monday
+LICENSE = LicenseRecord("40127733", "Strojírny Hranice a.s.", "strojirny-hranice.cz",
+                        MON.date().replace(month=10), Tier.START, None)
+CUSTOMER = "dvorak@strojirny-hranice.cz"
+STAFF = "novak@estelar.example"
+NOTIFY = "tym-podpory@estelar.example"
+REQUEST = ("Dobrý den,\n\npo kliknutí na Uložit se v ACS-line zobrazí chyba „Neplatný interval“ "
+           "a směnný kalendář pro třetí směnu se neuloží.\n\nLicenční číslo: 4012-7733\n\n"
+           "S pozdravem\nPavel Dvořák\n")
+_PARSE = BytesParser(policy=email.policy.default)
+
+
+def mail(sender: str, subject: str, body: str, *, to: str = "podpora@estelar.example",
+         in_reply_to: str | None = None, headers: dict[str, str] | None = None,
+         attachment: tuple[str, bytes] | None = None) -> bytes:
+    msg = EmailMessage()
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    msg.set_content(body)
+    if attachment:
+        msg.add_attachment(attachment[1], maintype="application", subtype="octet-stream",
+                           filename=attachment[0])
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+class Desk:
+    """The support desk: mail in through the store and worker, mail out read from the outbox."""
+
+    def __init__(self, config: config_mod.Config, store: Store) -> None:
+        self.store = store
+        self.worker = Worker(config, store)
+        self.calendar = BusinessCalendar(config.calendar)
+        store.upsert_licenses([LICENSE])
+
+    def receive(self, raw: bytes, at: datetime) -> Outcome:
+        self.store.save_inbound(raw, "test", received_at=at)
+        [item] = self.store.claim_inbound(5)
+        [result] = self.worker.process_many([item], now=at)
+        assert not isinstance(result, Quarantined), result.error
+        return result
+
+    def sent(self, kind: str | None = None) -> list[EmailMessage]:
+        rows = sorted(self.store.list_outbox(limit=1000), key=lambda r: r.id)
+        return [_PARSE.parsebytes(r.raw) for r in rows if kind is None or r.kind == kind]  # type: ignore[misc]
+
+    def ticket(self, number: str) -> object:
+        return self.store.ticket_info(number)
+
+
+@pytest.fixture
+def desk(config: config_mod.Config, store: Store) -> Desk:
+    cfg = config.model_copy(update={
+        "mailbox": config.mailbox.model_copy(update={"staff_notify": (NOTIFY,)}),
+        "conversation": config.conversation.model_copy(
+            update={"authserv_ids": ("mx.estelar.example",)}),
+        "worker": config.worker.model_copy(update={"processes": 0}),
+    })
+    return Desk(cfg, store)
+
+
+def open_ticket(desk: Desk, at: datetime = MON) -> tuple[str, EmailMessage, bytes]:
+    raw = mail(f"Pavel Dvořák <{CUSTOMER}>", "Nejde uložit směnný kalendář", REQUEST)
+    out = desk.receive(raw, at)
+    assert out.decision.kind.value == "ticket" and out.ticket_number
+    [notice] = desk.sent("notice")
+    return out.ticket_number, notice, raw
+
+
+def staff_answer(notice: EmailMessage, body: str, *, sender: str = f"Jan Novák <{STAFF}>",
+                 to: str | None = None, headers: dict[str, str] | None = None,
+                 attachment: tuple[str, bytes] | None = None) -> bytes:
+    """What a mail client sends when staff press Reply on the notice (quote below)."""
+    quoted = "\n".join("> " + line for line in notice.get_body(("plain",)).get_content().replace("\r\n", "\n").splitlines())
+    text = f"{body}\n\nOn Mon, 23 Nov 2026 at 09:01, ESTELAR podpora wrote:\n{quoted}\n"
+    return mail(sender, f"Re: {notice['Subject']}", text, to=to or str(notice["Reply-To"]),
+                in_reply_to=str(notice["Message-ID"]), headers=headers, attachment=attachment)
+
+
+def test_new_ticket_notifies_staff_with_tokened_reply_to(desk: Desk) -> None:
+    """A new ticket: ack to the customer, notice to the staff list with everything they need
+    and a per-ticket Reply-To."""
+    number, notice, _ = open_ticket(desk)
+    [ack] = desk.sent("ack")
+    assert str(ack["To"]).endswith(f"<{CUSTOMER}>")
+    assert [str(a.addr_spec) for a in notice["To"].addresses] == [NOTIFY]
+    reply_to = str(notice["Reply-To"])
+    assert reply_to.startswith(f"podpora+{number}.") and reply_to.endswith("@estelar.example")
+    assert f"[#{number}]" in str(notice["Subject"])
+    assert notice["Auto-Submitted"] == "auto-generated"
+    text = notice.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    for expected in ("Strojírny Hranice a.s.", "40127733", "START", "Neplatný interval", CUSTOMER):
+        assert expected in text
+    html = notice.get_body(("html",)).get_content()
+    assert "Strojírny Hranice a.s." in html and "<pre" in html
+
+
+def test_staff_reply_is_relayed_threaded_without_the_quote(desk: Desk) -> None:
+    """Reply-To → staff reply with the token: relayed to the customer from the support address,
+    threaded under the customer's mail, quote stripped, attachment passed on."""
+    number, notice, request = open_ticket(desk)
+    customer_id = _PARSE.parsebytes(request)["Message-ID"]
+    raw = staff_answer(notice, "Dobrý den,\nzkuste prosím restart služby ACS.\n\nJan Novák",
+                       attachment=("postup.pdf", b"%PDF-1.4 test"))
+    out = desk.receive(raw, MON + timedelta(hours=1))
+    assert out.decision.kind.value == "staff_reply"
+    [relay] = desk.sent("relay")
+    assert [a.addr_spec for a in relay["To"].addresses] == [CUSTOMER]
+    assert relay["From"].addresses[0].addr_spec == "podpora@estelar.example"
+    assert STAFF not in str(relay)  # the staff member's address is not exposed
+    assert "Jan Novák" in str(relay["From"])
+    assert relay["In-Reply-To"] == customer_id
+    assert customer_id in relay["References"] and f"<ticket-{number}.1@estelar.example>" in relay["References"]
+    assert f"[#{number}]" in str(relay["Subject"])
+    body = relay.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert body.startswith("Dobrý den,\nzkuste prosím restart služby ACS.")
+    assert "Neplatný interval" not in body and "wrote:" not in body
+    [att] = list(relay.iter_attachments())
+    assert att.get_filename() == "postup.pdf" and att.get_content() == b"%PDF-1.4 test"
+    assert "Auto-Submitted" not in relay  # a person's answer, not an automatic one
+    kinds = [e.kind for e in desk.store.ticket_events(number)]
+    assert kinds == ["opened", "answered"]
+
+
+def test_wait_then_customer_reply_resumes_the_deadline(desk: Desk) -> None:
+    """#wait pauses the deadline; the customer's reply resumes it with the working time left."""
+    number, notice, _ = open_ticket(desk)  # Mon 9:00 → due Thu 9:00 (27 working hours)
+    before = desk.store.ticket_info(number)
+    assert before is not None and before.deadline == datetime(2026, 11, 26, 9, 0, tzinfo=PRAGUE)
+    desk.receive(staff_answer(notice, "#wait\nPošlete prosím log ze serveru."),
+                 MON + timedelta(hours=2))  # Mon 11:00: 25 working hours left
+    waiting = desk.store.ticket_info(number)
+    assert waiting is not None and waiting.state == "waiting"
+    [relay] = desk.sent("relay")
+    assert relay.get_body(("plain",)).get_content().replace("\r\n", "\n").startswith("Pošlete prosím log ze serveru.")
+    # The customer answers on Wednesday 15:00: 25 h from then is Monday 13:00 next week.
+    answer = mail(CUSTOMER, f"Re: [#{number}] Nejde uložit", "Log posílám v příloze.",
+                  in_reply_to=str(relay["Message-ID"]))
+    out = desk.receive(answer, datetime(2026, 11, 25, 15, 0, tzinfo=PRAGUE))
+    assert out.decision.kind.value == "followup"
+    resumed = desk.store.ticket_info(number)
+    assert resumed is not None and resumed.state == "open"
+    assert resumed.deadline == datetime(2026, 11, 30, 13, 0, tzinfo=PRAGUE)
+    notices = desk.sent("notice")
+    assert len(notices) == 2 and "Log posílám v příloze." in notices[1].get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+
+def test_commands_assign_priority_note_close(desk: Desk) -> None:
+    """#assign and #priority change the ticket; #note is recorded but not relayed; #close closes."""
+    number, notice, _ = open_ticket(desk)
+    desk.receive(staff_answer(notice, "#assign Jan Novák\n#priority emergency\n#note\n"
+                              "Interní: zákazník má starou verzi."), MON + timedelta(minutes=30))
+    t = desk.store.ticket_info(number)
+    assert t is not None and t.assignee == "Jan Novák" and t.priority.value == "emergency"
+    assert t.deadline == datetime(2026, 11, 23, 13, 0, tzinfo=PRAGUE)  # 4 working hours
+    assert desk.sent("relay") == []
+    desk.receive(staff_answer(notice, "#close\nHotovo, děkujeme."), MON + timedelta(hours=1))
+    closed = desk.store.ticket_info(number)
+    assert closed is not None and closed.state == "closed"
+    assert len(desk.sent("relay")) == 1
+    events = [(e.kind, e.detail) for e in desk.store.ticket_events(number)]
+    assert ("assign", "Jan Novák") in events and ("priority", "emergency") in events
+    assert ("note", "Interní: zákazník má starou verzi.") in events and ("close", None) in events
+
+
+def test_unknown_command_gets_an_error_and_nothing_is_done(desk: Desk) -> None:
+    """A typo in a command: an error mail back to that staff member; nothing relayed or changed."""
+    number, notice, _ = open_ticket(desk)
+    desk.receive(staff_answer(notice, "#clsoe\nHotovo."), MON + timedelta(hours=1))
+    assert desk.sent("relay") == []
+    [error] = desk.sent("command_error")
+    assert [a.addr_spec for a in error["To"].addresses] == [STAFF]
+    assert "#clsoe" in error.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    t = desk.store.ticket_info(number)
+    assert t is not None and t.state == "open"
+
+
+def test_spoofed_staff_reply_is_not_relayed(desk: Desk, caplog: pytest.LogCaptureFixture) -> None:
+    """From a staff address to the plain support address, no token, no trusted A-R: not
+    relayed, logged as suspicious, and the staff are warned."""
+    number, notice, _ = open_ticket(desk)
+    forged = staff_answer(notice, "Pošlete heslo k databázi na tuto adresu.",
+                          to="podpora@estelar.example",
+                          headers={"Authentication-Results":
+                                   "mx.evil.example; dkim=pass header.d=estelar.example"})
+    out = desk.receive(forged, MON + timedelta(hours=1))
+    assert out.decision.kind.value != "staff_reply" and "suspicious_staff" in out.decision.flags
+    assert desk.sent("relay") == []
+    assert any("not verified" in r.getMessage() for r in caplog.records)
+    warning = desk.sent("notice")[-1]
+    assert "nepodařilo ověřit" in warning.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    # The same reply stamped by our own MTA (trusted authserv-id, aligned DKIM pass) is relayed.
+    genuine = staff_answer(notice, "Dobrý den, posílám postup.", to="podpora@estelar.example",
+                           headers={"Authentication-Results":
+                                    "mx.estelar.example; dkim=pass header.d=estelar.example"})
+    assert desk.receive(genuine, MON + timedelta(hours=2)).decision.kind.value == "staff_reply"
+    assert len(desk.sent("relay")) == 1
+
+
+def test_followup_senders_and_reopen_window(desk: Desk) -> None:
+    """A colleague from the license's domain may follow up; a stranger's mail is a new
+    request; a ticket closed within the window reopens, after it a new ticket refers to it."""
+    number, notice, _ = open_ticket(desk)
+    colleague = mail("kolega@strojirny-hranice.cz", f"Re: [#{number}] x", "Doplňuji, chyba je i u druhé směny.")
+    assert desk.receive(colleague, MON + timedelta(hours=1)).decision.kind.value == "followup"
+    stranger = mail("eve@jinde.example", f"Re: [#{number}] x", "Také mi to nejde, co s tím?")
+    out = desk.receive(stranger, MON + timedelta(hours=1, minutes=5))
+    assert out.decision.kind.value != "followup" and "foreign_sender" in out.decision.flags
+    desk.receive(staff_answer(notice, "#close\nVyřešeno."), MON + timedelta(hours=2))
+    soon = mail(CUSTOMER, f"Re: [#{number}] x", "Chyba se znovu objevila po restartu.")
+    out = desk.receive(soon, MON + timedelta(days=3))
+    assert out.decision.kind.value == "followup" and "reopen" in out.decision.flags
+    t = desk.store.ticket_info(number)
+    assert t is not None and t.state == "open"
+    desk.store.set_ticket_state(number, "closed", by="test", now=MON + timedelta(days=3))
+    late = mail(CUSTOMER, f"Re: [#{number}] x", "Po měsíci se chyba vrátila, kalendář nejde uložit.")
+    out = desk.receive(late, MON + timedelta(days=40))
+    assert out.decision.kind.value == "ticket" and out.ticket_number != number
+    assert out.decision.related_ticket == number and out.decision.license == "40127733"
+
+
+def test_bounce_of_our_ack_marks_it_bounced(desk: Desk) -> None:
+    """An RFC 3464 report returning our acknowledgement: the outbox row becomes `bounced`;
+    no ticket, no reply."""
+    open_ticket(desk)
+    [ack_row] = [r for r in desk.store.list_outbox(limit=10) if r.kind == "ack"]
+    report = EmailMessage()
+    report["From"] = "MAILER-DAEMON@mx.strojirny-hranice.cz"
+    report["To"] = "podpora@estelar.example"
+    report["Subject"] = "Undelivered Mail Returned to Sender"
+    report["Message-ID"] = make_msgid(domain="mx.strojirny-hranice.cz")
+    report.set_content("The mail system could not deliver your message.")
+    status = EmailMessage()
+    status.set_content("Reporting-MTA: dns; mx.strojirny-hranice.cz\n\n"
+                       f"Final-Recipient: rfc822; {CUSTOMER}\nAction: failed\nStatus: 5.1.1\n")
+    report.add_attachment(ack_row.raw, maintype="message", subtype="rfc822")  # type: ignore[arg-type]
+    report.replace_header("Content-Type", 'multipart/report; report-type="delivery-status"; '
+                          f'boundary="{report.get_boundary()}"')
+    before = len(desk.sent())
+    out = desk.receive(report.as_bytes(policy=email.policy.SMTP), MON + timedelta(hours=1))
+    assert out.decision.kind.value == "ignore_auto"
+    assert out.decision.bounced_ids == (ack_row.message_id,)
+    assert len(desk.sent()) == before
+    row = desk.store.get_outbox(ack_row.id)
+    assert row is not None and row.state == "bounced" and row.bounced_at is not None
+
+
+def test_auto_replies_per_sender_are_rate_limited(desk: Desk) -> None:
+    """RFC 3834: at most 3 automatic replies per sender and hour; the next hour there are more."""
+    for i in range(5):
+        desk.receive(mail(CUSTOMER, f"Dotaz {i}", "Nefunguje to."), MON + timedelta(minutes=i))
+    rejections = desk.sent("reject_incomplete")
+    assert len(rejections) == 3
+    desk.receive(mail(CUSTOMER, "Dotaz 6", "Nefunguje to."), MON + timedelta(minutes=61))
+    assert len(desk.sent("reject_incomplete")) == 4
