@@ -356,7 +356,8 @@ def staff_reply(tx: Transaction, ticket: Ticket, inbound_id: int, mail: Mail,
         return
     note = any(c.name == "note" for c in decision.commands)
     relayed = any(r.kind == "relay" for r in replies)
-    kind = "note" if note else ("answered" if relayed else "staff_mail")
+    direct = ticket.customer_email.lower() in {a.lower() for a in (*mail.to, *mail.cc)}
+    kind = "note" if note else ("answered" if relayed or direct else "staff_mail")
     tx.add_ticket_event(ticket.id, kind, inbound_id=inbound_id, author=author,
                         detail=decision.staff_text[:2000] or None)
     for command in decision.commands:

@@ -121,7 +121,10 @@ class InboundMessage(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_inbound_state", "state", "id"),)
+    __table_args__ = (
+        Index("ix_inbound_state", "state", "id"),
+        Index("ix_inbound_message_id", "message_id"),
+    )
 
 
 class Ticket(Base):
@@ -695,6 +698,23 @@ class Store:
         with self.session() as s:
             t = s.scalar(select(Ticket).where(Ticket.number == number))
             return ticket_info(t) if t is not None else None
+
+    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> str | None:
+        """The ticket that one of these Message-IDs (a customer's or staff member's mail
+        recorded on it) belongs to, or None."""
+        ids = [m for m in message_ids if m][:50]
+        if not ids:
+            return None
+        with self.session() as s:
+            q = (
+                select(Ticket.number)
+                .join(TicketEvent, TicketEvent.ticket_id == Ticket.id)
+                .join(InboundMessage, InboundMessage.id == TicketEvent.inbound_id)
+                .where(InboundMessage.message_id.in_(ids))
+                .order_by(TicketEvent.id.desc())
+                .limit(1)
+            )
+            return s.scalar(q)
 
     def list_tickets(
         self,

@@ -70,6 +70,9 @@ class _KnownTickets:
     def get(self, ref: str) -> TicketInfo | None:
         return self._store_index.get(ref)
 
+    def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
+        return self._store_index.by_message_ids(message_ids)
+
 
 class StoreTicketIndex:
     """The classify seam `TicketIndex`, answered by the store."""
@@ -82,6 +85,9 @@ class StoreTicketIndex:
 
     def get(self, ref: str) -> TicketInfo | None:
         return self._store.ticket_info(ref)
+
+    def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
+        return self._store.ticket_for_message_ids(message_ids)
 
 
 TOKEN_SECRET_SETTING = "reply-token-secret"

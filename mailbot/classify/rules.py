@@ -58,6 +58,8 @@ class TicketIndex(Protocol):
 
     def get(self, ref: str) -> TicketInfo | None: ...
 
+    def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class RuleContext:
@@ -340,11 +342,21 @@ def ticket_references(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
 
 
 def known_ticket(mail: Mail, ctx: RuleContext) -> str | None:
-    """The first referenced ticket that exists (any well-formed one in dry-run), or None."""
-    for ref in ticket_references(mail, ctx):
+    """The first referenced ticket that exists (any well-formed one in dry-run), or None.
+
+    Without a ticket tag or one of our Message-IDs, In-Reply-To/References may still name a
+    mail recorded on a ticket (the customer's own, or a staff member's sent directly).
+    """
+    refs = ticket_references(mail, ctx)
+    for ref in refs:
         if ctx.known_tickets is None or ctx.known_tickets.exists(ref):
             return ref
-    return None
+    if refs or ctx.known_tickets is None:
+        return None
+    ids = tuple(dict.fromkeys(
+        token for value in (*mail.in_reply_to, *mail.references) for token in value.split()
+        if token.startswith("<") and token.endswith(">")))
+    return ctx.known_tickets.by_message_ids(ids[-20:]) if ids else None
 
 
 def ticket_info(ref: str, ctx: RuleContext) -> TicketInfo | None:
@@ -405,6 +417,9 @@ def own_mail(mail: Mail, ctx: RuleContext) -> Finding | None:
     """Mail that mailbot sent itself (loop header, our address, our Message-ID) comes back."""
     if _has_header(mail, LOOP_HEADER.lower()):
         return Finding(DecisionKind.IGNORE_AUTO, LOOP_HEADER)
+    for value in _header_values(mail, "x-loop"):  # the conventional loop header (RFC 3834 §5)
+        if any(address in value.lower() for address in ctx.own_addresses):
+            return Finding(DecisionKind.IGNORE_AUTO, f"x-loop: {value[:80]}")
     if mail.from_addr and mail.from_addr.lower() in ctx.own_addresses:
         return Finding(DecisionKind.IGNORE_AUTO, f"from {mail.from_addr}")
     m = _OWN_MESSAGE_ID.fullmatch((mail.message_id or "").strip())

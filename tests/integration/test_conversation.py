@@ -282,3 +282,23 @@ def test_auto_replies_per_sender_are_rate_limited(desk: Desk) -> None:
     assert len(rejections) == 3
     desk.receive(mail(CUSTOMER, "Dotaz 6", "Nefunguje to."), MON + timedelta(minutes=61))
     assert len(desk.sent("reject_incomplete")) == 4
+
+
+def test_threading_by_message_id_alone(desk: Desk) -> None:
+    """No tag and none of our Message-IDs: In-Reply-To naming a mail recorded on the ticket
+    (the customer's own request) still finds the ticket, for the customer and for staff."""
+    number, _, request = open_ticket(desk)
+    request_id = str(_PARSE.parsebytes(request)["Message-ID"])
+    more = mail(CUSTOMER, "Re: Nejde uložit směnný kalendář", "Ještě doplňuji: verze 5.2.",
+                in_reply_to=request_id)
+    out = desk.receive(more, MON + timedelta(minutes=10))
+    assert (out.decision.kind.value, out.decision.ticket_ref) == ("followup", number)
+    direct = mail(f"Jan Novák <{STAFF}>", "Re: Nejde uložit směnný kalendář", "Dobrý den, opraveno.",
+                  to=CUSTOMER, in_reply_to=request_id,
+                  headers={"Authentication-Results": "mx.estelar.example; dkim=pass header.d=estelar.example",
+                           "Cc": "podpora@estelar.example"})
+    out = desk.receive(direct, MON + timedelta(minutes=20))
+    assert (out.decision.kind.value, out.decision.ticket_ref) == ("staff_reply", number)
+    # Sent to the customer directly: recorded on the ticket, not relayed a second time.
+    assert desk.sent("relay") == []
+    assert [e.kind for e in desk.store.ticket_events(number)] == ["opened", "customer_mail", "answered"]

@@ -42,6 +42,9 @@ class Tickets:
     def get(self, ref: str) -> TicketInfo | None:
         return self.info.get(ref)
 
+    def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
+        return None
+
 
 def ctx(known_tickets: Tickets | None = None) -> RuleContext:
     return RuleContext.from_config(CONFIG, Registry(), NOW, known_tickets)
@@ -490,3 +493,15 @@ def test_english_language_detected() -> None:
     sk = "Dobrý deň,\nako zadám do systému štátne sviatky na rok 2027, aby sa nepočítali ako absencia?\nlicenčné číslo 11112222"
     assert run(make_mail(en)).language == "en"
     assert run(make_mail(sk)).language == "cs"
+
+
+def test_x_loop_naming_us_is_ignored() -> None:
+    """The conventional X-Loop header with our address marks our own mail coming back."""
+    d = run(make_mail(REQUEST, headers={"x-loop": ("podpora@estelar.example",)}))
+    assert d.kind.value == "ignore_auto" and d.hits[0].startswith("own_mail:x-loop")
+
+
+def test_feedback_report_is_ignored() -> None:
+    """An RFC 5965 abuse report carries a complaint about some mail, not a request."""
+    d = run(make_mail(REQUEST, content_type="multipart/report", report_type="feedback-report"))
+    assert d.kind.value == "ignore_auto" and "feedback_report" in d.hits[0]

@@ -30,6 +30,9 @@ def upgrade() -> None:
     with op.batch_alter_table('ticket_events', schema=None) as batch_op:
         batch_op.add_column(sa.Column('detail', sa.Text(), nullable=True))
 
+    with op.batch_alter_table('inbound_messages', schema=None) as batch_op:
+        batch_op.create_index('ix_inbound_message_id', ['message_id'], unique=False)
+
     with op.batch_alter_table('tickets', schema=None) as batch_op:
         batch_op.add_column(sa.Column('assignee', sa.String(length=100), nullable=True))
         batch_op.add_column(sa.Column('closed_at', sa.DateTime(), nullable=True))
@@ -50,6 +53,9 @@ def downgrade() -> None:
         batch_op.drop_column('waiting_since')
         batch_op.drop_column('closed_at')
         batch_op.drop_column('assignee')
+
+    with op.batch_alter_table('inbound_messages', schema=None) as batch_op:
+        batch_op.drop_index('ix_inbound_message_id')
 
     with op.batch_alter_table('ticket_events', schema=None) as batch_op:
         batch_op.drop_column('detail')
