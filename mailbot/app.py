@@ -117,6 +117,12 @@ class Daemon:
         sdnotify.notify("READY=1\nSTATUS=taking mail")
         log.info("mailbot running (store %s, outbound %s)", self.store.engine.url.render_as_string(
             hide_password=True), cfg.outbound.mode)
+        if not cfg.conversation.verify_staff:
+            log.warning("conversation.verify_staff = false: a From header alone makes a staff "
+                        "reply; anyone can forge one")
+        elif not cfg.conversation.authserv_ids:
+            log.info("conversation.authserv_ids is empty: only notices' reply tokens prove a "
+                     "staff reply")
         if ready is not None:
             ready(self)
         try:
