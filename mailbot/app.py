@@ -27,6 +27,7 @@ from datetime import timedelta
 
 from mailbot import migrations, sdnotify
 from mailbot.config import Config, read_secret
+from mailbot.looplag import LoopLag
 from mailbot.ingest.imap import ImapPoller
 from mailbot.ingest.intake import Intake
 from mailbot.ingest.lmtp import IntakeHandler, RecipientPolicy, start_listener
@@ -61,6 +62,7 @@ class Daemon:
     thread_stop: threading.Event = field(default_factory=threading.Event)
     listener: asyncio.Server | None = None
     handler: IntakeHandler | None = None
+    loop_lag: LoopLag = field(default_factory=LoopLag)
     _worker_wake: asyncio.Event = field(default_factory=asyncio.Event)
     _outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -113,6 +115,7 @@ class Daemon:
             asyncio.create_task(self._worker_loop(), name="worker"),
             asyncio.create_task(self._outbox_loop(), name="outbox"),
             asyncio.create_task(self._watchdog(), name="watchdog"),
+            asyncio.create_task(self.loop_lag.run(self.stop), name="loop-lag"),
         ]
         sdnotify.notify("READY=1\nSTATUS=taking mail")
         log.info("mailbot running (store %s, outbound %s)", self.store.engine.url.render_as_string(
@@ -147,7 +150,9 @@ class Daemon:
             await asyncio.to_thread(self.transport.close)
             await asyncio.to_thread(self.worker.close)
             self.store.close()
-            log.info("stopped")
+            log.info("stopped (event-loop lag: max %.1f ms, p99 %.1f ms over %d samples)",
+                     self.loop_lag.max_ms, self.loop_lag.percentile_ms(99),
+                     len(self.loop_lag.samples))
 
     def _start_imap(self, box: object, intake: Intake) -> threading.Thread:
         from mailbot.config import ImapMailboxConfig
