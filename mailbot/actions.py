@@ -157,6 +157,12 @@ def render_replies(
                                inbound_id=inbound_id, now=now)
             if relay is not None:
                 out.append(_built(relay, f"relay:{inbound_id}", "relay", sender))
+    elif kind is DecisionKind.QUARANTINED and "tell_sender" in decision.flags:
+        message_id = other_message_id(f"limit-{inbound_id}", domain)
+        reply = ctx.renderer.render_reply(decision, mail, ticket=None, message_id=message_id,
+                                          now=now, template="reject_too_large")
+        if reply is not None:
+            out.append(_outgoing(reply, f"reject:{inbound_id}", "reject_too_large", sender))
     if suspicious and decision.ticket is not None and not any(o.kind == "notice" for o in out):
         warn = conv.notice(event="followup", ticket=decision.ticket, customer=decision.customer,
                            entitlement_end=None, mail=mail, text=body_text(mail),
@@ -310,6 +316,21 @@ def write_decision(
                     "(%s); handled as a customer mail", inbound_id, mail.from_addr,
                     _suspicion(decision))
     return Outcome(inbound_id, decision, ticket_number, deadline, queued, mail)
+
+
+def write_over_limit(tx: Transaction, *, inbound_id: int, decision: Decision,
+                     replies: tuple[OutgoingMail, ...], now: datetime,
+                     settings: ActionSettings) -> str:
+    """Quarantine a message that is over a limit (the reason is the quarantine error) and
+    queue the note to its sender, if any. Returns the reason."""
+    reason = "; ".join(r.detail for r in decision.reasons if r.hit) or "over a limit"
+    for out in replies:
+        if out.auto and over_rate_limit(tx, out, now, settings.auto_replies_per_hour):
+            reason += f"; no {out.kind}: rate limit"
+            continue
+        tx.enqueue(out, ticket_id=None, inbound_id=inbound_id, now=now)
+    tx.quarantine(inbound_id, reason)
+    return reason
 
 
 def over_rate_limit(tx: Transaction, out: OutgoingMail, now: datetime, limit: int) -> bool:

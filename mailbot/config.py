@@ -226,6 +226,20 @@ class ConversationConfig(_Section):
         return tuple(v.lower() for v in value)
 
 
+class LimitsConfig(_Section):
+    """What a message may be: over a limit it is quarantined with the reason (a sender of a
+    merely too large message is told the limit; structural excess gets no reply)."""
+
+    message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    header_bytes: int = Field(default=256 * 1024, ge=1024)
+    header_fields: int = Field(default=1000, ge=10)
+    mime_parts: int = Field(default=1000, ge=1)
+    multiparts: int = Field(default=50, ge=1)
+    attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    # Attachments kept per ticket (files under `attachments_dir`), in all.
+    ticket_attachment_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+
+
 class WorkerConfig(_Section):
     """Deciding stored mail. `processes` child processes parse and decide (0: in-process),
     each capped at `memory_mb` of address space and `parse_timeout_seconds` per message."""
@@ -252,6 +266,7 @@ class Config(_Section):
     imap: tuple[ImapMailboxConfig, ...] = ()
     worker: WorkerConfig = WorkerConfig()
     conversation: ConversationConfig = ConversationConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     def path(self, value: str) -> Path:
         """`value` as an absolute path, relative ones taken from `root`."""

@@ -29,12 +29,15 @@ from mailbot.actions import (
     render_replies,
     ticket_draft,
     write_decision,
+    write_over_limit,
 )
 from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import RuleContext, TicketIndex
 from mailbot.config import Config, read_secret
 from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketInfo, TicketView
+from mailbot.ingest.limits import Limits, Violation, check_attachments, header_section
+from mailbot.ingest.limits import check as check_limits
 from mailbot.ingest.parse import parse
 from mailbot.isolation import Overrun, Submitted, WorkerPool
 from mailbot.logs import decision_log, message_key
@@ -175,6 +178,9 @@ class Decider:
         self._registry_version: object = None
         self._registry_checked = 0.0
         self._secret: bytes | None = None
+        lim = config.limits
+        self.limits = Limits(lim.message_bytes, lim.header_bytes, lim.header_fields,
+                             lim.mime_parts, lim.multiparts, lim.attachment_bytes)
 
     def token_secret(self) -> bytes:
         if self._secret is None:
@@ -203,10 +209,39 @@ class Decider:
         """Parse and decide; never raises (the error comes back with the traceback)."""
         mail: Mail | None = None
         try:
+            violation = check_limits(raw, self.limits)
+            if violation is not None:
+                return self.over_limit(raw, violation, now)
             mail = parse(raw)
+            violation = check_attachments(
+                [(a.filename, a.size) for a in mail.attachments], self.limits)
+            if violation is not None:
+                return self.over_limit(raw, violation, now, mail)
             return Analysis(mail, decide(mail, self.context(now)))
         except Exception:  # noqa: BLE001 - any parser/rule failure is contained here
             return Analysis(mail, None, traceback.format_exc())
+
+    def over_limit(self, raw: bytes, violation: Violation, now: datetime,
+                   mail: Mail | None = None) -> Analysis:
+        """A message over a limit: quarantined with the reason. The sender of one that is
+        merely too large is told the limit, unless the mail is automatic (the automatic-mail
+        rules run on its headers alone)."""
+        reasons = [RuleResult("limits", True, str(violation))]
+        flags = {"over_limit", violation.code}
+        language: str = self.config.replies.default_language
+        if violation.answerable:
+            if mail is None:
+                head = header_section(raw, self.limits.header_bytes) or b""
+                mail = parse(head + b"\r\n\r\n")
+            probe = decide(mail, self.context(now))
+            language = probe.language
+            if probe.kind is DecisionKind.IGNORE_AUTO:
+                reasons += [r for r in probe.reasons if r.hit]
+            else:
+                flags.add("tell_sender")
+        decision = Decision(kind=DecisionKind.QUARANTINED, reasons=tuple(reasons),
+                            language=language, flags=frozenset(flags))
+        return Analysis(mail, decision)
 
     def render(self, job: RenderJob) -> Rendered:
         """The replies of one decided message; never raises (errors come back as text)."""
@@ -408,6 +443,12 @@ class Worker:
                draft: TicketDraft | None, rendered: Rendered | None, now: datetime
                ) -> Outcome | Quarantined:
         mail, decision = analysis.mail, analysis.decision
+        if decision is not None and decision.kind is DecisionKind.QUARANTINED and (
+                rendered is None or not rendered.error):  # over a limit (notes rendered if any)
+            reason = write_over_limit(tx, inbound_id=item.id, decision=decision,
+                                      replies=rendered.replies if rendered else (), now=now,
+                                      settings=self.settings)
+            return Quarantined(item.id, reason, mail)
         error = analysis.error or (rendered.error if rendered is not None else "not rendered")
         if decision is None or mail is None or rendered is None or rendered.error:
             error = error or "no decision"

@@ -51,6 +51,7 @@ from mailbot.domain import (
     TicketView,
 )
 from mailbot.errors import ConfigError, MailbotError
+from mailbot.ingest.limits import human_size
 
 __all__ = [
     "NO_REPLY_KINDS",
@@ -404,7 +405,9 @@ class ReplyRenderer:
         self._html_env = SandboxedEnvironment(autoescape=True, **common)
         self._text_env.filters["paragraphs"] = _text_paragraphs
         self._html_env.filters["paragraphs"] = _html_paragraphs
-        for name in REPLY_TEMPLATES.values():
+        self._size_limit = human_size(config.limits.message_bytes)
+        self._attachment_limit = human_size(config.limits.attachment_bytes)
+        for name in (*REPLY_TEMPLATES.values(), "reject_too_large"):
             for lang in LANGUAGES:
                 for env, fmt in ((self._text_env, "txt"), (self._html_env, "html")):
                     template = f"replies/{name}.{lang}.{fmt}.j2"
@@ -455,8 +458,12 @@ class ReplyRenderer:
         ticket: TicketView | None,
         message_id: str,
         now: datetime,
+        template: str | None = None,
     ) -> RenderedReply | None:
         """The reply to `mail` for `decision`, or None when no reply is due.
+
+        `template` names the reply template when it is not the decision kind's own (the note
+        to the sender of a message over the size limit).
 
         None for the kinds in NO_REPLY_KINDS, and also when the sender's address is missing,
         fails validation (email-validator, no deliverability check) or is one of our own:
@@ -466,7 +473,7 @@ class ReplyRenderer:
             ReplyRenderError: a ticket reply without `ticket`, a malformed `message_id`, a
                 naive `now`, or a serialized message that fails the header re-check.
         """
-        template = REPLY_TEMPLATES.get(decision.kind)
+        template = template or REPLY_TEMPLATES.get(decision.kind)
         if template is None:
             if decision.kind not in NO_REPLY_KINDS:
                 raise ReplyRenderError(f"no reply template for decision kind {decision.kind!r}")
@@ -487,6 +494,10 @@ class ReplyRenderer:
         ticket_number = ticket.number if ticket is not None else None
         subject = reply_subject(mail.subject or (ticket.subject if ticket else ""), lang, ticket_number)
         context = self._context(decision, mail, ticket, lang, subject)
+        if template == "reject_too_large":
+            attachment = "attachment_too_large" in decision.flags
+            context["attachment_limit"] = attachment
+            context["size_limit"] = self._attachment_limit if attachment else self._size_limit
         text = self._text_env.get_template(f"replies/{template}.{lang}.txt.j2").render(
             context, html=False
         )

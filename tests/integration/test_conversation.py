@@ -69,6 +69,14 @@ class Desk:
         assert not isinstance(result, Quarantined), result.error
         return result
 
+    def receive_raw(self, raw: bytes, at: datetime) -> str:
+        """Take in a message expected to be quarantined; returns the quarantine reason."""
+        self.store.save_inbound(raw, "test", received_at=at)
+        [item] = self.store.claim_inbound(5)
+        [result] = self.worker.process_many([item], now=at)
+        assert isinstance(result, Quarantined)
+        return result.error
+
     def sent(self, kind: str | None = None) -> list[EmailMessage]:
         rows = sorted(self.store.list_outbox(limit=1000), key=lambda r: r.id)
         return [_PARSE.parsebytes(r.raw) for r in rows if kind is None or r.kind == kind]  # type: ignore[misc]
@@ -302,3 +310,34 @@ def test_threading_by_message_id_alone(desk: Desk) -> None:
     # Sent to the customer directly: recorded on the ticket, not relayed a second time.
     assert desk.sent("relay") == []
     assert [e.kind for e in desk.store.ticket_events(number)] == ["opened", "customer_mail", "answered"]
+
+
+@pytest.fixture
+def small_desk(config: config_mod.Config, store: Store) -> Desk:
+    cfg = config.model_copy(update={
+        "limits": config.limits.model_copy(update={"message_bytes": 40_000,
+                                                   "attachment_bytes": 5_000}),
+        "worker": config.worker.model_copy(update={"processes": 0}),
+    })
+    return Desk(cfg, store)
+
+
+def test_too_large_is_quarantined_and_the_sender_told_the_limit(small_desk: Desk) -> None:
+    """Over the size limit: quarantined with the reason; a person is told the limit, an
+    automatic sender is not; structural excess gets no reply."""
+    big = mail(CUSTOMER, "Log", REQUEST + "x" * 50_000)
+    out = small_desk.receive_raw(big, MON)
+    assert out.startswith("too_large: ")
+    [note] = small_desk.sent("reject_too_large")
+    assert [a.addr_spec for a in note["To"].addresses] == [CUSTOMER]
+    assert "větší než 39 kB" in note.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    auto = mail(CUSTOMER, "Automatická odpověď", "x" * 50_000, headers={"Auto-Submitted": "auto-replied"})
+    assert small_desk.receive_raw(auto, MON).startswith("too_large: ")
+    attachment = mail("jina@strojirny-hranice.cz", "Log", REQUEST, attachment=("dump.bin", b"\0" * 8_000))
+    assert small_desk.receive_raw(attachment, MON).startswith("attachment_too_large: dump.bin")
+    headers = {f"X-Header-{i}": "v" for i in range(1_200)}
+    assert small_desk.receive_raw(mail("x@spam.example", "Hi", "Hi", headers=headers), MON).startswith(
+        "too_many_headers: ")
+    assert len(small_desk.sent("reject_too_large")) == 2  # the person and the attachment sender
+    assert small_desk.store.count_inbound() == {"quarantined": 4}
+    assert small_desk.store.list_tickets() == []

@@ -24,8 +24,12 @@ GOOD = (b"From: jana@novak-syn.cz\r\nMessage-ID: <good@x>\r\nSubject: Tisk\r\n\r
 
 
 def pool_config(base: config_mod.Config, **worker: object) -> config_mod.Config:
-    return base.model_copy(update={"worker": base.worker.model_copy(
-        update={"processes": 2, **worker})})
+    """Two children; the byte-level limits lifted, so that bombs reach the parser and the
+    children's own time and memory caps are what stops them."""
+    return base.model_copy(update={
+        "worker": base.worker.model_copy(update={"processes": 2, **worker}),
+        "limits": base.limits.model_copy(update={"mime_parts": 10**7, "multiparts": 10**7}),
+    })
 
 
 def test_overrun_is_quarantined_and_the_rest_decided(base_config: config_mod.Config) -> None:

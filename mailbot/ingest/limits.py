@@ -1,0 +1,94 @@
+"""Size and structure limits, checked on the raw bytes before any parser sees them (pure).
+
+Python's parser is slow or recursive on hostile structure (100,000 parts: 12.8 s of CPU;
+2,000 nested multiparts: RecursionError), so the cheap byte-level checks come first, like
+Postfix's `message_size_limit`, `header_size_limit` and `mime_nesting_limit`. The numbers of
+parts and multipart containers are counted from `Content-Type:` lines and `boundary=`
+parameters: upper bounds that cost one pass over the bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_START = re.compile(rb"(?m)^[^ \t\r\n]")
+_CONTENT_TYPE = re.compile(rb"(?im)^content-type[ \t]*:")
+_BOUNDARY = re.compile(rb"(?i)\bboundary[ \t]*=")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits of one message (see `[limits]` in the config)."""
+
+    message_bytes: int = 25 * 1024 * 1024
+    header_bytes: int = 256 * 1024
+    header_fields: int = 1000
+    mime_parts: int = 1000
+    multiparts: int = 50
+    attachment_bytes: int = 20 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A limit a message exceeds: `code` is the quarantine reason, `detail` says by how much.
+
+    `answerable` marks the violations worth telling the sender about (a message that is
+    simply too big); structural ones look like attacks or broken software and get no reply.
+    """
+
+    code: str
+    detail: str
+    answerable: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+def human_size(n: int) -> str:
+    """`n` bytes for people: "25 MB", "1.5 MB", "300 kB", "900 B"."""
+    if n >= 1024 * 1024:
+        mb = n / 1024 / 1024
+        return f"{mb:.0f} MB" if mb >= 10 or mb.is_integer() else f"{mb:.1f} MB"
+    if n >= 1024:
+        return f"{n // 1024} kB"
+    return f"{n} B"
+
+
+def header_section(raw: bytes, limit: int) -> bytes | None:
+    """The header section (without the blank line), or None if it is longer than `limit`."""
+    m = _HEADER_END.search(raw, 0, limit + 4)
+    if m is None:
+        return raw if len(raw) <= limit else None
+    return raw[: m.start()]
+
+
+def check(raw: bytes, limits: Limits) -> Violation | None:
+    """The first limit `raw` exceeds, or None."""
+    if len(raw) > limits.message_bytes:
+        return Violation("too_large", f"{human_size(len(raw))} > {human_size(limits.message_bytes)}",
+                         answerable=True)
+    head = header_section(raw, limits.header_bytes)
+    if head is None:
+        return Violation("header_too_large", f"header section > {limits.header_bytes} bytes")
+    fields = len(_FIELD_START.findall(head))
+    if fields > limits.header_fields:
+        return Violation("too_many_headers", f"{fields} > {limits.header_fields} fields")
+    parts = len(_CONTENT_TYPE.findall(raw))
+    if parts > limits.mime_parts:
+        return Violation("too_many_parts", f"{parts} > {limits.mime_parts} MIME parts")
+    multiparts = len(_BOUNDARY.findall(raw))
+    if multiparts > limits.multiparts:
+        return Violation("too_deep", f"{multiparts} > {limits.multiparts} multipart containers")
+    return None
+
+
+def check_attachments(sizes: list[tuple[str, int]], limits: Limits) -> Violation | None:
+    """A decoded attachment larger than allowed (checked after parsing)."""
+    for name, size in sizes:
+        if size > limits.attachment_bytes:
+            return Violation("attachment_too_large",
+                             f"{name or 'attachment'}: {human_size(size)} > {human_size(limits.attachment_bytes)}",
+                             answerable=True)
+    return None
