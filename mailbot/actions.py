@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from mailbot.attachments import SavedAttachment
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import MailboxConfig
 from mailbot.classify.commands import latest_reply
@@ -228,6 +229,7 @@ class ActionSettings:
 
     calendar: BusinessCalendar
     auto_replies_per_hour: int = 3
+    ticket_attachment_bytes: int = 100 * 1024 * 1024
 
 
 def write_decision(
@@ -240,8 +242,10 @@ def write_decision(
     replies: tuple[OutgoingMail, ...],
     now: datetime,
     settings: ActionSettings,
+    attachments: tuple[SavedAttachment, ...] = (),
 ) -> Outcome:
-    """Record `decision` for message `inbound_id`: ticket, events, replies, decision record."""
+    """Record `decision` for message `inbound_id`: ticket, events, replies, attachments, the
+    decision record."""
     ticket_id: int | None = None
     ticket_number: str | None = decision.ticket_ref
     deadline: datetime | None = None
@@ -288,6 +292,15 @@ def write_decision(
     elif decision.bounced_ids:
         marked = tx.mark_bounced(decision.bounced_ids, now)
         notes.append(RuleResult("bounced", bool(marked), f"{marked} outgoing marked bounced"))
+
+    if attachments and ticket_id is not None:
+        skipped = tx.add_attachments(ticket_id, inbound_id, attachments,
+                                     settings.ticket_attachment_bytes, now)
+        if skipped:
+            tx.add_ticket_event(ticket_id, "attachments_skipped", inbound_id=inbound_id,
+                                detail=", ".join(a.filename for a in skipped)[:2000])
+            notes.append(RuleResult("attachments", True, f"{len(skipped)} over the ticket's "
+                                    f"{settings.ticket_attachment_bytes} bytes not kept"))
 
     queued = 0
     for out in replies:

@@ -3,7 +3,7 @@
 This is the only place that wires objects together; everything else receives what it needs
 as arguments. `run()` is the daemon: one asyncio process with
 
-* the SMTP/LMTP listener (aiosmtpd, in the loop),
+* the SMTP/LMTP listener (aiosmtpd, on an event loop of its own in a thread),
 * one thread per IMAP mailbox (imapclient blocks),
 * the worker loop (decides stored mail; woken by every intake),
 * the outbox loop (sends due replies),
@@ -30,7 +30,7 @@ from mailbot.config import Config, read_secret
 from mailbot.looplag import LoopLag
 from mailbot.ingest.imap import ImapPoller
 from mailbot.ingest.intake import Intake
-from mailbot.ingest.lmtp import IntakeHandler, RecipientPolicy, start_listener
+from mailbot.ingest.lmtp import IntakeHandler, ListenerThread, RecipientPolicy
 from mailbot.replies.outbox import OutboxDispatcher
 from mailbot.replies.smtp import Transport, build_transport
 from mailbot.store import Store
@@ -60,7 +60,7 @@ class Daemon:
     transport: Transport
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     thread_stop: threading.Event = field(default_factory=threading.Event)
-    listener: asyncio.Server | None = None
+    listener: ListenerThread | None = None
     handler: IntakeHandler | None = None
     loop_lag: LoopLag = field(default_factory=LoopLag)
     _worker_wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -83,9 +83,7 @@ class Daemon:
 
     @property
     def listen_port(self) -> int | None:
-        if self.listener is None or not self.listener.sockets:
-            return None
-        return int(self.listener.sockets[0].getsockname()[1])
+        return self.listener.port if self.listener is not None else None
 
     async def run(self, *, install_signals: bool = True,
                   ready: Callable[[Daemon], None] | None = None) -> None:
@@ -106,10 +104,11 @@ class Daemon:
             addresses = cfg.listener.recipients or tuple(cfg.mailbox.own_addresses())
             self.handler = IntakeHandler(intake, RecipientPolicy(addresses),
                                          lmtp=cfg.listener.protocol == "lmtp")
-            self.listener = await start_listener(
+            self.listener = ListenerThread(
                 self.handler, cfg.listener.host, cfg.listener.port,
                 lmtp=cfg.listener.protocol == "lmtp", max_bytes=cfg.listener.max_message_bytes,
             )
+            await asyncio.to_thread(self.listener.start)
         threads = [self._start_imap(box, intake) for box in cfg.imap]
         tasks = [
             asyncio.create_task(self._worker_loop(), name="worker"),
@@ -136,8 +135,8 @@ class Daemon:
             self.thread_stop.set()
             if self.handler is not None:
                 self.handler.accepting = False
-            if self.listener is not None:
-                self.listener.close()
+            closing = (asyncio.create_task(asyncio.to_thread(self.listener.close))
+                       if self.listener is not None else None)
             self._worker_wake.set()
             self._outbox_wake.set()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -145,8 +144,8 @@ class Daemon:
                 await asyncio.to_thread(t.join, 10)
                 if t.is_alive():
                     log.warning("%s did not stop within 10 s; leaving it behind", t.name)
-            if self.listener is not None:
-                await self.listener.wait_closed()
+            if closing is not None:
+                await closing
             await asyncio.to_thread(self.transport.close)
             await asyncio.to_thread(self.worker.close)
             self.store.close()

@@ -24,6 +24,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from mailbot import config as config_mod
+from mailbot.attachments import AttachmentStore
 from mailbot.errors import ConfigError, MailbotError
 
 if TYPE_CHECKING:
@@ -504,11 +505,16 @@ def tickets_show(number: str, as_json: bool, now_text: str | None,
         if info is None:
             raise click.ClickException(f"no ticket {number}")
         events = store.ticket_events(number)
+        files = store.ticket_attachments(number)
     finally:
         store.close()
     if as_json:
         click.echo(json.dumps({"ticket": _ticket_json(info, now),
-                               "events": [_event_json(e) for e in events]}, ensure_ascii=False))
+                               "events": [_event_json(e) for e in events],
+                               "attachments": [{"filename": a.filename, "size": a.size,
+                                                "content_type": a.content_type,
+                                                "sha256": a.sha256} for a in files]},
+                              ensure_ascii=False))
         return
     zone = cfg.calendar.zone
     fields = Table.grid(padding=(0, 2))
@@ -536,6 +542,33 @@ def tickets_show(number: str, as_json: bool, now_text: str | None,
         table.add_row(_local(e.created_at, zone), escape(e.kind), escape(e.author),
                       escape(_shorten(e.detail or "", 100)))
     console.print(table)
+    if files:
+        listing = table_("attachment", "type", "bytes")
+        for a in files:
+            listing.add_row(escape(a.filename), escape(a.content_type), str(a.size))
+        console.print(listing)
+
+
+@tickets.command("attachments")
+@click.argument("number", callback=ticket_number)
+@click.option("--to", "target", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory to copy the ticket's attachments into (created if missing).")
+@config_option
+def tickets_attachments(number: str, target: Path, config_path: Path | None) -> None:
+    """Copy a ticket's attachments into a directory, under their sanitised names."""
+    cfg = load_config(config_path)
+    store = _open_store(cfg)
+    try:
+        if store.ticket_info(number) is None:
+            raise click.ClickException(f"no ticket {number}")
+        files = store.ticket_attachments(number)
+    finally:
+        store.close()
+    written = AttachmentStore(cfg.path(cfg.store.attachments_dir)).export(
+        [(a.filename, a.sha256) for a in files], target)
+    for path in written:
+        click.echo(str(path))
+    click.echo(f"{len(written)} attachment(s) of {number} in {target}")
 
 
 @tickets.command("close")

@@ -63,6 +63,8 @@ class StoreConfig(_Section):
     """`url`: any SQLAlchemy URL; a relative SQLite path is taken relative to the config root."""
 
     url: str = "sqlite:///var/mailbot.db"
+    # Attachment files (content-addressed), relative to the config root.
+    attachments_dir: str = "var/attachments"
     echo: bool = False
     pool_size: int = Field(default=5, ge=1, le=100)
 

@@ -56,6 +56,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from mailbot.attachments import SavedAttachment
 from mailbot.domain import LicenseRecord, Priority, TicketInfo, Tier
 from mailbot.errors import TemporaryIngestError
 
@@ -242,6 +243,24 @@ class ImapCheckpoint(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TicketAttachment(Base):
+    """An attachment of a mail on a ticket; the bytes are a file named by `sha256`
+    (:mod:`mailbot.attachments`), the name here is sanitised."""
+
+    __tablename__ = "ticket_attachments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound_messages.id"))
+    filename: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("inbound_id", "sha256", "filename"),)
 
 
 class Setting(Base):
@@ -748,6 +767,19 @@ class Store:
                 s.expunge(r)
             return rows
 
+    def ticket_attachments(self, number: str) -> list[TicketAttachment]:
+        with self.session() as s:
+            q = (
+                select(TicketAttachment)
+                .join(Ticket, Ticket.id == TicketAttachment.ticket_id)
+                .where(Ticket.number == number)
+                .order_by(TicketAttachment.id)
+            )
+            rows = list(s.scalars(q))
+            for r in rows:
+                s.expunge(r)
+            return rows
+
     def set_ticket_state(self, number: str, state: str, *, by: str, now: datetime | None = None
                          ) -> bool:
         """Close, reopen or put a ticket on hold from the CLI; False if there is no such ticket."""
@@ -1030,6 +1062,30 @@ class Transaction:
              "author": author[:320], "created_at": utcnow(),
              "detail": detail[:2000] if detail else None},
         )
+
+    def add_attachments(self, ticket_id: int, inbound_id: int,
+                        attachments: Sequence[SavedAttachment], budget: int,
+                        now: datetime) -> list[SavedAttachment]:
+        """Record attachments on a ticket while the ticket's total stays within `budget`
+        bytes; returns those left out."""
+        used = int(self.s.scalar(select(func.coalesce(func.sum(TicketAttachment.size), 0))
+                                 .where(TicketAttachment.ticket_id == ticket_id)) or 0)
+        skipped = []
+        for a in attachments:
+            if used + a.size > budget:
+                skipped.append(a)
+                continue
+            exists = self.s.scalar(select(TicketAttachment.id).where(
+                TicketAttachment.inbound_id == inbound_id, TicketAttachment.sha256 == a.sha256,
+                TicketAttachment.filename == a.filename[:200]))
+            if exists is None:
+                self.s.add(TicketAttachment(
+                    ticket_id=ticket_id, inbound_id=inbound_id, filename=a.filename[:200],
+                    content_type=a.content_type[:200], size=a.size, sha256=a.sha256,
+                    created_at=now))
+                used += a.size
+        self.s.flush()
+        return skipped
 
     def auto_replies_since(self, address: str, since: datetime) -> int:
         """Automatic replies queued to `address` since `since` (this transaction's included)."""

@@ -31,6 +31,7 @@ from mailbot.actions import (
     write_decision,
     write_over_limit,
 )
+from mailbot.attachments import AttachmentStore, SavedAttachment
 from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import RuleContext, TicketIndex
@@ -42,7 +43,7 @@ from mailbot.ingest.parse import parse
 from mailbot.isolation import Overrun, Submitted, WorkerPool
 from mailbot.logs import decision_log, message_key
 from mailbot.registry import DictRegistry
-from mailbot.replies.conversation import ConversationRenderer
+from mailbot.replies.conversation import ConversationRenderer, attachments_of
 from mailbot.replies.render import ReplyRenderer
 from mailbot.store import ClaimedInbound, OutgoingMail, Store, Transaction, utcnow
 
@@ -142,6 +143,7 @@ class Rendered:
     inbound_id: int
     replies: tuple[OutgoingMail, ...]
     error: str | None = None
+    attachments: tuple[SavedAttachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,17 @@ class Started:
     items: list[ClaimedInbound]
     now: datetime
     submitted: Submitted | None
+
+
+TICKET_KINDS = frozenset((DecisionKind.TICKET, DecisionKind.FOLLOWUP, DecisionKind.STAFF_REPLY))
+"""Decisions that put the mail (and its attachments) on a ticket."""
+
+
+def needs_raw(mail: Mail, decision: Decision) -> bool:
+    """Whether rendering needs the raw message: to relay a staff reply's attachments, or to
+    keep the attachments of a mail that goes on a ticket."""
+    return decision.kind is DecisionKind.STAFF_REPLY or (
+        decision.kind in TICKET_KINDS and bool(mail.attachments))
 
 
 class Decider:
@@ -253,7 +266,13 @@ class Decider:
             replies = render_replies(self._replies, inbound_id=job.inbound_id, mail=job.mail,
                                      decision=job.decision, ticket=job.ticket, now=job.now,
                                      raw=job.raw)
-            return Rendered(job.inbound_id, replies)
+            saved: tuple[SavedAttachment, ...] = ()
+            if job.raw is not None and job.mail.attachments and job.decision.kind in TICKET_KINDS:
+                files = AttachmentStore(self.config.path(self.config.store.attachments_dir))
+                saved = tuple(
+                    files.save(name, ctype, payload) for name, ctype, payload, _ in
+                    attachments_of(job.raw, self.config.limits.ticket_attachment_bytes))
+            return Rendered(job.inbound_id, replies, attachments=saved)
         except Exception:  # noqa: BLE001 - a template or header bug: quarantine this message
             return Rendered(job.inbound_id, (), traceback.format_exc())
 
@@ -270,7 +289,8 @@ class Worker:
         self.decider = Decider(config, store)
         self.calendar = BusinessCalendar(config.calendar)
         self.settings = ActionSettings(self.calendar,
-                                       config.conversation.auto_replies_per_hour)
+                                       config.conversation.auto_replies_per_hour,
+                                       config.limits.ticket_attachment_bytes)
         # Ticket numbers allocated to batches not yet committed (a reply may name one).
         self._allocated: set[str] = set()
 
@@ -341,7 +361,7 @@ class Worker:
         analyses, drafts = self._number_tickets(items, analyses, now)
         jobs = [
             RenderJob(item.id, a.mail, a.decision, drafts.get(item.id), now,
-                      item.raw if a.decision.kind is DecisionKind.STAFF_REPLY else None)
+                      item.raw if needs_raw(a.mail, a.decision) else None)
             for item, a in zip(items, analyses)
             if a.mail is not None and a.decision is not None
         ]
@@ -459,7 +479,7 @@ class Worker:
             return Outcome(item.id, decision, mail=mail)
         return write_decision(tx, inbound_id=item.id, mail=mail, decision=decision,
                               ticket=draft, replies=rendered.replies, now=now,
-                              settings=self.settings)
+                              settings=self.settings, attachments=rendered.attachments)
 
     @staticmethod
     def _log(result: Outcome | Quarantined) -> None:

@@ -30,7 +30,8 @@ def base_config(tmp_path: Path) -> config_mod.Config:
     cfg = config_mod.load(ROOT / "config" / "mailbot.toml")
     return cfg.model_copy(
         update={
-            "store": cfg.store.model_copy(update={"url": f"sqlite:///{tmp_path / 'mailbot.db'}"}),
+            "store": cfg.store.model_copy(update={"url": f"sqlite:///{tmp_path / 'mailbot.db'}",
+                                                  "attachments_dir": str(tmp_path / "attachments")}),
             "outbound": cfg.outbound.model_copy(update={"directory": str(tmp_path / "sent")}),
         }
     )

@@ -192,7 +192,9 @@ _WS = re.compile(r"\s+")
 
 def _word_bytes(encoding: str, text: str) -> bytes:
     """Bytes of one RFC 2047 encoded word's text, tolerating bad padding and stray characters."""
-    raw = text.encode("ascii", "surrogateescape")
+    # Not "ascii": 8-bit bytes inside a word were decoded with the rest of the header, so
+    # the text may hold any character (kept as UTF-8 bytes; raw bytes via surrogateescape).
+    raw = text.encode("utf-8", "surrogateescape")
     if encoding in "qQ":
         return binascii.a2b_qp(raw, header=True)
     raw = re.sub(rb"[^A-Za-z0-9+/]", b"", raw)
@@ -289,11 +291,19 @@ def _mailboxes(values: Iterable[str], hints: Iterable[str], *, angle_first: bool
     return pairs
 
 
+def _text8(value: str) -> str:
+    """A raw compat32 value's 8-bit bytes (surrogate escapes) as UTF-8 text, U+FFFD where they
+    are not UTF-8: lone surrogates are not text and cannot be stored or encoded."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _ids(values: Iterable[str]) -> tuple[str, ...]:
     """Message-IDs (`<...>`, inner whitespace removed) in order, without duplicates."""
     found: dict[str, None] = {}
     for value in values:
-        for inner in _ANGLE_ID.findall(value):
+        for inner in _ANGLE_ID.findall(_text8(value)):
             inner = _WS.sub("", _CONTROLS.sub("", inner))
             if inner:
                 found[f"<{inner}>"] = None
@@ -307,13 +317,14 @@ def _message_id(value: str | None) -> str | None:
     ids = _ids([value])
     if ids:
         return ids[0]
-    return _clean(value) or None
+    return _clean(_text8(value)) or None
 
 
 def _return_path(value: str | None) -> str | None:
     """Address inside the first <...> of Return-Path; "" for the null sender `<>`."""
     if value is None:
         return None
+    value = _text8(value)
     match = _ANGLE_ID.search(value)
     inner = match.group(1) if match else value
     return _WS.sub("", _CONTROLS.sub("", inner)).lower()
@@ -478,7 +489,9 @@ def _walk(msg: Message, defects: list[str]) -> list[_Part]:
     while stack:
         entry, depth = stack.pop()
         found.append(entry)
-        payload = entry.part.get_payload()
+        # Only containers' payloads: get_payload() of a leaf with 8-bit bytes decodes it with
+        # its declared charset and raises ValueError for one holding a NUL.
+        payload = entry.part.get_payload() if entry.part.is_multipart() else None
         if isinstance(payload, list) and depth >= MAX_DEPTH:
             defects.append(NestingTooDeepDefect.__name__)
         elif isinstance(payload, list):
@@ -565,13 +578,13 @@ def _parse(data: bytes) -> Mail:
     if first("date") and date is None:
         defects.append("InvalidDateDefect")
 
-    content_type = msg.get_content_type()
+    content_type = _text8(msg.get_content_type())
     report_type = ""
     if content_type == "multipart/report":
         param = msg.get_param("report-type")
         if isinstance(param, tuple):
             param = email.utils.collapse_rfc2231_value(param)
-        report_type = _clean(str(param or "")).lower()
+        report_type = _clean(_text8(str(param or ""))).lower()
 
     text, html, attachments = _bodies(parts, defects, hints)
     for entry in parts:
@@ -646,7 +659,7 @@ def _bodies(
         text = html_to_text(html)
     taken = {id(e.part) for e in chosen + rich[:1]}
     attachments = tuple(
-        Attachment(filename=filename or "", content_type=part.get_content_type(),
+        Attachment(filename=filename or "", content_type=_text8(part.get_content_type()),
                    size=_size(part, defects))
         for part, filename in candidates if id(part) not in taken
     )
@@ -655,7 +668,7 @@ def _bodies(
 
 def _size(part: Message, defects: list[str]) -> int:
     """Decoded size in bytes of an attachment part (an attached message: its raw size)."""
-    payload = part.get_payload()
+    payload = part.get_payload() if part.is_multipart() else None  # see _walk
     if isinstance(payload, list):
         try:
             return sum(len(sub.as_bytes()) for sub in payload if isinstance(sub, Message))

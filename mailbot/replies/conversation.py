@@ -29,6 +29,7 @@ from email_validator import EmailNotValidError, validate_email
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from mailbot.attachments import safe_filename
 from mailbot.classify.commands import COMMANDS
 from mailbot.classify.staff_auth import reply_address
 from mailbot.config import Config
@@ -294,13 +295,6 @@ def _attachment_parts(msg: Message) -> Iterable[Message]:
             continue
         if part.get_filename() or part.get_content_disposition() == "attachment":
             yield part
-
-
-def safe_filename(name: str) -> str:
-    """A file name without directories, control characters or leading dots."""
-    name = clean_header_text(name, 150).replace("\\", "/").rsplit("/", 1)[-1]
-    name = name.lstrip(". ")
-    return name or "attachment"
 
 
 def _checked(msg: EmailMessage, recipients: Sequence[str]) -> bytes:

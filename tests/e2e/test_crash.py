@@ -36,6 +36,7 @@ def write_config(tmp: Path, *, lmtp_port: int, sink_port: int, imap_port: int, u
 root = "{ROOT}"
 [store]
 url = "sqlite:///{tmp / 'mailbot.db'}"
+attachments_dir = "{tmp / 'attachments'}"
 [listener]
 protocol = "lmtp"
 host = "127.0.0.1"

@@ -60,8 +60,10 @@ class NaiveResponder:
             c.sendmail(self.address, ["podpora@estelar.example"], reply.as_bytes(policy=email.policy.SMTP))
 
 
-async def wait_quiet(count: Callable[[], int], quiet: float = 3.0, limit: float = 40.0) -> int:
-    """Wait until `count()` has not changed for `quiet` seconds (at most `limit` s)."""
+async def wait_quiet(count: Callable[[], int], quiet: float = 3.0, limit: float = 40.0,
+                     at_least: int = 1) -> int:
+    """Wait until `count()` reached `at_least` and has not changed for `quiet` seconds
+    (at most `limit` s in all)."""
     end = time.monotonic() + limit
     last, since = count(), time.monotonic()
     while time.monotonic() < end:
@@ -69,7 +71,7 @@ async def wait_quiet(count: Callable[[], int], quiet: float = 3.0, limit: float 
         now = count()
         if now != last:
             last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
+        elif now >= at_least and time.monotonic() - since >= quiet:
             break
     return last
 

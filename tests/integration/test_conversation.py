@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.policy
 from datetime import datetime, timedelta
+from pathlib import Path
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import make_msgid
@@ -86,8 +87,10 @@ class Desk:
 
 
 @pytest.fixture
-def desk(config: config_mod.Config, store: Store) -> Desk:
+def desk(config: config_mod.Config, store: Store, tmp_path: Path) -> Desk:
     cfg = config.model_copy(update={
+        "store": config.store.model_copy(update={"attachments_dir": str(tmp_path / "files")}),
+        "limits": config.limits.model_copy(update={"ticket_attachment_bytes": 10_000}),
         "mailbox": config.mailbox.model_copy(update={"staff_notify": (NOTIFY,)}),
         "conversation": config.conversation.model_copy(
             update={"authserv_ids": ("mx.estelar.example",)}),
@@ -341,3 +344,19 @@ def test_too_large_is_quarantined_and_the_sender_told_the_limit(small_desk: Desk
     assert len(small_desk.sent("reject_too_large")) == 2  # the person and the attachment sender
     assert small_desk.store.count_inbound() == {"quarantined": 4}
     assert small_desk.store.list_tickets() == []
+
+
+def test_attachments_are_kept_as_files_within_the_ticket_budget(desk: Desk, tmp_path: Path) -> None:
+    """A request's attachments become files named by their hash, with sanitised names on
+    the ticket; beyond the ticket's budget they are left out and noted."""
+    raw = mail(CUSTOMER, "Nejde uložit", REQUEST, attachment=("../../etc/passwd", b"log " * 1000))
+    number = desk.receive(raw, MON).ticket_number
+    assert number
+    [row] = desk.store.ticket_attachments(number)
+    assert (row.filename, row.size) == ("passwd", 4000)
+    assert (tmp_path / "files" / row.sha256[:2] / row.sha256).read_bytes() == b"log " * 1000
+    more = mail(CUSTOMER, f"Re: [#{number}] x", "Posílám další log.", attachment=("big.log", b"x" * 7000))
+    desk.receive(more, MON + timedelta(minutes=5))
+    assert len(desk.store.ticket_attachments(number)) == 1  # 4,000 + 7,000 > 10,000
+    events = {e.kind: e.detail for e in desk.store.ticket_events(number)}
+    assert events["attachments_skipped"] == "big.log"

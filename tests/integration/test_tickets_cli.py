@@ -3,7 +3,10 @@ with tickets opened by the real pipeline (`mailbot replay` of request mails)."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
+from email.message import EmailMessage
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -183,3 +186,27 @@ def test_unknown_and_malformed_numbers(tmp_path: Path, store_url: str) -> None:
     # Nothing was changed by the failed commands.
     rows = by_number(ok("tickets", "list", "--json", "--config", cfg))
     assert all(r["state"] == "open" and r["assignee"] is None for r in rows.values())
+
+
+def test_attachments_export(tmp_path: Path, store_url: str) -> None:
+    """`tickets show` lists a ticket's attachments; `tickets attachments --to DIR` copies them
+    there under sanitised names, nothing outside DIR."""
+    cfg = str(write_config(tmp_path, store_url))
+    csv = tmp_path / "licenses.csv"
+    csv.write_bytes(LICENSES)
+    ok("licenses", "import", str(csv), "--config", cfg)
+    msg = email.message_from_bytes(request_mail(sender="dvorak@strojirny-hranice.cz"),
+                                   policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    msg.add_attachment(b"radek 1\n", maintype="text", subtype="plain", filename="../../evil.log")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "1.eml").write_bytes(msg.as_bytes(policy=email.policy.SMTP))
+    ok("replay", str(folder), "--now", LATER, "--config", cfg)
+    shown = json.loads(ok("tickets", "show", T1, "--json", "--config", cfg))
+    assert [a["filename"] for a in shown["attachments"]] == ["evil.log"]
+    out = tmp_path / "export"
+    ok("tickets", "attachments", T1, "--to", str(out), "--config", cfg)
+    assert [p.name for p in out.iterdir()] == ["evil.log"]
+    assert (out / "evil.log").read_bytes() == b"radek 1\n"
+    assert not (tmp_path / "evil.log").exists()
