@@ -72,7 +72,8 @@ def write_config(tmp: Path, *, sink_port: int, lmtp_port: int | None,
     """config/mailbot.toml with root = the repo, a temp SQLite store, outbound SMTP to the
     sink, an LMTP listener (or none) and one plain [[imap]] mailbox (or none)."""
     text = (ROOT / "config" / "mailbot.toml").read_text(encoding="utf-8")
-    text = text.replace('url = "sqlite:///var/mailbot.db"', f'url = "sqlite:///{tmp}/mailbot.db"\nattachments_dir = "{tmp}/attachments"')
+    text = text.replace('attachments_dir = "var/attachments"', f'attachments_dir = "{tmp}/attachments"')
+    text = text.replace('url = "sqlite:///var/mailbot.db"', f'url = "sqlite:///{tmp}/mailbot.db"')
     assert f"{tmp}/mailbot.db" in text, "config/mailbot.toml: [store] url not found"
     for table in ("listener", "outbound"):
         text = _drop_table(text, table)

@@ -51,7 +51,8 @@ def main() -> int:
 
         config = t / "mailbot.toml"
         text = (ROOT / "config" / "mailbot.toml").read_text(encoding="utf-8")
-        text = text.replace('url = "sqlite:///var/mailbot.db"', f'url = "sqlite:///{t}/bench.db"\nattachments_dir = "{t}/attachments"')
+        text = text.replace('attachments_dir = "var/attachments"', f'attachments_dir = "{t}/attachments"')
+        text = text.replace('url = "sqlite:///var/mailbot.db"', f'url = "sqlite:///{t}/bench.db"')
         config.write_text(f'root = "{ROOT}"\n' + text, encoding="utf-8")
         mailbot = [sys.executable, "-m", "mailbot", "--log-level", "WARNING"]
         subprocess.run([*mailbot, "licenses", "import", str(t / "licenses.csv"),

@@ -26,8 +26,9 @@ def write_config(tmp_path: Path, store_url: str) -> Path:
     """A config file like the embedded default, with the store and sink in tmp_path."""
     root = Path(__file__).resolve().parents[2]
     text = (root / "config" / "mailbot.toml").read_text(encoding="utf-8")
-    text = re.sub(r'(?m)^url = .*$',
-                  f'url = "{store_url}"\nattachments_dir = "{tmp_path / "attachments"}"', text, count=1)
+    text = re.sub(r'(?m)^url = .*$', f'url = "{store_url}"', text, count=1)
+    text = re.sub(r'(?m)^attachments_dir = .*$', f'attachments_dir = "{tmp_path / "files"}"',
+                  text, count=1)
     text = re.sub(r'(?m)^directory = .*$', f'directory = "{tmp_path / "sent"}"', text, count=1)
     text = f'root = "{root}"\n' + text
     path = tmp_path / "mailbot.toml"
