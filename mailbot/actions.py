@@ -93,6 +93,8 @@ class ReplyContext:
     mailbox: MailboxConfig
     renderer: ReplyRenderer
     conversation: ConversationRenderer
+    # Told of every emergency ticket at once (schedule.emergency_notify and sms_gateway).
+    emergency_recipients: tuple[str, ...] = ()
 
 
 def render_replies(
@@ -133,6 +135,13 @@ def render_replies(
                              suspicious=suspicious)
         if notice is not None:
             out.append(_built(notice, f"notice:{inbound_id}", "notice", sender))
+        if info.priority is Priority.EMERGENCY and ctx.emergency_recipients:
+            alert = conv.staff_alert(
+                kind="emergency", ticket=info, recipients=ctx.emergency_recipients,
+                message_id=ticket_message_id(info.number, f"x{inbound_id}", domain), now=now,
+                text=latest_reply(body_text(mail)) or body_text(mail))
+            if alert is not None:
+                out.append(_built(alert, f"emergency:{inbound_id}", "emergency", sender))
     elif kind in REJECTIONS:
         message_id = other_message_id(f"reject-{inbound_id}", domain)
         reply = ctx.renderer.render_reply(decision, mail, ticket=None, message_id=message_id,

@@ -28,12 +28,14 @@ from datetime import timedelta
 from mailbot import migrations, sdnotify
 from mailbot.config import Config, read_secret
 from mailbot.looplag import LoopLag
+from mailbot.replies.conversation import ConversationRenderer
+from mailbot.scheduler import Scheduler, digest_builder
 from mailbot.ingest.imap import ImapPoller
 from mailbot.ingest.intake import Intake
 from mailbot.ingest.lmtp import IntakeHandler, ListenerThread, RecipientPolicy
 from mailbot.replies.outbox import OutboxDispatcher
 from mailbot.replies.smtp import Transport, build_transport
-from mailbot.store import Store
+from mailbot.store import Store, utcnow
 from mailbot.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,8 @@ class Daemon:
             asyncio.create_task(self._watchdog(), name="watchdog"),
             asyncio.create_task(self.loop_lag.run(self.stop), name="loop-lag"),
         ]
+        if cfg.schedule.enabled:
+            tasks.append(asyncio.create_task(self._schedule_loop(), name="schedule"))
         sdnotify.notify("READY=1\nSTATUS=taking mail")
         log.info("mailbot running (store %s, outbound %s)", self.store.engine.url.render_as_string(
             hide_password=True), cfg.outbound.mode)
@@ -202,6 +206,22 @@ class Daemon:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._outbox_wake.wait(), 1.0)
+
+    async def _schedule_loop(self) -> None:
+        """Queue the timed mails that are due (reminders, escalations, waiting tickets, the
+        digest) every `schedule.tick_seconds`."""
+        scheduler = Scheduler(
+            self.config, self.store,
+            ConversationRenderer(self.config, self.worker.decider.token_secret()),
+            digest_builder(self.config))
+        while not self.stop.is_set():
+            try:
+                if await asyncio.to_thread(scheduler.run_due, utcnow()):
+                    self._outbox_wake.set()
+            except Exception:  # noqa: BLE001 - the store is away or a bug: try next tick
+                log.exception("scheduled work failed; retrying at the next tick")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), self.config.schedule.tick_seconds)
 
     async def _watchdog(self) -> None:
         interval = sdnotify.watchdog_interval()

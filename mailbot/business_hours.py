@@ -104,6 +104,31 @@ class BusinessCalendar:
             cur = self._next_open_wall(day_close)
         raise ValueError(f"{hours} working hours is beyond the calendar's range")
 
+    def subtract_working_hours(self, end: datetime, hours: float) -> datetime:
+        """The working instant from which `hours` working hours remain until `end`: the
+        latest such instant, so a span that begins exactly at a day's start is that day's
+        opening, not the previous day's closing.
+
+        Raises:
+            ValueError: `hours` is negative or `end` is naive.
+        """
+        if hours < 0:
+            raise ValueError(f"hours must not be negative, got {hours}")
+        remaining = timedelta(hours=hours)
+        cur = self._to_wall(end)
+        for _ in range(_MAX_CLOSED_DAYS * 10):
+            day = cur.date()
+            if self.is_working_day(day):
+                day_open = datetime.combine(day, self._opens)
+                top = min(cur, datetime.combine(day, self._closes))
+                if top > day_open:
+                    available = top - day_open
+                    if remaining <= available:
+                        return self._from_wall(top - remaining)
+                    remaining -= available
+            cur = datetime.combine(day - timedelta(days=1), self._closes)
+        raise ValueError(f"{hours} working hours is beyond the calendar's range")
+
     def working_hours_between(self, a: datetime, b: datetime) -> float:
         """Working hours from `a` to `b` (negative when `b` is before `a`)."""
         wa, wb = self._to_wall(a), self._to_wall(b)

@@ -228,6 +228,26 @@ class ConversationConfig(_Section):
         return tuple(v.lower() for v in value)
 
 
+class ScheduleConfig(_Section):
+    """Timed work of `mailbot run`: deadline reminders and escalation, waiting tickets, the
+    daily digest. `lead_address` gets escalations (empty: the staff list);
+    `emergency_notify` (and `sms_gateway`, an e-mail-to-SMS address) hear of every emergency
+    ticket at once."""
+
+    enabled: bool = True
+    tick_seconds: float = Field(default=30.0, gt=0, le=3600)
+    reminder_hours: float = Field(default=4.0, ge=0, le=100)
+    lead_address: Address | None = None
+    emergency_notify: tuple[Address, ...] = ()
+    sms_gateway: Address | None = None
+    # Waiting for the customer: a polite reminder after this many working days, and the
+    # ticket closed (with a notice) after as many again.
+    wait_reminder_days: float = Field(default=5.0, gt=0, le=365)
+    wait_close_days: float = Field(default=5.0, gt=0, le=365)
+    digest: bool = True
+    digest_time: Annotated[str, AfterValidator(_check_hhmm)] = "07:30"
+
+
 class LimitsConfig(_Section):
     """What a message may be: over a limit it is quarantined with the reason (a sender of a
     merely too large message is told the limit; structural excess gets no reply)."""
@@ -269,6 +289,7 @@ class Config(_Section):
     worker: WorkerConfig = WorkerConfig()
     conversation: ConversationConfig = ConversationConfig()
     limits: LimitsConfig = LimitsConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
 
     def path(self, value: str) -> Path:
         """`value` as an absolute path, relative ones taken from `root`."""

@@ -129,6 +129,7 @@ class TicketInfo:
     assignee: str | None = None
     first_message_id: str | None = None
     last_message_id: str | None = None
+    waiting_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -301,6 +301,7 @@ def ticket_info(t: Ticket) -> TicketInfo:
         assignee=t.assignee,
         first_message_id=t.first_message_id,
         last_message_id=t.last_message_id,
+        waiting_since=t.waiting_since,
     )
 
 
@@ -754,6 +755,17 @@ class Store:
                 q = q.where(func.lower(Ticket.assignee) == assignee.lower())
             return [ticket_info(t) for t in s.scalars(q)]
 
+    def existing_purposes(self, purposes: Sequence[str]) -> set[str]:
+        """Which of these outbox purposes are already queued or sent."""
+        found: set[str] = set()
+        items = list(dict.fromkeys(purposes))
+        with self.session() as s:
+            for i in range(0, len(items), 500):
+                chunk = items[i : i + 500]
+                found.update(s.scalars(select(OutboxMessage.purpose)
+                                       .where(OutboxMessage.purpose.in_(chunk))))
+        return found
+
     def ticket_events(self, number: str) -> list[TicketEvent]:
         with self.session() as s:
             q = (
@@ -938,6 +950,32 @@ class Store:
             if r is not None:
                 s.expunge(r)
             return r
+
+    def sla_rows(self, opened_from: datetime, opened_to: datetime
+                 ) -> list[tuple[TicketInfo, datetime | None, datetime | None]]:
+        """Tickets opened in ``[opened_from, opened_to)``, oldest first, each with the time of
+        its first ``answered`` event and of its first ``close``/``closed`` event (or None);
+        read-only, for :func:`mailbot.sla.sla_report`."""
+        from sqlalchemy.sql import Subquery
+
+        def first(*kinds: str) -> Subquery:
+            return (
+                select(TicketEvent.ticket_id, func.min(TicketEvent.created_at).label("at"))
+                .where(TicketEvent.kind.in_(kinds))
+                .group_by(TicketEvent.ticket_id)
+                .subquery()
+            )
+
+        answered, closed = first("answered"), first("close", "closed")
+        q = (
+            select(Ticket, answered.c.at, closed.c.at)
+            .outerjoin(answered, answered.c.ticket_id == Ticket.id)
+            .outerjoin(closed, closed.c.ticket_id == Ticket.id)
+            .where(Ticket.opened_at >= opened_from, Ticket.opened_at < opened_to)
+            .order_by(Ticket.opened_at, Ticket.id)
+        )
+        with self.session() as s:
+            return [(ticket_info(t), a, c) for t, a, c in s.execute(q)]
 
 
 # Statements of the per-message hot path, built once as Core statements on the tables: no

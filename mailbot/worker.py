@@ -259,9 +259,11 @@ class Decider:
     def render(self, job: RenderJob) -> Rendered:
         """The replies of one decided message; never raises (errors come back as text)."""
         if self._replies is None:
+            sched = self.config.schedule
             self._replies = ReplyContext(
                 self.config.mailbox, ReplyRenderer(self.config),
-                ConversationRenderer(self.config, self.token_secret()))
+                ConversationRenderer(self.config, self.token_secret()),
+                (*sched.emergency_notify, *((sched.sms_gateway,) if sched.sms_gateway else ())))
         try:
             replies = render_replies(self._replies, inbound_id=job.inbound_id, mail=job.mail,
                                      decision=job.decision, ticket=job.ticket, now=job.now,

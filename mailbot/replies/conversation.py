@@ -55,6 +55,11 @@ _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 _MIME_PARSER = email.parser.BytesParser(policy=email.policy.default)
 
 
+SCHEDULED: Final = ("staff/reminder", "staff/escalation", "staff/emergency",
+                    "replies/wait_reminder", "replies/wait_closed")
+"""Templates of the timed and alert mails (text only)."""
+
+
 class ConversationRenderError(MailbotError):
     """A conversation mail could not be built safely."""
 
@@ -76,6 +81,8 @@ def valid_address(value: str | None) -> str | None:
         v = validate_email(value, check_deliverability=False, allow_smtputf8=False,
                            test_environment=True)
     except EmailNotValidError:
+        return None
+    if v.ascii_email and "=?" in v.ascii_email:  # an encoded word the email package decodes
         return None
     return v.ascii_email
 
@@ -102,7 +109,7 @@ class ConversationRenderer:
                                       trim_blocks=True, lstrip_blocks=True)
         self._text_env = SandboxedEnvironment(autoescape=False, **common)
         self._html_env = SandboxedEnvironment(autoescape=True, **common)
-        for name in ("staff/notice", "staff/command_error", "replies/relay"):
+        for name in ("staff/notice", "staff/command_error", "replies/relay", *SCHEDULED):
             for lang in ("cs", "en"):
                 self._text_env.get_template(f"{name}.{lang}.txt.j2")
         for lang in ("cs", "en"):
@@ -192,8 +199,9 @@ class ConversationRenderer:
             support_name=self._support_name, support_address=self._box.support_address)
         staff_name = clean_header_text(mail.from_name, 100)
         msg = EmailMessage(policy=POLICY)
-        if self._conv.expose_staff_address and mail.from_addr and valid_address(mail.from_addr):
-            msg["From"] = Address(staff_name or self._support_name, addr_spec=mail.from_addr)
+        staff_addr = valid_address(mail.from_addr) if self._conv.expose_staff_address else None
+        if staff_addr:
+            msg["From"] = Address(staff_name or self._support_name, addr_spec=staff_addr)
             msg["Reply-To"] = Address(self._support_name, addr_spec=self._box.support_address)
         else:
             shown = f"{staff_name} ({self._support_name})" if staff_name else self._support_name
@@ -205,10 +213,11 @@ class ConversationRenderer:
         message_id = ticket_message_id(ticket.number, f"r{inbound_id}", self._domain)
         self._common(msg, message_id, now)
         ack = ticket_message_id(ticket.number, 1, self._domain)
-        parent = ticket.last_message_id or ack
-        msg["In-Reply-To"] = parent
-        chain = [i for i in (ticket.first_message_id, ack, ticket.last_message_id) if i]
-        msg["References"] = " ".join(dict.fromkeys(chain))
+        # The stored ids are the customer's, as their mails had them: only well-formed ones.
+        last = _message_ids(ticket.last_message_id)
+        msg["In-Reply-To"] = last[0] if last else ack
+        msg["References"] = " ".join(
+            _message_ids(ticket.first_message_id, ack, ticket.last_message_id))
         msg.set_content(body, cte="quoted-printable")
         for filename, ctype, payload, charset in attachments_of(raw) if raw else ():
             maintype, _, subtype = ctype.partition("/")
@@ -243,6 +252,66 @@ class ConversationRenderer:
         msg.set_content(body, cte="quoted-printable")
         return Built(_checked(msg, (to,)), (to,), message_id)
 
+    # --- alerts to staff and notes to customers (scheduler, emergencies) -----------------
+
+    def staff_alert(self, *, kind: str, ticket: TicketInfo, recipients: Sequence[str],
+                    message_id: str, now: datetime, text: str = "") -> Built | None:
+        """A reminder, escalation or emergency alert about `ticket` (template
+        ``staff/<kind>``); Reply-To is the ticket's reply address, as in a notice."""
+        to = tuple(dict.fromkeys(a for a in recipients if valid_address(a)))
+        if not to:
+            return None
+        lang = self._conv.staff_language
+        body = self._text_env.get_template(f"staff/{kind}.{lang}.txt.j2").render(
+            ticket_number=ticket.number, subject=clean_header_text(ticket.subject, 300),
+            customer_name=clean_header_text(ticket.customer_name, 300),
+            customer_email=clean_header_text(ticket.customer_email, 320),
+            license_number=ticket.license or "", assignee=ticket.assignee or "",
+            emergency=ticket.priority is Priority.EMERGENCY,
+            deadline_text=format_deadline(ticket.deadline, lang, self._zone),
+            text=_text(text, 2000))
+        expires = (now.astimezone(self._zone) + timedelta(days=self._conv.token_days)).date()
+        words = {"reminder": ("Blíží se termín", "Deadline approaching"),
+                 "escalation": ("PO TERMÍNU", "OVERDUE"),
+                 "emergency": ("HAVÁRIE", "EMERGENCY")}[kind]
+        msg = EmailMessage(policy=POLICY)
+        msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
+        msg["To"] = ", ".join(to)
+        msg["Reply-To"] = reply_address(self._box.support_address, ticket.number, self._secret,
+                                        expires)
+        word = words[0] if lang == "cs" else words[1]
+        msg["Subject"] = clean_header_text(f"{word}: [#{ticket.number}] {ticket.subject}", 250)
+        self._common(msg, message_id, now)
+        msg["References"] = ticket_message_id(ticket.number, 1, self._domain)
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(body, cte="quoted-printable")
+        return Built(_checked(msg, to), to, message_id)
+
+    def customer_note(self, *, kind: str, ticket: TicketInfo, message_id: str,
+                      now: datetime) -> Built | None:
+        """A timed note to the customer about `ticket` (template ``replies/<kind>``),
+        threaded like a relayed reply."""
+        to = valid_address(ticket.customer_email)
+        if to is None:
+            return None
+        lang = ticket.language if ticket.language in ("cs", "en") else "cs"
+        body = self._text_env.get_template(f"replies/{kind}.{lang}.txt.j2").render(
+            ticket_number=ticket.number, subject=clean_header_text(ticket.subject, 300),
+            support_name=self._support_name, support_address=self._box.support_address)
+        msg = EmailMessage(policy=POLICY)
+        msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
+        msg["To"] = Address(clean_header_text(ticket.customer_name, 100), addr_spec=to)
+        subject = clean_header_text(ticket.subject, 200) or "(bez předmětu)"
+        msg["Subject"] = clean_header_text(f"Re: [#{ticket.number}] {subject}", 250)
+        self._common(msg, message_id, now)
+        ack = ticket_message_id(ticket.number, 1, self._domain)
+        msg["In-Reply-To"] = ticket.last_message_id or ack
+        chain = [i for i in (ticket.first_message_id, ack, ticket.last_message_id) if i]
+        msg["References"] = " ".join(dict.fromkeys(chain))
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(body, cte="quoted-printable")
+        return Built(_checked(msg, (to,)), (to,), message_id)
+
     def _common(self, msg: EmailMessage, message_id: str, now: datetime) -> None:
         msg["Date"] = email.utils.format_datetime(now.astimezone(self._zone))
         msg["Message-ID"] = message_id
@@ -253,6 +322,11 @@ def valid_message_id(value: str) -> bool:
     v = value.strip()
     return (v.startswith("<") and v.endswith(">") and len(v) < 250 and " " not in v
             and all(" " < ch < "\x7f" for ch in v))
+
+
+def _message_ids(*values: str | None) -> list[str]:
+    """The values that are well-formed Message-IDs, stripped, in order, once each."""
+    return list(dict.fromkeys(v.strip() for v in values if v and valid_message_id(v)))
 
 
 def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
@@ -276,11 +350,14 @@ def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
             log.warning("attachments over %d bytes left out of the relay", limit)
             break
         total += len(payload)
-        name = safe_filename(part.get_filename() or "attachment")
+        name = safe_filename(_filename(part) or "attachment")
         ctype = part.get_content_type()
         if ctype.count("/") != 1 or ctype.startswith("multipart/"):
             ctype = "application/octet-stream"
-        charset = part.get_content_charset() if ctype.startswith("text/") else None
+        try:
+            charset = part.get_content_charset() if ctype.startswith("text/") else None
+        except ValueError:  # an RFC 2231 charset*= whose own charset holds a NUL
+            charset = None
         if charset is not None and not charset.replace("-", "").replace("_", "").isalnum():
             charset = None
         out.append((name, ctype, payload, charset))
@@ -293,8 +370,17 @@ def _attachment_parts(msg: Message) -> Iterable[Message]:
             break
         if part.is_multipart():
             continue
-        if part.get_filename() or part.get_content_disposition() == "attachment":
+        if _filename(part) or part.get_content_disposition() == "attachment":
             yield part
+
+
+def _filename(part: Message) -> str | None:
+    """The part's filename, None when there is none or it cannot be decoded (the stdlib
+    raises ValueError for an RFC 2231 `filename*=` whose charset holds a NUL)."""
+    try:
+        return part.get_filename()
+    except (ValueError, LookupError, UnicodeError):
+        return None
 
 
 def _checked(msg: EmailMessage, recipients: Sequence[str]) -> bytes:

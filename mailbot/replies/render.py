@@ -41,6 +41,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
+from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config
 from mailbot.domain import (
     LOOP_HEADER,
@@ -146,8 +147,12 @@ _BODY_UNSAFE = _UnsafeTable("", {ord("\t"): " "})
 
 def clean_header_text(value: str, limit: int = SUBJECT_LIMIT) -> str:
     """`value` on one line, safe for a header: control/format characters become spaces,
-    runs of whitespace collapse, and the result is cut to `limit` characters (with "…")."""
-    cleaned = value.translate(_HEADER_UNSAFE)
+    runs of whitespace collapse, and the result is cut to `limit` characters (with "…").
+
+    "=?" becomes "= ?": the email package decodes RFC 2047 encoded words it finds in a header
+    value set as text (also inside a quoted display name), so "=?utf-8?q?=0D=0A…?=" in
+    customer text would become a line break, a surrogate or another address."""
+    cleaned = value.translate(_HEADER_UNSAFE).replace("=?", "= ?")
     cleaned = " ".join(cleaned.split())
     if len(cleaned) > limit:
         cleaned = cleaned[: limit - 1].rstrip() + "…"
@@ -368,6 +373,7 @@ class ReplyRenderer:
         self._support_address = config.mailbox.support_address
         self._own = config.mailbox.own_addresses()
         self._zone = config.calendar.zone
+        self._calendar = BusinessCalendar(config.calendar)
         self._default_language = config.replies.default_language
         self._tiers_offer_url = config.replies.tiers_offer_url
         opens, closes = config.calendar.open_time, config.calendar.close_time
@@ -433,6 +439,9 @@ class ReplyRenderer:
             log.warning("not replying to invalid sender address %r: %s", mail.from_addr, exc)
             return None
         if valid.ascii_email is None or valid.ascii_email.lower() in self._own:
+            return None
+        if "=?" in valid.ascii_email:  # an encoded word: the email package would decode it
+            log.warning("not replying to sender address %r: holds an encoded word", mail.from_addr)
             return None
         name = clean_header_text(mail.from_name, NAME_LIMIT)
         return Address(display_name=name, username=valid.local_part, domain=valid.ascii_domain)
@@ -571,6 +580,9 @@ class ReplyRenderer:
                 ticket.priority is Priority.EMERGENCY or decision.priority is Priority.EMERGENCY
             )
             context["deadline_text"] = format_deadline(ticket.deadline, lang, self._zone)
+            context["after_hours"] = not self._calendar.is_open(ticket.opened_at)
+            context["work_starts_text"] = format_deadline(
+                self._calendar.next_opening(ticket.opened_at), lang, self._zone)
         elif kind is DecisionKind.REJECT_INCOMPLETE:
             missing = {m.lower() for m in decision.missing}
             missing_license = MISSING_LICENSE in missing

@@ -360,3 +360,40 @@ def test_attachments_are_kept_as_files_within_the_ticket_budget(desk: Desk, tmp_
     assert len(desk.store.ticket_attachments(number)) == 1  # 4,000 + 7,000 > 10,000
     events = {e.kind: e.detail for e in desk.store.ticket_events(number)}
     assert events["attachments_skipped"] == "big.log"
+
+
+def test_after_hours_ack_says_when_work_starts(desk: Desk) -> None:
+    """Mail on Saturday: the ack says it arrived outside working hours, when work on it
+    starts (Monday 8:00) and the deadline counted from then."""
+    raw = mail(f"Pavel Dvořák <{CUSTOMER}>", "Nejde uložit směnný kalendář", REQUEST)
+    out = desk.receive(raw, datetime(2026, 11, 28, 11, 0, tzinfo=PRAGUE))
+    assert out.deadline == datetime(2026, 12, 2, 17, 0, tzinfo=PRAGUE)
+    [ack] = desk.sent("ack")
+    text = ack.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert "mimo naši pracovní dobu" in text
+    assert "pondělí 30. 11. 2026 8:00" in " ".join(text.split())
+    weekday = mail(f"Pavel Dvořák <{CUSTOMER}>", "Jiný dotaz", REQUEST.replace("Uložit", "Tisk"))
+    desk.receive(weekday, MON)
+    later = desk.sent("ack")[1].get_body(("plain",)).get_content()
+    assert "mimo naši pracovní dobu" not in later
+
+
+def test_emergency_alerts_the_emergency_addresses_at_once(config: config_mod.Config, store: Store,
+                                                         tmp_path: Path) -> None:
+    cfg = config.model_copy(update={
+        "store": config.store.model_copy(update={"attachments_dir": str(tmp_path / "files")}),
+        "mailbox": config.mailbox.model_copy(update={"staff_notify": (NOTIFY,)}),
+        "schedule": config.schedule.model_copy(update={
+            "emergency_notify": ("pohotovost@estelar.example",), "sms_gateway": "420603123456@sms.example"}),
+        "worker": config.worker.model_copy(update={"processes": 0}),
+    })
+    desk = Desk(cfg, store)
+    text = REQUEST.replace("po kliknutí na Uložit se v ACS-line zobrazí chyba „Neplatný interval“ "
+                           "a směnný kalendář pro třetí směnu se neuloží.",
+                           "služba ACS nejde spustit a nikdo si nemůže zapsat docházku.")
+    out = desk.receive(mail(CUSTOMER, "Havárie: server nejede", text), MON)
+    assert out.decision.priority is not None and out.decision.priority.value == "emergency"
+    [alert] = desk.sent("emergency")
+    assert sorted(a.addr_spec for a in alert["To"].addresses) == [
+        "420603123456@sms.example", "pohotovost@estelar.example"]
+    assert "HAVÁRIE" in str(alert["Subject"]) and "nikdo si nemůže zapsat" in alert.get_content()

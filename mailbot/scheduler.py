@@ -1,0 +1,207 @@
+"""Timed work: deadline reminders and escalations, waiting tickets, the daily digest.
+
+`Scheduler.run_due(now)` looks at the store and queues what is due at `now`; the daemon calls
+it every `schedule.tick_seconds`, tests call it with any clock. Every job is an outbox row
+whose `purpose` names the job and its occasion (ticket and deadline, ticket and start of the
+wait, day of the digest): the unique key makes a job happen at most once, and a job that fell
+due while the daemon was down is simply due at the first tick after start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy.exc import IntegrityError
+
+from mailbot.business_hours import BusinessCalendar
+from mailbot.config import Config
+from mailbot.domain import TicketInfo, ticket_message_id
+from mailbot.replies.conversation import Built, ConversationRenderer, valid_address
+from mailbot.store import OutgoingMail, Store
+
+log = logging.getLogger(__name__)
+
+
+def _stamp(t: datetime) -> int:
+    """Whole minutes since the epoch: names an occasion in purposes and Message-IDs."""
+    return int(t.timestamp() // 60)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One thing to do for a ticket at `due`."""
+
+    purpose: str
+    kind: str  # reminder, escalation, wait_reminder, wait_closed
+    ticket: TicketInfo
+    due: datetime
+
+
+DigestBuilder = Callable[[list[TicketInfo], datetime, date], tuple[bytes, tuple[str, ...], str] | None]
+"""(open tickets, now, day) → (raw digest, recipients, Message-ID), or None for no digest."""
+
+
+class Scheduler:
+    """Plans and queues the timed mails; construct once per daemon."""
+
+    def __init__(self, config: Config, store: Store, renderer: ConversationRenderer,
+                 digest: DigestBuilder | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.renderer = renderer
+        self.calendar = BusinessCalendar(config.calendar)
+        self.digest = digest
+        self.sender = config.mailbox.support_address
+
+    # --- planning (no writes) --------------------------------------------------------
+
+    def jobs(self, tickets: list[TicketInfo], now: datetime) -> list[Job]:
+        """The jobs due at `now` for these tickets (whether done already is not checked)."""
+        sched, cal = self.config.schedule, self.calendar
+        due: list[Job] = []
+        for t in tickets:
+            if t.state == "open":
+                key = f"{t.number}:{_stamp(t.deadline)}"
+                if now >= t.deadline:
+                    due.append(Job(f"escalation:{key}", "escalation", t, t.deadline))
+                else:
+                    remind_at = cal.subtract_working_hours(t.deadline, sched.reminder_hours)
+                    if now >= remind_at:
+                        due.append(Job(f"reminder:{key}", "reminder", t, remind_at))
+            elif t.state == "waiting" and t.waiting_since is not None:
+                key = f"{t.number}:{_stamp(t.waiting_since)}"
+                day = cal.hours_per_day
+                remind_at = cal.add_working_hours(t.waiting_since, sched.wait_reminder_days * day)
+                close_at = cal.add_working_hours(remind_at, sched.wait_close_days * day)
+                if now >= close_at:
+                    due.append(Job(f"wait-closed:{key}", "wait_closed", t, close_at))
+                elif now >= remind_at:
+                    due.append(Job(f"wait-reminder:{key}", "wait_reminder", t, remind_at))
+        return due
+
+    def digest_due(self, now: datetime) -> date | None:
+        """Today (local), if today's digest time has come on a working day."""
+        sched = self.config.schedule
+        local = now.astimezone(self.calendar.zone)
+        if not sched.digest or not self.calendar.is_working_day(local.date()):
+            return None
+        return local.date() if local.time() >= time.fromisoformat(sched.digest_time) else None
+
+    # --- doing -----------------------------------------------------------------------
+
+    def run_due(self, now: datetime) -> list[str]:
+        """Queue everything due at `now` that was not queued before; returns the purposes."""
+        tickets = self.store.list_tickets(states=("open", "waiting"), limit=1_000_000)
+        jobs = self.jobs(tickets, now)
+        day = self.digest_due(now)
+        wanted = [j.purpose for j in jobs] + ([f"digest:{day}"] if day else [])
+        done = self.store.existing_purposes(wanted) if wanted else set()
+        queued: list[str] = []
+        for job in jobs:
+            if job.purpose not in done and self._run(job, now):
+                queued.append(job.purpose)
+        if day is not None and f"digest:{day}" not in done and self._digest(tickets, now, day):
+            queued.append(f"digest:{day}")
+        if queued:
+            log.info("scheduled mail queued: %s", ", ".join(queued))
+        return queued
+
+    def _recipients(self, job: Job) -> tuple[str, ...]:
+        box, sched = self.config.mailbox, self.config.schedule
+        if job.kind == "escalation" and sched.lead_address:
+            return (sched.lead_address,)
+        if job.kind == "reminder" and job.ticket.assignee and valid_address(job.ticket.assignee):
+            return (job.ticket.assignee,)
+        return tuple(box.staff_notify)
+
+    def _render(self, job: Job, now: datetime) -> Built | None:
+        domain = self.config.mailbox.message_id_domain
+        letter = {"reminder": "m", "escalation": "e", "wait_reminder": "w", "wait_closed": "c"}
+        message_id = ticket_message_id(job.ticket.number, f"{letter[job.kind]}{_stamp(job.due)}",
+                                       domain)
+        if job.kind in ("reminder", "escalation"):
+            return self.renderer.staff_alert(kind=job.kind, ticket=job.ticket,
+                                             recipients=self._recipients(job),
+                                             message_id=message_id, now=now)
+        return self.renderer.customer_note(kind=job.kind, ticket=job.ticket,
+                                           message_id=message_id, now=now)
+
+    def _run(self, job: Job, now: datetime) -> bool:
+        built = self._render(job, now)
+        if built is None:  # nobody to tell (no staff list, invalid customer address)
+            log.debug("%s for %s: no recipient", job.kind, job.ticket.number)
+            return False
+        try:
+            with self.store.transaction() as tx:
+                ticket = tx.find_ticket(job.ticket.number)
+                if ticket is None:
+                    return False
+                # The ticket may have moved on since it was read: act on the current state.
+                if job.kind in ("reminder", "escalation") and (
+                        ticket.state != "open" or ticket.deadline != job.ticket.deadline):
+                    return False
+                if job.kind.startswith("wait") and (
+                        ticket.state != "waiting" or ticket.waiting_since != job.ticket.waiting_since):
+                    return False
+                if not tx.enqueue(
+                        OutgoingMail(purpose=job.purpose, message_id=built.message_id,
+                                     kind=job.kind, mail_from=self.sender,
+                                     rcpt_to=built.recipients, raw=built.raw),
+                        ticket_id=ticket.id, inbound_id=None, now=now):
+                    return False
+                tx.add_ticket_event(ticket.id, job.kind, detail=job.due.isoformat())
+                if job.kind == "wait_closed":
+                    tx.set_state(ticket, "closed", now)
+                return True
+        except IntegrityError:  # another daemon queued it at the same moment
+            return False
+
+    def _digest(self, tickets: list[TicketInfo], now: datetime, day: date) -> bool:
+        if self.digest is None:
+            return False
+        made = self.digest(tickets, now, day)
+        if made is None:
+            return False
+        raw, recipients, message_id = made
+        try:
+            with self.store.transaction() as tx:
+                return tx.enqueue(OutgoingMail(purpose=f"digest:{day}", message_id=message_id,
+                                               kind="digest", mail_from=self.sender,
+                                               rcpt_to=recipients, raw=raw),
+                                  ticket_id=None, inbound_id=None, now=now)
+        except IntegrityError:
+            return False
+
+
+def previous_digest(calendar: BusinessCalendar, day: date, at: time) -> datetime:
+    """When the digest before `day`'s went out: `at` on the previous working day."""
+    prev = day - timedelta(days=1)
+    for _ in range(30):
+        if calendar.is_working_day(prev):
+            break
+        prev -= timedelta(days=1)
+    return datetime.combine(prev, at, tzinfo=calendar.zone)
+
+
+def digest_builder(config: Config) -> DigestBuilder | None:
+    """The daily digest of open, overdue, due-today and new tickets, for the staff list."""
+    if not config.schedule.digest or not config.mailbox.staff_notify:
+        return None
+    from mailbot.replies.digest import DigestRenderer, build_digest
+
+    renderer = DigestRenderer(config)
+    calendar = BusinessCalendar(config.calendar)
+    at = time.fromisoformat(config.schedule.digest_time)
+
+    def build(tickets: list[TicketInfo], now: datetime, day: date
+              ) -> tuple[bytes, tuple[str, ...], str] | None:
+        digest = build_digest(tickets, now=now, since=previous_digest(calendar, day, at),
+                              calendar=calendar)
+        message_id = f"<mailbot-digest-{day:%Y%m%d}@{config.mailbox.message_id_domain}>"
+        raw, recipients = renderer.render(digest, message_id=message_id, now=now)
+        return (raw, recipients, message_id) if recipients else None
+
+    return build
