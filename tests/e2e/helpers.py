@@ -48,8 +48,9 @@ def daemon_config(base: Config, sink_port: int, *, listener_port: int = 0,
                   protocol: str = "smtp", imap: tuple[ImapMailboxConfig, ...] = (),
                   max_bytes: int = 1_000_000, staff_notify: tuple[str, ...] = ()) -> Config:
     """A daemon on the test sink. Staff notices are off unless `staff_notify` names
-    recipients, so the sink receives only what goes to customers."""
+    recipients, so the sink receives only what goes to customers; no daily digest."""
     return base.model_copy(update={
+        "schedule": base.schedule.model_copy(update={"digest": False}),
         "mailbox": base.mailbox.model_copy(update={"staff_notify": staff_notify}),
         "listener": base.listener.model_copy(update={
             "port": listener_port, "protocol": protocol, "max_message_bytes": max_bytes}),
