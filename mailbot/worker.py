@@ -396,8 +396,8 @@ class Worker:
         except OperationalError:
             raise  # the database is away: everything stays queued
         except Exception:  # noqa: BLE001 - one message's writes failed: find which
-            if len(items) == 1:
-                raise
+            # One by one, each in its own transaction: a message whose writes fail again is
+            # quarantined with the traceback (also in a batch of one: never retried forever).
             log.warning("batch of %d failed; applying one by one", len(items), exc_info=True)
             results = [self._apply_alone(item, a, drafts.get(item.id), rendered.get(item.id),
                                          prepared.now)

@@ -305,9 +305,10 @@ class ConversationRenderer:
         msg["Subject"] = clean_header_text(f"Re: [#{ticket.number}] {subject}", 250)
         self._common(msg, message_id, now)
         ack = ticket_message_id(ticket.number, 1, self._domain)
-        msg["In-Reply-To"] = ticket.last_message_id or ack
-        chain = [i for i in (ticket.first_message_id, ack, ticket.last_message_id) if i]
-        msg["References"] = " ".join(dict.fromkeys(chain))
+        last = _message_ids(ticket.last_message_id)  # the customer's ids: well-formed only
+        msg["In-Reply-To"] = last[0] if last else ack
+        msg["References"] = " ".join(
+            _message_ids(ticket.first_message_id, ack, ticket.last_message_id))
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(body, cte="quoted-printable")
         return Built(_checked(msg, (to,)), (to,), message_id)
@@ -321,7 +322,8 @@ class ConversationRenderer:
 def valid_message_id(value: str) -> bool:
     v = value.strip()
     return (v.startswith("<") and v.endswith(">") and len(v) < 250 and " " not in v
-            and all(" " < ch < "\x7f" for ch in v))
+            and all(" " < ch < "\x7f" for ch in v)
+            and "=?" not in v)  # the email package would decode an encoded word in it
 
 
 def _message_ids(*values: str | None) -> list[str]:
@@ -342,7 +344,9 @@ def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
     for part in _attachment_parts(msg):
         try:
             payload = part.get_payload(decode=True)
-        except Exception:  # noqa: BLE001
+            ctype = part.get_content_type()
+            charset = part.get_content_charset() if ctype.startswith("text/") else None
+        except Exception:  # noqa: BLE001 - e.g. ValueError: a NUL in an RFC 2231 charset
             continue
         if not isinstance(payload, bytes):
             continue
@@ -351,13 +355,8 @@ def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
             break
         total += len(payload)
         name = safe_filename(_filename(part) or "attachment")
-        ctype = part.get_content_type()
         if ctype.count("/") != 1 or ctype.startswith("multipart/"):
             ctype = "application/octet-stream"
-        try:
-            charset = part.get_content_charset() if ctype.startswith("text/") else None
-        except ValueError:  # an RFC 2231 charset*= whose own charset holds a NUL
-            charset = None
         if charset is not None and not charset.replace("-", "").replace("_", "").isalnum():
             charset = None
         out.append((name, ctype, payload, charset))
@@ -370,7 +369,11 @@ def _attachment_parts(msg: Message) -> Iterable[Message]:
             break
         if part.is_multipart():
             continue
-        if _filename(part) or part.get_content_disposition() == "attachment":
+        try:
+            attached = bool(_filename(part)) or part.get_content_disposition() == "attachment"
+        except (ValueError, LookupError, UnicodeError):  # see _filename
+            continue
+        if attached:
             yield part
 
 

@@ -397,3 +397,18 @@ def test_emergency_alerts_the_emergency_addresses_at_once(config: config_mod.Con
     assert sorted(a.addr_spec for a in alert["To"].addresses) == [
         "420603123456@sms.example", "pohotovost@estelar.example"]
     assert "HAVÁRIE" in str(alert["Subject"]) and "nikdo si nemůže zapsat" in alert.get_content()
+
+
+def test_a_message_whose_writes_fail_is_quarantined_not_retried_forever(
+        desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in acting on one message (here: writing its decision raises) quarantines that
+    message with the traceback, also when it is alone in its batch."""
+    import mailbot.worker
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated bug in write_decision")
+
+    monkeypatch.setattr(mailbot.worker, "write_decision", broken)
+    reason = desk.receive_raw(mail(CUSTOMER, "Dotaz", REQUEST), MON)
+    assert "simulated bug in write_decision" in reason
+    assert desk.store.count_inbound() == {"quarantined": 1}
