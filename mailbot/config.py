@@ -248,6 +248,37 @@ class ScheduleConfig(_Section):
     digest_time: Annotated[str, AfterValidator(_check_hhmm)] = "07:30"
 
 
+class TierOffer(_Section):
+    """A paid support tier offered when START ends (shown in the notices)."""
+
+    name: str
+    price: str = ""
+    url: str = ""
+
+
+class NoticesConfig(_Section):
+    """Notices to a license's contacts before HOTLINE START ends (`days_before`) and on its
+    last day (`final_notice`), each at most once per license, contact and occasion."""
+
+    start_expiry: bool = True
+    days_before: tuple[int, ...] = (30, 7)
+    final_notice: bool = True
+    # A notice is not sent later than this many days after its occasion (daemon down).
+    grace_days: int = Field(default=14, ge=0, le=365)
+    tiers: tuple[TierOffer, ...] = (
+        TierOffer(name="HOTLINE", url="https://estelar.example/hotline"),
+        TierOffer(name="HOTLINE PLUS", url="https://estelar.example/hotline-plus"),
+        TierOffer(name="HOTLINE speciál", url="https://estelar.example/hotline-special"),
+    )
+
+    @field_validator("days_before")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d <= 0 or d > 365 for d in value):
+            raise ValueError(f"expected days between 1 and 365, got {list(value)}")
+        return tuple(sorted(set(value), reverse=True))
+
+
 class LimitsConfig(_Section):
     """What a message may be: over a limit it is quarantined with the reason (a sender of a
     merely too large message is told the limit; structural excess gets no reply)."""
@@ -290,6 +321,7 @@ class Config(_Section):
     conversation: ConversationConfig = ConversationConfig()
     limits: LimitsConfig = LimitsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    notices: NoticesConfig = NoticesConfig()
 
     def path(self, value: str) -> Path:
         """`value` as an absolute path, relative ones taken from `root`."""

@@ -1,4 +1,5 @@
-"""Timed work: deadline reminders and escalations, waiting tickets, the daily digest.
+"""Timed work: deadline reminders and escalations, waiting tickets, the daily digest, notices
+before HOTLINE START ends.
 
 `Scheduler.run_due(now)` looks at the store and queues what is due at `now`; the daemon calls
 it every `schedule.tick_seconds`, tests call it with any clock. Every job is an outbox row
@@ -9,6 +10,7 @@ due while the daemon was down is simply due at the first tick after start.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +20,8 @@ from sqlalchemy.exc import IntegrityError
 
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config
-from mailbot.domain import TicketInfo, ticket_message_id
+from mailbot.classify.entitlement import support_end
+from mailbot.domain import LicenseRecord, TicketInfo, Tier, other_message_id, ticket_message_id
 from mailbot.replies.conversation import Built, ConversationRenderer, valid_address
 from mailbot.store import OutgoingMail, Store
 
@@ -105,6 +108,7 @@ class Scheduler:
                 queued.append(job.purpose)
         if day is not None and f"digest:{day}" not in done and self._digest(tickets, now, day):
             queued.append(f"digest:{day}")
+        queued += self._license_notices(now)
         if queued:
             log.info("scheduled mail queued: %s", ", ".join(queued))
         return queued
@@ -158,6 +162,65 @@ class Scheduler:
                 return True
         except IntegrityError:  # another daemon queued it at the same moment
             return False
+
+    # --- notices before HOTLINE START ends -------------------------------------------
+
+    def notice_occasion(self, record: LicenseRecord, today: date) -> tuple[date, int] | None:
+        """The START notice due `today` for `record`: (its day, days left at it; 0 = the
+        final notice on the last day), the latest one if several fell due; None if none."""
+        notices = self.config.notices
+        if not notices.start_expiry or record.tier is not Tier.START:
+            return None
+        end = support_end(record)
+        if end is None:
+            return None
+        occasions = [(end - timedelta(days=d), d) for d in notices.days_before]
+        if notices.final_notice:
+            occasions.append((end, 0))
+        due = [(day, left) for day, left in occasions
+               if day <= today <= day + timedelta(days=notices.grace_days)
+               and (left == 0 or today <= end)]
+        return max(due) if due else None
+
+    def _license_notices(self, now: datetime) -> list[str]:
+        today = now.astimezone(self.calendar.zone).date()
+        plans: list[tuple[str, LicenseRecord, date, int]] = []
+        for record in self.store.license_snapshot().values():
+            occasion = self.notice_occasion(record, today)
+            if occasion is not None:
+                day, left = occasion
+                plans.append((f"start-notice:{record.license}:{day}:{left}", record, day, left))
+        if not plans:
+            return []
+        queued: list[str] = []
+        for key, record, day, left in plans:
+            people = self.store.contacts(record.license)
+            purposes = {c.email: f"{key}:{c.email}" for c in people}
+            done = self.store.existing_purposes(list(purposes.values()))
+            end = support_end(record)
+            assert end is not None
+            for contact in people:
+                purpose = purposes[contact.email]
+                if purpose in done:
+                    continue
+                token = hashlib.sha256(purpose.encode()).hexdigest()[:16]
+                message_id = other_message_id(f"notice-{token}",
+                                              self.config.mailbox.message_id_domain)
+                built = self.renderer.license_notice(contact=contact, record=record, ends_on=end,
+                                                     days_left=left, message_id=message_id,
+                                                     now=now)
+                if built is None:
+                    continue
+                try:
+                    with self.store.transaction() as tx:
+                        if tx.enqueue(OutgoingMail(purpose=purpose, message_id=message_id,
+                                                   kind="start_notice", mail_from=self.sender,
+                                                   rcpt_to=built.recipients, raw=built.raw),
+                                      ticket_id=None, inbound_id=None, now=now):
+                            queued.append(purpose)
+                except IntegrityError:
+                    continue
+        return queued
 
     def _digest(self, tickets: list[TicketInfo], now: datetime, day: date) -> bool:
         if self.digest is None:

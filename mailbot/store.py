@@ -57,6 +57,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from mailbot.attachments import SavedAttachment
+from mailbot.contacts import Contact
 from mailbot.domain import LicenseRecord, Priority, TicketInfo, Tier
 from mailbot.errors import TemporaryIngestError
 
@@ -261,6 +262,18 @@ class TicketAttachment(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (UniqueConstraint("inbound_id", "sha256", "filename"),)
+
+
+class ContactRow(Base):
+    """A contact of a license (the contacts list), one row per address."""
+
+    __tablename__ = "contacts"
+
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    license: Mapped[str] = mapped_column(String(8), index=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    language: Mapped[str] = mapped_column(String(5), default="cs")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Setting(Base):
@@ -651,6 +664,34 @@ class Store:
                 row.max_version_date = rec.max_version_date
                 row.updated_at = now
         return len(records)
+
+    def upsert_contacts(self, contacts: Sequence[Contact]) -> int:
+        """Insert or update contacts by address; returns how many were written."""
+        now = utcnow()
+        with self.session() as s:
+            for c in contacts:
+                row = s.get(ContactRow, c.email)
+                if row is None:
+                    row = ContactRow(email=c.email)
+                    s.add(row)
+                row.license, row.name, row.language, row.updated_at = (
+                    c.license, c.name, c.language, now)
+        return len(contacts)
+
+    def contacts(self, license: str | None = None) -> list[Contact]:
+        """Contacts (of one license), by address."""
+        with self.session() as s:
+            q = select(ContactRow).order_by(ContactRow.email)
+            if license is not None:
+                q = q.where(ContactRow.license == license)
+            return [Contact(r.email, r.license, r.name, r.language) for r in s.scalars(q)]
+
+    def suppressed(self) -> list[tuple[str, str, datetime]]:
+        """Addresses no mailing may reach: (address, reason, since)."""
+        with self.session() as s:
+            rows = s.execute(select(Unsubscription.address, Unsubscription.created_at)
+                             .order_by(Unsubscription.created_at)).all()
+            return [(a, "unsubscribed", t) for a, t in rows]
 
     def license_snapshot(self) -> dict[str, LicenseRecord]:
         """The whole registry as values (small: one row per customer license)."""

@@ -31,6 +31,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from mailbot.attachments import safe_filename
 from mailbot.classify.commands import COMMANDS
+from mailbot.contacts import Contact
 from mailbot.classify.staff_auth import reply_address
 from mailbot.config import Config
 from mailbot.domain import (
@@ -56,7 +57,8 @@ _MIME_PARSER = email.parser.BytesParser(policy=email.policy.default)
 
 
 SCHEDULED: Final = ("staff/reminder", "staff/escalation", "staff/emergency",
-                    "replies/wait_reminder", "replies/wait_closed")
+                    "replies/wait_reminder", "replies/wait_closed",
+                    "notices/start_expiry", "notices/start_ended")
 """Templates of the timed and alert mails (text only)."""
 
 
@@ -100,6 +102,7 @@ class ConversationRenderer:
         box = config.mailbox
         self._box = box
         self._conv = config.conversation
+        self._notices = config.notices
         self._zone = config.calendar.zone
         self._secret = token_secret
         self._domain = box.message_id_domain
@@ -309,6 +312,39 @@ class ConversationRenderer:
         msg["In-Reply-To"] = last[0] if last else ack
         msg["References"] = " ".join(
             _message_ids(ticket.first_message_id, ack, ticket.last_message_id))
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(body, cte="quoted-printable")
+        return Built(_checked(msg, (to,)), (to,), message_id)
+
+    def license_notice(self, *, contact: Contact, record: LicenseRecord, ends_on: date,
+                       days_left: int, message_id: str, now: datetime) -> Built | None:
+        """A notice to a contact that HOTLINE START ends in `days_left` days (0: it ended
+        today), with the paid tiers on offer."""
+        to = valid_address(contact.email)
+        if to is None:
+            return None
+        lang = contact.language if contact.language in ("cs", "en") else "cs"
+        kind = "start_expiry" if days_left > 0 else "start_ended"
+        offers = [{"name": clean_header_text(t.name, 100), "price": clean_header_text(t.price, 100),
+                   "url": clean_header_text(t.url, 300)} for t in self._notices.tiers]
+        body = self._text_env.get_template(f"notices/{kind}.{lang}.txt.j2").render(
+            name=clean_header_text(contact.name, 200), license_number=record.license,
+            customer=clean_header_text(record.customer, 300),
+            ends_on=format_date(ends_on, lang), days_left=days_left, offers=offers,
+            support_name=self._support_name, support_address=self._box.support_address)
+        subjects = {
+            ("start_expiry", "cs"): f"Podpora HOTLINE START pro licenci {record.license} končí "
+                                    f"{format_date(ends_on, 'cs')}",
+            ("start_expiry", "en"): f"HOTLINE START support for license {record.license} ends "
+                                    f"on {format_date(ends_on, 'en')}",
+            ("start_ended", "cs"): f"Podpora HOTLINE START pro licenci {record.license} skončila",
+            ("start_ended", "en"): f"HOTLINE START support for license {record.license} has ended",
+        }
+        msg = EmailMessage(policy=POLICY)
+        msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
+        msg["To"] = Address(clean_header_text(contact.name, 100), addr_spec=to)
+        msg["Subject"] = clean_header_text(subjects[(kind, lang)], 250)
+        self._common(msg, message_id, now)
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(body, cte="quoted-printable")
         return Built(_checked(msg, (to,)), (to,), message_id)
