@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -239,6 +240,7 @@ class ActionSettings:
     calendar: BusinessCalendar
     auto_replies_per_hour: int = 3
     ticket_attachment_bytes: int = 100 * 1024 * 1024
+    unsubscribe_address: str = "novinky-odhlaseni@estelar.example"
 
 
 def write_decision(
@@ -295,8 +297,9 @@ def write_decision(
             staff_reply(tx, existing, inbound_id, mail, decision, replies, now, settings.calendar)
             deadline = existing.deadline
 
-    elif decision.kind is DecisionKind.UNSUBSCRIBE and mail.from_addr:
-        tx.unsubscribe(mail.from_addr, inbound_id)
+    elif decision.kind is DecisionKind.UNSUBSCRIBE:
+        for address in unsubscribed_addresses(tx, mail, settings.unsubscribe_address):
+            tx.unsubscribe(address, inbound_id)
 
     elif decision.bounced_ids:
         marked = tx.mark_bounced(decision.bounced_ids, now)
@@ -353,6 +356,25 @@ def write_over_limit(tx: Transaction, *, inbound_id: int, decision: Decision,
         tx.enqueue(out, ticket_id=None, inbound_id=inbound_id, now=now)
     tx.quarantine(inbound_id, reason)
     return reason
+
+
+def unsubscribed_addresses(tx: Transaction, mail: Mail, unsubscribe_address: str) -> list[str]:
+    """Who an unsubscribe request is for: the address a mailing's token names (the
+    `List-Unsubscribe` mailto, which may be answered from another address), and the sender."""
+    local, _, domain = unsubscribe_address.lower().partition("@")
+    found: list[str] = []
+    recipients = list(mail.to) + list(mail.cc)
+    for name in ("delivered-to", "x-original-to"):
+        recipients += [v.strip("<> ") for v in mail.headers.get(name, ())]
+    for address in recipients:
+        m = re.fullmatch(rf"{re.escape(local)}\+([0-9a-f]{{20}})@{re.escape(domain)}",
+                         address.strip().lower())
+        email = tx.news_token_email(m.group(1)) if m else None
+        if email and email not in found:
+            found.append(email)
+    if mail.from_addr and mail.from_addr.lower() not in found:
+        found.append(mail.from_addr.lower())
+    return found
 
 
 def over_rate_limit(tx: Transaction, out: OutgoingMail, now: datetime, limit: int) -> bool:

@@ -236,6 +236,107 @@ def contacts_suppressed(as_json: bool, config_path: Path | None) -> None:
     console.print(table)
 
 
+# --- news ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def news() -> None:
+    """News mailings: campaign files in templates/news/ (see mailbot/news.py)."""
+
+
+def _campaign(cfg: config_mod.Config, name: str) -> Any:
+    from mailbot.news import load_campaign
+
+    try:
+        return load_campaign(cfg.path(cfg.news.directory), name)
+    except MailbotError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@news.command("preview")
+@click.argument("name")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Write the first recipients' mails here as .eml files.")
+@click.option("--limit", default=3, show_default=True, help="How many recipients to render.")
+@click.option("--now", "now_text", default=None, hidden=True)
+@config_option
+def news_preview(name: str, out_dir: Path | None, limit: int, now_text: str | None,
+                 config_path: Path | None) -> None:
+    """Show who a campaign goes to and render it for the first recipients."""
+    from mailbot.app import open_store
+    from mailbot.news import NewsRenderer, audience
+
+    cfg = load_config(config_path)
+    campaign = _campaign(cfg, name)
+    now = parse_now(now_text)
+    store = open_store(cfg)
+    try:
+        suppressed = {a for a, _, _ in store.suppressed()}
+        people = list(audience(campaign, store.contacts(), store.license_snapshot(),
+                               suppressed, now))
+    finally:
+        store.close()
+    click.echo(f"{name}: audience {campaign.audience}, {len(people)} recipient(s)")
+    renderer = NewsRenderer(cfg)
+    for i, (contact, record) in enumerate(people[:limit]):
+        made = renderer.render(campaign, contact, record, "0" * 20, now)
+        if made is None:
+            continue
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"{i + 1}.eml").write_bytes(made[0])
+        click.echo(f"  {contact.email} ({contact.language}, {record.license})")
+
+
+@news.command("send")
+@click.argument("name")
+@click.option("--now", "now_text", default=None, hidden=True)
+@config_option
+def news_send(name: str, now_text: str | None, config_path: Path | None) -> None:
+    """Queue the campaign for every recipient not queued before (the daemon sends it)."""
+    from rich.progress import Progress
+
+    from mailbot.app import open_store
+    from mailbot.news import queue_campaign
+
+    cfg = load_config(config_path)
+    campaign = _campaign(cfg, name)
+    store = open_store(cfg)
+    try:
+        with Progress(console=err_console, transient=True) as bar:
+            task = bar.add_task(f"queueing {name}", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            queued = queue_campaign(store, cfg, campaign, parse_now(now_text), progress)
+    finally:
+        store.close()
+    click.echo(f"{name}: queued {queued} mail(s)")
+
+
+@news.command("status")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@config_option
+def news_status(name: str, as_json: bool, config_path: Path | None) -> None:
+    """How many of a campaign's mails are queued, sent, dead or bounced; unsubscribed since."""
+    from mailbot.app import open_store
+
+    store = open_store(load_config(config_path))
+    try:
+        counts = store.campaign_status(name)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(counts))
+        return
+    table = table_("state", "mails")
+    for state in ("queued", "sent", "dead", "bounced", "unsubscribed"):
+        table.add_row(state, str(counts.get(state, 0)))
+    console.print(table)
+
+
 # --- replay -----------------------------------------------------------------------------
 
 

@@ -248,6 +248,24 @@ class ScheduleConfig(_Section):
     digest_time: Annotated[str, AfterValidator(_check_hhmm)] = "07:30"
 
 
+class NewsConfig(_Section):
+    """News mailings. `base_url` (https) enables the RFC 8058 one-click unsubscribe link;
+    `rate_per_minute` spaces the mails out (0: as fast as the outbox sends)."""
+
+    directory: str = "templates/news"
+    from_name: str = "ESTELAR novinky"
+    list_id: str = "novinky.estelar.example"
+    base_url: str | None = None
+    rate_per_minute: int = Field(default=0, ge=0, le=1_000_000)
+
+    @field_validator("base_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https://[A-Za-z0-9.-]+(:\d+)?(/[\w./-]*)?", value):
+            raise ValueError(f"expected an https:// URL, got {value!r}")
+        return value
+
+
 class TierOffer(_Section):
     """A paid support tier offered when START ends (shown in the notices)."""
 
@@ -322,6 +340,7 @@ class Config(_Section):
     limits: LimitsConfig = LimitsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     notices: NoticesConfig = NoticesConfig()
+    news: NewsConfig = NewsConfig()
 
     def path(self, value: str) -> Path:
         """`value` as an absolute path, relative ones taken from `root`."""

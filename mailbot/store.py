@@ -276,6 +276,17 @@ class ContactRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class NewsToken(Base):
+    """A recipient's unsubscribe token of one campaign (in List-Unsubscribe)."""
+
+    __tablename__ = "news_tokens"
+
+    token: Mapped[str] = mapped_column(String(40), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    campaign: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Setting(Base):
     """Small named values the daemons share (e.g. the generated reply-token secret)."""
 
@@ -685,6 +696,19 @@ class Store:
             if license is not None:
                 q = q.where(ContactRow.license == license)
             return [Contact(r.email, r.license, r.name, r.language) for r in s.scalars(q)]
+
+    def campaign_status(self, campaign: str) -> dict[str, int]:
+        """Outbox states of a campaign's mails, plus how many recipients unsubscribed since."""
+        with self.session() as s:
+            q = (select(OutboxMessage.state, func.count())
+                 .where(OutboxMessage.purpose.like(f"news:{campaign}:%"))
+                 .group_by(OutboxMessage.state))
+            counts = {state: int(n) for state, n in s.execute(q)}
+            counts["unsubscribed"] = int(s.scalar(
+                select(func.count()).select_from(NewsToken)
+                .join(Unsubscription, Unsubscription.address == NewsToken.email)
+                .where(NewsToken.campaign == campaign)) or 0)
+            return counts
 
     def suppressed(self) -> list[tuple[str, str, datetime]]:
         """Addresses no mailing may reach: (address, reason, since)."""
@@ -1166,6 +1190,13 @@ class Transaction:
         self.s.flush()
         return skipped
 
+    def add_news_token(self, token: str, email: str, campaign: str, now: datetime) -> None:
+        self.s.add(NewsToken(token=token, email=email, campaign=campaign, created_at=now))
+
+    def news_token_email(self, token: str) -> str | None:
+        """The address an unsubscribe token was made for."""
+        return self.s.scalar(select(NewsToken.email).where(NewsToken.token == token))
+
     def auto_replies_since(self, address: str, since: datetime) -> int:
         """Automatic replies queued to `address` since `since` (this transaction's included)."""
         return int(self.c.execute(
@@ -1223,6 +1254,7 @@ class Transaction:
         )
         return True
 
-    def unsubscribe(self, address: str, inbound_id: int) -> None:
+    def unsubscribe(self, address: str, inbound_id: int | None) -> None:
+        address = address.lower()
         if self.s.get(Unsubscription, address) is None:
             self.s.add(Unsubscription(address=address, inbound_id=inbound_id, created_at=utcnow()))

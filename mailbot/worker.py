@@ -292,7 +292,8 @@ class Worker:
         self.calendar = BusinessCalendar(config.calendar)
         self.settings = ActionSettings(self.calendar,
                                        config.conversation.auto_replies_per_hour,
-                                       config.limits.ticket_attachment_bytes)
+                                       config.limits.ticket_attachment_bytes,
+                                       config.mailbox.unsubscribe_address)
         # Ticket numbers allocated to batches not yet committed (a reply may name one).
         self._allocated: set[str] = set()
 

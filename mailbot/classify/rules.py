@@ -528,6 +528,8 @@ def unsubscribe_request(mail: Mail, ctx: RuleContext) -> Finding | None:
     recipients = {a.lower() for a in (*mail.to, *mail.cc)}
     for name in ("delivered-to", "x-original-to", "envelope-to"):
         recipients.update(v.strip("<> ").lower() for v in _header_values(mail, name))
+    # A mailing's List-Unsubscribe address carries a token: novinky-odhlaseni+<token>@…
+    recipients.update(re.sub(r"\+[^@]*@", "@", a, count=1) for a in list(recipients))
     if ctx.unsubscribe_address in recipients:
         return Finding(DecisionKind.UNSUBSCRIBE, f"to {ctx.unsubscribe_address}")
     facts = mail_facts(mail, ctx)

@@ -1,0 +1,198 @@
+"""News mailings: campaign files, their audience, and one outbox row per recipient.
+
+A campaign is `templates/news/<name>.md`: TOML front matter between ``+++`` lines
+(``subject_cs``, ``subject_en``, ``audience``), then the Czech body in Markdown, then
+optionally ``<!-- en -->`` and the English body. Bodies may use ``{{ name }}``,
+``{{ license }}``, ``{{ tier }}`` and ``{{ support_end }}`` (a sandboxed Jinja2 template
+written by staff, never by customers). Markdown becomes HTML with `markdown`, sanitised
+by `nh3`.
+
+Exactly once: each recipient's mail is an outbox row whose unique purpose is
+``news:<campaign>:<address>``, written before anything is sent; sending it again only
+queues the rows that are missing.
+"""
+
+from __future__ import annotations
+
+import re
+from html import escape as html_escape
+import secrets
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import markdown
+import nh3
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from mailbot.classify.entitlement import entitlement_at
+from mailbot.config import Config
+from mailbot.contacts import Contact
+from mailbot.domain import LOOP_HEADER, LicenseRecord, other_message_id
+from mailbot.errors import ConfigError
+from mailbot.replies.conversation import POLICY, valid_address
+from mailbot.replies.render import clean_header_text, format_date
+from mailbot.store import OutgoingMail, Store
+
+AUDIENCES = ("supported", "start", "expired_90", "all")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}")
+_SPLIT = re.compile(r"^<!--\s*en\s*-->\s*$", re.M)
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    name: str
+    subjects: dict[str, str]
+    bodies: dict[str, str]
+    audience: str
+
+
+def load_campaign(directory: Path, name: str) -> Campaign:
+    """Read and check `directory/<name>.md`.
+
+    Raises:
+        ConfigError: no such campaign, or a bad front matter key (named in the message).
+    """
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"campaign name {name!r}: use lower-case letters, digits, - and _")
+    path = directory / f"{name}.md"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"campaign {name}: cannot read {path}: {exc.strerror}") from None
+    parts = text.split("+++", 2)
+    if len(parts) != 3 or parts[0].strip():
+        raise ConfigError(f"{path}: expected front matter between +++ lines")
+    try:
+        meta: dict[str, Any] = tomllib.loads(parts[1])
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: front matter is not valid TOML: {exc}") from None
+    unknown = set(meta) - {"subject_cs", "subject_en", "audience"}
+    if unknown:
+        raise ConfigError(f"{path}: {sorted(unknown)[0]}: unknown key")
+    if not isinstance(meta.get("subject_cs"), str) or not meta["subject_cs"].strip():
+        raise ConfigError(f"{path}: subject_cs: required")
+    audience = meta.get("audience", "supported")
+    if audience not in AUDIENCES:
+        raise ConfigError(f"{path}: audience: expected one of {', '.join(AUDIENCES)}, got {audience!r}")
+    pieces = _SPLIT.split(parts[2], maxsplit=1)
+    cs, en = pieces[0], (pieces[1] if len(pieces) > 1 else "")
+    subjects = {"cs": meta["subject_cs"], "en": str(meta.get("subject_en") or meta["subject_cs"])}
+    bodies = {"cs": cs.strip(), "en": (en or cs).strip()}
+    return Campaign(name, subjects, bodies, audience)
+
+
+def audience(campaign: Campaign, contacts: Sequence[Contact],
+             registry: dict[str, LicenseRecord], suppressed: set[str], now: datetime
+             ) -> Iterator[tuple[Contact, LicenseRecord]]:
+    """The contacts a campaign goes to: by entitlement at `now`, never a suppressed address."""
+    for contact in contacts:
+        record = registry.get(contact.license)
+        if record is None or contact.email.lower() in suppressed:
+            continue
+        valid, ends_on = entitlement_at(record, now)
+        if campaign.audience == "all":
+            yield contact, record
+        elif campaign.audience == "supported" and valid:
+            yield contact, record
+        elif campaign.audience == "start" and valid and record.tier.value == "START":
+            yield contact, record
+        elif campaign.audience == "expired_90" and not valid and ends_on is not None:
+            if 0 <= (now.date() - ends_on).days <= 90:
+                yield contact, record
+
+
+class NewsRenderer:
+    """Renders a campaign for one recipient (text and sanitised HTML, bulk-mail headers)."""
+
+    def __init__(self, config: Config) -> None:
+        self._box = config.mailbox
+        self._news = config.news
+        self._env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+    def render(self, campaign: Campaign, contact: Contact, record: LicenseRecord,
+               token: str, now: datetime) -> tuple[bytes, str] | None:
+        """(raw message, Message-ID) for `contact`, or None for an invalid address."""
+        to = valid_address(contact.email)
+        if to is None:
+            return None
+        lang = contact.language if contact.language in ("cs", "en") else "cs"
+        _, ends_on = entitlement_at(record, now)
+        values = {"name": contact.name, "license": record.license, "tier": record.tier.value,
+                  "support_end": format_date(ends_on, lang) if ends_on else ""}
+        template = self._env.from_string(campaign.bodies[lang])
+        source = template.render(values)
+        # The HTML gets the values escaped (a contact's name is data, not markup), then
+        # Markdown, then the sanitiser (the campaign's own markup is staff-written).
+        escaped = template.render({k: html_escape(v) for k, v in values.items()})
+        html = nh3.clean(markdown.markdown(escaped))
+        message_id = other_message_id(f"news-{campaign.name}-{token}", self._box.message_id_domain)
+        local, _, domain = self._box.unsubscribe_address.partition("@")
+        mailto = f"mailto:{local}+{token}@{domain}"
+        links = [f"<{mailto}>"]
+        if self._news.base_url:
+            links.append(f"<{self._news.base_url.rstrip('/')}/unsubscribe/{token}>")
+        msg = EmailMessage(policy=POLICY)
+        msg["From"] = Address(clean_header_text(self._news.from_name, 100),
+                              addr_spec=self._box.support_address)
+        msg["To"] = Address(clean_header_text(contact.name, 100), addr_spec=to)
+        msg["Subject"] = clean_header_text(campaign.subjects[lang], 250)
+        msg["Date"] = now.strftime("%a, %d %b %Y %H:%M:%S %z")
+        msg["Message-ID"] = message_id
+        msg["List-Id"] = f"<{self._news.list_id}>"
+        msg["List-Unsubscribe"] = ", ".join(links)
+        if self._news.base_url:
+            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
+        msg["Precedence"] = "bulk"
+        msg["Auto-Submitted"] = "auto-generated"
+        msg[LOOP_HEADER] = self._box.support_address
+        msg.set_content(source, cte="quoted-printable")
+        msg.add_alternative(f"<!DOCTYPE html><html lang=\"{lang}\"><body>{html}</body></html>",
+                            subtype="html", cte="quoted-printable")
+        return msg.as_bytes(), message_id
+
+
+def new_token() -> str:
+    """A per-recipient unsubscribe token (20 hex characters, 80 random bits)."""
+    return secrets.token_hex(10)
+
+
+def queue_campaign(store: Store, config: Config, campaign: Campaign, now: datetime,
+                   progress: Callable[[int, int], None] = lambda done, total: None) -> int:
+    """Queue the campaign's mail for every recipient not queued before; returns how many
+    were queued now. Rows are written in batches, each with its unsubscribe tokens."""
+    renderer = NewsRenderer(config)
+    suppressed = {a for a, _, _ in store.suppressed()}
+    people = list(audience(campaign, store.contacts(), store.license_snapshot(), suppressed,
+                           now))
+    purposes = {c.email: f"news:{campaign.name}:{c.email}" for c, _ in people}
+    done = store.existing_purposes(list(purposes.values()))
+    todo = [(c, r) for c, r in people if purposes[c.email] not in done]
+    rate = config.news.rate_per_minute
+    queued = 0
+    for start in range(0, len(todo), 500):
+        batch = []
+        for i, (contact, record) in enumerate(todo[start : start + 500], start):
+            token = new_token()
+            made = renderer.render(campaign, contact, record, token, now)
+            if made is None:
+                continue
+            raw, message_id = made
+            due = now + timedelta(seconds=60 * i / rate) if rate else now
+            batch.append((token, contact.email, OutgoingMail(
+                purpose=purposes[contact.email], message_id=message_id, kind="news",
+                mail_from=config.mailbox.support_address, rcpt_to=(contact.email,), raw=raw),
+                due))
+        with store.transaction() as tx:
+            for token, email, out, due in batch:
+                if tx.enqueue(out, ticket_id=None, inbound_id=None, due=due, now=now):
+                    tx.add_news_token(token, email, campaign.name, now)
+                    queued += 1
+        progress(min(start + 500, len(todo)), len(todo))
+    return queued
