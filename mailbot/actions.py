@@ -241,6 +241,7 @@ class ActionSettings:
     auto_replies_per_hour: int = 3
     ticket_attachment_bytes: int = 100 * 1024 * 1024
     unsubscribe_address: str = "novinky-odhlaseni@estelar.example"
+    news_bounce_limit: int = 2
 
 
 def write_decision(
@@ -304,6 +305,8 @@ def write_decision(
     elif decision.bounced_ids:
         marked = tx.mark_bounced(decision.bounced_ids, now)
         notes.append(RuleResult("bounced", bool(marked), f"{marked} outgoing marked bounced"))
+        for address in tx.bounce_news(decision.bounced_ids, settings.news_bounce_limit, now):
+            notes.append(RuleResult("suppressed", True, f"{address}: news mail bounced"))
 
     if attachments and ticket_id is not None:
         skipped = tx.add_attachments(ticket_id, inbound_id, attachments,

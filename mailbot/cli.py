@@ -315,6 +315,25 @@ def news_send(name: str, now_text: str | None, config_path: Path | None) -> None
     click.echo(f"{name}: queued {queued} mail(s)")
 
 
+@news.command("schedule")
+@click.argument("name")
+@click.option("--at", "at_text", required=True, help="When, ISO-8601 with offset.")
+@config_option
+def news_schedule(name: str, at_text: str, config_path: Path | None) -> None:
+    """Have the daemon queue the campaign at a given time (once)."""
+    from mailbot.app import open_store
+
+    cfg = load_config(config_path)
+    _campaign(cfg, name)  # it must load now, not fail at the scheduled time
+    due = parse_now(at_text)
+    store = open_store(cfg)
+    try:
+        store.schedule_campaign(name, due)
+    finally:
+        store.close()
+    click.echo(f"{name}: scheduled for {due.isoformat()}")
+
+
 @news.command("status")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)

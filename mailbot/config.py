@@ -257,6 +257,8 @@ class NewsConfig(_Section):
     list_id: str = "novinky.estelar.example"
     base_url: str | None = None
     rate_per_minute: int = Field(default=0, ge=0, le=1_000_000)
+    # Bounce reports about this many news mails to one address suppress it.
+    bounce_limit: int = Field(default=2, ge=1, le=100)
 
     @field_validator("base_url")
     @classmethod

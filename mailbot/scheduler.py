@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config
+from mailbot.errors import ConfigError
 from mailbot.classify.entitlement import support_end
 from mailbot.domain import LicenseRecord, TicketInfo, Tier, other_message_id, ticket_message_id
 from mailbot.replies.conversation import Built, ConversationRenderer, valid_address
@@ -109,6 +110,7 @@ class Scheduler:
         if day is not None and f"digest:{day}" not in done and self._digest(tickets, now, day):
             queued.append(f"digest:{day}")
         queued += self._license_notices(now)
+        queued += self._campaigns(now)
         if queued:
             log.info("scheduled mail queued: %s", ", ".join(queued))
         return queued
@@ -162,6 +164,24 @@ class Scheduler:
                 return True
         except IntegrityError:  # another daemon queued it at the same moment
             return False
+
+    # --- scheduled news campaigns ----------------------------------------------------
+
+    def _campaigns(self, now: datetime) -> list[str]:
+        from mailbot.news import load_campaign, queue_campaign
+
+        done = []
+        for name in self.store.due_campaigns(now):
+            try:
+                campaign = load_campaign(self.config.path(self.config.news.directory), name)
+            except ConfigError as exc:
+                log.error("scheduled campaign %s cannot be sent: %s", name, exc)
+                continue
+            count = queue_campaign(self.store, self.config, campaign, now)
+            self.store.campaign_queued(name, now)
+            log.info("campaign %s: queued %d mail(s)", name, count)
+            done.append(f"campaign:{name}")
+        return done
 
     # --- notices before HOTLINE START ends -------------------------------------------
 

@@ -225,11 +225,14 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Set for automatic replies (RFC 3834): the rate limit per sender counts these rows.
     auto_recipient: Mapped[str | None] = mapped_column(String(320))
+    # The (first) recipient, lower-cased: bounces are counted per address.
+    recipient: Mapped[str | None] = mapped_column(String(320))
     bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_outbox_due", "state", "next_attempt_at"),
         Index("ix_outbox_auto", "auto_recipient", "created_at"),
+        Index("ix_outbox_recipient", "recipient", "kind"),
     )
 
 
@@ -285,6 +288,27 @@ class NewsToken(Base):
     email: Mapped[str] = mapped_column(String(320))
     campaign: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Suppression(Base):
+    """An address no mailing may reach for a reason other than an unsubscribe (bounces)."""
+
+    __tablename__ = "suppressions"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ScheduledCampaign(Base):
+    """A campaign to queue at `due_at` (`mailbot news schedule`); `queued_at` once done."""
+
+    __tablename__ = "scheduled_campaigns"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Setting(Base):
@@ -713,9 +737,33 @@ class Store:
     def suppressed(self) -> list[tuple[str, str, datetime]]:
         """Addresses no mailing may reach: (address, reason, since)."""
         with self.session() as s:
-            rows = s.execute(select(Unsubscription.address, Unsubscription.created_at)
-                             .order_by(Unsubscription.created_at)).all()
-            return [(a, "unsubscribed", t) for a, t in rows]
+            rows = s.execute(select(Unsubscription.address, Unsubscription.created_at)).all()
+            found = [(a.lower(), "unsubscribed", t) for a, t in rows]
+            bounced = s.execute(select(Suppression.address, Suppression.reason,
+                                       Suppression.created_at)).all()
+            found += [(a, r, t) for a, r, t in bounced]
+            return sorted(found, key=lambda row: row[2])
+
+    def schedule_campaign(self, name: str, due_at: datetime) -> None:
+        """Queue campaign `name` at `due_at` (again: the time is moved, if not yet queued)."""
+        with self.session() as s:
+            row = s.get(ScheduledCampaign, name)
+            if row is None:
+                s.add(ScheduledCampaign(name=name, due_at=due_at))
+            elif row.queued_at is None:
+                row.due_at = due_at
+
+    def due_campaigns(self, now: datetime) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(select(ScheduledCampaign.name)
+                                  .where(ScheduledCampaign.queued_at.is_(None))
+                                  .where(ScheduledCampaign.due_at <= now)))
+
+    def campaign_queued(self, name: str, now: datetime) -> None:
+        with self.session() as s:
+            row = s.get(ScheduledCampaign, name)
+            if row is not None:
+                row.queued_at = now
 
     def license_snapshot(self) -> dict[str, LicenseRecord]:
         """The whole registry as values (small: one row per customer license)."""
@@ -1193,6 +1241,27 @@ class Transaction:
     def add_news_token(self, token: str, email: str, campaign: str, now: datetime) -> None:
         self.s.add(NewsToken(token=token, email=email, campaign=campaign, created_at=now))
 
+    def bounce_news(self, message_ids: Sequence[str], limit: int, now: datetime) -> list[str]:
+        """After bounce reports: suppress the recipients of these news mails whose news mail
+        has bounced `limit` times in all. Returns the addresses suppressed now."""
+        rows = self.s.execute(select(OutboxMessage.rcpt_to)
+                              .where(OutboxMessage.message_id.in_(list(message_ids)))
+                              .where(OutboxMessage.kind == "news")).all()
+        suppressed = []
+        for (rcpts,) in rows:
+            for address in rcpts:
+                address = address.lower()
+                bounced = int(self.s.scalar(
+                    select(func.count()).select_from(OutboxMessage)
+                    .where(OutboxMessage.kind == "news", OutboxMessage.state == "bounced",
+                           OutboxMessage.recipient == address)) or 0)
+                if bounced >= limit and self.s.get(Suppression, address) is None:
+                    self.s.add(Suppression(address=address, reason="bounced",
+                                           detail=f"{bounced} news mails bounced",
+                                           created_at=now))
+                    suppressed.append(address)
+        return suppressed
+
     def news_token_email(self, token: str) -> str | None:
         """The address an unsubscribe token was made for."""
         return self.s.scalar(select(NewsToken.email).where(NewsToken.token == token))
@@ -1250,7 +1319,8 @@ class Transaction:
              "ticket_id": ticket_id, "inbound_id": inbound_id, "mail_from": mail.mail_from,
              "rcpt_to": list(mail.rcpt_to), "raw": mail.raw, "state": "queued",
              "attempts": 0, "next_attempt_at": due or now, "created_at": now,
-             "auto_recipient": auto},
+             "auto_recipient": auto,
+             "recipient": mail.rcpt_to[0].lower()[:320] if mail.rcpt_to else None},
         )
         return True
 

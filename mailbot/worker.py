@@ -293,7 +293,8 @@ class Worker:
         self.settings = ActionSettings(self.calendar,
                                        config.conversation.auto_replies_per_hour,
                                        config.limits.ticket_attachment_bytes,
-                                       config.mailbox.unsubscribe_address)
+                                       config.mailbox.unsubscribe_address,
+                                       config.news.bounce_limit)
         # Ticket numbers allocated to batches not yet committed (a reply may name one).
         self._allocated: set[str] = set()
 

@@ -105,3 +105,46 @@ def test_unsubscribe_by_the_mailto_token(cfg: config_mod.Config, store: Store) -
     (Path(cfg.news.directory) / "v54.md").write_text(
         '+++\nsubject_cs = "Další"\n+++\nText.\n', encoding="utf-8")
     assert queue_campaign(store, cfg, load_campaign(Path(cfg.news.directory), "v54"), NOW) == 1
+
+
+def test_scheduled_campaign_is_queued_once_when_due(cfg: config_mod.Config, store: Store) -> None:
+    from mailbot.replies.conversation import ConversationRenderer
+    from mailbot.scheduler import Scheduler
+
+    store.upsert_licenses(LICENSES)
+    store.upsert_contacts(CONTACTS)
+    store.schedule_campaign("v53", datetime(2026, 12, 1, 9, tzinfo=NOW.tzinfo))
+    cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"digest": False})})
+    s = Scheduler(cfg, store, ConversationRenderer(cfg, b"s"))
+    assert "campaign:v53" not in s.run_due(datetime(2026, 12, 1, 8, 59, tzinfo=NOW.tzinfo))
+    assert "campaign:v53" in s.run_due(datetime(2026, 12, 1, 9, 0, tzinfo=NOW.tzinfo))
+    assert "campaign:v53" not in s.run_due(datetime(2026, 12, 1, 10, 0, tzinfo=NOW.tzinfo))
+    assert len(mails(store)) == 2
+
+
+def test_news_bounces_suppress_the_address(cfg: config_mod.Config, store: Store) -> None:
+    """Two bounce reports about news mail to one address suppress it (bounce_limit = 2)."""
+    store.upsert_licenses(LICENSES)
+    store.upsert_contacts(CONTACTS)
+    directory = Path(cfg.news.directory)
+    worker = Worker(cfg, store)
+    for i, name in enumerate(("v53", "b1")):
+        if name != "v53":
+            (directory / f"{name}.md").write_text('+++\nsubject_cs = "X"\n+++\nText.\n', encoding="utf-8")
+        queue_campaign(store, cfg, load_campaign(directory, name), NOW)
+        row = next(r for r in store.list_outbox(limit=100)
+                   if r.kind == "news" and r.purpose == f"news:{name}:grant@firma.cz")
+        report = EmailMessage()
+        report["From"] = "MAILER-DAEMON@mx.firma.cz"
+        report["To"] = "podpora@estelar.example"
+        report["Subject"] = "Undelivered Mail Returned to Sender"
+        report["Message-ID"] = f"<bounce{i}@mx.firma.cz>"
+        report.set_content("User unknown.")
+        report.add_attachment(row.raw, maintype="message", subtype="rfc822")  # type: ignore[arg-type]
+        report.replace_header("Content-Type", 'multipart/report; report-type="delivery-status"; '
+                              f'boundary="{report.get_boundary()}"')
+        store.save_inbound(report.as_bytes(policy=email.policy.SMTP), "test", received_at=NOW)
+        worker.process_many(store.claim_inbound(5), now=NOW)
+    assert [(a, r) for a, r, _ in store.suppressed()] == [("grant@firma.cz", "bounced")]
+    (directory / "b2.md").write_text('+++\nsubject_cs = "Y"\n+++\nText.\n', encoding="utf-8")
+    assert queue_campaign(store, cfg, load_campaign(directory, "b2"), NOW) == 1  # Dvořák only
