@@ -7,11 +7,13 @@ as arguments. `run()` is the daemon: one asyncio process with
 * one thread per IMAP mailbox (imapclient blocks),
 * the worker loop (decides stored mail; woken by every intake),
 * the outbox loop (sends due replies),
+* the one-click unsubscribe endpoint when `news.http_enabled` (plain HTTP, on this loop),
 * the systemd watchdog.
 
-SIGTERM/SIGINT: the listener stops taking mail (new DATA gets 421), IMAP threads finish the
-message in hand, the worker finishes its batch, the sender finishes the message in flight and
-releases the rest; then the process exits 0.
+SIGTERM/SIGINT: the listener stops taking mail (new DATA gets 421), the unsubscribe endpoint
+stops listening (requests in progress get 5 s), IMAP threads finish the message in hand,
+the worker finishes its batch, the sender finishes the message in flight and releases the
+rest; then the process exits 0.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from mailbot.ingest.lmtp import IntakeHandler, ListenerThread, RecipientPolicy
 from mailbot.replies.outbox import OutboxDispatcher
 from mailbot.replies.smtp import Transport, build_transport
 from mailbot.store import Store, utcnow
+from mailbot.unsubscribe_http import UnsubscribeServer
 from mailbot.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ class Daemon:
     thread_stop: threading.Event = field(default_factory=threading.Event)
     listener: ListenerThread | None = None
     handler: IntakeHandler | None = None
+    unsubscribe_http: UnsubscribeServer | None = None
     loop_lag: LoopLag = field(default_factory=LoopLag)
     _worker_wake: asyncio.Event = field(default_factory=asyncio.Event)
     _outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,6 +91,11 @@ class Daemon:
     def listen_port(self) -> int | None:
         return self.listener.port if self.listener is not None else None
 
+    @property
+    def http_port(self) -> int | None:
+        """The bound port of the one-click unsubscribe endpoint (None: not running)."""
+        return self.unsubscribe_http.port if self.unsubscribe_http is not None else None
+
     async def run(self, *, install_signals: bool = True,
                   ready: Callable[[Daemon], None] | None = None) -> None:
         """Run until `stop` is set (or SIGTERM/SIGINT), then shut down cleanly."""
@@ -102,6 +111,12 @@ class Daemon:
 
         intake = Intake(self.store, wake=wake_worker)
         cfg = self.config
+        if cfg.news.http_enabled:
+            if not cfg.news.base_url:
+                log.warning("news.http_enabled without news.base_url: mailings carry no "
+                            "one-click link to this endpoint")
+            self.unsubscribe_http = UnsubscribeServer.from_config(cfg, self.store)
+            await self.unsubscribe_http.start()
         if cfg.listener.enabled:
             addresses = cfg.listener.recipients or tuple(cfg.mailbox.own_addresses())
             self.handler = IntakeHandler(intake, RecipientPolicy(addresses),
@@ -141,6 +156,8 @@ class Daemon:
                 self.handler.accepting = False
             closing = (asyncio.create_task(asyncio.to_thread(self.listener.close))
                        if self.listener is not None else None)
+            closing_http = (asyncio.create_task(self.unsubscribe_http.close())
+                            if self.unsubscribe_http is not None else None)
             self._worker_wake.set()
             self._outbox_wake.set()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -150,6 +167,8 @@ class Daemon:
                     log.warning("%s did not stop within 10 s; leaving it behind", t.name)
             if closing is not None:
                 await closing
+            if closing_http is not None:
+                await closing_http
             await asyncio.to_thread(self.transport.close)
             await asyncio.to_thread(self.worker.close)
             self.store.close()

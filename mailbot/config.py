@@ -250,7 +250,11 @@ class ScheduleConfig(_Section):
 
 class NewsConfig(_Section):
     """News mailings. `base_url` (https) enables the RFC 8058 one-click unsubscribe link;
-    `rate_per_minute` spaces the mails out (0: as fast as the outbox sends)."""
+    `rate_per_minute` spaces the mails out (0: as fast as the outbox sends).
+
+    `http_enabled` has the daemon serve that link itself: plain HTTP on `http_host` and
+    `http_port` (loopback), behind a reverse proxy that terminates HTTPS for `base_url` and
+    forwards its ``/unsubscribe/`` path there (see `mailbot.unsubscribe_http`)."""
 
     directory: str = "templates/news"
     from_name: str = "ESTELAR novinky"
@@ -259,6 +263,10 @@ class NewsConfig(_Section):
     rate_per_minute: int = Field(default=0, ge=0, le=1_000_000)
     # Bounce reports about this many news mails to one address suppress it.
     bounce_limit: int = Field(default=2, ge=1, le=100)
+    # The one-click unsubscribe endpoint of the daemon (plain HTTP; port 0: any free one).
+    http_enabled: bool = False
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8025, ge=0, le=65535)
 
     @field_validator("base_url")
     @classmethod

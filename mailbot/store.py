@@ -1090,6 +1090,23 @@ class Store:
         with self.session() as s:
             return [(ticket_info(t), a, c) for t, a, c in s.execute(q)]
 
+    def unsubscribe_by_token(self, token: str, now: datetime) -> str | None:
+        """The one-click unsubscribe (RFC 8058): unsubscribe the address `token` was made
+        for, in one transaction. Returns that address (also when it was unsubscribed
+        already), or None for an unknown token (nothing changes)."""
+        with self.session() as s:
+            email = s.scalar(select(NewsToken.email).where(NewsToken.token == token))
+            if email is None:
+                return None
+            address = email.lower()
+            if s.get(Unsubscription, address) is None:
+                try:
+                    with s.begin_nested():
+                        s.add(Unsubscription(address=address, inbound_id=None, created_at=now))
+                except IntegrityError:  # unsubscribed meanwhile (by mail, another click)
+                    pass
+            return address
+
 
 # Statements of the per-message hot path, built once as Core statements on the tables: no
 # ORM unit of work, and SQLAlchemy reuses their compiled form.
