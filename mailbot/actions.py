@@ -121,6 +121,8 @@ def render_replies(
     # A forged staff reply is handled as customer mail; the staff see the warning in the
     # notice it causes, or in a notice of its own.
     suspicious = _suspicion(decision) if "suspicious_staff" in decision.flags else ""
+    body = body_text(mail)  # the whole readable text (HTML converted once)
+    newest = latest_reply(body) or body  # without the quoted earlier mail
     if kind is DecisionKind.TICKET:
         assert ticket is not None
         message_id = ticket_message_id(ticket.view.number, 1, domain)
@@ -132,7 +134,7 @@ def render_replies(
         info = _new_ticket_info(ticket.view, decision, mail)
         notice = conv.notice(event="new", ticket=info, customer=decision.customer,
                              entitlement_end=decision.entitlement_end, mail=mail,
-                             text=body_text(mail), inbound_id=inbound_id, now=now,
+                             text=body, inbound_id=inbound_id, now=now,
                              suspicious=suspicious)
         if notice is not None:
             out.append(_built(notice, f"notice:{inbound_id}", "notice", sender))
@@ -140,7 +142,7 @@ def render_replies(
             alert = conv.staff_alert(
                 kind="emergency", ticket=info, recipients=ctx.emergency_recipients,
                 message_id=ticket_message_id(info.number, f"x{inbound_id}", domain), now=now,
-                text=latest_reply(body_text(mail)) or body_text(mail))
+                text=newest)
             if alert is not None:
                 out.append(_built(alert, f"emergency:{inbound_id}", "emergency", sender))
     elif kind in REJECTIONS:
@@ -150,9 +152,8 @@ def render_replies(
         if reply is not None:
             out.append(_outgoing(reply, f"reject:{inbound_id}", kind.value, sender))
     elif kind is DecisionKind.FOLLOWUP and decision.ticket is not None:
-        text = latest_reply(body_text(mail)) or body_text(mail)
         notice = conv.notice(event="followup", ticket=decision.ticket, customer=decision.customer,
-                             entitlement_end=None, mail=mail, text=text,
+                             entitlement_end=None, mail=mail, text=newest,
                              inbound_id=inbound_id, now=now, suspicious=suspicious)
         if notice is not None:
             out.append(_built(notice, f"notice:{inbound_id}", "notice", sender))
@@ -176,7 +177,7 @@ def render_replies(
             out.append(_outgoing(reply, f"reject:{inbound_id}", "reject_too_large", sender))
     if suspicious and decision.ticket is not None and not any(o.kind == "notice" for o in out):
         warn = conv.notice(event="followup", ticket=decision.ticket, customer=decision.customer,
-                           entitlement_end=None, mail=mail, text=body_text(mail),
+                           entitlement_end=None, mail=mail, text=body,
                            inbound_id=inbound_id, now=now, suspicious=suspicious)
         if warn is not None:
             out.append(_built(warn, f"notice:{inbound_id}", "notice", sender))
@@ -317,14 +318,10 @@ def write_decision(
             notes.append(RuleResult("attachments", True, f"{len(skipped)} over the ticket's "
                                     f"{settings.ticket_attachment_bytes} bytes not kept"))
 
-    queued = 0
-    for out in replies:
-        if out.auto and over_rate_limit(tx, out, now, settings.auto_replies_per_hour):
-            notes.append(RuleResult("rate_limit", True, f"no {out.kind} to {out.rcpt_to[0]}: "
-                                    f"{settings.auto_replies_per_hour} per hour reached"))
-            log.warning("auto-reply rate limit: no %s to %s", out.kind, out.rcpt_to[0])
-            continue
-        queued += tx.enqueue(out, ticket_id=ticket_id, inbound_id=inbound_id, now=now)
+    queued, limited = enqueue_replies(tx, replies, ticket_id=ticket_id, inbound_id=inbound_id,
+                                      now=now, settings=settings)
+    notes += [RuleResult("rate_limit", True, f"no {out.kind} to {out.rcpt_to[0]}: "
+                         f"{settings.auto_replies_per_hour} per hour reached") for out in limited]
 
     tx.record_decision(
         inbound_id,
@@ -352,13 +349,26 @@ def write_over_limit(tx: Transaction, *, inbound_id: int, decision: Decision,
     """Quarantine a message that is over a limit (the reason is the quarantine error) and
     queue the note to its sender, if any. Returns the reason."""
     reason = "; ".join(r.detail for r in decision.reasons if r.hit) or "over a limit"
-    for out in replies:
-        if out.auto and over_rate_limit(tx, out, now, settings.auto_replies_per_hour):
-            reason += f"; no {out.kind}: rate limit"
-            continue
-        tx.enqueue(out, ticket_id=None, inbound_id=inbound_id, now=now)
+    _, limited = enqueue_replies(tx, replies, ticket_id=None, inbound_id=inbound_id, now=now,
+                                 settings=settings)
+    reason += "".join(f"; no {out.kind}: rate limit" for out in limited)
     tx.quarantine(inbound_id, reason)
     return reason
+
+
+def enqueue_replies(tx: Transaction, replies: tuple[OutgoingMail, ...], *, ticket_id: int | None,
+                    inbound_id: int, now: datetime, settings: ActionSettings
+                    ) -> tuple[int, list[OutgoingMail]]:
+    """Queue the replies of one message; automatic ones only within the per-sender rate
+    limit. Returns how many were queued and those the limit held back."""
+    queued, limited = 0, []
+    for out in replies:
+        if out.auto and over_rate_limit(tx, out, now, settings.auto_replies_per_hour):
+            log.warning("auto-reply rate limit: no %s to %s", out.kind, out.rcpt_to[0])
+            limited.append(out)
+            continue
+        queued += tx.enqueue(out, ticket_id=ticket_id, inbound_id=inbound_id, now=now)
+    return queued, limited
 
 
 def unsubscribed_addresses(tx: Transaction, mail: Mail, unsubscribe_address: str) -> list[str]:
@@ -366,10 +376,7 @@ def unsubscribed_addresses(tx: Transaction, mail: Mail, unsubscribe_address: str
     `List-Unsubscribe` mailto, which may be answered from another address), and the sender."""
     local, _, domain = unsubscribe_address.lower().partition("@")
     found: list[str] = []
-    recipients = list(mail.to) + list(mail.cc)
-    for name in ("delivered-to", "x-original-to"):
-        recipients += [v.strip("<> ") for v in mail.headers.get(name, ())]
-    for address in recipients:
+    for address in mail.recipients():
         m = re.fullmatch(rf"{re.escape(local)}\+([0-9a-f]{{20}})@{re.escape(domain)}",
                          address.strip().lower())
         email = tx.news_token_email(m.group(1)) if m else None

@@ -229,10 +229,13 @@ class Daemon:
     async def _schedule_loop(self) -> None:
         """Queue the timed mails that are due (reminders, escalations, waiting tickets, the
         digest) every `schedule.tick_seconds`."""
-        scheduler = Scheduler(
-            self.config, self.store,
-            ConversationRenderer(self.config, self.worker.decider.token_secret()),
-            digest_builder(self.config))
+        def build() -> Scheduler:  # compiles templates and may read the store: off the loop
+            return Scheduler(
+                self.config, self.store,
+                ConversationRenderer(self.config, self.worker.decider.token_secret()),
+                digest_builder(self.config))
+
+        scheduler = await asyncio.to_thread(build)
         while not self.stop.is_set():
             try:
                 if await asyncio.to_thread(scheduler.run_due, utcnow()):

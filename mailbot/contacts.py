@@ -7,18 +7,13 @@ same address wins. Addresses are checked with email-validator; the license must 
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
-from mailbot.registry import RowError
-
-COLUMNS = ("email", "license", "name", "language")
-
+from mailbot.registry import RowError, read_csv
 
 @dataclass(frozen=True, slots=True)
 class Contact:
@@ -55,20 +50,7 @@ def parse_contact_row(row: dict[str, str | None]) -> Contact:
 
 def read_contacts_csv(text: str) -> tuple[list[Contact], list[RowError]]:
     """All good rows and the errors of the bad ones (a later row for an address wins)."""
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in ("email", "license") if c not in (reader.fieldnames or [])]
-    if missing:
-        return [], [RowError(1, f"missing column(s): {', '.join(missing)}")]
-    found: dict[str, Contact] = {}
-    errors: list[RowError] = []
-    for row in reader:
-        try:
-            contact = parse_contact_row(row)
-        except ValueError as exc:
-            errors.append(RowError(reader.line_num, str(exc)))
-            continue
-        found[contact.email] = contact
-    return list(found.values()), errors
+    return read_csv(text, ("email", "license"), parse_contact_row, lambda c: c.email)
 
 
 def read_contacts_file(path: Path) -> tuple[list[Contact], list[RowError]]:

@@ -6,6 +6,7 @@ stages exchange these values instead.
 
 from __future__ import annotations
 
+import email.utils
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,6 +85,16 @@ class Mail:
         """First value of header `name` (case-insensitive), or None."""
         values = self.headers.get(name.lower())
         return values[0] if values else None
+
+    def recipients(self) -> tuple[str, ...]:
+        """Every address the mail was sent to, lower-cased, in order: To, Cc, then the
+        delivery agents' Delivered-To, X-Original-To and Envelope-To (where an envelope
+        recipient such as a tokened reply address may appear only)."""
+        found = [a.lower() for a in (*self.to, *self.cc)]
+        for name in ("delivered-to", "x-original-to", "envelope-to"):
+            for value in self.headers.get(name, ()):
+                found += [a.lower() for _, a in email.utils.getaddresses([value]) if a]
+        return tuple(dict.fromkeys(found))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 
@@ -13,22 +14,21 @@ class LoopLag:
     """Samples of timer lateness in seconds; `run` samples every `interval` until `stop`."""
 
     interval: float = 0.05
-    samples: list[float] = field(default_factory=list)
-    max_samples: int = 100_000
+    # The most recent samples (percentiles are over these) and the worst one ever seen.
+    samples: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    worst: float = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             start = time.perf_counter()
             await asyncio.sleep(self.interval)
-            late = time.perf_counter() - start - self.interval
-            if len(self.samples) < self.max_samples:
-                self.samples.append(max(0.0, late))
-            else:  # keep the worst ones once full
-                self.samples[self.samples.index(min(self.samples))] = max(self.samples[0], late)
+            late = max(0.0, time.perf_counter() - start - self.interval)
+            self.samples.append(late)
+            self.worst = max(self.worst, late)
 
     @property
     def max_ms(self) -> float:
-        return 1000 * max(self.samples, default=0.0)
+        return 1000 * self.worst
 
     def percentile_ms(self, p: float) -> float:
         if not self.samples:

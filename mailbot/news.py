@@ -14,6 +14,7 @@ queues the rows that are missing.
 
 from __future__ import annotations
 
+import email.utils
 import re
 from html import escape as html_escape
 import secrets
@@ -28,7 +29,7 @@ from typing import Any
 
 import markdown
 import nh3
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import SandboxedEnvironment
 
 from mailbot.classify.entitlement import entitlement_at
@@ -36,8 +37,8 @@ from mailbot.config import Config
 from mailbot.contacts import Contact
 from mailbot.domain import LOOP_HEADER, LicenseRecord, other_message_id
 from mailbot.errors import ConfigError
-from mailbot.replies.conversation import POLICY, valid_address
-from mailbot.replies.render import clean_header_text, format_date
+from mailbot.replies.conversation import POLICY, checked_bytes
+from mailbot.replies.render import clean_header_text, format_date, valid_address
 from mailbot.store import OutgoingMail, Store
 
 AUDIENCES = ("supported", "start", "expired_90", "all")
@@ -115,6 +116,13 @@ class NewsRenderer:
         self._box = config.mailbox
         self._news = config.news
         self._env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        self._compiled: dict[str, Template] = {}  # campaign body → its template, compiled once
+
+    def _template(self, body: str) -> Template:
+        template = self._compiled.get(body)
+        if template is None:
+            template = self._compiled[body] = self._env.from_string(body)
+        return template
 
     def render(self, campaign: Campaign, contact: Contact, record: LicenseRecord,
                token: str, now: datetime) -> tuple[bytes, str] | None:
@@ -126,7 +134,7 @@ class NewsRenderer:
         _, ends_on = entitlement_at(record, now)
         values = {"name": contact.name, "license": record.license, "tier": record.tier.value,
                   "support_end": format_date(ends_on, lang) if ends_on else ""}
-        template = self._env.from_string(campaign.bodies[lang])
+        template = self._template(campaign.bodies[lang])
         source = template.render(values)
         # The HTML gets the values escaped (a contact's name is data, not markup), then
         # Markdown, then the sanitiser (the campaign's own markup is staff-written).
@@ -143,7 +151,7 @@ class NewsRenderer:
                               addr_spec=self._box.support_address)
         msg["To"] = Address(clean_header_text(contact.name, 100), addr_spec=to)
         msg["Subject"] = clean_header_text(campaign.subjects[lang], 250)
-        msg["Date"] = now.strftime("%a, %d %b %Y %H:%M:%S %z")
+        msg["Date"] = email.utils.format_datetime(now)
         msg["Message-ID"] = message_id
         msg["List-Id"] = f"<{self._news.list_id}>"
         msg["List-Unsubscribe"] = ", ".join(links)
@@ -155,7 +163,7 @@ class NewsRenderer:
         msg.set_content(source, cte="quoted-printable")
         msg.add_alternative(f"<!DOCTYPE html><html lang=\"{lang}\"><body>{html}</body></html>",
                             subtype="html", cte="quoted-printable")
-        return msg.as_bytes(), message_id
+        return checked_bytes(msg, (to,)), message_id
 
 
 def new_token() -> str:

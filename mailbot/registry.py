@@ -9,11 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 from mailbot.domain import LicenseRecord, Tier
+
+T = TypeVar("T")
 
 COLUMNS = ("license", "customer", "email_domain", "activated_on", "support_tier", "max_version_date")
 
@@ -34,7 +38,7 @@ def _date(value: str, column: str) -> date:
         raise ValueError(f"{column}: expected a date YYYY-MM-DD, got {value!r}") from None
 
 
-def parse_license_row(row: dict[str, str]) -> LicenseRecord:
+def parse_license_row(row: dict[str, str | None]) -> LicenseRecord:
     """One CSV row as a record.
 
     Raises:
@@ -63,22 +67,29 @@ def parse_license_row(row: dict[str, str]) -> LicenseRecord:
     return LicenseRecord(number, customer, domain, activated, tier, end)
 
 
-def read_license_csv(text: str) -> tuple[list[LicenseRecord], list[RowError]]:
-    """All good rows and the errors of the bad ones (a later duplicate wins)."""
+def read_csv(text: str, required: Sequence[str], parse_row: Callable[[dict[str, str | None]], T],
+             key: Callable[[T], str]) -> tuple[list[T], list[RowError]]:
+    """Parse every row of a CSV text with `parse_row` (ValueError: a bad row, reported with
+    its line number); a later row with the same `key` wins."""
     reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
         return [], [RowError(1, f"missing column(s): {', '.join(missing)}")]
-    records: dict[str, LicenseRecord] = {}
+    found: dict[str, T] = {}
     errors: list[RowError] = []
     for row in reader:
         try:
-            rec = parse_license_row(row)
+            item = parse_row(row)
         except ValueError as exc:
             errors.append(RowError(reader.line_num, str(exc)))
             continue
-        records[rec.license] = rec
-    return list(records.values()), errors
+        found[key(item)] = item
+    return list(found.values()), errors
+
+
+def read_license_csv(text: str) -> tuple[list[LicenseRecord], list[RowError]]:
+    """All good rows and the errors of the bad ones (a later duplicate wins)."""
+    return read_csv(text, COLUMNS, parse_license_row, lambda r: r.license)
 
 
 def read_license_file(path: Path) -> tuple[list[LicenseRecord], list[RowError]]:

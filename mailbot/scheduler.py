@@ -23,7 +23,8 @@ from mailbot.config import Config
 from mailbot.errors import ConfigError
 from mailbot.classify.entitlement import support_end
 from mailbot.domain import LicenseRecord, TicketInfo, Tier, other_message_id, ticket_message_id
-from mailbot.replies.conversation import Built, ConversationRenderer, valid_address
+from mailbot.replies.conversation import Built, ConversationRenderer
+from mailbot.replies.render import valid_address
 from mailbot.store import OutgoingMail, Store
 
 log = logging.getLogger(__name__)

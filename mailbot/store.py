@@ -146,7 +146,8 @@ class Ticket(Base):
     language: Mapped[str] = mapped_column(String(5), default="cs")
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deadline: Mapped[datetime] = mapped_column(UTCDateTime)
-    # Sequence number of the last message mailbot sent for this ticket (Message-ID part).
+    # 1 once the acknowledgement (`<ticket-N.1@…>`) is queued; later mails about the ticket
+    # are named by their cause instead (`.n<inbound>` notice, `.r<inbound>` relay, …).
     out_seq: Mapped[int] = mapped_column(default=0)
     assignee: Mapped[str | None] = mapped_column(String(100))
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -330,6 +331,15 @@ class Unsubscription(Base):
 
 
 # ----------------------------------------------------------------------------- values
+
+
+
+def _detached(s: Session, q: Any) -> list[Any]:
+    """The rows of `q`, detached from the session so they can be read after it closes."""
+    rows = list(s.scalars(q))
+    for r in rows:
+        s.expunge(r)
+    return rows
 
 
 def ticket_info(t: Ticket) -> TicketInfo:
@@ -635,10 +645,7 @@ class Store:
                 .order_by(InboundMessage.id.desc())
                 .limit(limit)
             )
-            rows = list(s.scalars(q))
-            for r in rows:
-                s.expunge(r)
-            return rows
+            return _detached(s, q)
 
     def count_inbound(self) -> dict[str, int]:
         with self.session() as s:
@@ -676,10 +683,7 @@ class Store:
 
     def imap_checkpoints(self) -> list[ImapCheckpoint]:
         with self.session() as s:
-            rows = list(s.scalars(select(ImapCheckpoint).order_by(ImapCheckpoint.mailbox)))
-            for r in rows:
-                s.expunge(r)
-            return rows
+            return _detached(s, select(ImapCheckpoint).order_by(ImapCheckpoint.mailbox))
 
     # --- licenses ------------------------------------------------------------------
 
@@ -887,10 +891,7 @@ class Store:
                 .where(Ticket.number == number)
                 .order_by(TicketEvent.id)
             )
-            rows = list(s.scalars(q))
-            for r in rows:
-                s.expunge(r)
-            return rows
+            return _detached(s, q)
 
     def ticket_attachments(self, number: str) -> list[TicketAttachment]:
         with self.session() as s:
@@ -900,10 +901,7 @@ class Store:
                 .where(Ticket.number == number)
                 .order_by(TicketAttachment.id)
             )
-            rows = list(s.scalars(q))
-            for r in rows:
-                s.expunge(r)
-            return rows
+            return _detached(s, q)
 
     def set_ticket_state(self, number: str, state: str, *, by: str, now: datetime | None = None
                          ) -> bool:
@@ -1033,10 +1031,7 @@ class Store:
             q = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
             if state:
                 q = q.where(OutboxMessage.state == state)
-            rows = list(s.scalars(q))
-            for r in rows:
-                s.expunge(r)
-            return rows
+            return _detached(s, q)
 
     def get_outbox(self, outbox_id: int) -> OutboxMessage | None:
         with self.session() as s:
@@ -1094,18 +1089,12 @@ class Store:
         """The one-click unsubscribe (RFC 8058): unsubscribe the address `token` was made
         for, in one transaction. Returns that address (also when it was unsubscribed
         already), or None for an unknown token (nothing changes)."""
-        with self.session() as s:
-            email = s.scalar(select(NewsToken.email).where(NewsToken.token == token))
+        with self.transaction() as tx:
+            email = tx.news_token_email(token)
             if email is None:
                 return None
-            address = email.lower()
-            if s.get(Unsubscription, address) is None:
-                try:
-                    with s.begin_nested():
-                        s.add(Unsubscription(address=address, inbound_id=None, created_at=now))
-                except IntegrityError:  # unsubscribed meanwhile (by mail, another click)
-                    pass
-            return address
+            tx.unsubscribe(email, None, now)
+            return email.lower()
 
 
 # Statements of the per-message hot path, built once as Core statements on the tables: no
@@ -1341,7 +1330,16 @@ class Transaction:
         )
         return True
 
-    def unsubscribe(self, address: str, inbound_id: int | None) -> None:
+    def unsubscribe(self, address: str, inbound_id: int | None,
+                    now: datetime | None = None) -> None:
+        """Record that `address` wants no more mailings (idempotent, also when another daemon
+        or a one-click POST records it at the same moment)."""
         address = address.lower()
-        if self.s.get(Unsubscription, address) is None:
-            self.s.add(Unsubscription(address=address, inbound_id=inbound_id, created_at=utcnow()))
+        if self.s.get(Unsubscription, address) is not None:
+            return
+        try:
+            with self.s.begin_nested():
+                self.s.add(Unsubscription(address=address, inbound_id=inbound_id,
+                                          created_at=now or utcnow()))
+        except IntegrityError:  # recorded meanwhile
+            pass

@@ -171,10 +171,9 @@ TICKET_KINDS = frozenset((DecisionKind.TICKET, DecisionKind.FOLLOWUP, DecisionKi
 
 
 def needs_raw(mail: Mail, decision: Decision) -> bool:
-    """Whether rendering needs the raw message: to relay a staff reply's attachments, or to
-    keep the attachments of a mail that goes on a ticket."""
-    return decision.kind is DecisionKind.STAFF_REPLY or (
-        decision.kind in TICKET_KINDS and bool(mail.attachments))
+    """Whether rendering needs the raw message: for the attachments of a mail that goes on a
+    ticket (kept, and a staff reply's relayed)."""
+    return decision.kind in TICKET_KINDS and bool(mail.attachments)
 
 
 class Decider:

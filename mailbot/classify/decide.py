@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 from mailbot.classify.commands import latest_reply, parse_commands
 from mailbot.classify.rules import (
+    OWN_MESSAGE_ID,
     RULES,
     Finding,
     Rule,
@@ -97,14 +96,11 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
     )
 
 
-_OWN_ID = re.compile(r"<(?:ticket|mailbot)-[^@<>\s]+@([^<>\s]+)>", re.I)
-
-
 def own_message_ids(ids: tuple[str, ...], domain: str) -> tuple[str, ...]:
     """The Message-IDs among `ids` that mailbot made (to mark those replies bounced)."""
     out = []
     for value in ids:
-        m = _OWN_ID.fullmatch(value.strip())
+        m = OWN_MESSAGE_ID.fullmatch(value.strip())
         if m and m.group(1).lower() == domain.lower():
             out.append(value.strip())
     return tuple(out)

@@ -61,6 +61,32 @@ class TicketIndex(Protocol):
     def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None: ...
 
 
+class _MemoIndex:
+    """A ticket index that asks its source once per question: the rules of one decision look
+    the same ticket up several times (staff reply, follow-up, closed-ticket license)."""
+
+    def __init__(self, source: TicketIndex) -> None:
+        self._source = source
+        self._exists: dict[str, bool] = {}
+        self._info: dict[str, TicketInfo | None] = {}
+        self._by_ids: dict[tuple[str, ...], str | None] = {}
+
+    def exists(self, ref: str) -> bool:
+        if ref not in self._exists:
+            self._exists[ref] = self._source.exists(ref)
+        return self._exists[ref]
+
+    def get(self, ref: str) -> TicketInfo | None:
+        if ref not in self._info:
+            self._info[ref] = self._source.get(ref)
+        return self._info[ref]
+
+    def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
+        if message_ids not in self._by_ids:
+            self._by_ids[message_ids] = self._source.by_message_ids(message_ids)
+        return self._by_ids[message_ids]
+
+
 @dataclass(frozen=True, slots=True)
 class RuleContext:
     """Everything the rules may consult besides the mail itself (no I/O behind it but the seams).
@@ -72,15 +98,13 @@ class RuleContext:
     support_address: str
     unsubscribe_address: str
     own_addresses: frozenset[str]
-    staff_domains: frozenset[str]
-    staff_addresses: frozenset[str]
+    staff: StaffPolicy
     message_id_domain: str
     registry: LicenseRegistry
     now: datetime
     known_tickets: TicketIndex | None = None
     zone: ZoneInfo = PRAGUE
     default_language: str = "cs"
-    staff: StaffPolicy | None = None
     reopen_window: timedelta = timedelta(days=14)
 
     @classmethod
@@ -95,6 +119,7 @@ class RuleContext:
         """The context of one decision, built from the loaded configuration.
 
         `token_secret` verifies staff notices' reply addresses (none given: no token is valid).
+        Ticket lookups are remembered for the life of the context (one decision).
         """
         box = config.mailbox
         conv = config.conversation
@@ -111,15 +136,13 @@ class RuleContext:
             support_address=box.support_address.lower(),
             unsubscribe_address=box.unsubscribe_address.lower(),
             own_addresses=frozenset(a.lower() for a in box.own_addresses()),
-            staff_domains=frozenset(d.lower() for d in box.staff_domains),
-            staff_addresses=frozenset(a.lower() for a in box.staff_addresses),
+            staff=staff,
             message_id_domain=box.message_id_domain.lower(),
             registry=registry,
             now=now,
-            known_tickets=known_tickets,
+            known_tickets=_MemoIndex(known_tickets) if known_tickets is not None else None,
             zone=config.calendar.zone,
             default_language=config.replies.default_language,
-            staff=staff,
             reopen_window=timedelta(days=conv.reopen_days),
         )
 
@@ -410,7 +433,8 @@ def _domain(address: str | None) -> str:
 
 # --- automatic mail ------------------------------------------------------------------------
 
-_OWN_MESSAGE_ID = re.compile(r"<(?:ticket|mailbot)-[^@<>\s]*@([^<>\s]+)>", re.I)
+OWN_MESSAGE_ID = re.compile(r"<(?:ticket|mailbot)-[^@<>\s]*@([^<>\s]+)>", re.I)
+"""Message-IDs mailbot makes (`domain.ticket_message_id`, `other_message_id`)."""
 
 
 def own_mail(mail: Mail, ctx: RuleContext) -> Finding | None:
@@ -422,7 +446,7 @@ def own_mail(mail: Mail, ctx: RuleContext) -> Finding | None:
             return Finding(DecisionKind.IGNORE_AUTO, f"x-loop: {value[:80]}")
     if mail.from_addr and mail.from_addr.lower() in ctx.own_addresses:
         return Finding(DecisionKind.IGNORE_AUTO, f"from {mail.from_addr}")
-    m = _OWN_MESSAGE_ID.fullmatch((mail.message_id or "").strip())
+    m = OWN_MESSAGE_ID.fullmatch((mail.message_id or "").strip())
     if m and m.group(1).lower() == ctx.message_id_domain:
         return Finding(DecisionKind.IGNORE_AUTO, f"message-id {mail.message_id}")
     return None
@@ -525,11 +549,8 @@ def auto_subject(mail: Mail, ctx: RuleContext) -> Finding | None:
 
 def unsubscribe_request(mail: Mail, ctx: RuleContext) -> Finding | None:
     """Mail to the newsletter unsubscribe address, or a request in the sender's own words."""
-    recipients = {a.lower() for a in (*mail.to, *mail.cc)}
-    for name in ("delivered-to", "x-original-to", "envelope-to"):
-        recipients.update(v.strip("<> ").lower() for v in _header_values(mail, name))
     # A mailing's List-Unsubscribe address carries a token: novinky-odhlaseni+<token>@…
-    recipients.update(re.sub(r"\+[^@]*@", "@", a, count=1) for a in list(recipients))
+    recipients = {re.sub(r"\+[^@]*@", "@", a, count=1) for a in mail.recipients()}
     if ctx.unsubscribe_address in recipients:
         return Finding(DecisionKind.UNSUBSCRIBE, f"to {ctx.unsubscribe_address}")
     facts = mail_facts(mail, ctx)
@@ -553,16 +574,9 @@ def staff_reply(mail: Mail, ctx: RuleContext) -> Finding | None:
     """Mail from the staff about a ticket goes to that ticket, if it proves it is from staff
     (:mod:`mailbot.classify.staff_auth`); otherwise it is noted as suspicious and handled
     as a customer's mail."""
-    sender = (mail.from_addr or "").lower()
-    domain = _domain(sender)
-    staff = sender in ctx.staff_addresses or any(
-        domain == d or domain.endswith("." + d) for d in ctx.staff_domains
-    )
-    ref = known_ticket(mail, ctx) if staff else None
+    ref = known_ticket(mail, ctx) if ctx.staff.is_staff_address(mail.from_addr) else None
     if ref is None:
         return None
-    if ctx.staff is None:
-        return Finding(DecisionKind.STAFF_REPLY, ref, ticket_ref=ref)
     verdict = check_staff(mail, ctx.staff, ref, ctx.now.astimezone(ctx.zone).date())
     if not verdict.trusted:
         return Finding(None, f"unverified {ref}: {verdict.reason}",

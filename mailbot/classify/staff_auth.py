@@ -266,18 +266,10 @@ def authenticated_by_mta(mail: Mail, from_addr: str, authserv_ids: Iterable[str]
 # --- the check -------------------------------------------------------------------------------
 
 
-def _recipients(mail: Mail) -> list[str]:
-    found = list(mail.to) + list(mail.cc)
-    for name in ("delivered-to", "x-original-to", "envelope-to"):
-        for value in mail.headers.get(name, ()):
-            found += [a for _, a in email.utils.getaddresses([value]) if a]
-    return found
-
-
 def reply_token_ticket(mail: Mail, policy: StaffPolicy, today: date) -> Verdict:
     """The ticket named by a valid reply token among the mail's recipients, if any."""
     last = Verdict(False, "no reply token")
-    for address in _recipients(mail):
+    for address in mail.recipients():
         verdict = token_ticket(address, policy.support_address, policy.token_secret, today)
         if verdict.trusted:
             return verdict

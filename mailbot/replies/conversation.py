@@ -23,11 +23,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
-from typing import Any, Final
+from typing import Final
 
-from email_validator import EmailNotValidError, validate_email
-from jinja2 import FileSystemLoader, StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
 
 from mailbot.attachments import safe_filename
 from mailbot.classify.commands import COMMANDS
@@ -45,7 +42,13 @@ from mailbot.domain import (
     ticket_message_id,
 )
 from mailbot.errors import MailbotError
-from mailbot.replies.render import clean_header_text, format_date, format_deadline
+from mailbot.replies.render import (
+    clean_header_text,
+    format_date,
+    format_deadline,
+    template_environments,
+    valid_address,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +78,6 @@ class Built:
     message_id: str
 
 
-def valid_address(value: str | None) -> str | None:
-    """`value` as an ASCII address if email-validator accepts it, else None."""
-    if not value or len(value) > 320:
-        return None
-    try:
-        v = validate_email(value, check_deliverability=False, allow_smtputf8=False,
-                           test_environment=True)
-    except EmailNotValidError:
-        return None
-    if v.ascii_email and "=?" in v.ascii_email:  # an encoded word the email package decodes
-        return None
-    return v.ascii_email
-
-
 def _text(value: str, limit: int = TEXT_LIMIT) -> str:
     """Body text without control characters except newlines and tabs, cut to `limit`."""
     kept = "".join(ch for ch in value[:limit] if ch in "\n\t" or ch >= " " and ch != "\x7f")
@@ -107,11 +96,8 @@ class ConversationRenderer:
         self._secret = token_secret
         self._domain = box.message_id_domain
         self._support_name = clean_header_text(box.support_name, 100)
-        loader = FileSystemLoader(config.path(config.replies.templates_dir))
-        common: dict[str, Any] = dict(loader=loader, undefined=StrictUndefined,
-                                      trim_blocks=True, lstrip_blocks=True)
-        self._text_env = SandboxedEnvironment(autoescape=False, **common)
-        self._html_env = SandboxedEnvironment(autoescape=True, **common)
+        self._text_env, self._html_env = template_environments(
+            config.path(config.replies.templates_dir))
         for name in ("staff/notice", "staff/command_error", "replies/relay", *SCHEDULED):
             for lang in ("cs", "en"):
                 self._text_env.get_template(f"{name}.{lang}.txt.j2")
@@ -176,7 +162,7 @@ class ConversationRenderer:
         msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: a notification, not a reply
         msg.set_content(body, cte="quoted-printable")
         msg.add_alternative(html, subtype="html", cte="quoted-printable")
-        return Built(_checked(msg, recipients), recipients, message_id)
+        return Built(checked_bytes(msg, recipients), recipients, message_id)
 
     # --- staff reply relayed to the customer ---------------------------------------------
 
@@ -227,7 +213,7 @@ class ConversationRenderer:
             params = {"charset": charset} if charset else {}
             msg.add_attachment(payload, maintype=maintype, subtype=subtype, filename=filename,
                                params=params)
-        return Built(_checked(msg, (to,)), (to,), message_id)
+        return Built(checked_bytes(msg, (to,)), (to,), message_id)
 
     # --- errors back to staff ------------------------------------------------------------
 
@@ -253,7 +239,7 @@ class ConversationRenderer:
             msg["In-Reply-To"] = parent
         msg["Auto-Submitted"] = "auto-replied"
         msg.set_content(body, cte="quoted-printable")
-        return Built(_checked(msg, (to,)), (to,), message_id)
+        return Built(checked_bytes(msg, (to,)), (to,), message_id)
 
     # --- alerts to staff and notes to customers (scheduler, emergencies) -----------------
 
@@ -288,7 +274,7 @@ class ConversationRenderer:
         msg["References"] = ticket_message_id(ticket.number, 1, self._domain)
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(body, cte="quoted-printable")
-        return Built(_checked(msg, to), to, message_id)
+        return Built(checked_bytes(msg, to), to, message_id)
 
     def customer_note(self, *, kind: str, ticket: TicketInfo, message_id: str,
                       now: datetime) -> Built | None:
@@ -314,7 +300,7 @@ class ConversationRenderer:
             _message_ids(ticket.first_message_id, ack, ticket.last_message_id))
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(body, cte="quoted-printable")
-        return Built(_checked(msg, (to,)), (to,), message_id)
+        return Built(checked_bytes(msg, (to,)), (to,), message_id)
 
     def license_notice(self, *, contact: Contact, record: LicenseRecord, ends_on: date,
                        days_left: int, message_id: str, now: datetime) -> Built | None:
@@ -347,7 +333,7 @@ class ConversationRenderer:
         self._common(msg, message_id, now)
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(body, cte="quoted-printable")
-        return Built(_checked(msg, (to,)), (to,), message_id)
+        return Built(checked_bytes(msg, (to,)), (to,), message_id)
 
     def _common(self, msg: EmailMessage, message_id: str, now: datetime) -> None:
         msg["Date"] = email.utils.format_datetime(now.astimezone(self._zone))
@@ -422,8 +408,13 @@ def _filename(part: Message) -> str | None:
         return None
 
 
-def _checked(msg: EmailMessage, recipients: Sequence[str]) -> bytes:
-    """Serialize, then re-parse: the same header names and the same To/Cc recipients."""
+def checked_bytes(msg: EmailMessage, recipients: Sequence[str]) -> bytes:
+    """Serialize, then re-parse: the same header names and exactly `recipients` in To.
+
+    Raises:
+        ConversationRenderError: the message does not serialize, or the re-parse differs
+            (a header-injection symptom).
+    """
     try:
         raw = msg.as_bytes()
     except (ValueError, UnicodeError) as exc:

@@ -18,7 +18,6 @@ The scheduling (which day, which `since`) is :mod:`mailbot.scheduler`'s business
 
 from __future__ import annotations
 
-import email.parser
 import email.policy
 import email.utils
 from collections.abc import Sequence
@@ -29,15 +28,21 @@ from email.message import EmailMessage
 from typing import Any, Final
 from urllib.parse import quote
 
-from jinja2 import FileSystemLoader, StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
-
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config
 from mailbot.domain import LOOP_HEADER, Priority, TicketInfo
 from mailbot.errors import MailbotError
-from mailbot.replies.conversation import valid_address, valid_message_id
-from mailbot.replies.render import clean_header_text, format_date, format_deadline
+from mailbot.replies.conversation import (
+    checked_bytes,
+    valid_message_id,
+)
+from mailbot.replies.render import (
+    clean_header_text,
+    format_date,
+    format_deadline,
+    template_environments,
+    valid_address,
+)
 
 __all__ = ["MAX_LINES", "SECTIONS", "Digest", "DigestRenderError", "DigestRenderer",
            "build_digest", "digest_subject"]
@@ -50,7 +55,6 @@ SECTIONS: Final = ("overdue", "due_today", "new", "open")
 
 LANGUAGES: Final = ("cs", "en")
 POLICY: Final = email.policy.SMTP
-_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 _OPEN_STATES: Final = frozenset({"open", "waiting"})
 
 
@@ -154,11 +158,7 @@ class DigestRenderer:
         valid = (valid_address(a) for a in box.staff_notify)
         self._recipients = tuple(dict.fromkeys(a for a in valid if a))
         self._mailto = f"mailto:{quote(self._support_address, safe='@')}?subject="
-        loader = FileSystemLoader(config.path(config.replies.templates_dir))
-        common: dict[str, Any] = dict(loader=loader, undefined=StrictUndefined,
-                                      trim_blocks=True, lstrip_blocks=True)
-        text_env = SandboxedEnvironment(autoescape=False, **common)
-        html_env = SandboxedEnvironment(autoescape=True, **common)
+        text_env, html_env = template_environments(config.path(config.replies.templates_dir))
         self._text = text_env.get_template(f"staff/digest.{self._lang}.txt.j2")
         self._html = html_env.get_template(f"staff/digest.{self._lang}.html.j2")
 
@@ -197,7 +197,7 @@ class DigestRenderer:
         msg[LOOP_HEADER] = self._support_address
         msg.set_content(text, cte="quoted-printable")
         msg.add_alternative(html, subtype="html", cte="quoted-printable")
-        return _checked(msg, recipients), recipients
+        return checked_bytes(msg, recipients), recipients
 
     # -- template data --------------------------------------------------------------------
 
@@ -237,21 +237,3 @@ class DigestRenderer:
             "assignee": clean_header_text(t.assignee or "", 100),
             "deadline_text": format_deadline(t.deadline, self._lang, self._zone),
         }
-
-
-def _checked(msg: EmailMessage, recipients: Sequence[str]) -> bytes:
-    """Serialize, then re-parse: the same header names and the same To recipients."""
-    try:
-        raw = msg.as_bytes()
-    except (ValueError, UnicodeError) as exc:
-        raise DigestRenderError(f"digest does not serialize: {exc}") from exc
-    head = raw.split(b"\r\n\r\n", 1)[0]
-    if any(b"\r" in line or b"\n" in line for line in head.split(b"\r\n")):
-        raise DigestRenderError("header section has a bare CR or LF")
-    parsed = _PARSER.parsebytes(raw, headersonly=True)
-    if sorted(k.lower() for k in parsed.keys()) != sorted(k.lower() for k in msg.keys()):
-        raise DigestRenderError("headers changed in serialization")
-    got = {a.lower() for _, a in email.utils.getaddresses(parsed.get_all("to", []))}
-    if got != {r.lower() for r in recipients}:
-        raise DigestRenderError(f"recipients changed in serialization: {got}")
-    return raw

@@ -33,6 +33,7 @@ from datetime import date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -63,6 +64,8 @@ __all__ = [
     "format_date",
     "format_deadline",
     "reply_subject",
+    "template_environments",
+    "valid_address",
 ]
 
 log = logging.getLogger(__name__)
@@ -349,6 +352,33 @@ def _html_paragraphs(value: str) -> Markup:
 # -- the renderer -------------------------------------------------------------------------
 
 
+def valid_address(value: str | None) -> str | None:
+    """`value` as an ASCII address mailbot may send to, else None: accepted by
+    email-validator (no deliverability check: the relay judges that; *.test allowed for test
+    rigs; no SMTPUTF8, which mailbot does not send) and holding no encoded word, which the
+    `email` package would decode in a header."""
+    if not value or len(value) > 320:
+        return None
+    try:
+        valid = validate_email(value, check_deliverability=False, allow_smtputf8=False,
+                               test_environment=True)
+    except EmailNotValidError:
+        return None
+    if valid.ascii_email is None or "=?" in valid.ascii_email:
+        return None
+    return valid.ascii_email
+
+
+def template_environments(directory: Path) -> tuple[SandboxedEnvironment, SandboxedEnvironment]:
+    """The sandboxed Jinja2 environments for text (no escaping) and HTML (autoescaped) of the
+    templates under `directory`; undefined names are errors."""
+    common: dict[str, Any] = dict(loader=FileSystemLoader(directory), undefined=StrictUndefined,
+                                  trim_blocks=True, lstrip_blocks=True)
+    return (SandboxedEnvironment(autoescape=False, **common),
+            SandboxedEnvironment(autoescape=True, **common))
+
+
+
 @dataclass(frozen=True, slots=True)
 class RenderedReply:
     """A rendered, checked reply and its bytes as they will be sent."""
@@ -403,12 +433,7 @@ class ReplyRenderer:
         directory = config.path(config.replies.templates_dir)
         if not directory.is_dir():
             raise ConfigError(f"replies.templates_dir: {directory} is not a directory")
-        loader = FileSystemLoader(directory)
-        common: dict[str, Any] = dict(
-            loader=loader, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
-        )
-        self._text_env = SandboxedEnvironment(autoescape=False, **common)
-        self._html_env = SandboxedEnvironment(autoescape=True, **common)
+        self._text_env, self._html_env = template_environments(directory)
         self._text_env.filters["paragraphs"] = _text_paragraphs
         self._html_env.filters["paragraphs"] = _html_paragraphs
         self._size_limit = human_size(config.limits.message_bytes)
@@ -426,25 +451,15 @@ class ReplyRenderer:
 
     def recipient(self, mail: Mail) -> Address | None:
         """The address to answer (the mail's From), or None if it is missing, invalid, or ours."""
-        if not mail.from_addr or len(mail.from_addr) > 320:
+        address = valid_address(mail.from_addr)
+        if address is None:
+            if mail.from_addr:
+                log.warning("not replying to invalid sender address %r", mail.from_addr)
             return None
-        try:
-            valid = validate_email(
-                mail.from_addr,
-                check_deliverability=False,
-                allow_smtputf8=False,  # we send without SMTPUTF8
-                test_environment=True,  # allow *.test (test rigs); the relay judges deliverability
-            )
-        except EmailNotValidError as exc:
-            log.warning("not replying to invalid sender address %r: %s", mail.from_addr, exc)
+        if address.lower() in self._own:
             return None
-        if valid.ascii_email is None or valid.ascii_email.lower() in self._own:
-            return None
-        if "=?" in valid.ascii_email:  # an encoded word: the email package would decode it
-            log.warning("not replying to sender address %r: holds an encoded word", mail.from_addr)
-            return None
-        name = clean_header_text(mail.from_name, NAME_LIMIT)
-        return Address(display_name=name, username=valid.local_part, domain=valid.ascii_domain)
+        return Address(display_name=clean_header_text(mail.from_name, NAME_LIMIT),
+                       addr_spec=address)
 
     def render(
         self,

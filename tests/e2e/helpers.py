@@ -96,9 +96,11 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> No
 
 
 def smtp_send(port: int, raw: bytes, rcpt: str = "podpora@estelar.example",
-               lmtp: bool = False) -> dict[str, tuple[int, bytes]]:
+               lmtp: bool = False, sender: str = "dvorak@strojirny-hranice.cz"
+               ) -> dict[str, tuple[int, bytes]]:
+    """Deliver `raw` to the daemon's listener as a client would (30 s timeout)."""
     cls = smtplib.LMTP if lmtp else smtplib.SMTP
-    with cls("127.0.0.1", port) as c:
-        return c.sendmail("dvorak@strojirny-hranice.cz", [rcpt], raw)
+    with cls("127.0.0.1", port, timeout=30) as c:
+        return c.sendmail(sender, [rcpt], raw)
 
 

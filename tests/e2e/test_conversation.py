@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
-import smtplib
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mailbot.config import Config
-from tests.e2e.helpers import daemon_config, import_licenses, request_mail, running
+from tests.e2e.helpers import daemon_config, import_licenses, request_mail, running, smtp_send
 from tests.fixtures.mua import deliver_to_maildir, neomutt_available, neomutt_reply
 
 pytestmark = pytest.mark.skipif(not neomutt_available(),
@@ -28,11 +27,6 @@ pytestmark = pytest.mark.skipif(not neomutt_available(),
 CUSTOMER = "dvorak@strojirny-hranice.cz"
 STAFF = "jana.novakova@estelar.example"
 NOTIFY = "tym-podpory@estelar.example"
-
-
-def send(port: int, raw: bytes, sender: str, rcpt: str) -> None:
-    with smtplib.SMTP("127.0.0.1", port) as c:
-        c.sendmail(sender, [rcpt], raw)
 
 
 def plain(msg: EmailMessage) -> str:
@@ -50,7 +44,7 @@ async def test_customer_staff_customer_conversation(base_config: Config, smtp_si
         # 1. The customer writes; the ack goes to them, the notice to the staff list.
         request = request_mail(sender=CUSTOMER)
         request_id = email.message_from_bytes(request)["Message-ID"]
-        await asyncio.to_thread(send, port, request, CUSTOMER, "podpora@estelar.example")
+        await asyncio.to_thread(smtp_send, port, request, sender=CUSTOMER)
         first = await asyncio.to_thread(smtp_sink.wait_for, 2, 15)
         by_rcpt = {m.rcpt_tos: m for m in first}
         ack, notice = by_rcpt[(CUSTOMER,)], by_rcpt[(NOTIFY,)]
@@ -97,8 +91,8 @@ async def test_customer_staff_customer_conversation(base_config: Config, smtp_si
         answer["In-Reply-To"] = r["Message-ID"]
         answer["References"] = f"{r['References']} {r['Message-ID']}"
         answer.set_content("Děkuji, po restartu se kalendář uložil.\n\n> Dobrý den,\n> zkuste prosím restart\n")
-        await asyncio.to_thread(send, port, answer.as_bytes(policy=email.policy.SMTP), CUSTOMER,
-                                "podpora@estelar.example")
+        await asyncio.to_thread(smtp_send, port, answer.as_bytes(policy=email.policy.SMTP),
+                                sender=CUSTOMER)
         msgs = await asyncio.to_thread(smtp_sink.wait_for, 4, 15)
         followup = msgs[3]
         assert followup.rcpt_tos == (NOTIFY,)

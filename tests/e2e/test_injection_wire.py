@@ -4,10 +4,9 @@ after hostile requests went through mailbot's listener, worker and outbox."""
 from __future__ import annotations
 
 import asyncio
-import smtplib
 
 from mailbot.config import Config
-from tests.e2e.helpers import daemon_config, import_licenses, running
+from tests.e2e.helpers import daemon_config, import_licenses, running, smtp_send
 
 CUSTOMER = "dvorak@strojirny-hranice.cz"
 BODY = (
@@ -37,11 +36,6 @@ CASES = {
 }
 
 
-def send(port: int, raw: bytes) -> None:
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
-        c.sendmail(CUSTOMER, ["podpora@estelar.example"], raw)
-
-
 async def test_no_injected_header_or_evaluated_template_reaches_the_wire(
         base_config: Config, smtp_sink) -> None:
     cfg = daemon_config(base_config, smtp_sink.port)
@@ -50,7 +44,8 @@ async def test_no_injected_header_or_evaluated_template_reaches_the_wire(
     import_licenses(cfg)
     async with running(cfg) as daemon:
         for i, (subject, sender) in enumerate(CASES.values()):
-            await asyncio.to_thread(send, daemon.listen_port, hostile(subject, sender, f"inj{i}"))
+            await asyncio.to_thread(smtp_send, daemon.listen_port, hostile(subject, sender, f"inj{i}"),
+                                    sender=CUSTOMER)
         replies = await asyncio.to_thread(smtp_sink.wait_for, len(CASES), 30)
     assert len(replies) == len(CASES)
     for captured in replies:

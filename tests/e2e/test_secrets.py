@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 
 from mailbot.config import Config, ImapMailboxConfig
 from tests.e2e.helpers import daemon_config, import_licenses, request_mail, running, unique_sender
-from tests.fixtures.servers import Dovecot, SmtpSink, _dovecot_skip_reason
+from tests.fixtures.servers import Dovecot, SmtpSink, running_dovecot
 
 IMAP_PASSWORD = "imap-Pw-5b1e7c0d9a"
 SMTP_PASSWORD = "smtp-Pw-8d2f4a6c3e"
@@ -25,17 +23,8 @@ SMTP_PASSWORD = "smtp-Pw-8d2f4a6c3e"
 
 @pytest.fixture
 def secret_dovecot() -> Iterator[Dovecot]:
-    reason = _dovecot_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    root = Path(tempfile.mkdtemp(prefix="mailbot-dovecot-"))
-    server = Dovecot(root, password=IMAP_PASSWORD)
-    try:
-        server.start()
+    with running_dovecot(password=IMAP_PASSWORD) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def leaks(data: bytes) -> list[str]:

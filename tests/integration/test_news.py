@@ -148,3 +148,18 @@ def test_news_bounces_suppress_the_address(cfg: config_mod.Config, store: Store)
     assert [(a, r) for a, r, _ in store.suppressed()] == [("grant@firma.cz", "bounced")]
     (directory / "b2.md").write_text('+++\nsubject_cs = "Y"\n+++\nText.\n', encoding="utf-8")
     assert queue_campaign(store, cfg, load_campaign(directory, "b2"), NOW) == 1  # Dvořák only
+
+
+def test_unsubscribe_by_token_on_both_engines(cfg: config_mod.Config, store: Store) -> None:
+    """The one-click path of the store: a known token unsubscribes its address (idempotent),
+    an unknown one changes nothing."""
+    store.upsert_licenses(LICENSES)
+    store.upsert_contacts(CONTACTS)
+    queue_campaign(store, cfg, load_campaign(cfg.path(cfg.news.directory), "v53"), NOW)
+    mine = next(m for m in mails(store) if "grant@" in str(m["To"]))
+    token = str(mine["List-Unsubscribe"]).split("/unsubscribe/", 1)[1].split(">", 1)[0]
+    assert store.unsubscribe_by_token("f" * 20, NOW) is None
+    assert store.suppressed() == []
+    assert store.unsubscribe_by_token(token, NOW) == "grant@firma.cz"
+    assert store.unsubscribe_by_token(token, NOW) == "grant@firma.cz"
+    assert [(a, r) for a, r, _ in store.suppressed()] == [("grant@firma.cz", "unsubscribed")]

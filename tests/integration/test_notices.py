@@ -4,6 +4,7 @@ once per license, contact and occasion, across restarts; after downtime only the
 from __future__ import annotations
 
 import email.policy
+import json
 from datetime import date, datetime
 from email.parser import BytesParser
 from pathlib import Path
@@ -91,5 +92,11 @@ def test_contacts_cli(tmp_path: Path, store_url: str) -> None:
     assert result.exit_code == 1 and "imported 1 contact(s), 1 bad row(s)" in result.output
     listed = CliRunner().invoke(cli, ["contacts", "list", "--json", "--config", cfg])
     assert '"email": "a@example.org"' in listed.output
+    store = Store.from_url(store_url)
+    with store.transaction() as tx:
+        tx.unsubscribe("A@Example.org", None)
+    store.close()
     suppressed = CliRunner().invoke(cli, ["contacts", "suppressed", "--json", "--config", cfg])
     assert suppressed.exit_code == 0
+    [row] = [json.loads(line) for line in suppressed.output.splitlines()]
+    assert (row["address"], row["reason"]) == ("a@example.org", "unsubscribed")

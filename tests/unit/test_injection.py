@@ -51,8 +51,8 @@ from mailbot.domain import (
     other_message_id,
     ticket_message_id,
 )
-from mailbot.replies.conversation import Built, ConversationRenderer, valid_address
-from mailbot.replies.render import NO_REPLY_KINDS, REPLY_TEMPLATES, ReplyRenderer
+from mailbot.replies.conversation import Built, ConversationRenderer
+from mailbot.replies.render import NO_REPLY_KINDS, REPLY_TEMPLATES, ReplyRenderer, valid_address
 
 PRAGUE = ZoneInfo("Europe/Prague")
 NOW = datetime(2026, 11, 20, 16, 0, tzinfo=PRAGUE)
@@ -422,7 +422,9 @@ def test_injected_subject_or_name_adds_no_header(
         check_bytes(reply.raw, REPLY_HEADERS, (CUSTOMER,), list(reply.message.keys()))
         _no_injected_header(reply.raw)
         subject_header = email.message_from_bytes(reply.raw, policy=email.policy.default)["Subject"]
-        assert "Bcc: victim@example.com" in str(subject_header) or "=" in subject
+        # The injected text survives as Subject text on one line: decoded, or an encoded word
+        # kept literally (its "=?" broken up so that no client decodes it).
+        assert "Bcc: victim@example.com" in str(subject_header) or "= ?" in str(subject_header)
     ticket = make_info(subject=subject, customer_name=name)
     notice = built(conversation.notice(event="new", ticket=ticket, customer=None,
                                        entitlement_end=None, mail=mail, text=mail.text,
@@ -439,18 +441,15 @@ def test_injected_subject_or_name_adds_no_header(
 @pytest.mark.parametrize("addr", [f"{CUSTOMER}\r\nBcc: {VICTIM}", f"{CUSTOMER}, {VICTIM}",
                                   "=?utf-8?q?=0D=0A?=@example.com",
                                   "=?utf-8?q?victim=40example.com?=@firma.cz"])
-def test_injecting_sender_address_gets_no_reply_or_one_clean_recipient(
+def test_injecting_sender_address_gets_no_reply(
     renderer: ReplyRenderer, addr: str
 ) -> None:
-    """A From address that would smuggle a recipient: no reply (the documented None), or a
-    reply to that one address exactly as validated."""
+    """A From address that would smuggle a recipient gets no reply (the documented None)."""
     mail = make_mail(from_addr=addr)
     reply = renderer.render_reply(make_decision(DecisionKind.REJECT_INCOMPLETE), mail,
                                   ticket=None, message_id=other_message_id("r-1", "estelar.example"),
                                   now=NOW)
-    if reply is not None:
-        check_bytes(reply.raw, REPLY_HEADERS, (reply.recipient,), list(reply.message.keys()))
-        _no_injected_header(reply.raw)
+    assert reply is None
 
 
 @pytest.mark.parametrize("stored_id", [f"<a@b>\r\nBcc: {VICTIM}",
