@@ -62,7 +62,6 @@ class Daemon:
     store: Store
     worker: Worker
     dispatcher: OutboxDispatcher
-    transport: Transport
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     thread_stop: threading.Event = field(default_factory=threading.Event)
     listener: ListenerThread | None = None
@@ -78,14 +77,22 @@ class Daemon:
         if store.is_sqlite:
             # Embedded mode is one process: leases left by a killed run have no holder.
             store.release_all_leases()
-        transport = transport or build_transport(config)
+        out = config.outbound
+        if transport is None and out.mode == "smtp":
+            build_transport(config)  # a missing secret fails the start, not the first send
+            transports: Transport | Callable[[], Transport] = lambda: build_transport(config)
+        else:  # one directory sink (or the given transport) shared by the sending threads
+            transports = transport or build_transport(config)
         dispatcher = OutboxDispatcher(
             store,
-            transport,
-            batch=config.outbound.batch,
-            horizon=timedelta(hours=config.outbound.retry_horizon_hours),
+            transports,
+            batch=out.batch,
+            concurrency=out.concurrency,
+            per_domain=out.per_domain_concurrency,
+            horizon=timedelta(hours=out.retry_horizon_hours),
+            base_delay=out.retry_base_seconds,
         )
-        return cls(config, store, Worker.from_config(config, store), dispatcher, transport)
+        return cls(config, store, Worker.from_config(config, store), dispatcher)
 
     @property
     def listen_port(self) -> int | None:
@@ -169,7 +176,7 @@ class Daemon:
                 await closing
             if closing_http is not None:
                 await closing_http
-            await asyncio.to_thread(self.transport.close)
+            await asyncio.to_thread(self.dispatcher.close)
             await asyncio.to_thread(self.worker.close)
             self.store.close()
             log.info("stopped (event-loop lag: max %.1f ms, p99 %.1f ms over %d samples)",

@@ -156,7 +156,13 @@ class OutboundConfig(_Section):
     password_credential: str | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)
     retry_horizon_hours: float = Field(default=48.0, gt=0)
+    # The first retry waits this long, each later one twice as long (at most an hour).
+    retry_base_seconds: float = Field(default=60.0, gt=0, le=3600)
     batch: int = Field(default=50, ge=1, le=10_000)
+    # Sending threads, each with its own connection to the relay (smtp mode); at most
+    # `per_domain_concurrency` of them send to one recipient domain at a time (0: no limit).
+    concurrency: int = Field(default=4, ge=1, le=64)
+    per_domain_concurrency: int = Field(default=2, ge=0, le=64)
 
 
 class ListenerConfig(_Section):

@@ -194,7 +194,7 @@ def queue_campaign(store: Store, config: Config, campaign: Campaign, now: dateti
             raw, message_id = made
             due = now + timedelta(seconds=60 * i / rate) if rate else now
             batch.append((token, contact.email, OutgoingMail(
-                purpose=purposes[contact.email], message_id=message_id, kind="news",
+                purpose=purposes[contact.email], message_id=message_id, kind="news", bulk=True,
                 mail_from=config.mailbox.support_address, rcpt_to=(contact.email,), raw=raw),
                 due))
         with store.transaction() as tx:
