@@ -125,3 +125,88 @@ def test_retry_delay_grows_and_is_capped() -> None:
     assert [mid(a) for a in (1, 2, 3)] == [60.0, 120.0, 240.0]
     assert mid(30) == 3600.0
     assert retry_delay(1, rng=lambda: 0.0).total_seconds() == 48.0
+
+
+def queue_to(store: Store, addresses: list[str]) -> None:
+    with store.transaction() as tx:
+        for i, address in enumerate(addresses):
+            raw = (f"From: podpora@estelar.example\r\nTo: {address}\r\n"
+                   f"Message-ID: <d{i}@estelar.example>\r\nSubject: news {i}\r\n\r\nbody\r\n"
+                   ).encode()
+            tx.enqueue(OutgoingMail(f"bulk:{i}", f"<d{i}@estelar.example>", "news",
+                                    "podpora@estelar.example", (address,), raw, bulk=True),
+                       ticket_id=None, inbound_id=None)
+
+
+def sender_factory(sink) -> SmtpSender:
+    return SmtpSender(OutboundConfig(mode="smtp", host="127.0.0.1", port=sink.port,
+                                     security="none"))
+
+
+def test_threads_send_in_parallel_at_most_per_domain(store: Store, smtp_sink) -> None:
+    """Four sending threads, two per domain: two slow domains are served two at a time each,
+    never three, and every message arrives once."""
+    addresses = [f"c{i}@{'a' if i % 2 else 'b'}.example" for i in range(16)]
+    queue_to(store, addresses)
+    smtp_sink.stall_next("DATA", 0.2, times=16)
+    d = OutboxDispatcher(store, lambda: sender_factory(smtp_sink), batch=16, concurrency=4,
+                         per_domain=2)
+    try:
+        assert d.send_due() == 16
+    finally:
+        d.close()
+    assert sorted(m.rcpt_tos[0] for m in smtp_sink.messages) == sorted(addresses)
+    assert smtp_sink.peak_in_data == {"a.example": 2, "b.example": 2}
+    assert smtp_sink.peak_in_data_total == 4
+    assert smtp_sink.connections_made == 4  # a connection per thread, reused
+    assert store.count_outbox() == {"sent": 16}
+
+
+def test_one_domain_is_held_to_its_limit(store: Store, smtp_sink) -> None:
+    """All mail to one domain: eight threads, yet at most two transactions there at once."""
+    queue_to(store, [f"c{i}@one.example" for i in range(10)])
+    smtp_sink.stall_next("DATA", 0.1, times=10)
+    d = OutboxDispatcher(store, lambda: sender_factory(smtp_sink), batch=10, concurrency=8,
+                         per_domain=2)
+    try:
+        assert d.send_due() == 10
+    finally:
+        d.close()
+    assert smtp_sink.peak_in_data == {"one.example": 2}
+    assert len(smtp_sink.messages) == 10
+
+
+def test_service_mail_goes_before_queued_bulk_mail(store: Store, smtp_sink) -> None:
+    """An acknowledgement queued after a campaign is sent in the first batch."""
+    queue_to(store, [f"n{i}@bulk.example" for i in range(30)])
+    queue(store, 1)  # service mail, queued last
+    d = dispatcher(store, smtp_sink, Clock())
+    d.batch = 5
+    d.send_due()
+    assert [m.message_id for m in smtp_sink.messages][0] == "<m0@estelar.example>"
+    assert len(smtp_sink.messages) == 5
+
+
+def test_clean_stop_with_threads_sends_nothing_twice(store: Store, smtp_sink) -> None:
+    """A stop while four threads send: what was sent is marked, the rest released queued,
+    and the next run sends only the rest."""
+    queue_to(store, [f"c{i}@x{i % 4}.example" for i in range(40)])
+    smtp_sink.stall_next("DATA", 0.1, times=40)
+    stop = threading.Event()
+    d = OutboxDispatcher(store, lambda: sender_factory(smtp_sink), batch=40, concurrency=4,
+                         per_domain=1)
+    timer = threading.Timer(0.25, stop.set)
+    timer.start()
+    try:
+        d.send_due(stop)
+        counts = store.count_outbox()
+        assert 0 < counts["sent"] < 40 and counts["sent"] + counts["queued"] == 40
+        assert counts["sent"] == len(smtp_sink.messages)
+        assert all(r.lease_until is None for r in store.list_outbox("queued"))
+        d.send_due()
+    finally:
+        timer.cancel()
+        d.close()
+    assert store.count_outbox() == {"sent": 40}
+    ids = [m.message_id for m in smtp_sink.messages]
+    assert len(ids) == len(set(ids)) == 40
