@@ -216,6 +216,7 @@ class Daemon:
             if n:
                 self._outbox_wake.set()
                 continue
+            await asyncio.to_thread(self.worker.rest)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._worker_wake.wait(), cfg.poll_seconds)
 

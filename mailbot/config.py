@@ -335,6 +335,9 @@ class WorkerConfig(_Section):
     batch: int = Field(default=32, ge=1, le=1000)
     lease_seconds: float = Field(default=300.0, gt=0)
     processes: int = Field(default=2, ge=0, le=64)
+    # The processes start with the first mail to decide and stop after this long without
+    # any (0: they stay once started).
+    pool_idle_seconds: float = Field(default=300.0, ge=0)
     parse_timeout_seconds: float = Field(default=10.0, gt=0)
     memory_mb: int = Field(default=1024, ge=0)
 

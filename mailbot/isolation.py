@@ -129,21 +129,25 @@ class WorkerPool:
         self._memory_mb = memory_mb
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._last_used = time.monotonic()
 
-    def warm_up(self) -> None:
-        """Start the children in the background now, so the first batch does not wait."""
-        threading.Thread(target=self._warm, name="pool-warm-up", daemon=True).start()
-
-    def _warm(self) -> None:
-        try:
-            self._pool()
-        except WorkerPoolError:
-            log.warning("decision pool did not start; it is tried again with the first batch")
+    def stop_if_idle(self, idle_seconds: float) -> bool:
+        """Stop the children when no work came for `idle_seconds` (they start again with the
+        next batch): an idle daemon, or one only sending a campaign, holds no decision
+        processes. Returns whether they were stopped."""
+        with self._lock:
+            idle = (self._executor is not None
+                    and time.monotonic() - self._last_used >= idle_seconds)
+        if idle:
+            log.info("decision processes idle for %.0f s: stopping them", idle_seconds)
+            self.close()
+        return idle
 
     def _pool(self) -> ProcessPoolExecutor:
         """The running pool, started (and warmed up: every child imported and initialised)
         if needed, so start-up time never counts against a message's time limit."""
         with self._lock:
+            self._last_used = time.monotonic()
             return self._start_pool()
 
     def _start_pool(self) -> ProcessPoolExecutor:

@@ -305,14 +305,21 @@ class Worker:
         token_secret(config, store)  # made here once, so the (read-only) children only read it
         pool = None
         if w.processes > 0:
+            # The children start with the first mail to decide (about a second), not before.
             pool = WorkerPool(config, processes=w.processes, timeout=w.parse_timeout_seconds,
                               memory_mb=w.memory_mb)
-            pool.warm_up()
         return cls(config, store, clock=clock, pool=pool)
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
+
+    def rest(self) -> None:
+        """Between batches with nothing to do: stop the child processes once they have been
+        idle for `worker.pool_idle_seconds` (0: never)."""
+        idle = self.config.worker.pool_idle_seconds
+        if self.pool is not None and idle > 0:
+            self.pool.stop_if_idle(idle)
 
     def process(self, item: ClaimedInbound, now: datetime | None = None) -> Outcome | Quarantined:
         """Decide one stored message and apply the decision (see `process_many`)."""

@@ -3,6 +3,7 @@ rest of the batch is decided normally; a child's memory cap turns a bomb into a 
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from mailbot import config as config_mod
@@ -70,3 +71,36 @@ def test_memory_cap_turns_a_bomb_into_a_quarantine(base_config: config_mod.Confi
     assert isinstance(quarantined, Quarantined)
     assert "MemoryError" in quarantined.error or "too_complex" in quarantined.error
     assert not isinstance(by_id[good.id], Quarantined)
+
+
+def pool_children(worker: Worker) -> list[int]:
+    """Pids of the worker's live decision processes."""
+    assert worker.pool is not None
+    executor = worker.pool._executor
+    return [p.pid for p in getattr(executor, "_processes", {}).values() if p.is_alive()]
+
+
+def test_children_start_with_mail_and_stop_when_idle(base_config: config_mod.Config) -> None:
+    """No decision process before there is mail; two while deciding; none after the idle
+    time; and they come back for the next mail."""
+    cfg = pool_config(base_config, pool_idle_seconds=0.5)
+    store = open_store(cfg)
+    worker = Worker.from_config(cfg, store)
+    try:
+        assert pool_children(worker) == []
+        worker.rest()
+        store.save_inbound(GOOD, "test")
+        assert worker.run_once(10) == 1
+        first = pool_children(worker)
+        assert len(first) == 2
+        worker.rest()  # used just now: kept
+        assert pool_children(worker) == first
+        time.sleep(0.6)
+        worker.rest()
+        assert pool_children(worker) == []
+        store.save_inbound(GOOD.replace(b"<good@x>", b"<good2@x>"), "test")
+        assert worker.run_once(10) == 1
+        assert len(pool_children(worker)) == 2
+    finally:
+        worker.close()
+    assert store.count_inbound() == {"decided": 2}
