@@ -303,11 +303,14 @@ def write_decision(
         for address in unsubscribed_addresses(tx, mail, settings.unsubscribe_address):
             tx.unsubscribe(address, inbound_id)
 
-    elif decision.bounced_ids:
-        marked = tx.mark_bounced(decision.bounced_ids, now)
-        notes.append(RuleResult("bounced", bool(marked), f"{marked} outgoing marked bounced"))
-        for address in tx.bounce_news(decision.bounced_ids, settings.news_bounce_limit, now):
-            notes.append(RuleResult("suppressed", True, f"{address}: news mail bounced"))
+    elif decision.bounced_ids:  # hard (or non-standard) bounces count towards suppression
+        marked = tx.mark_bounced(decision.bounced_ids, now, hard=decision.bounce_hard)
+        kind = "hard" if decision.bounce_hard else "soft"
+        notes.append(RuleResult("bounced", bool(marked), f"{marked} outgoing marked bounced "
+                                f"({kind})"))
+        if decision.bounce_hard:
+            for address in tx.bounce_news(decision.bounced_ids, settings.news_bounce_limit, now):
+                notes.append(RuleResult("suppressed", True, f"{address}: news mail bounced"))
 
     if attachments and ticket_id is not None:
         skipped = tx.add_attachments(ticket_id, inbound_id, attachments,

@@ -60,6 +60,9 @@ class Mail:
     `report_type` is the `report-type` of a top-level multipart/report ("" otherwise).
     `original_ids` are the Message-IDs of the messages a delivery report or bounce is
     about (RFC 3464: the returned message or its headers, or Original-Message-ID fields).
+    `delivery_outcome` is what a delivery report's per-recipient fields say: "hard", "soft"
+    (failed with 4.x.x only), "delayed" (no recipient failed) or "unknown" (no
+    machine-readable delivery-status part, e.g. a qmail text bounce).
     """
 
     message_id: str | None
@@ -80,6 +83,7 @@ class Mail:
     attachments: tuple[Attachment, ...] = ()
     defects: tuple[str, ...] = ()
     original_ids: tuple[str, ...] = ()
+    delivery_outcome: str = "unknown"
 
     def header(self, name: str) -> str | None:
         """First value of header `name` (case-insensitive), or None."""
@@ -175,6 +179,8 @@ class Decision:
     commands: tuple[StaffCommand, ...] = ()
     command_errors: tuple[str, ...] = ()
     bounced_ids: tuple[str, ...] = ()
+    # Whether that bounce counts towards news suppression (hard or non-standard, not soft).
+    bounce_hard: bool = True
 
     @property
     def hits(self) -> tuple[str, ...]:

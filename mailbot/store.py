@@ -1244,8 +1244,12 @@ class Transaction:
         self.s.add(NewsToken(token=token, email=email, campaign=campaign, created_at=now))
 
     def bounce_news(self, message_ids: Sequence[str], limit: int, now: datetime) -> list[str]:
-        """After bounce reports: suppress the recipients of these news mails whose news mail
-        has bounced `limit` times in all. Returns the addresses suppressed now."""
+        """After a hard bounce report: suppress the recipients of these news mails whose news
+        mail has bounced hard `limit` times in all. Returns the addresses suppressed now.
+
+        Soft bounces (`last_error` "soft bounce", see mark_bounced) do not count; rows
+        bounced before bounce kinds were recorded count as hard, as they did then.
+        """
         rows = self.s.execute(select(OutboxMessage.rcpt_to)
                               .where(OutboxMessage.message_id.in_(list(message_ids)))
                               .where(OutboxMessage.kind == "news")).all()
@@ -1256,10 +1260,12 @@ class Transaction:
                 bounced = int(self.s.scalar(
                     select(func.count()).select_from(OutboxMessage)
                     .where(OutboxMessage.kind == "news", OutboxMessage.state == "bounced",
-                           OutboxMessage.recipient == address)) or 0)
+                           OutboxMessage.recipient == address,
+                           OutboxMessage.last_error.is_(None)
+                           | (OutboxMessage.last_error != "soft bounce"))) or 0)
                 if bounced >= limit and self.s.get(Suppression, address) is None:
                     self.s.add(Suppression(address=address, reason="bounced",
-                                           detail=f"{bounced} news mails bounced",
+                                           detail=f"{bounced} hard bounces of news mail",
                                            created_at=now))
                     suppressed.append(address)
         return suppressed
@@ -1273,15 +1279,20 @@ class Transaction:
         return int(self.c.execute(
             _COUNT_AUTO, {"address": address.lower(), "since": since}).scalar() or 0)
 
-    def mark_bounced(self, message_ids: Sequence[str], now: datetime) -> int:
-        """Mark our outgoing messages that a delivery report returned as `bounced`."""
+    def mark_bounced(self, message_ids: Sequence[str], now: datetime, *,
+                     hard: bool = True) -> int:
+        """Mark our outgoing messages that a delivery report returned as `bounced`, with
+        `last_error` "hard bounce" or "soft bounce" (failed with 4.x.x only, which
+        bounce_news does not count). A hard report upgrades an earlier soft bounce."""
         if not message_ids:
             return 0
+        upgrade = (OutboxMessage.state == "bounced") & (OutboxMessage.last_error == "soft bounce")
         res = self.s.execute(
             update(OutboxMessage)
             .where(OutboxMessage.message_id.in_(list(message_ids)))
-            .where(OutboxMessage.state.in_(("sent", "queued")))
-            .values(state="bounced", bounced_at=now, lease_until=None)
+            .where(OutboxMessage.state.in_(("sent", "queued")) | (upgrade if hard else False))
+            .values(state="bounced", bounced_at=now, lease_until=None,
+                    last_error="hard bounce" if hard else "soft bounce")
         )
         return int(res.rowcount or 0)  # type: ignore[attr-defined]
 

@@ -58,6 +58,7 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
     commands: tuple[StaffCommand, ...] = ()
     errors: tuple[str, ...] = ()
     bounced: tuple[str, ...] = ()
+    bounce_hard = True
     if final.kind in NEW_REQUEST_KINDS:
         license_number, customer = chosen_license(mail, ctx)
         if customer is not None:
@@ -71,7 +72,7 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
         if final.kind is DecisionKind.STAFF_REPLY:
             commands, staff_text, errors = parse_commands(latest_reply(body_text(mail)))
     elif final.kind is DecisionKind.IGNORE_AUTO and reasons[-1].rule == "bounce":
-        bounced = own_message_ids(mail.original_ids, ctx.message_id_domain)
+        bounced, bounce_hard = bounced_mail(mail, ctx.message_id_domain)
     if "suspicious_staff" in flags and ticket is None:
         ref = known_ticket(mail, ctx)  # the ticket a forged staff reply pretends to answer
         ticket = ticket_info(ref, ctx) if ref else None
@@ -93,7 +94,22 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
         commands=commands,
         command_errors=errors,
         bounced_ids=bounced,
+        bounce_hard=bounce_hard,
     )
+
+
+def bounced_mail(mail: Mail, domain: str) -> tuple[tuple[str, ...], bool]:
+    """Our Message-IDs a bounce reports as undeliverable, and whether it counts as hard.
+
+    A "delayed" report (no recipient failed: the mail is still on its way) bounces
+    nothing. A "soft" one (failed with 4.x.x statuses only) marks the mail bounced but does
+    not count towards news suppression. "unknown" (no machine-readable delivery status,
+    e.g. a qmail or Exchange text bounce) counts as hard: such a notice is almost always
+    a permanent failure.
+    """
+    if mail.delivery_outcome == "delayed":
+        return (), True
+    return own_message_ids(mail.original_ids, domain), mail.delivery_outcome != "soft"
 
 
 def own_message_ids(ids: tuple[str, ...], domain: str) -> tuple[str, ...]:

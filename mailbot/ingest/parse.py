@@ -29,7 +29,7 @@ from charset_normalizer import from_bytes
 
 from mailbot.domain import Attachment, Mail
 from mailbot.errors import ParseError
-from mailbot.ingest.reports import original_message_ids
+from mailbot.ingest.reports import delivery_outcome, original_message_ids
 
 __all__ = ["parse", "html_to_text"]
 
@@ -609,6 +609,7 @@ def _parse(data: bytes) -> Mail:
         attachments=attachments,
         defects=tuple(dict.fromkeys(defects)),
         original_ids=original_message_ids(msg),
+        delivery_outcome=delivery_outcome(msg),
     )
 
 

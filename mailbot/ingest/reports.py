@@ -1,4 +1,5 @@
-"""original_message_ids(msg): the Message-IDs of the messages a delivery report or bounce is about.
+"""original_message_ids(msg): the Message-IDs of the messages a delivery report or bounce is about;
+delivery_outcome(msg): whether an RFC 3464 report is a hard or soft failure or only a delay.
 
 Pure and cheap: it reads what the stdlib parser already split out, at most 64 KB of any header
 block and 200 KB of text bodies in all, and never raises on malformed input.
@@ -11,7 +12,8 @@ import re
 from collections.abc import Iterable
 from email.message import Message
 
-__all__ = ["original_message_ids", "MAX_PARTS", "MAX_IDS"]
+__all__ = ["original_message_ids", "delivery_outcome", "HARD", "SOFT", "DELAYED", "UNKNOWN",
+           "MAX_PARTS", "MAX_IDS"]
 
 MAX_PARTS = 200  # MIME parts walked
 MAX_IDS = 20  # ids returned
@@ -28,6 +30,10 @@ _STATUS = frozenset({"message/delivery-status", "message/global-delivery-status"
                      "message/disposition-notification",
                      "message/global-disposition-notification"})
 _ORIGINAL_FIELDS = ("original-message-id", "x-original-message-id")
+# Delivery-status parts (RFC 3464, RFC 6533) and the outcomes delivery_outcome() returns.
+_DELIVERY_STATUS = frozenset({"message/delivery-status", "message/global-delivery-status"})
+HARD, SOFT, DELAYED, UNKNOWN = "hard", "soft", "delayed", "unknown"
+_NOT_FAILED = frozenset({"delayed", "delivered", "relayed", "expanded"})
 
 _ANGLE_ID = re.compile(r"<([^<>]{1,998})>")
 _BARE_ID = re.compile(r"[^\s<>@]+@[^\s<>@]+")
@@ -36,6 +42,15 @@ _BLANK_LINE = re.compile(rb"\r?\n[ \t]*\r?\n")
 # A field at a line start with its folded continuation lines, in a header block.
 _HEADER_ID = re.compile(rb"^Message-ID[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
 _STATUS_ID = re.compile(rb"^(?:X-)?Original-Message-ID[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+# Per-recipient fields in delivery-status text read by hand, and a status part's header line
+# and the boundary after it in a text that a broken boundary left whole.
+_ACTION_FIELD = re.compile(rb"^Action[ \t]*:[ \t]*([A-Za-z-]+)", re.I | re.M)
+_STATUS_FIELD = re.compile(rb"^Status[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M)
+_EMBEDDED_STATUS = re.compile(
+    rb"^[ \t]*Content-Type[ \t]*:[ \t]*message/(?:global-)?delivery-status\b[^\r\n]*\r?\n",
+    re.I | re.M)
+_BOUNDARY_LINE = re.compile(rb"^[ \t]*--\S", re.M)
+_STATUS_CODE = re.compile(r"\b([245])\.\d{1,3}\.\d{1,3}\b")
 # A header line quoted in a text body (qmail, Exim, Domino): only `<id>` on the same line.
 _QUOTED_ID = re.compile(rb"^[ \t]*(?:(?:X-)?Original-)?Message-ID[ \t]*:[ \t]*(<[^<>\r\n]{1,998}>)",
                         re.I | re.M)
@@ -89,6 +104,108 @@ def original_message_ids(msg: Message) -> tuple[str, ...]:
             continue
     found.update(quoted)
     return tuple(found)[:MAX_IDS]
+
+
+def delivery_outcome(msg: Message) -> str:
+    """How an RFC 3464 delivery report ended for its recipients: HARD, SOFT, DELAYED or UNKNOWN.
+
+    Reads the per-recipient field blocks of the message/delivery-status and
+    message/global-delivery-status parts. HARD: some recipient `Action: failed` with a
+    5.x.x `Status:`, or without a 4.x.x one; SOFT: failed only with 4.x.x statuses;
+    DELAYED: none failed but some delayed, delivered, relayed or expanded (not a bounce);
+    UNKNOWN: no such part or no recognised Action (non-standard bounces such as qmail's
+    text notices). Broken reports are read too: a base64 status part, field lines that
+    lost their folding, and a status part left inside the text of a part by a lost or
+    mistyped boundary (only when no intact status part has an Action). At most MAX_PARTS
+    parts are walked and MAX_TEXT bytes of text scanned; a part that raises is skipped,
+    so this never raises.
+    """
+    recipients: list[tuple[str, str]] = []  # (action, status) from status parts
+    embedded: list[tuple[str, str]] = []  # from status parts found inside text
+    budget = MAX_TEXT
+    # (part, inside an attached message)
+    stack: list[tuple[Message, bool]] = [(msg, False)]
+    walked = 0
+    while stack and walked < MAX_PARTS and len(recipients) < MAX_PARTS:
+        part, nested = stack.pop()
+        walked += 1
+        try:
+            ctype = part.get_content_type()
+            payload = part.get_payload()
+            if ctype in _DELIVERY_STATUS:
+                found, budget = _recipient_fields(part, payload, budget)
+                recipients += found
+                continue  # its children are field blocks, not MIME parts
+            if not nested and budget > 0 and isinstance(payload, str) and (
+                    ctype == "text/plain" or part.get_content_maintype() == "multipart"):
+                text = _leading(part, budget)  # a multipart with a str payload lost its boundary
+                budget -= len(text)
+                embedded += _embedded_fields(text)
+            if isinstance(payload, list):
+                inner = nested or part.get_content_maintype() == "message"
+                stack.extend((sub, inner) for sub in reversed(payload) if isinstance(sub, Message))
+        except Exception:  # one malformed part must not hide the others
+            continue
+    return _verdict(recipients or embedded)
+
+
+def _recipient_fields(part: Message, payload: object, budget: int
+                      ) -> tuple[list[tuple[str, str]], int]:
+    """(action, status) of each field block with an Action in a delivery-status part, and
+    the text budget left.
+
+    The stdlib splits the part into field blocks without decoding it and ends a block's
+    fields at the first line that is no field: such a block's text (all of a base64 part,
+    or the rest of a block whose folding was lost) is decoded and read here.
+    """
+    if not isinstance(payload, list):
+        text = _leading(part, budget)
+        return _field_blocks(text), budget - len(text)
+    found: list[tuple[str, str]] = []
+    for sub in [sub for sub in payload if isinstance(sub, Message)][:MAX_PARTS]:
+        if sub.get("action") is not None:
+            found.append((str(sub.get("action", "")).strip().lower(), str(sub.get("status", ""))))
+        elif budget > 0 and isinstance(sub.get_payload(), str):
+            text = _leading(sub, budget, _cte(part))
+            budget -= len(text)
+            found += _field_blocks(text)
+    return found, budget
+
+
+def _embedded_fields(text: bytes) -> list[tuple[str, str]]:
+    """(action, status) pairs of status parts inside a text that a broken boundary left whole:
+    the fields after a `Content-Type: message/delivery-status` line, up to a boundary line."""
+    found: list[tuple[str, str]] = []
+    for header in _EMBEDDED_STATUS.finditer(text):
+        rest = text[header.end():]
+        end = _BOUNDARY_LINE.search(rest)
+        found += _field_blocks(rest[: end.start()] if end else rest)
+    return found
+
+
+def _field_blocks(data: bytes) -> list[tuple[str, str]]:
+    """(action, status) of each blank-line separated block of fields with an Action field."""
+    found: list[tuple[str, str]] = []
+    for block in _BLANK_LINE.split(data)[:MAX_PARTS]:
+        action = _ACTION_FIELD.search(block)
+        if action:
+            status = _STATUS_FIELD.search(block)
+            found.append((action.group(1).decode("ascii").lower(),
+                          status.group(1).decode("latin-1") if status else ""))
+    return found
+
+
+def _verdict(recipients: list[tuple[str, str]]) -> str:
+    """The report's outcome from its recipients' (action, status) pairs."""
+    words = [(action.split() or [""])[0] for action, _ in recipients]  # "failed (x)" → "failed"
+    failed = [status for word, (_, status) in zip(words, recipients) if word == "failed"]
+    for status in failed:
+        code = _STATUS_CODE.search(status)
+        if code is None or code.group(1) != "4":
+            return HARD
+    if failed:
+        return SOFT
+    return DELAYED if any(word in _NOT_FAILED for word in words) else UNKNOWN
 
 
 def _add(found: dict[str, None], values: Iterable[str]) -> None:

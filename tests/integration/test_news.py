@@ -15,6 +15,7 @@ import pytest
 from mailbot import config as config_mod
 from mailbot.contacts import Contact
 from mailbot.domain import LicenseRecord, Tier
+from mailbot.ingest.parse import parse
 from mailbot.news import load_campaign, queue_campaign
 from mailbot.store import Store
 from mailbot.worker import Worker
@@ -148,6 +149,95 @@ def test_news_bounces_suppress_the_address(cfg: config_mod.Config, store: Store)
     assert [(a, r) for a, r, _ in store.suppressed()] == [("grant@firma.cz", "bounced")]
     (directory / "b2.md").write_text('+++\nsubject_cs = "Y"\n+++\nText.\n', encoding="utf-8")
     assert queue_campaign(store, cfg, load_campaign(directory, "b2"), NOW) == 1  # Dvořák only
+
+
+def delivery_report(returned: bytes, n: int, action: str, status: str) -> bytes:
+    """A Postfix-style RFC 3464 report about one returned news mail (grant@firma.cz)."""
+    report = EmailMessage()
+    report["From"] = "MAILER-DAEMON@mx.firma.cz (Mail Delivery System)"
+    report["To"] = "podpora@estelar.example"
+    report["Subject"] = ("Delayed Mail (still being retried)" if action == "delayed"
+                         else "Undelivered Mail Returned to Sender")
+    report["Message-ID"] = f"<report{n}@mx.firma.cz>"
+    report.set_content("This is the mail system at host mx.firma.cz.")
+    report.add_attachment(returned, maintype="message", subtype="rfc822")  # type: ignore[arg-type]
+    raw = report.as_bytes(policy=email.policy.SMTP)
+    boundary = report.get_boundary()
+    assert boundary is not None
+    status_part = (
+        f"--{boundary}\r\nContent-Description: Delivery report\r\n"
+        "Content-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.firma.cz\r\nX-Postfix-Queue-ID: 4Z1xQ2\r\n\r\n"
+        "Final-Recipient: rfc822; grant@firma.cz\r\nOriginal-Recipient: rfc822;grant@firma.cz\r\n"
+        f"Action: {action}\r\nStatus: {status}\r\n"
+        "Diagnostic-Code: smtp; 452 4.2.2 Mailbox full\r\n\r\n"
+    ).encode()
+    second = raw.index(f"--{boundary}".encode(), raw.index(f"--{boundary}".encode()) + 1)
+    raw = raw[:second] + status_part + raw[second:]  # after the notice, before the returned mail
+    return raw.replace(b"Content-Type: multipart/mixed",
+                       b'Content-Type: multipart/report; report-type="delivery-status"', 1)
+
+
+@pytest.mark.parametrize(("action", "status", "state", "suppressed"), [
+    ("delayed", "4.4.1", "queued", False),  # still on its way: not a bounce at all
+    ("failed", "4.2.2", "bounced", False),  # soft: marked, not counted towards suppression
+    ("failed", "5.1.1", "bounced", True),
+], ids=["delayed", "soft", "hard"])
+def test_only_hard_news_bounces_suppress(cfg: config_mod.Config, store: Store, action: str,
+                                         status: str, state: str, suppressed: bool) -> None:
+    """Two RFC 3464 reports about news mail to one address (bounce_limit = 2): delayed ones
+    leave the rows alone, soft failures mark them bounced only, hard ones suppress."""
+    from mailbot.store import Suppression
+
+    store.upsert_licenses(LICENSES)
+    store.upsert_contacts(CONTACTS)
+    directory = Path(cfg.news.directory)
+    worker = Worker(cfg, store)
+    for i, name in enumerate(("v53", "b1")):
+        if name != "v53":
+            (directory / f"{name}.md").write_text('+++\nsubject_cs = "X"\n+++\nText.\n', encoding="utf-8")
+        queue_campaign(store, cfg, load_campaign(directory, name), NOW)
+        row = next(r for r in store.list_outbox(limit=100)
+                   if r.kind == "news" and r.purpose == f"news:{name}:grant@firma.cz")
+        raw = delivery_report(row.raw, i, action, status)
+        mail = parse(raw)  # the report names the news mail and says how delivery went
+        assert row.message_id in mail.original_ids
+        assert mail.delivery_outcome == {"delayed": "delayed", "4": "soft", "5": "hard"}[
+            "delayed" if action == "delayed" else status[0]]
+        store.save_inbound(raw, "test", received_at=NOW)
+        worker.process_many(store.claim_inbound(5), now=NOW)
+    rows = [r for r in store.list_outbox(limit=100)
+            if r.kind == "news" and r.purpose.endswith(":grant@firma.cz")]
+    assert len(rows) == 2 and {r.state for r in rows} == {state}
+    if state == "bounced":
+        kind = "soft" if status.startswith("4") else "hard"
+        assert {r.last_error for r in rows} == {f"{kind} bounce"}
+    expected = [("grant@firma.cz", "bounced")] if suppressed else []
+    assert [(a, r) for a, r, _ in store.suppressed()] == expected
+    if suppressed:
+        with store.session() as s:
+            found = s.get(Suppression, "grant@firma.cz")
+            assert found is not None and found.detail == "2 hard bounces of news mail"
+
+
+def test_hard_report_after_a_soft_one_counts(cfg: config_mod.Config, store: Store) -> None:
+    """A hard report about a news mail already soft-bounced makes it a hard bounce."""
+    store.upsert_licenses(LICENSES)
+    store.upsert_contacts(CONTACTS)
+    directory = Path(cfg.news.directory)
+    (directory / "b1.md").write_text('+++\nsubject_cs = "X"\n+++\nText.\n', encoding="utf-8")
+    worker = Worker(cfg, store)
+    for n, (name, status) in enumerate((("v53", "4.2.2"), ("v53", "5.1.1"), ("b1", "5.1.1"))):
+        queue_campaign(store, cfg, load_campaign(directory, name), NOW)
+        row = next(r for r in store.list_outbox(limit=100)
+                   if r.purpose == f"news:{name}:grant@firma.cz")
+        store.save_inbound(delivery_report(row.raw, n, "failed", status), "test", received_at=NOW)
+        worker.process_many(store.claim_inbound(5), now=NOW)
+        if n == 1:
+            assert store.suppressed() == []
+    rows = [r for r in store.list_outbox(limit=100) if r.purpose.endswith(":grant@firma.cz")]
+    assert [(r.state, r.last_error) for r in rows] == [("bounced", "hard bounce")] * 2
+    assert [(a, r) for a, r, _ in store.suppressed()] == [("grant@firma.cz", "bounced")]
 
 
 def test_unsubscribe_by_token_on_both_engines(cfg: config_mod.Config, store: Store) -> None:

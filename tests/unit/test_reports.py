@@ -1,4 +1,5 @@
-"""original_message_ids(msg) and Mail.original_ids: which messages a bounce or report is about."""
+"""original_message_ids(msg) and Mail.original_ids: which messages a bounce or report is about;
+delivery_outcome(msg) and Mail.delivery_outcome: whether it is a hard, soft or no bounce."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import email
 import email.policy
 import json
+import re
 from email.message import EmailMessage, Message
 from email.mime.base import MIMEBase
 from email.mime.message import MIMEMessage
@@ -16,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from mailbot.ingest.parse import parse
-from mailbot.ingest.reports import MAX_IDS, MAX_TEXT, original_message_ids
+from mailbot.ingest.reports import (
+    MAX_IDS,
+    MAX_PARTS,
+    MAX_TEXT,
+    delivery_outcome,
+    original_message_ids,
+)
 from tests.shared_data import require_shared
 
 OURS = "<T-2026-000001.4f2a@support.estelar.example>"
@@ -288,3 +296,185 @@ def test_corpus_bounces_mostly_name_their_original() -> None:
             assert fact["orig_message_id"] in ids, path
     print(f"\ncorpus bounces with an original id: {found} of {checked}")
     assert checked and found >= 0.8 * checked
+
+
+# ---------------------------------------------------------------------------- delivery outcome
+
+
+def postfix_dsn(*recipients: tuple[str, str | None], subtype: str = "delivery-status",
+                cte: str = "") -> bytes:
+    """A Postfix-style RFC 3464 report as received: one (Action, Status or None) per recipient."""
+    blocks = []
+    for n, (action, status) in enumerate(recipients):
+        block = (f"Final-Recipient: rfc822; user{n}@example.cz\r\n"
+                 f"Original-Recipient: rfc822;user{n}@example.cz\r\nAction: {action}\r\n")
+        if status is not None:
+            block += f"Status: {status}\r\nRemote-MTA: dns; mx.example.cz\r\n"
+        blocks.append(block + "Diagnostic-Code: smtp; 550 5.1.1 <x@example.cz>: Recipient\r\n"
+                      "    address rejected: User unknown in local recipient table\r\n")
+    fields = ("Reporting-MTA: dns; mail.estelar.example\r\nX-Postfix-Queue-ID: 4Z1xQ2\r\n"
+              "Arrival-Date: Wed, 25 Nov 2026 10:00:00 +0100 (CET)\r\n\r\n" + "\r\n".join(blocks))
+    body = fields.encode()
+    if cte == "base64":
+        body = base64.encodebytes(body).replace(b"\n", b"\r\n")
+    head = f"Content-Transfer-Encoding: {cte}\r\n" if cte else ""
+    return (
+        b"From: MAILER-DAEMON@mail.estelar.example (Mail Delivery System)\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\n"
+        b"Message-Id: <dsn-9@mail.estelar.example>\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n'
+        b'\tboundary="4Z1xQ2.1764064800/mail.estelar.example"\r\n\r\n'
+        b"This is a MIME-encapsulated message.\r\n\r\n"
+        b"--4Z1xQ2.1764064800/mail.estelar.example\r\nContent-Description: Notification\r\n"
+        b"Content-Type: text/plain; charset=us-ascii\r\n\r\nThis is the mail system.\r\n\r\n"
+        b"--4Z1xQ2.1764064800/mail.estelar.example\r\nContent-Description: Delivery report\r\n"
+        + f"Content-Type: message/{subtype}\r\n{head}\r\n".encode() + body
+        + b"\r\n--4Z1xQ2.1764064800/mail.estelar.example\r\n"
+        b"Content-Description: Undelivered Message Headers\r\n"
+        b"Content-Type: text/rfc822-headers\r\n\r\n"
+        + f"Message-ID: {OURS}\r\nSubject: Novinky\r\n".encode()
+        + b"\r\n--4Z1xQ2.1764064800/mail.estelar.example--\r\n"
+    )
+
+
+@pytest.mark.parametrize(("recipients", "expected"), [
+    ([("failed", "5.1.1")], "hard"),
+    ([("failed", "5.0.0 (permanent failure)")], "hard"),
+    ([("failed", None)], "hard"),
+    ([("Failed (bad address)", "5.1.1")], "hard"),
+    ([("failed", "4.2.2")], "soft"),
+    ([("failed", "4.4.7 (delivery time expired)")], "soft"),
+    ([("delayed", "4.4.1")], "delayed"),
+    ([("delivered", "2.0.0")], "delayed"),
+    ([("relayed", "2.0.0")], "delayed"),
+    ([("expanded", "2.0.0")], "delayed"),
+    ([("delayed", "4.4.1"), ("failed", "5.1.1")], "hard"),
+    ([("failed", "4.2.2"), ("failed", "5.1.1")], "hard"),
+    ([("failed", "4.2.2"), ("delayed", "4.4.1")], "soft"),
+    ([("delayed", "4.4.1"), ("delivered", "2.0.0")], "delayed"),
+    ([("unheard-of", "5.1.1")], "unknown"),
+], ids=["5.1.1", "5.0.0-comment", "no-status", "comment", "4.2.2", "4.4.7", "delayed",
+        "delivered", "relayed", "expanded", "mixed-delayed-failed", "mixed-soft-hard",
+        "mixed-soft-delayed", "mixed-delayed-delivered", "unknown-action"])
+def test_delivery_outcome_of_postfix_reports(recipients: list[tuple[str, str | None]],
+                                             expected: str) -> None:
+    """Per-recipient Action and Status decide: any hard failure wins, then soft, then delay."""
+    raw = postfix_dsn(*recipients)
+    assert delivery_outcome(read(raw)) == expected
+    assert parse(raw).delivery_outcome == expected
+
+
+def test_delivery_outcome_of_global_and_encoded_reports() -> None:
+    """message/global-delivery-status (RFC 6533) and a base64 status part are read too."""
+    assert delivery_outcome(read(postfix_dsn(("delayed", "4.4.1"),
+                                             subtype="global-delivery-status"))) == "delayed"
+    assert delivery_outcome(read(postfix_dsn(("failed", "4.2.2"), cte="base64"))) == "soft"
+    assert delivery_outcome(read(postfix_dsn(("delayed", "4.4.1"), cte="base64"))) == "delayed"
+
+
+def test_delivery_outcome_built_with_the_email_package() -> None:
+    """The report dsn() builds in memory (failed 5.1.1) and as received."""
+    report = dsn(returned=original())
+    assert delivery_outcome(report) == "hard"
+    assert parse(report.as_bytes()).delivery_outcome == "hard"
+
+
+def test_bounces_without_a_delivery_status_part_are_unknown() -> None:
+    """qmail text bounces, Exchange-style attachments and ordinary mail have no outcome."""
+    qmail = (b"From: MAILER-DAEMON@mx.example.cz\r\nSubject: failure notice\r\n\r\n"
+             b"Hi. This is the qmail-send program at mx.example.cz.\r\n"
+             b"<zakaznik@example.cz>:\r\nSorry, no mailbox here by that name. (#5.1.1)\r\n"
+             b"Action: delayed\r\n")  # a field-like line in a text bounce is not a report
+    exchange = MIMEMultipart("mixed")
+    exchange.attach(MIMEText("Your message did not reach some or all of the intended recipients."))
+    exchange.attach(MIMEMessage(original()))
+    for raw in (qmail, exchange.as_bytes(), b"Subject: hi\r\n\r\nAction: failed\r\n"):
+        assert delivery_outcome(read(raw)) == "unknown"
+        assert parse(raw).delivery_outcome == "unknown"
+
+
+def test_broken_reports_are_still_read() -> None:
+    """A status part left inside the text by a lost boundary, and field lines whose folding
+    was lost (the stdlib ends the block's fields there), still give the outcome."""
+    raw = postfix_dsn(("delayed", "4.4.1"))
+    lost = raw.replace(b'boundary="4Z1xQ2', b'boundary="other', 1)  # no boundary matches
+    assert read(lost).get_payload() and isinstance(read(lost).get_payload(), str)
+    assert delivery_outcome(read(lost)) == "delayed"
+    unfolded = postfix_dsn(("failed", "5.0.0")).replace(
+        b"Original-Recipient: rfc822;user0@example.cz\r\n",
+        b"Diagnostic-Code: smtp; 550-Please turn on SMTP Authentication\r\n"
+        b"550-mx.example.cz [198.51.100.21]:25 is not permitted to relay\r\n", 1)
+    assert delivery_outcome(read(unfolded)) == "hard"
+
+
+@pytest.mark.parametrize("raw", [
+    b"\x00\xff\xfe garbage \r\n\r\n\x80\x81",
+    b"Content-Type: message/delivery-status\r\n\r\n",
+    b"Content-Type: message/delivery-status\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!===\r\n",
+    b"Content-Type: message/delivery-status\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\nAction: fai=\r\nled\r\nStatus: 5.=\r\n1.1\r\n",
+    b"Content-Type: message/delivery-status\r\n\r\nAction: \xff\xfe\r\nStatus: \x80\r\n",
+    b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+    + b"--b\r\nContent-Type: message/delivery-status\r\n\r\nAction: failed\r\nStatus: \r\n" * 500,
+    b"Content-Type: multipart/mixed; boundary=a\r\n\r\n"
+    + b"--a\r\nContent-Type: multipart/mixed; boundary=a\r\n\r\n" * 150,
+    b"Content-Type: multipart/report; report-type=delivery-status\r\n\r\nno boundary\r\n"
+    b"Content-Type: message/delivery-status\r\n",
+], ids=["garbage", "empty-status", "bad-base64", "qp-status", "8bit-fields", "many-parts",
+        "deep", "no-boundary"])
+def test_delivery_outcome_of_malformed_input_never_raises(raw: bytes) -> None:
+    """Hostile structure gives one of the four outcomes, directly and through parse()."""
+    for outcome in (delivery_outcome(read(raw)), parse(raw).delivery_outcome):
+        assert outcome in ("hard", "soft", "delayed", "unknown")
+
+
+def test_delivery_outcome_failing_part_does_not_hide_the_others() -> None:
+    """An exception inside one part is contained; the status part is still read."""
+
+    class Broken(Message):
+        def get_content_type(self) -> str:
+            raise ValueError("broken part")
+
+    report = read(postfix_dsn(("delayed", "4.4.1")))
+    payload = report.get_payload()
+    assert isinstance(payload, list)
+    payload.insert(0, Broken())
+    assert delivery_outcome(report) == "delayed"
+
+
+def test_delivery_outcome_walk_is_bounded() -> None:
+    """A status part past the first MAX_PARTS parts is not looked at."""
+    filler = b"--z\r\nContent-Type: text/plain\r\n\r\nx\r\n" * (MAX_PARTS + 10)
+    status = (b"--z\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\n"
+              b"Action: delayed\r\nStatus: 4.4.1\r\n")
+    head = b"Content-Type: multipart/report; report-type=delivery-status; boundary=z\r\n\r\n"
+    assert delivery_outcome(read(head + filler + status + b"--z--\r\n")) == "unknown"
+    assert delivery_outcome(read(head + status + filler + b"--z--\r\n")) == "delayed"
+
+
+_DSN_TYPE = re.compile(rb"^Content-Type:[ \t]*multipart/report;[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*"
+                       rb"report-type=\"?delivery-status", re.I | re.M)
+_ACTION_LINE = re.compile(rb"^Action[ \t]*:[ \t]*(\w+)", re.I | re.M)
+
+
+def test_corpus_delivery_reports_give_an_outcome() -> None:
+    """Every corpus delivery-status report gives an outcome without raising; those whose
+    Action lines (read from the file text, not by delivery_outcome) all say `delayed` are
+    delayed, and none of those whose Action lines all say `failed` is."""
+    corpus = require_shared("corpus")
+    checked = delayed = 0
+    for path in sorted(p for p in corpus.rglob("*") if p.is_file()):
+        raw = path.read_bytes()
+        if path.suffix in (".md", ".jsonl") or not _DSN_TYPE.search(raw[:64 * 1024]):
+            continue
+        checked += 1
+        outcome = delivery_outcome(read(raw))
+        assert outcome in ("hard", "soft", "delayed", "unknown"), path
+        actions = {a.lower() for a in _ACTION_LINE.findall(raw)}
+        if actions == {b"delayed"}:
+            delayed += 1
+            assert outcome == "delayed", path
+        elif actions == {b"failed"}:
+            assert outcome != "delayed", path
+    print(f"\ncorpus delivery-status reports: {checked}, all delayed: {delayed}")
+    assert checked > 100 and delayed >= 5
