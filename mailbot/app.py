@@ -91,6 +91,7 @@ class Daemon:
             per_domain=out.per_domain_concurrency,
             horizon=timedelta(hours=out.retry_horizon_hours),
             base_delay=out.retry_base_seconds,
+            lease=timedelta(seconds=out.lease_seconds),
         )
         return cls(config, store, Worker.from_config(config, store), dispatcher)
 

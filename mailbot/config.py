@@ -158,6 +158,8 @@ class OutboundConfig(_Section):
     retry_horizon_hours: float = Field(default=48.0, gt=0)
     # The first retry waits this long, each later one twice as long (at most an hour).
     retry_base_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # A sending daemon's claim on a batch; after it (the daemon died) another one sends it.
+    lease_seconds: float = Field(default=300.0, ge=5)
     batch: int = Field(default=50, ge=1, le=10_000)
     # Sending threads, each with its own connection to the relay (smtp mode); at most
     # `per_domain_concurrency` of them send to one recipient domain at a time (0: no limit).
@@ -196,6 +198,9 @@ class ImapMailboxConfig(_Section):
     move_to: str = "Processed"
     poll_seconds: float = Field(default=60.0, gt=0)
     idle_seconds: float = Field(default=600.0, gt=0, le=1740)  # RFC 2177: < 29 min
+    # Of several daemons on one database, one polls this mailbox; when it dies, another
+    # takes over within this many seconds (it renews its lease every third of it).
+    lease_seconds: float = Field(default=30.0, ge=3, le=3600)
     timeout_seconds: float = Field(default=60.0, gt=0)
     batch: int = Field(default=200, ge=1, le=10_000)
 

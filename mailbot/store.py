@@ -44,6 +44,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     bindparam,
+    delete,
     create_engine,
     event,
     func,
@@ -52,6 +53,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -327,6 +330,17 @@ class Setting(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Lease(Base):
+    """A named job only one daemon may run at a time (the IMAP poller of a mailbox): held by
+    `holder` until `expires_at`, renewed by it well before; an expired lease is free."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(300), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Unsubscription(Base):
     __tablename__ = "unsubscriptions"
 
@@ -402,6 +416,17 @@ class OutgoingMail:
 
 
 @dataclass(frozen=True, slots=True)
+class CampaignSchedule:
+    """A scheduled campaign: one-off (`cron` None; `queued_at` once done) or recurring
+    (`due_at` the next run, `queued_at` the last one)."""
+
+    name: str
+    due_at: datetime
+    cron: str | None
+    queued_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedOutbox:
     id: int
     message_id: str
@@ -410,6 +435,11 @@ class ClaimedOutbox:
     raw: bytes
     attempts: int
     created_at: datetime
+
+
+def _like_escape(text: str) -> str:
+    """`text` for a LIKE pattern with escape character backslash: ``%`` and ``_`` literal."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 _MSGID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
@@ -733,10 +763,12 @@ class Store:
             return [Contact(r.email, r.license, r.name, r.language) for r in s.scalars(q)]
 
     def campaign_status(self, campaign: str) -> dict[str, int]:
-        """Outbox states of a campaign's mails, plus how many recipients unsubscribed since."""
+        """Outbox states of a campaign's (or a run's) mails, plus how many recipients
+        unsubscribed since."""
         with self.session() as s:
             q = (select(OutboxMessage.state, func.count())
-                 .where(OutboxMessage.purpose.like(f"news:{campaign}:%"))
+                 .where(OutboxMessage.purpose.like(f"news:{_like_escape(campaign)}:%",
+                                                   escape="\\"))
                  .group_by(OutboxMessage.state))
             counts = {state: int(n) for state, n in s.execute(q)}
             counts["unsubscribed"] = int(s.scalar(
@@ -755,26 +787,59 @@ class Store:
             found += [(a, r, t) for a, r, t in bounced]
             return sorted(found, key=lambda row: row[2])
 
-    def schedule_campaign(self, name: str, due_at: datetime) -> None:
-        """Queue campaign `name` at `due_at` (again: the time is moved, if not yet queued)."""
+    def campaign_runs(self, name: str) -> list[str]:
+        """The ids of the runs of recurring campaign `name` that queued mail (NAME@…), oldest
+        first."""
+        with self.session() as s:
+            return list(s.scalars(
+                select(NewsToken.campaign).distinct()
+                .where(NewsToken.campaign.like(f"{_like_escape(name)}@%", escape="\\"))
+                .order_by(NewsToken.campaign)))
+
+    def schedule_campaign(self, name: str, due_at: datetime, cron: str | None = None) -> None:
+        """Queue campaign `name` at `due_at` (again: the time is moved, if not yet queued);
+        with `cron`, a recurring schedule whose next run is `due_at`. Changing a recurring
+        schedule to a one-off makes it due again."""
         with self.session() as s:
             row = s.get(ScheduledCampaign, name)
             if row is None:
-                s.add(ScheduledCampaign(name=name, due_at=due_at))
+                s.add(ScheduledCampaign(name=name, due_at=due_at, cron=cron))
+            elif cron is not None or row.cron is not None:
+                if cron is None:
+                    row.queued_at = None
+                row.cron, row.due_at = cron, due_at
             elif row.queued_at is None:
                 row.due_at = due_at
 
-    def due_campaigns(self, now: datetime) -> list[str]:
+    def due_campaigns(self, now: datetime) -> list[CampaignSchedule]:
+        """Schedules due at `now`: one-offs not yet queued, recurring ones whose run is due."""
         with self.session() as s:
-            return list(s.scalars(select(ScheduledCampaign.name)
-                                  .where(ScheduledCampaign.queued_at.is_(None))
-                                  .where(ScheduledCampaign.due_at <= now)))
+            rows = s.scalars(select(ScheduledCampaign)
+                             .where(ScheduledCampaign.queued_at.is_(None)
+                                    | ScheduledCampaign.cron.is_not(None))
+                             .where(ScheduledCampaign.due_at <= now)
+                             .order_by(ScheduledCampaign.due_at))
+            return [CampaignSchedule(r.name, r.due_at, r.cron, r.queued_at) for r in rows]
 
-    def campaign_queued(self, name: str, now: datetime) -> None:
+    def scheduled_campaigns(self) -> list[CampaignSchedule]:
+        """All schedules, by name."""
         with self.session() as s:
-            row = s.get(ScheduledCampaign, name)
-            if row is not None:
-                row.queued_at = now
+            rows = s.scalars(select(ScheduledCampaign).order_by(ScheduledCampaign.name))
+            return [CampaignSchedule(r.name, r.due_at, r.cron, r.queued_at) for r in rows]
+
+    def campaign_queued(self, name: str, now: datetime, due_at: datetime | None = None,
+                        next_due: datetime | None = None) -> bool:
+        """Record that `name` was queued at `now`. A recurring run passes the `due_at` it ran
+        for and its `next_due`: the row moves on only if still at `due_at` (of two
+        schedulers running the same occurrence, one moves it). True when the row changed."""
+        with self.session() as s:
+            q = update(ScheduledCampaign).where(ScheduledCampaign.name == name)
+            if due_at is not None:
+                q = q.where(ScheduledCampaign.due_at == due_at)
+            values: dict[str, Any] = {"queued_at": now}
+            if next_due is not None:
+                values["due_at"] = next_due
+            return bool(s.execute(q.values(**values)).rowcount)  # type: ignore[attr-defined]
 
     def license_snapshot(self) -> dict[str, LicenseRecord]:
         """The whole registry as values (small: one row per customer license)."""
@@ -994,6 +1059,43 @@ class Store:
                       .values(lease_until=None))
             s.execute(update(OutboxMessage).where(OutboxMessage.lease_until.is_not(None))
                       .values(lease_until=None))
+            s.execute(delete(Lease))
+
+    def acquire_lease(self, name: str, holder: str, seconds: float,
+                      now: datetime | None = None) -> bool:
+        """Take or renew the lease `name` for `seconds`: True when `holder` has it now (it
+        was free, expired, or already `holder`'s), False when another holder's is running."""
+        now = now or utcnow()
+        until = now + timedelta(seconds=seconds)
+        with self.session() as s:
+            taken = s.connection().execute(
+                update(Lease)
+                .where(Lease.name == name)
+                .where((Lease.holder == holder) | (Lease.expires_at < now))
+                .values(holder=holder, expires_at=until)
+            ).rowcount
+            if taken:
+                return True
+            if s.get(Lease, name) is not None:
+                return False
+            try:
+                with s.begin_nested():
+                    s.add(Lease(name=name, holder=holder, expires_at=until))
+            except IntegrityError:  # another daemon created it meanwhile
+                return False
+            return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up (clean stop), so another daemon takes over at once."""
+        with self.session() as s:
+            s.execute(delete(Lease).where(Lease.name == name).where(Lease.holder == holder))
+
+    def lease_holder(self, name: str, now: datetime | None = None) -> str | None:
+        """Who holds `name` now (None: nobody, or expired)."""
+        now = now or utcnow()
+        with self.session() as s:
+            row = s.get(Lease, name)
+            return row.holder if row is not None and row.expires_at >= now else None
 
     def _update_outbox(self, outbox_id: int, **values: Any) -> None:
         """Record one send attempt's outcome in a transaction of its own, through Core (each
@@ -1115,8 +1217,12 @@ _INBOUND_BY_KEYS = (
                _inbound.c.identity == bindparam("identity")))
     .limit(1)
 )
-_INSERT_OUTBOX = insert(_outbox)
-_OUTBOX_BY_PURPOSE = select(_outbox.c.id).where(_outbox.c.purpose == bindparam("purpose"))
+# INSERT … ON CONFLICT (purpose) DO NOTHING: of two daemons queueing the same reply (the
+# scheduler runs in each), one row is written and neither transaction fails.
+_INSERT_OUTBOX = {
+    "postgresql": pg_insert(_outbox).on_conflict_do_nothing(index_elements=["purpose"]),
+    "sqlite": sqlite_insert(_outbox).on_conflict_do_nothing(index_elements=["purpose"]),
+}
 _COUNT_AUTO = (
     select(func.count())
     .select_from(_outbox)
@@ -1323,11 +1429,9 @@ class Transaction:
                 due: datetime | None = None, now: datetime | None = None) -> bool:
         """Queue a rendered reply; a second reply for the same purpose is not queued."""
         now = now or utcnow()
-        if self.c.execute(_OUTBOX_BY_PURPOSE, {"purpose": mail.purpose}).scalar() is not None:
-            return False
         auto = mail.rcpt_to[0].lower()[:320] if mail.auto and mail.rcpt_to else None
-        self.c.execute(
-            _INSERT_OUTBOX,
+        result = self.c.execute(
+            _INSERT_OUTBOX[self.dialect],
             {"purpose": mail.purpose, "message_id": mail.message_id, "kind": mail.kind,
              "ticket_id": ticket_id, "inbound_id": inbound_id, "mail_from": mail.mail_from,
              "rcpt_to": list(mail.rcpt_to), "raw": mail.raw, "state": "queued",
@@ -1335,7 +1439,7 @@ class Transaction:
              "auto_recipient": auto, "priority": 1 if mail.bulk else 0,
              "recipient": mail.rcpt_to[0].lower()[:320] if mail.rcpt_to else None},
         )
-        return True
+        return bool(result.rowcount)
 
     def unsubscribe(self, address: str, inbound_id: int | None,
                     now: datetime | None = None) -> None:

@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import OperationalError
 
@@ -517,7 +517,8 @@ class Worker:
 
     def run_once(self, limit: int = 20) -> int:
         """Claim and decide up to `limit` waiting messages; returns how many were taken."""
-        batch = self.store.claim_inbound(limit)
+        lease = timedelta(seconds=self.config.worker.lease_seconds)
+        batch = self.store.claim_inbound(limit, lease)
         if batch:
             self.process_many(batch)
         return len(batch)

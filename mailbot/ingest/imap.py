@@ -16,16 +16,24 @@ keyword, or MOVE) and advance the checkpoint → IDLE (or sleep and poll) → re
 * after_store = "move" creates `move_to` when it is missing (MOVE would fail for every mail).
 * Network errors reconnect with exponential backoff and jitter (tenacity), capped at 60 s and
   logged per attempt; wrong credentials are logged as such and retried slowly (every 5 min).
+* Several daemons on one database: only the holder of the store lease ``imap:<name>:<folder>``
+  polls (`Store.acquire_lease`); it renews the lease every third of `lease_seconds` (also
+  while in IDLE) and gives it up at a clean stop. The others stand by and take over within
+  `lease_seconds` of the holder's death. A holder that finds its lease taken (it stalled
+  past the expiry) disconnects and stands by; a short overlap costs nothing, because the
+  store recognises a message taken in twice.
 """
 
 from __future__ import annotations
 
 import imaplib
 import logging
+import os
 import socket
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import tenacity
@@ -62,6 +70,7 @@ class ImapPoller:
         *,
         password: str | None,
         on_cycle: Callable[[], None] = lambda: None,
+        holder: str | None = None,
     ) -> None:
         self.config = config
         self.intake = intake
@@ -70,6 +79,8 @@ class ImapPoller:
         self._password = password
         self._on_cycle = on_cycle
         self.key = f"imap:{config.name}:{config.folder}"
+        self.holder = holder or default_holder()
+        self._renewed_at = 0.0
 
     def __repr__(self) -> str:  # never shows the password
         c = self.config
@@ -89,26 +100,76 @@ class ImapPoller:
             before_sleep=self._log_retry,
             reraise=True,
         )
-        while not self.stop.is_set():
-            try:
-                client, uidvalidity, idle = retrying(self._open)
-                self._serve(client, uidvalidity, idle)
-            except _Stopped:
-                break
-            except LoginError as exc:
-                log.error("%s: login refused (check username/password): %s; retrying in %ds",
-                          self, exc, LOGIN_RETRY_SECONDS)
-                self._note(f"login refused: {exc}")
-                self._pause(LOGIN_RETRY_SECONDS)
-            except NETWORK_ERRORS as exc:
-                log.warning("%s: connection lost: %r; reconnecting", self, exc)
-                self._note(f"connection lost: {exc!r}")
-                self._pause(1.0)
-            except Exception as exc:  # noqa: BLE001 - an intake thread must not die
-                log.exception("%s: unexpected error; reconnecting in 30 s", self)
-                self._note(f"unexpected: {exc!r}")
-                self._pause(30.0)
+        try:
+            while not self.stop.is_set():
+                try:
+                    self._await_lease()
+                    client, uidvalidity, idle = retrying(self._open)
+                    self._serve(client, uidvalidity, idle)
+                except _Stopped:
+                    break
+                except _LeaseLost:
+                    log.warning("%s: another daemon took the mailbox over; standing by", self)
+                except LoginError as exc:
+                    log.error("%s: login refused (check username/password): %s; retrying in "
+                              "%ds", self, exc, LOGIN_RETRY_SECONDS)
+                    self._note(f"login refused: {exc}")
+                    self._pause(LOGIN_RETRY_SECONDS)
+                except NETWORK_ERRORS as exc:
+                    log.warning("%s: connection lost: %r; reconnecting", self, exc)
+                    self._note(f"connection lost: {exc!r}")
+                    self._pause(1.0)
+                except Exception as exc:  # noqa: BLE001 - an intake thread must not die
+                    log.exception("%s: unexpected error; reconnecting in 30 s", self)
+                    self._note(f"unexpected: {exc!r}")
+                    self._pause(30.0)
+        finally:
+            self._release()
         log.info("%s: stopped", self)
+
+    # --- the lease (one poller per mailbox across daemons) -------------------------------
+
+    def _await_lease(self) -> None:
+        """Return once this daemon holds the mailbox's lease; stand by until then."""
+        waiting = False
+        while True:
+            try:
+                if self.store.acquire_lease(self.key, self.holder, self.config.lease_seconds):
+                    self._renewed_at = time.monotonic()
+                    if waiting:
+                        log.info("%s: took the mailbox over", self)
+                    return
+                if not waiting:
+                    log.info("%s: polled by %s; standing by", self,
+                             self.store.lease_holder(self.key) or "another daemon")
+                waiting = True
+            except Exception:  # noqa: BLE001 - the store is away: try again shortly
+                log.warning("%s: cannot reach the store for the mailbox lease", self,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
+            self._sleep(self.config.lease_seconds / 3)
+
+    def _renew(self) -> None:
+        """Renew the lease when a third of it has passed.
+
+        Raises:
+            _LeaseLost: another daemon holds it now.
+            TemporaryIngestError: the store is unreachable (reconnect and wait for it).
+        """
+        if time.monotonic() - self._renewed_at < self.config.lease_seconds / 3:
+            return
+        try:
+            held = self.store.acquire_lease(self.key, self.holder, self.config.lease_seconds)
+        except Exception as exc:  # noqa: BLE001
+            raise TemporaryIngestError(f"mailbox lease not renewed: {exc!r}") from None
+        if not held:
+            raise _LeaseLost
+        self._renewed_at = time.monotonic()
+
+    def _release(self) -> None:
+        try:
+            self.store.release_lease(self.key, self.holder)
+        except Exception:  # noqa: BLE001 - it expires by itself
+            log.debug("could not release the mailbox lease", exc_info=True)
 
     def _pause(self, seconds: float) -> None:
         self.stop.wait(seconds)
@@ -184,6 +245,7 @@ class ImapPoller:
     def _serve(self, client: IMAPClient, uidvalidity: int, idle: bool) -> None:
         try:
             while not self.stop.is_set():
+                self._renew()
                 self.take_new(client, uidvalidity)
                 self._on_cycle()
                 if _pop_news(client):
@@ -209,6 +271,7 @@ class ImapPoller:
         for start in range(0, len(uids), self.config.batch):
             if self.stop.is_set():
                 break
+            self._renew()
             chunk = uids[start : start + self.config.batch]
             fetched = client.fetch(chunk, [b"BODY.PEEK[]"])
             present = [
@@ -247,6 +310,7 @@ class ImapPoller:
         try:
             deadline = time.monotonic() + period
             while time.monotonic() < deadline and not self.stop.is_set():
+                self._renew()
                 responses = client.idle_check(timeout=1)
                 if not responses and _peer_closed(client):
                     # imapclient's idle_check swallows EOF and returns []: without this the
@@ -319,3 +383,12 @@ def _close(client: IMAPClient) -> None:
 
 class _Stopped(Exception):
     """Internal: `stop` was set while sleeping."""
+
+
+class _LeaseLost(Exception):
+    """Internal: another daemon holds this mailbox's lease now."""
+
+
+def default_holder() -> str:
+    """This process's name in leases: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

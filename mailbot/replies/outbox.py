@@ -51,6 +51,7 @@ class OutboxDispatcher:
         per_domain: int = 0,
         horizon: timedelta = timedelta(hours=48),
         base_delay: float = 60.0,
+        lease: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
@@ -61,6 +62,7 @@ class OutboxDispatcher:
         self.per_domain = per_domain
         self.horizon = horizon
         self.base_delay = base_delay
+        self.lease = lease
         self.clock = clock
         self._local = threading.local()
         self._transports: list[Transport] = []
@@ -94,7 +96,7 @@ class OutboxDispatcher:
 
         Stops between messages when `stop` is set; claimed but unsent rows are released.
         """
-        claimed = self.store.claim_due_outbox(self.batch, now=self.clock())
+        claimed = self.store.claim_due_outbox(self.batch, self.lease, now=self.clock())
         if not claimed:
             return 0
         queue = _DomainQueue(claimed, self.per_domain, stop)

@@ -315,3 +315,42 @@ async def test_seen_set_by_another_client_does_not_hide_mail(
         await eventually(lambda: all(b"$MailbotStored" in f for f in _inbox(dovecot, user).values())
                          and len(_inbox(dovecot, user)) == 3, 10)
         assert daemon.store.count_inbound() == {"decided": 3}
+
+
+# ---------------------------------------------------------------------------------------
+# Several daemons: one poller per mailbox (the store lease)
+# ---------------------------------------------------------------------------------------
+
+async def test_standby_poller_takes_over_when_the_lease_expires(
+    base_config: Config, dovecot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mailbox whose lease another (dead) daemon holds is not polled until the lease
+    expires; then this poller takes it over and takes the mail in; a clean stop frees it."""
+    import threading
+
+    from mailbot.app import open_store
+    from mailbot.ingest.intake import Intake
+
+    user = dovecot.new_user()
+    box = _box(dovecot.imap_port, user, lease_seconds=6)
+    store = open_store(base_config)
+    key = "imap:support:INBOX"
+    assert store.acquire_lease(key, "dead-daemon", 6)
+    await asyncio.to_thread(dovecot.append, user, request_mail(sender=unique_sender()))
+    stop = threading.Event()
+    poller = ImapPoller(box, Intake(store), store, stop, password=dovecot.password,
+                        holder="standby")
+    thread = threading.Thread(target=poller.run, daemon=True)
+    thread.start()
+    try:
+        await eventually(lambda: bool(_messages(caplog, "polled by dead-daemon; standing by")), 5)
+        assert store.count_inbound() == {}  # the lease holder's mailbox: not touched
+        await eventually(lambda: store.count_inbound() == {"received": 1}, 15)
+        assert store.lease_holder(key) == "standby"
+        assert _messages(caplog, "took the mailbox over")
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 15)
+    assert not thread.is_alive()
+    assert store.lease_holder(key) is None  # released at the clean stop
+    store.close()

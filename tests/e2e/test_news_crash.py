@@ -50,12 +50,15 @@ class People:
     ineligible: list[str] = field(default_factory=list)
 
 
-def write_config(tmp: Path, sink_port: int, *, concurrency: int = CONCURRENCY) -> Path:
-    """A daemon that only sends: no listener, no scheduler, SMTP to the sink, 1 s retries."""
+def write_config(tmp: Path, sink_port: int, *, concurrency: int = CONCURRENCY,
+                 store_url: str | None = None, name: str = "mailbot.toml") -> Path:
+    """A daemon that only sends: no listener, no scheduler, SMTP to the sink, 1 s retries;
+    its store is SQLite in `tmp` unless `store_url` names another."""
+    store_url = store_url or f"sqlite:///{tmp / 'mailbot.db'}"
     text = f"""
 root = "{ROOT}"
 [store]
-url = "sqlite:///{tmp / 'mailbot.db'}"
+url = "{store_url}"
 attachments_dir = "{tmp / 'attachments'}"
 [listener]
 enabled = false
@@ -75,7 +78,7 @@ poll_seconds = 0.5
 """
     default = (ROOT / "config" / "mailbot.toml").read_text(encoding="utf-8")
     classify = default[default.index("\n[classify]"):]
-    path = tmp / "mailbot.toml"
+    path = tmp / name
     path.write_text(text + classify, encoding="utf-8")
     return path
 
@@ -89,11 +92,12 @@ def mailbot(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
 
 
 def prepare_campaign(tmp: Path, sink_port: int, *, n_eligible: int, n_unsubscribed: int,
-                     n_ineligible: int, concurrency: int = CONCURRENCY
-                     ) -> tuple[Path, People, float]:
+                     n_ineligible: int, concurrency: int = CONCURRENCY,
+                     store_url: str | None = None) -> tuple[Path, People, float]:
     """Config, registry (100 HOTLINE licenses, 1 NONE), contacts over 50 domains, the
     unsubscriptions, then `news send example`. Returns (config, people, queueing seconds)."""
-    config = write_config(tmp, sink_port, concurrency=concurrency)
+    store_url = store_url or f"sqlite:///{tmp / 'mailbot.db'}"
+    config = write_config(tmp, sink_port, concurrency=concurrency, store_url=store_url)
     licenses = ["license,customer,email_domain,activated_on,support_tier,max_version_date"]
     licenses += [f"{50_000_000 + k},Zákazník {k} s.r.o.,z{k}.example,2025-01-01,HOTLINE,2099-12-31"
                  for k in range(100)]
@@ -116,7 +120,7 @@ def prepare_campaign(tmp: Path, sink_port: int, *, n_eligible: int, n_unsubscrib
     contacts, contact_errors = read_contacts_csv("\n".join(rows))
     assert not errors and not contact_errors
     mailbot("db", "upgrade", config=config)
-    store = Store.from_url(f"sqlite:///{tmp / 'mailbot.db'}")
+    store = Store.from_url(store_url)
     try:
         store.upsert_licenses(records)
         store.upsert_contacts(contacts)

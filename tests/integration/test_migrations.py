@@ -20,4 +20,4 @@ def test_upgrade_is_idempotent(store: Store) -> None:
     """Running the upgrade again (every start does) changes nothing."""
     before = migrations.current(store.engine)
     migrations.upgrade(store.engine)
-    assert migrations.current(store.engine) == before == "0007"
+    assert migrations.current(store.engine) == before == "0008"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 from mailbot.domain import Priority
@@ -83,3 +84,42 @@ def test_outbox_claim_retry_dead_sent(store: Store) -> None:
     assert store.count_outbox() == {"sent": 1}
     row = store.get_outbox(again[0].id)
     assert row is not None and row.server_reply == "250 OK" and row.attempts == 2
+
+
+def test_lease_has_one_holder_until_it_expires(store: Store) -> None:
+    """A lease is held by one daemon; renewed by it; taken by another only once expired;
+    released at a clean stop."""
+    t0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    assert store.acquire_lease("imap:support", "a", 30, now=t0)
+    assert not store.acquire_lease("imap:support", "b", 30, now=t0 + timedelta(seconds=10))
+    assert store.acquire_lease("imap:support", "a", 30, now=t0 + timedelta(seconds=20))  # renew
+    # 30 s after the renewal, not after the first take
+    assert not store.acquire_lease("imap:support", "b", 30, now=t0 + timedelta(seconds=45))
+    assert store.lease_holder("imap:support", now=t0 + timedelta(seconds=45)) == "a"
+    assert store.acquire_lease("imap:support", "b", 30, now=t0 + timedelta(seconds=51))
+    assert not store.acquire_lease("imap:support", "a", 30, now=t0 + timedelta(seconds=52))
+    store.release_lease("imap:support", "a")  # not a's any more: no effect
+    assert store.lease_holder("imap:support", now=t0 + timedelta(seconds=52)) == "b"
+    store.release_lease("imap:support", "b")
+    assert store.lease_holder("imap:support", now=t0 + timedelta(seconds=52)) is None
+    assert store.acquire_lease("imap:support", "a", 30, now=t0 + timedelta(seconds=53))
+    assert store.acquire_lease("imap:other", "b", 30, now=t0 + timedelta(seconds=53))
+
+
+def test_lease_race_has_one_winner(store: Store) -> None:
+    """Eight threads take a free lease at the same moment: exactly one gets it."""
+    barrier = threading.Barrier(8)
+    won: list[str] = []
+
+    def take(holder: str) -> None:
+        barrier.wait()
+        if store.acquire_lease("imap:race", holder, 30):
+            won.append(holder)
+
+    threads = [threading.Thread(target=take, args=(f"h{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(won) == 1
+    assert store.lease_holder("imap:race") == won[0]
