@@ -316,22 +316,105 @@ def news_send(name: str, now_text: str | None, config_path: Path | None) -> None
 
 
 @news.command("schedule")
-@click.argument("name")
-@click.option("--at", "at_text", required=True, help="When, ISO-8601 with offset.")
+@click.argument("name", required=False)
+@click.option("--at", "at_text", default=None, help="When, ISO-8601 with offset (once).")
+@click.option("--cron", "cron", default=None,
+              help='Recurring: a cron expression in the business time zone, e.g. "0 8 1 * *".')
+@click.option("--list", "as_list", is_flag=True, help="List the schedules instead.")
+@click.option("--now", "now_text", default=None, hidden=True)
 @config_option
-def news_schedule(name: str, at_text: str, config_path: Path | None) -> None:
-    """Have the daemon queue the campaign at a given time (once)."""
+def news_schedule(name: str | None, at_text: str | None, cron: str | None, as_list: bool,
+                  now_text: str | None, config_path: Path | None) -> None:
+    """Have the daemon queue the campaign at a given time (once) or on a cron schedule
+    (each run once per recipient, as campaign NAME@YYYYMMDDTHHMM)."""
+    from mailbot.app import open_store
+    from mailbot.news import check_cron, next_run
+
+    if as_list:
+        if name or at_text or cron:
+            raise click.UsageError("--list takes no NAME, --at or --cron")
+        _show_schedules(config_path)
+        return
+    if not name:
+        raise click.UsageError("missing NAME (or use --list)")
+    if (at_text is None) == (cron is None):
+        raise click.UsageError("give either --at ISO or --cron EXPR")
+    cfg = load_config(config_path)
+    zone = cfg.calendar.zone
+    if cron is not None:
+        try:
+            cron = check_cron(cron)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--cron") from None
+        due = next_run(cron, parse_now(now_text), zone)
+    else:
+        due = parse_now(at_text)
+    _campaign(cfg, name)  # it must load now, not fail at the scheduled time
+    store = open_store(cfg)
+    try:
+        store.schedule_campaign(name, due, cron)
+    finally:
+        store.close()
+    if cron is not None:
+        click.echo(f'{name}: every "{cron}" ({cfg.calendar.timezone}), next run '
+                   f"{due.astimezone(zone).isoformat()}")
+    else:
+        click.echo(f"{name}: scheduled for {due.isoformat()}")
+
+
+@news.command("scheduled")
+@config_option
+def news_scheduled(config_path: Path | None) -> None:
+    """List the scheduled campaigns (same as `news schedule --list`)."""
+    _show_schedules(config_path)
+
+
+def _show_schedules(config_path: Path | None) -> None:
     from mailbot.app import open_store
 
     cfg = load_config(config_path)
-    _campaign(cfg, name)  # it must load now, not fail at the scheduled time
-    due = parse_now(at_text)
+    zone = cfg.calendar.zone
     store = open_store(cfg)
     try:
-        store.schedule_campaign(name, due)
+        rows = store.scheduled_campaigns()
     finally:
         store.close()
-    click.echo(f"{name}: scheduled for {due.isoformat()}")
+    table = table_("name", "next run", "cron", "last queued")
+    for row in rows:
+        done = row.cron is None and row.queued_at is not None
+        table.add_row(row.name,
+                      "-" if done else row.due_at.astimezone(zone).isoformat(timespec="minutes"),
+                      escape(row.cron or "(once)"),
+                      row.queued_at.astimezone(zone).isoformat(timespec="minutes")
+                      if row.queued_at else "-")
+    console.print(table)
+
+
+@news.command("create")
+@click.argument("name")
+@click.option("--subject-cs", required=True, help="The Czech subject.")
+@click.option("--subject-en", default=None, help="The English subject (default: the Czech).")
+@click.option("--audience", default="supported", show_default=True,
+              help="supported, start, expired_90 or all.")
+@click.option("--body-cs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Czech body (Markdown); default: a skeleton to edit.")
+@click.option("--body-en", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="English body (Markdown).")
+@config_option
+def news_create(name: str, subject_cs: str, subject_en: str | None, audience: str,
+                body_cs: Path | None, body_en: Path | None, config_path: Path | None) -> None:
+    """Write a new campaign file templates/news/NAME.md (never over an existing one)."""
+    from mailbot.news import create_campaign
+
+    cfg = load_config(config_path)
+    try:
+        path = create_campaign(
+            cfg.path(cfg.news.directory), name, subject_cs, subject_en, audience,
+            body_cs.read_text(encoding="utf-8") if body_cs else None,
+            body_en.read_text(encoding="utf-8") if body_en else None)
+    except (MailbotError, UnicodeDecodeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(str(path))
 
 
 @news.command("status")
@@ -339,20 +422,35 @@ def news_schedule(name: str, at_text: str, config_path: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @config_option
 def news_status(name: str, as_json: bool, config_path: Path | None) -> None:
-    """How many of a campaign's mails are queued, sent, dead or bounced; unsubscribed since."""
+    """How many of a campaign's mails are queued, sent, dead or bounced; unsubscribed since.
+    For a recurring campaign, one line per run (NAME@YYYYMMDDTHHMM shows one run)."""
     from mailbot.app import open_store
 
+    states = ("queued", "sent", "dead", "bounced", "unsubscribed")
     store = open_store(load_config(config_path))
     try:
         counts = store.campaign_status(name)
+        runs = {run: store.campaign_status(run)
+                for run in ([] if "@" in name else store.campaign_runs(name))}
     finally:
         store.close()
-    if as_json:
-        click.echo(json.dumps(counts))
+    if not runs:
+        if as_json:
+            click.echo(json.dumps(counts))
+            return
+        table = table_("state", "mails")
+        for state in states:
+            table.add_row(state, str(counts.get(state, 0)))
+        console.print(table)
         return
-    table = table_("state", "mails")
-    for state in ("queued", "sent", "dead", "bounced", "unsubscribed"):
-        table.add_row(state, str(counts.get(state, 0)))
+    if any(counts.values()):  # also sent once under its own name
+        runs = {name: counts, **runs}
+    if as_json:
+        click.echo(json.dumps(runs))
+        return
+    table = table_("campaign", *states)
+    for run, run_counts in runs.items():
+        table.add_row(run, *(str(run_counts.get(state, 0)) for state in states))
     console.print(table)
 
 

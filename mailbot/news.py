@@ -8,20 +8,25 @@ written by staff, never by customers). Markdown becomes HTML with `markdown`, sa
 by `nh3`.
 
 Exactly once: each recipient's mail is an outbox row whose unique purpose is
-``news:<campaign>:<address>``, written before anything is sent; sending it again only
-queues the rows that are missing.
+``news:<campaign>:<address>`` (`news_purpose`), written before anything is sent; sending it
+again only queues the rows that are missing.
+
+Recurring campaigns (`news schedule NAME --cron EXPR`) are sent as *runs*: the run of the
+occurrence at 8:00 on 1 December 2026 (business time zone) has the campaign id
+``NAME@20261201T0800`` (`run_id`), so each run reaches each recipient once.
 """
 
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import re
 from html import escape as html_escape
 import secrets
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
@@ -29,7 +34,8 @@ from typing import Any
 
 import markdown
 import nh3
-from jinja2 import StrictUndefined, Template
+from cronsim import CronSim, CronSimError
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
 from mailbot.classify.entitlement import entitlement_at
@@ -44,6 +50,56 @@ from mailbot.store import OutgoingMail, Store
 AUDIENCES = ("supported", "start", "expired_90", "all")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}")
 _SPLIT = re.compile(r"^<!--\s*en\s*-->\s*$", re.M)
+PURPOSE_MAX = 200  # OutboxMessage.purpose is String(200)
+
+
+def news_purpose(campaign_id: str, address: str) -> str:
+    """The outbox purpose of a campaign's (or a run's) mail to `address`:
+    ``news:<id>:<address>``, or ``news:<id>:#<SHA-256 of the address, 40 hex>`` when that
+    would be longer than the column (addresses may have 320 characters)."""
+    purpose = f"news:{campaign_id}:{address}"
+    if len(purpose) <= PURPOSE_MAX:
+        return purpose
+    return f"news:{campaign_id}:#{hashlib.sha256(address.encode('utf-8')).hexdigest()[:40]}"
+
+
+# --- recurring campaigns (cron expressions in the business time zone) -----------------------
+
+
+def check_cron(expr: str) -> str:
+    """`expr` normalised (single spaces), if it is a five-field cron expression.
+
+    Raises:
+        ConfigError: not five fields, or a field cronsim rejects (named in the message).
+    """
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ConfigError(f"cron expression {expr!r}: expected 5 fields "
+                          f"(minute hour day-of-month month day-of-week), got {len(fields)}")
+    normal = " ".join(fields)
+    if len(normal) > 100:
+        raise ConfigError(f"cron expression {expr!r}: longer than 100 characters")
+    try:
+        CronSim(normal, datetime.now(UTC))
+    except CronSimError as exc:
+        raise ConfigError(f"cron expression {expr!r}: {exc}") from None
+    return normal
+
+
+def next_run(expr: str, after: datetime, zone: tzinfo) -> datetime:
+    """The first occurrence of `expr` (in `zone`) strictly after `after`, in UTC."""
+    return next(CronSim(expr, after.astimezone(zone))).astimezone(UTC)
+
+
+def latest_run(expr: str, now: datetime, zone: tzinfo) -> datetime:
+    """The last occurrence of `expr` (in `zone`) at or before `now`, in `zone`."""
+    start = now.astimezone(zone).replace(microsecond=0) + timedelta(seconds=1)
+    return next(CronSim(expr, start, reverse=True))  # reverse: strictly before `start`
+
+
+def run_id(name: str, occurrence: datetime, zone: tzinfo) -> str:
+    """The campaign id of the run at `occurrence`: ``NAME@YYYYMMDDTHHMM`` (local time)."""
+    return f"{name}@{occurrence.astimezone(zone):%Y%m%dT%H%M}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +196,8 @@ class NewsRenderer:
         # Markdown, then the sanitiser (the campaign's own markup is staff-written).
         escaped = template.render({k: html_escape(v) for k, v in values.items()})
         html = nh3.clean(markdown.markdown(escaped))
-        message_id = other_message_id(f"news-{campaign.name}-{token}", self._box.message_id_domain)
+        run = campaign.name.replace("@", "-")  # a run's id (NAME@…) in a Message-ID
+        message_id = other_message_id(f"news-{run}-{token}", self._box.message_id_domain)
         local, _, domain = self._box.unsubscribe_address.partition("@")
         mailto = f"mailto:{local}+{token}@{domain}"
         links = [f"<{mailto}>"]
@@ -179,7 +236,7 @@ def queue_campaign(store: Store, config: Config, campaign: Campaign, now: dateti
     suppressed = {a for a, _, _ in store.suppressed()}
     people = list(audience(campaign, store.contacts(), store.license_snapshot(), suppressed,
                            now))
-    purposes = {c.email: f"news:{campaign.name}:{c.email}" for c, _ in people}
+    purposes = {c.email: news_purpose(campaign.name, c.email) for c, _ in people}
     done = store.existing_purposes(list(purposes.values()))
     todo = [(c, r) for c, r in people if purposes[c.email] not in done]
     rate = config.news.rate_per_minute
@@ -204,3 +261,97 @@ def queue_campaign(store: Store, config: Config, campaign: Campaign, now: dateti
                     queued += 1
         progress(min(start + 500, len(todo)), len(todo))
     return queued
+
+
+# --- writing a new campaign file (`mailbot news create`) ----------------------------------
+
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\f": "\\f", "\r": "\\r"}
+SKELETON_CS = """Dobrý den{% if name %}, {{ name }}{% endif %},
+
+sem napište text sdělení.
+
+Týká se licence {{ license }}{% if support_end %} (podpora do {{ support_end }}){% endif %}.
+
+S pozdravem
+tým podpory"""
+SKELETON_EN = """Hello{% if name %} {{ name }}{% endif %},
+
+write the text of the announcement here.
+
+This concerns license {{ license }}{% if support_end %} (support until {{ support_end }}){% endif %}.
+
+Kind regards
+the support team"""
+
+
+def toml_string(value: str) -> str:
+    """`value` as a TOML basic string (quoted, with escapes). A ``+++`` inside would end the
+    front matter, so then every ``+`` is written as ``\\u002B``."""
+    out = []
+    for ch in value:
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    text = "".join(out)
+    if "+++" in text:
+        text = text.replace("+", "\\u002B")
+    return f'"{text}"'
+
+
+def campaign_source(subject_cs: str, subject_en: str | None, audience: str, body_cs: str,
+                    body_en: str | None) -> str:
+    """The text of a campaign file: front matter, Czech body, then the English one if any."""
+    meta = [f"subject_cs = {toml_string(subject_cs)}"]
+    if subject_en:
+        meta.append(f"subject_en = {toml_string(subject_en)}")
+    meta.append(f"audience = {toml_string(audience)}")
+    text = "+++\n" + "\n".join(meta) + "\n+++\n" + body_cs.strip() + "\n"
+    if body_en is not None and body_en.strip():
+        text += "<!-- en -->\n" + body_en.strip() + "\n"
+    return text
+
+
+def create_campaign(directory: Path, name: str, subject_cs: str, subject_en: str | None = None,
+                    audience: str = "supported", body_cs: str | None = None,
+                    body_en: str | None = None) -> Path:
+    """Write `directory/<name>.md` (never over an existing file) and check it loads; without
+    bodies, a Czech and English skeleton. Returns the path.
+
+    Raises:
+        ConfigError: a bad name, audience, subject or body, or the file exists already.
+    """
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"campaign name {name!r}: use lower-case letters, digits, - and _")
+    if audience not in AUDIENCES:
+        raise ConfigError(f"audience: expected one of {', '.join(AUDIENCES)}, got {audience!r}")
+    if not subject_cs.strip():
+        raise ConfigError("subject_cs: required")
+    if body_cs is None:  # a skeleton to edit (English too, unless given)
+        body_cs = SKELETON_CS
+        body_en = SKELETON_EN if body_en is None else body_en
+    for lang, body in (("cs", body_cs), ("en", body_en)):
+        if body is not None and _SPLIT.search(body):
+            raise ConfigError(f"body {lang}: must not contain the <!-- en --> separator")
+        if body is not None:
+            try:
+                SandboxedEnvironment().parse(body)
+            except TemplateSyntaxError as exc:
+                raise ConfigError(f"body {lang}: line {exc.lineno}: {exc.message}") from None
+    path = directory / f"{name}.md"
+    text = campaign_source(subject_cs, subject_en, audience, body_cs, body_en)
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise ConfigError(f"campaign {name}: {path} exists already (not overwritten)") from None
+    try:
+        load_campaign(directory, name)
+    except ConfigError:
+        path.unlink()
+        raise
+    return path

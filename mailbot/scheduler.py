@@ -10,6 +10,7 @@ due while the daemon was down is simply due at the first tick after start.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
@@ -169,17 +170,32 @@ class Scheduler:
     # --- scheduled news campaigns ----------------------------------------------------
 
     def _campaigns(self, now: datetime) -> list[str]:
-        from mailbot.news import load_campaign, queue_campaign
+        """Queue the due scheduled campaigns. A recurring one queues the run of its latest
+        occurrence at or before `now` (one run after downtime, however many were missed),
+        then moves on to the first occurrence after `now`."""
+        from mailbot.news import latest_run, load_campaign, next_run, queue_campaign, run_id
 
         done = []
-        for name in self.store.due_campaigns(now):
+        zone = self.calendar.zone
+        for due in self.store.due_campaigns(now):
+            name = due.name
             try:
                 campaign = load_campaign(self.config.path(self.config.news.directory), name)
             except ConfigError as exc:
                 log.error("scheduled campaign %s cannot be sent: %s", name, exc)
                 continue
-            count = queue_campaign(self.store, self.config, campaign, now)
-            self.store.campaign_queued(name, now)
+            if due.cron is None:
+                count = queue_campaign(self.store, self.config, campaign, now)
+                self.store.campaign_queued(name, now)
+            else:
+                # The purposes (news:NAME@occurrence:address) make a run exactly once per
+                # recipient even if two schedulers get here for the same occurrence.
+                run = run_id(name, latest_run(due.cron, now, zone), zone)
+                campaign = dataclasses.replace(campaign, name=run)
+                count = queue_campaign(self.store, self.config, campaign, now)
+                self.store.campaign_queued(name, now, due_at=due.due_at,
+                                           next_due=next_run(due.cron, now, zone))
+                name = run
             log.info("campaign %s: queued %d mail(s)", name, count)
             done.append(f"campaign:{name}")
         return done

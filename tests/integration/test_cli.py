@@ -43,3 +43,125 @@ def test_check_config_names_bad_key(tmp_path: Path) -> None:
     bad.write_text("[listener]\nport = 'high'\n")
     result = CliRunner().invoke(cli, ["check-config", "--config", str(bad)])
     assert result.exit_code != 0 and "listener.port" in result.output
+
+
+# --- news: create, schedule --cron, status per run -----------------------------------------
+
+
+def news_config(tmp_path: Path) -> tuple[str, Path]:
+    """A config file (store, sink and attachments in tmp_path) whose news.directory is
+    tmp_path/news; returns (config path, news directory)."""
+    import re
+
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'cli.db'}")
+    news = tmp_path / "news"
+    text = re.sub(r'(?m)^(\[news\]\r?\n)directory = .*$', rf'\1directory = "{news}"',
+                  path.read_text(encoding="utf-8"), count=1)
+    path.write_text(text, encoding="utf-8")
+    return str(path), news
+
+
+def fails(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code != 0, result.output
+    return result.output
+
+
+def test_toml_string_escapes() -> None:
+    """Subjects with quotes, backslashes, control characters and +++ survive the front
+    matter exactly."""
+    import tomllib
+
+    from mailbot.news import toml_string
+
+    for value in ['Verze "5.3" – C:\\ACS\\bin', "tab\there\nnew line\x01", "C+++ a ++", "'"]:
+        assert tomllib.loads(f"x = {toml_string(value)}")["x"] == value
+        assert "+++" not in toml_string(value) and "\n" not in toml_string(value)
+
+
+def test_news_create(tmp_path: Path) -> None:
+    """`news create` writes a campaign that loads (escaped subject, skeleton body with the
+    placeholders), refuses to overwrite it, and rejects a bad name or audience."""
+    from mailbot.news import load_campaign
+
+    cfg, news = news_config(tmp_path)
+    subject = 'Novinky "ACS" v C:\\ACS +++'
+    out = invoke("news", "create", "monthly", "--subject-cs", subject, "--audience", "all",
+                 "--config", cfg)
+    assert out.strip() == str(news / "monthly.md")
+    c = load_campaign(news, "monthly")
+    assert c.subjects == {"cs": subject, "en": subject} and c.audience == "all"
+    assert "Dobrý den" in c.bodies["cs"] and "{{ license }}" in c.bodies["cs"]
+    assert "{{ support_end }}" in c.bodies["cs"] and "{{ name }}" in c.bodies["en"]
+    before = (news / "monthly.md").read_bytes()
+    assert "exists already" in fails("news", "create", "monthly", "--subject-cs", "Jiný",
+                                     "--config", cfg)
+    assert (news / "monthly.md").read_bytes() == before
+    assert "campaign name" in fails("news", "create", "Bad.Name", "--subject-cs", "X",
+                                    "--config", cfg)
+    assert "audience" in fails("news", "create", "vip", "--subject-cs", "X", "--audience",
+                               "vip", "--config", cfg)
+    assert not (news / "vip.md").exists()
+    body = tmp_path / "body.md"
+    body.write_text("Vážený zákazníku, **nová verze**.\n", encoding="utf-8")
+    invoke("news", "create", "v54", "--subject-cs", "Nová verze", "--subject-en", "New version",
+           "--body-cs", str(body), "--config", cfg)
+    c = load_campaign(news, "v54")
+    assert c.subjects == {"cs": "Nová verze", "en": "New version"}
+    assert c.bodies == {"cs": "Vážený zákazníku, **nová verze**.",
+                        "en": "Vážený zákazníku, **nová verze**."}
+
+
+def test_news_schedule_cron_and_status_per_run(tmp_path: Path) -> None:
+    """--cron is validated; the schedule lists with its next run; after the scheduler has run
+    two occurrences, status shows each run, and NAME@… one of them."""
+    import json
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from mailbot import config as config_mod
+    from mailbot.contacts import Contact
+    from mailbot.replies.conversation import ConversationRenderer
+    from mailbot.scheduler import Scheduler
+    from mailbot.store import Store
+    from tests.integration.test_news import LICENSES
+
+    cfg, news = news_config(tmp_path)
+    invoke("news", "create", "monthly", "--subject-cs", "Měsíčník", "--audience", "all",
+           "--config", cfg)
+    assert "Bad minute" in fails("news", "schedule", "monthly", "--cron", "61 8 * * *",
+                                 "--config", cfg)
+    assert "expected 5 fields" in fails("news", "schedule", "monthly", "--cron", "0 8 1 *",
+                                        "--config", cfg)
+    assert "either --at" in fails("news", "schedule", "monthly", "--cron", "0 8 1 * *",
+                                  "--at", "2026-12-01T08:00:00+01:00", "--config", cfg)
+    assert "either --at" in fails("news", "schedule", "monthly", "--config", cfg)
+    out = invoke("news", "schedule", "monthly", "--cron", "0  8 1 * *",
+                 "--now", "2026-11-25T10:00:00+01:00", "--config", cfg)
+    assert 'every "0 8 1 * *" (Europe/Prague), next run 2026-12-01T08:00:00+01:00' in out
+    for listing in (invoke("news", "scheduled", "--config", cfg),
+                    invoke("news", "schedule", "--list", "--config", cfg)):
+        assert "monthly" in listing and "0 8 1 * *" in listing and "2026-12-01T08:00+01:00" in listing
+
+    config = config_mod.load(Path(cfg))
+    config = config.model_copy(update={
+        "schedule": config.schedule.model_copy(update={"digest": False})})
+    store = Store.from_url(config.database_url)
+    try:
+        store.upsert_licenses(LICENSES)
+        store.upsert_contacts([Contact("a@firma.cz", "11112222", "A", "cs"),
+                               Contact("b@firma.cz", "11112222", "B", "en")])
+        s = Scheduler(config, store, ConversationRenderer(config, b"s"))
+        prague = ZoneInfo("Europe/Prague")
+        s.run_due(datetime(2026, 12, 1, 8, tzinfo=prague))
+        s.run_due(datetime(2027, 1, 1, 8, 5, tzinfo=prague))
+    finally:
+        store.close()
+    runs = json.loads(invoke("news", "status", "monthly", "--json", "--config", cfg))
+    assert runs == {"monthly@20261201T0800": {"queued": 2, "unsubscribed": 0},
+                    "monthly@20270101T0800": {"queued": 2, "unsubscribed": 0}}
+    table = invoke("news", "status", "monthly", "--config", cfg)
+    assert "monthly@20261201T0800" in table and "monthly@20270101T0800" in table
+    one = json.loads(invoke("news", "status", "monthly@20261201T0800", "--json", "--config", cfg))
+    assert one == {"queued": 2, "unsubscribed": 0}
+    assert "2027-02-01T08:00+01:00" in invoke("news", "scheduled", "--config", cfg)

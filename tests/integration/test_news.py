@@ -253,3 +253,134 @@ def test_unsubscribe_by_token_on_both_engines(cfg: config_mod.Config, store: Sto
     assert store.unsubscribe_by_token(token, NOW) == "grant@firma.cz"
     assert store.unsubscribe_by_token(token, NOW) == "grant@firma.cz"
     assert [(a, r) for a, r, _ in store.suppressed()] == [("grant@firma.cz", "unsubscribed")]
+
+
+# --- recurring campaigns (news schedule --cron) -------------------------------------------
+
+PRAGUE = ZoneInfo("Europe/Prague")
+
+
+def test_recurring_campaign_runs_once_per_occurrence(cfg: config_mod.Config, store: Store) -> None:
+    """A monthly schedule queues the run of its occurrence once (a second tick at the same
+    time, or a second scheduler with the old due_at, adds nothing), the next occurrence a new
+    run to the same recipients, and after downtime over three occurrences only the latest."""
+    import dataclasses
+
+    from sqlalchemy import select
+
+    from mailbot.news import next_run
+    from mailbot.replies.conversation import ConversationRenderer
+    from mailbot.scheduler import Scheduler
+    from mailbot.store import NewsToken
+
+    store.upsert_licenses(LICENSES)
+    store.upsert_contacts(CONTACTS)
+    (Path(cfg.news.directory) / "monthly.md").write_text(
+        '+++\nsubject_cs = "Měsíčník"\naudience = "all"\n+++\nDobrý den {{ name }}.\n',
+        encoding="utf-8")
+    cron = "0 8 1 * *"
+    first = next_run(cron, NOW, PRAGUE)
+    assert first == datetime(2026, 12, 1, 8, tzinfo=PRAGUE)
+    store.schedule_campaign("monthly", first, cron)
+    cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"digest": False})})
+    s = Scheduler(cfg, store, ConversationRenderer(cfg, b"s"))
+
+    def campaigns(now: datetime) -> list[str]:
+        return [p for p in s.run_due(now) if p.startswith("campaign:")]
+
+    def rows() -> list[tuple[str, str]]:
+        return sorted((r.purpose, r.message_id) for r in store.list_outbox(limit=100)
+                      if r.kind == "news")
+
+    assert campaigns(datetime(2026, 12, 1, 7, 59, tzinfo=PRAGUE)) == []
+    assert campaigns(datetime(2026, 12, 1, 8, 0, tzinfo=PRAGUE)) == ["campaign:monthly@20261201T0800"]
+    assert [p for p, _ in rows()] == [f"news:monthly@20261201T0800:{c.email}" for c in CONTACTS]
+    assert campaigns(datetime(2026, 12, 1, 8, 0, tzinfo=PRAGUE)) == []  # the same tick again
+    assert len(rows()) == 3
+    [row] = store.scheduled_campaigns()
+    assert row.due_at == datetime(2027, 1, 1, 8, tzinfo=PRAGUE) and row.cron == cron
+    # A second scheduler that read the row before the first moved it: the run's mails are
+    # there already, and its due_at update (conditional on the old due_at) changes nothing.
+    assert queue_campaign(store, cfg, dataclasses.replace(
+        load_campaign(Path(cfg.news.directory), "monthly"), name="monthly@20261201T0800"), NOW) == 0
+    assert not store.campaign_queued("monthly", NOW, due_at=first,
+                                     next_due=datetime(2027, 1, 1, 8, tzinfo=PRAGUE))
+    assert store.scheduled_campaigns()[0].due_at == datetime(2027, 1, 1, 8, tzinfo=PRAGUE)
+
+    assert campaigns(datetime(2027, 1, 1, 8, 0, 30, tzinfo=PRAGUE)) == ["campaign:monthly@20270101T0800"]
+    after_two = rows()
+    assert len(after_two) == 6 and len({m for _, m in after_two}) == 6  # new Message-IDs
+    assert sorted(p.rsplit(":", 1)[1] for p, _ in after_two) == sorted(
+        [c.email for c in CONTACTS] * 2)  # the same recipients
+    assert all(m.count("@") == 1 for _, m in after_two)
+
+    # Down from before 1 February until after 1 April: one run, the latest occurrence.
+    assert campaigns(datetime(2027, 4, 1, 9, 30, tzinfo=PRAGUE)) == ["campaign:monthly@20270401T0800"]
+    assert len(rows()) == 9
+    [row] = store.scheduled_campaigns()
+    assert row.due_at == datetime(2027, 5, 1, 8, tzinfo=PRAGUE)  # summer time: 06:00 UTC
+    assert row.queued_at == datetime(2027, 4, 1, 9, 30, tzinfo=PRAGUE)
+
+    runs = ["monthly@20261201T0800", "monthly@20270101T0800", "monthly@20270401T0800"]
+    assert store.campaign_runs("monthly") == runs
+    for run in runs:
+        assert store.campaign_status(run) == {"queued": 3, "unsubscribed": 0}
+    assert store.campaign_status("monthly") == {"unsubscribed": 0}  # never sent as a one-off
+    with store.session() as sess:
+        assert sorted(set(sess.scalars(select(NewsToken.campaign)))) == runs
+
+
+def test_one_off_and_recurring_schedules_switch(store: Store) -> None:
+    """--at after --cron makes a one-off that is due again; --at again moves it only
+    while not queued."""
+    from datetime import timedelta
+
+    at = datetime(2026, 12, 1, 9, tzinfo=PRAGUE)
+    store.schedule_campaign("v53", at, "0 8 * * 1")
+    assert [c.name for c in store.due_campaigns(at)] == ["v53"]
+    store.campaign_queued("v53", at, due_at=at, next_due=at + timedelta(days=7))
+    assert store.due_campaigns(at) == []
+    store.schedule_campaign("v53", at)
+    [row] = store.due_campaigns(at)
+    assert row.cron is None and row.queued_at is None
+    store.campaign_queued("v53", at)
+    store.schedule_campaign("v53", at + timedelta(days=1))
+    assert store.scheduled_campaigns()[0].due_at == at and store.due_campaigns(at) == []
+
+
+def test_status_like_treats_underscore_literally(cfg: config_mod.Config, store: Store) -> None:
+    """`a_b` is not a pattern: the mails of `axb` are not counted as its mails."""
+    store.upsert_licenses(LICENSES)
+    store.upsert_contacts(CONTACTS)
+    directory = Path(cfg.news.directory)
+    for name in ("a_b", "axb"):
+        (directory / f"{name}.md").write_text('+++\nsubject_cs = "X"\n+++\nText.\n',
+                                             encoding="utf-8")
+    assert queue_campaign(store, cfg, load_campaign(directory, "axb"), NOW) == 2
+    assert store.campaign_status("a_b") == {"unsubscribed": 0}
+    assert store.campaign_status("axb")["queued"] == 2
+    assert store.campaign_runs("a_b") == []
+
+
+def test_long_address_gets_a_hashed_purpose(cfg: config_mod.Config, store: Store) -> None:
+    """An address that would make the purpose longer than 200 characters is named by its
+    SHA-256 in the purpose; queueing again still finds it."""
+    import hashlib
+
+    from mailbot.news import news_purpose
+
+    local = "x" * 64
+    domain = ".".join(["d" * 60, "e" * 60, "firma"]) + ".cz"
+    address = f"{local}@{domain}"
+    assert len(f"news:v53:{address}") > 200
+    store.upsert_licenses(LICENSES)
+    store.upsert_contacts([Contact(address, "11112222", "Dlouhá", "cs")])
+    campaign = load_campaign(Path(cfg.news.directory), "v53")
+    assert queue_campaign(store, cfg, campaign, NOW) == 1
+    [row] = [r for r in store.list_outbox(limit=10) if r.kind == "news"]
+    expected = "news:v53:#" + hashlib.sha256(address.encode()).hexdigest()[:40]
+    assert row.purpose == news_purpose("v53", address) == expected and len(row.purpose) <= 200
+    assert list(row.rcpt_to) == [address]
+    assert queue_campaign(store, cfg, campaign, NOW) == 0
+    assert store.campaign_status("v53")["queued"] == 1
+    assert news_purpose("v53", "a@b.cz") == "news:v53:a@b.cz"

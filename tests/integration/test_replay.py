@@ -29,7 +29,9 @@ def write_config(tmp_path: Path, store_url: str) -> Path:
     text = re.sub(r'(?m)^url = .*$', f'url = "{store_url}"', text, count=1)
     text = re.sub(r'(?m)^attachments_dir = .*$', f'attachments_dir = "{tmp_path / "files"}"',
                   text, count=1)
-    text = re.sub(r'(?m)^directory = .*$', f'directory = "{tmp_path / "sent"}"', text, count=1)
+    # the [outbound] sink (the first `directory =` is [news]'s templates)
+    text, n = re.subn(r'(?m)^directory = "var/sent"$', f'directory = "{tmp_path / "sent"}"', text)
+    assert n == 1, "config/mailbot.toml: the [outbound] directory line changed"
     text = f'root = "{root}"\n' + text
     path = tmp_path / "mailbot.toml"
     path.write_text(text, encoding="utf-8")
