@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -21,13 +22,24 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from mailbot import config as config_mod
 from mailbot.attachments import AttachmentStore
 from mailbot.errors import ConfigError, MailbotError
 
 if TYPE_CHECKING:
+    from mailbot.config import Config
     from mailbot.domain import TicketInfo
     from mailbot.store import Store, TicketEvent
 
@@ -258,10 +270,12 @@ def _campaign(cfg: config_mod.Config, name: str) -> Any:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Write the first recipients' mails here as .eml files.")
 @click.option("--limit", default=3, show_default=True, help="How many recipients to render.")
+@click.option("--to", "test_to", default=None, metavar="ADDRESS",
+              help="Send the first recipient's mail to ADDRESS now, subject marked [TEST].")
 @click.option("--now", "now_text", default=None, hidden=True)
 @config_option
-def news_preview(name: str, out_dir: Path | None, limit: int, now_text: str | None,
-                 config_path: Path | None) -> None:
+def news_preview(name: str, out_dir: Path | None, limit: int, test_to: str | None,
+                 now_text: str | None, config_path: Path | None) -> None:
     """Show who a campaign goes to and render it for the first recipients."""
     from mailbot.app import open_store
     from mailbot.news import NewsRenderer, audience
@@ -286,16 +300,56 @@ def news_preview(name: str, out_dir: Path | None, limit: int, now_text: str | No
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / f"{i + 1}.eml").write_bytes(made[0])
         click.echo(f"  {contact.email} ({contact.language}, {record.license})")
+    if test_to is not None:
+        if not people:
+            raise click.ClickException("no recipient to render the test mail for")
+        contact, record = people[0]
+        test = dataclasses.replace(
+            campaign, subjects={k: f"[TEST] {v}" for k, v in campaign.subjects.items()})
+        made = renderer.render(test, dataclasses.replace(contact, email=test_to), record,
+                               "0" * 20, now)
+        if made is None:
+            raise click.ClickException(f"--to {test_to!r}: not a valid address")
+        _send_now(cfg, made[0], test_to)
+
+
+def _send_now(cfg: Config, raw: bytes, to: str) -> None:
+    """Hand one message to the outbound transport at once (not through the outbox)."""
+    from mailbot.errors import DeliveryError
+    from mailbot.replies.smtp import build_transport
+
+    transport = build_transport(cfg)
+    try:
+        reply = transport.send(raw, cfg.mailbox.support_address, [to])
+    except DeliveryError as exc:
+        raise click.ClickException(f"test mail to {to} not sent: {exc}") from None
+    finally:
+        transport.close()
+    click.echo(f"test mail sent to {to}: {reply}")
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second of a task (rich's own speed column counts bytes)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f}/s" if speed else "–/s", style="progress.data.speed")
+
+
+def _progress() -> Progress:
+    """A progress bar with count, rate and time left, on stderr."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    _RateColumn(), TimeRemainingColumn(), console=err_console)
 
 
 @news.command("send")
 @click.argument("name")
+@click.option("--follow", is_flag=True,
+              help="After queueing, show the daemon sending it until nothing is pending.")
 @click.option("--now", "now_text", default=None, hidden=True)
 @config_option
-def news_send(name: str, now_text: str | None, config_path: Path | None) -> None:
+def news_send(name: str, follow: bool, now_text: str | None, config_path: Path | None) -> None:
     """Queue the campaign for every recipient not queued before (the daemon sends it)."""
-    from rich.progress import Progress
-
     from mailbot.app import open_store
     from mailbot.news import queue_campaign
 
@@ -303,16 +357,37 @@ def news_send(name: str, now_text: str | None, config_path: Path | None) -> None
     campaign = _campaign(cfg, name)
     store = open_store(cfg)
     try:
-        with Progress(console=err_console, transient=True) as bar:
+        with _progress() as bar:
             task = bar.add_task(f"queueing {name}", total=None)
 
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
             queued = queue_campaign(store, cfg, campaign, parse_now(now_text), progress)
+        click.echo(f"{name}: queued {queued} mail(s)")
+        if follow:
+            _follow(store, name)
     finally:
         store.close()
-    click.echo(f"{name}: queued {queued} mail(s)")
+
+
+def _follow(store: Store, name: str, poll: float = 0.5) -> None:
+    """Show the campaign's sending progress until no mail of it is queued (Ctrl-C leaves
+    the daemon sending)."""
+    counts = store.campaign_status(name)
+    total = sum(n for state, n in counts.items() if state != "unsubscribed")
+    try:
+        with _progress() as bar:
+            task = bar.add_task(f"sending {name}", total=total)
+            while True:
+                counts = store.campaign_status(name)
+                bar.update(task, completed=total - counts.get("queued", 0))
+                if not counts.get("queued"):
+                    break
+                time.sleep(poll)
+    except KeyboardInterrupt:
+        click.echo("stopped following; the daemon goes on sending", err=True)
+    click.echo(", ".join(f"{state} {n}" for state, n in sorted(counts.items())))
 
 
 @news.command("schedule")

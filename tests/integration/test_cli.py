@@ -165,3 +165,58 @@ def test_news_schedule_cron_and_status_per_run(tmp_path: Path) -> None:
     one = json.loads(invoke("news", "status", "monthly@20261201T0800", "--json", "--config", cfg))
     assert one == {"queued": 2, "unsubscribed": 0}
     assert "2027-02-01T08:00+01:00" in invoke("news", "scheduled", "--config", cfg)
+
+
+def test_news_preview_test_mail_and_send_with_follow(tmp_path: Path) -> None:
+    """`preview --to` hands one [TEST] mail to the transport at once (not to the outbox);
+    `send --follow` queues the campaign and watches the sender until nothing is pending."""
+    import threading
+    from email import message_from_bytes, policy
+
+    from mailbot.replies.outbox import OutboxDispatcher
+    from mailbot.replies.sink import DirectorySink
+    from mailbot.store import Store
+
+    config = str(write_config(tmp_path, f"sqlite:///{tmp_path / 'cli.db'}"))
+    (tmp_path / "lic.csv").write_text(
+        "license,customer,email_domain,activated_on,support_tier,max_version_date\n"
+        "51880264,Novák & syn s.r.o.,novak-syn.cz,2026-01-15,HOTLINE,2099-12-31\n",
+        encoding="utf-8")
+    (tmp_path / "contacts.csv").write_text(
+        "email,license,name,language\n" + "".join(
+            f"k{i}@novak-syn.cz,51880264,Kontakt {i},cs\n" for i in range(3)), encoding="utf-8")
+    invoke("licenses", "import", str(tmp_path / "lic.csv"), "--config", config)
+    invoke("contacts", "import", str(tmp_path / "contacts.csv"), "--config", config)
+
+    out = invoke("news", "preview", "example", "--to", "tester@estelar.example",
+                 "--config", config)
+    assert "test mail sent to tester@estelar.example" in out
+    [eml] = (tmp_path / "sent").glob("*.eml")
+    msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert msg["To"].addresses[0].addr_spec == "tester@estelar.example"
+    assert str(msg["Subject"]).startswith("[TEST] ACS-line")
+    assert "Kontakt 0" in msg.get_body(("plain",)).get_content()
+    store = Store.from_url(f"sqlite:///{tmp_path / 'cli.db'}")
+    assert store.count_outbox() == {}
+
+    stop = threading.Event()
+    sender = OutboxDispatcher(store, DirectorySink(tmp_path / "sent2"))
+
+    def send_until_stopped() -> None:
+        while not stop.is_set():
+            if not sender.send_due():
+                stop.wait(0.1)
+
+    thread = threading.Thread(target=send_until_stopped)
+    thread.start()
+    try:
+        out = invoke("news", "send", "example", "--follow", "--config", config)
+    finally:
+        stop.set()
+        thread.join(10)
+        sender.close()
+    assert "example: queued 3 mail(s)" in out
+    assert out.strip().splitlines()[-1] == "sent 3, unsubscribed 0"
+    assert len(list((tmp_path / "sent2").glob("*.eml"))) == 3
+    assert "not a valid address" in fails("news", "preview", "example", "--to", "not an address",
+                                          "--config", config)
