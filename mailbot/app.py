@@ -37,11 +37,12 @@ from mailbot.ingest.intake import Intake
 from mailbot.ingest.lmtp import IntakeHandler, ListenerThread, RecipientPolicy
 from mailbot.replies.outbox import OutboxDispatcher
 from mailbot.replies.smtp import Transport, build_transport
-from mailbot.store import Store, utcnow
+from mailbot.store import Store, new_lease_holder, utcnow
 from mailbot.unsubscribe_http import UnsubscribeServer
 from mailbot.worker import Worker
 
 log = logging.getLogger(__name__)
+SCHEDULER_LEASE = "scheduler"
 
 
 def open_store(config: Config, *, migrate: bool = True) -> Store:
@@ -68,6 +69,8 @@ class Daemon:
     handler: IntakeHandler | None = None
     unsubscribe_http: UnsubscribeServer | None = None
     loop_lag: LoopLag = field(default_factory=LoopLag)
+    # This daemon's name in store leases (the scheduler, IMAP mailboxes).
+    holder: str = field(default_factory=new_lease_holder)
     _worker_wake: asyncio.Event = field(default_factory=asyncio.Event)
     _outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -193,7 +196,8 @@ class Daemon:
             log.warning("imap %s: plain connection without TLS (security = \"none\")", box.name)
         elif not box.verify_tls:
             log.warning("imap %s: verify_tls = false: the certificate is NOT verified", box.name)
-        poller = ImapPoller(box, intake, self.store, self.thread_stop, password=password)
+        poller = ImapPoller(box, intake, self.store, self.thread_stop, password=password,
+                            holder=self.holder)
         thread = threading.Thread(target=poller.run, name=f"imap-{box.name}", daemon=True)
         thread.start()
         return thread
@@ -237,22 +241,35 @@ class Daemon:
 
     async def _schedule_loop(self) -> None:
         """Queue the timed mails that are due (reminders, escalations, waiting tickets, the
-        digest) every `schedule.tick_seconds`."""
+        digest, notices, scheduled campaigns) every `schedule.tick_seconds`.
+
+        Of several daemons on one database, the holder of the store lease "scheduler" does
+        it (lease: three ticks); another takes over when it dies. Should two ever overlap (a
+        tick longer than the lease), the outbox's unique purposes still send nothing twice.
+        """
         def build() -> Scheduler:  # compiles templates and may read the store: off the loop
             return Scheduler(
                 self.config, self.store,
                 ConversationRenderer(self.config, self.worker.decider.token_secret()),
                 digest_builder(self.config))
 
+        tick = self.config.schedule.tick_seconds
+        holder = self.holder
         scheduler = await asyncio.to_thread(build)
-        while not self.stop.is_set():
-            try:
-                if await asyncio.to_thread(scheduler.run_due, utcnow()):
-                    self._outbox_wake.set()
-            except Exception:  # noqa: BLE001 - the store is away or a bug: try next tick
-                log.exception("scheduled work failed; retrying at the next tick")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), self.config.schedule.tick_seconds)
+        try:
+            while not self.stop.is_set():
+                try:
+                    if await asyncio.to_thread(self.store.acquire_lease, SCHEDULER_LEASE,
+                                               holder, max(1.0, 3 * tick)):
+                        if await asyncio.to_thread(scheduler.run_due, utcnow()):
+                            self._outbox_wake.set()
+                except Exception:  # noqa: BLE001 - the store is away or a bug: try next tick
+                    log.exception("scheduled work failed; retrying at the next tick")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), tick)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.release_lease, SCHEDULER_LEASE, holder)
 
     async def _watchdog(self) -> None:
         interval = sdnotify.watchdog_interval()

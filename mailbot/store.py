@@ -22,8 +22,11 @@ import email.parser
 import email.policy
 import hashlib
 import logging
+import os
 import re
 import secrets
+import socket
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +68,11 @@ from mailbot.domain import LicenseRecord, Priority, TicketInfo, Tier
 from mailbot.errors import TemporaryIngestError
 
 log = logging.getLogger(__name__)
+
+
+def new_lease_holder() -> str:
+    """A name for this process in leases: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def utcnow() -> datetime:

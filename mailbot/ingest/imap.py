@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import imaplib
 import logging
-import os
 import socket
 import ssl
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 import tenacity
@@ -44,7 +42,7 @@ from imapclient.imapclient import SEEN, SocketTimeout
 from mailbot.config import ImapMailboxConfig
 from mailbot.errors import TemporaryIngestError
 from mailbot.ingest.intake import Intake
-from mailbot.store import Store
+from mailbot.store import Store, new_lease_holder
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +77,7 @@ class ImapPoller:
         self._password = password
         self._on_cycle = on_cycle
         self.key = f"imap:{config.name}:{config.folder}"
-        self.holder = holder or default_holder()
+        self.holder = holder or new_lease_holder()
         self._renewed_at = 0.0
 
     def __repr__(self) -> str:  # never shows the password
@@ -388,7 +386,3 @@ class _Stopped(Exception):
 class _LeaseLost(Exception):
     """Internal: another daemon holds this mailbox's lease now."""
 
-
-def default_holder() -> str:
-    """This process's name in leases: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

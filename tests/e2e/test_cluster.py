@@ -375,3 +375,38 @@ def _listening(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+async def test_one_scheduler_among_daemons(pg_url: str, base_config, smtp_sink: SmtpSink) -> None:
+    """Two daemons on one database: one runs the scheduler (holds its lease, tick after
+    tick); when it stops, the other takes over at its next tick."""
+    import asyncio
+
+    from mailbot.app import SCHEDULER_LEASE
+    from tests.e2e.helpers import daemon_config, eventually, running
+
+    cfg = daemon_config(base_config, smtp_sink.port)
+    cfg = cfg.model_copy(update={
+        "store": cfg.store.model_copy(update={"url": pg_url}),
+        "schedule": cfg.schedule.model_copy(update={"tick_seconds": 0.3}),
+    })
+    contexts = [running(cfg), running(cfg)]
+    daemons = [await c.__aenter__() for c in contexts]
+    open_ = [True, True]
+    try:
+        store = daemons[0].store
+        holders = [d.holder for d in daemons]
+        await eventually(lambda: store.lease_holder(SCHEDULER_LEASE) in holders, 5)
+        first = holders.index(str(store.lease_holder(SCHEDULER_LEASE)))
+        for _ in range(5):  # kept over ticks, not passed back and forth
+            await asyncio.sleep(0.3)
+            assert store.lease_holder(SCHEDULER_LEASE) == holders[first]
+        other = 1 - first
+        await contexts[first].__aexit__(None, None, None)  # a clean stop releases it
+        open_[first] = False
+        other_store = daemons[other].store
+        await eventually(lambda: other_store.lease_holder(SCHEDULER_LEASE) == holders[other], 5)
+    finally:
+        for c, is_open in zip(contexts, open_):
+            if is_open:
+                await c.__aexit__(None, None, None)
