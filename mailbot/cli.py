@@ -502,6 +502,7 @@ def news_status(name: str, as_json: bool, config_path: Path | None) -> None:
     from mailbot.app import open_store
 
     states = ("queued", "sent", "dead", "bounced", "unsubscribed")
+    labels = ("pending", "sent", "failed", "bounced", "unsubscribed")  # outbox state → words
     store = open_store(load_config(config_path))
     try:
         counts = store.campaign_status(name)
@@ -514,8 +515,8 @@ def news_status(name: str, as_json: bool, config_path: Path | None) -> None:
             click.echo(json.dumps(counts))
             return
         table = table_("state", "mails")
-        for state in states:
-            table.add_row(state, str(counts.get(state, 0)))
+        for state, label in zip(states, labels):
+            table.add_row(label, str(counts.get(state, 0)))
         console.print(table)
         return
     if any(counts.values()):  # also sent once under its own name
@@ -523,7 +524,7 @@ def news_status(name: str, as_json: bool, config_path: Path | None) -> None:
     if as_json:
         click.echo(json.dumps(runs))
         return
-    table = table_("campaign", *states)
+    table = table_("campaign", *labels)
     for run, run_counts in runs.items():
         table.add_row(run, *(str(run_counts.get(state, 0)) for state in states))
     console.print(table)

@@ -218,5 +218,10 @@ def test_news_preview_test_mail_and_send_with_follow(tmp_path: Path) -> None:
     assert "example: queued 3 mail(s)" in out
     assert out.strip().splitlines()[-1] == "sent 3, unsubscribed 0"
     assert len(list((tmp_path / "sent2").glob("*.eml"))) == 3
+    table = invoke("news", "status", "example", "--config", config)
+    rows = {line.split()[1]: line.split()[3] for line in table.splitlines()
+            if line.startswith("│")}
+    assert rows == {"pending": "0", "sent": "3", "failed": "0", "bounced": "0",
+                    "unsubscribed": "0"}
     assert "not a valid address" in fails("news", "preview", "example", "--to", "not an address",
                                           "--config", config)
