@@ -7,6 +7,9 @@ import asyncio
 import email.policy
 import itertools
 import smtplib
+import threading
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from email.message import EmailMessage
@@ -104,3 +107,26 @@ def smtp_send(port: int, raw: bytes, rcpt: str = "podpora@estelar.example",
         return c.sendmail(sender, [rcpt], raw)
 
 
+
+
+def feed(port: int, mails: list[bytes], accepted: list[str], stop: threading.Event, *,
+         lmtp: bool = False, refused: Counter[str] | None = None,
+         sender: str = "customer@strojirny-hranice.cz") -> None:
+    """Deliver like an MTA: retry each mail after a 4xx or a lost connection until a 250 (or
+    `stop`); append each accepted Message-ID to `accepted`, count refusals in `refused`."""
+    client = smtplib.LMTP if lmtp else smtplib.SMTP
+    for raw in mails:
+        mid = raw.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
+        while not stop.is_set():
+            try:
+                with client("127.0.0.1", port, timeout=30) as c:
+                    c.sendmail(sender, ["podpora@estelar.example"], raw)
+                accepted.append(mid)
+                break
+            except smtplib.SMTPResponseException as exc:
+                if refused is not None:
+                    refused[str(exc.smtp_code)] += 1
+            except (OSError, smtplib.SMTPException) as exc:
+                if refused is not None:
+                    refused[type(exc).__name__] += 1
+            time.sleep(0.05)

@@ -20,13 +20,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import smtplib
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from email.utils import make_msgid
 from pathlib import Path
 
 import pytest
@@ -34,7 +32,7 @@ from sqlalchemy import create_engine, text
 
 from mailbot.registry import read_license_csv
 from mailbot.store import Store
-from tests.e2e.helpers import LICENSES, request_mail, unique_sender
+from tests.e2e.helpers import LICENSES, feed, request_mail, unique_sender
 from tests.e2e.test_news_crash import (
     DaemonProcess,
     prepare_campaign,
@@ -278,25 +276,6 @@ def test_campaign_by_three_daemons_each_recipient_once(
     print(f"three daemons against one: {figures[DAEMONS] / figures[1]:.2f}x")
 
 
-def _feed(port: int, mails: list[bytes], accepted: list[str], refused: Counter[str],
-          stop: threading.Event) -> None:
-    """Deliver like an MTA: retry each mail after a 4xx or a lost connection until a 250."""
-    for raw in mails:
-        mid = raw.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
-        while not stop.is_set():
-            try:
-                with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
-                    c.sendmail("zakaznik@strojirny-hranice.cz", ["podpora@estelar.example"], raw)
-                accepted.append(mid)
-                break
-            except smtplib.SMTPResponseException as exc:
-                refused[str(exc.smtp_code)] += 1
-                time.sleep(0.2)
-            except (OSError, smtplib.SMTPException) as exc:
-                refused[type(exc).__name__] += 1
-                time.sleep(0.2)
-
-
 def test_postgresql_restart_during_intake(
     pg_url: str, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
@@ -326,7 +305,8 @@ def test_postgresql_restart_during_intake(
             wait_until(lambda: _listening(port), 30, f"port {port} listens", daemons[0])
         mails = [[request_mail(subject=f"Dotaz {p}-{i}", sender=unique_sender())
                   for i in range(per_daemon)] for p in range(DAEMONS)]
-        feeders = [threading.Thread(target=_feed, args=(port, m, accepted, refused, stop))
+        feeders = [threading.Thread(target=feed, args=(port, m, accepted, stop),
+                                    kwargs={"refused": refused})
                    for port, m in zip(ports, mails)]
         for f in feeders:
             f.start()

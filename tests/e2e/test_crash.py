@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import smtplib
 import socket
 import sqlite3
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import LICENSES, request_mail
+from tests.e2e.helpers import LICENSES, feed, request_mail
 from tests.fixtures.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,20 +96,6 @@ class DaemonProcess:
         return self.proc.wait(timeout=15)
 
 
-def lmtp_feeder(port: int, mails: list[bytes], accepted: list[str], stop: threading.Event) -> None:
-    """Deliver like an MTA: retry each mail until it gets a 250 (or time is up)."""
-    for raw in mails:
-        mid = raw.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
-        while not stop.is_set():
-            try:
-                with smtplib.LMTP("127.0.0.1", port, timeout=10) as c:
-                    c.sendmail("customer@strojirny-hranice.cz", ["podpora@estelar.example"], raw)
-                accepted.append(mid)
-                break
-            except (OSError, smtplib.SMTPException):
-                time.sleep(0.05)
-
-
 def orphaned_children() -> list[int]:
     """Pids of decision-pool children whose daemon died without them (re-parented to 1)."""
     found = []
@@ -159,7 +144,7 @@ def test_kills_lose_nothing_and_duplicate_only_in_flight(
     deadline = time.monotonic() + BUDGET_SECONDS
     accepted: list[str] = []
     stop_feeding = threading.Event()
-    feeder = threading.Thread(target=lmtp_feeder, args=(lmtp_port, lmtp_mails, accepted,
+    feeder = threading.Thread(target=feed, kwargs={"lmtp": True}, args=(lmtp_port, lmtp_mails, accepted,
                                                        stop_feeding), daemon=True)
     feeder.start()
     appended = 0

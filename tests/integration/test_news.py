@@ -123,6 +123,19 @@ def test_scheduled_campaign_is_queued_once_when_due(cfg: config_mod.Config, stor
     assert len(mails(store)) == 2
 
 
+def news_mail_to_grant(store: Store, cfg: config_mod.Config, name: str) -> tuple[str, bytes]:
+    """Queue campaign `name` (a one-line campaign file unless it is v53) and return the
+    (Message-ID, raw bytes) of its mail to grant@firma.cz."""
+    directory = Path(cfg.news.directory)
+    if not (directory / f"{name}.md").exists():
+        (directory / f"{name}.md").write_text('+++\nsubject_cs = "X"\n+++\nText.\n',
+                                              encoding="utf-8")
+    queue_campaign(store, cfg, load_campaign(directory, name), NOW)
+    row = next(r for r in store.list_outbox(limit=100)
+               if r.kind == "news" and r.purpose == f"news:{name}:grant@firma.cz")
+    return row.message_id, row.raw
+
+
 def test_news_bounces_suppress_the_address(cfg: config_mod.Config, store: Store) -> None:
     """Two bounce reports about news mail to one address suppress it (bounce_limit = 2)."""
     store.upsert_licenses(LICENSES)
@@ -130,18 +143,14 @@ def test_news_bounces_suppress_the_address(cfg: config_mod.Config, store: Store)
     directory = Path(cfg.news.directory)
     worker = Worker(cfg, store)
     for i, name in enumerate(("v53", "b1")):
-        if name != "v53":
-            (directory / f"{name}.md").write_text('+++\nsubject_cs = "X"\n+++\nText.\n', encoding="utf-8")
-        queue_campaign(store, cfg, load_campaign(directory, name), NOW)
-        row = next(r for r in store.list_outbox(limit=100)
-                   if r.kind == "news" and r.purpose == f"news:{name}:grant@firma.cz")
+        _, returned = news_mail_to_grant(store, cfg, name)
         report = EmailMessage()
         report["From"] = "MAILER-DAEMON@mx.firma.cz"
         report["To"] = "podpora@estelar.example"
         report["Subject"] = "Undelivered Mail Returned to Sender"
         report["Message-ID"] = f"<bounce{i}@mx.firma.cz>"
         report.set_content("User unknown.")
-        report.add_attachment(row.raw, maintype="message", subtype="rfc822")  # type: ignore[arg-type]
+        report.add_attachment(returned, maintype="message", subtype="rfc822")  # type: ignore[arg-type]
         report.replace_header("Content-Type", 'multipart/report; report-type="delivery-status"; '
                               f'boundary="{report.get_boundary()}"')
         store.save_inbound(report.as_bytes(policy=email.policy.SMTP), "test", received_at=NOW)
@@ -191,17 +200,12 @@ def test_only_hard_news_bounces_suppress(cfg: config_mod.Config, store: Store, a
 
     store.upsert_licenses(LICENSES)
     store.upsert_contacts(CONTACTS)
-    directory = Path(cfg.news.directory)
     worker = Worker(cfg, store)
     for i, name in enumerate(("v53", "b1")):
-        if name != "v53":
-            (directory / f"{name}.md").write_text('+++\nsubject_cs = "X"\n+++\nText.\n', encoding="utf-8")
-        queue_campaign(store, cfg, load_campaign(directory, name), NOW)
-        row = next(r for r in store.list_outbox(limit=100)
-                   if r.kind == "news" and r.purpose == f"news:{name}:grant@firma.cz")
-        raw = delivery_report(row.raw, i, action, status)
+        message_id, returned = news_mail_to_grant(store, cfg, name)
+        raw = delivery_report(returned, i, action, status)
         mail = parse(raw)  # the report names the news mail and says how delivery went
-        assert row.message_id in mail.original_ids
+        assert message_id in mail.original_ids
         assert mail.delivery_outcome == {"delayed": "delayed", "4": "soft", "5": "hard"}[
             "delayed" if action == "delayed" else status[0]]
         store.save_inbound(raw, "test", received_at=NOW)
@@ -224,14 +228,10 @@ def test_hard_report_after_a_soft_one_counts(cfg: config_mod.Config, store: Stor
     """A hard report about a news mail already soft-bounced makes it a hard bounce."""
     store.upsert_licenses(LICENSES)
     store.upsert_contacts(CONTACTS)
-    directory = Path(cfg.news.directory)
-    (directory / "b1.md").write_text('+++\nsubject_cs = "X"\n+++\nText.\n', encoding="utf-8")
     worker = Worker(cfg, store)
     for n, (name, status) in enumerate((("v53", "4.2.2"), ("v53", "5.1.1"), ("b1", "5.1.1"))):
-        queue_campaign(store, cfg, load_campaign(directory, name), NOW)
-        row = next(r for r in store.list_outbox(limit=100)
-                   if r.purpose == f"news:{name}:grant@firma.cz")
-        store.save_inbound(delivery_report(row.raw, n, "failed", status), "test", received_at=NOW)
+        _, returned = news_mail_to_grant(store, cfg, name)
+        store.save_inbound(delivery_report(returned, n, "failed", status), "test", received_at=NOW)
         worker.process_many(store.claim_inbound(5), now=NOW)
         if n == 1:
             assert store.suppressed() == []
