@@ -289,6 +289,7 @@ class WorkerPool:
                     isolate = True
                     break
             pending = [i for i in pending if i not in done]
+        self._last_used = time.monotonic()  # idle counts from the end of the work
         return [r for r in results if r is not None]
 
 

@@ -83,7 +83,7 @@ def pool_children(worker: Worker) -> list[int]:
 def test_children_start_with_mail_and_stop_when_idle(base_config: config_mod.Config) -> None:
     """No decision process before there is mail; two while deciding; none after the idle
     time; and they come back for the next mail."""
-    cfg = pool_config(base_config, pool_idle_seconds=0.5)
+    cfg = pool_config(base_config, pool_idle_seconds=1.0)
     store = open_store(cfg)
     worker = Worker.from_config(cfg, store)
     try:
@@ -95,7 +95,7 @@ def test_children_start_with_mail_and_stop_when_idle(base_config: config_mod.Con
         assert len(first) == 2
         worker.rest()  # used just now: kept
         assert pool_children(worker) == first
-        time.sleep(0.6)
+        time.sleep(1.2)
         worker.rest()
         assert pool_children(worker) == []
         store.save_inbound(GOOD.replace(b"<good@x>", b"<good2@x>"), "test")

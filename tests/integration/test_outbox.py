@@ -148,7 +148,7 @@ def test_threads_send_in_parallel_at_most_per_domain(store: Store, smtp_sink) ->
     never three, and every message arrives once."""
     addresses = [f"c{i}@{'a' if i % 2 else 'b'}.example" for i in range(16)]
     queue_to(store, addresses)
-    smtp_sink.stall_next("DATA", 0.2, times=16)
+    smtp_sink.stall_next("DATA", 0.3, times=16)
     d = OutboxDispatcher(store, lambda: sender_factory(smtp_sink), batch=16, concurrency=4,
                          per_domain=2)
     try:
@@ -165,7 +165,7 @@ def test_threads_send_in_parallel_at_most_per_domain(store: Store, smtp_sink) ->
 def test_one_domain_is_held_to_its_limit(store: Store, smtp_sink) -> None:
     """All mail to one domain: eight threads, yet at most two transactions there at once."""
     queue_to(store, [f"c{i}@one.example" for i in range(10)])
-    smtp_sink.stall_next("DATA", 0.1, times=10)
+    smtp_sink.stall_next("DATA", 0.3, times=10)
     d = OutboxDispatcher(store, lambda: sender_factory(smtp_sink), batch=10, concurrency=8,
                          per_domain=2)
     try:
