@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from mailbot.attachments import SavedAttachment
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import MailboxConfig
-from mailbot.classify.commands import latest_reply
+from mailbot.classify.commands import COMMAND_EVENTS, latest_reply
 from mailbot.classify.rules import body_text
 from mailbot.domain import (
     Decision,
@@ -449,7 +449,7 @@ def staff_reply(tx: Transaction, ticket: Ticket, inbound_id: int, mail: Mail,
             ticket.priority = command.argument
             ticket.deadline = calendar.deadline(ticket.opened_at,
                                                 emergency=command.argument == "emergency")
-        if command.name != "note":
-            tx.add_ticket_event(ticket.id, command.name, inbound_id=inbound_id, author=author,
-                                detail=command.argument or None)
+        if command.name in COMMAND_EVENTS:
+            tx.add_ticket_event(ticket.id, COMMAND_EVENTS[command.name], inbound_id=inbound_id,
+                                author=author, detail=command.argument or None)
     ticket.updated_at = now

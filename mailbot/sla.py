@@ -2,7 +2,7 @@
 in working hours (pure; `mailbot sla report` reads the rows with `Store.sla_rows`).
 
 A ticket's first response is its first ``answered`` event (a staff reply relayed to, or sent
-directly to, the customer); a ticket with no such event but closed (``close``/``closed``
+directly to, the customer); a ticket with no such event but closed (``closed``
 event, else its ``closed_at``) was *closed without answer*, responded to at the close. The
 response is *in time* at or before the ticket's deadline, *breached* after it. A ticket with
 no response is *breached* (overdue) once its deadline has passed at `now`, else *pending*; so
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 SlaRow = tuple[TicketInfo, datetime | None, datetime | None]
-"""(ticket, first ``answered`` event, first ``close``/``closed`` event) from the store."""
+"""(ticket, first ``answered`` event, first ``closed`` event) from the store."""
 
 # Per-ticket status: the first two and the next two are in time/breached responses.
 ANSWERED, ANSWERED_LATE = "answered", "answered_late"

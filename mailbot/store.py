@@ -1168,7 +1168,7 @@ class Store:
     def sla_rows(self, opened_from: datetime, opened_to: datetime
                  ) -> list[tuple[TicketInfo, datetime | None, datetime | None]]:
         """Tickets opened in ``[opened_from, opened_to)``, oldest first, each with the time of
-        its first ``answered`` event and of its first ``close``/``closed`` event (or None);
+        its first ``answered`` event and of its first ``closed`` event (or None);
         read-only, for :func:`mailbot.sla.sla_report`."""
         from sqlalchemy.sql import Subquery
 
@@ -1180,7 +1180,7 @@ class Store:
                 .subquery()
             )
 
-        answered, closed = first("answered"), first("close", "closed")
+        answered, closed = first("answered"), first("closed")
         q = (
             select(Ticket, answered.c.at, closed.c.at)
             .outerjoin(answered, answered.c.ticket_id == Ticket.id)

@@ -29,6 +29,11 @@ COMMANDS: dict[str, tuple[str, ...] | None] = {
 }
 """Command name → allowed arguments (empty: none; None: free text)."""
 
+COMMAND_EVENTS = {"close": "closed", "wait": "waiting", "assign": "assigned",
+                  "priority": "priority"}
+"""The ticket event a command is recorded as: the same names the CLI records (`#note` is
+recorded as the staff mail's own `note` event)."""
+
 _COMMAND_LINE = re.compile(r"#([A-Za-z][\w-]*)[ \t]*(.*)")
 _MAX_TEXT = 200_000
 

@@ -199,8 +199,8 @@ def test_commands_assign_priority_note_close(desk: Desk) -> None:
     assert closed is not None and closed.state == "closed"
     assert len(desk.sent("relay")) == 1
     events = [(e.kind, e.detail) for e in desk.store.ticket_events(number)]
-    assert ("assign", "Jan Novák") in events and ("priority", "emergency") in events
-    assert ("note", "Interní: zákazník má starou verzi.") in events and ("close", None) in events
+    assert ("assigned", "Jan Novák") in events and ("priority", "emergency") in events
+    assert ("note", "Interní: zákazník má starou verzi.") in events and ("closed", None) in events
 
 
 def test_unknown_command_gets_an_error_and_nothing_is_done(desk: Desk) -> None:

@@ -20,4 +20,30 @@ def test_upgrade_is_idempotent(store: Store) -> None:
     """Running the upgrade again (every start does) changes nothing."""
     before = migrations.current(store.engine)
     migrations.upgrade(store.engine)
-    assert migrations.current(store.engine) == before == "0008"
+    assert migrations.current(store.engine) == before == "0009"
+
+
+def test_0009_renames_staff_command_events(store_url: str) -> None:
+    """Events recorded by staff commands before 0009 (close, wait, assign) get the CLI's
+    names; other events stay as they are."""
+    from sqlalchemy import text
+
+    s = Store.from_url(store_url)
+    try:
+        migrations.upgrade(s.engine, "0008")
+        with s.engine.begin() as c:
+            c.execute(text(
+                "INSERT INTO tickets (id, number, year, seq, customer_email, customer_name, "
+                "subject, priority, state, language, opened_at, deadline, out_seq) VALUES "
+                "(1, 'T-2026-000001', 2026, 1, 'a@b.cz', '', 's', 'normal', 'closed', 'cs', "
+                "'2026-11-02 09:00:00', '2026-11-05 09:00:00', 0)"))
+            for i, kind in enumerate(("opened", "assign", "wait", "close", "closed", "note")):
+                c.execute(text("INSERT INTO ticket_events (id, ticket_id, kind, author, "
+                               "created_at) VALUES (:i, 1, :k, '', '2026-11-02 10:00:00')"),
+                          {"i": i + 1, "k": kind})
+        migrations.upgrade(s.engine)
+        with s.engine.connect() as c:
+            kinds = [k for (k,) in c.execute(text("SELECT kind FROM ticket_events ORDER BY id"))]
+    finally:
+        s.close()
+    assert kinds == ["opened", "assigned", "waiting", "closed", "closed", "note"]

@@ -93,7 +93,7 @@ def setup(tmp_path: Path, store: Store, store_url: str) -> tuple[str, dict[str, 
     n["monday"], i = t.open("2026-11-23 09:00")
     t.event(i, "note", "2026-11-23 10:00")
     t.event(i, "answered", "2026-11-23 15:00")
-    t.event(i, "close", "2026-11-23 15:00")
+    t.event(i, "closed", "2026-11-23 15:00")
     t.event(i, "answered", "2026-11-24 09:00")
     # Friday 16:00 → Monday 10:00: 1 + 2 working hours, the weekend skipped.
     n["weekend"], i = t.open("2026-11-20 16:00")
