@@ -1,0 +1,81 @@
+"""The `cli` group and what its commands share: consoles, tables, `--config`, the clock."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mailbot import config as config_mod
+from mailbot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mailbot.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Not a terminal (pipes, logs): wide enough that addresses and errors stay on one line.
+console = Console(width=shutil.get_terminal_size((160, 24)).columns)
+err_console = Console(stderr=True)
+
+
+def table_(*columns: str) -> Table:
+    """A rich table whose cells wrap instead of being cut off in narrow terminals."""
+    t = Table()
+    for name in columns:
+        t.add_column(name, overflow="fold")
+    return t
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="MAILBOT_CONFIG",
+        default=None,
+        help="Config file (default: config/mailbot.toml).",
+    )(f)
+
+
+def load_config(path: Path | None) -> config_mod.Config:
+    try:
+        return config_mod.load(path)
+    except ConfigError as exc:
+        raise click.ClickException(f"config error: {exc}") from None
+
+
+def _open_store(cfg: config_mod.Config) -> Store:
+    from mailbot.app import open_store
+
+    return open_store(cfg)
+
+
+def parse_now(value: str | None) -> datetime:
+    from mailbot.store import utcnow
+
+    if value is None:
+        return utcnow()
+    try:
+        now = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected ISO-8601 like 2026-11-25T10:00:00+01:00, got {value!r}")
+    if now.tzinfo is None:
+        raise click.BadParameter("--now needs a UTC offset, e.g. 2026-11-25T10:00:00+01:00")
+    return now
+
+
+@click.group()
+@click.option("--log-level", default="INFO", envvar="MAILBOT_LOG_LEVEL", show_default=True)
+def cli(log_level: str) -> None:
+    """mailbot: the support mailbox daemon and its tools."""
+    from mailbot import logs
+
+    logs.setup(log_level.upper())
+

@@ -1,0 +1,114 @@
+"""`mailbot licenses` and `mailbot contacts`: importing and listing the registries."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from mailbot.cli.base import cli, config_option, console, err_console, load_config, table_
+
+
+# --- licenses ---------------------------------------------------------------------------
+
+
+@cli.group()
+def licenses() -> None:
+    """The license registry."""
+
+
+@licenses.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@config_option
+def licenses_import(csv_file: Path, config_path: Path | None) -> None:
+    """Upsert the registry from a CSV file (bad rows are reported and skipped)."""
+    from mailbot.app import open_store
+    from mailbot.registry import read_license_file
+
+    records, errors = read_license_file(csv_file)
+    store = open_store(load_config(config_path))
+    n = store.upsert_licenses(records)
+    for e in errors:
+        err_console.print(f"[yellow]{csv_file}: {e}[/yellow]", highlight=False)
+    click.echo(f"imported {n} license(s), {len(errors)} bad row(s)")
+    if errors:
+        sys.exit(1)
+
+
+# --- contacts ---------------------------------------------------------------------------
+
+
+@cli.group()
+def contacts() -> None:
+    """The contacts list: addresses per license (news, notices before support ends)."""
+
+
+@contacts.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@config_option
+def contacts_import(csv_file: Path, config_path: Path | None) -> None:
+    """Upsert contacts from a CSV file with columns email,license,name,language."""
+    from mailbot.app import open_store
+    from mailbot.contacts import read_contacts_file
+
+    found, errors = read_contacts_file(csv_file)
+    store = open_store(load_config(config_path))
+    try:
+        n = store.upsert_contacts(found)
+    finally:
+        store.close()
+    for e in errors:
+        err_console.print(f"[yellow]{csv_file}: {e}[/yellow]", highlight=False)
+    click.echo(f"imported {n} contact(s), {len(errors)} bad row(s)")
+    if errors:
+        sys.exit(1)
+
+
+@contacts.command("list")
+@click.option("--license", "license_number", default=None, help="Only this license's contacts.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@config_option
+def contacts_list(license_number: str | None, as_json: bool, config_path: Path | None) -> None:
+    """List contacts."""
+    from mailbot.app import open_store
+
+    store = open_store(load_config(config_path))
+    try:
+        found = store.contacts(license_number)
+    finally:
+        store.close()
+    if as_json:
+        for c in found:
+            click.echo(json.dumps(dataclasses.asdict(c), ensure_ascii=False))
+        return
+    table = table_("email", "license", "name", "language")
+    for c in found:
+        table.add_row(escape(c.email), c.license, escape(c.name), c.language)
+    console.print(table)
+
+
+@contacts.command("suppressed")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@config_option
+def contacts_suppressed(as_json: bool, config_path: Path | None) -> None:
+    """Addresses no mailing reaches, with the reason."""
+    from mailbot.app import open_store
+
+    store = open_store(load_config(config_path))
+    try:
+        rows = store.suppressed()
+    finally:
+        store.close()
+    if as_json:
+        for address, reason, since in rows:
+            click.echo(json.dumps({"address": address, "reason": reason,
+                                   "since": since.isoformat()}))
+        return
+    table = table_("address", "reason", "since")
+    for address, reason, since in rows:
+        table.add_row(escape(address), reason, since.isoformat(timespec="minutes"))
+    console.print(table)
