@@ -51,7 +51,8 @@ def load_config(path: Path | None) -> config_mod.Config:
         raise click.ClickException(f"config error: {exc}") from None
 
 
-def _open_store(cfg: config_mod.Config) -> Store:
+def store_for(cfg: config_mod.Config) -> Store:
+    """The configured store, migrated (mailbot.app is imported only when a command needs it)."""
     from mailbot.app import open_store
 
     return open_store(cfg)

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
-from mailbot.cli.base import cli, config_option, console, load_config, table_
-
-
-def _open(config_path: Path | None) -> Any:
-    from mailbot.app import open_store
-
-    return open_store(load_config(config_path))
+from mailbot.cli.base import cli, config_option, console, load_config, store_for, table_
 
 
 @cli.group()
@@ -27,7 +20,7 @@ def outbox() -> None:
 @config_option
 def outbox_list(state: str | None, limit: int, config_path: Path | None) -> None:
     """List outbox rows, newest first."""
-    store = _open(config_path)
+    store = store_for(load_config(config_path))
     table = table_("id", "state", "kind", "to", "attempts", "next attempt", "last error")
     for r in store.list_outbox(state, limit):
         table.add_row(str(r.id), r.state, r.kind, ", ".join(r.rcpt_to), str(r.attempts),
@@ -40,7 +33,7 @@ def outbox_list(state: str | None, limit: int, config_path: Path | None) -> None
 @config_option
 def outbox_show(outbox_id: int, config_path: Path | None) -> None:
     """Print one outbox message with its delivery state."""
-    store = _open(config_path)
+    store = store_for(load_config(config_path))
     r = store.get_outbox(outbox_id)
     if r is None:
         raise click.ClickException(f"no outbox message {outbox_id}")
@@ -54,7 +47,7 @@ def outbox_show(outbox_id: int, config_path: Path | None) -> None:
 @config_option
 def outbox_retry(outbox_ids: tuple[int, ...], config_path: Path | None) -> None:
     """Queue dead messages again, due now."""
-    n = _open(config_path).retry_outbox(outbox_ids)
+    n = store_for(load_config(config_path)).retry_outbox(outbox_ids)
     click.echo(f"requeued {n} message(s)")
 
 
@@ -68,7 +61,7 @@ def quarantine() -> None:
 @config_option
 def quarantine_list(limit: int, config_path: Path | None) -> None:
     """List quarantined messages with the reason."""
-    store = _open(config_path)
+    store = store_for(load_config(config_path))
     table = table_("id", "received", "from", "origin", "error")
     for r in store.list_inbound("quarantined", limit):
         last = (r.error or "").strip().splitlines()[-1:] or [""]
@@ -83,7 +76,7 @@ def quarantine_list(limit: int, config_path: Path | None) -> None:
 @config_option
 def quarantine_show(inbound_id: int, raw: bool, config_path: Path | None) -> None:
     """Print a quarantined message's traceback (or raw bytes)."""
-    row = _open(config_path).get_inbound(inbound_id)
+    row = store_for(load_config(config_path)).get_inbound(inbound_id)
     if row is None or row.state != "quarantined":
         raise click.ClickException(f"inbound message {inbound_id} is not quarantined")
     click.echo(row.raw.decode("utf-8", "replace") if raw else (row.error or ""))
@@ -97,7 +90,7 @@ def quarantine_retry(inbound_ids: tuple[int, ...], config_path: Path | None) -> 
     from mailbot.worker import Worker
 
     cfg = load_config(config_path)
-    store = _open(config_path)
+    store = store_for(load_config(config_path))
     n = store.requeue_inbound(inbound_ids)
     worker = Worker.from_config(cfg, store)
     try:
@@ -115,7 +108,7 @@ def quarantine_retry(inbound_ids: tuple[int, ...], config_path: Path | None) -> 
 @config_option
 def status(config_path: Path | None) -> None:
     """Queue depths and the oldest unsent reply."""
-    store = _open(config_path)
+    store = store_for(load_config(config_path))
     inbound = store.count_inbound()
     out = store.count_outbox()
     click.echo("inbound:  " + (", ".join(f"{k}={v}" for k, v in sorted(inbound.items())) or "empty"))

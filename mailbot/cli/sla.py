@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mailbot.cli.base import (
-    _open_store,
+    store_for,
     cli,
     config_option,
     console,
@@ -56,7 +56,7 @@ def sla_report_command(date_from: datetime | None, date_to: datetime | None, as_
         raise click.BadParameter(f"--from {first} is after --to {last}")
     start = datetime.combine(first, datetime.min.time(), tzinfo=zone)
     end = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone)
-    store = _open_store(cfg)
+    store = store_for(cfg)
     try:
         rows = store.sla_rows(start, end)
     finally:

@@ -19,7 +19,7 @@ from rich.table import Table
 from mailbot.attachments import AttachmentStore
 from mailbot.cli.base import (
     F,
-    _open_store,
+    store_for,
     cli,
     config_option,
     console,
@@ -110,7 +110,7 @@ def tickets_list(only_open: bool, overdue: bool, assignee: str | None, limit: in
     """List tickets, newest first."""
     now = parse_now(now_text)
     cfg = load_config(config_path)
-    store = _open_store(cfg)
+    store = store_for(cfg)
     try:
         rows = store.list_tickets(
             states=("open", "waiting") if only_open else (),
@@ -147,7 +147,7 @@ def tickets_show(number: str, as_json: bool, now_text: str | None,
     """Print one ticket with its history."""
     now = parse_now(now_text)
     cfg = load_config(config_path)
-    store = _open_store(cfg)
+    store = store_for(cfg)
     try:
         info = store.ticket_info(number)
         if info is None:
@@ -205,7 +205,7 @@ def tickets_show(number: str, as_json: bool, now_text: str | None,
 def tickets_attachments(number: str, target: Path, config_path: Path | None) -> None:
     """Copy a ticket's attachments into a directory, under their sanitised names."""
     cfg = load_config(config_path)
-    store = _open_store(cfg)
+    store = store_for(cfg)
     try:
         if store.ticket_info(number) is None:
             raise click.ClickException(f"no ticket {number}")
@@ -225,7 +225,7 @@ def tickets_attachments(number: str, target: Path, config_path: Path | None) -> 
 @config_option
 def tickets_close(number: str, by: str, config_path: Path | None) -> None:
     """Close a ticket."""
-    store = _open_store(load_config(config_path))
+    store = store_for(load_config(config_path))
     try:
         info = store.ticket_info(number)
         if info is None:
@@ -250,7 +250,7 @@ def tickets_assign(number: str, name: str, by: str, config_path: Path | None) ->
     name = name.strip()
     if not name:
         raise click.BadParameter("must not be empty", param_hint="NAME")
-    store = _open_store(load_config(config_path))
+    store = store_for(load_config(config_path))
     try:
         if not store.assign_ticket(number, name, by=by):
             raise click.ClickException(f"no ticket {number}")
