@@ -29,6 +29,11 @@ class TemporaryIngestError(IngestError):
     """The store is unavailable right now; the sender should retry (SMTP 451)."""
 
 
+class StoreUnavailableError(MailbotError):
+    """The database cannot be reached while deciding: the batch stays queued and is tried
+    again later (never a reason to quarantine a message)."""
+
+
 class ParseError(MailbotError):
     """A stored message could not be parsed or decided."""
 

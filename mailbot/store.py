@@ -59,7 +59,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from mailbot.attachments import SavedAttachment
@@ -68,6 +68,13 @@ from mailbot.domain import LicenseRecord, Priority, TicketInfo, Tier
 from mailbot.errors import TemporaryIngestError
 
 log = logging.getLogger(__name__)
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the database cannot be used right now (down, restarting, locked,
+    connection lost), so the work is to be retried, not blamed on the message."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 def new_lease_holder() -> str:
@@ -670,6 +677,14 @@ class Store:
                 .values(state="quarantined", error=error[:20000], lease_until=None,
                         decided_at=utcnow())
             )
+
+    def release_inbound(self, inbound_ids: Sequence[int]) -> None:
+        """Give claimed, undecided messages back (the batch failed), due again at once."""
+        with self.session() as s:
+            s.execute(update(InboundMessage)
+                      .where(InboundMessage.id.in_(list(inbound_ids)))
+                      .where(InboundMessage.state == "received")
+                      .values(lease_until=None))
 
     def requeue_inbound(self, inbound_ids: Sequence[int]) -> int:
         """Put quarantined messages back into the queue (after a fix)."""

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import OperationalError
 
 from mailbot.actions import (
     ActionSettings,
@@ -45,7 +44,15 @@ from mailbot.logs import decision_log, message_key
 from mailbot.registry import DictRegistry
 from mailbot.replies.conversation import ConversationRenderer, attachments_of
 from mailbot.replies.render import ReplyRenderer
-from mailbot.store import ClaimedInbound, OutgoingMail, Store, Transaction, utcnow
+from mailbot.errors import StoreUnavailableError
+from mailbot.store import (
+    ClaimedInbound,
+    OutgoingMail,
+    Store,
+    Transaction,
+    store_unavailable,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +237,9 @@ class Decider:
             if violation is not None:
                 return self.over_limit(raw, violation, now, mail)
             return Analysis(mail, decide(mail, self.context(now)))
-        except Exception:  # noqa: BLE001 - any parser/rule failure is contained here
+        except Exception as exc:  # noqa: BLE001 - any parser/rule failure is contained here
+            if store_unavailable(exc):  # the store's fault, not the message's: retry later
+                raise StoreUnavailableError(f"store unavailable while deciding: {exc}") from None
             return Analysis(mail, None, traceback.format_exc())
 
     def over_limit(self, raw: bytes, violation: Violation, now: datetime,
@@ -274,7 +283,9 @@ class Decider:
                     files.save(name, ctype, payload) for name, ctype, payload, _ in
                     attachments_of(job.raw, self.config.limits.ticket_attachment_bytes))
             return Rendered(job.inbound_id, replies, attachments=saved)
-        except Exception:  # noqa: BLE001 - a template or header bug: quarantine this message
+        except Exception as exc:  # noqa: BLE001 - a template or header bug: quarantine it
+            if store_unavailable(exc):
+                raise StoreUnavailableError(f"store unavailable while rendering: {exc}") from None
             return Rendered(job.inbound_id, (), traceback.format_exc())
 
 
@@ -401,9 +412,9 @@ class Worker:
                 results = [self._apply(tx, item, a, drafts.get(item.id), rendered.get(item.id),
                                        prepared.now)
                            for item, a in zip(items, analyses)]
-        except OperationalError:
-            raise  # the database is away: everything stays queued
-        except Exception:  # noqa: BLE001 - one message's writes failed: find which
+        except Exception as exc:  # noqa: BLE001 - one message's writes failed: find which
+            if store_unavailable(exc):
+                raise  # the database is away: everything stays queued
             # One by one, each in its own transaction: a message whose writes fail again is
             # quarantined with the traceback (also in a batch of one: never retried forever).
             log.warning("batch of %d failed; applying one by one", len(items), exc_info=True)
@@ -462,9 +473,9 @@ class Worker:
         try:
             with self.store.transaction() as tx:
                 return self._apply(tx, item, analysis, draft, rendered, now)
-        except OperationalError:
-            raise
-        except Exception:  # noqa: BLE001 - a bug in acting on this message: park it
+        except Exception as exc:  # noqa: BLE001 - a bug in acting on this message: park it
+            if store_unavailable(exc):
+                raise
             error = traceback.format_exc()
             self.store.quarantine_inbound(item.id, error)
             return Quarantined(item.id, error, analysis.mail)
@@ -520,5 +531,14 @@ class Worker:
         lease = timedelta(seconds=self.config.worker.lease_seconds)
         batch = self.store.claim_inbound(limit, lease)
         if batch:
-            self.process_many(batch)
+            try:
+                self.process_many(batch)
+            except Exception:
+                # E.g. the database went away: if it is back, the batch is due at once
+                # rather than after its lease; if not, the lease frees it later.
+                try:
+                    self.store.release_inbound([item.id for item in batch])
+                except Exception:  # noqa: BLE001
+                    log.debug("could not release the failed batch", exc_info=True)
+                raise
         return len(batch)

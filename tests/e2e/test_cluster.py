@@ -323,11 +323,14 @@ def test_postgresql_restart_during_intake(
 
         def done() -> bool:
             try:
-                return (count(pg_url, "select count(*) from decisions") >= total
-                        and count(pg_url, "select count(*) from outbox where state <> 'sent'")
-                        == 0)
+                parked = rows(pg_url, "select error from inbound_messages "
+                                      "where state = 'quarantined' limit 1")
+                decided = count(pg_url, "select count(*) from decisions")
+                unsent = count(pg_url, "select count(*) from outbox where state <> 'sent'")
             except Exception:  # noqa: BLE001 - the database may still be starting
                 return False
+            assert not parked, f"quarantined for the database's fault: {parked[0][0]}"
+            return decided >= total and unsent == 0
 
         wait_until(done, 180, "every accepted mail was decided and answered", daemons[0])
         codes = stop_all(daemons)

@@ -6,8 +6,11 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from mailbot import config as config_mod
 from mailbot.app import open_store
+from mailbot.errors import StoreUnavailableError
 from mailbot.worker import Quarantined, Worker
 
 
@@ -104,3 +107,66 @@ def test_children_start_with_mail_and_stop_when_idle(base_config: config_mod.Con
     finally:
         worker.close()
     assert store.count_inbound() == {"decided": 2}
+
+
+def test_store_away_while_deciding_is_retried_not_quarantined(
+    base_config: config_mod.Config
+) -> None:
+    """The decision children cannot reach the database (here: their URL points at a closed
+    port): the batch fails as a whole with StoreUnavailableError and the mail stays queued;
+    with the database reachable it is decided. (A PostgreSQL restart during intake caught
+    the opposite: a mail quarantined for the store's fault.)"""
+    from mailbot.isolation import WorkerPool
+
+    cfg = pool_config(base_config, processes=1)
+    unreachable = cfg.model_copy(update={"store": cfg.store.model_copy(
+        update={"url": "postgresql+psycopg://mailbot@127.0.0.1:1/none?connect_timeout=2"})})
+    store = open_store(cfg)
+    store.save_inbound(GOOD, "test")
+    worker = Worker(cfg, store, pool=WorkerPool(unreachable, processes=1, timeout=10,
+                                                memory_mb=1024))
+    try:
+        items = store.claim_inbound(10)
+        with pytest.raises(StoreUnavailableError, match="store unavailable while deciding"):
+            worker.process_many(items)
+        assert store.count_inbound() == {"received": 1}
+    finally:
+        worker.close()
+    worker = Worker.from_config(cfg, store)
+    try:
+        assert not isinstance(worker.process_many(items)[0], Quarantined)
+    finally:
+        worker.close()
+    assert store.count_inbound() == {"decided": 1}
+
+
+def test_store_away_in_process_is_retried_not_quarantined(
+    base_config: config_mod.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same without child processes: an OperationalError from the rules' store
+    lookups is not the message's fault."""
+    from sqlalchemy.exc import OperationalError
+
+    from mailbot.worker import Decider
+
+    cfg = pool_config(base_config, processes=0)
+    store = open_store(cfg)
+    store.save_inbound(GOOD, "test")
+    worker = Worker.from_config(cfg, store)
+    items = store.claim_inbound(10)
+    store.release_inbound([i.id for i in items])
+
+    def gone(self: Decider, now: object) -> None:
+        raise OperationalError("SELECT …", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(Decider, "context", gone)
+    with pytest.raises(StoreUnavailableError):
+        worker.process_many(items)
+    assert store.count_inbound() == {"received": 1}
+    with pytest.raises(StoreUnavailableError):
+        worker.run_once(10)  # claims it again (nobody holds it), fails, gives it back
+    [row] = store.list_inbound("received")
+    assert row.lease_until is None  # due again at once, not after the lease
+    monkeypatch.undo()
+    assert worker.run_once(10) == 1
+    assert store.count_inbound() == {"decided": 1}
