@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from mailbot.attachments import SavedAttachment
 from mailbot.business_hours import BusinessCalendar
-from mailbot.config import MailboxConfig
+from mailbot.config import Config, MailboxConfig
 from mailbot.classify.commands import COMMAND_EVENTS, latest_reply
 from mailbot.classify.rules import body_text
 from mailbot.domain import (
@@ -236,13 +236,19 @@ def reasons_json(decision: Decision) -> list[dict[str, object]]:
 
 @dataclass(frozen=True, slots=True)
 class ActionSettings:
-    """What acting on decisions needs besides the transaction."""
+    """What acting on decisions needs besides the transaction (from the config)."""
 
     calendar: BusinessCalendar
-    auto_replies_per_hour: int = 3
-    ticket_attachment_bytes: int = 100 * 1024 * 1024
-    unsubscribe_address: str = "novinky-odhlaseni@estelar.example"
-    news_bounce_limit: int = 2
+    auto_replies_per_hour: int
+    ticket_attachment_bytes: int
+    unsubscribe_address: str
+    news_bounce_limit: int
+
+    @classmethod
+    def from_config(cls, config: Config, calendar: BusinessCalendar) -> ActionSettings:
+        return cls(calendar, config.conversation.auto_replies_per_hour,
+                   config.limits.ticket_attachment_bytes, config.mailbox.unsubscribe_address,
+                   config.news.bounce_limit)
 
 
 def write_decision(

@@ -36,7 +36,7 @@ from mailbot.classify.decide import decide
 from mailbot.classify.rules import RuleContext, TicketIndex
 from mailbot.config import Config, read_secret
 from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketInfo, TicketView
-from mailbot.ingest.limits import Limits, Violation, check_attachments, header_section
+from mailbot.ingest.limits import Violation, check_attachments, header_section
 from mailbot.ingest.limits import check as check_limits
 from mailbot.ingest.parse import parse
 from mailbot.isolation import Overrun, Submitted, WorkerPool
@@ -197,9 +197,7 @@ class Decider:
         self._registry_version: object = None
         self._registry_checked = 0.0
         self._secret: bytes | None = None
-        lim = config.limits
-        self.limits = Limits(lim.message_bytes, lim.header_bytes, lim.header_fields,
-                             lim.mime_parts, lim.multiparts, lim.attachment_bytes)
+        self.limits = config.limits
 
     def token_secret(self) -> bytes:
         if self._secret is None:
@@ -300,11 +298,7 @@ class Worker:
         self.pool = pool
         self.decider = Decider(config, store)
         self.calendar = BusinessCalendar(config.calendar)
-        self.settings = ActionSettings(self.calendar,
-                                       config.conversation.auto_replies_per_hour,
-                                       config.limits.ticket_attachment_bytes,
-                                       config.mailbox.unsubscribe_address,
-                                       config.news.bounce_limit)
+        self.settings = ActionSettings.from_config(config, self.calendar)
         # Ticket numbers allocated to batches not yet committed (a reply may name one).
         self._allocated: set[str] = set()
 

@@ -12,22 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mailbot.config import LimitsConfig
+
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_START = re.compile(rb"(?m)^[^ \t\r\n]")
 _CONTENT_TYPE = re.compile(rb"(?im)^content-type[ \t]*:")
 _BOUNDARY = re.compile(rb"(?i)\bboundary[ \t]*=")
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The limits of one message (see `[limits]` in the config)."""
-
-    message_bytes: int = 25 * 1024 * 1024
-    header_bytes: int = 256 * 1024
-    header_fields: int = 1000
-    mime_parts: int = 1000
-    multiparts: int = 50
-    attachment_bytes: int = 20 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +54,7 @@ def header_section(raw: bytes, limit: int) -> bytes | None:
     return raw[: m.start()]
 
 
-def check(raw: bytes, limits: Limits) -> Violation | None:
+def check(raw: bytes, limits: LimitsConfig) -> Violation | None:
     """The first limit `raw` exceeds, or None."""
     if len(raw) > limits.message_bytes:
         return Violation("too_large", f"{human_size(len(raw))} > {human_size(limits.message_bytes)}",
@@ -84,7 +74,7 @@ def check(raw: bytes, limits: Limits) -> Violation | None:
     return None
 
 
-def check_attachments(sizes: list[tuple[str, int]], limits: Limits) -> Violation | None:
+def check_attachments(sizes: list[tuple[str, int]], limits: LimitsConfig) -> Violation | None:
     """A decoded attachment larger than allowed (checked after parsing)."""
     for name, size in sizes:
         if size > limits.attachment_bytes:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from mailbot.ingest.limits import Limits, check, check_attachments, header_section
+from mailbot.config import LimitsConfig
+from mailbot.ingest.limits import check, check_attachments, header_section
 
-LIMITS = Limits(message_bytes=10_000, header_bytes=2_000, header_fields=20, mime_parts=10,
+LIMITS = LimitsConfig(message_bytes=10_000, header_bytes=2_000, header_fields=20, mime_parts=10,
                 multiparts=3, attachment_bytes=5_000)
 HEAD = b"From: a@b.example\r\nTo: podpora@estelar.example\r\nSubject: x\r\n"
 
