@@ -9,12 +9,12 @@ from pathlib import Path
 import click
 
 from mailbot.cli.base import (
-    store_for,
     cli,
     config_option,
     console,
     load_config,
     parse_now,
+    store_for,
     table_,
 )
 

@@ -19,12 +19,12 @@ from rich.table import Table
 from mailbot.attachments import AttachmentStore
 from mailbot.cli.base import (
     F,
-    store_for,
     cli,
     config_option,
     console,
     load_config,
     parse_now,
+    store_for,
     table_,
 )
 
