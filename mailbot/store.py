@@ -247,6 +247,8 @@ class OutboxMessage(Base):
     # The (first) recipient, lower-cased: bounces are counted per address.
     recipient: Mapped[str | None] = mapped_column(String(320))
     bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # For a bounced message: "hard" (5.x.x, or a non-standard bounce) or "soft" (4.x.x).
+    bounce: Mapped[str | None] = mapped_column(String(10))
     # 0: service mail (ticket replies, notices), sent first; 1: bulk mail (news).
     priority: Mapped[int] = mapped_column(default=0, server_default="0")
 
@@ -1376,8 +1378,7 @@ class Transaction:
         """After a hard bounce report: suppress the recipients of these news mails whose news
         mail has bounced hard `limit` times in all. Returns the addresses suppressed now.
 
-        Soft bounces (`last_error` "soft bounce", see mark_bounced) do not count; rows
-        bounced before bounce kinds were recorded count as hard, as they did then.
+        Soft bounces (see mark_bounced) do not count.
         """
         rows = self.s.execute(select(OutboxMessage.rcpt_to)
                               .where(OutboxMessage.message_id.in_(list(message_ids)))
@@ -1390,8 +1391,7 @@ class Transaction:
                     select(func.count()).select_from(OutboxMessage)
                     .where(OutboxMessage.kind == "news", OutboxMessage.state == "bounced",
                            OutboxMessage.recipient == address,
-                           OutboxMessage.last_error.is_(None)
-                           | (OutboxMessage.last_error != "soft bounce"))) or 0)
+                           OutboxMessage.bounce == "hard")) or 0)
                 if bounced >= limit and self.s.get(Suppression, address) is None:
                     self.s.add(Suppression(address=address, reason="bounced",
                                            detail=f"{bounced} hard bounces of news mail",
@@ -1410,18 +1410,18 @@ class Transaction:
 
     def mark_bounced(self, message_ids: Sequence[str], now: datetime, *,
                      hard: bool = True) -> int:
-        """Mark our outgoing messages that a delivery report returned as `bounced`, with
-        `last_error` "hard bounce" or "soft bounce" (failed with 4.x.x only, which
-        bounce_news does not count). A hard report upgrades an earlier soft bounce."""
+        """Mark our outgoing messages that a delivery report returned as `bounced`, `hard`
+        or soft (failed with 4.x.x only, which bounce_news does not count). A hard report
+        upgrades an earlier soft bounce."""
         if not message_ids:
             return 0
-        upgrade = (OutboxMessage.state == "bounced") & (OutboxMessage.last_error == "soft bounce")
+        upgrade = (OutboxMessage.state == "bounced") & (OutboxMessage.bounce == "soft")
         res = self.s.execute(
             update(OutboxMessage)
             .where(OutboxMessage.message_id.in_(list(message_ids)))
             .where(OutboxMessage.state.in_(("sent", "queued")) | (upgrade if hard else False))
             .values(state="bounced", bounced_at=now, lease_until=None,
-                    last_error="hard bounce" if hard else "soft bounce")
+                    bounce="hard" if hard else "soft")
         )
         return int(res.rowcount or 0)  # type: ignore[attr-defined]
 

@@ -20,7 +20,7 @@ def test_upgrade_is_idempotent(store: Store) -> None:
     """Running the upgrade again (every start does) changes nothing."""
     before = migrations.current(store.engine)
     migrations.upgrade(store.engine)
-    assert migrations.current(store.engine) == before == "0009"
+    assert migrations.current(store.engine) == before == "0010"
 
 
 def test_0009_renames_staff_command_events(store_url: str) -> None:
@@ -47,3 +47,30 @@ def test_0009_renames_staff_command_events(store_url: str) -> None:
     finally:
         s.close()
     assert kinds == ["opened", "assigned", "waiting", "closed", "closed", "note"]
+
+
+def test_0010_moves_the_bounce_kind_out_of_last_error(store_url: str) -> None:
+    """Bounced rows get `bounce`: "soft" where 0009's marker said so, else "hard" (bounces
+    from before kinds were told apart counted as hard); other rows none."""
+    from sqlalchemy import text
+
+    s = Store.from_url(store_url)
+    try:
+        migrations.upgrade(s.engine, "0009")
+        with s.engine.begin() as c:
+            for i, (state, error) in enumerate((("bounced", "soft bounce"),
+                                                ("bounced", "hard bounce"),
+                                                ("bounced", None), ("sent", None))):
+                c.execute(text(
+                    "INSERT INTO outbox (id, purpose, message_id, kind, mail_from, rcpt_to, raw, "
+                    "state, attempts, next_attempt_at, created_at, last_error) VALUES "
+                    "(:i, :p, :m, 'news', 'a@b.cz', '[\"c@d.cz\"]', :raw, :state, 1, "
+                    "'2026-11-02 09:00:00', '2026-11-02 09:00:00', :error)"),
+                    {"i": i + 1, "p": f"news:x:{i}", "m": f"<{i}@b.cz>", "raw": b"x",
+                     "state": state, "error": error})
+        migrations.upgrade(s.engine)
+        with s.engine.connect() as c:
+            kinds = [k for (k,) in c.execute(text("SELECT bounce FROM outbox ORDER BY id"))]
+    finally:
+        s.close()
+    assert kinds == ["soft", "hard", "hard", None]

@@ -215,7 +215,7 @@ def test_only_hard_news_bounces_suppress(cfg: config_mod.Config, store: Store, a
     assert len(rows) == 2 and {r.state for r in rows} == {state}
     if state == "bounced":
         kind = "soft" if status.startswith("4") else "hard"
-        assert {r.last_error for r in rows} == {f"{kind} bounce"}
+        assert {r.bounce for r in rows} == {kind}
     expected = [("grant@firma.cz", "bounced")] if suppressed else []
     assert [(a, r) for a, r, _ in store.suppressed()] == expected
     if suppressed:
@@ -236,7 +236,7 @@ def test_hard_report_after_a_soft_one_counts(cfg: config_mod.Config, store: Stor
         if n == 1:
             assert store.suppressed() == []
     rows = [r for r in store.list_outbox(limit=100) if r.purpose.endswith(":grant@firma.cz")]
-    assert [(r.state, r.last_error) for r in rows] == [("bounced", "hard bounce")] * 2
+    assert [(r.state, r.bounce) for r in rows] == [("bounced", "hard")] * 2
     assert [(a, r) for a, r, _ in store.suppressed()] == [("grant@firma.cz", "bounced")]
 
 
