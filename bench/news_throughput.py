@@ -7,8 +7,9 @@ local aiosmtpd sink, throttling off (`news.rate_per_minute = 0`).
 Everything is on 127.0.0.1: an aiosmtpd sink in this process (tests.fixtures.servers) as
 the relay, and the daemon as a subprocess, `python -m mailbot run --config TMP.toml`, with a
 temporary SQLite store (WAL, synchronous=FULL), no listener, no scheduler. The registry
-(5 HOTLINE licenses, 1 NONE) and N contacts (plus 2 % unsubscribed and 1 % without support,
-who must get nothing) are imported with the CLI, then the campaign (templates/news/example.md,
+(100 HOTLINE licenses, 1 NONE) and N contacts over 50 domains (plus 2 % unsubscribed and 1 %
+without support, who must get nothing) are written through the Store API
+(tests/e2e/test_news_crash.prepare_campaign), then the campaign (templates/news/example.md,
 audience "supported") is queued with `mailbot news send` while the daemon is not running.
 Then the daemon starts and sends the outbox (`outbound.concurrency` = 4 connections, at most 2
 to one of the 50 recipient domains). Printed:
@@ -38,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.test_news_crash import DaemonProcess, db_rows, prepare_campaign
+from tests.e2e.processes import DaemonProcess, db_rows
+from tests.e2e.test_news_crash import prepare_campaign
 from tests.fixtures.bombs import PeakRss
 from tests.fixtures.servers import SmtpSink
 

@@ -36,7 +36,7 @@ from mailbot.ingest.imap import ImapPoller
 from mailbot.ingest.intake import Intake
 from mailbot.ingest.lmtp import IntakeHandler, ListenerThread, RecipientPolicy
 from mailbot.replies.outbox import OutboxDispatcher
-from mailbot.replies.smtp import Transport, build_transport
+from mailbot.replies.smtp import Transport, sending_transports
 from mailbot.store import Store, new_lease_holder, utcnow
 from mailbot.unsubscribe_http import UnsubscribeServer
 from mailbot.worker import Worker
@@ -81,14 +81,9 @@ class Daemon:
             # Embedded mode is one process: leases left by a killed run have no holder.
             store.release_all_leases()
         out = config.outbound
-        if transport is None and out.mode == "smtp":
-            build_transport(config)  # a missing secret fails the start, not the first send
-            transports: Transport | Callable[[], Transport] = lambda: build_transport(config)
-        else:  # one directory sink (or the given transport) shared by the sending threads
-            transports = transport or build_transport(config)
         dispatcher = OutboxDispatcher(
             store,
-            transports,
+            transport or sending_transports(config),
             batch=out.batch,
             concurrency=out.concurrency,
             per_domain=out.per_domain_concurrency,
@@ -221,7 +216,8 @@ class Daemon:
             if n:
                 self._outbox_wake.set()
                 continue
-            await asyncio.to_thread(self.worker.rest)
+            if self.worker.pool is not None and cfg.pool_idle_seconds:
+                await asyncio.to_thread(self.worker.rest)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._worker_wake.wait(), cfg.poll_seconds)
 
@@ -259,8 +255,9 @@ class Daemon:
         try:
             while not self.stop.is_set():
                 try:
-                    if await asyncio.to_thread(self.store.acquire_lease, SCHEDULER_LEASE,
-                                               holder, max(1.0, 3 * tick)):
+                    # SQLite is one process (no other scheduler): no lease to write.
+                    if self.store.is_sqlite or await asyncio.to_thread(
+                            self.store.acquire_lease, SCHEDULER_LEASE, holder, max(1.0, 3 * tick)):
                         if await asyncio.to_thread(scheduler.run_due, utcnow()):
                             self._outbox_wake.set()
                 except Exception:  # noqa: BLE001 - the store is away or a bug: try next tick

@@ -19,7 +19,6 @@ occurrence at 8:00 on 1 December 2026 (business time zone) has the campaign id
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import re
 from html import escape as html_escape
 import secrets
@@ -38,29 +37,24 @@ from cronsim import CronSim, CronSimError
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
-from mailbot.classify.entitlement import entitlement_at
+from mailbot.classify.entitlement import PRAGUE, entitlement_at
 from mailbot.config import Config
 from mailbot.contacts import Contact
 from mailbot.domain import LOOP_HEADER, LicenseRecord, other_message_id
 from mailbot.errors import ConfigError
 from mailbot.replies.conversation import POLICY, checked_bytes
 from mailbot.replies.render import clean_header_text, format_date, valid_address
-from mailbot.store import OutgoingMail, Store
+from mailbot.store import OutgoingMail, Store, bounded_purpose
 
 AUDIENCES = ("supported", "start", "expired_90", "all")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}")
 _SPLIT = re.compile(r"^<!--\s*en\s*-->\s*$", re.M)
-PURPOSE_MAX = 200  # OutboxMessage.purpose is String(200)
 
 
 def news_purpose(campaign_id: str, address: str) -> str:
     """The outbox purpose of a campaign's (or a run's) mail to `address`:
-    ``news:<id>:<address>``, or ``news:<id>:#<SHA-256 of the address, 40 hex>`` when that
-    would be longer than the column (addresses may have 320 characters)."""
-    purpose = f"news:{campaign_id}:{address}"
-    if len(purpose) <= PURPOSE_MAX:
-        return purpose
-    return f"news:{campaign_id}:#{hashlib.sha256(address.encode('utf-8')).hexdigest()[:40]}"
+    ``news:<id>:<address>``, hashed where too long (see `bounded_purpose`)."""
+    return bounded_purpose(f"news:{campaign_id}", address)
 
 
 # --- recurring campaigns (cron expressions in the business time zone) -----------------------
@@ -142,7 +136,17 @@ def load_campaign(directory: Path, name: str) -> Campaign:
     cs, en = pieces[0], (pieces[1] if len(pieces) > 1 else "")
     subjects = {"cs": meta["subject_cs"], "en": str(meta.get("subject_en") or meta["subject_cs"])}
     bodies = {"cs": cs.strip(), "en": (en or cs).strip()}
+    for lang, body in bodies.items():  # fail when scheduled, not when due
+        check_template(f"{path}: body {lang}", body)
     return Campaign(name, subjects, bodies, audience)
+
+
+def check_template(label: str, body: str) -> None:
+    """Raises ConfigError naming `label` and the line when `body` is not valid Jinja2."""
+    try:
+        SandboxedEnvironment().parse(body)
+    except TemplateSyntaxError as exc:
+        raise ConfigError(f"{label}: line {exc.lineno}: {exc.message}") from None
 
 
 def audience(campaign: Campaign, contacts: Sequence[Contact],
@@ -161,7 +165,7 @@ def audience(campaign: Campaign, contacts: Sequence[Contact],
         elif campaign.audience == "start" and valid and record.tier.value == "START":
             yield contact, record
         elif campaign.audience == "expired_90" and not valid and ends_on is not None:
-            if 0 <= (now.date() - ends_on).days <= 90:
+            if 0 <= (now.astimezone(PRAGUE).date() - ends_on).days <= 90:
                 yield contact, record
 
 
@@ -228,14 +232,19 @@ def new_token() -> str:
     return secrets.token_hex(10)
 
 
+def recipients(store: Store, campaign: Campaign, now: datetime
+               ) -> list[tuple[Contact, LicenseRecord]]:
+    """The campaign's audience at `now` from the stored registry, contacts and suppressions."""
+    suppressed = {a for a, _, _ in store.suppressed()}
+    return list(audience(campaign, store.contacts(), store.license_snapshot(), suppressed, now))
+
+
 def queue_campaign(store: Store, config: Config, campaign: Campaign, now: datetime,
                    progress: Callable[[int, int], None] = lambda done, total: None) -> int:
     """Queue the campaign's mail for every recipient not queued before; returns how many
     were queued now. Rows are written in batches, each with its unsubscribe tokens."""
     renderer = NewsRenderer(config)
-    suppressed = {a for a, _, _ in store.suppressed()}
-    people = list(audience(campaign, store.contacts(), store.license_snapshot(), suppressed,
-                           now))
+    people = recipients(store, campaign, now)
     purposes = {c.email: news_purpose(campaign.name, c.email) for c, _ in people}
     done = store.existing_purposes(list(purposes.values()))
     todo = [(c, r) for c, r in people if purposes[c.email] not in done]
@@ -255,9 +264,9 @@ def queue_campaign(store: Store, config: Config, campaign: Campaign, now: dateti
                 mail_from=config.mailbox.support_address, rcpt_to=(contact.email,), raw=raw),
                 due))
         with store.transaction() as tx:
-            for token, email, out, due in batch:
+            for token, address, out, due in batch:
                 if tx.enqueue(out, ticket_id=None, inbound_id=None, due=due, now=now):
-                    tx.add_news_token(token, email, campaign.name, now)
+                    tx.add_news_token(token, address, campaign.name, now)
                     queued += 1
         progress(min(start + 500, len(todo)), len(todo))
     return queued
@@ -337,10 +346,7 @@ def create_campaign(directory: Path, name: str, subject_cs: str, subject_en: str
         if body is not None and _SPLIT.search(body):
             raise ConfigError(f"body {lang}: must not contain the <!-- en --> separator")
         if body is not None:
-            try:
-                SandboxedEnvironment().parse(body)
-            except TemplateSyntaxError as exc:
-                raise ConfigError(f"body {lang}: line {exc.lineno}: {exc.message}") from None
+            check_template(f"body {lang}", body)
     path = directory / f"{name}.md"
     text = campaign_source(subject_cs, subject_en, audience, body_cs, body_en)
     directory.mkdir(parents=True, exist_ok=True)

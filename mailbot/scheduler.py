@@ -26,7 +26,8 @@ from mailbot.classify.entitlement import support_end
 from mailbot.domain import LicenseRecord, TicketInfo, Tier, other_message_id, ticket_message_id
 from mailbot.replies.conversation import Built, ConversationRenderer
 from mailbot.replies.render import valid_address
-from mailbot.store import OutgoingMail, Store
+from mailbot.contacts import Contact
+from mailbot.store import OutgoingMail, Store, bounded_purpose
 
 log = logging.getLogger(__name__)
 
@@ -220,44 +221,48 @@ class Scheduler:
         return max(due) if due else None
 
     def _license_notices(self, now: datetime) -> list[str]:
+        if not self.config.notices.start_expiry:
+            return []
         today = now.astimezone(self.calendar.zone).date()
-        plans: list[tuple[str, LicenseRecord, date, int]] = []
+        plans: list[tuple[str, LicenseRecord, int]] = []
         for record in self.store.license_snapshot().values():
             occasion = self.notice_occasion(record, today)
             if occasion is not None:
                 day, left = occasion
-                plans.append((f"start-notice:{record.license}:{day}:{left}", record, day, left))
+                plans.append((f"start-notice:{record.license}:{day}:{left}", record, left))
         if not plans:
             return []
+        by_license: dict[str, list[Contact]] = {}
+        for contact in self.store.contacts():
+            by_license.setdefault(contact.license, []).append(contact)
+        wanted = [(bounded_purpose(key, c.email), c, record, left)
+                  for key, record, left in plans for c in by_license.get(record.license, ())]
+        done = self.store.existing_purposes([purpose for purpose, *_ in wanted])
         queued: list[str] = []
-        for key, record, day, left in plans:
-            people = self.store.contacts(record.license)
-            purposes = {c.email: f"{key}:{c.email}" for c in people}
-            done = self.store.existing_purposes(list(purposes.values()))
+        for purpose, contact, record, left in wanted:
+            if purpose in done:
+                continue
             end = support_end(record)
             assert end is not None
-            for contact in people:
-                purpose = purposes[contact.email]
-                if purpose in done:
-                    continue
-                token = hashlib.sha256(purpose.encode()).hexdigest()[:16]
-                message_id = other_message_id(f"notice-{token}",
-                                              self.config.mailbox.message_id_domain)
-                built = self.renderer.license_notice(contact=contact, record=record, ends_on=end,
-                                                     days_left=left, message_id=message_id,
-                                                     now=now)
-                if built is None:
-                    continue
-                try:
-                    with self.store.transaction() as tx:
-                        if tx.enqueue(OutgoingMail(purpose=purpose, message_id=message_id,
-                                                   kind="start_notice", mail_from=self.sender,
-                                                   rcpt_to=built.recipients, raw=built.raw),
-                                      ticket_id=None, inbound_id=None, now=now):
-                            queued.append(purpose)
-                except IntegrityError:
-                    continue
+            token = hashlib.sha256(purpose.encode()).hexdigest()[:16]
+            message_id = other_message_id(f"notice-{token}",
+                                          self.config.mailbox.message_id_domain)
+            built = self.renderer.license_notice(contact=contact, record=record, ends_on=end,
+                                                 days_left=left, message_id=message_id, now=now)
+            if built is not None and self._enqueue_one(OutgoingMail(
+                    purpose=purpose, message_id=message_id, kind="start_notice",
+                    mail_from=self.sender, rcpt_to=built.recipients, raw=built.raw), now):
+                queued.append(purpose)
         return queued
+
+    def _enqueue_one(self, mail: OutgoingMail, now: datetime) -> bool:
+        """Queue one timed mail in a transaction of its own; False when it was queued
+        before (by this or another daemon)."""
+        try:
+            with self.store.transaction() as tx:
+                return tx.enqueue(mail, ticket_id=None, inbound_id=None, now=now)
+        except IntegrityError:
+            return False
 
     def _digest(self, tickets: list[TicketInfo], now: datetime, day: date) -> bool:
         if self.digest is None:
@@ -266,14 +271,9 @@ class Scheduler:
         if made is None:
             return False
         raw, recipients, message_id = made
-        try:
-            with self.store.transaction() as tx:
-                return tx.enqueue(OutgoingMail(purpose=f"digest:{day}", message_id=message_id,
-                                               kind="digest", mail_from=self.sender,
-                                               rcpt_to=recipients, raw=raw),
-                                  ticket_id=None, inbound_id=None, now=now)
-        except IntegrityError:
-            return False
+        return self._enqueue_one(OutgoingMail(purpose=f"digest:{day}", message_id=message_id,
+                                              kind="digest", mail_from=self.sender,
+                                              rcpt_to=recipients, raw=raw), now)
 
 
 def previous_digest(calendar: BusinessCalendar, day: date, at: time) -> datetime:

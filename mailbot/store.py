@@ -70,6 +70,23 @@ from mailbot.errors import TemporaryIngestError
 log = logging.getLogger(__name__)
 
 
+PURPOSE_MAX = 200  # OutboxMessage.purpose is String(200)
+
+
+def bounded_purpose(prefix: str, address: str) -> str:
+    """The outbox purpose ``<prefix>:<address>``, or ``<prefix>:#<SHA-256 of the address,
+    40 hex>`` when that would not fit the column (addresses may have 320 characters)."""
+    purpose = f"{prefix}:{address}"
+    if len(purpose) <= PURPOSE_MAX:
+        return purpose
+    return f"{prefix}:#{hashlib.sha256(address.encode('utf-8')).hexdigest()[:40]}"
+
+
+def _dialect_insert(dialect: str, table: Table) -> Any:
+    """INSERT with the engine's ON CONFLICT clause (PostgreSQL and SQLite spell it alike)."""
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+
+
 def store_unavailable(exc: BaseException) -> bool:
     """Whether `exc` means the database cannot be used right now (down, restarting, locked,
     connection lost), so the work is to be retried, not blamed on the message."""
@@ -611,8 +628,10 @@ class Store:
                     with self.session() as s:
                         results.append(self._save_one(s, *k, when))
                 return results
-        except OperationalError as exc:
-            raise TemporaryIngestError(f"store unavailable: {exc.orig}") from exc
+        except Exception as exc:
+            if not store_unavailable(exc):
+                raise
+            raise TemporaryIngestError(f"store unavailable: {getattr(exc, 'orig', exc)}") from exc
 
     @staticmethod
     def _save_one(s: Session, raw: bytes, origin: str, sha: str, identity: str | None,
@@ -752,32 +771,33 @@ class Store:
     def upsert_licenses(self, records: Sequence[LicenseRecord]) -> int:
         """Insert or update registry rows by license number; returns how many were written."""
         now = utcnow()
-        with self.session() as s:
-            for rec in records:
-                row = s.get(LicenseRow, rec.license)
-                if row is None:
-                    row = LicenseRow(license=rec.license)
-                    s.add(row)
-                row.customer = rec.customer
-                row.email_domain = rec.email_domain
-                row.activated_on = rec.activated_on
-                row.support_tier = rec.tier.value
-                row.max_version_date = rec.max_version_date
-                row.updated_at = now
+        self._upsert(LicenseRow, "license", [
+            {"license": r.license, "customer": r.customer, "email_domain": r.email_domain,
+             "activated_on": r.activated_on, "support_tier": r.tier.value,
+             "max_version_date": r.max_version_date, "updated_at": now} for r in records])
         return len(records)
 
     def upsert_contacts(self, contacts: Sequence[Contact]) -> int:
         """Insert or update contacts by address; returns how many were written."""
         now = utcnow()
-        with self.session() as s:
-            for c in contacts:
-                row = s.get(ContactRow, c.email)
-                if row is None:
-                    row = ContactRow(email=c.email)
-                    s.add(row)
-                row.license, row.name, row.language, row.updated_at = (
-                    c.license, c.name, c.language, now)
+        self._upsert(ContactRow, "email", [
+            {"email": c.email, "license": c.license, "name": c.name, "language": c.language,
+             "updated_at": now} for c in contacts])
         return len(contacts)
+
+    def _upsert(self, model: type[Base], key: str, rows: list[dict[str, Any]]) -> None:
+        """INSERT … ON CONFLICT (key) DO UPDATE for all `rows` in one transaction (one
+        statement per row, no read first). Later rows for a key win."""
+        rows = list({row[key]: row for row in rows}.values())  # one statement may not
+        if not rows:                                            # touch a row twice
+            return
+        table = cast(Table, model.__table__)
+        stmt = _dialect_insert(self.engine.dialect.name, table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[key],
+            set_={name: stmt.excluded[name] for name in rows[0] if name != key})
+        with self.engine.begin() as conn:
+            conn.execute(stmt, rows)
 
     def contacts(self, license: str | None = None) -> list[Contact]:
         """Contacts (of one license), by address."""
@@ -1245,8 +1265,8 @@ _INBOUND_BY_KEYS = (
 # INSERT … ON CONFLICT (purpose) DO NOTHING: of two daemons queueing the same reply (the
 # scheduler runs in each), one row is written and neither transaction fails.
 _INSERT_OUTBOX = {
-    "postgresql": pg_insert(_outbox).on_conflict_do_nothing(index_elements=["purpose"]),
-    "sqlite": sqlite_insert(_outbox).on_conflict_do_nothing(index_elements=["purpose"]),
+    dialect: _dialect_insert(dialect, _outbox).on_conflict_do_nothing(index_elements=["purpose"])
+    for dialect in ("postgresql", "sqlite")
 }
 _COUNT_AUTO = (
     select(func.count())
@@ -1380,23 +1400,26 @@ class Transaction:
 
         Soft bounces (see mark_bounced) do not count.
         """
-        rows = self.s.execute(select(OutboxMessage.rcpt_to)
-                              .where(OutboxMessage.message_id.in_(list(message_ids)))
-                              .where(OutboxMessage.kind == "news")).all()
-        suppressed = []
-        for (rcpts,) in rows:
-            for address in rcpts:
-                address = address.lower()
-                bounced = int(self.s.scalar(
-                    select(func.count()).select_from(OutboxMessage)
-                    .where(OutboxMessage.kind == "news", OutboxMessage.state == "bounced",
-                           OutboxMessage.recipient == address,
-                           OutboxMessage.bounce == "hard")) or 0)
-                if bounced >= limit and self.s.get(Suppression, address) is None:
-                    self.s.add(Suppression(address=address, reason="bounced",
-                                           detail=f"{bounced} hard bounces of news mail",
-                                           created_at=now))
-                    suppressed.append(address)
+        addresses = set(self.s.scalars(
+            select(OutboxMessage.recipient)
+            .where(OutboxMessage.message_id.in_(list(message_ids)))
+            .where(OutboxMessage.kind == "news", OutboxMessage.recipient.is_not(None))))
+        if not addresses:
+            return []
+        counts = self.s.execute(
+            select(OutboxMessage.recipient, func.count())
+            .where(OutboxMessage.kind == "news", OutboxMessage.state == "bounced",
+                   OutboxMessage.bounce == "hard", OutboxMessage.recipient.in_(addresses))
+            .group_by(OutboxMessage.recipient)).all()
+        already = set(self.s.scalars(
+            select(Suppression.address).where(Suppression.address.in_(addresses))))
+        suppressed: list[str] = []
+        for address, bounced in sorted(counts):
+            if address is not None and bounced >= limit and address not in already:
+                self.s.add(Suppression(address=address, reason="bounced",
+                                       detail=f"{bounced} hard bounces of news mail",
+                                       created_at=now))
+                suppressed.append(address)
         return suppressed
 
     def news_token_email(self, token: str) -> str | None:
@@ -1452,15 +1475,15 @@ class Transaction:
                 due: datetime | None = None, now: datetime | None = None) -> bool:
         """Queue a rendered reply; a second reply for the same purpose is not queued."""
         now = now or utcnow()
-        auto = mail.rcpt_to[0].lower()[:320] if mail.auto and mail.rcpt_to else None
+        recipient = mail.rcpt_to[0].lower()[:320] if mail.rcpt_to else None
         result = self.c.execute(
             _INSERT_OUTBOX[self.dialect],
             {"purpose": mail.purpose, "message_id": mail.message_id, "kind": mail.kind,
              "ticket_id": ticket_id, "inbound_id": inbound_id, "mail_from": mail.mail_from,
              "rcpt_to": list(mail.rcpt_to), "raw": mail.raw, "state": "queued",
              "attempts": 0, "next_attempt_at": due or now, "created_at": now,
-             "auto_recipient": auto, "priority": 1 if mail.bulk else 0,
-             "recipient": mail.rcpt_to[0].lower()[:320] if mail.rcpt_to else None},
+             "auto_recipient": recipient if mail.auto else None,
+             "priority": 1 if mail.bulk else 0, "recipient": recipient},
         )
         return bool(result.rowcount)
 

@@ -65,16 +65,14 @@ def news_preview(name: str, out_dir: Path | None, limit: int, test_to: str | Non
                  now_text: str | None, config_path: Path | None) -> None:
     """Show who a campaign goes to and render it for the first recipients."""
     from mailbot.app import open_store
-    from mailbot.news import NewsRenderer, audience
+    from mailbot.news import NewsRenderer, recipients
 
     cfg = load_config(config_path)
     campaign = _campaign(cfg, name)
     now = parse_now(now_text)
     store = open_store(cfg)
     try:
-        suppressed = {a for a, _, _ in store.suppressed()}
-        people = list(audience(campaign, store.contacts(), store.license_snapshot(),
-                               suppressed, now))
+        people = recipients(store, campaign, now)
     finally:
         store.close()
     click.echo(f"{name}: audience {campaign.audience}, {len(people)} recipient(s)")

@@ -90,7 +90,7 @@ def quarantine_retry(inbound_ids: tuple[int, ...], config_path: Path | None) -> 
     from mailbot.worker import Worker
 
     cfg = load_config(config_path)
-    store = store_for(load_config(config_path))
+    store = store_for(cfg)
     n = store.requeue_inbound(inbound_ids)
     worker = Worker.from_config(cfg, store)
     try:

@@ -10,7 +10,15 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from mailbot.cli.base import cli, config_option, console, err_console, load_config, table_
+from mailbot.cli.base import (
+    cli,
+    config_option,
+    console,
+    err_console,
+    load_config,
+    store_for,
+    table_,
+)
 
 
 # --- licenses ---------------------------------------------------------------------------
@@ -26,11 +34,10 @@ def licenses() -> None:
 @config_option
 def licenses_import(csv_file: Path, config_path: Path | None) -> None:
     """Upsert the registry from a CSV file (bad rows are reported and skipped)."""
-    from mailbot.app import open_store
     from mailbot.registry import read_license_file
 
     records, errors = read_license_file(csv_file)
-    store = open_store(load_config(config_path))
+    store = store_for(load_config(config_path))
     n = store.upsert_licenses(records)
     for e in errors:
         err_console.print(f"[yellow]{csv_file}: {e}[/yellow]", highlight=False)
@@ -52,11 +59,10 @@ def contacts() -> None:
 @config_option
 def contacts_import(csv_file: Path, config_path: Path | None) -> None:
     """Upsert contacts from a CSV file with columns email,license,name,language."""
-    from mailbot.app import open_store
     from mailbot.contacts import read_contacts_file
 
     found, errors = read_contacts_file(csv_file)
-    store = open_store(load_config(config_path))
+    store = store_for(load_config(config_path))
     try:
         n = store.upsert_contacts(found)
     finally:
@@ -74,9 +80,7 @@ def contacts_import(csv_file: Path, config_path: Path | None) -> None:
 @config_option
 def contacts_list(license_number: str | None, as_json: bool, config_path: Path | None) -> None:
     """List contacts."""
-    from mailbot.app import open_store
-
-    store = open_store(load_config(config_path))
+    store = store_for(load_config(config_path))
     try:
         found = store.contacts(license_number)
     finally:
@@ -96,9 +100,7 @@ def contacts_list(license_number: str | None, as_json: bool, config_path: Path |
 @config_option
 def contacts_suppressed(as_json: bool, config_path: Path | None) -> None:
     """Addresses no mailing reaches, with the reason."""
-    from mailbot.app import open_store
-
-    store = open_store(load_config(config_path))
+    store = store_for(load_config(config_path))
     try:
         rows = store.suppressed()
     finally:

@@ -29,7 +29,7 @@ from charset_normalizer import from_bytes
 
 from mailbot.domain import Attachment, Mail
 from mailbot.errors import ParseError
-from mailbot.ingest.reports import delivery_outcome, original_message_ids
+from mailbot.ingest.reports import UNKNOWN, delivery_outcome, original_message_ids
 
 __all__ = ["parse", "html_to_text"]
 
@@ -590,6 +590,7 @@ def _parse(data: bytes) -> Mail:
     for entry in parts:
         defects.extend(type(defect).__name__ for defect in entry.part.defects)
 
+    original_ids = original_message_ids(msg)
     return Mail(
         message_id=_message_id(first("message-id")),
         from_addr=from_addr,
@@ -608,8 +609,9 @@ def _parse(data: bytes) -> Mail:
         html=html,
         attachments=attachments,
         defects=tuple(dict.fromkeys(defects)),
-        original_ids=original_message_ids(msg),
-        delivery_outcome=delivery_outcome(msg),
+        original_ids=original_ids,
+        # Only a report about some message is worth a second walk of the parts.
+        delivery_outcome=delivery_outcome(msg) if original_ids else UNKNOWN,
     )
 
 

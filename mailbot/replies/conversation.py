@@ -42,6 +42,7 @@ from mailbot.domain import (
     ticket_message_id,
 )
 from mailbot.errors import MailbotError
+from mailbot.replies.render import checked_bytes as render_checked_bytes
 from mailbot.replies.render import (
     clean_header_text,
     format_date,
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 POLICY: Final = email.policy.SMTP
 TEXT_LIMIT: Final = 20_000
 ATTACHMENTS_LIMIT: Final = 20 * 1024 * 1024
-_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 _MIME_PARSER = email.parser.BytesParser(policy=email.policy.default)
 
 
@@ -409,23 +409,5 @@ def _filename(part: Message) -> str | None:
 
 
 def checked_bytes(msg: EmailMessage, recipients: Sequence[str]) -> bytes:
-    """Serialize, then re-parse: the same header names and exactly `recipients` in To.
-
-    Raises:
-        ConversationRenderError: the message does not serialize, or the re-parse differs
-            (a header-injection symptom).
-    """
-    try:
-        raw = msg.as_bytes()
-    except (ValueError, UnicodeError) as exc:
-        raise ConversationRenderError(f"message does not serialize: {exc}") from exc
-    head = raw.split(b"\r\n\r\n", 1)[0]
-    if any(b"\r" in line or b"\n" in line for line in head.split(b"\r\n")):
-        raise ConversationRenderError("header section has a bare CR or LF")
-    parsed = _PARSER.parsebytes(raw, headersonly=True)
-    if sorted(k.lower() for k in parsed.keys()) != sorted(k.lower() for k in msg.keys()):
-        raise ConversationRenderError("headers changed in serialization")
-    got = {a.lower() for _, a in email.utils.getaddresses(parsed.get_all("to", []))}
-    if got != {r.lower() for r in recipients}:
-        raise ConversationRenderError(f"recipients changed in serialization: {got}")
-    return raw
+    """`render.checked_bytes` raising ConversationRenderError."""
+    return render_checked_bytes(msg, recipients, error=ConversationRenderError)

@@ -32,11 +32,9 @@ from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config
 from mailbot.domain import LOOP_HEADER, Priority, TicketInfo
 from mailbot.errors import MailbotError
-from mailbot.replies.conversation import (
-    checked_bytes,
-    valid_message_id,
-)
+from mailbot.replies.conversation import valid_message_id
 from mailbot.replies.render import (
+    checked_bytes,
     clean_header_text,
     format_date,
     format_deadline,
@@ -197,7 +195,7 @@ class DigestRenderer:
         msg[LOOP_HEADER] = self._support_address
         msg.set_content(text, cte="quoted-printable")
         msg.add_alternative(html, subtype="html", cte="quoted-printable")
-        return checked_bytes(msg, recipients), recipients
+        return checked_bytes(msg, recipients, error=DigestRenderError), recipients
 
     # -- template data --------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import logging
 import re
 import textwrap
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.headerregistry import Address
@@ -554,7 +554,7 @@ class ReplyRenderer:
         msg["Content-Language"] = self._languages[lang]  # RFC 3282
         msg.attach(self._part(text, self._text_part))
         msg.attach(self._part(html, self._html_part))
-        raw = _check_serialized(msg, expected_to=to.addr_spec)
+        raw = checked_bytes(msg, (to.addr_spec,), alternatives=True)
         return RenderedReply(msg, raw, to.addr_spec, message_id)
 
     def _part(self, body: str, headers: tuple[tuple[str, Any], ...]) -> EmailMessage:
@@ -710,33 +710,39 @@ def _quoted_printable(body: str, policy: email.policy.EmailPolicy) -> str:
     return email.quoprimime.body_encode(normal.decode("latin-1"), width)  # type: ignore[arg-type]
 
 
-def _check_serialized(msg: EmailMessage, *, expected_to: str) -> bytes:
-    """Re-parse the bytes we would send: the same header names, one recipient, two parts.
+def checked_bytes(msg: EmailMessage, recipients: Sequence[str], *,
+                  error: type[Exception] = ReplyRenderError, alternatives: bool = False
+                  ) -> bytes:
+    """Serialize, then re-parse the bytes we would send: the same header names and exactly
+    `recipients` in To (with `alternatives`, also a two-part multipart/alternative).
 
     Returns the bytes, so the message is serialized once. The re-parse uses compat32, which
     splits headers exactly like any receiving MTA would and is ~3x cheaper than re-building
     header objects.
 
     Raises:
-        ReplyRenderError: the serialized message differs (a header-injection symptom).
+        `error`: the message does not serialize, or the re-parse differs (a header-injection
+            symptom).
     """
     try:
         raw = msg.as_bytes()
     except (ValueError, UnicodeError) as exc:
-        raise ReplyRenderError(f"reply does not serialize: {exc}") from exc
+        raise error(f"message does not serialize: {exc}") from exc
     head = raw.split(b"\r\n\r\n", 1)[0]
     if b"\r\n" not in raw or any(b"\r" in line or b"\n" in line for line in head.split(b"\r\n")):
-        raise ReplyRenderError("reply header section has a bare CR or LF")
-    parsed = _COMPAT_PARSER.parsebytes(raw)
+        raise error("header section has a bare CR or LF")
+    parsed = _COMPAT_PARSER.parsebytes(raw, headersonly=not alternatives)
     expected = sorted(k.lower() for k in msg.keys())
     got = sorted(k.lower() for k in parsed.keys())
     if got != expected:
-        raise ReplyRenderError(f"reply headers changed in serialization: {got} != {expected}")
-    recipients = email.utils.getaddresses([str(v) for v in parsed.get_all("to", [])])
-    if [addr.lower() for _, addr in recipients] != [expected_to.lower()]:
-        raise ReplyRenderError(f"reply recipients changed in serialization: {recipients}")
-    if parsed.get_content_type() != "multipart/alternative" or len(parsed.get_payload()) != 2:
-        raise ReplyRenderError("reply is not a two-part multipart/alternative")
+        raise error(f"headers changed in serialization: {got} != {expected}")
+    addresses = {a.lower() for _, a in email.utils.getaddresses(
+        [str(v) for v in parsed.get_all("to", [])])}
+    if addresses != {r.lower() for r in recipients}:
+        raise error(f"recipients changed in serialization: {addresses}")
+    if alternatives and (parsed.get_content_type() != "multipart/alternative"
+                         or len(parsed.get_payload()) != 2):
+        raise error("not a two-part multipart/alternative")
     return raw
 
 

@@ -23,7 +23,7 @@ import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mailbot.config import OutboundConfig, read_secret
@@ -388,3 +388,18 @@ def build_transport(config: Config) -> Transport:
     if outbound.mode == "directory":
         return DirectorySink(config.path(outbound.directory))
     return SmtpSender(outbound)
+
+
+def sending_transports(config: Config) -> Transport | Callable[[], Transport]:
+    """What the outbox's sending threads use: the one directory sink they share, or a
+    factory of SMTP senders (a connection each) whose secret is read once, now.
+
+    Raises:
+        ConfigError: a missing secret (at start, not at the first send).
+    """
+    outbound = config.outbound
+    if outbound.mode == "directory":
+        return build_transport(config)
+    password = read_secret(outbound.password_env, outbound.password_credential)
+    first = [SmtpSender(outbound, password=password)]  # checks the secret now
+    return lambda: first.pop() if first else SmtpSender(outbound, password=password)

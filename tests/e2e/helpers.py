@@ -78,11 +78,14 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
         await asyncio.wait_for(task, 15)
 
 
-def import_licenses(config: Config) -> None:
+def import_licenses(config: Config | str) -> None:
+    """The sample registry into the store of `config` (migrated) or at a URL (migrated
+    already)."""
     from mailbot.app import open_store
     from mailbot.registry import read_license_csv
+    from mailbot.store import Store
 
-    store = open_store(config)
+    store = Store.from_url(config) if isinstance(config, str) else open_store(config)
     records, errors = read_license_csv(LICENSES.decode())
     assert not errors
     store.upsert_licenses(records)
@@ -113,7 +116,8 @@ def feed(port: int, mails: list[bytes], accepted: list[str], stop: threading.Eve
          lmtp: bool = False, refused: Counter[str] | None = None,
          sender: str = "customer@strojirny-hranice.cz") -> None:
     """Deliver like an MTA: retry each mail after a 4xx or a lost connection until a 250 (or
-    `stop`); append each accepted Message-ID to `accepted`, count refusals in `refused`."""
+    `stop`), give it up after a 5xx; append each accepted Message-ID to `accepted`, count
+    refusals in `refused`."""
     client = smtplib.LMTP if lmtp else smtplib.SMTP
     for raw in mails:
         mid = raw.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
@@ -126,6 +130,8 @@ def feed(port: int, mails: list[bytes], accepted: list[str], stop: threading.Eve
             except smtplib.SMTPResponseException as exc:
                 if refused is not None:
                     refused[str(exc.smtp_code)] += 1
+                if exc.smtp_code >= 500:
+                    break  # refused for good: an MTA would bounce it, not retry
             except (OSError, smtplib.SMTPException) as exc:
                 if refused is not None:
                     refused[type(exc).__name__] += 1

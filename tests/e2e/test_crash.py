@@ -6,11 +6,8 @@ with the same Message-ID, and none at all when the daemon is stopped with SIGTER
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import LICENSES, feed, request_mail
+from tests.e2e.processes import DaemonProcess, daemon_config, db_rows
 from tests.fixtures.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,8 +29,7 @@ BUDGET_SECONDS = 150
 
 
 def write_config(tmp: Path, *, lmtp_port: int, sink_port: int, imap_port: int, user: str) -> Path:
-    text = f"""
-root = "{ROOT}"
+    return daemon_config(tmp / "mailbot.toml", f"""
 [store]
 url = "sqlite:///{tmp / 'mailbot.db'}"
 attachments_dir = "{tmp / 'attachments'}"
@@ -56,44 +53,7 @@ port = {sink_port}
 security = "none"
 [worker]
 poll_seconds = 0.2
-"""
-    default = (ROOT / "config" / "mailbot.toml").read_text(encoding="utf-8")
-    classify = default[default.index("\n[classify]"):]
-    path = tmp / "mailbot.toml"
-    path.write_text(text + classify, encoding="utf-8")
-    return path
-
-
-class DaemonProcess:
-    """`python -m mailbot run` as a child process that can be killed and restarted."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, port: int | None = None) -> None:
-        """Start the daemon; with `port`, wait until its listener answers (it is running)."""
-        env = dict(os.environ, MAILBOT_LOG_LEVEL="WARNING")
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailbot", "run", "--config", str(self.config)],
-                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            )
-        if port is not None:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    return
-                except OSError:
-                    time.sleep(0.05)
-            raise AssertionError("daemon did not start listening within 30 s")
-
-    def stop(self, sig: int) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=15)
+""")
 
 
 def orphaned_children() -> list[int]:
@@ -110,11 +70,6 @@ def orphaned_children() -> list[int]:
         if b"multiprocessing.spawn" in cmd and ppid == 1:
             found.append(int(proc.name))
     return found
-
-
-def db_rows(db: Path, query: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as c:
-        return list(c.execute(query))
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ daemon is stopped twice, at 30 % and 70 % of the mail at the sink, and started a
 * SIGTERM: no second copies at all.
 
 Unsubscribed and ineligible contacts get nothing. Counts are printed (`pytest -s`).
-`bench/news_throughput.py` reuses `prepare_campaign` and `DaemonProcess`.
+`bench/news_throughput.py` reuses `prepare_campaign`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pytest
 from mailbot.contacts import read_contacts_csv
 from mailbot.registry import read_license_csv
 from mailbot.store import Store
-from tests.e2e.test_crash import db_rows
+from tests.e2e.processes import DaemonProcess, daemon_config, db_rows, wait_until
 from tests.fixtures.servers import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,8 +55,7 @@ def write_config(tmp: Path, sink_port: int, *, concurrency: int = CONCURRENCY,
     """A daemon that only sends: no listener, no scheduler, SMTP to the sink, 1 s retries;
     its store is SQLite in `tmp` unless `store_url` names another."""
     store_url = store_url or f"sqlite:///{tmp / 'mailbot.db'}"
-    text = f"""
-root = "{ROOT}"
+    return daemon_config(tmp / name, f"""
 [store]
 url = "{store_url}"
 attachments_dir = "{tmp / 'attachments'}"
@@ -75,12 +74,7 @@ concurrency = {concurrency}
 per_domain_concurrency = 2
 [worker]
 poll_seconds = 0.5
-"""
-    default = (ROOT / "config" / "mailbot.toml").read_text(encoding="utf-8")
-    classify = default[default.index("\n[classify]"):]
-    path = tmp / name
-    path.write_text(text + classify, encoding="utf-8")
-    return path
+""")
 
 
 def mailbot(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
@@ -132,49 +126,6 @@ def prepare_campaign(tmp: Path, sink_port: int, *, n_eligible: int, n_unsubscrib
     started = time.monotonic()
     mailbot("news", "send", "example", config=config)
     return config, people, time.monotonic() - started
-
-
-class DaemonProcess:
-    """`python -m mailbot run` as a child process that can be killed and started again."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailbot", "run", "--config", str(self.config)],
-                cwd=ROOT, env=dict(os.environ, MAILBOT_LOG_LEVEL="WARNING"),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            )
-        return self.proc
-
-    def stop(self, sig: int) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
-
-    def kill_if_running(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def wait_until(predicate, timeout: float, what: str, daemon: DaemonProcess) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout:.0f} s\n{daemon.log_tail()}")
-        if daemon.proc is not None and daemon.proc.poll() is not None:
-            raise AssertionError(f"the daemon exited ({daemon.proc.returncode}) while "
-                                 f"waiting until {what}\n{daemon.log_tail()}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -484,12 +484,19 @@ def check_parsed(raw: bytes) -> None:
         assert not _SURROGATE.search(text), text[:200]
 
 
+# The Violation codes of mailbot.ingest.limits (anything else, e.g. "no decision", is a bug).
+LIMIT_CODES = frozenset({"too_large", "header_too_large", "too_many_headers", "too_many_parts",
+                         "too_deep", "attachment_too_large"})
+
+
 def quarantine_reason(error: str) -> str:
     """The documented kind of a quarantine (a limit, or an empty message); a traceback of
     anything else (an unparseable message, a render error) fails the test."""
     lines = error.strip().splitlines() or ["?"]
     if not error.startswith("Traceback"):
-        return "limit:" + lines[0].split(":", 1)[0]  # a limit violation, e.g. too_many_parts
+        code = lines[0].split(":", 1)[0]  # a limit violation, e.g. too_many_parts
+        assert code in LIMIT_CODES, f"unexpected quarantine:\n{error}"
+        return "limit:" + code
     # parse() degrades on malformed mail; only a message with nothing in it is refused.
     assert lines[-1] == "mailbot.errors.ParseError: empty message", \
         f"unexpected quarantine:\n{error}"

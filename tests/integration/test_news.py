@@ -16,6 +16,7 @@ from mailbot import config as config_mod
 from mailbot.contacts import Contact
 from mailbot.domain import LicenseRecord, Tier
 from mailbot.ingest.parse import parse
+from mailbot.errors import ConfigError
 from mailbot.news import load_campaign, queue_campaign
 from mailbot.store import Store
 from mailbot.worker import Worker
@@ -384,3 +385,12 @@ def test_long_address_gets_a_hashed_purpose(cfg: config_mod.Config, store: Store
     assert queue_campaign(store, cfg, campaign, NOW) == 0
     assert store.campaign_status("v53")["queued"] == 1
     assert news_purpose("v53", "a@b.cz") == "news:v53:a@b.cz"
+
+
+def test_campaign_with_a_template_error_does_not_load(tmp_path: Path) -> None:
+    """A hand-edited body with broken Jinja2 is refused when loaded (at `news schedule`),
+    naming the file, body and line, not when the scheduler gets to it."""
+    (tmp_path / "broken.md").write_text(
+        '+++\nsubject_cs = "X"\n+++\nDobrý den,\n{{ name\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"broken.md: body cs: line 2"):
+        load_campaign(tmp_path, "broken")

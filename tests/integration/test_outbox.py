@@ -195,7 +195,8 @@ def test_clean_stop_with_threads_sends_nothing_twice(store: Store, smtp_sink) ->
     stop = threading.Event()
     d = OutboxDispatcher(store, lambda: sender_factory(smtp_sink), batch=40, concurrency=4,
                          per_domain=1)
-    timer = threading.Timer(0.25, stop.set)
+    # Stop once the first messages are at the relay (not after a fixed time).
+    timer = threading.Thread(target=lambda: (smtp_sink.wait_for(4, 30), stop.set()))
     timer.start()
     try:
         d.send_due(stop)
@@ -205,7 +206,8 @@ def test_clean_stop_with_threads_sends_nothing_twice(store: Store, smtp_sink) ->
         assert all(r.lease_until is None for r in store.list_outbox("queued"))
         d.send_due()
     finally:
-        timer.cancel()
+        stop.set()
+        timer.join(30)
         d.close()
     assert store.count_outbox() == {"sent": 40}
     ids = [m.message_id for m in smtp_sink.messages]
