@@ -257,6 +257,7 @@ class ScheduleConfig(_Section):
     wait_close_days: float = Field(default=5.0, gt=0, le=365)
     digest: bool = True
     digest_time: Annotated[str, AfterValidator(_check_hhmm)] = "07:30"
+    digest_when_empty: bool = False  # a digest on days without new or open tickets
 
 
 class NewsConfig(_Section):

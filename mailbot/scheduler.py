@@ -62,6 +62,7 @@ class Scheduler:
         self.calendar = BusinessCalendar(config.calendar)
         self.digest = digest
         self.sender = config.mailbox.support_address
+        self._digest_skipped: date | None = None  # the day whose digest had nothing to say
 
     # --- planning (no writes) --------------------------------------------------------
 
@@ -110,7 +111,8 @@ class Scheduler:
         for job in jobs:
             if job.purpose not in done and self._run(job, now):
                 queued.append(job.purpose)
-        if day is not None and f"digest:{day}" not in done and self._digest(tickets, now, day):
+        if (day is not None and day != self._digest_skipped and f"digest:{day}" not in done
+                and self._digest(tickets, now, day)):
             queued.append(f"digest:{day}")
         queued += self._license_notices(now)
         queued += self._campaigns(now)
@@ -269,6 +271,8 @@ class Scheduler:
             return False
         made = self.digest(tickets, now, day)
         if made is None:
+            self._digest_skipped = day
+            log.info("daily digest for %s skipped: nothing to report", day)
             return False
         raw, recipients, message_id = made
         return self._enqueue_one(OutgoingMail(purpose=f"digest:{day}", message_id=message_id,
@@ -287,7 +291,8 @@ def previous_digest(calendar: BusinessCalendar, day: date, at: time) -> datetime
 
 
 def digest_builder(config: Config) -> DigestBuilder | None:
-    """The daily digest of open, overdue, due-today and new tickets, for the staff list."""
+    """The daily digest of open, overdue, due-today and new tickets, for the staff list; None
+    (no mail) on a day without any, unless `schedule.digest_when_empty`."""
     if not config.schedule.digest or not config.mailbox.staff_notify:
         return None
     from mailbot.replies.digest import DigestRenderer, build_digest
@@ -300,6 +305,8 @@ def digest_builder(config: Config) -> DigestBuilder | None:
               ) -> tuple[bytes, tuple[str, ...], str] | None:
         digest = build_digest(tickets, now=now, since=previous_digest(calendar, day, at),
                               calendar=calendar)
+        if not (digest.new or digest.open or config.schedule.digest_when_empty):
+            return None
         message_id = f"<mailbot-digest-{day:%Y%m%d}@{config.mailbox.message_id_domain}>"
         raw, recipients = renderer.render(digest, message_id=message_id, now=now)
         return (raw, recipients, message_id) if recipients else None

@@ -1,6 +1,7 @@
 """The `mailbot` command line (click; rich for tables). The only place that exits.
 
-Every command takes `--config PATH` (default `config/mailbot.toml`, or $MAILBOT_CONFIG).
+Every command takes `--config PATH` before or after its name (`mailbot --config X status` or
+`mailbot status --config X`; the latter wins), else $MAILBOT_CONFIG, else `config/mailbot.toml`.
 
 The `cli` group and the helpers several commands share (consoles, `table_`, `config_option`,
 `load_config`, `parse_now`) are in `base.py`; the commands, by area:
@@ -11,7 +12,7 @@ The `cli` group and the helpers several commands share (consoles, `table_`, `con
 - `replay.py`: `replay`
 - `queues.py`: `outbox list|show|retry`, `quarantine list|show|retry`, `status`
 - `tickets.py`: `tickets list|show|attachments|close|assign`
-- `sla.py`: `sla report`
+- `sla.py`: `sla report` (table, `--csv`, `--json`, `--html` page with charts)
 
 Importing this package imports those modules, which registers their commands on `cli`.
 """

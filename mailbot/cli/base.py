@@ -33,14 +33,26 @@ def table_(*columns: str) -> Table:
     return t
 
 
+_CONFIG_KEY = "mailbot.config"
+
+
+def _config_fallback(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    """A command's own `--config` wins; else the one given before the command (or $MAILBOT_CONFIG)."""
+    if value is not None:
+        return value
+    root: Path | None = ctx.find_root().meta.get(_CONFIG_KEY)
+    return root
+
+
 def config_option(f: F) -> F:
+    """`--config PATH` after the command; `mailbot --config PATH CMD` and $MAILBOT_CONFIG also work."""
     return click.option(
         "--config",
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
-        envvar="MAILBOT_CONFIG",
         default=None,
-        help="Config file (default: config/mailbot.toml).",
+        callback=_config_fallback,
+        help="Config file (default: $MAILBOT_CONFIG, else config/mailbot.toml).",
     )(f)
 
 
@@ -74,9 +86,19 @@ def parse_now(value: str | None) -> datetime:
 
 @click.group()
 @click.option("--log-level", default="INFO", envvar="MAILBOT_LOG_LEVEL", show_default=True)
-def cli(log_level: str) -> None:
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MAILBOT_CONFIG",
+    default=None,
+    help="Config file for every command (default: config/mailbot.toml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str, config_path: Path | None) -> None:
     """mailbot: the support mailbox daemon and its tools."""
     from mailbot import logs
 
+    ctx.meta[_CONFIG_KEY] = config_path
     logs.setup(log_level.upper())
 

@@ -33,11 +33,14 @@ def sla() -> None:
               help="Last day (local date of opening, inclusive; default: today).")
 @click.option("--csv", "as_csv", is_flag=True, help="One CSV line per ticket, with a header.")
 @click.option("--json", "as_json", is_flag=True, help="The summary as one JSON object.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Also write the report with charts per week as one HTML page.")
 @click.option("--now", "now_text", default=None, hidden=True,
               help="The clock, ISO-8601 with offset (for tests).")
 @config_option
 def sla_report_command(date_from: datetime | None, date_to: datetime | None, as_csv: bool,
-                       as_json: bool, now_text: str | None, config_path: Path | None) -> None:
+                       as_json: bool, html_file: Path | None, now_text: str | None,
+                       config_path: Path | None) -> None:
     """Tickets opened, answered in time, breached; first-response times in working hours."""
     from datetime import timedelta
 
@@ -62,6 +65,11 @@ def sla_report_command(date_from: datetime | None, date_to: datetime | None, as_
     finally:
         store.close()
     report = sla_report(rows, calendar, now, period=(first, last))
+    if html_file is not None:
+        from mailbot.sla_html import sla_html
+
+        html_file.write_text(sla_html(report, deadline_hours=cfg.calendar.ticket_hours,
+                                      zone=zone.key), encoding="utf-8")
     if as_json:
         click.echo(json.dumps(summary_json(report), ensure_ascii=False))
         return

@@ -154,3 +154,23 @@ def test_daily_digest_on_working_days_once(cfg: config_mod.Config, store: Store)
     text = first.get_body(("plain",)).get_content()
     assert "[#T-2026-000006]" in text and "[#T-2026-000007]" in text
     assert first.get_body(("html",)) is not None
+
+
+def test_no_empty_digest_at_first_start(cfg: config_mod.Config, store: Store) -> None:
+    """A store without new or open tickets gets no digest (the daily digest used to go out at
+    first start with every count zero); `digest_when_empty` brings it back, and a day with a
+    ticket still gets one."""
+    from mailbot.scheduler import digest_builder
+
+    def digests(c: config_mod.Config, now: datetime) -> list[str]:
+        s = Scheduler(c, store, ConversationRenderer(c, b"secret"), digest_builder(c))
+        return [p for p in s.run_due(now) if p.startswith("digest:")]
+
+    on = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"digest": True})})
+    assert digests(on, at(2026, 11, 27, 7, 30)) == []
+    assert sent(store, "digest") == []
+    always = on.model_copy(update={"schedule": on.schedule.model_copy(
+        update={"digest_when_empty": True})})
+    assert digests(always, at(2026, 11, 27, 8, 0)) == ["digest:2026-11-27"]
+    open_ticket(store, "T-2026-000008", at(2026, 11, 27, 9), at(2026, 12, 2, 9))
+    assert digests(on, at(2026, 11, 30, 7, 30)) == ["digest:2026-11-30"]

@@ -225,3 +225,48 @@ def test_waiting_ticket_is_pending() -> None:
                         waiting_since=at("2026-11-23 10:00"))
     report = sla_report([(ticket, None, None)], calendar, at("2026-12-10 12:00"))
     assert (report.pending, report.breached, report.lines[0].status) == (1, 0, "waiting")
+
+
+def test_html_report_with_weekly_charts(tmp_path: Path, store: Store, store_url: str) -> None:
+    """`--html FILE` writes one page that loads nothing from elsewhere: two inline SVG charts
+    (first response per week against the deadline, in time vs breached) and the weekly table
+    whose figures follow from the tickets of `setup`."""
+    import re
+    import xml.etree.ElementTree as ET
+    from html.parser import HTMLParser
+
+    cfg, n = setup(tmp_path, store, store_url)
+    page_file = tmp_path / "sla.html"
+    ok("sla", "report", "--html", str(page_file), "--now", NOW, "--config", cfg)
+    page = page_file.read_text(encoding="utf-8")
+
+    svgs = re.findall(r"<svg .*?</svg>", page, flags=re.S)
+    assert len(svgs) == 2
+    for svg in svgs:
+        ET.fromstring(svg)  # well-formed XML, so browsers draw it inline
+    assert not re.search(r"""\b(src|href)\s*=|@import|url\(""", page)  # nothing fetched
+    assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    # Week 47 (16–22 Nov): late (29 h), overdue, weekend (3 h); week 48: the other six.
+    assert "2026-W47: 2 breached" in svgs[1] and "2026-W47: 1 in time" in svgs[1]
+    assert "2026-W48: 3 in time" in svgs[1] and "2026-W48: 0 breached" not in svgs[1]
+    assert "2026-W47: median 16.0 h" in svgs[0] and "2026-W47: p90 29.0 h" in svgs[0]
+    assert "2026-W48: median 3.8 h" in svgs[0] and "deadline 27 h" in svgs[0]
+
+    class Rows(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[str]] = []
+
+        def handle_starttag(self, tag: str, attrs: object) -> None:
+            if tag == "tr":
+                self.rows.append([])
+
+        def handle_data(self, data: str) -> None:
+            if self.rows and self.lasttag in ("td", "th") and data.strip():
+                self.rows[-1].append(data.strip())
+
+    parsed = Rows()
+    parsed.feed(page)
+    assert ["2026-W47", "3", "1", "2", "16.0", "29.0"] in parsed.rows
+    assert ["2026-W48", "6", "3", "0", "3.8", "6.0"] in parsed.rows
+    assert any(row[:1] == [n["late"]] and row[-1] == "answered_late" for row in parsed.rows)
