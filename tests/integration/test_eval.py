@@ -1,0 +1,75 @@
+"""`mailbot eval DIR` on a labelled directory made here: the score, the table and the misses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from mailbot.cli import cli
+
+REQUEST = (b"From: jana@novak-syn.cz\r\nTo: podpora@estelar.example\r\nSubject: Tisk\r\n"
+           b"Message-ID: <e%d@novak-syn.cz>\r\n\r\n"
+           b"Dobry den, nejde vytisknout mesicni sestavu dochazky, program hlasi chybu 17.\r\n"
+           b"%s\r\n")
+AUTO = (b"From: jana@novak-syn.cz\r\nTo: podpora@estelar.example\r\nSubject: Dovolena\r\n"
+        b"Auto-Submitted: auto-replied\r\nMessage-ID: <auto@novak-syn.cz>\r\n\r\n"
+        b"Jsem na dovolene. Licence 5188-0264, nejde tisk.\r\n")
+
+
+def labelled_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "set"
+    d.mkdir()
+    (d / "licenses.csv").write_text(
+        "license,customer,email_domain,activated_on,support_tier,max_version_date\n"
+        "51880264,Novák & syn s.r.o.,novak-syn.cz,2026-06-15,HOTLINE,2099-12-31\n", encoding="utf-8")
+    (d / "a.eml").write_bytes(REQUEST % (1, b"Licence: 5188-0264"))
+    (d / "b.eml").write_bytes(REQUEST % (2, b"ICO 51880264"))  # no context word: no license
+    (d / "c.eml").write_bytes(AUTO)
+    labels = [
+        {"file": "a.eml", "expected": "ticket", "license": "51880264", "priority": "normal"},
+        # Labelled wrongly on purpose: the engine says reject_incomplete, so this is a miss.
+        {"file": "b.eml", "expected": "ticket", "license": "51880264", "priority": "normal",
+         "notes": "a deliberate miss"},
+        {"file": "c.eml", "expected": "ignore_auto", "license": None},
+    ]
+    (d / "labels.jsonl").write_text("\n".join(json.dumps(x) for x in labels) + "\n",
+                                    encoding="utf-8")
+    return d
+
+
+def test_eval_scores_a_labelled_directory(tmp_path: Path) -> None:
+    d = labelled_dir(tmp_path)
+    result = CliRunner().invoke(cli, ["eval", "--json", str(d)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    score = json.loads(result.output)
+    assert score["mails"] == 3
+    assert score["decision_accuracy"] == round(200 / 3, 2)
+    assert score["license_accuracy"] == round(200 / 3, 2)
+    assert score["auto_answered"] == [] and score["foreign_numbers"] == []
+    assert score["per_kind"]["ticket"] == {"labelled": 2, "decided": 1, "right": 1}
+    assert score["per_kind"]["reject_incomplete"] == {"labelled": 0, "decided": 1, "right": 0}
+    [miss] = score["misses"]
+    assert miss["file"] == "b.eml" and miss["notes"] == "a deliberate miss"
+    assert "decision reject_incomplete != ticket" in miss["problems"]
+    assert score["decide_ms_per_mail"] > 0
+
+    text = CliRunner().invoke(cli, ["eval", str(d)], catch_exceptions=False).output
+    assert "decisions   66.7 %  (2/3)" in text and "b.eml: decision reject_incomplete" in text
+    failed = CliRunner().invoke(cli, ["eval", "--fail-under", "90", str(d)])
+    assert failed.exit_code == 1
+
+
+def test_eval_counts_answered_automatic_mail_and_foreign_numbers(tmp_path: Path) -> None:
+    """Labels that make the engine's decision a loop (automatic mail answered) and a foreign
+    number (a license the labels do not give) are counted as such."""
+    d = labelled_dir(tmp_path)
+    labels = [json.loads(x) for x in (d / "labels.jsonl").read_text().splitlines()]
+    labels[0] = {"file": "a.eml", "expected": "ticket", "license": "40127733",
+                 "priority": "normal"}
+    labels[1] = {"file": "b.eml", "expected": "ignore_auto", "license": None}
+    (d / "labels.jsonl").write_text("\n".join(json.dumps(x) for x in labels) + "\n")
+    score = json.loads(CliRunner().invoke(cli, ["eval", "--json", str(d)]).output)
+    assert score["auto_answered"] == ["b.eml"]  # decided reject_incomplete: an answer
+    assert score["foreign_numbers"] == ["a.eml"]  # took 51880264 where 40127733 was right
