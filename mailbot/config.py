@@ -270,6 +270,14 @@ class ConversationConfig(_Section):
             raise ValueError(f"environment variable {value} is not set")
         return value
 
+    @field_validator("token_secret_previous_credential")
+    @classmethod
+    def _previous_credential_there(cls, value: str | None) -> str | None:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if value and not (directory and (Path(directory) / value).is_file()):
+            raise ValueError(f"credential {value!r} not found in $CREDENTIALS_DIRECTORY")
+        return value
+
     def previous_token_secrets(self) -> tuple[bytes, ...]:
         """The rotation's previous reply-token secret, if one is configured (read once)."""
         return _previous_secret(self.token_secret_previous_env,

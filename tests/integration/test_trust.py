@@ -146,3 +146,5 @@ def test_configuration_of_tokens_and_freemail() -> None:
         config_mod.parse({"conversation": {"freemail_domains": ["not a domain"]}})
     with pytest.raises(ConfigError, match="conversation.token_secret_previous_env"):
         config_mod.parse({"conversation": {"token_secret_previous_env": "MAILBOT_TEST_UNSET_X"}})
+    with pytest.raises(ConfigError, match="conversation.token_secret_previous_credential"):
+        config_mod.parse({"conversation": {"token_secret_previous_credential": "no-such-file"}})
