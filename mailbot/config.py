@@ -12,6 +12,7 @@ read from ``$CREDENTIALS_DIRECTORY``).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -209,11 +210,13 @@ class ConversationConfig(_Section):
     """Staff notices, staff replies by mail, follow-ups and loop protection.
 
     A staff reply is trusted only when the topmost Authentication-Results header comes from
-    one of `authserv_ids` (our own border MTA) and shows DKIM or SPF pass aligned with the
-    From domain, or when it is addressed to a notice's per-ticket reply address, whose HMAC
-    token (`token_secret_env` / `token_secret_credential`; else a random secret kept in the
-    store) is valid for `token_days`. `verify_staff = false` trusts the From header alone
-    (a warning is logged at start): only for mailboxes no outsider can write to.
+    one of `authserv_ids` (our own border MTA) and shows DKIM pass for the From domain (or
+    its organizational domain) or DMARC pass, or when it is addressed to a notice's
+    per-ticket reply address, whose HMAC token (`token_secret_env` /
+    `token_secret_credential`; else a random secret kept in the store; the previous one of a
+    rotation in `token_secret_previous_*`) is valid for `token_days`. `verify_staff = false`
+    trusts the From header alone (a warning is logged at start): only for mailboxes no
+    outsider can write to. `freemail_domains` never stand for a customer's organization.
     """
 
     staff_language: Literal["cs", "en"] = "cs"
@@ -221,7 +224,21 @@ class ConversationConfig(_Section):
     verify_staff: bool = True
     token_secret_env: str | None = None
     token_secret_credential: str | None = None
-    token_days: int = Field(default=90, ge=1, le=3650)
+    # Rotation: the secret before the current one; its tokens stay valid (until they expire,
+    # at most token_days) while it is named here. Never used to make tokens.
+    token_secret_previous_env: str | None = None
+    token_secret_previous_credential: str | None = None
+    token_days: int = Field(default=14, ge=1, le=3650)
+    # Domains that never stand for a customer: only the ticket's own address may follow up
+    # from them. "gmx.*" is any domain beginning with "gmx."; subdomains match too.
+    freemail_domains: tuple[str, ...] = (
+        "gmail.com", "googlemail.com", "seznam.cz", "email.cz", "post.cz", "spoluzaci.cz",
+        "centrum.cz", "atlas.cz", "volny.cz", "tiscali.cz", "quick.cz", "azet.sk",
+        "centrum.sk", "zoznam.sk", "pobox.sk", "outlook.com", "hotmail.com", "live.com",
+        "msn.com", "yahoo.com", "ymail.com", "icloud.com", "me.com", "mac.com", "aol.com",
+        "gmx.*", "web.de", "t-online.de", "mail.ru", "yandex.ru", "proton.me",
+        "protonmail.com", "zoho.com", "mail.com", "o2.pl", "wp.pl", "onet.pl", "interia.pl",
+    )
     # A follow-up to a ticket closed at most this long ago reopens it; later, it is a new
     # request that refers to the old ticket.
     reopen_days: float = Field(default=14.0, ge=0)
@@ -237,6 +254,40 @@ class ConversationConfig(_Section):
             if not re.fullmatch(r"[A-Za-z0-9.-]+", item):
                 raise ValueError(f"expected a host name like mx.example.com, got {item!r}")
         return tuple(v.lower() for v in value)
+
+    @field_validator("freemail_domains")
+    @classmethod
+    def _check_freemail(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)*\.([a-z0-9-]+|\*)", item.lower()):
+                raise ValueError(f"expected a domain like gmail.com or gmx.*, got {item!r}")
+        return tuple(v.lower() for v in value)
+
+    @field_validator("token_secret_previous_env")
+    @classmethod
+    def _previous_env_set(cls, value: str | None) -> str | None:
+        if value and value not in os.environ:
+            raise ValueError(f"environment variable {value} is not set")
+        return value
+
+    @field_validator("token_secret_previous_credential")
+    @classmethod
+    def _previous_credential_there(cls, value: str | None) -> str | None:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if value and not (directory and (Path(directory) / value).is_file()):
+            raise ValueError(f"credential {value!r} not found in $CREDENTIALS_DIRECTORY")
+        return value
+
+    def previous_token_secrets(self) -> tuple[bytes, ...]:
+        """The rotation's previous reply-token secret, if one is configured (read once)."""
+        return _previous_secret(self.token_secret_previous_env,
+                                self.token_secret_previous_credential)
+
+
+@functools.lru_cache(maxsize=4)
+def _previous_secret(env: str | None, credential: str | None) -> tuple[bytes, ...]:
+    value = read_secret(env, credential)
+    return (value.encode("utf-8"),) if value else ()
 
 
 class ScheduleConfig(_Section):

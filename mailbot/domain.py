@@ -55,7 +55,7 @@ class Mail:
     """A parsed inbound message: what the rules may look at.
 
     `headers` maps lower-case header names to every value of that header, decoded to
-    text. `text` is the readable body (text/plain, or HTML turned into text), including
+    text (Authentication-Results as written: never RFC 2047-decoded). `text` is the readable body (text/plain, or HTML turned into text), including
     quoted and forwarded parts; classify decides which part is the customer's own words.
     `report_type` is the `report-type` of a top-level multipart/report ("" otherwise).
     `original_ids` are the Message-IDs of the messages a delivery report or bounce is

@@ -6,14 +6,16 @@ styles and languages. Commands are lines of their own at the top of that text:
 
     #close                      the ticket is solved
     #wait                       waiting for the customer (the deadline pauses)
-    #assign NAME                who works on it
+    #assign NAME                who works on it (an address: only a staff address)
     #note                       internal: the reply is recorded, not sent to the customer
     #priority emergency|normal  change the priority (and the deadline)
 """
 
 from __future__ import annotations
 
+import email.utils
 import re
+from collections.abc import Callable
 from functools import lru_cache
 
 from mailparser_reply import EmailReplyParser
@@ -56,11 +58,14 @@ def latest_reply(text: str) -> str:
     return "\n".join(lines).strip("\n")
 
 
-def parse_commands(text: str) -> tuple[tuple[StaffCommand, ...], str, tuple[str, ...]]:
+def parse_commands(text: str, is_staff: Callable[[str], bool] | None = None
+                   ) -> tuple[tuple[StaffCommand, ...], str, tuple[str, ...]]:
     """Split the command lines off the top of `text`.
 
     Returns the commands, the rest of the text, and an error for each unknown command or
-    bad argument (with errors, the reply must not be acted on at all).
+    bad argument (with errors, the reply must not be acted on at all). `#assign` to an
+    address is refused unless `is_staff` says it is a staff address: reminders go to the
+    assignee with the ticket's reply token, which must never leave the staff.
     """
     commands: list[StaffCommand] = []
     errors: list[str] = []
@@ -92,6 +97,16 @@ def parse_commands(text: str) -> tuple[tuple[StaffCommand, ...], str, tuple[str,
             continue
         elif allowed:
             argument = argument.lower()
+        if name == "assign" and "@" in argument and not _staff_address(argument, is_staff):
+            errors.append(f"#assign {argument!r}: not a staff address")
+            continue
         commands.append(StaffCommand(name, argument[:100]))
     rest = "\n".join(lines[i:]).strip("\n")
     return tuple(commands), rest, tuple(errors)
+
+
+def _staff_address(argument: str, is_staff: Callable[[str], bool] | None) -> bool:
+    """Whether an `#assign` argument holding "@" is exactly one staff address."""
+    found = email.utils.getaddresses([argument])
+    return (is_staff is not None and len(found) == 1 and "@" in found[0][1]
+            and argument.count("@") == 1 and is_staff(found[0][1].lower()))

@@ -65,12 +65,15 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
             end = entitlement_end(customer, ctx.now, ctx.zone)
         old = closed_ticket(mail, ctx)
         related = old.number if old is not None else None
+        if related is None and "unaligned_sender" in flags:  # a forged From: refer, not join
+            related = known_ticket(mail, ctx)
     elif final.ticket_ref is not None:
         ticket = ticket_info(final.ticket_ref, ctx)
         if ticket is not None and ticket.license:
             customer = ctx.registry.get(ticket.license)
         if final.kind is DecisionKind.STAFF_REPLY:
-            commands, staff_text, errors = parse_commands(latest_reply(body_text(mail)))
+            commands, staff_text, errors = parse_commands(latest_reply(body_text(mail)),
+                                                          ctx.staff.is_staff_address)
     elif final.kind is DecisionKind.IGNORE_AUTO and reasons[-1].rule == "bounce":
         bounced, bounce_hard = bounced_mail(mail, ctx.message_id_domain)
     if "suspicious_staff" in flags and ticket is None:

@@ -22,7 +22,7 @@ from mailbot.classify.language import detect_language
 from mailbot.classify.license import extract_license_numbers
 from mailbot.classify.phrases import IdentityCache, compiled_rule, phrase_set
 from mailbot.classify.settings import ClassifyConfig
-from mailbot.classify.staff_auth import StaffPolicy, check_staff
+from mailbot.classify.staff_auth import StaffPolicy, check_staff, sender_alignment
 from mailbot.classify.text import (
     BodyParts,
     content_words,
@@ -106,6 +106,8 @@ class RuleContext:
     zone: ZoneInfo = PRAGUE
     default_language: str = "cs"
     reopen_window: timedelta = timedelta(days=14)
+    # Free-mail domains ("gmx.*": any gmx. domain): never a customer's organization.
+    freemail_domains: tuple[str, ...] = ()
 
     @classmethod
     def from_config(
@@ -130,6 +132,7 @@ class RuleContext:
             support_address=box.support_address.lower(),
             token_secret=token_secret,
             verify=conv.verify_staff,
+            previous_secrets=conv.previous_token_secrets(),
         )
         return cls(
             settings=config.classify,
@@ -144,6 +147,7 @@ class RuleContext:
             zone=config.calendar.zone,
             default_language=config.replies.default_language,
             reopen_window=timedelta(days=conv.reopen_days),
+            freemail_domains=conv.freemail_domains,
         )
 
 
@@ -389,15 +393,38 @@ def ticket_info(ref: str, ctx: RuleContext) -> TicketInfo | None:
 
 def sender_belongs(mail: Mail, ticket: TicketInfo, ctx: RuleContext) -> bool:
     """Whether the sender may write on the customer's behalf: the ticket's own address, or
-    the email domain of the ticket's license in the registry."""
+    the email domain of the ticket's license in the registry (never a free-mail domain).
+
+    Where our MTA's Authentication-Results are on the mail, the From domain must also be
+    authenticated by them (:func:`sender_unaligned`): a forged From never belongs.
+    """
     sender = (mail.from_addr or "").lower()
-    if not sender:
+    if not sender or sender_unaligned(mail, ctx):
         return False
     if sender == ticket.customer_email.lower():
         return True
     record = ctx.registry.get(ticket.license) if ticket.license else None
     domain = (record.email_domain if record else _domain(ticket.customer_email)).lower()
-    return bool(domain) and _domain(sender) == domain
+    return bool(domain) and not is_freemail(domain, ctx) and _domain(sender) == domain
+
+
+def sender_unaligned(mail: Mail, ctx: RuleContext) -> bool:
+    """Whether our MTA's trusted Authentication-Results are on the mail and do not
+    authenticate its From domain (DKIM, DMARC or SPF aligned with it): the From is forged."""
+    return sender_alignment(mail, ctx.staff.authserv_ids) == "fail"
+
+
+def is_freemail(domain: str, ctx: RuleContext) -> bool:
+    """Whether `domain` belongs to a free-mail provider (its users are not one customer)."""
+    domain = domain.lower()
+    for entry in ctx.freemail_domains:
+        if entry.endswith(".*"):
+            labels = domain.split(".")
+            if any(".".join(labels[i:]).startswith(entry[:-1]) for i in range(len(labels))):
+                return True
+        elif domain == entry or domain.endswith("." + entry):
+            return True
+    return False
 
 
 def _closed_long_ago(ticket: TicketInfo, ctx: RuleContext) -> bool:
@@ -587,9 +614,11 @@ def staff_reply(mail: Mail, ctx: RuleContext) -> Finding | None:
 def followup(mail: Mail, ctx: RuleContext) -> Finding | None:
     """A customer's mail about an existing ticket (subject tag or In-Reply-To/References).
 
-    Only the ticket's customer, or someone from the email domain of the ticket's license,
-    may follow up; anyone else's mail is a new request. A ticket closed within the reopen
-    window is reopened; one closed before it makes the mail a new request that refers to it.
+    Only the ticket's customer, or someone from the email domain of the ticket's license
+    (not a free-mail domain), may follow up; anyone else's mail is a new request. A mail
+    whose From our MTA's Authentication-Results do not authenticate is a new request that
+    refers to the ticket (`unaligned_sender`). A ticket closed within the reopen window is
+    reopened; one closed before it makes the mail a new request that refers to it.
     """
     ref = known_ticket(mail, ctx)
     if ref is None:
@@ -597,6 +626,9 @@ def followup(mail: Mail, ctx: RuleContext) -> Finding | None:
     ticket = ticket_info(ref, ctx)
     if ticket is None:
         return Finding(DecisionKind.FOLLOWUP, ref, ticket_ref=ref)
+    if sender_unaligned(mail, ctx):
+        return Finding(None, f"{mail.from_addr} not authenticated for {ref}",
+                       flags=frozenset({"unaligned_sender"}))
     if not sender_belongs(mail, ticket, ctx):
         return Finding(None, f"{mail.from_addr} is not a contact of {ref}",
                        flags=frozenset({"foreign_sender"}))

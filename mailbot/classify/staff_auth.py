@@ -2,15 +2,24 @@
 
 A From header proves nothing. A staff reply is trusted on one of two grounds:
 
-1. **Authentication-Results** (RFC 8601) stamped by our own border MTA: the *topmost*
-   A-R header must carry one of the configured authserv-ids (an MTA prepends its header, so
-   anything above ours was added after it and anything below may be forged by the sender)
-   and report ``dkim=pass`` with ``header.d`` aligned with the From domain, or ``spf=pass``
-   with ``smtp.mailfrom`` aligned with it.
+1. **Authentication-Results** (RFC 8601) stamped by our own border MTA, read from the raw
+   header value (never RFC 2047-decoded: the sender controls the envelope sender and the
+   DKIM ``d=`` our MTA copies into it). The *topmost* A-R header must carry one of the
+   configured authserv-ids (an MTA prepends its header, so anything above ours was added
+   after it and anything below may be forged by the sender), and a ``method=result`` of it
+   (never a comment, quoted string or property value) must report ``dkim=pass`` with
+   ``header.d`` equal to the From domain or its organizational domain (Public Suffix List),
+   or ``dmarc=pass`` with ``header.from`` equal to the From domain. SPF alone is not enough:
+   a shared provider's SPF record passes for all of its customers.
 2. **A per-ticket reply address** that only our staff notices carry:
    ``podpora+T-2026-000123.<token>@estelar.example``, where the token is an expiry day and
-   an HMAC-SHA256 of ticket and expiry under a secret. Knowing the ticket number is not
-   enough to forge it.
+   an HMAC-SHA256 of ticket and expiry under a secret (or the previous secret, while a
+   rotation lasts). Knowing the ticket number is not enough to forge it. A token is bound
+   to its ticket, counts only from a staff address, not when the mail also goes to an
+   outside address, and not when our MTA reports ``dmarc=fail`` for the From domain.
+
+For customers (`sender_alignment`), the same trusted header tells whether the From domain
+is authenticated (DKIM, DMARC, or SPF aligned with it) or fails.
 
 Either way the From header itself must be unambiguous: one header, one mailbox, parsed the
 same by the strict header registry and by the lenient parser that produced `Mail.from_addr`
@@ -28,6 +37,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from email.headerregistry import HeaderRegistry
+from functools import lru_cache
+from typing import Literal
+
+from publicsuffixlist import PublicSuffixList
 
 from mailbot.domain import Mail
 
@@ -47,13 +60,27 @@ class StaffPolicy:
     support_address: str
     token_secret: bytes
     verify: bool = True
+    # Secrets of a rotation's grace period: their tokens are still accepted, never made.
+    previous_secrets: tuple[bytes, ...] = ()
 
     def is_staff_address(self, address: str | None) -> bool:
-        address = (address or "").lower()
-        domain = address.rpartition("@")[2]
-        return address in self.staff_addresses or any(
-            domain == d or domain.endswith("." + d) for d in self.staff_domains
-        )
+        return is_staff_address(address, self.staff_domains, self.staff_addresses)
+
+    def is_support_address(self, address: str) -> bool:
+        """The support address itself or one of its `local+…@domain` reply addresses."""
+        local, _, domain = address.lower().rpartition("@")
+        base_local, _, base_domain = self.support_address.lower().rpartition("@")
+        return domain == base_domain and (local == base_local
+                                          or local.startswith(base_local + "+"))
+
+
+def is_staff_address(address: str | None, domains: Iterable[str], addresses: Iterable[str]
+                     ) -> bool:
+    """Whether `address` is listed, or in one of the staff domains or their subdomains."""
+    address = (address or "").lower()
+    domain = address.rpartition("@")[2]
+    return bool(domain) and (address in {a.lower() for a in addresses} or any(
+        domain == d.lower() or domain.endswith("." + d.lower()) for d in domains))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +120,10 @@ def reply_address(support_address: str, ticket: str, secret: bytes, expires: dat
     return f"{local}+{ticket}.{reply_token(secret, ticket, expires)}@{domain}"
 
 
-def token_ticket(address: str, support_address: str, secret: bytes, today: date) -> Verdict:
-    """Check a reply address; `reason` names the ticket when the token is valid."""
+def token_ticket(address: str, support_address: str, secret: bytes, today: date,
+                 previous: Iterable[bytes] = ()) -> Verdict:
+    """Check a reply address against `secret` (or a `previous` one of a rotation); `reason`
+    names the ticket when the token is valid."""
     local, _, domain = address.strip().strip("<>").lower().rpartition("@")
     base_local, _, base_domain = support_address.lower().rpartition("@")
     if domain != base_domain or not local.startswith(base_local + "+"):
@@ -104,7 +133,8 @@ def token_ticket(address: str, support_address: str, secret: bytes, today: date)
     if m is None:
         return Verdict(False, "malformed reply token")
     ticket, expiry, mac = m.groups()
-    if not hmac.compare_digest(mac, _mac(secret, ticket, expiry)):
+    if not any(hmac.compare_digest(mac, _mac(key, ticket, expiry))
+               for key in (secret, *previous) if key):
         return Verdict(False, f"reply token for {ticket} does not verify")
     if _EPOCH + timedelta(days=int(expiry, 36)) < today:
         return Verdict(False, f"reply token for {ticket} expired")
@@ -230,37 +260,111 @@ def parse_authentication_results(value: str) -> tuple[str, list[dict[str, str]]]
     return authserv, results
 
 
-def _aligned(domain: str, from_domain: str) -> bool:
-    """Relaxed alignment: one domain is the other or a subdomain of it (a value that is no
-    domain name, e.g. the rest of a quoted local part, never aligns)."""
+@lru_cache(maxsize=1)
+def _psl() -> PublicSuffixList:
+    """The Public Suffix List bundled with `publicsuffixlist` (no network at run time)."""
+    return PublicSuffixList()
+
+
+@lru_cache(maxsize=1024)
+def organizational_domain(domain: str) -> str:
+    """The registrable domain of `domain` (`mail.estelar.example` → `estelar.example`,
+    `a.b.co.uk` → `b.co.uk`); `domain` itself when it is a public suffix."""
     domain = domain.strip(".").lower()
-    if not _DOMAIN.fullmatch(domain) or not from_domain:
-        return False
-    return (domain == from_domain or from_domain.endswith("." + domain)
-            or domain.endswith("." + from_domain))
+    found: str | None = _psl().privatesuffix(domain) if domain else None
+    return found or domain
 
 
-def authenticated_by_mta(mail: Mail, from_addr: str, authserv_ids: Iterable[str]) -> Verdict:
-    """Whether our MTA's Authentication-Results vouch for `from_addr`'s domain."""
+def _domain_name(value: str) -> str:
+    """`value` as a lower-case domain name, "" when it is none (e.g. an encoded word, or the
+    rest of a quoted local part)."""
+    value = value.strip(".").lower()
+    return value if _DOMAIN.fullmatch(value) else ""
+
+
+def _dkim_aligned(d: str, from_domain: str) -> bool:
+    """DKIM `d=` equal to the From domain or to its organizational domain."""
+    d = _domain_name(d)
+    return bool(d) and bool(from_domain) and d in (from_domain,
+                                                   organizational_domain(from_domain))
+
+
+def _relaxed(domain: str, from_domain: str) -> bool:
+    """DMARC relaxed alignment: the same organizational domain."""
+    domain = _domain_name(domain)
+    return bool(domain) and bool(from_domain) and (
+        organizational_domain(domain) == organizational_domain(from_domain))
+
+
+def trusted_results(mail: Mail, authserv_ids: Iterable[str]
+                    ) -> tuple[str, list[dict[str, str]] | None]:
+    """The result sets of the topmost A-R header when one of `authserv_ids` wrote it (None
+    otherwise), with that header's authserv-id (or why there is none)."""
     trusted_ids = frozenset(authserv_ids)
     values = mail.headers.get("authentication-results", ())
     if not values or not trusted_ids:
-        return Verdict(False, "no trusted Authentication-Results")
+        return "", None
     authserv, results = parse_authentication_results(values[0])
-    if authserv not in trusted_ids:
-        return Verdict(False, f"topmost Authentication-Results is from {authserv or '?'!r}")
-    from_domain = from_addr.rpartition("@")[2].lower()
+    return authserv, (results if authserv in trusted_ids else None)
+
+
+def _dmarc(r: dict[str, str], from_domain: str) -> bool:
+    """Whether result set `r` is a DMARC result about `from_domain`."""
+    return r.get("method") == "dmarc" and _domain_name(r.get("header.from", "")) == from_domain
+
+
+def authenticated_by_mta(mail: Mail, from_addr: str, authserv_ids: Iterable[str]) -> Verdict:
+    """Whether our MTA's Authentication-Results vouch for `from_addr`'s domain: DKIM pass
+    with `d=` the From domain or its organizational domain, or DMARC pass for the From
+    domain. SPF alone never does."""
+    authserv, results = trusted_results(mail, authserv_ids)
+    if results is None:
+        if not authserv:
+            return Verdict(False, "no trusted Authentication-Results")
+        return Verdict(False, f"topmost Authentication-Results is from {authserv!r}")
+    from_domain = _domain_name(from_addr.rpartition("@")[2])
     for r in results:
-        method, result = r.get("method"), r.get("result")
-        if result != "pass":
+        if r.get("result") != "pass":
             continue
-        if method == "dkim" and _aligned(r.get("header.d", ""), from_domain):
+        if r.get("method") == "dkim" and _dkim_aligned(r.get("header.d", ""), from_domain):
             return Verdict(True, f"dkim=pass d={r.get('header.d')}")
-        if method == "spf":
-            mailfrom = r.get("smtp.mailfrom", "")
-            if _aligned(mailfrom.rpartition("@")[2], from_domain):
-                return Verdict(True, f"spf=pass {mailfrom}")
-    return Verdict(False, f"no aligned dkim/spf pass from {authserv}")
+        if _dmarc(r, from_domain):
+            return Verdict(True, f"dmarc=pass header.from={from_domain}")
+    return Verdict(False, f"no aligned dkim or dmarc pass from {authserv}")
+
+
+Alignment = Literal["pass", "fail", "none"]
+
+
+def sender_alignment(mail: Mail, authserv_ids: Iterable[str]) -> Alignment:
+    """Whether our MTA authenticated the From domain of a (customer's) mail.
+
+    "none": no trusted A-R (not configured, or the topmost header is not ours): the caller
+    falls back to the From address. "pass": DKIM, DMARC, or SPF aligned with the From domain
+    (DMARC relaxed alignment) passed. "fail": a trusted A-R is there and shows no aligned
+    pass, or `dmarc=fail` for the From domain, or the From header is ambiguous.
+    """
+    _, results = trusted_results(mail, authserv_ids)
+    if results is None:
+        return "none"
+    sender = single_from(mail)
+    if sender is None:
+        return "fail"
+    from_domain = _domain_name(sender.rpartition("@")[2])
+    if any(_dmarc(r, from_domain) and r.get("result") == "fail" for r in results):
+        return "fail"
+    for r in results:
+        if r.get("result") != "pass":
+            continue
+        method = r.get("method")
+        if method == "dkim" and _relaxed(r.get("header.d", ""), from_domain):
+            return "pass"
+        if method == "spf" and _relaxed(r.get("smtp.mailfrom", "").rpartition("@")[2],
+                                        from_domain):
+            return "pass"
+        if _dmarc(r, from_domain):
+            return "pass"
+    return "fail"
 
 
 # --- the check -------------------------------------------------------------------------------
@@ -270,12 +374,28 @@ def reply_token_ticket(mail: Mail, policy: StaffPolicy, today: date) -> Verdict:
     """The ticket named by a valid reply token among the mail's recipients, if any."""
     last = Verdict(False, "no reply token")
     for address in mail.recipients():
-        verdict = token_ticket(address, policy.support_address, policy.token_secret, today)
+        verdict = token_ticket(address, policy.support_address, policy.token_secret, today,
+                               policy.previous_secrets)
         if verdict.trusted:
             return verdict
         if verdict.reason != "not a reply address":
             last = verdict
     return last
+
+
+def _token_refused(mail: Mail, sender: str, policy: StaffPolicy) -> str:
+    """Why a valid token still does not make `mail` a staff reply ("" when it does): the
+    mail also goes to an outside address (whoever got the token may have passed it on), or
+    our MTA says DMARC fails for the From domain."""
+    outside = [a for a in (*mail.to, *mail.cc)
+               if not policy.is_staff_address(a) and not policy.is_support_address(a)]
+    if outside:
+        return f"reply token in a mail also to {outside[0]}"
+    _, results = trusted_results(mail, policy.authserv_ids)
+    from_domain = _domain_name(sender.rpartition("@")[2])
+    if any(_dmarc(r, from_domain) and r.get("result") == "fail" for r in results or ()):
+        return f"reply token, but dmarc=fail for {from_domain}"
+    return ""
 
 
 def check_staff(mail: Mail, policy: StaffPolicy, ticket: str, today: date) -> Verdict:
@@ -289,9 +409,12 @@ def check_staff(mail: Mail, policy: StaffPolicy, ticket: str, today: date) -> Ve
         return Verdict(True, "staff verification off")
     token = reply_token_ticket(mail, policy, today)
     if token.trusted:
-        if token.reason == ticket:
+        if token.reason != ticket:
+            token = Verdict(False, f"reply token is for {token.reason}, not {ticket}")
+        elif refused := _token_refused(mail, sender, policy):
+            token = Verdict(False, refused)
+        else:
             return Verdict(True, "reply token")
-        token = Verdict(False, f"reply token is for {token.reason}, not {ticket}")
     mta = authenticated_by_mta(mail, sender, policy.authserv_ids)
     if mta.trusted:
         return mta

@@ -255,6 +255,11 @@ def _header_text(value: str | object, hints: Iterable[str]) -> str:
     return _clean(text)
 
 
+UNDECODED_HEADERS = frozenset({"authentication-results"})
+"""Headers kept as written (only folding and control characters cleaned), never RFC 2047
+decoded: an MTA copies text the sender controls (the envelope sender, a DKIM `d=`) into
+Authentication-Results, and an encoded word there must not decode into results."""
+
 _BARE_MAILBOX = re.compile(r"[A-Za-z0-9._+-]+")
 
 
@@ -553,7 +558,9 @@ def _parse(data: bytes) -> Mail:
     for name, value in msg.raw_items():
         value = value if isinstance(value, str) else str(value)
         raw_values.setdefault(name.lower(), []).append(value)
-        if value.isascii():
+        if name.strip().lower() in UNDECODED_HEADERS:
+            text = _clean(_raw_text(value, hints))  # as the MTA wrote it: no encoded words
+        elif value.isascii():
             text = _clean(decode_words(value, hints) if "=?" in value else value)
         else:
             text = _header_text(value, hints)
@@ -684,7 +691,9 @@ def _rescue(data: bytes, cause: BaseException) -> Mail:
     """Build a Mail from mail-parser when the stdlib path failed on hostile input."""
     parsed = mailparser.parse_from_bytes(data)
     hints: list[str] = []
-    headers = {str(k).lower(): (_header_text(v, hints),) for k, v in parsed.headers.items()}
+    # mail-parser has decoded the values already: headers that must stay raw are left out.
+    headers = {str(k).lower(): (_header_text(v, hints),) for k, v in parsed.headers.items()
+               if str(k).strip().lower() not in UNDECODED_HEADERS}
     senders = [addr for _, addr in parsed.from_ if addr] if parsed.from_ else []
     html = "\n".join(parsed.text_html or [])
     text = "\n".join(parsed.text_plain or []) or html_to_text(html)

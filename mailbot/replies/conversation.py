@@ -3,7 +3,9 @@
 - **Notice** to the staff list when a ticket opens or the customer writes again: the
   customer's text, license, customer and tier from the registry, deadline and priority.
   Its Reply-To is the ticket's tokened reply address, so pressing Reply in any client
-  answers the ticket (:mod:`mailbot.classify.staff_auth`).
+  answers the ticket (:mod:`mailbot.classify.staff_auth`). A token goes only to staff
+  addresses: a notice or alert with any other recipient (an SMS gateway, an outside
+  assignee) gets the plain support address as Reply-To.
 - **Relay** of a staff reply to the customer, from the support address, threaded under the
   customer's mails (In-Reply-To/References), with the staff's attachments.
 - **Command error** back to a staff member whose reply had an unknown `#command`.
@@ -29,7 +31,7 @@ from typing import Final
 from mailbot.attachments import safe_filename
 from mailbot.classify.commands import COMMANDS
 from mailbot.contacts import Contact
-from mailbot.classify.staff_auth import reply_address
+from mailbot.classify.staff_auth import is_staff_address, reply_address
 from mailbot.config import Config
 from mailbot.domain import (
     LOOP_HEADER,
@@ -124,8 +126,7 @@ class ConversationRenderer:
         if not recipients:
             return None
         lang = self._conv.staff_language
-        expires = (now.astimezone(self._zone) + timedelta(days=self._conv.token_days)).date()
-        reply_to = reply_address(self._box.support_address, ticket.number, self._secret, expires)
+        reply_to = self._reply_to(ticket.number, recipients, now)
         emergency = ticket.priority is Priority.EMERGENCY
         context = {
             "lang": lang,
@@ -259,15 +260,13 @@ class ConversationRenderer:
             emergency=ticket.priority is Priority.EMERGENCY,
             deadline_text=format_deadline(ticket.deadline, lang, self._zone),
             text=_text(text, 2000))
-        expires = (now.astimezone(self._zone) + timedelta(days=self._conv.token_days)).date()
         words = {"reminder": ("Blíží se termín", "Deadline approaching"),
                  "escalation": ("PO TERMÍNU", "OVERDUE"),
                  "emergency": ("HAVÁRIE", "EMERGENCY")}[kind]
         msg = EmailMessage(policy=POLICY)
         msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
         msg["To"] = ", ".join(to)
-        msg["Reply-To"] = reply_address(self._box.support_address, ticket.number, self._secret,
-                                        expires)
+        msg["Reply-To"] = self._reply_to(ticket.number, to, now)
         word = words[0] if lang == "cs" else words[1]
         msg["Subject"] = clean_header_text(f"{word}: [#{ticket.number}] {ticket.subject}", 250)
         self._common(msg, message_id, now)
@@ -334,6 +333,18 @@ class ConversationRenderer:
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(body, cte="quoted-printable")
         return Built(checked_bytes(msg, (to,)), (to,), message_id)
+
+    def _reply_to(self, ticket_number: str, recipients: Sequence[str], now: datetime) -> str:
+        """The ticket's tokened reply address when every recipient is staff; else the plain
+        support address (a token must never reach anyone outside the staff)."""
+        box = self._box
+        if not all(is_staff_address(a, box.staff_domains, box.staff_addresses)
+                   for a in recipients):
+            log.info("ticket %s: a recipient is not staff, Reply-To without a token",
+                     ticket_number)
+            return box.support_address
+        expires = (now.astimezone(self._zone) + timedelta(days=self._conv.token_days)).date()
+        return reply_address(box.support_address, ticket_number, self._secret, expires)
 
     def _common(self, msg: EmailMessage, message_id: str, now: datetime) -> None:
         msg["Date"] = email.utils.format_datetime(now.astimezone(self._zone))

@@ -9,6 +9,7 @@ the whole table and prints the S5 line (visible with ``pytest -s``).
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -22,6 +23,7 @@ from mailbot.classify.staff_auth import (
     Verdict,
     authenticated_by_mta,
     check_staff,
+    organizational_domain,
     parse_authentication_results,
     reply_address,
     reply_token,
@@ -71,6 +73,28 @@ AR_GENUINE = (
 AR_DKIM_FOR_ESTELAR = (
     "Authentication-Results: mx.estelar.example; dkim=pass header.d=estelar.example"
 )
+
+
+def encoded(text: str, how: str = "b") -> str:
+    """`text` as one RFC 2047 encoded word (how the sender hides specials from our MTA)."""
+    if how == "b":
+        return f"=?utf-8?b?{base64.b64encode(text.encode()).decode()}?="
+    quoted = "".join(c if c.isalnum() or c in ".-" else f"={ord(c):02X}" for c in text)
+    return f"=?utf-8?q?{quoted}?="
+
+
+def ar(value: str) -> str:
+    """One Authentication-Results line."""
+    return f"Authentication-Results: {value}"
+
+
+OURS = "mx.estelar.example"
+# The header the border MTA puts on the dev2 staff replies (shared/labelled/dev2/d044.eml).
+AR_DEV2 = ar(f"{OURS}; dkim=pass header.d=estelar.example header.s=sel1;"
+             " spf=pass smtp.mailfrom=estelar.example")
+INJECTED = "x; dkim=pass header.d=estelar.example ("  # decodes into a result set
+PREVIOUS_SECRET = b"previous-secret"
+ROTATED = reply_address(SUPPORT, TICKET, PREVIOUS_SECRET, TODAY + timedelta(days=10))
 
 
 def reply(
@@ -130,12 +154,12 @@ MATRIX: tuple[Case, ...] = (
          reply(trace=("Authentication-Results: mx.estelar.example;"
                       " dkim=fail (signature verification failed) header.d=estelar.example;"
                       " spf=fail smtp.mailfrom=agent@estelar.example",)),
-         False, "no aligned dkim/spf pass from mx.estelar.example"),
+         False, "no aligned dkim or dmarc pass from mx.estelar.example"),
     Case("S5-05 unaligned d=",
          reply(trace=("Authentication-Results: mx.estelar.example;"
                       " dkim=pass header.d=evil.example header.s=sel;"
                       " spf=pass smtp.mailfrom=eve@evil.example",)),
-         False, "no aligned dkim/spf pass from mx.estelar.example"),
+         False, "no aligned dkim or dmarc pass from mx.estelar.example"),
     Case("S5-06 HMAC token valid", reply(to=VALID), True, "reply token"),
     Case("S5-07 HMAC token expired", reply(to=EXPIRED), False,
          f"reply token for {TICKET} expired"),
@@ -151,21 +175,13 @@ MATRIX: tuple[Case, ...] = (
                trace=(AR_GENUINE,)),
          False, "ambiguous From header"),
     Case("S5-12 genuine trusted A-R", reply(trace=(AR_GENUINE,)), True,
-         "spf=pass agent@estelar.example"),
+         "dkim=pass d=estelar.example"),
     # --- further genuine replies ---------------------------------------------------------------
-    Case("genuine: dkim=pass for a subdomain d=",
-         reply(trace=("Authentication-Results: mx.estelar.example;"
-                      " dkim=pass header.d=mail.estelar.example header.s=sel",)),
-         True, "dkim=pass d=mail.estelar.example"),
     Case("genuine: dkim only, folded A-R, upper-case authserv-id",
          reply(trace=("Authentication-Results: MX.Estelar.Example 1;\r\n"
                       "\tdkim=pass (2048-bit key; secure) header.d=Estelar.Example\r\n"
                       "\theader.s=sel header.b=\"AbCdEfGh\"; spf=none",)),
          True, "dkim=pass d=estelar.example"),
-    Case("genuine: spf=pass aligned, no dkim",
-         reply(trace=("Authentication-Results: mx.estelar.example;"
-                      " spf=pass smtp.mailfrom=agent@estelar.example; dkim=none",)),
-         True, "spf=pass agent@estelar.example"),
     Case("genuine: our A-R above a forged or upstream one",
          reply(trace=(AR_GENUINE,
                       "Authentication-Results: mx.evil.example;"
@@ -186,7 +202,7 @@ MATRIX: tuple[Case, ...] = (
          reply(trace=("Authentication-Results: mx.estelar.example;"
                       " dkim=none; spf=softfail smtp.mailfrom=eve@evil.example",
                       AR_DKIM_FOR_ESTELAR)),
-         False, "no aligned dkim/spf pass from mx.estelar.example"),
+         False, "no aligned dkim or dmarc pass from mx.estelar.example"),
     Case("spoof: two From header fields",
          reply(from_=("agent@estelar.example", "eve@evil.example"), to=VALID),
          False, "ambiguous From header"),
@@ -204,11 +220,109 @@ MATRIX: tuple[Case, ...] = (
          reply(trace=("Authentication-Results: mx.estelar.example; spf=pass"
                       ' smtp.mailfrom="x smtp.mailfrom=agent@estelar.example y"@evil.example;'
                       " dkim=none",)),
-         False, "no aligned dkim/spf pass"),
+         False, "no aligned dkim or dmarc pass"),
     Case("spoof: quoted envelope local part smuggles a result set into our A-R",
          reply(trace=("Authentication-Results: mx.estelar.example; spf=pass"
                       ' smtp.mailfrom="x;dkim=pass header.d=estelar.example x="@evil.example',)),
-         False, "no aligned dkim/spf pass"),
+         False, "no aligned dkim or dmarc pass"),
+    # --- round two: encoded words (read raw, never decoded) -------------------------------
+    Case("spoof: encoded word in smtp.mailfrom (base64) decodes into dkim=pass",
+         reply(trace=(ar(f"{OURS}; spf=none smtp.mailfrom={encoded(INJECTED)}@nowhere.invalid;"
+                         " dkim=none"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: encoded word in smtp.mailfrom (Q) decodes into dkim=pass",
+         reply(trace=(ar(f"{OURS}; spf=softfail"
+                         f" smtp.mailfrom={encoded(INJECTED, 'q')}@nowhere.invalid"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: encoded header.d",
+         reply(trace=(ar(f"{OURS}; dkim=pass header.d={encoded('estelar.example', 'q')}"
+                         " header.s=sel"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: encoded word in a comment closes it and opens a result set",
+         reply(trace=(ar(f"{OURS}; spf=fail (sender {encoded(') ; dkim=pass header.d=estelar.example (')})"
+                         " smtp.mailfrom=agent@estelar.example; dkim=none"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: encoded header.from of a dmarc result",
+         reply(trace=(ar(f"{OURS}; dmarc=pass header.from={encoded('estelar.example')}"),)),
+         False, "no aligned dkim or dmarc pass"),
+    # --- comments, quoted strings, property values -----------------------------------------
+    Case("spoof: result inside a comment",
+         reply(trace=(ar(f"{OURS}; dkim=fail (dkim=pass header.d=estelar.example)"
+                         " header.d=estelar.example"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: result set inside a comment",
+         reply(trace=(ar(f"{OURS}; spf=fail (x; dkim=pass header.d=estelar.example)"
+                         " smtp.mailfrom=eve@evil.test"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: result set inside a quoted reason",
+         reply(trace=(ar(f'{OURS}; dkim=fail reason="; dkim=pass header.d=estelar.example"'
+                         " header.d=evil.test"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: dkim=pass as a property value",
+         reply(trace=(ar(f"{OURS}; spf=none smtp.mailfrom=dkim=pass header.d=estelar.example"),)),
+         False, "no aligned dkim or dmarc pass"),
+    # --- look-alike and other domains ------------------------------------------------------
+    Case("spoof: dkim=pass for a look-alike suffix domain",
+         reply(trace=(ar(f"{OURS}; dkim=pass header.d=estelar.example.evil.test"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: dkim=pass for a look-alike hyphen domain",
+         reply(trace=(ar(f"{OURS}; dkim=pass header.d=estelar-example.test"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: dkim=pass for another domain",
+         reply(trace=(ar(f"{OURS}; dkim=pass header.d=evil.test; spf=pass"
+                         " smtp.mailfrom=eve@evil.test"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: dmarc=pass for another domain",
+         reply(trace=(ar(f"{OURS}; dmarc=pass header.from=evil.test"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: dmarc=pass for a look-alike domain",
+         reply(trace=(ar(f"{OURS}; dmarc=pass header.from=estelar.example.evil.test"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: dkim=pass for a subdomain d= (neither the From domain nor its org domain)",
+         reply(trace=(ar(f"{OURS}; dkim=pass header.d=mail.estelar.example header.s=sel"),)),
+         False, "no aligned dkim or dmarc pass"),
+    Case("spoof: SPF-only pass (a shared provider passes for its other customers)",
+         reply(trace=(ar(f"{OURS}; spf=pass smtp.mailfrom=agent@estelar.example; dkim=none"),)),
+         False, "no aligned dkim or dmarc pass"),
+    # --- several A-R headers -----------------------------------------------------------------
+    Case("spoof: foreign A-R with a pass above our failing one",
+         reply(trace=(ar("relay.evil.test; dkim=pass header.d=estelar.example"),
+                      ar(f"{OURS}; dkim=fail header.d=estelar.example"))),
+         False, "topmost Authentication-Results is from 'relay.evil.test'"),
+    Case("spoof: ours (forged, passing) below a foreign one",
+         reply(trace=(ar("mx.evil.test; none"),
+                      ar(f"{OURS}; dkim=pass header.d=estelar.example"))),
+         False, "topmost Authentication-Results is from 'mx.evil.test'"),
+    Case("spoof: two of ours, the forged pass below an encoded-word one",
+         reply(trace=(ar(f"{OURS}; spf=none smtp.mailfrom={encoded(INJECTED)}@x.invalid"),
+                      ar(f"{OURS}; dkim=pass header.d=estelar.example"))),
+         False, "no aligned dkim or dmarc pass"),
+    # --- reply tokens are not passwords --------------------------------------------------------
+    Case("spoof: valid token, but the mail also goes to an outside address",
+         reply(to=VALID, extra=("Cc: eve@evil.test",)),
+         False, "reply token in a mail also to eve@evil.test"),
+    Case("spoof: valid token, our MTA says dmarc=fail for the From domain",
+         reply(to=VALID, trace=(ar(f"{OURS}; dmarc=fail header.from=estelar.example"),)),
+         False, "dmarc=fail for estelar.example"),
+    Case("spoof: token under an unknown (e.g. retired) secret", reply(to=ROTATED), False,
+         f"reply token for {TICKET} does not verify"),
+    # --- round two: genuine paths --------------------------------------------------------------
+    Case("genuine: the dev2 border MTA header", reply(trace=(AR_DEV2,)), True,
+         "dkim=pass d=estelar.example"),
+    Case("genuine: dmarc=pass for the From domain",
+         reply(trace=(ar(f"{OURS}; dkim=pass header.d=mailer.test; spf=pass"
+                         " smtp.mailfrom=estelar.example; dmarc=pass header.from=estelar.example"),)),
+         True, "dmarc=pass header.from=estelar.example"),
+    Case("genuine: d= the organizational domain of a From subdomain",
+         reply(from_=("Agent <agent@podpora.estelar.example>",),
+               trace=(ar(f"{OURS}; dkim=pass header.d=estelar.example"),)),
+         True, "dkim=pass d=estelar.example"),
+    Case("genuine: two of ours, the genuine pass on top",
+         reply(trace=(AR_DEV2, ar(f"{OURS}; dkim=fail header.d=estelar.example"))),
+         True, "dkim=pass d=estelar.example"),
+    Case("genuine: token with a staff colleague in Cc",
+         reply(to=VALID, extra=("Cc: kolega@estelar.example, podpora@estelar.example",)),
+         True, "reply token"),
 )
 
 
@@ -407,7 +521,7 @@ def test_authenticated_by_mta_without_configured_authserv_ids_trusts_nothing() -
 ])
 def test_authenticated_by_mta_refuses(value: str) -> None:
     verdict = authenticated_by_mta(ar_mail(value), "agent@estelar.example", POLICY.authserv_ids)
-    assert verdict == Verdict(False, "no aligned dkim/spf pass from mx.estelar.example")
+    assert verdict == Verdict(False, "no aligned dkim or dmarc pass from mx.estelar.example")
 
 
 # --- From header and verify=False --------------------------------------------------------------
@@ -448,6 +562,91 @@ def test_verify_off_trusts_a_staff_from_alone_but_nothing_else() -> None:
         False, "eve@evil.example is not staff")
     ambiguous = parse(reply(from_=("agent@estelar.example, eve@evil.example",)))
     assert check_staff(ambiguous, policy, TICKET, TODAY) == Verdict(False, "ambiguous From header")
+
+
+# --- round two (issue 14): named after the weaknesses ------------------------------------------
+
+
+def test_encoded_words_in_authentication_results_never_become_results() -> None:
+    """Item 1: the envelope sender (copied by the border MTA into smtp.mailfrom) is sender
+    text; an encoded word in it must not decode into `; dkim=pass header.d=estelar.example`.
+    On the base commit the header was RFC 2047-decoded first and the forgery was trusted."""
+    word = encoded(INJECTED)
+    mail = parse(reply(trace=(ar(f"{OURS}; spf=none smtp.mailfrom={word}@nowhere.invalid;"
+                                 " dkim=none"),)))
+    assert mail.header("authentication-results") == (
+        f"{OURS}; spf=none smtp.mailfrom={word}@nowhere.invalid; dkim=none")
+    verdict = check_staff(mail, POLICY, TICKET, TODAY)
+    assert verdict.trusted is False, verdict.reason
+    _, results = parse_authentication_results(mail.header("authentication-results") or "")
+    assert [(r["method"], r["result"]) for r in results] == [("spf", "none"), ("dkim", "none")]
+
+
+def test_reply_token_copied_to_an_outsider_proves_nothing() -> None:
+    """Item 2: whoever else got a mail with the token could reuse it with a forged From; a
+    token mail that also goes outside the staff is therefore not trusted (it still is with
+    only staff and the support address as recipients)."""
+    outside = parse(reply(to=VALID, extra=("Cc: Jan Zakaznik <jan@zakaznik.test>",)))
+    assert check_staff(outside, POLICY, TICKET, TODAY).trusted is False
+    inside = parse(reply(to=VALID, extra=("Cc: podpora@estelar.example",)))
+    assert check_staff(inside, POLICY, TICKET, TODAY) == Verdict(True, "reply token")
+
+
+def test_token_secret_rotation_accepts_the_previous_secret() -> None:
+    """A rotated secret: tokens made under the previous one stay valid while it is listed as
+    previous (and only then); new tokens are made under the new one."""
+    rotated = StaffPolicy(
+        staff_domains=POLICY.staff_domains, staff_addresses=frozenset(),
+        authserv_ids=POLICY.authserv_ids, support_address=SUPPORT, token_secret=SECRET,
+        previous_secrets=(PREVIOUS_SECRET,))
+    old = parse(reply(to=ROTATED))
+    assert check_staff(old, rotated, TICKET, TODAY) == Verdict(True, "reply token")
+    assert check_staff(old, POLICY, TICKET, TODAY).trusted is False
+    assert token_ticket(ROTATED, SUPPORT, SECRET, TODAY, (PREVIOUS_SECRET,)) == Verdict(
+        True, TICKET)
+    assert token_ticket(ROTATED, SUPPORT, SECRET, TODAY + timedelta(days=11),
+                        (PREVIOUS_SECRET,)).reason == f"reply token for {TICKET} expired"
+
+
+def test_a_token_under_an_empty_secret_never_verifies() -> None:
+    """HMAC under b"" is computable by anyone: an empty secret must verify nothing."""
+    forged = reply_address(SUPPORT, TICKET, b"", TODAY + timedelta(days=5))
+    assert token_ticket(forged, SUPPORT, b"", TODAY).trusted is False
+    assert token_ticket(forged, SUPPORT, SECRET, TODAY, (b"",)).trusted is False
+
+
+@pytest.mark.parametrize(("domain", "org"), [
+    ("estelar.example", "estelar.example"),
+    ("podpora.estelar.example", "estelar.example"),
+    ("mail.firma.co.uk", "firma.co.uk"),
+    ("estelar.example.evil.test", "evil.test"),
+    ("user.github.io", "user.github.io"),
+])
+def test_organizational_domain_uses_the_public_suffix_list(domain: str, org: str) -> None:
+    assert organizational_domain(domain) == org
+
+
+def test_dev2_staff_replies_verify_with_the_configured_authserv_id() -> None:
+    """shared/labelled/dev2: every staff reply carries the border MTA's header and verifies
+    (by DKIM) with authserv_ids = [mx.estelar.example]; without the id none does."""
+    import json
+    from pathlib import Path
+
+    from tests.shared_data import require_shared
+
+    dev2 = require_shared("labelled/dev2")
+    labels = [json.loads(line) for line in (dev2 / "labels.jsonl").read_text().splitlines()
+              if line.strip()]
+    staff = [row for row in labels if row["expected"] == "staff_reply"]
+    assert staff
+    for row in staff:
+        mail = parse(Path(dev2, row["file"]).read_bytes())
+        verdict = check_staff(mail, POLICY, row["ticket_ref"], date(2026, 11, 25))
+        assert verdict.trusted and verdict.reason.startswith("dkim=pass"), (row["file"], verdict)
+        untrusted = StaffPolicy(staff_domains=POLICY.staff_domains, staff_addresses=frozenset(),
+                                authserv_ids=frozenset(), support_address=SUPPORT,
+                                token_secret=SECRET)
+        assert check_staff(mail, untrusted, row["ticket_ref"], date(2026, 11, 25)).trusted is False
 
 
 # --- the S5 line -------------------------------------------------------------------------------
