@@ -27,6 +27,7 @@ from mailbot.classify.text import (
     BodyParts,
     content_words,
     fold,
+    forwarded_message_text,
     readable_text,
     sentences,
     split_body,
@@ -49,6 +50,10 @@ class LicenseRegistry(Protocol):
     """The license registry as classify sees it."""
 
     def get(self, number: str) -> LicenseRecord | None: ...
+
+    def rank(self, number: str) -> int:
+        """The place of `number` in the registry's order (lower first)."""
+        ...
 
 
 class TicketIndex(Protocol):
@@ -222,8 +227,10 @@ class MailFacts:
 
     @cached_property
     def forwarded_own(self) -> str:
-        """The own text of the forwarded mail ("" when nothing was forwarded)."""
-        return split_body(self.parts.forwarded).own if self.parts.forwarded else ""
+        """The own text of forwarded mail, inline or attached as message/rfc822 ("" when
+        nothing was forwarded): it counts as the customer's words."""
+        texts = (self.parts.forwarded, self.mail.attached_text)
+        return "\n\n".join(forwarded_message_text(t) for t in texts if t.strip()).strip()
 
     @cached_property
     def own_sentences(self) -> tuple[str, ...]:
@@ -241,10 +248,8 @@ class MailFacts:
 
     @cached_property
     def request_sentences(self) -> tuple[str, ...]:
-        found = self.own_sentences
-        if self.parts.forwarded and not self.own_describes:
-            found += sentences(self.forwarded_own)
-        return found
+        """The subject, the sender's own text and forwarded mail: the request."""
+        return self.own_sentences + sentences(self.forwarded_own)
 
     @cached_property
     def request_joined(self) -> str:
@@ -252,10 +257,9 @@ class MailFacts:
 
     @cached_property
     def has_description(self) -> bool:
-        parts = self.parts
-        if _describes(parts.own, self.subject, self.settings, self.compiled):
+        if _describes(self.parts.own, self.subject, self.settings, self.compiled):
             return True
-        return bool(parts.forwarded) and _describes(
+        return bool(self.forwarded_own) and _describes(
             self.forwarded_own, self.subject, self.settings, self.compiled
         )
 
@@ -263,6 +267,8 @@ class MailFacts:
     def license_candidates(self) -> tuple[str, ...]:
         found = extract_license_numbers(self.mail.subject, self.settings)
         found += extract_license_numbers(self.body, self.settings)
+        if self.mail.attached_text:
+            found += extract_license_numbers(self.mail.attached_text, self.settings)
         return tuple(dict.fromkeys(found))
 
 
@@ -327,12 +333,12 @@ def request_licenses(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
 
 
 def chosen_license(mail: Mail, ctx: RuleContext) -> tuple[str | None, LicenseRecord | None]:
-    """The first candidate that is registered, else the first candidate (unregistered)."""
+    """Of the registered candidates, the first in the registry's order; with none
+    registered, the first candidate (unregistered)."""
     candidates = request_licenses(mail, ctx)
-    for number in candidates:
-        record = ctx.registry.get(number)
-        if record is not None:
-            return number, record
+    registered = [(n, r) for n in candidates if (r := ctx.registry.get(n)) is not None]
+    if registered:
+        return min(registered, key=lambda pair: ctx.registry.rank(pair[0]))
     return (candidates[0] if candidates else None), None
 
 

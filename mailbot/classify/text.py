@@ -265,6 +265,22 @@ def split_body(text: str, subject: str = "") -> BodyParts:
     )
 
 
+def forwarded_message_text(text: str) -> str:
+    """The own text of a forwarded message: its leading separator and header lines
+    ("---------- Forwarded message ---------", "From:", "Od:", "Date:" …) skipped, then its
+    quotes and signature cut as for any body."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    start = 0
+    for i, line in enumerate(lines[:40]):  # a header block is short
+        f = fold(line)
+        if (not f or _HEADER_FIRST.match(f) or _HEADER_NEXT.match(f) or _SEPARATOR.match(f)
+                or _FORWARD_START.match(f)):
+            start = i + 1
+            continue
+        break
+    return split_body("\n".join(lines[start:])).own
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n\s*\n|\n(?=\s*[-*•])")
 
 
