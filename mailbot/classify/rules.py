@@ -175,7 +175,9 @@ class _Compiled:
     """What the rules need of one ClassifyConfig, compiled once (word sets, phrase sets)."""
 
     def __init__(self, settings: ClassifyConfig) -> None:
-        self.stopwords = frozenset(settings.description_stopwords)
+        words = settings.description_stopwords
+        self.stopwords = frozenset(w for w in words if not w.endswith("*"))
+        self.stop_prefixes = tuple(w[:-1] for w in words if w.endswith("*") and len(w) > 1)
         self.english = frozenset(settings.english_words)
         self.czech = frozenset(settings.czech_words)
         self.bounce_body = phrase_set(settings.bounce_body_phrases)
@@ -256,6 +258,10 @@ class MailFacts:
         return "\n".join(self.request_sentences)
 
     @cached_property
+    def forwarded_sentences(self) -> tuple[str, ...]:
+        return sentences(self.forwarded_own)
+
+    @cached_property
     def has_description(self) -> bool:
         if _describes(self.parts.own, self.subject, self.settings, self.compiled):
             return True
@@ -305,7 +311,8 @@ def request_sentences(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
 
 def _describes_text(folded: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
     folded = compiled.no_description.blank_out(folded)
-    return len(content_words(folded, compiled.stopwords)) >= settings.min_description_words
+    words = content_words(folded, compiled.stopwords, compiled.stop_prefixes)
+    return len(words) >= settings.min_description_words
 
 
 def _describes(text: str, subject: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
@@ -666,8 +673,14 @@ def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
     not_emergency = facts.compiled.not_emergency.search
     if not_emergency(joined) and any(not_emergency(s) for s in text):
         return None
+    own, forwarded = facts.own_sentences, facts.forwarded_sentences
+    own_joined = facts.own_joined
     for compiled in facts.compiled.emergency:
-        hit = compiled.match(text, joined)
+        hit = compiled.match(own, own_joined)
+        # A forwarded report counts unless the sender's own words say it is over
+        # ("that was last week and is solved"): their words are the newer ones.
+        if not hit and forwarded and not compiled.unless.search(own_joined):
+            hit = compiled.match(forwarded)
         if hit:
             reason = compiled.rule.reason
             return Finding(DecisionKind.TICKET, f"{reason}: {hit}", priority=Priority.EMERGENCY)

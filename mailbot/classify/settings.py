@@ -85,7 +85,8 @@ class ClassifyConfig(BaseModel):
     # Opt-out footers of newsletters and spam, in the sender's own text and signature.
     bulk_body_phrases: tuple[str, ...] = ()
     no_description_phrases: tuple[str, ...] = ()
-    # Words that carry no description of a problem (greetings, pronouns, "call me"...).
+    # Words that carry no description of a problem (greetings, pronouns, "call me",
+    # "see the attachment", the product's own name…); ``word*`` stops every word so begun.
     description_stopwords: tuple[str, ...] = ()
     # A description needs at least this many content words in the subject and the
     # customer's own text (stopwords, numbers and words shorter than 3 letters not counted).

@@ -302,6 +302,9 @@ def strip_subject_prefixes(subject: str) -> str:
 _WORD = re.compile(r"[^\W\d_]{3,}")
 
 
-def content_words(text: str, stopwords: frozenset[str]) -> tuple[str, ...]:
-    """Folded words of 3+ letters that are not stopwords (what a description is made of)."""
-    return tuple(w for w in _WORD.findall(fold(text)) if w not in stopwords)
+def content_words(text: str, stopwords: frozenset[str],
+                  stop_prefixes: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Folded words of 3+ letters that are not stopwords, nor start with one of
+    `stop_prefixes` (the stopwords written ``word*``): what a description is made of."""
+    return tuple(w for w in _WORD.findall(fold(text))
+                 if w not in stopwords and not w.startswith(stop_prefixes))
