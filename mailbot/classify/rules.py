@@ -184,6 +184,7 @@ class _Compiled:
         self.bulk_body = phrase_set(settings.bulk_body_phrases)
         self.auto_subject = phrase_set(settings.auto_subject_phrases)
         self.not_emergency = phrase_set(settings.not_emergency_phrases)
+        self.resolved = phrase_set(settings.resolved_phrases)
         self.no_description = phrase_set(settings.no_description_phrases)
         self.unsubscribe = tuple(compiled_rule(r) for r in settings.unsubscribe)
         self.scope = tuple(compiled_rule(r) for r in settings.scope)
@@ -679,7 +680,7 @@ def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
         hit = compiled.match(own, own_joined)
         # A forwarded report counts unless the sender's own words say it is over
         # ("that was last week and is solved"): their words are the newer ones.
-        if not hit and forwarded and not compiled.unless.search(own_joined):
+        if not hit and forwarded and not facts.compiled.resolved.search(own_joined):
             hit = compiled.match(forwarded)
         if hit:
             reason = compiled.rule.reason

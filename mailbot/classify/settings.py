@@ -78,6 +78,8 @@ class ClassifyConfig(BaseModel):
     scope: tuple[PhraseRule, ...] = ()
     emergency: tuple[PhraseRule, ...] = ()
     not_emergency_phrases: tuple[str, ...] = ()
+    # The sender's own words that a forwarded outage is over ("that is solved now").
+    resolved_phrases: tuple[str, ...] = ()
     unsubscribe: tuple[PhraseRule, ...] = ()
     auto_subject_phrases: tuple[str, ...] = ()
     # Delivery-failure wording anywhere in a body (bounces without report or headers).
@@ -108,6 +110,7 @@ class ClassifyConfig(BaseModel):
         "license_context",
         "license_distractors",
         "not_emergency_phrases",
+        "resolved_phrases",
         "auto_subject_phrases",
         "bounce_body_phrases",
         "bulk_body_phrases",
