@@ -63,6 +63,8 @@ class Mail:
     `delivery_outcome` is what a delivery report's per-recipient fields say: "hard", "soft"
     (failed with 4.x.x only), "delayed" (no recipient failed) or "unknown" (no
     machine-readable delivery-status part, e.g. a qmail text bounce).
+    `attached_text` is the readable text of messages attached to it (message/rfc822: a mail
+    forwarded as an attachment), at most `ATTACHED_TEXT_LIMIT` characters; it is not in `text`.
     """
 
     message_id: str | None
@@ -84,6 +86,7 @@ class Mail:
     defects: tuple[str, ...] = ()
     original_ids: tuple[str, ...] = ()
     delivery_outcome: str = "unknown"
+    attached_text: str = ""
 
     def header(self, name: str) -> str | None:
         """First value of header `name` (case-insensitive), or None."""

@@ -101,9 +101,14 @@ class DictRegistry:
 
     def __init__(self, records: dict[str, LicenseRecord]) -> None:
         self._records = records
+        self._rank = {number: i for i, number in enumerate(records)}
 
     def get(self, number: str) -> LicenseRecord | None:
         return self._records.get(number)
+
+    def rank(self, number: str) -> int:
+        """The place of `number` in the registry's order (the dict's; unknown: last)."""
+        return self._rank.get(number, len(self._rank))
 
     def __len__(self) -> int:
         return len(self._records)

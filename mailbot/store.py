@@ -134,6 +134,8 @@ class LicenseRow(Base):
     support_tier: Mapped[str] = mapped_column(String(20))
     max_version_date: Mapped[date | None]
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Row number in the last import that named it: the registry's order.
+    position: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class InboundMessage(Base):
@@ -769,12 +771,14 @@ class Store:
     # --- licenses ------------------------------------------------------------------
 
     def upsert_licenses(self, records: Sequence[LicenseRecord]) -> int:
-        """Insert or update registry rows by license number; returns how many were written."""
+        """Insert or update registry rows by license number; returns how many were written.
+        The records' order is the registry's order (`license_snapshot` keeps it)."""
         now = utcnow()
         self._upsert(LicenseRow, "license", [
             {"license": r.license, "customer": r.customer, "email_domain": r.email_domain,
              "activated_on": r.activated_on, "support_tier": r.tier.value,
-             "max_version_date": r.max_version_date, "updated_at": now} for r in records])
+             "max_version_date": r.max_version_date, "updated_at": now, "position": i}
+            for i, r in enumerate(records)])
         return len(records)
 
     def upsert_contacts(self, contacts: Sequence[Contact]) -> int:
@@ -887,7 +891,8 @@ class Store:
             return bool(s.execute(q.values(**values)).rowcount)  # type: ignore[attr-defined]
 
     def license_snapshot(self) -> dict[str, LicenseRecord]:
-        """The whole registry as values (small: one row per customer license)."""
+        """The whole registry as values (small: one row per customer license), in the
+        registry's order (of the imports; rows never imported with an order come last)."""
         with self.session() as s:
             return {
                 r.license: LicenseRecord(
@@ -898,7 +903,8 @@ class Store:
                     tier=Tier(r.support_tier),
                     max_version_date=r.max_version_date,
                 )
-                for r in s.scalars(select(LicenseRow))
+                for r in s.scalars(select(LicenseRow).order_by(
+                    LicenseRow.position.is_(None), LicenseRow.position, LicenseRow.license))
             }
 
     def license_version(self) -> tuple[int, datetime | None]:

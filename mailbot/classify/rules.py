@@ -27,6 +27,7 @@ from mailbot.classify.text import (
     BodyParts,
     content_words,
     fold,
+    forwarded_message_text,
     readable_text,
     sentences,
     split_body,
@@ -49,6 +50,10 @@ class LicenseRegistry(Protocol):
     """The license registry as classify sees it."""
 
     def get(self, number: str) -> LicenseRecord | None: ...
+
+    def rank(self, number: str) -> int:
+        """The place of `number` in the registry's order (lower first)."""
+        ...
 
 
 class TicketIndex(Protocol):
@@ -174,13 +179,16 @@ class _Compiled:
     """What the rules need of one ClassifyConfig, compiled once (word sets, phrase sets)."""
 
     def __init__(self, settings: ClassifyConfig) -> None:
-        self.stopwords = frozenset(settings.description_stopwords)
+        words = settings.description_stopwords
+        self.stopwords = frozenset(w for w in words if not w.endswith("*"))
+        self.stop_prefixes = tuple(w[:-1] for w in words if w.endswith("*") and len(w) > 1)
         self.english = frozenset(settings.english_words)
         self.czech = frozenset(settings.czech_words)
         self.bounce_body = phrase_set(settings.bounce_body_phrases)
         self.bulk_body = phrase_set(settings.bulk_body_phrases)
         self.auto_subject = phrase_set(settings.auto_subject_phrases)
         self.not_emergency = phrase_set(settings.not_emergency_phrases)
+        self.resolved = phrase_set(settings.resolved_phrases)
         self.no_description = phrase_set(settings.no_description_phrases)
         self.unsubscribe = tuple(compiled_rule(r) for r in settings.unsubscribe)
         self.scope = tuple(compiled_rule(r) for r in settings.scope)
@@ -226,8 +234,10 @@ class MailFacts:
 
     @cached_property
     def forwarded_own(self) -> str:
-        """The own text of the forwarded mail ("" when nothing was forwarded)."""
-        return split_body(self.parts.forwarded).own if self.parts.forwarded else ""
+        """The own text of forwarded mail, inline or attached as message/rfc822 ("" when
+        nothing was forwarded): it counts as the customer's words."""
+        texts = (self.parts.forwarded, self.mail.attached_text)
+        return "\n\n".join(forwarded_message_text(t) for t in texts if t.strip()).strip()
 
     @cached_property
     def own_sentences(self) -> tuple[str, ...]:
@@ -245,21 +255,22 @@ class MailFacts:
 
     @cached_property
     def request_sentences(self) -> tuple[str, ...]:
-        found = self.own_sentences
-        if self.parts.forwarded and not self.own_describes:
-            found += sentences(self.forwarded_own)
-        return found
+        """The subject, the sender's own text and forwarded mail: the request."""
+        return self.own_sentences + sentences(self.forwarded_own)
 
     @cached_property
     def request_joined(self) -> str:
         return "\n".join(self.request_sentences)
 
     @cached_property
+    def forwarded_sentences(self) -> tuple[str, ...]:
+        return sentences(self.forwarded_own)
+
+    @cached_property
     def has_description(self) -> bool:
-        parts = self.parts
-        if _describes(parts.own, self.subject, self.settings, self.compiled):
+        if _describes(self.parts.own, self.subject, self.settings, self.compiled):
             return True
-        return bool(parts.forwarded) and _describes(
+        return bool(self.forwarded_own) and _describes(
             self.forwarded_own, self.subject, self.settings, self.compiled
         )
 
@@ -267,6 +278,8 @@ class MailFacts:
     def license_candidates(self) -> tuple[str, ...]:
         found = extract_license_numbers(self.mail.subject, self.settings)
         found += extract_license_numbers(self.body, self.settings)
+        if self.mail.attached_text:
+            found += extract_license_numbers(self.mail.attached_text, self.settings)
         return tuple(dict.fromkeys(found))
 
 
@@ -303,7 +316,8 @@ def request_sentences(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
 
 def _describes_text(folded: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
     folded = compiled.no_description.blank_out(folded)
-    return len(content_words(folded, compiled.stopwords)) >= settings.min_description_words
+    words = content_words(folded, compiled.stopwords, compiled.stop_prefixes)
+    return len(words) >= settings.min_description_words
 
 
 def _describes(text: str, subject: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
@@ -331,12 +345,12 @@ def request_licenses(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
 
 
 def chosen_license(mail: Mail, ctx: RuleContext) -> tuple[str | None, LicenseRecord | None]:
-    """The first candidate that is registered, else the first candidate (unregistered)."""
+    """Of the registered candidates, the first in the registry's order; with none
+    registered, the first candidate (unregistered)."""
     candidates = request_licenses(mail, ctx)
-    for number in candidates:
-        record = ctx.registry.get(number)
-        if record is not None:
-            return number, record
+    registered = [(n, r) for n in candidates if (r := ctx.registry.get(n)) is not None]
+    if registered:
+        return min(registered, key=lambda pair: ctx.registry.rank(pair[0]))
     return (candidates[0] if candidates else None), None
 
 
@@ -692,8 +706,14 @@ def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
     not_emergency = facts.compiled.not_emergency.search
     if not_emergency(joined) and any(not_emergency(s) for s in text):
         return None
+    own, forwarded = facts.own_sentences, facts.forwarded_sentences
+    own_joined = facts.own_joined
     for compiled in facts.compiled.emergency:
-        hit = compiled.match(text, joined)
+        hit = compiled.match(own, own_joined)
+        # A forwarded report counts unless the sender's own words say it is over
+        # ("that was last week and is solved"): their words are the newer ones.
+        if not hit and forwarded and not facts.compiled.resolved.search(own_joined):
+            hit = compiled.match(forwarded)
         if hit:
             reason = compiled.rule.reason
             return Finding(DecisionKind.TICKET, f"{reason}: {hit}", priority=Priority.EMERGENCY)

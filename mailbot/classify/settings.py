@@ -78,6 +78,8 @@ class ClassifyConfig(BaseModel):
     scope: tuple[PhraseRule, ...] = ()
     emergency: tuple[PhraseRule, ...] = ()
     not_emergency_phrases: tuple[str, ...] = ()
+    # The sender's own words that a forwarded outage is over ("that is solved now").
+    resolved_phrases: tuple[str, ...] = ()
     unsubscribe: tuple[PhraseRule, ...] = ()
     auto_subject_phrases: tuple[str, ...] = ()
     # Delivery-failure wording anywhere in a body (bounces without report or headers).
@@ -85,7 +87,8 @@ class ClassifyConfig(BaseModel):
     # Opt-out footers of newsletters and spam, in the sender's own text and signature.
     bulk_body_phrases: tuple[str, ...] = ()
     no_description_phrases: tuple[str, ...] = ()
-    # Words that carry no description of a problem (greetings, pronouns, "call me"...).
+    # Words that carry no description of a problem (greetings, pronouns, "call me",
+    # "see the attachment", the product's own name…); ``word*`` stops every word so begun.
     description_stopwords: tuple[str, ...] = ()
     # A description needs at least this many content words in the subject and the
     # customer's own text (stopwords, numbers and words shorter than 3 letters not counted).
@@ -107,6 +110,7 @@ class ClassifyConfig(BaseModel):
         "license_context",
         "license_distractors",
         "not_emergency_phrases",
+        "resolved_phrases",
         "auto_subject_phrases",
         "bounce_body_phrases",
         "bulk_body_phrases",

@@ -265,6 +265,22 @@ def split_body(text: str, subject: str = "") -> BodyParts:
     )
 
 
+def forwarded_message_text(text: str) -> str:
+    """The own text of a forwarded message: its leading separator and header lines
+    ("---------- Forwarded message ---------", "From:", "Od:", "Date:" …) skipped, then its
+    quotes and signature cut as for any body."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    start = 0
+    for i, line in enumerate(lines[:40]):  # a header block is short
+        f = fold(line)
+        if (not f or _HEADER_FIRST.match(f) or _HEADER_NEXT.match(f) or _SEPARATOR.match(f)
+                or _FORWARD_START.match(f)):
+            start = i + 1
+            continue
+        break
+    return split_body("\n".join(lines[start:])).own
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n\s*\n|\n(?=\s*[-*•])")
 
 
@@ -286,6 +302,9 @@ def strip_subject_prefixes(subject: str) -> str:
 _WORD = re.compile(r"[^\W\d_]{3,}")
 
 
-def content_words(text: str, stopwords: frozenset[str]) -> tuple[str, ...]:
-    """Folded words of 3+ letters that are not stopwords (what a description is made of)."""
-    return tuple(w for w in _WORD.findall(fold(text)) if w not in stopwords)
+def content_words(text: str, stopwords: frozenset[str],
+                  stop_prefixes: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Folded words of 3+ letters that are not stopwords, nor start with one of
+    `stop_prefixes` (the stopwords written ``word*``): what a description is made of."""
+    return tuple(w for w in _WORD.findall(fold(text))
+                 if w not in stopwords and not w.startswith(stop_prefixes))

@@ -34,6 +34,7 @@ from mailbot.ingest.reports import UNKNOWN, delivery_outcome, original_message_i
 __all__ = ["parse", "html_to_text"]
 
 MAX_DEPTH = 100  # Postfix mime_nesting_limit; deeper parts are ignored
+ATTACHED_TEXT_LIMIT = 32 * 1024  # characters of attached messages' text kept for the rules
 _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 _HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
@@ -593,7 +594,7 @@ def _parse(data: bytes) -> Mail:
             param = email.utils.collapse_rfc2231_value(param)
         report_type = _clean(_text8(str(param or ""))).lower()
 
-    text, html, attachments = _bodies(parts, defects, hints)
+    text, html, attachments, attached_text = _bodies(parts, defects, hints)
     for entry in parts:
         defects.extend(type(defect).__name__ for defect in entry.part.defects)
 
@@ -619,18 +620,21 @@ def _parse(data: bytes) -> Mail:
         original_ids=original_ids,
         # Only a report about some message is worth a second walk of the parts.
         delivery_outcome=delivery_outcome(msg) if original_ids else UNKNOWN,
+        attached_text=attached_text,
     )
 
 
 def _bodies(
     parts: list[_Part], defects: list[str], hints: list[str]
-) -> tuple[str, str, tuple[Attachment, ...]]:
-    """Pick the text and HTML bodies and list the attachments (not the chosen body parts).
+) -> tuple[str, str, tuple[Attachment, ...], str]:
+    """Pick the text and HTML bodies, list the attachments (not the chosen body parts) and
+    read the text of attached messages.
 
     Text is the first text/plain part, joined with its text/plain siblings in the same
     multipart/mixed (Apple Mail splits the text around inline images); HTML-only mail is
     converted. Parts with a filename are bodies only when nothing else is; parts inside an
-    attached message/* only when the message itself has no body.
+    attached message/* only when the message itself has no body; otherwise their text
+    (plain, else HTML converted) is the fourth value, capped at `ATTACHED_TEXT_LIMIT`.
     """
     own: list[_Part] = []  # body candidates: inline text without a filename
     named: list[_Part] = []  # text parts with a filename (cpython msg_44 style)
@@ -673,7 +677,24 @@ def _bodies(
                    size=_size(part, defects))
         for part, filename in candidates if id(part) not in taken
     )
-    return text, html, attachments
+    attached = "" if pool is nested else _attached_text(nested, defects, hints)
+    return text, html, attachments, attached
+
+
+def _attached_text(nested: list[_Part], defects: list[str], hints: list[str]) -> str:
+    """The text of attached messages: their text/plain parts, else their HTML as text."""
+    plain = [e for e in nested if e.part.get_content_type() == "text/plain"]
+    chosen = plain or [e for e in nested if e.part.get_content_type() == "text/html"]
+    texts: list[str] = []
+    size = 0
+    for entry in chosen:
+        body = _body_text(entry.part, defects, hints)
+        body = body if plain else html_to_text(body)
+        texts.append(body[: ATTACHED_TEXT_LIMIT - size])
+        size += len(texts[-1])
+        if size >= ATTACHED_TEXT_LIMIT:
+            break
+    return "\n\n".join(t.strip() for t in texts if t.strip())
 
 
 def _size(part: Message, defects: list[str]) -> int:

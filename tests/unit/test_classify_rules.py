@@ -28,6 +28,9 @@ class Registry:
     def get(self, number: str) -> LicenseRecord | None:
         return REGISTRY.get(number)
 
+    def rank(self, number: str) -> int:
+        return list(REGISTRY).index(number) if number in REGISTRY else len(REGISTRY)
+
 
 class Tickets:
     """A ticket index: numbers known to exist, some with their details."""

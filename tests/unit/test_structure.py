@@ -1,0 +1,149 @@
+"""The mail's structure before its words: forwarded mail (inline or attached), what a
+description is, and which of several licenses wins. Each mail is worded here, through the
+real parser (raw bytes in), not taken from the labelled sets."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from zoneinfo import ZoneInfo
+
+from mailbot import config as config_mod
+from mailbot.classify.decide import decide
+from mailbot.classify.rules import RuleContext
+from mailbot.domain import Decision, LicenseRecord, Priority, Tier
+from mailbot.ingest.parse import parse
+from mailbot.registry import DictRegistry
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("Europe/Prague"))
+CONFIG = config_mod.load()
+
+
+def record(number: str, tier: Tier = Tier.HOTLINE, end: date | None = None) -> LicenseRecord:
+    return LicenseRecord(number, f"Firma {number}", "mlekarna.example", date(2025, 1, 1), tier, end)
+
+
+REGISTRY = DictRegistry({
+    "31415926": record("31415926"),
+    "27182818": record("27182818"),
+    "16180339": record("16180339", Tier.START, date(2026, 7, 1)),  # START over
+})
+
+
+def decided(raw: bytes, registry: DictRegistry = REGISTRY) -> Decision:
+    return decide(parse(raw), RuleContext.from_config(CONFIG, registry, NOW, None))
+
+
+def plain(body: str, subject: str = "Dotaz") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Ivana Kratochvílová <kratochvilova@mlekarna.example>"
+    msg["To"] = "podpora@estelar.example"
+    msg["Subject"] = subject
+    msg["Message-ID"] = "<s1@mlekarna.example>"
+    msg.set_content(body)
+    return msg.as_bytes(policy=SMTP)
+
+
+FORWARDED_OUTAGE = """\
+Od: Radek Suchý <suchy@mlekarna.example>
+Odesláno: úterý 24. listopadu 2026 5:58
+Komu: Ivana Kratochvílová <kratochvilova@mlekarna.example>
+Předmět: brány
+
+Ivano, ráno nikdo nemůže projít turnikety, všechny terminály ukazují offline a
+server docházky nejde spustit. Ranní směna čeká venku.
+Radek
+"""
+
+
+def test_emergency_only_in_an_inline_forward_counts() -> None:
+    """A Gmail-style forward (separator line, then header lines) is the customer's request:
+    its outage makes the ticket an emergency, although the top text only gives the license."""
+    raw = plain("Dobrý den,\nviz níže. Licence 3141-5926\nIvana\n\n"
+                "---------- Forwarded message ---------\n" + FORWARDED_OUTAGE, "Fwd: brány")
+    d = decided(raw)
+    assert (d.kind.value, d.license, d.priority) == ("ticket", "31415926", Priority.EMERGENCY)
+
+
+def test_forwarded_outage_the_sender_says_is_over_is_no_emergency() -> None:
+    """The sender's own newer words win over the forwarded report."""
+    raw = plain("Dobrý den,\nposílám starší zprávu kolegy; to se serverem je už vyřešené, "
+                "server zase běží. Teď nám ale v sestavě přesčasů chybí sobotní směny.\n"
+                "Licence 3141-5926\n\n-----Původní zpráva-----\n" + FORWARDED_OUTAGE,
+                "FW: brány")
+    d = decided(raw)
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL)
+
+
+def test_license_and_outage_only_in_an_attached_message() -> None:
+    """A mail forwarded as an attachment (message/rfc822) is read: its license and its
+    outage count, as if it were inline."""
+    inner = EmailMessage()
+    inner["From"] = "suchy@mlekarna.example"
+    inner["Subject"] = "server"
+    inner.set_content("Ivano, databázový server po restartu nenaběhne, nikdo se nemůže "
+                      "přihlásit k docházce.\nLic. č. 2718-2818\n")
+    outer = EmailMessage()
+    outer["From"] = "kratochvilova@mlekarna.example"
+    outer["To"] = "podpora@estelar.example"
+    outer["Subject"] = "FW: server"
+    outer["Message-ID"] = "<s2@mlekarna.example>"
+    outer.set_content("Dobrý den, v příloze zpráva od našeho správce. Ozvěte se prosím.\n")
+    outer.add_attachment(inner)
+    mail = parse(outer.as_bytes(policy=SMTP))
+    assert "nenaběhne" in mail.attached_text and "nenaběhne" not in mail.text
+    d = decide(mail, RuleContext.from_config(CONFIG, REGISTRY, NOW, None))
+    assert (d.kind.value, d.license, d.priority) == ("ticket", "27182818", Priority.EMERGENCY)
+
+
+def test_attached_text_is_capped() -> None:
+    from mailbot.ingest.parse import ATTACHED_TEXT_LIMIT
+
+    inner = EmailMessage()
+    inner.set_content("slovo " * 40_000)
+    outer = EmailMessage()
+    outer["From"] = "a@b.example"
+    outer.set_content("viz příloha")
+    outer.add_attachment(inner)
+    assert len(parse(outer.as_bytes(policy=SMTP)).attached_text) <= ATTACHED_TEXT_LIMIT
+
+
+def test_the_registry_order_decides_between_registered_candidates() -> None:
+    """Two registered licenses: the first in the registry wins, not the first mentioned
+    (here the one mentioned first has ended, which must not reject the request)."""
+    raw = plain("Dobrý den, v kalendáři svátků na rok 2027 chybí Velký pátek, přidáme ho "
+                "ručně? Licence 1618-0339 (starý závod), licence 3141-5926.")
+    d = decided(raw)
+    assert (d.kind.value, d.license) == ("ticket", "31415926")
+    reordered = DictRegistry({n: REGISTRY.get(n) for n in ("16180339", "31415926")  # type: ignore[misc]
+                              })
+    assert decided(raw, reordered).kind.value == "reject_expired"
+
+
+def test_a_call_back_wish_is_no_description() -> None:
+    for body in (
+        "Dobrý den, prosím o zavolání zítra mezi 9 a 11 hodinou, potřebovala bych s vámi "
+        "něco probrat ohledně docházky. Licence 3141-5926",
+        "Dobrý deň, prosím o spätné zavolanie dnes po 13:00 na číslo 0905 111 222, "
+        "ide o dochádzku. Licenčné číslo 3141-5926",
+        "Hello, we have a problem with the attendance system, please call me this "
+        "afternoon, it is important. License no. 3141 5926",
+    ):
+        d = decided(plain(body, "Prosba"))
+        assert (d.kind.value, d.missing) == ("reject_incomplete", ("description",)), body
+
+
+def test_a_named_attachment_is_no_description() -> None:
+    for subject, body in (("chyba", "Dobrý den, posílám screenshot v příloze.\nLicence 3141-5926"),
+                          ("log", "Zdravím, v příloze posílám logy ze serveru. LIC 3141-5926"),
+                          ("error", "Hi, see the attached picture. License 3141-5926")):
+        d = decided(plain(body, subject))
+        assert (d.kind.value, d.missing) == ("reject_incomplete", ("description",)), body
+
+
+def test_a_short_real_description_still_counts() -> None:
+    """The stopwords must not eat a description: a short but real problem is a ticket."""
+    d = decided(plain("Nejde vytisknout měsíční sestavu docházky, hlásí chybu 17. "
+                      "Licence 3141-5926", "Tisk"))
+    assert d.kind.value == "ticket"
