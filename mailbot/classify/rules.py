@@ -548,7 +548,9 @@ def auto_subject(mail: Mail, ctx: RuleContext) -> Finding | None:
 
 
 def unsubscribe_request(mail: Mail, ctx: RuleContext) -> Finding | None:
-    """Mail to the newsletter unsubscribe address, or a request in the sender's own words."""
+    """Mail to the newsletter unsubscribe address (always), or a request in the sender's own
+    words in a mail that refers to no ticket: unsubscribe words in a ticket's mail ("how do
+    I unsubscribe from the nightly export report?") are about the ticket, which keeps it."""
     # A mailing's List-Unsubscribe address carries a token: novinky-odhlaseni+<token>@…
     recipients = {re.sub(r"\+[^@]*@", "@", a, count=1) for a in mail.recipients()}
     if ctx.unsubscribe_address in recipients:
@@ -558,6 +560,9 @@ def unsubscribe_request(mail: Mail, ctx: RuleContext) -> Finding | None:
     for rule in facts.compiled.unsubscribe:
         hit = rule.match(text, joined)
         if hit:
+            refs = ticket_references(mail, ctx) or tuple(filter(None, [known_ticket(mail, ctx)]))
+            if refs:
+                return Finding(None, f"{hit}: not applied, the mail is about {refs[0]}")
             return Finding(DecisionKind.UNSUBSCRIBE, hit)
     return None
 
