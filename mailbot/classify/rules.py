@@ -544,6 +544,24 @@ def auto_subject(mail: Mail, ctx: RuleContext) -> Finding | None:
     return Finding(DecisionKind.IGNORE_AUTO, hit) if hit else None
 
 
+def spam_verdict(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Mail our upstream spam filter judged spam (`classify.spam_verdicts`, e.g.
+    `X-Spam-Flag: YES`) is kept but never answered and never a ticket. Every value of the
+    header is looked at: a "no" the sender wrote cannot hide our MTA's "yes"."""
+    for verdict in ctx.settings.spam_verdicts:
+        for value in _header_values(mail, verdict.header.lower()):
+            if _spam_pattern(verdict.pattern).match(value):
+                shown = " ".join(value.split())
+                shown = shown if len(shown) <= 60 else shown[:59] + "…"
+                return Finding(DecisionKind.IGNORE_AUTO, f"spam verdict {verdict.header}: {shown}")
+    return None
+
+
+@lru_cache(maxsize=64)
+def _spam_pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
 # --- unsubscribe, tickets --------------------------------------------------------------------
 
 
@@ -688,6 +706,7 @@ RULES: tuple[Rule, ...] = (
     mailing_list,
     bulk_footer,
     auto_subject,
+    spam_verdict,
     unsubscribe_request,
     unknown_ticket,
     staff_reply,
