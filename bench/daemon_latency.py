@@ -80,6 +80,10 @@ def write_config(tmp: Path, *, sink_port: int, lmtp_port: int | None,
     # Only the acknowledgements go to the sink (each ack is waited for in turn).
     text, notices = re.subn(r"(?m)^staff_notify = .*$", "staff_notify = []", text)
     assert notices == 1, "config/mailbot.toml: [mailbox] staff_notify not found"
+    # A load test: thousands of distinct senders within the hour, every one answered.
+    text, capped = re.subn(r"(?m)^auto_replies_total_per_hour = .*$",
+                           "auto_replies_total_per_hour = 1000000", text)
+    assert capped == 1, "config/mailbot.toml: [conversation] auto_replies_total_per_hour not found"
     extra = [
         "\n[outbound]",
         'mode = "smtp"', 'host = "127.0.0.1"', f"port = {sink_port}", 'security = "none"',

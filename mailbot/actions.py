@@ -243,12 +243,13 @@ class ActionSettings:
     ticket_attachment_bytes: int
     unsubscribe_address: str
     news_bounce_limit: int
+    auto_replies_total_per_hour: int = 200
 
     @classmethod
     def from_config(cls, config: Config, calendar: BusinessCalendar) -> ActionSettings:
         return cls(calendar, config.conversation.auto_replies_per_hour,
                    config.limits.ticket_attachment_bytes, config.mailbox.unsubscribe_address,
-                   config.news.bounce_limit)
+                   config.news.bounce_limit, config.conversation.auto_replies_total_per_hour)
 
 
 def write_decision(
@@ -329,8 +330,8 @@ def write_decision(
 
     queued, limited = enqueue_replies(tx, replies, ticket_id=ticket_id, inbound_id=inbound_id,
                                       now=now, settings=settings)
-    notes += [RuleResult("rate_limit", True, f"no {out.kind} to {out.rcpt_to[0]}: "
-                         f"{settings.auto_replies_per_hour} per hour reached") for out in limited]
+    notes += [RuleResult("rate_limit", True, f"no {out.kind} to {out.rcpt_to[0]}: {why}")
+              for out, why in limited]
 
     tx.record_decision(
         inbound_id,
@@ -360,21 +361,24 @@ def write_over_limit(tx: Transaction, *, inbound_id: int, decision: Decision,
     reason = "; ".join(r.detail for r in decision.reasons if r.hit) or "over a limit"
     _, limited = enqueue_replies(tx, replies, ticket_id=None, inbound_id=inbound_id, now=now,
                                  settings=settings)
-    reason += "".join(f"; no {out.kind}: rate limit" for out in limited)
+    reason += "".join(f"; no {out.kind}: rate limit" for out, _ in limited)
     tx.quarantine(inbound_id, reason)
     return reason
 
 
 def enqueue_replies(tx: Transaction, replies: tuple[OutgoingMail, ...], *, ticket_id: int | None,
                     inbound_id: int, now: datetime, settings: ActionSettings
-                    ) -> tuple[int, list[OutgoingMail]]:
-    """Queue the replies of one message; automatic ones only within the per-sender rate
-    limit. Returns how many were queued and those the limit held back."""
+                    ) -> tuple[int, list[tuple[OutgoingMail, str]]]:
+    """Queue the replies of one message; automatic ones only within the rate limits (per
+    sender, and for all senders together). Returns how many were queued and those a limit
+    held back, each with the limit reached."""
     queued, limited = 0, []
     for out in replies:
-        if out.auto and over_rate_limit(tx, out, now, settings.auto_replies_per_hour):
-            log.warning("auto-reply rate limit: no %s to %s", out.kind, out.rcpt_to[0])
-            limited.append(out)
+        why = rate_limit_reached(tx, out, now, settings) if out.auto else None
+        if why is not None:
+            log.warning("auto-reply rate limit: no %s to %s (%s)", out.kind,
+                        out.rcpt_to[0] if out.rcpt_to else "-", why)
+            limited.append((out, why))
             continue
         queued += tx.enqueue(out, ticket_id=ticket_id, inbound_id=inbound_id, now=now)
     return queued, limited
@@ -401,6 +405,19 @@ def over_rate_limit(tx: Transaction, out: OutgoingMail, now: datetime, limit: in
     if not out.rcpt_to:
         return False
     return tx.auto_replies_since(out.rcpt_to[0], now - timedelta(hours=1)) >= limit
+
+
+def rate_limit_reached(tx: Transaction, out: OutgoingMail, now: datetime,
+                       settings: ActionSettings) -> str | None:
+    """Which limit holds back the automatic reply `out`, if any: `auto_replies_per_hour` to
+    its address, or `auto_replies_total_per_hour` to everyone (mail with forged senders, each
+    under the per-address limit, must not make mailbot a reflector of its text)."""
+    if over_rate_limit(tx, out, now, settings.auto_replies_per_hour):
+        return f"{settings.auto_replies_per_hour} per hour to this address reached"
+    total = settings.auto_replies_total_per_hour
+    if tx.auto_replies_total_since(now - timedelta(hours=1)) >= total:
+        return f"{total} per hour to all addresses reached"
+    return None
 
 
 def customer_followup(tx: Transaction, ticket: Ticket, inbound_id: int, mail: Mail,

@@ -244,6 +244,8 @@ class ConversationConfig(_Section):
     reopen_days: float = Field(default=14.0, ge=0)
     # RFC 3834 §2: automatic replies (acknowledgements, rejections) per sender and hour.
     auto_replies_per_hour: int = Field(default=3, ge=0, le=1000)
+    # ... and to all senders together: forged senders cannot turn mailbot into a reflector.
+    auto_replies_total_per_hour: int = Field(default=200, ge=0, le=1_000_000)
     # Relayed staff replies show the staff member's name; their address only if true.
     expose_staff_address: bool = False
 

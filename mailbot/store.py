@@ -1280,6 +1280,12 @@ _COUNT_AUTO = (
     .where(_outbox.c.auto_recipient == bindparam("address"))
     .where(_outbox.c.created_at >= bindparam("since"))
 )
+_COUNT_AUTO_TOTAL = (
+    select(func.count())
+    .select_from(_outbox)
+    .where(_outbox.c.auto_recipient.is_not(None))
+    .where(_outbox.c.created_at >= bindparam("since"))
+)
 _MARK_DECIDED = (
     update(_inbound)
     .where(_inbound.c.id == bindparam("row_id"))
@@ -1296,6 +1302,7 @@ class Transaction:
         self.s = session
         self.dialect = dialect
         self.c = session.connection()  # Core statements of the hot path run on it
+        self._auto_total: dict[datetime, int] = {}  # auto_replies_total_since, per `since`
 
     def quarantine(self, inbound_id: int, error: str) -> None:
         """Park a message that broke parsing or deciding, with the reason."""
@@ -1437,6 +1444,16 @@ class Transaction:
         return int(self.c.execute(
             _COUNT_AUTO, {"address": address.lower(), "since": since}).scalar() or 0)
 
+    def auto_replies_total_since(self, since: datetime) -> int:
+        """Automatic replies queued to anyone since `since` (this transaction's included).
+
+        Counted once per transaction and `since` (the scan is not cheap: no index leads
+        with created_at), then kept up to date by `enqueue`."""
+        if since not in self._auto_total:
+            self._auto_total[since] = int(
+                self.c.execute(_COUNT_AUTO_TOTAL, {"since": since}).scalar() or 0)
+        return self._auto_total[since]
+
     def mark_bounced(self, message_ids: Sequence[str], now: datetime, *,
                      hard: bool = True) -> int:
         """Mark our outgoing messages that a delivery report returned as `bounced`, `hard`
@@ -1491,6 +1508,9 @@ class Transaction:
              "auto_recipient": recipient if mail.auto else None,
              "priority": 1 if mail.bulk else 0, "recipient": recipient},
         )
+        if mail.auto and result.rowcount:
+            for since in self._auto_total:
+                self._auto_total[since] += 1
         return bool(result.rowcount)
 
     def unsubscribe(self, address: str, inbound_id: int | None,

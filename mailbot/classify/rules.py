@@ -585,11 +585,31 @@ def auto_subject(mail: Mail, ctx: RuleContext) -> Finding | None:
     return Finding(DecisionKind.IGNORE_AUTO, hit) if hit else None
 
 
+def spam_verdict(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Mail our upstream spam filter judged spam (`classify.spam_verdicts`, e.g.
+    `X-Spam-Flag: YES`) is kept but never answered and never a ticket. Every value of the
+    header is looked at: a "no" the sender wrote cannot hide our MTA's "yes"."""
+    for verdict in ctx.settings.spam_verdicts:
+        for value in _header_values(mail, verdict.header.lower()):
+            if _spam_pattern(verdict.pattern).match(value):
+                shown = " ".join(value.split())
+                shown = shown if len(shown) <= 60 else shown[:59] + "…"
+                return Finding(DecisionKind.IGNORE_AUTO, f"spam verdict {verdict.header}: {shown}")
+    return None
+
+
+@lru_cache(maxsize=64)
+def _spam_pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
 # --- unsubscribe, tickets --------------------------------------------------------------------
 
 
 def unsubscribe_request(mail: Mail, ctx: RuleContext) -> Finding | None:
-    """Mail to the newsletter unsubscribe address, or a request in the sender's own words."""
+    """Mail to the newsletter unsubscribe address (always), or a request in the sender's own
+    words in a mail that refers to no ticket: unsubscribe words in a ticket's mail ("how do
+    I unsubscribe from the nightly export report?") are about the ticket, which keeps it."""
     # A mailing's List-Unsubscribe address carries a token: novinky-odhlaseni+<token>@…
     recipients = {re.sub(r"\+[^@]*@", "@", a, count=1) for a in mail.recipients()}
     if ctx.unsubscribe_address in recipients:
@@ -599,6 +619,9 @@ def unsubscribe_request(mail: Mail, ctx: RuleContext) -> Finding | None:
     for rule in facts.compiled.unsubscribe:
         hit = rule.match(text, joined)
         if hit:
+            refs = ticket_references(mail, ctx) or tuple(filter(None, [known_ticket(mail, ctx)]))
+            if refs:
+                return Finding(None, f"{hit}: not applied, the mail is about {refs[0]}")
             return Finding(DecisionKind.UNSUBSCRIBE, hit)
     return None
 
@@ -735,6 +758,7 @@ RULES: tuple[Rule, ...] = (
     mailing_list,
     bulk_footer,
     auto_subject,
+    spam_verdict,
     unsubscribe_request,
     unknown_ticket,
     staff_reply,

@@ -54,6 +54,39 @@ class PhraseRule(BaseModel):
 ScopeRule = PhraseRule
 
 
+class SpamVerdict(BaseModel):
+    """An upstream spam filter's verdict: a header whose value, matched from its start
+    with `pattern` (a regular expression, case-insensitive), says the mail is spam."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    header: str
+    pattern: str
+
+    @field_validator("header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[!-9;-~]{1,76}", value):
+            raise ValueError(f"not a header field name: {value!r}")
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str) -> str:
+        try:
+            re.compile(value, re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+DEFAULT_SPAM_VERDICTS = (
+    SpamVerdict(header="X-Spam-Flag", pattern=r"yes\b"),  # SpamAssassin
+    SpamVerdict(header="X-Spam-Status", pattern=r"yes\b"),  # SpamAssassin: "Yes, score=…"
+    SpamVerdict(header="X-Spam", pattern=r"yes\b"),  # Rspamd
+)
+
+
 class ClassifyConfig(BaseModel):
     """Patterns and phrase lists of the classify rules (the values live in mailbot.toml)."""
 
@@ -96,6 +129,10 @@ class ClassifyConfig(BaseModel):
     # Words that mark a text as English for the reply language (else Czech/Slovak → "cs").
     english_words: tuple[str, ...] = ()
     czech_words: tuple[str, ...] = ()
+    # Verdicts of the upstream spam filter that make a mail ignored (never answered, never a
+    # ticket). Only a "yes" is honoured: a sender can write these headers too, and a forged
+    # "yes" only harms the sender, while a forged "no" is never read.
+    spam_verdicts: tuple[SpamVerdict, ...] = DEFAULT_SPAM_VERDICTS
 
     @field_validator("license_pattern")
     @classmethod

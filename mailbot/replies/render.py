@@ -13,6 +13,10 @@ Security (reliability.md §1):
   the generator fixes for CVE-2024-6923 and CVE-2026-0672).
 - The recipient is the mail's From address only if email-validator accepts it; Reply-To is
   ignored, so a forged Reply-To cannot aim auto-replies at a third party.
+- Not a reflector: a forged sender must not get the attacker's text delivered under our
+  name. A reply quotes only a short excerpt (QUOTE_LINES lines, QUOTE_CHARS characters) and
+  writes URLs and dotted host names in it, and in the greeting's name, defanged
+  (``hxxps://evil[.]example``), so no mail client turns them into links.
 """
 
 from __future__ import annotations
@@ -92,8 +96,9 @@ NO_REPLY_KINDS: Final[frozenset[DecisionKind]] = frozenset(
 LANGUAGES: Final = ("cs", "en")
 SUBJECT_LIMIT: Final = 200
 NAME_LIMIT: Final = 100
-QUOTE_LINES: Final = 20
+QUOTE_LINES: Final = 6
 QUOTE_LINE_LIMIT: Final = 300
+QUOTE_CHARS: Final = 300  # the whole excerpt of the customer's text in a reply
 MAX_REFERENCES: Final = 20
 TEXT_WIDTH: Final = 76
 
@@ -170,7 +175,9 @@ def _clean_body_line(line: str) -> str:
 
 
 def _quote(text: str) -> tuple[list[str], bool]:
-    """The first QUOTE_LINES lines of the customer's text, and whether more followed."""
+    """A short excerpt of the customer's text: at most QUOTE_LINES lines and QUOTE_CHARS
+    characters (a line over the budget is cut at a word with "…"), defanged; and whether
+    more followed."""
     # Only the head of a huge body is looked at; str.splitlines() also splits on
     # U+2028/U+2029/U+0085 and the other Unicode line separators.
     head_text = text[: QUOTE_LINES * QUOTE_LINE_LIMIT * 2]
@@ -180,11 +187,42 @@ def _quote(text: str) -> tuple[list[str], bool]:
         lines.pop(0)
     while lines and not lines[-1]:
         lines.pop()
-    head = lines[:QUOTE_LINES]
-    truncated = cut or len(lines) > QUOTE_LINES
+    head: list[str] = []
+    budget = QUOTE_CHARS
+    for line in lines[:QUOTE_LINES]:
+        if len(line) > budget:
+            shortened = line[:budget].rsplit(" ", 1)[0] if " " in line[:budget] else line[:budget]
+            head.append(shortened.rstrip() + "…")
+            cut = True
+            break
+        head.append(line)
+        budget -= len(line)
+    truncated = cut or len(lines) > len(head)
     while head and not head[-1]:
         head.pop()
-    return head, truncated
+    return [defang(line) for line in head], truncated
+
+
+# A URL's scheme and authority, and a dotted host name (also an address's domain, a "www."
+# name or a file name: mail clients make links of all of those that end in a TLD).
+_URL = re.compile(r"\b([a-z][a-z0-9+.-]{0,30})://([^\s/?#<>\"'\\]*)", re.IGNORECASE)
+_HOST = re.compile(r"(?<![\w.-])(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_][\w-]{1,62}(?![\w-])")
+_DEFANGED_SCHEMES = {"http": "hxxp", "https": "hxxps"}
+
+
+def _defang_url(m: re.Match[str]) -> str:
+    scheme = m.group(1)
+    shown = _DEFANGED_SCHEMES.get(scheme.lower())
+    start = f"{shown}://" if shown else f"{scheme}[:]//"
+    return start + m.group(2).replace(".", "[.]")
+
+
+def defang(text: str) -> str:
+    """`text` with its URLs and dotted host names made inert (``hxxps://evil[.]example/x``,
+    ``www[.]evil[.]example``, ``eve@evil[.]example``): quoted customer text must not become
+    links in a mail we send."""
+    text = _URL.sub(_defang_url, text)
+    return _HOST.sub(lambda m: m.group(0).replace(".", "[.]"), text)
 
 
 def _clean_message_id(value: str | None) -> str | None:
@@ -582,7 +620,7 @@ class ReplyRenderer:
             **self._static,
             "lang": lang,
             "title": subject,
-            "customer_name": clean_header_text(mail.from_name, NAME_LIMIT),
+            "customer_name": defang(clean_header_text(mail.from_name, NAME_LIMIT)),
             "quoted": quoted,
             "quoted_truncated": truncated,
             "license_number": license_number,

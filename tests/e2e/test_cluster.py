@@ -69,6 +69,8 @@ port = {listen_port or 0}
 enabled = false
 [mailbox]
 staff_notify = []
+[conversation]
+auto_replies_total_per_hour = 1000000
 [outbound]
 mode = "smtp"
 host = "127.0.0.1"

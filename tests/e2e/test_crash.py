@@ -53,6 +53,8 @@ port = {sink_port}
 security = "none"
 [worker]
 poll_seconds = 0.2
+[conversation]
+auto_replies_total_per_hour = 1000000   # 500 distinct customers within the hour, all answered
 """)
 
 

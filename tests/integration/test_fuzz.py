@@ -596,7 +596,8 @@ def build_pipeline(directory: Path) -> Pipeline:
         "worker": base.worker.model_copy(update={"processes": 0}),
         "mailbox": base.mailbox.model_copy(update={"staff_notify": STAFF_NOTIFY}),
         "conversation": base.conversation.model_copy(
-            update={"auto_replies_per_hour": 100_000, "verify_staff": False}),
+            update={"auto_replies_per_hour": 100_000, "auto_replies_total_per_hour": 1_000_000,
+                    "verify_staff": False}),
     })
     store = Store.from_url(config.store.url)
     migrations.upgrade(store.engine)

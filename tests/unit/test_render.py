@@ -341,12 +341,12 @@ def test_customer_text_is_data_not_template(renderer: ReplyRenderer) -> None:
         assert "<b>Eve</b>" not in html
 
 
-def test_only_the_first_twenty_lines_are_quoted(renderer: ReplyRenderer) -> None:
-    """The quote is capped at 20 lines and marked as cut."""
+def test_only_the_first_lines_are_quoted(renderer: ReplyRenderer) -> None:
+    """The quote is capped at 6 lines and marked as cut."""
     body = "\n".join(f"řádek {i:02d}" for i in range(1, 31))
     text, html = bodies(render(renderer, DecisionKind.REJECT_INCOMPLETE, mail=make_mail(text=body)))
-    assert "> řádek 20" in text and "řádek 21" not in text and "> […]" in text
-    assert "řádek 20" in html and "řádek 21" not in html
+    assert "> řádek 06" in text and "řádek 07" not in text and "> […]" in text
+    assert "řádek 06" in html and "řádek 07" not in html
     assert "Začátek Vaší zprávy:" in text
 
 
@@ -443,3 +443,20 @@ def test_any_subject_name_or_body_renders_safely(
     assert sorted(k.lower() for k in parsed.keys()) == sorted(k.lower() for k in msg.keys())
     assert [a.addr_spec for a in parsed["To"].addresses] == [CUSTOMER]
     assert len(parsed["Subject"]) <= 200
+
+
+def test_urls_in_quoted_text_are_not_made_links(renderer: ReplyRenderer) -> None:
+    """A forged sender's phishing text is not reflected as links under our name: URLs, www.
+    names, addresses and the display name are defanged in both parts; Czech "a.s." stays."""
+    body = ("Účet pozastaven, přihlaste se na https://estelar-login.example/x?a=1 nebo "
+            "www.estelar-podpora.example, dotazy na eve@evil.example. Firma a.s.\n")
+    mail = make_mail(text=body, from_name="Obnova na evil-login.example")
+    for lang in ("cs", "en"):
+        text, html = bodies(render(renderer, DecisionKind.TICKET, lang, mail=mail))
+        for part in (text, html):
+            for raw in ("https://estelar-login", "estelar-login.example", "www.estelar-podpora",
+                        "evil.example", "evil-login.example"):
+                assert raw not in part
+            assert "hxxps://estelar-login[.]example/x?a=1" in part
+            assert "www[.]estelar-podpora[.]example" in part and "Firma a.s." in part
+        assert "<a " not in html.split("<blockquote", 1)[1]
