@@ -6,12 +6,13 @@ Postfix's `message_size_limit`, `header_size_limit` and `mime_nesting_limit`. Th
 parts and multipart containers are counted from `Content-Type:` lines and `boundary=`
 parameters: upper bounds that cost one pass over the bytes.
 
-A message an intake did not take whole because it was over `message_bytes` (IMAP fetches only
-its header section) is stored as a *stand-in*: a first line `X-Mailbot-Not-Fetched: size=N`,
-the header section, a note. `check` finds every stand-in too large (with the stated size), so
-it takes the ordinary too-large path (quarantined `too_large`, a person told the limit), also
-on `quarantine retry`. A sender who writes that line into his own mail only gets what an oversized mail
-gets him: his mail quarantined and, within the auto-reply rate limit, a note to its From.
+A message an intake did not take whole because it was over `message_bytes` (IMAP fetches
+only its header section) is stored as a *stand-in*: a first line `X-Mailbot-Not-Fetched:
+size=N`, the header section, a note. `check` finds every stand-in too large (with the stated
+size), so it takes the ordinary too-large path (quarantined `too_large`, a person told the
+limit), also on `quarantine retry`. A sender who writes that line into his own mail gets
+what an oversized mail gets him: his mail quarantined and, within the auto-reply rate
+limit, a note to its From.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ def check(raw: bytes, limits: LimitsConfig) -> Violation | None:
     message it stands for is not here, even if the limit was raised since)."""
     stated = stated_size(raw)
     if stated is not None:
-        return Violation("too_large", f"{human_size(stated)} > {human_size(limits.message_bytes)}"
-                         " (only the header section was fetched)", answerable=True)
+        limit = human_size(limits.message_bytes)
+        return Violation("too_large", f"{human_size(stated)} > {limit} (only the header "
+                         "section was fetched)", answerable=True)
     if len(raw) > limits.message_bytes:
         return Violation("too_large", f"{human_size(len(raw))} > {human_size(limits.message_bytes)}",
                          answerable=True)

@@ -187,7 +187,8 @@ async def test_fetch_answer_without_body_does_not_move_checkpoint_past_it(
         assert await asyncio.to_thread(poller.take_new, client, uidvalidity) == 2
         assert store.imap_checkpoint(KEY) == (uidvalidity, uids[0])
         assert store.count_inbound() == {"received": 2}
-        assert any("UID 2: the FETCH answer has no BODY[]" in r.getMessage() for r in caplog.records)
+        assert any("UID 2: the FETCH answer has no BODY[]" in r.getMessage()
+                   for r in caplog.records)
 
         assert await asyncio.to_thread(poller.take_new, client, uidvalidity) == 1
         assert store.imap_checkpoint(KEY) == (uidvalidity, uids[2])

@@ -47,7 +47,8 @@ def test_unit_without_memory_cap_lets_the_daemon_take_the_host() -> None:
     in the daemon, plus 512 MiB for the interpreter and the rest."""
     from mailbot.config import ImapMailboxConfig, LimitsConfig, ListenerConfig, WorkerConfig
 
-    lines = dict(re.findall(r"(?m)^(MemoryHigh|MemoryMax|MemorySwapMax|OOMPolicy)=(\S+)", UNIT.read_text()))
+    fields = r"(?m)^(MemoryHigh|MemoryMax|MemorySwapMax|OOMPolicy)=(\S+)"
+    lines = dict(re.findall(fields, UNIT.read_text()))
     assert {"MemoryHigh", "MemoryMax"} <= set(lines), lines
     high, cap = _bytes(lines["MemoryHigh"]), _bytes(lines["MemoryMax"])
     worker = WorkerConfig()
