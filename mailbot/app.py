@@ -192,7 +192,8 @@ class Daemon:
         elif not box.verify_tls:
             log.warning("imap %s: verify_tls = false: the certificate is NOT verified", box.name)
         poller = ImapPoller(box, intake, self.store, self.thread_stop, password=password,
-                            holder=self.holder)
+                            holder=self.holder,
+                            limits=self.config.limits)
         thread = threading.Thread(target=poller.run, name=f"imap-{box.name}", daemon=True)
         thread.start()
         return thread

@@ -204,6 +204,9 @@ class ImapMailboxConfig(_Section):
     lease_seconds: float = Field(default=30.0, ge=3, le=3600)
     timeout_seconds: float = Field(default=60.0, gt=0)
     batch: int = Field(default=200, ge=1, le=10_000)
+    # One FETCH takes at most `batch` messages and `batch_bytes` bytes (by RFC822.SIZE; a
+    # larger message alone). Over limits.message_bytes: only the header section is fetched.
+    batch_bytes: int = Field(default=32 * 1024 * 1024, ge=64 * 1024)
 
 
 class ConversationConfig(_Section):

@@ -5,6 +5,14 @@ Python's parser is slow or recursive on hostile structure (100,000 parts: 12.8 s
 Postfix's `message_size_limit`, `header_size_limit` and `mime_nesting_limit`. The numbers of
 parts and multipart containers are counted from `Content-Type:` lines and `boundary=`
 parameters: upper bounds that cost one pass over the bytes.
+
+A message an intake did not take whole because it was over `message_bytes` (IMAP fetches
+only its header section) is stored as a *stand-in*: a first line `X-Mailbot-Not-Fetched:
+size=N`, the header section, a note. `check` finds every stand-in too large (with the stated
+size), so it takes the ordinary too-large path (quarantined `too_large`, a person told the
+limit), also on `quarantine retry`. A sender who writes that line into his own mail gets
+what an oversized mail gets him: his mail quarantined and, within the auto-reply rate
+limit, a note to its From.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_START = re.compile(rb"(?m)^[^ \t\r\n]")
 _CONTENT_TYPE = re.compile(rb"(?im)^content-type[ \t]*:")
 _BOUNDARY = re.compile(rb"(?i)\bboundary[ \t]*=")
+NOT_FETCHED = b"X-Mailbot-Not-Fetched"
+_NOT_FETCHED_LINE = re.compile(rb"X-Mailbot-Not-Fetched: size=(\d{1,15})\r?\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +64,41 @@ def header_section(raw: bytes, limit: int) -> bytes | None:
     return raw[: m.start()]
 
 
+def not_fetched_stand_in(head: bytes, size: int, limit: int) -> bytes:
+    """The stand-in stored for a message of `size` bytes that was not fetched whole: the
+    first line states the size, then `head` (the header section, within `limit` bytes in
+    all and without a field cut in half), then a short note as the body."""
+    first = NOT_FETCHED + f": size={size}\r\n".encode()
+    head = head[: max(0, limit - len(first))]
+    end = head.find(b"\r\n\r\n")
+    if end >= 0:
+        head = head[: end + 2]
+    else:  # cut by the cap: keep whole fields only (the last one may go on past the cut)
+        pos = len(head)
+        while (nl := head.rfind(b"\n", 0, pos)) >= 0:
+            if nl + 1 < len(head) and head[nl + 1] not in b" \t":
+                break
+            pos = nl
+        head = head[: nl + 1]
+    note = (f"[mailbot: {human_size(size)}; only the header section was fetched "
+            f"(limits.message_bytes)]\r\n").encode()
+    return first + head + b"\r\n" + note
+
+
+def stated_size(raw: bytes) -> int | None:
+    """The size a stand-in's first line states (None: `raw` is no stand-in)."""
+    m = _NOT_FETCHED_LINE.match(raw)
+    return int(m.group(1)) if m else None
+
+
 def check(raw: bytes, limits: LimitsConfig) -> Violation | None:
-    """The first limit `raw` exceeds, or None."""
+    """The first limit `raw` exceeds, or None. A stand-in is always `too_large` (the
+    message it stands for is not here, even if the limit was raised since)."""
+    stated = stated_size(raw)
+    if stated is not None:
+        limit = human_size(limits.message_bytes)
+        return Violation("too_large", f"{human_size(stated)} > {limit} (only the header "
+                         "section was fetched)", answerable=True)
     if len(raw) > limits.message_bytes:
         return Violation("too_large", f"{human_size(len(raw))} > {human_size(limits.message_bytes)}",
                          answerable=True)

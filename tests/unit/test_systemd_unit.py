@@ -32,3 +32,30 @@ def test_unit_takes_secrets_as_credentials() -> None:
     assert "LoadCredential=" in text
     assert not re.search(r"(?im)^Environment=.*pass", text)
     assert "Type=notify" in text and "DynamicUser=yes" in text
+
+
+def _bytes(value: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    m = re.fullmatch(r"(\d+)([KMGT]?)", value.strip())
+    assert m, f"not a byte size: {value!r}"
+    return int(m.group(1)) * units.get(m.group(2), 1)
+
+
+def test_unit_without_memory_cap_lets_the_daemon_take_the_host() -> None:
+    """MemoryHigh/MemoryMax bound the unit, with room for what the defaults allow: the
+    decision children's caps, four IMAP FETCH batches and two messages at the size limit
+    in the daemon, plus 512 MiB for the interpreter and the rest."""
+    from mailbot.config import ImapMailboxConfig, LimitsConfig, ListenerConfig, WorkerConfig
+
+    fields = r"(?m)^(MemoryHigh|MemoryMax|MemorySwapMax|OOMPolicy)=(\S+)"
+    lines = dict(re.findall(fields, UNIT.read_text()))
+    assert {"MemoryHigh", "MemoryMax"} <= set(lines), lines
+    high, cap = _bytes(lines["MemoryHigh"]), _bytes(lines["MemoryMax"])
+    worker = WorkerConfig()
+    box = ImapMailboxConfig(host="imap.example", username="bot")
+    needed = (worker.processes * worker.memory_mb * (1 << 20) + 4 * box.batch_bytes
+              + 2 * max(LimitsConfig().message_bytes, ListenerConfig().max_message_bytes)
+              + (512 << 20))
+    assert high < cap
+    assert needed <= cap, (needed >> 20, cap >> 20)
+    assert lines.get("OOMPolicy") == "continue"  # a killed child is replaced, not the unit stopped
