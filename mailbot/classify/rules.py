@@ -187,6 +187,7 @@ class _Compiled:
         self.bounce_body = phrase_set(settings.bounce_body_phrases)
         self.bulk_body = phrase_set(settings.bulk_body_phrases)
         self.auto_subject = phrase_set(settings.auto_subject_phrases)
+        self.out_of_office = phrase_set(settings.out_of_office_phrases)
         self.not_emergency = phrase_set(settings.not_emergency_phrases)
         self.resolved = phrase_set(settings.resolved_phrases)
         self.no_description = phrase_set(settings.no_description_phrases)
@@ -579,6 +580,17 @@ def bulk_footer(mail: Mail, ctx: RuleContext) -> Finding | None:
     return Finding(DecisionKind.IGNORE_AUTO, hit) if hit else None
 
 
+def out_of_office(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """An absence notice without any automatic-mail header: a short own text that opens with
+    "I am out of the office until …" (a request that merely mentions an absence is longer)."""
+    facts = mail_facts(mail, ctx)
+    opening = sentences(facts.parts.own)[:3]
+    if not opening or len(facts.parts.own.split()) > 60:
+        return None
+    hit = facts.compiled.out_of_office.first("\n".join(opening))
+    return Finding(DecisionKind.IGNORE_AUTO, f"out of office: {hit}") if hit else None
+
+
 def auto_subject(mail: Mail, ctx: RuleContext) -> Finding | None:
     """Out-of-office notices, receipts and bounces that only their subject gives away."""
     hit = mail_facts(mail, ctx).compiled.auto_subject.first(fold(mail.subject))
@@ -616,6 +628,12 @@ def unsubscribe_request(mail: Mail, ctx: RuleContext) -> Finding | None:
         return Finding(DecisionKind.UNSUBSCRIBE, f"to {ctx.unsubscribe_address}")
     facts = mail_facts(mail, ctx)
     text, joined = facts.own_sentences, facts.own_joined
+    if facts.subject != mail.subject.strip():
+        # A reply ("Re: Estelar novinky – listopad"): "stop sending me this" names what to
+        # stop only through the subject, so each own sentence is also read after it.
+        subject = fold(facts.subject)
+        text += tuple(f"{subject} {s}" for s in sentences(facts.parts.own))
+        joined = "\n".join(text)
     for rule in facts.compiled.unsubscribe:
         hit = rule.match(text, joined)
         if hit:
@@ -758,6 +776,7 @@ RULES: tuple[Rule, ...] = (
     mailing_list,
     bulk_footer,
     auto_subject,
+    out_of_office,
     spam_verdict,
     unsubscribe_request,
     unknown_ticket,

@@ -115,6 +115,8 @@ class ClassifyConfig(BaseModel):
     resolved_phrases: tuple[str, ...] = ()
     unsubscribe: tuple[PhraseRule, ...] = ()
     auto_subject_phrases: tuple[str, ...] = ()
+    # The opening of an absence notice sent without automatic-mail headers.
+    out_of_office_phrases: tuple[str, ...] = ()
     # Delivery-failure wording anywhere in a body (bounces without report or headers).
     bounce_body_phrases: tuple[str, ...] = ()
     # Opt-out footers of newsletters and spam, in the sender's own text and signature.
@@ -149,6 +151,7 @@ class ClassifyConfig(BaseModel):
         "not_emergency_phrases",
         "resolved_phrases",
         "auto_subject_phrases",
+        "out_of_office_phrases",
         "bounce_body_phrases",
         "bulk_body_phrases",
         "no_description_phrases",

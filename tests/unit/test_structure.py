@@ -147,3 +147,31 @@ def test_a_short_real_description_still_counts() -> None:
     d = decided(plain("Nejde vytisknout měsíční sestavu docházky, hlásí chybu 17. "
                       "Licence 3141-5926", "Tisk"))
     assert d.kind.value == "ticket"
+
+
+def test_stop_sending_in_a_reply_to_the_newsletter_unsubscribes() -> None:
+    """"Don't send me this any more" names what to stop only through the subject of the
+    newsletter it answers; the quoted newsletter (licenses, training, exports) is not read."""
+    raw = plain("Už mi to prosím neposílejte.\n\n> Estelar novinky: verze 6.4, školení, "
+                "exporty do mezd\n> Licence a podpora HOTLINE", "Re: Estelar novinky – prosinec")
+    assert decided(raw).kind.value == "unsubscribe"
+    # Not a reply: the same words in a new request are about something else.
+    request = plain("Neposílejte mi prosím faktury poštou, ale e-mailem. Licence 3141-5926",
+                    "Estelar novinky a faktury")
+    assert decided(request).kind.value != "unsubscribe"
+
+
+def test_absence_notice_without_headers_is_automatic_mail() -> None:
+    """An out-of-office text with a ticket tag and a license, but no Auto-Submitted header:
+    never answered, never a follow-up."""
+    raw = plain("Dobrý den, do pátku 4. 12. jsem mimo kancelář a poštu nečtu. V naléhavých "
+                "věcech volejte kolegyni na 555 123 456.\nLicence 3141-5926",
+                "Nepřítomnost: Re: [#T-2026-000123] Export mezd")
+    assert decided(raw).kind.value == "ignore_auto"
+    # A request that mentions an absence is longer and stays a request.
+    long = plain("Dobrý den, jsem mimo kancelář, ale kolegové hlásí, že po včerejší "
+                 "aktualizaci se v měsíčním přehledu nezobrazují přesčasy u dvou středisek, "
+                 "ačkoli v denním přehledu je vidí. Zkoušeli jsme přepočítat měsíc i znovu "
+                 "přihlásit, bez změny. Kde může být chyba v nastavení středisek? Děkuji, "
+                 "Licence 3141-5926 " + "a ještě podrobnosti k tomu " * 8, "Přesčasy")
+    assert decided(long).kind.value == "ticket"
