@@ -525,7 +525,8 @@ def test_customer_text_is_literal_data_never_template(
     `<script>` and an attribute break-out: literal in every text part, escaped in every HTML
     part, not evaluated, and no config value (SMTP host, templates path) in any mail; the
     templates get plain values only."""
-    body = "Dobrý den,\n" + "\n".join(TEMPLATE_PAYLOADS) + "\nLicence 4012 7733\n"
+    # The payloads first: a reply quotes only the first lines of the customer's text.
+    body = "\n".join(TEMPLATE_PAYLOADS) + "\nDobrý den, licence 4012 7733\n"
     name = "Eve {{7*7}} <b>x</b>"
     mail = make_mail(text=body, from_name=name, subject="Hi {{ config }} {{7*7}}")
     raws: list[tuple[str, bytes]] = []
