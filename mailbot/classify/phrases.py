@@ -115,13 +115,14 @@ def find_phrase(text: str, phrases: Iterable[str]) -> str | None:
 class CompiledRule:
     """A :class:`PhraseRule` with its phrase lists compiled."""
 
-    __slots__ = ("all_of", "phrases", "rule", "unless")
+    __slots__ = ("all_of", "phrases", "rule", "unless", "unless_anywhere")
 
     def __init__(self, rule: PhraseRule) -> None:
         self.rule = rule
         self.phrases = phrase_set(rule.phrases)
         self.all_of = tuple(phrase_set(g) for g in rule.all_of)
         self.unless = phrase_set(rule.unless)
+        self.unless_anywhere = phrase_set(rule.unless_anywhere)
 
     def could_match(self, text: str) -> bool:
         """False when the rule cannot hit in any sentence of `text` (sentences joined by
@@ -138,6 +139,8 @@ class CompiledRule:
         if not self.could_match(joined):
             return None
         rule = self.rule
+        if rule.unless_anywhere and self.unless_anywhere.search(joined):
+            return None
         for sentence in sentences:
             if rule.unless and self.unless.first(sentence):
                 continue

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from mailbot.classify.entitlement import PRAGUE, entitlement_at
 from mailbot.classify.language import detect_language
 from mailbot.classify.license import extract_license_numbers
+from mailbot.classify.opinion import AnchorModel, Evidence, weigh
 from mailbot.classify.phrases import IdentityCache, compiled_rule, phrase_set
 from mailbot.classify.settings import ClassifyConfig
 from mailbot.classify.staff_auth import StaffPolicy, check_staff, sender_alignment
@@ -188,6 +189,9 @@ class _Compiled:
         self.bulk_body = phrase_set(settings.bulk_body_phrases)
         self.auto_subject = phrase_set(settings.auto_subject_phrases)
         self.out_of_office = phrase_set(settings.out_of_office_phrases)
+        model = settings.model
+        self.model = AnchorModel(model.anchors) if model.enabled and model.anchors else None
+        self.emergency_signals = phrase_set(model.emergency_signals)
         self.not_emergency = phrase_set(settings.not_emergency_phrases)
         self.resolved = phrase_set(settings.resolved_phrases)
         self.no_description = phrase_set(settings.no_description_phrases)
@@ -215,6 +219,7 @@ class MailFacts:
         self.mail = mail
         self.settings = settings
         self.compiled = _compiled(settings)
+        self._opinions: dict[tuple[str, ...], dict[str, Evidence]] = {}
 
     @cached_property
     def body(self) -> str:
@@ -266,6 +271,16 @@ class MailFacts:
     @cached_property
     def forwarded_sentences(self) -> tuple[str, ...]:
         return sentences(self.forwarded_own)
+
+    def opinion(self, texts: tuple[str, ...]) -> dict[str, Evidence]:
+        """The second opinion's best evidence per label for `texts` (none: no model)."""
+        model = self.compiled.model
+        if model is None:
+            return {}
+        if texts not in self._opinions:
+            signals = self.compiled.emergency_signals.search
+            self._opinions[texts] = model.per_label(texts, {"emergency": signals})
+        return self._opinions[texts]
 
     @cached_property
     def has_description(self) -> bool:
@@ -737,7 +752,23 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
         if hit:
             reason = compiled.rule.reason
             return Finding(DecisionKind.REJECT_SCOPE, f"{reason}: {hit}", scope_reason=reason)
+    model = ctx.settings.model
+    sure = weigh(facts.opinion(text), SCOPE_LABELS, "in_scope", model.scope_threshold,
+                 model.scope_margin)
+    if sure is not None:
+        top, other = sure
+        return Finding(DecisionKind.REJECT_SCOPE, _opinion_detail(top, "in_scope", other),
+                       scope_reason=top.label)
     return None
+
+
+SCOPE_LABELS = ("data_export", "training", "global_configuration", "custom_development")
+"""The second opinion's labels for work outside the support service (scope reasons)."""
+
+
+def _opinion_detail(top: Evidence, against: str, other: float) -> str:
+    return (f"model {top.label} {top.score:.2f} vs {against} {other:.2f}: "
+            f"\"{top.text[:80]}\" ~ \"{top.anchor[:60]}\"")
 
 
 def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
@@ -758,6 +789,14 @@ def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
         if hit:
             reason = compiled.rule.reason
             return Finding(DecisionKind.TICKET, f"{reason}: {hit}", priority=Priority.EMERGENCY)
+    model = ctx.settings.model
+    told = own if forwarded and facts.compiled.resolved.search(own_joined) else text
+    sure = weigh(facts.opinion(told), ("emergency",), "normal", model.emergency_threshold,
+                 model.emergency_margin)
+    if sure is not None:
+        top, other = sure
+        return Finding(DecisionKind.TICKET, _opinion_detail(top, "normal", other),
+                       priority=Priority.EMERGENCY)
     return None
 
 

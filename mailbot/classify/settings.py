@@ -10,7 +10,8 @@ between two words allows up to three other words there (``nejde .. spustit``).
 
 A :class:`PhraseRule` is tested sentence by sentence: it hits in a sentence where one of its
 ``phrases`` occurs, or where every group of ``all_of`` has a phrase, unless one of its
-``unless`` phrases occurs in that same sentence.
+``unless`` phrases occurs in that same sentence, and none of its ``unless_anywhere``
+phrases occurs in any sentence.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ class PhraseRule(BaseModel):
     phrases: tuple[str, ...] = ()
     all_of: tuple[tuple[str, ...], ...] = ()
     unless: tuple[str, ...] = ()
+    # Phrases that cancel the rule wherever they stand in the text looked at (another
+    # sentence says the export already runs, or that it fails: a problem report).
+    unless_anywhere: tuple[str, ...] = ()
 
-    @field_validator("phrases", "unless")
+    @field_validator("phrases", "unless", "unless_anywhere")
     @classmethod
     def _fold_phrases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _fold_all(value)
@@ -48,6 +52,38 @@ class PhraseRule(BaseModel):
         if any(not g for g in groups):
             raise ValueError("every all_of group needs at least one phrase")
         return groups
+
+
+class ModelConfig(BaseModel):
+    """The second opinion (:mod:`mailbot.classify.opinion`): anchor sentences per label and
+    how sure it must be to decide where the phrase rules are silent.
+
+    Scope: an out-of-scope label (`data_export`, `training`, `global_configuration`,
+    `custom_development`) must score `scope_threshold` and lead `in_scope` by `scope_margin`.
+    Emergency: `emergency` must score `emergency_threshold` and lead `normal` by
+    `emergency_margin`. Scores are cosines, 0 to 1.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    scope_threshold: float = Field(default=0.5, ge=0, le=1)
+    scope_margin: float = Field(default=0.15, ge=0, le=1)
+    emergency_threshold: float = Field(default=0.5, ge=0, le=1)
+    emergency_margin: float = Field(default=0.15, ge=0, le=1)
+    anchors: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # Words of failure an emergency anchor's match must contain (not just "morning shift").
+    emergency_signals: tuple[str, ...] = ()
+
+    @field_validator("emergency_signals")
+    @classmethod
+    def _fold_signals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _fold_all(value)
+
+    @field_validator("anchors")
+    @classmethod
+    def _fold_anchors(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        return {label: _fold_all(texts) for label, texts in value.items()}
 
 
 # The name the first version of this section used for scope entries.
@@ -131,6 +167,7 @@ class ClassifyConfig(BaseModel):
     # Words that mark a text as English for the reply language (else Czech/Slovak → "cs").
     english_words: tuple[str, ...] = ()
     czech_words: tuple[str, ...] = ()
+    model: ModelConfig = ModelConfig()
     # Verdicts of the upstream spam filter that make a mail ignored (never answered, never a
     # ticket). Only a "yes" is honoured: a sender can write these headers too, and a forged
     # "yes" only harms the sender, while a forged "no" is never read.
