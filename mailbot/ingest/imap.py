@@ -16,6 +16,11 @@ keyword, or MOVE) and advance the checkpoint → IDLE (or sleep and poll) → re
 * after_store = "move" creates `move_to` when it is missing (MOVE would fail for every mail).
 * Network errors reconnect with exponential backoff and jitter (tenacity), capped at 60 s and
   logged per attempt; wrong credentials are logged as such and retried slowly (every 5 min).
+* auth = "oauth2": AUTHENTICATE XOAUTH2/OAUTHBEARER with a token from `mailbot.oauth`. A
+  refused token is replaced by a fresh one once, on the same connection; a session whose
+  token nears its expiry is ended (also from IDLE) and opened again with a new token, since
+  servers may drop or refuse a session whose token expired. No token is ever logged
+  (imapclient redacts AUTHENTICATE lines; the SASL response itself is not logged).
 * Several daemons on one database: only the holder of the store lease ``imap:<name>:<folder>``
   polls (`Store.acquire_lease`); it renews the lease every third of `lease_seconds` (also
   while in IDLE) and gives it up at a clean stop. The others stand by and take over within
@@ -42,6 +47,7 @@ from imapclient.imapclient import SEEN, SocketTimeout
 from mailbot.config import ImapMailboxConfig
 from mailbot.errors import TemporaryIngestError
 from mailbot.ingest.intake import Intake
+from mailbot.oauth import AccessToken, SaslResponder, TokenError, TokenSource, sasl_payload
 from mailbot.store import Store, new_lease_holder
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,7 @@ NETWORK_ERRORS = (
     imaplib.IMAP4.error,
     IMAPClientError,
     TemporaryIngestError,
+    TokenError,  # the token endpoint or command failed: retried like the network
 )
 LOGIN_RETRY_SECONDS = 300.0
 
@@ -69,7 +76,9 @@ class ImapPoller:
         password: str | None,
         on_cycle: Callable[[], None] = lambda: None,
         holder: str | None = None,
+        tokens: TokenSource | None = None,
     ) -> None:
+        """`tokens`: the access tokens for auth = "oauth2" (built from the config if None)."""
         self.config = config
         self.intake = intake
         self.store = store
@@ -79,6 +88,13 @@ class ImapPoller:
         self.key = f"imap:{config.name}:{config.folder}"
         self.holder = holder or new_lease_holder()
         self._renewed_at = 0.0
+        if config.auth == "oauth2" and tokens is None:
+            from mailbot.oauth import build_token_source
+
+            assert config.oauth2 is not None
+            tokens = build_token_source(config.oauth2, config.username, f"imap {config.name}")
+        self._tokens = tokens
+        self._session_token: AccessToken | None = None
 
     def __repr__(self) -> str:  # never shows the password
         c = self.config
@@ -108,6 +124,8 @@ class ImapPoller:
                     break
                 except _LeaseLost:
                     log.warning("%s: another daemon took the mailbox over; standing by", self)
+                except _TokenExpiring:
+                    log.info("%s: access token about to expire; logging in again", self)
                 except LoginError as exc:
                     log.error("%s: login refused (check username/password): %s; retrying in "
                               "%ds", self, exc, LOGIN_RETRY_SECONDS)
@@ -214,11 +232,43 @@ class ImapPoller:
         try:
             if c.security == "starttls":
                 client.starttls(context)
-            client.login(c.username, self._password or "")
+            if self._tokens is not None:
+                self._oauth2_login(client, self._tokens)
+            else:
+                client.login(c.username, self._password or "")
         except BaseException:
             _close(client)  # a refused login must not leave the socket open until GC
             raise
         return client
+
+    def _oauth2_login(self, client: IMAPClient, tokens: TokenSource) -> None:
+        """AUTHENTICATE with the cached token; if it is refused, once more with a fresh one.
+
+        Raises:
+            LoginError: the fresh token was refused too.
+            TokenError: no token to be had.
+        """
+        token = tokens.token()
+        try:
+            self._authenticate(client, token)
+        except LoginError:
+            log.warning("%s: access token refused; fetching a fresh one", self)
+            token = tokens.refresh_after_refusal(token)
+            self._authenticate(client, token)
+        self._session_token = token
+
+    def _authenticate(self, client: IMAPClient, token: AccessToken) -> None:
+        c = self.config
+        assert c.oauth2 is not None
+        mechanism = c.oauth2.mechanism
+        payload = sasl_payload(mechanism, c.username, token.value, c.host, c.port)
+        client.sasl_login(mechanism.upper(), SaslResponder(payload))
+
+    def _check_token(self) -> None:
+        """End the session when its access token nears expiry (run logs in again)."""
+        if (self._tokens is not None and self._session_token is not None
+                and self._tokens.due(self._session_token)):
+            raise _TokenExpiring
 
     def _open(self) -> tuple[IMAPClient, int, bool]:
         client = self.connect()
@@ -244,6 +294,7 @@ class ImapPoller:
         try:
             while not self.stop.is_set():
                 self._renew()
+                self._check_token()
                 self.take_new(client, uidvalidity)
                 self._on_cycle()
                 if _pop_news(client):
@@ -309,6 +360,7 @@ class ImapPoller:
             deadline = time.monotonic() + period
             while time.monotonic() < deadline and not self.stop.is_set():
                 self._renew()
+                self._check_token()
                 responses = client.idle_check(timeout=1)
                 if not responses and _peer_closed(client):
                     # imapclient's idle_check swallows EOF and returns []: without this the
@@ -385,4 +437,8 @@ class _Stopped(Exception):
 
 class _LeaseLost(Exception):
     """Internal: another daemon holds this mailbox's lease now."""
+
+
+class _TokenExpiring(Exception):
+    """Internal: the session's OAuth2 token nears expiry; log in again with a new one."""
 
