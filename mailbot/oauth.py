@@ -195,8 +195,7 @@ class MicrosoftProvider:
             client_credential=self._secret,
             authority=self._authority,
             token_cache=msal.TokenCache(),
-            verify=self._cfg.ca_file or True,
-            timeout=self._cfg.timeout_seconds,
+            http_client=_http_session(self._cfg),
             instance_discovery=False,  # no call to login.microsoftonline.com for others
         )
 
@@ -211,6 +210,7 @@ class MicrosoftProvider:
             raise TokenError(f"microsoft token endpoint: {type(exc).__name__}: "
                              f"{_clip(str(exc))}") from None
         if "access_token" not in result:
+            self._app = None  # msal would answer the same 400 from its own cache for 60 s
             raise TokenError(f"microsoft refused the token request: {result.get('error')}: "
                              f"{_clip(str(result.get('error_description', '')))}")
         return AccessToken(str(result["access_token"]),
@@ -260,21 +260,12 @@ class GoogleProvider:
 
     def fetch(self, *, fresh: bool) -> AccessToken:
         import google.auth.exceptions
-        import requests
         from google.auth.transport.requests import Request
 
-        session = requests.Session()
-        session.verify = self._cfg.ca_file or True
-        request = Request(session)
-        timeout = self._cfg.timeout_seconds
-
-        def bounded(*args: Any, **kwargs: Any) -> Any:
-            kwargs["timeout"] = timeout
-            return request(*args, **kwargs)
-
+        session = _http_session(self._cfg)
         issued = _now()
         try:
-            self._credentials.refresh(bounded)
+            self._credentials.refresh(Request(session))
         except google.auth.exceptions.RefreshError as exc:
             raise TokenError(f"google refused the token request: {_clip(str(exc))}") from None
         except Exception as exc:  # noqa: BLE001 - transport errors of several libraries
@@ -377,6 +368,25 @@ def run_bounded(argv: list[str], timeout: float, limit: int) -> bytes:
         err = b"".join(chunks[err_fd]).decode("utf-8", "replace")
         raise TokenError(f"oauth2 command {name!r} exited with {code}: {_clip(err)}")
     return b"".join(chunks[out_fd])
+
+
+def _http_session(cfg: OAuth2Config) -> Any:
+    """A requests session with the section's timeout, and its `ca_file` passed with every
+    request: a session-wide ``verify`` loses against $REQUESTS_CA_BUNDLE in requests."""
+    import requests
+
+    session = requests.Session()
+    fixed: dict[str, Any] = {"timeout": cfg.timeout_seconds}
+    if cfg.ca_file:
+        fixed["verify"] = cfg.ca_file
+    plain = session.request
+
+    def request(method: str, url: str, **kwargs: Any) -> Any:
+        kwargs.update(fixed)
+        return plain(method, url, **kwargs)
+
+    setattr(session, "request", request)  # noqa: B010 - replaces the bound method
+    return session
 
 
 def _clip(text: str, limit: int = 200) -> str:
