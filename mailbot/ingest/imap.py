@@ -127,8 +127,9 @@ class ImapPoller:
                 except _TokenExpiring:
                     log.info("%s: access token about to expire; logging in again", self)
                 except LoginError as exc:
-                    log.error("%s: login refused (check username/password): %s; retrying in "
-                              "%ds", self, exc, LOGIN_RETRY_SECONDS)
+                    log.error("%s: login refused (check %s): %s; retrying in %ds", self,
+                              "the app's access to the mailbox" if self._tokens is not None
+                              else "username/password", exc, LOGIN_RETRY_SECONDS)
                     self._note(f"login refused: {exc}")
                     self._pause(LOGIN_RETRY_SECONDS)
                 except NETWORK_ERRORS as exc:

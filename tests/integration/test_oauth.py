@@ -123,7 +123,14 @@ def test_token_value_is_not_in_repr() -> None:
 
 
 def test_microsoft_client_credentials_via_msal(token_authority: TokenAuthority,
-                                               tls_cert: TlsCert) -> None:
+                                               tls_cert: TlsCert,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tenant discovery and the token at the configured authority, its certificate checked
+    against ca_file even where $REQUESTS_CA_BUNDLE names another bundle (which wins over a
+    session-wide verify in requests)."""
+    import requests.certs
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", requests.certs.where())
     token_authority.add_client(CLIENT_ID, CLIENT_SECRET, "podpora@contoso.example")
     source = build_token_source(microsoft(token_authority, tls_cert), "podpora@contoso.example",
                                 "t")
