@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from mailbot.classify.settings import ClassifyConfig
@@ -142,6 +143,96 @@ class RepliesConfig(_Section):
     tiers_offer_url: str = "https://estelar.example/hotline"
 
 
+OAUTH2_DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
+    # Client credentials for Exchange Online IMAP/SMTP (the app's granted permissions).
+    "microsoft": ("https://outlook.office365.com/.default",),
+    # Full mail access, the only scope Gmail's IMAP and SMTP accept.
+    "google": ("https://mail.google.com/",),
+    "command": (),
+}
+
+
+class OAuth2Config(_Section):
+    """An OAuth2 access token for IMAP/SMTP (SASL XOAUTH2 or OAUTHBEARER); see `mailbot.oauth`.
+
+    provider "microsoft": client credentials (`tenant_id`, `client_id`, the client secret);
+    "google": a service account key with domain-wide delegation (`service_account_key_*`),
+    or a stored refresh token (`refresh_token_*` with `client_id` and the client secret);
+    "command": `command` prints the token (or a JSON object with access_token/expires_in).
+    Secrets come from the environment (`*_env`) or systemd credentials (`*_credential`).
+    """
+
+    provider: Literal["microsoft", "google", "command"]
+    mechanism: Literal["xoauth2", "oauthbearer"] = "xoauth2"
+    # Empty: the provider's default (OAUTH2_DEFAULT_SCOPES).
+    scopes: tuple[str, ...] = ()
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret_env: str | None = None
+    client_secret_credential: str | None = None
+    # Microsoft: default https://login.microsoftonline.com/<tenant_id> (national clouds differ).
+    authority: str | None = None
+    service_account_key_env: str | None = None
+    service_account_key_credential: str | None = None
+    refresh_token_env: str | None = None
+    refresh_token_credential: str | None = None
+    # Google refresh tokens: default https://oauth2.googleapis.com/token.
+    token_url: str | None = None
+    command: tuple[str, ...] = ()
+    command_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
+    # A command that prints a bare token: assume it is valid this long.
+    command_token_seconds: float = Field(default=300.0, ge=10, le=86400)
+    # CA bundle for the token endpoint's TLS certificate (default: the system's).
+    ca_file: str | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _provider_settings(self) -> OAuth2Config:
+        def need(key: str, present: bool, why: str) -> None:
+            if not present:
+                raise ValueError(f"{key} is required for {why} (got none)")
+
+        provider = f'provider = "{self.provider}"'
+        if self.provider == "microsoft":
+            need("tenant_id", bool(self.tenant_id), provider)
+            need("client_id", bool(self.client_id), provider)
+            need("client_secret_env or client_secret_credential",
+                 bool(self.client_secret_env or self.client_secret_credential), provider)
+        elif self.provider == "google":
+            key = bool(self.service_account_key_env or self.service_account_key_credential)
+            token = bool(self.refresh_token_env or self.refresh_token_credential)
+            if key == token:
+                raise ValueError(
+                    f"{provider} takes either service_account_key_env/_credential or "
+                    f"refresh_token_env/_credential (got {'both' if key else 'neither'})"
+                )
+            if token:
+                why = f"{provider} with a refresh token"
+                need("client_id", bool(self.client_id), why)
+                need("client_secret_env or client_secret_credential",
+                     bool(self.client_secret_env or self.client_secret_credential), why)
+        else:
+            need("command", bool(self.command), provider)
+        for url in (self.authority, self.token_url):
+            if url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+                raise ValueError(f"expected an http(s) URL, got {url!r}")
+        return self
+
+    @property
+    def effective_scopes(self) -> tuple[str, ...]:
+        return self.scopes or OAUTH2_DEFAULT_SCOPES[self.provider]
+
+
+def _check_auth(auth: str, oauth2: OAuth2Config | None, has_password: bool) -> None:
+    if auth == "oauth2" and oauth2 is None:
+        raise ValueError('auth = "oauth2" needs an oauth2 section (got none)')
+    if auth == "password" and oauth2 is not None:
+        raise ValueError('an oauth2 section needs auth = "oauth2" (got auth = "password")')
+    if auth == "oauth2" and has_password:
+        raise ValueError('auth = "oauth2" takes no password_env/password_credential '
+                         "(got one)")
+
+
 class OutboundConfig(_Section):
     """Where replies go: a directory sink (one .eml each) or an SMTP relay."""
 
@@ -166,6 +257,16 @@ class OutboundConfig(_Section):
     # `per_domain_concurrency` of them send to one recipient domain at a time (0: no limit).
     concurrency: int = Field(default=4, ge=1, le=64)
     per_domain_concurrency: int = Field(default=2, ge=0, le=64)
+    # "oauth2": AUTH XOAUTH2/OAUTHBEARER as `username` with a token from [outbound.oauth2].
+    auth: Literal["password", "oauth2"] = "password"
+    oauth2: OAuth2Config | None = None
+
+    @model_validator(mode="after")
+    def _auth_settings(self) -> OutboundConfig:
+        _check_auth(self.auth, self.oauth2, bool(self.password_env or self.password_credential))
+        if self.auth == "oauth2" and not self.username:
+            raise ValueError('auth = "oauth2" needs username, the mailbox to send as (got none)')
+        return self
 
 
 class ListenerConfig(_Section):
@@ -207,6 +308,14 @@ class ImapMailboxConfig(_Section):
     # One FETCH takes at most `batch` messages and `batch_bytes` bytes (by RFC822.SIZE; a
     # larger message alone). Over limits.message_bytes: only the header section is fetched.
     batch_bytes: int = Field(default=32 * 1024 * 1024, ge=64 * 1024)
+    # "oauth2": AUTHENTICATE XOAUTH2/OAUTHBEARER with a token from [imap.oauth2].
+    auth: Literal["password", "oauth2"] = "password"
+    oauth2: OAuth2Config | None = None
+
+    @model_validator(mode="after")
+    def _auth_settings(self) -> ImapMailboxConfig:
+        _check_auth(self.auth, self.oauth2, bool(self.password_env or self.password_credential))
+        return self
 
 
 class ConversationConfig(_Section):
@@ -489,8 +598,11 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     return parse(data, root=root, source=str(p))
 
 
-def read_secret(env: str | None, credential: str | None) -> str | None:
+def read_secret(env: str | None, credential: str | None,
+                what: str = "password") -> str | None:
     """A password from an environment variable or a systemd credential file, else None.
+
+    `what` names the setting in messages (``client_secret`` → ``client_secret_env``).
 
     Raises:
         ConfigError: the named variable or credential does not exist.
@@ -498,13 +610,13 @@ def read_secret(env: str | None, credential: str | None) -> str | None:
     if env:
         value = os.environ.get(env)
         if value is None:
-            raise ConfigError(f"environment variable {env} (named by password_env) is not set")
+            raise ConfigError(f"environment variable {env} (named by {what}_env) is not set")
         return value
     if credential:
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
             raise ConfigError(
-                f"password_credential={credential!r} but $CREDENTIALS_DIRECTORY is not set"
+                f"{what}_credential={credential!r} but $CREDENTIALS_DIRECTORY is not set"
             )
         try:
             return (Path(directory) / credential).read_text(encoding="utf-8").rstrip("\n")

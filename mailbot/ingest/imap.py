@@ -23,6 +23,11 @@ keyword, or MOVE) and advance the checkpoint → IDLE (or sleep and poll) → re
   the next pass; later UIDs stored meanwhile are remembered and not fetched again.
 * Network errors reconnect with exponential backoff and jitter (tenacity), capped at 60 s and
   logged per attempt; wrong credentials are logged as such and retried slowly (every 5 min).
+* auth = "oauth2": AUTHENTICATE XOAUTH2/OAUTHBEARER with a token from `mailbot.oauth`. A
+  refused token is replaced by a fresh one once, on the same connection; a session whose
+  token nears its expiry is ended (also from IDLE) and opened again with a new token, since
+  servers may drop or refuse a session whose token expired. No token is ever logged
+  (imapclient redacts AUTHENTICATE lines; the SASL response itself is not logged).
 * Several daemons on one database: only the holder of the store lease ``imap:<name>:<folder>``
   polls (`Store.acquire_lease`); it renews the lease every third of `lease_seconds` (also
   while in IDLE) and gives it up at a clean stop. The others stand by and take over within
@@ -50,6 +55,7 @@ from mailbot.config import ImapMailboxConfig, LimitsConfig
 from mailbot.errors import TemporaryIngestError
 from mailbot.ingest.intake import Intake
 from mailbot.ingest.limits import human_size, not_fetched_stand_in
+from mailbot.oauth import AccessToken, SaslResponder, TokenError, TokenSource, sasl_payload
 from mailbot.store import Store, new_lease_holder
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,7 @@ NETWORK_ERRORS = (
     imaplib.IMAP4.error,
     IMAPClientError,
     TemporaryIngestError,
+    TokenError,  # the token endpoint or command failed: retried like the network
 )
 LOGIN_RETRY_SECONDS = 300.0
 SIZE_WINDOW = 500  # UIDs per RFC822.SIZE fetch (a command line of at most ~6 kB)
@@ -79,7 +86,9 @@ class ImapPoller:
         on_cycle: Callable[[], None] = lambda: None,
         holder: str | None = None,
         limits: LimitsConfig | None = None,
+        tokens: TokenSource | None = None,
     ) -> None:
+        """`tokens`: the access tokens for auth = "oauth2" (built from the config if None)."""
         self.config = config
         self.intake = intake
         self.store = store
@@ -94,6 +103,13 @@ class ImapPoller:
         # taken in yet), for the UIDVALIDITY `_taken_validity`.
         self._taken: set[int] = set()
         self._taken_validity = 0
+        if config.auth == "oauth2" and tokens is None:
+            from mailbot.oauth import build_token_source
+
+            assert config.oauth2 is not None
+            tokens = build_token_source(config.oauth2, config.username, f"imap {config.name}")
+        self._tokens = tokens
+        self._session_token: AccessToken | None = None
 
     def __repr__(self) -> str:  # never shows the password
         c = self.config
@@ -123,9 +139,12 @@ class ImapPoller:
                     break
                 except _LeaseLost:
                     log.warning("%s: another daemon took the mailbox over; standing by", self)
+                except _TokenExpiring:
+                    log.info("%s: access token about to expire; logging in again", self)
                 except LoginError as exc:
-                    log.error("%s: login refused (check username/password): %s; retrying in "
-                              "%ds", self, exc, LOGIN_RETRY_SECONDS)
+                    log.error("%s: login refused (check %s): %s; retrying in %ds", self,
+                              "the app's access to the mailbox" if self._tokens is not None
+                              else "username/password", exc, LOGIN_RETRY_SECONDS)
                     self._note(f"login refused: {exc}")
                     self._pause(LOGIN_RETRY_SECONDS)
                 except NETWORK_ERRORS as exc:
@@ -229,11 +248,43 @@ class ImapPoller:
         try:
             if c.security == "starttls":
                 client.starttls(context)
-            client.login(c.username, self._password or "")
+            if self._tokens is not None:
+                self._oauth2_login(client, self._tokens)
+            else:
+                client.login(c.username, self._password or "")
         except BaseException:
             _close(client)  # a refused login must not leave the socket open until GC
             raise
         return client
+
+    def _oauth2_login(self, client: IMAPClient, tokens: TokenSource) -> None:
+        """AUTHENTICATE with the cached token; if it is refused, once more with a fresh one.
+
+        Raises:
+            LoginError: the fresh token was refused too.
+            TokenError: no token to be had.
+        """
+        token = tokens.token()
+        try:
+            self._authenticate(client, token)
+        except LoginError:
+            log.warning("%s: access token refused; fetching a fresh one", self)
+            token = tokens.refresh_after_refusal(token)
+            self._authenticate(client, token)
+        self._session_token = token
+
+    def _authenticate(self, client: IMAPClient, token: AccessToken) -> None:
+        c = self.config
+        assert c.oauth2 is not None
+        mechanism = c.oauth2.mechanism
+        payload = sasl_payload(mechanism, c.username, token.value, c.host, c.port)
+        client.sasl_login(mechanism.upper(), SaslResponder(payload))
+
+    def _check_token(self) -> None:
+        """End the session when its access token nears expiry (run logs in again)."""
+        if (self._tokens is not None and self._session_token is not None
+                and self._tokens.due(self._session_token)):
+            raise _TokenExpiring
 
     def _open(self) -> tuple[IMAPClient, int, bool]:
         client = self.connect()
@@ -259,6 +310,7 @@ class ImapPoller:
         try:
             while not self.stop.is_set():
                 self._renew()
+                self._check_token()
                 self.take_new(client, uidvalidity)
                 self._on_cycle()
                 if _pop_news(client):
@@ -406,6 +458,7 @@ class ImapPoller:
             deadline = time.monotonic() + period
             while time.monotonic() < deadline and not self.stop.is_set():
                 self._renew()
+                self._check_token()
                 responses = client.idle_check(timeout=1)
                 if not responses and _peer_closed(client):
                     # imapclient's idle_check swallows EOF and returns []: without this the
@@ -482,4 +535,8 @@ class _Stopped(Exception):
 
 class _LeaseLost(Exception):
     """Internal: another daemon holds this mailbox's lease now."""
+
+
+class _TokenExpiring(Exception):
+    """Internal: the session's OAuth2 token nears expiry; log in again with a new one."""
 

@@ -13,6 +13,10 @@ mail to the recipients that were accepted. Replies map onto the error tree once:
 
 `SmtpSender.send` blocks (smtplib); call it from a thread with ``asyncio.to_thread``. A lock
 serialises callers so concurrent threads share the one connection safely.
+
+With ``auth = "oauth2"`` the sender authenticates with AUTH XOAUTH2 or OAUTHBEARER and an
+access token from `mailbot.oauth` (one `TokenSource` shared by all sending threads); a refused
+token is replaced by a fresh one once on the same connection.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from mailbot.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from mailbot.oauth import AccessToken, SaslResponder, TokenError, TokenSource, sasl_payload
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -132,15 +137,21 @@ class SmtpSender:
         *,
         password: str | None = None,
         local_hostname: str | None = None,
+        tokens: TokenSource | None = None,
     ) -> None:
         """Build a sender; no connection is made until the first `send`.
 
-        `password` overrides the secret named by `password_env`/`password_credential`.
+        `password` overrides the secret named by `password_env`/`password_credential`;
+        `tokens` are the access tokens for auth = "oauth2" (built from the config if None).
 
         Raises:
             ConfigError: a username without a password, or a missing secret.
         """
         self._config = config
+        self._tokens = tokens
+        if config.auth == "oauth2":
+            self._tokens = tokens or outbound_tokens(config)
+            password = ""  # not used: the token is the credential
         if password is None:
             password = read_secret(config.password_env, config.password_credential)
         if config.username and password is None:
@@ -205,7 +216,9 @@ class SmtpSender:
                         f"STARTTLS: {_reply_text(code, message)}", code=code
                     )
                 smtp.ehlo()
-            if c.username:
+            if c.username and self._tokens is not None:
+                self._oauth2_login(smtp, self._tokens)
+            elif c.username:
                 assert self._password is not None
                 try:
                     smtp.login(c.username, self._password)
@@ -240,6 +253,43 @@ class SmtpSender:
         self._sent_on_connection = 0
         log.debug("connected to %s:%d (%s)", c.host, c.port, c.security)
         return smtp
+
+    def _oauth2_login(self, smtp: smtplib.SMTP, tokens: TokenSource) -> None:
+        """AUTH with the cached token; if refused, once more with a fresh one.
+
+        Raises:
+            TransientDeliveryError: no token, no such AUTH mechanism, or refused twice.
+        """
+        c = self._config
+        oauth2, username = c.oauth2, c.username
+        assert oauth2 is not None and username
+        mechanism = oauth2.mechanism.upper()
+        offered = smtp.esmtp_features.get("auth", "").upper().split()
+        if mechanism not in offered:
+            raise TransientDeliveryError(
+                f"{c.host}:{c.port} does not offer AUTH {mechanism} (offers: "
+                f"{' '.join(offered) or 'none'})"
+            )
+        def authenticate(token: AccessToken) -> None:
+            payload = sasl_payload(oauth2.mechanism, username, token.value, c.host, c.port)
+            smtp.auth(mechanism, SaslResponder(payload), initial_response_ok=True)
+
+        try:
+            token = tokens.token()
+            try:
+                authenticate(token)
+            except smtplib.SMTPAuthenticationError:
+                log.warning("AUTH %s as %r: access token refused; fetching a fresh one",
+                            mechanism, c.username)
+                authenticate(tokens.refresh_after_refusal(token))
+        except TokenError as exc:
+            raise TransientDeliveryError(f"no access token for {c.username!r}: {exc}") from None
+        except smtplib.SMTPAuthenticationError as exc:
+            raise TransientDeliveryError(
+                f"AUTH {mechanism} as {c.username!r} refused: "
+                f"{_reply_text(exc.smtp_code, exc.smtp_error)}",
+                code=exc.smtp_code,
+            ) from None
 
     @staticmethod
     def _discard(smtp: smtplib.SMTP | None) -> None:
@@ -401,5 +451,21 @@ def sending_transports(config: Config) -> Transport | Callable[[], Transport]:
     if outbound.mode == "directory":
         return build_transport(config)
     password = read_secret(outbound.password_env, outbound.password_credential)
-    first = [SmtpSender(outbound, password=password)]  # checks the secret now
-    return lambda: first.pop() if first else SmtpSender(outbound, password=password)
+    tokens = outbound_tokens(outbound)  # one token cache for all sending threads
+    first = [SmtpSender(outbound, password=password, tokens=tokens)]  # checks the secret now
+    return lambda: (first.pop() if first
+                    else SmtpSender(outbound, password=password, tokens=tokens))
+
+
+def outbound_tokens(outbound: OutboundConfig) -> TokenSource | None:
+    """The access tokens for auth = "oauth2" (secrets read now), else None.
+
+    Raises:
+        ConfigError: a missing secret or provider package.
+    """
+    if outbound.auth != "oauth2":
+        return None
+    from mailbot.oauth import build_token_source
+
+    assert outbound.oauth2 is not None and outbound.username
+    return build_token_source(outbound.oauth2, outbound.username, "outbound")
