@@ -26,6 +26,7 @@ from mailbot.classify.entitlement import support_end
 from mailbot.domain import LicenseRecord, TicketInfo, Tier, other_message_id, ticket_message_id
 from mailbot.replies.conversation import Built, ConversationRenderer
 from mailbot.replies.render import valid_address
+from mailbot.retention import PurgeReport, purge
 from mailbot.contacts import Contact
 from mailbot.store import OutgoingMail, Store, bounded_purpose
 
@@ -62,6 +63,7 @@ class Scheduler:
         self.calendar = BusinessCalendar(config.calendar)
         self.digest = digest
         self.sender = config.mailbox.support_address
+        self._retention_due: datetime | None = None  # the first tick runs it
 
     # --- planning (no writes) --------------------------------------------------------
 
@@ -116,7 +118,22 @@ class Scheduler:
         queued += self._campaigns(now)
         if queued:
             log.info("scheduled mail queued: %s", ", ".join(queued))
+        self.retention(now)
         return queued
+
+    def retention(self, now: datetime) -> PurgeReport | None:
+        """Apply `[retention]` (see `mailbot.retention`) when its interval has passed, or at
+        the next tick while a run left more to do; never fails the tick."""
+        if self._retention_due is not None and now < self._retention_due:
+            return None
+        try:
+            report = purge(self.config, self.store, now)
+        except Exception:  # noqa: BLE001 - retention must not stop the timed mail
+            log.exception("retention failed; trying again at the next interval")
+            report = None
+        interval = timedelta(minutes=self.config.retention.interval_minutes)
+        self._retention_due = now if report is not None and report.more else now + interval
+        return report
 
     def _recipients(self, job: Job) -> tuple[str, ...]:
         box, sched = self.config.mailbox, self.config.schedule

@@ -12,6 +12,7 @@ The `cli` group and the helpers several commands share (consoles, `table_`, `con
 - `queues.py`: `outbox list|show|retry`, `quarantine list|show|retry`, `status`
 - `tickets.py`: `tickets list|show|attachments|close|assign`
 - `sla.py`: `sla report`
+- `purge.py`: `purge [--dry-run] [--json]` (retention)
 
 Importing this package imports those modules, which registers their commands on `cli`.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 import sys
 
 # Importing the command modules registers their commands on `cli`.
-from mailbot.cli import daemon, news, queues, registry, replay, sla, tickets  # noqa: F401
+from mailbot.cli import daemon, news, purge, queues, registry, replay, sla, tickets  # noqa: F401
 from mailbot.cli.base import cli, err_console
 from mailbot.errors import MailbotError
 
