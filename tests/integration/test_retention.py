@@ -33,10 +33,13 @@ def desk(config: config_mod.Config, store: Store, tmp_path: Path) -> Desk:
         "store": config.store.model_copy(update={"attachments_dir": str(tmp_path / "files")}),
         "limits": config.limits.model_copy(update={"ticket_attachment_bytes": 10_000}),
         "worker": config.worker.model_copy(update={"processes": 0}),
-        "retention": config.retention.model_copy(update={"raw_days": 30,
-                                                         "attachment_days": 30}),
     })
     return Desk(cfg, store)
+
+
+def with_retention(config: config_mod.Config) -> config_mod.Config:
+    return config.model_copy(update={"retention": config.retention.model_copy(
+        update={"raw_days": 30, "attachment_days": 30})})
 
 
 def file_of(tmp_path: Path, payload: bytes) -> Path:
@@ -156,7 +159,7 @@ def test_purge_dry_run_then_real_run_keeps_open_quarantined_and_received(
 def test_scheduler_applies_retention_once_per_interval(desk: Desk, tmp_path: Path) -> None:
     """The scheduler's tick runs retention, then not again until `interval_minutes` passed."""
     _setup(desk, tmp_path)
-    config = desk.worker.config
+    config = with_retention(desk.worker.config)
     scheduler = Scheduler(config, desk.store, ConversationRenderer(config, b"k" * 32))
     first = scheduler.retention(NOW)
     assert first is not None and (first.raw_messages, first.attachments, first.files) == (2, 1, 2)
