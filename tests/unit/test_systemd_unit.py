@@ -32,3 +32,19 @@ def test_unit_takes_secrets_as_credentials() -> None:
     assert "LoadCredential=" in text
     assert not re.search(r"(?im)^Environment=.*pass", text)
     assert "Type=notify" in text and "DynamicUser=yes" in text
+
+
+def test_unit_credential_names_match_readme() -> None:
+    """The credentials the unit loads are exactly those README's deployment steps create
+    (systemd refuses to start on a missing LoadCredential file, and an unloaded one never
+    reaches the daemon), and every credential the README names in the config is loaded."""
+    loaded = set(re.findall(r"(?m)^LoadCredential=([^:\s]+):", UNIT.read_text()))
+    readme = (UNIT.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Deployment (systemd)", 1)[1].split("\n## ", 1)[0]
+    script = section.split("```sh", 1)[1].split("```", 1)[0]
+    created = set(re.findall(r">\s*(?:/etc/mailbot/credentials/)?([a-z0-9-]+)\s*(?:#|$)",
+                             script, re.M))
+    named = set(re.findall(r'_credential = "([^"]+)"', section))
+    named |= set(re.findall(r"`(reply-token-secret)`", section))
+    assert created == loaded, (created, loaded)
+    assert named <= loaded, (named, loaded)
