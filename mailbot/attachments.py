@@ -135,7 +135,7 @@ class AttachmentStore:
     def remove(self, files: Iterable[Path], not_newer_than: float | None = None) -> int:
         """Delete files of this store (gone already is fine), except ones changed after
         `not_newer_than` (a save renewed them since); returns how many were deleted."""
-        removed, dirs = 0, set()
+        removed = 0
         for f in files:
             if f.parent.parent != self.directory:
                 raise ValueError(f"not a file of the attachment store: {f}")
@@ -144,11 +144,9 @@ class AttachmentStore:
                     continue
                 f.unlink()
                 removed += 1
-                dirs.add(f.parent)
             except FileNotFoundError:
                 pass
-        for d in dirs:
-            _fsync_dir(d)
+        # No directory fsync: a removal a crash undoes is found again as an orphan.
         return removed
 
     def export(self, items: list[tuple[str, str]], target: Path) -> list[Path]:
