@@ -6,6 +6,8 @@ it every `schedule.tick_seconds`, tests call it with any clock. Every job is an 
 whose `purpose` names the job and its occasion (ticket and deadline, ticket and start of the
 wait, day of the digest): the unique key makes a job happen at most once, and a job that fell
 due while the daemon was down is simply due at the first tick after start.
+
+Retention (`[retention]`, see `mailbot.retention`) runs at a tick every `interval_minutes`.
 """
 
 from __future__ import annotations
