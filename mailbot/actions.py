@@ -263,6 +263,7 @@ def write_decision(
     now: datetime,
     settings: ActionSettings,
     attachments: tuple[SavedAttachment, ...] = (),
+    skipped_attachments: tuple[SavedAttachment, ...] = (),
 ) -> Outcome:
     """Record `decision` for message `inbound_id`: ticket, events, replies, attachments, the
     decision record."""
@@ -319,9 +320,10 @@ def write_decision(
             for address in tx.bounce_news(decision.bounced_ids, settings.news_bounce_limit, now):
                 notes.append(RuleResult("suppressed", True, f"{address}: news mail bounced"))
 
-    if attachments and ticket_id is not None:
+    if (attachments or skipped_attachments) and ticket_id is not None:
         skipped = tx.add_attachments(ticket_id, inbound_id, attachments,
                                      settings.ticket_attachment_bytes, now)
+        skipped = [*skipped, *skipped_attachments]  # the latter were never written
         if skipped:
             tx.add_ticket_event(ticket_id, "attachments_skipped", inbound_id=inbound_id,
                                 detail=", ".join(a.filename for a in skipped)[:2000])

@@ -5,9 +5,9 @@ arguments: there is no global config. Validation uses pydantic with `extra="forb
 unknown key, a wrong type or a bad value becomes one :class:`ConfigError` line that names the
 key path, e.g. ``calendar.open: expected HH:MM, got '25:00'``.
 
-Secrets (IMAP/SMTP passwords) are never read from the TOML file: a server section names an
-environment variable (``password_env``) or a systemd credential (``password_credential``,
-read from ``$CREDENTIALS_DIRECTORY``).
+Secrets (IMAP/SMTP passwords, the reply-token secret) are never read from the TOML file: a
+server section names an environment variable (``password_env``) or a systemd credential
+(``password_credential``, read from ``$CREDENTIALS_DIRECTORY``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 import tomllib
 from collections.abc import Mapping
 from datetime import date, time
@@ -351,6 +352,10 @@ class ConversationConfig(_Section):
         "gmx.*", "web.de", "t-online.de", "mail.ru", "yandex.ru", "proton.me",
         "protonmail.com", "zoho.com", "mail.com", "o2.pl", "wp.pl", "onet.pl", "interia.pl",
     )
+    # No secret configured (and no `reply-token-secret` credential): false refuses to start;
+    # true uses a random one kept in the store, with a warning at start (a backup of the
+    # database could then mint reply tokens).
+    token_secret_from_store: bool = True
     # A follow-up to a ticket closed at most this long ago reopens it; later, it is a new
     # request that refers to the old ticket.
     reopen_days: float = Field(default=14.0, ge=0)
@@ -498,6 +503,23 @@ class LimitsConfig(_Section):
     ticket_attachment_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
 
 
+class RetentionConfig(_Section):
+    """What the scheduler removes (also `mailbot purge`); days 0: keep forever.
+
+    `raw_days`: the raw bytes of decided inbound mail received that long ago, unless the mail
+    belongs to a ticket not closed that long (received or quarantined mail is never touched).
+    `attachment_days`: the attachments of tickets closed that long ago. Attachment files no
+    row refers to are removed once unchanged for `orphan_grace_hours` (a write in flight is
+    younger). Each run handles at most `batch` rows and files; runs are `interval_minutes`
+    apart (sooner while there is more to do)."""
+
+    raw_days: int = Field(default=0, ge=0, le=36500)
+    attachment_days: int = Field(default=0, ge=0, le=36500)
+    orphan_grace_hours: float = Field(default=24.0, ge=1, le=24 * 365)
+    batch: int = Field(default=1000, ge=1, le=1_000_000)
+    interval_minutes: float = Field(default=60.0, gt=0, le=7 * 24 * 60)
+
+
 class WorkerConfig(_Section):
     """Deciding stored mail. `processes` child processes parse and decide (0: in-process),
     each capped at `memory_mb` of address space and `parse_timeout_seconds` per message."""
@@ -531,6 +553,7 @@ class Config(_Section):
     schedule: ScheduleConfig = ScheduleConfig()
     notices: NoticesConfig = NoticesConfig()
     news: NewsConfig = NewsConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     def path(self, value: str) -> Path:
         """`value` as an absolute path, relative ones taken from `root`."""
@@ -598,6 +621,43 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     return parse(data, root=root, source=str(p))
 
 
+ENV_LOCK = threading.Lock()
+"""Held while secret variables are briefly out of `os.environ` (child processes start)."""
+
+TOKEN_SECRET_CREDENTIAL = "reply-token-secret"
+"""The systemd credential read for the reply-token secret when none is named."""
+TOKEN_SECRET_MIN_BYTES = 32
+
+
+def read_token_secret(conv: ConversationConfig) -> bytes | None:
+    """The reply-token secret: the credential `token_secret_credential` first, then the
+    variable `token_secret_env`, then a credential called `reply-token-secret` if
+    $CREDENTIALS_DIRECTORY has one; None when there is none (the store's may be used).
+
+    Raises:
+        ConfigError: a named source is missing, or the secret is shorter than 32 bytes.
+    """
+    key, value = None, None
+    if conv.token_secret_credential:
+        key, value = "token_secret_credential", read_secret(None, conv.token_secret_credential)
+    elif conv.token_secret_env:
+        key, value = "token_secret_env", read_secret(conv.token_secret_env, None)
+    else:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if directory and (Path(directory) / TOKEN_SECRET_CREDENTIAL).is_file():
+            key, value = "token_secret_credential", read_secret(None, TOKEN_SECRET_CREDENTIAL)
+    if value is None:
+        if not conv.token_secret_from_store:
+            raise ConfigError("conversation.token_secret_from_store = false but no secret: set "
+                              "conversation.token_secret_credential or token_secret_env")
+        return None
+    secret = value.encode("utf-8")
+    if len(secret) < TOKEN_SECRET_MIN_BYTES:
+        raise ConfigError(f"conversation.{key}: the reply-token secret has {len(secret)} bytes, "
+                          f"at least {TOKEN_SECRET_MIN_BYTES} are needed")
+    return secret
+
+
 def read_secret(env: str | None, credential: str | None,
                 what: str = "password") -> str | None:
     """A password from an environment variable or a systemd credential file, else None.
@@ -608,7 +668,8 @@ def read_secret(env: str | None, credential: str | None,
         ConfigError: the named variable or credential does not exist.
     """
     if env:
-        value = os.environ.get(env)
+        with ENV_LOCK:
+            value = os.environ.get(env)
         if value is None:
             raise ConfigError(f"environment variable {env} (named by {what}_env) is not set")
         return value

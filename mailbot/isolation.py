@@ -17,6 +17,12 @@ the replies and writes the transactions (SQLite has one writer, and it is fastes
   quarantined.
 
 Two cores then do useful work at once: the children parse and decide while the parent writes.
+
+Children parse hostile mail, so they start without the daemon's secrets in their environment
+(`child_environment`): the variables the config names (`*_env`), anything whose name looks
+like a secret, and $CREDENTIALS_DIRECTORY are left out (libpq's PG* variables stay when the
+store is PostgreSQL: the children read it). The reply-token secret they need is handed over
+through the pool's start-up pipe instead.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 import resource
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -35,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mailbot.config import Config
+from mailbot.config import ENV_LOCK, Config
 from mailbot.errors import MailbotError
 
 if TYPE_CHECKING:
@@ -61,6 +69,48 @@ class Overrun:
 # The child's decider: one per child process, built by the pool initializer.
 _child_decider: object = None
 
+_SECRET_NAME = re.compile(r"(?i)pass|secret|token|credential|private|api_?key|auth|pwd|cookie")
+_LIBPQ = re.compile(r"PG[A-Z_]*")
+
+
+def secret_variables(config: Config, environ: Mapping[str, str]) -> set[str]:
+    """Names of the variables in `environ` that children must not get: the ones named by
+    the config (`password_env`, `token_secret_env`, the OAuth2 `*_env`) and any that look
+    like a secret."""
+    named = {box.password_env for box in config.imap}
+    conv = config.conversation
+    named |= {config.outbound.password_env, conv.token_secret_env, conv.token_secret_previous_env}
+    for oauth in [box.oauth2 for box in config.imap] + [config.outbound.oauth2]:
+        if oauth is not None:
+            named |= {oauth.client_secret_env, oauth.service_account_key_env,
+                      oauth.refresh_token_env}
+    keep_pg = not config.database_url.startswith("sqlite")
+    found = {n for n in named if n and n in environ}
+    for name in environ:
+        if keep_pg and _LIBPQ.fullmatch(name) and name not in named:
+            continue  # the children's read-only store connection needs them
+        if _SECRET_NAME.search(name):
+            found.add(name)
+    return found
+
+
+def child_environment(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without `secret_variables`: what a child process starts with."""
+    drop = secret_variables(config, environ)
+    return {k: v for k, v in environ.items() if k not in drop}
+
+
+@contextmanager
+def _scrubbed_environment(config: Config) -> Iterator[None]:
+    """While children are spawned (they copy the environment at exec), the secret
+    variables are out of `os.environ`; `config.read_secret` waits on the same lock."""
+    with ENV_LOCK:
+        saved = {n: os.environ.pop(n) for n in secret_variables(config, os.environ)}
+        try:
+            yield
+        finally:
+            os.environ.update(saved)
+
 
 def _die_with_parent(parent: int) -> None:
     """End this child when the daemon (pid `parent`) dies, even by SIGKILL: no orphans.
@@ -79,19 +129,26 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _child_init(config: Config, memory_mb: int, log_level: int, parent: int) -> None:
+def _child_init(config: Config, memory_mb: int, log_level: int, parent: int,
+                token_secret: bytes | None = None,
+                previous_secrets: tuple[bytes, ...] = ()) -> None:
     global _child_decider
     from mailbot import logs
     from mailbot.store import Store
     from mailbot.worker import Decider
 
     _die_with_parent(parent)
+    for name in secret_variables(config, os.environ):  # spawned outside the pool: be sure
+        os.environ.pop(name, None)
     logs.setup(log_level)
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     store = Store.from_url(config.database_url, pool_size=1, readonly=True)
-    _child_decider = Decider(config, store)
+    decider = Decider(config, store)
+    if token_secret is not None:
+        decider.use_token_secret(token_secret, previous_secrets)
+    _child_decider = decider
 
 
 def _child_analyse(raw: bytes, now: datetime) -> Analysis:
@@ -122,8 +179,12 @@ def _child_ping() -> bool:
 class WorkerPool:
     """Child processes that parse and decide; results keep the input order."""
 
-    def __init__(self, config: Config, *, processes: int, timeout: float, memory_mb: int) -> None:
+    def __init__(self, config: Config, *, processes: int, timeout: float, memory_mb: int,
+                 token_secret: bytes | None = None,
+                 previous_secrets: tuple[bytes, ...] = ()) -> None:
         self._config = config
+        self._token_secret = token_secret
+        self._previous_secrets = previous_secrets
         self._processes = processes
         self._timeout = timeout
         self._memory_mb = memory_mb
@@ -158,10 +219,14 @@ class WorkerPool:
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_child_init,
                 initargs=(self._config, self._memory_mb,
-                          logging.getLogger().getEffectiveLevel(), os.getpid()),
+                          logging.getLogger().getEffectiveLevel(), os.getpid(),
+                          self._token_secret, self._previous_secrets),
             )
             try:
-                pings = [executor.submit(_child_ping) for _ in range(self._processes)]
+                # Each ping spawns a child (all before any answers): every child of this
+                # pool starts in the scrubbed environment.
+                with _scrubbed_environment(self._config):
+                    pings = [executor.submit(_child_ping) for _ in range(self._processes)]
                 for ping in pings:
                     ping.result(timeout=120)
             except (BrokenProcessPool, FutureTimeout) as exc:

@@ -201,7 +201,10 @@ class NewsRenderer:
         escaped = template.render({k: html_escape(v) for k, v in values.items()})
         html = nh3.clean(markdown.markdown(escaped))
         run = campaign.name.replace("@", "-")  # a run's id (NAME@…) in a Message-ID
-        message_id = other_message_id(f"news-{run}-{token}", self._box.message_id_domain)
+        # A random id, not the token: Message-IDs are logged and quoted in bounces. Bounces
+        # find the recipient by the outbox row of this Message-ID.
+        message_id = other_message_id(f"news-{run}-{secrets.token_hex(10)}",
+                                      self._box.message_id_domain)
         local, _, domain = self._box.unsubscribe_address.partition("@")
         mailto = f"mailto:{local}+{token}@{domain}"
         links = [f"<{mailto}>"]

@@ -6,6 +6,8 @@ it every `schedule.tick_seconds`, tests call it with any clock. Every job is an 
 whose `purpose` names the job and its occasion (ticket and deadline, ticket and start of the
 wait, day of the digest): the unique key makes a job happen at most once, and a job that fell
 due while the daemon was down is simply due at the first tick after start.
+
+Retention (`[retention]`, see `mailbot.retention`) runs at a tick every `interval_minutes`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mailbot.classify.entitlement import support_end
 from mailbot.domain import LicenseRecord, TicketInfo, Tier, other_message_id, ticket_message_id
 from mailbot.replies.conversation import Built, ConversationRenderer
 from mailbot.replies.render import valid_address
+from mailbot.retention import PurgeReport, purge
 from mailbot.contacts import Contact
 from mailbot.store import OutgoingMail, Store, bounded_purpose
 
@@ -63,6 +66,7 @@ class Scheduler:
         self.digest = digest
         self.sender = config.mailbox.support_address
         self._digest_skipped: date | None = None  # the day whose digest had nothing to say
+        self._retention_due: datetime | None = None  # the first tick runs it
 
     # --- planning (no writes) --------------------------------------------------------
 
@@ -118,7 +122,22 @@ class Scheduler:
         queued += self._campaigns(now)
         if queued:
             log.info("scheduled mail queued: %s", ", ".join(queued))
+        self.retention(now)
         return queued
+
+    def retention(self, now: datetime) -> PurgeReport | None:
+        """Apply `[retention]` (see `mailbot.retention`) when its interval has passed, or at
+        the next tick while a run left more to do; never fails the tick."""
+        if self._retention_due is not None and now < self._retention_due:
+            return None
+        try:
+            report = purge(self.config, self.store, now)
+        except Exception:  # noqa: BLE001 - retention must not stop the timed mail
+            log.exception("retention failed; trying again at the next interval")
+            report = None
+        interval = timedelta(minutes=self.config.retention.interval_minutes)
+        self._retention_due = now if report is not None and report.more else now + interval
+        return report
 
     def _recipients(self, job: Job) -> tuple[str, ...]:
         box, sched = self.config.mailbox, self.config.schedule

@@ -348,8 +348,8 @@ class UnsubscribeServer:
         return _text(200, DONE)
 
     def _known(self, token: str) -> bool:
-        with self._store.transaction() as tx:
-            return tx.news_token_email(token) is not None
+        """A GET only reads: it never takes (or waits for) the database's write lock."""
+        return self._store.news_token_known(token)
 
 
 async def _finish(writer: asyncio.StreamWriter) -> None:

@@ -34,7 +34,7 @@ from mailbot.attachments import AttachmentStore, SavedAttachment
 from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import RuleContext, TicketIndex
-from mailbot.config import Config, read_secret
+from mailbot.config import TOKEN_SECRET_CREDENTIAL, Config, read_token_secret
 from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketInfo, TicketView
 from mailbot.ingest.limits import Violation, check_attachments, header_section
 from mailbot.ingest.limits import check as check_limits
@@ -105,12 +105,16 @@ TOKEN_SECRET_SETTING = "reply-token-secret"
 
 
 def token_secret(config: Config, store: Store) -> bytes:
-    """The secret of the staff notices' reply tokens: the configured one, else one made at
-    random and kept in the store (shared by every daemon on the database)."""
-    conv = config.conversation
-    configured = read_secret(conv.token_secret_env, conv.token_secret_credential)
+    """The secret of the staff notices' reply tokens: the configured one (a systemd
+    credential preferred, see `config.read_token_secret`), else, where
+    `conversation.token_secret_from_store` allows it, one made at random and kept in the
+    store (shared by every daemon on the database; logged as a warning)."""
+    configured = read_token_secret(config.conversation)
     if configured:
-        return configured.encode("utf-8")
+        return configured
+    log.warning("the reply-token secret is kept in the database: a copy of it (a backup) "
+                "can mint staff reply addresses; give it as the systemd credential %r "
+                "(conversation.token_secret_credential) instead", TOKEN_SECRET_CREDENTIAL)
     return store.secret(TOKEN_SECRET_SETTING)
 
 
@@ -141,6 +145,8 @@ class RenderJob:
     ticket: TicketDraft | None
     now: datetime
     raw: bytes | None = None  # only for staff replies (attachments are passed on)
+    # Bytes of attachments the ticket may still keep (None: the whole per-ticket limit).
+    attachment_budget: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,8 @@ class Rendered:
     replies: tuple[OutgoingMail, ...]
     error: str | None = None
     attachments: tuple[SavedAttachment, ...] = ()
+    # Over the ticket's budget: described, never written.
+    skipped_attachments: tuple[SavedAttachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +205,14 @@ class Decider:
         self._registry_version: object = None
         self._registry_checked = 0.0
         self._secret: bytes | None = None
+        self._previous: tuple[bytes, ...] | None = None
         self.limits = config.limits
+
+    def use_token_secret(self, secret: bytes, previous: tuple[bytes, ...] = ()) -> None:
+        """Use this reply-token secret and the rotation's previous ones (a child gets the
+        parent's, not its sources: it starts without secret variables)."""
+        self._secret = secret
+        self._previous = previous
 
     def token_secret(self) -> bytes:
         if self._secret is None:
@@ -207,7 +222,8 @@ class Decider:
     def context(self, now: datetime, tickets: TicketIndex | None = None) -> RuleContext:
         """The rules' context for deciding at `now`."""
         return RuleContext.from_config(self.config, self.registry(), now,
-                                       tickets or self.tickets, self.token_secret())
+                                       tickets or self.tickets, self.token_secret(),
+                                       self._previous)
 
     def registry(self, *, refresh: bool = True) -> DictRegistry:
         """The license registry, reloaded when the table changed (checked every few s)."""
@@ -274,13 +290,17 @@ class Decider:
             replies = render_replies(self._replies, inbound_id=job.inbound_id, mail=job.mail,
                                      decision=job.decision, ticket=job.ticket, now=job.now,
                                      raw=job.raw)
-            saved: tuple[SavedAttachment, ...] = ()
+            saved: list[SavedAttachment] = []
+            skipped: list[SavedAttachment] = []
             if job.raw is not None and job.mail.attachments and job.decision.kind in TICKET_KINDS:
                 files = AttachmentStore(self.config.path(self.config.store.attachments_dir))
-                saved = tuple(
-                    files.save(name, ctype, payload) for name, ctype, payload, _ in
-                    attachments_of(job.raw, self.config.limits.ticket_attachment_bytes))
-            return Rendered(job.inbound_id, replies, attachments=saved)
+                limit = self.config.limits.ticket_attachment_bytes
+                budget = limit if job.attachment_budget is None else job.attachment_budget
+                saved, skipped = files.save_within(  # the budget is checked before writing
+                    ((name, ctype, payload) for name, ctype, payload, _ in
+                     attachments_of(job.raw, max(limit, 1))), max(budget, 0))
+            return Rendered(job.inbound_id, replies, attachments=tuple(saved),
+                            skipped_attachments=tuple(skipped))
         except Exception as exc:  # noqa: BLE001 - a template or header bug: quarantine it
             if store_unavailable(exc):
                 raise StoreUnavailableError(f"store unavailable while rendering: {exc}") from None
@@ -307,13 +327,17 @@ class Worker:
         """A worker with the configured pool of child processes (`worker.processes`,
         0 = everything in this process)."""
         w = config.worker
-        token_secret(config, store)  # made here once, so the (read-only) children only read it
+        secret = token_secret(config, store)  # made here once; the children are given it
+        previous = config.conversation.previous_token_secrets()
         pool = None
         if w.processes > 0:
             # The children start with the first mail to decide (about a second), not before.
             pool = WorkerPool(config, processes=w.processes, timeout=w.parse_timeout_seconds,
-                              memory_mb=w.memory_mb)
-        return cls(config, store, clock=clock, pool=pool)
+                              memory_mb=w.memory_mb, token_secret=secret,
+                              previous_secrets=previous)
+        worker = cls(config, store, clock=clock, pool=pool)
+        worker.decider.use_token_secret(secret, previous)
+        return worker
 
     def close(self) -> None:
         if self.pool is not None:
@@ -376,7 +400,8 @@ class Worker:
         analyses, drafts = self._number_tickets(items, analyses, now)
         jobs = [
             RenderJob(item.id, a.mail, a.decision, drafts.get(item.id), now,
-                      item.raw if needs_raw(a.mail, a.decision) else None)
+                      item.raw if needs_raw(a.mail, a.decision) else None,
+                      self._attachment_budget(a.mail, a.decision))
             for item, a in zip(items, analyses)
             if a.mail is not None and a.decision is not None
         ]
@@ -386,6 +411,15 @@ class Worker:
         else:
             renders = self.pool.submit_renders(jobs)
         return Prepared(items, analyses, drafts, renders, now)
+
+    def _attachment_budget(self, mail: Mail, decision: Decision) -> int | None:
+        """What an existing ticket may still keep of attachments (a new one: everything), so
+        files over the budget are never written. `add_attachments` checks again when the
+        batch commits; what two mails of one batch write over it is left to orphan removal."""
+        if not needs_raw(mail, decision) or decision.kind is DecisionKind.TICKET:
+            return None
+        used = self.store.ticket_attachment_bytes(decision.ticket_ref or "")
+        return max(0, self.config.limits.ticket_attachment_bytes - used)
 
     def commit(self, prepared: Prepared) -> list[Outcome | Quarantined]:
         """Write a prepared batch in one transaction (see `process_many`)."""
@@ -494,7 +528,8 @@ class Worker:
             return Outcome(item.id, decision, mail=mail)
         return write_decision(tx, inbound_id=item.id, mail=mail, decision=decision,
                               ticket=draft, replies=rendered.replies, now=now,
-                              settings=self.settings, attachments=rendered.attachments)
+                              settings=self.settings, attachments=rendered.attachments,
+                              skipped_attachments=rendered.skipped_attachments)
 
     @staticmethod
     def _log(result: Outcome | Quarantined) -> None:

@@ -123,10 +123,12 @@ class RuleContext:
         now: datetime,
         known_tickets: TicketIndex | None,
         token_secret: bytes = b"",
+        previous_secrets: tuple[bytes, ...] | None = None,
     ) -> RuleContext:
         """The context of one decision, built from the loaded configuration.
 
-        `token_secret` verifies staff notices' reply addresses (none given: no token is valid).
+        `token_secret` verifies staff notices' reply addresses (none given: no token is valid);
+        `previous_secrets` those of the rotation (None: read from the configured sources).
         Ticket lookups are remembered for the life of the context (one decision).
         """
         box = config.mailbox
@@ -138,7 +140,8 @@ class RuleContext:
             support_address=box.support_address.lower(),
             token_secret=token_secret,
             verify=conv.verify_staff,
-            previous_secrets=conv.previous_token_secrets(),
+            previous_secrets=(conv.previous_token_secrets() if previous_secrets is None
+                              else previous_secrets),
         )
         return cls(
             settings=config.classify,

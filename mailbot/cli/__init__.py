@@ -14,6 +14,7 @@ The `cli` group and the helpers several commands share (consoles, `table_`, `con
 - `tickets.py`: `tickets list|show|attachments|close|assign`
 - `evaluate.py`: `eval DIR` (score the rules against labelled mail)
 - `sla.py`: `sla report` (table, `--csv`, `--json`, `--html` page with charts)
+- `purge.py`: `purge [--dry-run] [--json]` (retention)
 
 Importing this package imports those modules, which registers their commands on `cli`.
 """
@@ -23,7 +24,9 @@ from __future__ import annotations
 import sys
 
 # Importing the command modules registers their commands on `cli`.
-from mailbot.cli import daemon, evaluate, news, queues, registry, replay, sla, tickets  # noqa: F401
+from mailbot.cli import (  # noqa: F401
+    daemon, evaluate, news, purge, queues, registry, replay, sla, tickets,
+)
 from mailbot.cli.base import cli, err_console
 from mailbot.errors import MailbotError
 

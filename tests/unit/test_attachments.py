@@ -53,3 +53,63 @@ def test_save_is_content_addressed_and_export_stays_inside(tmp_path: Path) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "store"]
     with pytest.raises(ValueError):
         files.path("../../etc/passwd")
+
+
+def test_over_budget_attachment_is_never_written(tmp_path: Path) -> None:
+    """The per-ticket budget is checked before writing: a file that does not fit is only
+    described (name, size, hash), never written to the store directory."""
+    files = AttachmentStore(tmp_path / "store")
+    saved, skipped = files.save_within(
+        [("a.log", "text/plain", b"a" * 600), ("big.bin", "application/octet-stream", b"b" * 500),
+         ("c.log", "text/plain", b"c" * 400)], budget=1000)
+    assert [a.filename for a in saved] == ["a.log", "c.log"]
+    assert [(a.filename, a.size) for a in skipped] == [("big.bin", 500)]
+    assert files.path(saved[0].sha256).exists() and files.path(saved[1].sha256).exists()
+    assert not files.path(skipped[0].sha256).exists()
+
+
+def test_orphan_files_go_only_after_the_grace_period(tmp_path: Path) -> None:
+    """Files no row refers to are found once unchanged for the grace period (with left-over
+    temporary files); referenced files and young files (a write in flight) stay."""
+    import os
+    import time
+
+    files = AttachmentStore(tmp_path / "store")
+    kept = files.save("kept.log", "text/plain", b"kept")
+    old = files.save("old.log", "text/plain", b"old orphan")
+    young = files.save("young.log", "text/plain", b"young orphan")
+    tmp = files.path(old.sha256).with_name(f".{old.sha256}.999.tmp")
+    tmp.write_bytes(b"half")
+    day_ago = time.time() - 86_400
+    for f in (files.path(kept.sha256), files.path(old.sha256), tmp):
+        os.utime(f, (day_ago, day_ago))
+    found = files.orphans({kept.sha256}, grace_seconds=3600, limit=100)
+    assert sorted(p.name for p, _ in found) == sorted([old.sha256, tmp.name])
+    assert files.remove([p for p, _ in found]) == 2
+    assert files.path(kept.sha256).exists() and files.path(young.sha256).exists()
+    assert not files.path(old.sha256).exists() and not tmp.exists()
+    again = files.save("old.log", "text/plain", b"old orphan")  # saved again: young
+    assert files.orphans({kept.sha256}, grace_seconds=3600, limit=100) == []
+    assert files.path(again.sha256).exists()
+
+
+def test_attachment_rename_fsyncs_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    """After the rename, the directory holding the file is fsynced (else a power loss may
+    forget the new name even though the file's data was synced)."""
+    import os
+    import stat
+
+    synced_dirs: list[int] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            synced_dirs.append(st.st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    files = AttachmentStore(tmp_path / "store")
+    saved = files.save("x.log", "text/plain", b"payload")
+    assert files.path(saved.sha256).parent.stat().st_ino in synced_dirs

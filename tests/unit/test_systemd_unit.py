@@ -59,3 +59,17 @@ def test_unit_without_memory_cap_lets_the_daemon_take_the_host() -> None:
     assert high < cap
     assert needed <= cap, (needed >> 20, cap >> 20)
     assert lines.get("OOMPolicy") == "continue"  # a killed child is replaced, not the unit stopped
+def test_unit_credential_names_match_readme() -> None:
+    """The credentials the unit loads are exactly those README's deployment steps create
+    (systemd refuses to start on a missing LoadCredential file, and an unloaded one never
+    reaches the daemon), and every credential the README names in the config is loaded."""
+    loaded = set(re.findall(r"(?m)^LoadCredential=([^:\s]+):", UNIT.read_text()))
+    readme = (UNIT.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Deployment (systemd)", 1)[1].split("\n## ", 1)[0]
+    script = section.split("```sh", 1)[1].split("```", 1)[0]
+    created = set(re.findall(r">\s*(?:/etc/mailbot/credentials/)?([a-z0-9-]+)\s*(?:#|$)",
+                             script, re.M))
+    named = set(re.findall(r'_credential = "([^"]+)"', section))
+    named |= set(re.findall(r"`(reply-token-secret)`", section))
+    assert created == loaded, (created, loaded)
+    assert named <= loaded, (named, loaded)
