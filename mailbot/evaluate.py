@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from mailbot.classify.settings import ClassifyConfig
 from mailbot.domain import Decision, DecisionKind
 
 __all__ = ["ANSWERED", "Label", "Outcome", "Score", "read_labels", "score"]
@@ -165,6 +166,30 @@ class Score:
                         "hits": list(o.decision.hits), "notes": o.label.notes}
                        for o in self.misses],
         }
+
+
+def anchors_from(directory: Path, labels: Sequence[Label],
+                 settings: ClassifyConfig) -> dict[str, tuple[str, ...]]:
+    """Second-opinion anchors learnt from a labelled directory: the request sentences (four
+    words or more) of its out-of-scope mails under their scope reason, of its emergency
+    tickets under `emergency`, and of its normal tickets under `in_scope` and `normal`.
+    Scoring another directory with these measures the second opinion on wording it never saw."""
+    from mailbot.classify.rules import MailFacts
+    from mailbot.ingest.parse import parse
+
+    anchors: dict[str, list[str]] = {}
+    for label in labels:
+        if label.expected == "reject_scope" and label.scope_reason:
+            names = [label.scope_reason]
+        elif label.expected == "ticket":
+            names = ["emergency"] if label.priority == "emergency" else ["in_scope", "normal"]
+        else:
+            continue
+        facts = MailFacts(parse((directory / label.file).read_bytes()), settings)
+        texts = [t for t in facts.request_sentences if len(t.split()) >= 4]
+        for name in names:
+            anchors.setdefault(name, []).extend(texts)
+    return {name: tuple(dict.fromkeys(texts)) for name, texts in anchors.items()}
 
 
 def score(pairs: Iterable[tuple[Label, Decision]]) -> Score:

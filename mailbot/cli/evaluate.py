@@ -26,9 +26,15 @@ LABELS_NOW = "2026-11-25T10:00:00+01:00"
 @click.option("--json", "as_json", is_flag=True, help="The score as one JSON object.")
 @click.option("--fail-under", type=click.FloatRange(0, 100), default=None, metavar="PCT",
               help="Exit 1 when decision accuracy is below PCT.")
+@click.option("--anchors-from", "anchors_dir", default=None, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The second opinion's anchors learnt from another labelled directory "
+                   "instead of the configured ones (a cross-check on unseen wording).")
+@click.option("--no-model", is_flag=True, help="Without the second opinion: the rules alone.")
 @config_option
 def evaluate(directory: Path, now_text: str, verify_staff: bool, authserv_ids: tuple[str, ...],
-             as_json: bool, fail_under: float | None, config_path: Path | None) -> None:
+             as_json: bool, fail_under: float | None, anchors_dir: Path | None,
+             no_model: bool, config_path: Path | None) -> None:
     """Decide every labelled mail of DIR (labels.jsonl, licenses.csv) and print the score:
     decision and license accuracy, a table per decision, every miss with the rules that hit,
     and the parse and decide time per mail."""
@@ -43,6 +49,15 @@ def evaluate(directory: Path, now_text: str, verify_staff: bool, authserv_ids: t
     if authserv_ids:
         conversation = conversation.model_copy(update={"authserv_ids": tuple(authserv_ids)})
     cfg = cfg.model_copy(update={"conversation": conversation})
+    model = cfg.classify.model
+    if no_model:
+        model = model.model_copy(update={"enabled": False})
+    elif anchors_dir is not None:
+        from mailbot.evaluate import anchors_from
+
+        learnt = anchors_from(anchors_dir, read_labels(anchors_dir), cfg.classify)
+        model = model.model_copy(update={"anchors": learnt})
+    cfg = cfg.model_copy(update={"classify": cfg.classify.model_copy(update={"model": model})})
     try:
         labels = read_labels(directory)
     except (OSError, ValueError) as exc:

@@ -73,3 +73,19 @@ def test_eval_counts_answered_automatic_mail_and_foreign_numbers(tmp_path: Path)
     score = json.loads(CliRunner().invoke(cli, ["eval", "--json", str(d)]).output)
     assert score["auto_answered"] == ["b.eml"]  # decided reject_incomplete: an answer
     assert score["foreign_numbers"] == ["a.eml"]  # took 51880264 where 40127733 was right
+
+
+def test_eval_with_anchors_learnt_from_another_directory(tmp_path: Path) -> None:
+    """--anchors-from builds the second opinion from another labelled directory's mails (a
+    cross-check on wording the anchors never saw); --no-model scores the rules alone."""
+    from mailbot import config as config_mod
+    from mailbot.evaluate import anchors_from, read_labels
+
+    d = labelled_dir(tmp_path)
+    learnt = anchors_from(d, read_labels(d), config_mod.load().classify)
+    assert set(learnt) == {"in_scope", "normal"}  # only the ticket a.eml is labelled so
+    assert any("vytisknout" in t for t in learnt["in_scope"])
+    for extra in (["--anchors-from", str(d)], ["--no-model"]):
+        result = CliRunner().invoke(cli, ["eval", "--json", *extra, str(d)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["mails"] == 3
