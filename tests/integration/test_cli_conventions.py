@@ -35,7 +35,7 @@ def placeholder_args(command: click.Command, tmp_path: Path) -> list[str]:
     for param in command.params:
         if isinstance(param, click.Argument):
             if isinstance(param.type, click.Path):
-                args.append(str(dummy))
+                args.append(str(dummy) if param.type.file_okay else str(tmp_path))
             else:
                 args.append("T-2026-000001" if param.name == "number" else "1")
         elif isinstance(param, click.Option) and param.required:
