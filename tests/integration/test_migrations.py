@@ -20,7 +20,7 @@ def test_upgrade_is_idempotent(store: Store) -> None:
     """Running the upgrade again (every start does) changes nothing."""
     before = migrations.current(store.engine)
     migrations.upgrade(store.engine)
-    assert migrations.current(store.engine) == before == "0010"
+    assert migrations.current(store.engine) == before == "0011"
 
 
 def test_0009_renames_staff_command_events(store_url: str) -> None:
