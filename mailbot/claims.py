@@ -49,6 +49,7 @@ class Heartbeat:
             try:
                 self._renew()
                 self.beats += 1
-            except Exception:  # noqa: BLE001 - e.g. the database is briefly away
-                log.warning("%s: renewing the claim failed; trying again in %.1f s",
-                            self._thread.name, self._interval, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - e.g. the database is briefly away
+                log.warning("%s: renewing the claim failed (%s); trying again in %.1f s",
+                            self._thread.name, str(exc).splitlines()[0][:200] if str(exc)
+                            else type(exc).__name__, self._interval)

@@ -12,8 +12,10 @@ States:
 
 The facade is synchronous; async callers run it in a thread (`asyncio.to_thread`). Work is
 claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite, single-writer, ignores
-it), and unique keys make every effect idempotent: one decision per inbound message, one
-reply per (purpose, message), one ticket number per (year, sequence).
+it) under a short lease and a claim token: the claimer renews the lease while it works, and
+a state change given the token happens only while that claim still holds the row. Unique
+keys make every effect idempotent: one decision per inbound message, one reply per
+(purpose, message), one ticket number per (year, sequence).
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ class OutboxDispatcher:
         """Deliver one claimed row and record the result; returns the new state, or "lost"
         when the claim was found lost before sending (nothing sent, nothing written)."""
         if not self._claim_held(item):
-            self.lost["not_sent"] += 1
+            self._count_lost("not_sent")
             log.warning("outbox %s %s: claim lost before sending (the lease ran out and "
                         "another daemon took the row over); not sent here",
                         item.id, item.message_id)
@@ -210,15 +210,19 @@ class OutboxDispatcher:
         if self.store.mark_sent(item.id, reply, item.token):
             log.info("outbox %s %s sent: %s", item.id, item.message_id, reply[:120])
         else:
-            self.lost["sent_unrecorded"] += 1
+            self._count_lost("sent_unrecorded")
             log.warning("outbox %s %s: sent (%s), but the claim was lost meanwhile: not "
                         "recorded here; the daemon now holding it may send a second copy "
                         "with the same Message-ID", item.id, item.message_id, reply[:120])
         return "sent"
 
+    def _count_lost(self, kind: str) -> None:
+        with self._lock:
+            self.lost[kind] += 1
+
     def _unrecorded(self, item: ClaimedOutbox, outcome: str, recorded: bool) -> None:
         if not recorded:
-            self.lost["unrecorded"] += 1
+            self._count_lost("unrecorded")
             log.warning("outbox %s %s: claim lost; the %s outcome is not recorded here (the "
                         "daemon now holding the row decides)", item.id, item.message_id,
                         outcome)
