@@ -251,8 +251,9 @@ class OutboundConfig(_Section):
     retry_horizon_hours: float = Field(default=48.0, gt=0)
     # The first retry waits this long, each later one twice as long (at most an hour).
     retry_base_seconds: float = Field(default=60.0, gt=0, le=3600)
-    # A sending daemon's claim on a batch; after it (the daemon died) another one sends it.
-    lease_seconds: float = Field(default=300.0, ge=5)
+    # A sending daemon's claim on a batch, renewed every third of it while the batch is
+    # sent; after it (the daemon died) another one sends it.
+    lease_seconds: float = Field(default=20.0, ge=5)
     batch: int = Field(default=50, ge=1, le=10_000)
     # Sending threads, each with its own connection to the relay (smtp mode); at most
     # `per_domain_concurrency` of them send to one recipient domain at a time (0: no limit).
@@ -526,7 +527,9 @@ class WorkerConfig(_Section):
 
     poll_seconds: float = Field(default=2.0, gt=0)
     batch: int = Field(default=32, ge=1, le=1000)
-    lease_seconds: float = Field(default=300.0, gt=0)
+    # A daemon's claim on a batch to decide, renewed every third of it while the batch is
+    # decided; after it (the daemon died) another one decides the mail.
+    lease_seconds: float = Field(default=20.0, ge=3)
     processes: int = Field(default=2, ge=0, le=64)
     # The processes start with the first mail to decide and stop after this long without
     # any (0: they stay once started).

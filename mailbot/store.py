@@ -12,8 +12,10 @@ States:
 
 The facade is synchronous; async callers run it in a thread (`asyncio.to_thread`). Work is
 claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite, single-writer, ignores
-it), and unique keys make every effect idempotent: one decision per inbound message, one
-reply per (purpose, message), one ticket number per (year, sequence).
+it) under a short lease and a claim token: the claimer renews the lease while it works, and
+a state change given the token happens only while that claim still holds the row. Unique
+keys make every effect idempotent: one decision per inbound message, one reply per
+(purpose, message), one ticket number per (year, sequence).
 """
 
 from __future__ import annotations
@@ -99,6 +101,12 @@ def new_lease_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def new_claim_token() -> str:
+    """A claim's fencing token: host and pid (who holds the rows) and a random part (unique
+    per claim). A state change of a claimed row names it in its WHERE clause."""
+    return f"{socket.gethostname()[:100]}:{os.getpid()}:{uuid.uuid4().hex}"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -159,6 +167,8 @@ class InboundMessage(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The token of the latest claim (new_claim_token): only its holder may change the row.
+    claim_token: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         Index("ix_inbound_state", "state", "id"),
@@ -270,6 +280,8 @@ class OutboxMessage(Base):
     bounce: Mapped[str | None] = mapped_column(String(10))
     # 0: service mail (ticket replies, notices), sent first; 1: bulk mail (news).
     priority: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The token of the latest claim (new_claim_token): only its holder may change the row.
+    claim_token: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         Index("ix_outbox_due", "state", "priority", "next_attempt_at"),
@@ -433,6 +445,8 @@ class ClaimedInbound:
     origin: str
     received_at: datetime
     attempts: int
+    # The claim's fencing token; None for rows handled without a claim (replay).
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,6 +485,8 @@ class ClaimedOutbox:
     raw: bytes
     attempts: int
     created_at: datetime
+    # The claim's fencing token (see ClaimedInbound.token).
+    token: str | None = None
 
 
 def _like_escape(text: str) -> str:
@@ -666,9 +682,12 @@ class Store:
                 )
             return found
 
-    def claim_inbound(self, limit: int = 20, lease: timedelta = timedelta(minutes=5)) -> list[ClaimedInbound]:
-        """Take up to `limit` received messages whose lease is free, oldest first."""
-        now = utcnow()
+    def claim_inbound(self, limit: int = 20, lease: timedelta = timedelta(seconds=20),
+                      now: datetime | None = None) -> list[ClaimedInbound]:
+        """Take up to `limit` received messages whose lease is free, oldest first, under a
+        new claim token (keep them with `renew_inbound`)."""
+        now = now or utcnow()
+        token = new_claim_token()
         with self.session() as s:
             q = (
                 select(InboundMessage)
@@ -682,9 +701,31 @@ class Store:
             for row in rows:
                 row.lease_until = now + lease
                 row.attempts += 1
+                row.claim_token = token
             return [
-                ClaimedInbound(r.id, r.raw, r.origin, r.received_at, r.attempts) for r in rows
+                ClaimedInbound(r.id, r.raw, r.origin, r.received_at, r.attempts, token)
+                for r in rows
             ]
+
+    def renew_inbound(self, inbound_ids: Sequence[int], token: str, lease: timedelta,
+                      now: datetime | None = None) -> set[int]:
+        """Extend the lease of those claimed rows still held under `token` (and undecided);
+        returns their ids. Rows locked by a writer right now are skipped, not waited for."""
+        return self._renew(_inbound, inbound_ids, token, lease, now, "received")
+
+    def _renew(self, table: Table, ids: Sequence[int], token: str, lease: timedelta,
+               now: datetime | None, state: str) -> set[int]:
+        if not ids:
+            return set()
+        now = now or utcnow()
+        held = (select(table.c.id)
+                .where(table.c.id.in_(list(ids)), table.c.claim_token == token,
+                       table.c.state == state)
+                .with_for_update(skip_locked=True))
+        with self.engine.begin() as conn:
+            res = conn.execute(update(table).where(table.c.id.in_(held.scalar_subquery()))
+                               .values(lease_until=now + lease).returning(table.c.id))
+            return {int(i) for (i,) in res}
 
     def get_inbound(self, inbound_id: int) -> InboundMessage | None:
         """One stored message with its state and error (detached from the session)."""
@@ -694,23 +735,29 @@ class Store:
                 s.expunge(r)
             return r
 
-    def quarantine_inbound(self, inbound_id: int, error: str) -> None:
-        """Park a message that broke parsing or deciding, with the reason (Mailman's shunt)."""
+    def quarantine_inbound(self, inbound_id: int, error: str, token: str | None = None) -> bool:
+        """Park a message that broke parsing or deciding, with the reason (Mailman's shunt).
+        With the claim's `token`, only while that claim holds the undecided row; False when
+        it was refused (another daemon claimed the row since)."""
         with self.session() as s:
-            s.execute(
-                update(InboundMessage)
-                .where(InboundMessage.id == inbound_id)
-                .values(state="quarantined", error=error[:20000], lease_until=None,
-                        decided_at=utcnow())
-            )
+            q = update(InboundMessage).where(InboundMessage.id == inbound_id)
+            if token is not None:
+                q = q.where(InboundMessage.claim_token == token,
+                            InboundMessage.state == "received")
+            res = s.execute(q.values(state="quarantined", error=error[:20000], lease_until=None,
+                                     decided_at=utcnow()))
+            return bool(res.rowcount)  # type: ignore[attr-defined]
 
-    def release_inbound(self, inbound_ids: Sequence[int]) -> None:
-        """Give claimed, undecided messages back (the batch failed), due again at once."""
+    def release_inbound(self, inbound_ids: Sequence[int], token: str | None = None) -> None:
+        """Give claimed, undecided messages back (the batch failed), due again at once;
+        with `token`, only rows that claim still holds."""
         with self.session() as s:
-            s.execute(update(InboundMessage)
-                      .where(InboundMessage.id.in_(list(inbound_ids)))
-                      .where(InboundMessage.state == "received")
-                      .values(lease_until=None))
+            q = (update(InboundMessage)
+                 .where(InboundMessage.id.in_(list(inbound_ids)))
+                 .where(InboundMessage.state == "received"))
+            if token is not None:
+                q = q.where(InboundMessage.claim_token == token)
+            s.execute(q.values(lease_until=None))
 
     def requeue_inbound(self, inbound_ids: Sequence[int]) -> int:
         """Put quarantined messages back into the queue (after a fix)."""
@@ -1172,10 +1219,12 @@ class Store:
             return int(cast(Any, result).rowcount or 0)
 
     def claim_due_outbox(
-        self, limit: int = 50, lease: timedelta = timedelta(minutes=5), now: datetime | None = None
+        self, limit: int = 50, lease: timedelta = timedelta(seconds=20), now: datetime | None = None
     ) -> list[ClaimedOutbox]:
-        """Take up to `limit` queued messages that are due and not leased by another sender."""
+        """Take up to `limit` queued messages that are due and not leased by another sender,
+        under a new claim token (keep them with `renew_outbox`)."""
         now = now or utcnow()
+        token = new_claim_token()
         with self.session() as s:
             q = (
                 select(OutboxMessage)
@@ -1189,23 +1238,40 @@ class Store:
             rows = list(s.scalars(q))
             for r in rows:
                 r.lease_until = now + lease
+                r.claim_token = token
             return [
                 ClaimedOutbox(r.id, r.message_id, r.mail_from, tuple(r.rcpt_to), r.raw,
-                              r.attempts, r.created_at)
+                              r.attempts, r.created_at, token)
                 for r in rows
             ]
 
-    def release_outbox(self, outbox_ids: Sequence[int]) -> None:
-        """Give claimed rows back unsent (clean stop), so they are due again at once."""
+    def renew_outbox(self, outbox_ids: Sequence[int], token: str, lease: timedelta,
+                     now: datetime | None = None) -> set[int]:
+        """Extend the lease of those claimed rows still held under `token` (and queued);
+        returns their ids. Rows locked by a writer right now are skipped, not waited for."""
+        return self._renew(_outbox, outbox_ids, token, lease, now, "queued")
+
+    def outbox_claim_held(self, outbox_id: int, token: str, lease: timedelta) -> bool:
+        """Renew one claimed row, waiting for any lock on it: whether `token` still holds it."""
+        with self.engine.begin() as conn:
+            res = conn.execute(update(_outbox)
+                               .where(_outbox.c.id == outbox_id, _outbox.c.claim_token == token,
+                                      _outbox.c.state == "queued")
+                               .values(lease_until=utcnow() + lease))
+            return bool(res.rowcount)
+
+    def release_outbox(self, outbox_ids: Sequence[int], token: str | None = None) -> None:
+        """Give claimed rows back unsent (clean stop), so they are due again at once; with
+        `token`, only rows that claim still holds."""
         if not outbox_ids:
             return
         with self.session() as s:
-            s.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(list(outbox_ids)))
-                .where(OutboxMessage.state == "queued")
-                .values(lease_until=None)
-            )
+            q = (update(OutboxMessage)
+                 .where(OutboxMessage.id.in_(list(outbox_ids)))
+                 .where(OutboxMessage.state == "queued"))
+            if token is not None:
+                q = q.where(OutboxMessage.claim_token == token)
+            s.execute(q.values(lease_until=None))
 
     def release_all_leases(self) -> None:
         """Clear every lease (single-process SQLite start: no other holder can exist)."""
@@ -1252,21 +1318,30 @@ class Store:
             row = s.get(Lease, name)
             return row.holder if row is not None and row.expires_at >= now else None
 
-    def _update_outbox(self, outbox_id: int, **values: Any) -> None:
+    def _update_outbox(self, outbox_id: int, token: str | None, **values: Any) -> bool:
         """Record one send attempt's outcome in a transaction of its own, through Core (each
-        sent mail is committed before the next is sent; an ORM session costs 4x as much)."""
+        sent mail is committed before the next is sent; an ORM session costs 4x as much).
+        With the claim's `token`, only while that claim holds the row: False when refused."""
+        q = update(_outbox).where(_outbox.c.id == outbox_id)
+        if token is not None:
+            q = q.where(_outbox.c.claim_token == token)
         with self.engine.begin() as conn:
-            conn.execute(update(_outbox).where(_outbox.c.id == outbox_id)
-                         .values(lease_until=None, attempts=_outbox.c.attempts + 1, **values))
+            res = conn.execute(q.values(lease_until=None, attempts=_outbox.c.attempts + 1,
+                                        **values))
+            return bool(res.rowcount)
 
-    def mark_sent(self, outbox_id: int, reply: str) -> None:
-        self._update_outbox(outbox_id, state="sent", server_reply=reply[:2000], sent_at=utcnow())
+    def mark_sent(self, outbox_id: int, reply: str, token: str | None = None) -> bool:
+        """The relay took the message; False when `token` no longer holds the row."""
+        return self._update_outbox(outbox_id, token, state="sent", server_reply=reply[:2000],
+                                   sent_at=utcnow())
 
-    def mark_retry(self, outbox_id: int, error: str, next_attempt_at: datetime) -> None:
-        self._update_outbox(outbox_id, last_error=error[:2000], next_attempt_at=next_attempt_at)
+    def mark_retry(self, outbox_id: int, error: str, next_attempt_at: datetime,
+                   token: str | None = None) -> bool:
+        return self._update_outbox(outbox_id, token, last_error=error[:2000],
+                                   next_attempt_at=next_attempt_at)
 
-    def mark_dead(self, outbox_id: int, error: str) -> None:
-        self._update_outbox(outbox_id, state="dead", last_error=error[:2000])
+    def mark_dead(self, outbox_id: int, error: str, token: str | None = None) -> bool:
+        return self._update_outbox(outbox_id, token, state="dead", last_error=error[:2000])
 
     def retry_outbox(self, outbox_ids: Sequence[int]) -> int:
         """Queue dead (or retrying) messages again, due now."""
@@ -1408,6 +1483,15 @@ _MARK_DECIDED = (
     .where(_inbound.c.state == "received")
     .values(state="decided", decided_at=bindparam("now"), lease_until=None, error=None)
 )
+_MARK_DECIDED_FENCED = _MARK_DECIDED.where(_inbound.c.claim_token == bindparam("token"))
+# A no-op write that locks a claimed row for the rest of the transaction, if still claimed.
+_HOLD_CLAIM = (
+    update(_inbound)
+    .where(_inbound.c.id == bindparam("row_id"))
+    .where(_inbound.c.claim_token == bindparam("token"))
+    .where(_inbound.c.state == "received")
+    .values(claim_token=_inbound.c.claim_token)
+)
 _TICKET_BY_NUMBER = select(_tickets.c.id).where(_tickets.c.number == bindparam("number"))
 
 
@@ -1420,19 +1504,33 @@ class Transaction:
         self.c = session.connection()  # Core statements of the hot path run on it
         self._auto_total: dict[datetime, int] = {}  # auto_replies_total_since, per `since`
 
-    def quarantine(self, inbound_id: int, error: str) -> None:
-        """Park a message that broke parsing or deciding, with the reason."""
-        self.s.execute(
-            update(InboundMessage)
-            .where(InboundMessage.id == inbound_id)
-            .values(state="quarantined", error=error[:20000], lease_until=None,
-                    decided_at=utcnow())
-        )
+    def quarantine(self, inbound_id: int, error: str, token: str | None = None) -> bool:
+        """Park a message that broke parsing or deciding, with the reason; with the claim's
+        `token` only while that claim holds the undecided row (False: refused)."""
+        q = update(InboundMessage).where(InboundMessage.id == inbound_id)
+        if token is not None:
+            q = q.where(InboundMessage.claim_token == token, InboundMessage.state == "received")
+        res = self.s.execute(q.values(state="quarantined", error=error[:20000], lease_until=None,
+                                      decided_at=utcnow()))
+        return bool(res.rowcount)  # type: ignore[attr-defined]
 
-    def mark_decided(self, inbound_id: int) -> bool:
+    def hold_claim(self, inbound_id: int, token: str | None) -> bool:
+        """Whether the claim `token` still holds the undecided row, locking it for the rest
+        of the transaction (another daemon's claim skips it, its writes wait). None: the
+        caller works without a claim (replay): True."""
+        if token is None:
+            return True
+        return bool(self.c.execute(_HOLD_CLAIM, {"row_id": inbound_id, "token": token}).rowcount)
+
+    def mark_decided(self, inbound_id: int, token: str | None = None) -> bool:
         """Move a `received` message to `decided` (first, so the row is locked for the rest
-        of the transaction); False when another worker already did (its lease had expired)."""
-        res = self.c.execute(_MARK_DECIDED, {"row_id": inbound_id, "now": utcnow()})
+        of the transaction); False when another worker already did (its lease had expired)
+        or, with the claim's `token`, when that claim no longer holds the row."""
+        if token is None:
+            res = self.c.execute(_MARK_DECIDED, {"row_id": inbound_id, "now": utcnow()})
+        else:
+            res = self.c.execute(_MARK_DECIDED_FENCED,
+                                 {"row_id": inbound_id, "now": utcnow(), "token": token})
         return bool(res.rowcount)
 
     def ticket_exists(self, number: str) -> bool:

@@ -8,6 +8,10 @@ whether a ticket number exists); it runs in child processes (:mod:`mailbot.isola
 A message that breaks parsing or deciding is quarantined with its traceback (Mailman's
 shunt queue) and the worker goes on with the next one; `mailbot quarantine retry` puts it
 back after a fix.
+
+A claimed batch is kept by a heartbeat (`worker.lease_seconds`, renewed every third) while it
+is decided; its writes are fenced by the claim's token, so a batch whose claim was lost
+(another daemon took the rows over) is dropped with a WARNING instead of written.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from mailbot.actions import (
     write_over_limit,
 )
 from mailbot.attachments import AttachmentStore, SavedAttachment
+from mailbot.claims import Heartbeat, renew_interval
 from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import RuleContext, TicketIndex
@@ -321,6 +326,8 @@ class Worker:
         self.settings = ActionSettings.from_config(config, self.calendar)
         # Ticket numbers allocated to batches not yet committed (a reply may name one).
         self._allocated: set[str] = set()
+        # Messages of the batch being committed whose claim was lost (not written here).
+        self._lost: set[int] = set()
 
     @classmethod
     def from_config(cls, config: Config, store: Store, *, clock: Clock = utcnow) -> Worker:
@@ -435,6 +442,7 @@ class Worker:
             ]
         rendered = {r.inbound_id: r for r in renders}
         self._allocated.difference_update(d.view.number for d in drafts.values())
+        self._lost.clear()
         try:
             with self.store.transaction() as tx:
                 results = [self._apply(tx, item, a, drafts.get(item.id), rendered.get(item.id),
@@ -450,7 +458,8 @@ class Worker:
                                          prepared.now)
                        for item, a in zip(items, analyses)]
         for result in results:
-            self._log(result)
+            if result.inbound_id not in self._lost:
+                self._log(result)
         return results
 
     def _number_tickets(
@@ -505,13 +514,16 @@ class Worker:
             if store_unavailable(exc):
                 raise
             error = traceback.format_exc()
-            self.store.quarantine_inbound(item.id, error)
+            if not self.store.quarantine_inbound(item.id, error, item.token):
+                return self._claim_lost(item, analysis)
             return Quarantined(item.id, error, analysis.mail)
 
     def _apply(self, tx: Transaction, item: ClaimedInbound, analysis: Analysis,
                draft: TicketDraft | None, rendered: Rendered | None, now: datetime
                ) -> Outcome | Quarantined:
         mail, decision = analysis.mail, analysis.decision
+        if not tx.hold_claim(item.id, item.token):  # the row stays locked until commit
+            return self._claim_lost(item, analysis)
         if decision is not None and decision.kind is DecisionKind.QUARANTINED and (
                 rendered is None or not rendered.error):  # over a limit (notes rendered if any)
             reason = write_over_limit(tx, inbound_id=item.id, decision=decision,
@@ -521,15 +533,24 @@ class Worker:
         error = analysis.error or (rendered.error if rendered is not None else "not rendered")
         if decision is None or mail is None or rendered is None or rendered.error:
             error = error or "no decision"
-            tx.quarantine(item.id, error)
+            tx.quarantine(item.id, error, item.token)
             return Quarantined(item.id, error, mail)
-        if not tx.mark_decided(item.id):
+        if not tx.mark_decided(item.id, item.token):
             # Another worker finished it while we were deciding (lease expired).
             return Outcome(item.id, decision, mail=mail)
         return write_decision(tx, inbound_id=item.id, mail=mail, decision=decision,
                               ticket=draft, replies=rendered.replies, now=now,
                               settings=self.settings, attachments=rendered.attachments,
                               skipped_attachments=rendered.skipped_attachments)
+
+    def _claim_lost(self, item: ClaimedInbound, analysis: Analysis) -> Outcome:
+        """A message whose claim another daemon has taken over (this one's lease ran out):
+        nothing is written for it here; the holder decides it."""
+        log.warning("inbound %s: claim lost (the lease ran out and another daemon took the "
+                    "message over); this daemon's decision is not written", item.id)
+        self._lost.add(item.id)
+        return Outcome(item.id, analysis.decision or quarantine_decision(
+            analysis.error or "claim lost"), mail=analysis.mail)
 
     @staticmethod
     def _log(result: Outcome | Quarantined) -> None:
@@ -556,17 +577,23 @@ class Worker:
             message_key.reset(token)
 
     def run_once(self, limit: int = 20) -> int:
-        """Claim and decide up to `limit` waiting messages; returns how many were taken."""
-        lease = timedelta(seconds=self.config.worker.lease_seconds)
+        """Claim and decide up to `limit` waiting messages, renewing the claim while they are
+        decided (a slow batch keeps it); returns how many were taken."""
+        seconds = self.config.worker.lease_seconds
+        lease = timedelta(seconds=seconds)
         batch = self.store.claim_inbound(limit, lease)
         if batch:
+            ids, token = [item.id for item in batch], batch[0].token
+            assert token is not None
             try:
-                self.process_many(batch)
+                with Heartbeat(lambda: self.store.renew_inbound(ids, token, lease),
+                               renew_interval(seconds), "worker-claim"):
+                    self.process_many(batch)
             except Exception:
                 # E.g. the database went away: if it is back, the batch is due at once
                 # rather than after its lease; if not, the lease frees it later.
                 try:
-                    self.store.release_inbound([item.id for item in batch])
+                    self.store.release_inbound(ids, token)
                 except Exception:  # noqa: BLE001
                     log.debug("could not release the failed batch", exc_info=True)
                 raise

@@ -9,6 +9,15 @@ and releases the rest of the batch.
 
 Sending threads each own a transport (an SMTP connection). At most `per_domain` of them send
 to one recipient domain at a time, so a campaign does not hammer one customer's server.
+
+Claims are short (`lease`, 20 s by default) and kept by a heartbeat that renews the batch's
+unfinished rows every third of the lease, also while a slow relay takes its time over DATA.
+Each message is sent only while its claim is known to be held (renewed within the last
+half lease, else checked in the store first), and every outcome is written under the
+claim's token: a daemon that lost a claim (its lease ran out, another daemon took the row)
+does not send that message, and if it already had, its `sent` is refused and logged; the
+other daemon may then send a second copy with the same Message-ID (at most the messages in
+flight while the claim was lost).
 """
 
 from __future__ import annotations
@@ -16,11 +25,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from mailbot.claims import Heartbeat, renew_interval
 from mailbot.errors import PermanentDeliveryError, TransientDeliveryError
 from mailbot.replies.smtp import Transport
 from mailbot.store import ClaimedOutbox, Store, utcnow
@@ -51,7 +62,7 @@ class OutboxDispatcher:
         per_domain: int = 0,
         horizon: timedelta = timedelta(hours=48),
         base_delay: float = 60.0,
-        lease: timedelta = timedelta(minutes=5),
+        lease: timedelta = timedelta(seconds=20),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
@@ -68,6 +79,11 @@ class OutboxDispatcher:
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        # Until when (time.monotonic) each claimed row is surely ours: renewal start + lease.
+        self._held_until: dict[int, float] = {}
+        # Outcomes of claims lost: "not_sent" (found lost before sending), "sent_unrecorded"
+        # (sent, then the `sent` write was refused), "unrecorded" (a retry/dead refused).
+        self.lost: Counter[str] = Counter()
 
     @property
     def transport(self) -> Transport:
@@ -96,9 +112,15 @@ class OutboxDispatcher:
 
         Stops between messages when `stop` is set; claimed but unsent rows are released.
         """
+        taken_at = time.monotonic()
         claimed = self.store.claim_due_outbox(self.batch, self.lease, now=self.clock())
         if not claimed:
             return 0
+        token = claimed[0].token
+        assert token is not None
+        with self._lock:
+            self._held_until.update((c.id, taken_at + self.lease.total_seconds())
+                                    for c in claimed)
         queue = _DomainQueue(claimed, self.per_domain, stop)
         # The sending threads are the executor's, so each transport stays with one thread.
         with self._lock:
@@ -106,12 +128,47 @@ class OutboxDispatcher:
                 self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="outbox")
             executor = self._executor
         threads = min(self.concurrency, len(claimed))
-        for future in [executor.submit(self._drain, queue) for _ in range(threads)]:
-            future.result()
-        left = queue.leftover()
-        if left:
-            self.store.release_outbox(left)
+        try:
+            with Heartbeat(lambda: self._renew(queue.unfinished(), token),
+                           renew_interval(self.lease.total_seconds()), "outbox-claim"):
+                for future in [executor.submit(self._drain, queue) for _ in range(threads)]:
+                    future.result()
+            left = queue.leftover()
+            if left:
+                self.store.release_outbox(left, token)
+        finally:
+            with self._lock:
+                for c in claimed:
+                    self._held_until.pop(c.id, None)
         return len(claimed)
+
+    def _renew(self, ids: list[int], token: str) -> None:
+        """The heartbeat: extend the claim on the batch's unfinished rows."""
+        started = time.monotonic()
+        held = self.store.renew_outbox(ids, token, self.lease)
+        until = started + self.lease.total_seconds()
+        with self._lock:
+            for i in held:
+                if i in self._held_until:
+                    self._held_until[i] = until
+
+    def _claim_held(self, item: ClaimedOutbox) -> bool:
+        """Whether `item`'s claim is ours for at least another half lease: known from the
+        last renewal, else renewed (and so checked) in the store now."""
+        if item.token is None:
+            return True
+        margin = self.lease.total_seconds() / 2
+        with self._lock:
+            until = self._held_until.get(item.id)
+        if until is not None and until - time.monotonic() >= margin:
+            return True
+        started = time.monotonic()
+        if not self.store.outbox_claim_held(item.id, item.token, self.lease):
+            return False
+        with self._lock:
+            if item.id in self._held_until:
+                self._held_until[item.id] = started + self.lease.total_seconds()
+        return True
 
     def _drain(self, queue: _DomainQueue) -> None:
         while (item := queue.take()) is not None:
@@ -121,29 +178,54 @@ class OutboxDispatcher:
                 queue.done(item)
 
     def send_one(self, item: ClaimedOutbox) -> str:
-        """Deliver one claimed row and record the result; returns the new state."""
+        """Deliver one claimed row and record the result; returns the new state, or "lost"
+        when the claim was found lost before sending (nothing sent, nothing written)."""
+        if not self._claim_held(item):
+            self._count_lost("not_sent")
+            log.warning("outbox %s %s: claim lost before sending (the lease ran out and "
+                        "another daemon took the row over); not sent here",
+                        item.id, item.message_id)
+            return "lost"
         try:
             reply = self.transport.send(item.raw, item.mail_from, list(item.rcpt_to))
         except PermanentDeliveryError as exc:
             log.warning("outbox %s %s dead: %s", item.id, item.message_id, exc)
-            self.store.mark_dead(item.id, str(exc))
+            self._unrecorded(item, "dead", self.store.mark_dead(item.id, str(exc), item.token))
             return "dead"
         except TransientDeliveryError as exc:
             now = self.clock()
             if now - item.created_at > self.horizon:
                 log.warning("outbox %s %s dead after retrying for %s: %s",
                             item.id, item.message_id, self.horizon, exc)
-                self.store.mark_dead(item.id, f"gave up after {self.horizon}: {exc}")
+                self._unrecorded(item, "dead", self.store.mark_dead(
+                    item.id, f"gave up after {self.horizon}: {exc}", item.token))
                 return "dead"
             due = now + retry_delay(item.attempts + 1, base=self.base_delay)
             log.info("outbox %s %s retry at %s: %s", item.id, item.message_id,
                      due.isoformat(timespec="seconds"), exc)
-            self.store.mark_retry(item.id, str(exc), due)
+            self._unrecorded(item, "retry", self.store.mark_retry(
+                item.id, str(exc), due, item.token))
             return "queued"
         # The crash window: the relay has the message, the row is not yet `sent`.
-        self.store.mark_sent(item.id, reply)
-        log.info("outbox %s %s sent: %s", item.id, item.message_id, reply[:120])
+        if self.store.mark_sent(item.id, reply, item.token):
+            log.info("outbox %s %s sent: %s", item.id, item.message_id, reply[:120])
+        else:
+            self._count_lost("sent_unrecorded")
+            log.warning("outbox %s %s: sent (%s), but the claim was lost meanwhile: not "
+                        "recorded here; the daemon now holding it may send a second copy "
+                        "with the same Message-ID", item.id, item.message_id, reply[:120])
         return "sent"
+
+    def _count_lost(self, kind: str) -> None:
+        with self._lock:
+            self.lost[kind] += 1
+
+    def _unrecorded(self, item: ClaimedOutbox, outcome: str, recorded: bool) -> None:
+        if not recorded:
+            self._count_lost("unrecorded")
+            log.warning("outbox %s %s: claim lost; the %s outcome is not recorded here (the "
+                        "daemon now holding the row decides)", item.id, item.message_id,
+                        outcome)
 
 
 def _domain(item: ClaimedOutbox) -> str:
@@ -160,6 +242,7 @@ class _DomainQueue:
         self._per_domain = per_domain
         self._stop = stop
         self._busy: Counter[str] = Counter()
+        self._in_flight: set[int] = set()
         self._cond = threading.Condition()
 
     def take(self) -> ClaimedOutbox | None:
@@ -171,6 +254,7 @@ class _DomainQueue:
                     if not self._per_domain or self._busy[_domain(item)] < self._per_domain:
                         del self._pending[i]
                         self._busy[_domain(item)] += 1
+                        self._in_flight.add(item.id)
                         return item
                 self._cond.wait(0.5)  # woken by `done`; the timeout rechecks `stop`
             return None
@@ -178,7 +262,13 @@ class _DomainQueue:
     def done(self, item: ClaimedOutbox) -> None:
         with self._cond:
             self._busy[_domain(item)] -= 1
+            self._in_flight.discard(item.id)
             self._cond.notify_all()
+
+    def unfinished(self) -> list[int]:
+        """Ids still to send or being sent: the claims the heartbeat keeps."""
+        with self._cond:
+            return [item.id for item in self._pending] + sorted(self._in_flight)
 
     def leftover(self) -> list[int]:
         """Ids never handed out (after a stop): to release."""

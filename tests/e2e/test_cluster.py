@@ -10,7 +10,10 @@ one Dovecot mailbox:
 * a 10,000-recipient campaign sent by three daemons: each recipient once; the time against
   one daemon is printed;
 * PostgreSQL restarted (pg_ctlcluster) while mail comes in over SMTP: nothing accepted is
-  lost, the daemons recover by themselves.
+  lost, the daemons recover by themselves;
+* with the default (short, renewed) claim leases, a daemon SIGKILLed while it holds a batch
+  of replies in a slow relay's DATA: another daemon sends that batch within 60 s, each reply
+  once (issue 14, item 7).
 
 Counts and figures are printed (`pytest -s`).
 """
@@ -54,9 +57,11 @@ pytestmark = pytest.mark.slow
 
 
 def write_config(tmp: Path, name: str, *, store_url: str, sink_port: int,
-                 imap: tuple[int, str] | None = None, listen_port: int | None = None) -> Path:
+                 imap: tuple[int, str] | None = None, listen_port: int | None = None,
+                 default_leases: bool = False) -> Path:
     """One daemon of the cluster: the shared store, intake from the shared mailbox and/or
-    its own SMTP listener, replies to the sink; claims expire after 10 s."""
+    its own SMTP listener, replies to the sink; claims expire after 10 s (or after the
+    default lease with `default_leases`)."""
     head = f"""
 [store]
 url = "{store_url}"
@@ -99,6 +104,8 @@ timeout_seconds = 10
 lease_seconds = {LEASE_SECONDS}
 batch = 50
 """
+    if default_leases:
+        head = head.replace("lease_seconds = 10\n", "")
     return daemon_config(tmp / f"{name}.toml", head)
 
 
@@ -323,3 +330,88 @@ def test_postgresql_restart_during_intake(
     assert db_count(pg_url, "select count(*) from inbound_messages") == total
     assert db_count(pg_url, "select count(distinct inbound_id) from decisions") == total
     assert codes == [0] * DAEMONS
+
+
+def claimed_by(store_url: str, table: str, state: str, pid: int) -> set[int]:
+    """Ids of `table` rows in `state` whose claim token names process `pid` (host:pid:…)."""
+    rows = db_rows(store_url, f"select id, claim_token from {table} where state = '{state}'")
+    return {int(i) for i, token in rows  # type: ignore[call-overload]
+            if token is not None and str(token).split(":")[1] == str(pid)}
+
+
+def test_killed_daemons_claims_taken_over_within_a_minute(
+    pg_url: str, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    """Default leases (20 s, renewed): a daemon SIGKILLed while its sending threads are stuck
+    in a slow relay's DATA and the rest of its batch waits behind them. The other daemons
+    (running all along) send that batch within 60 s of the kill, each reply exactly once
+    (the killed daemon's transactions never completed), while its own stays claimed."""
+    n = 120
+    configs = [write_config(tmp_path, f"k{i}", store_url=pg_url, sink_port=smtp_sink.port,
+                            default_leases=True) for i in range(DAEMONS)]
+    assert "lease_seconds" not in configs[0].read_text(encoding="utf-8").split("[classify]")[0]
+    migrate_at_once(configs)
+    import_licenses(pg_url)
+    from mailbot.store import Store
+
+    store = Store.from_url(pg_url)
+    try:
+        store.save_inbound_many([(request_mail(subject=f"Dotaz {i}", sender=unique_sender()),
+                                  "test") for i in range(n)])
+    finally:
+        store.close()
+    # The first daemon's sending threads hang in DATA (until the kill drops the connection):
+    # two of them, as all replies go to one domain (outbound.per_domain_concurrency = 2).
+    in_data = 2
+    smtp_sink.stall_next("DATA", 600.0, times=in_data)
+    daemons = [DaemonProcess(c, tmp_path / f"k{i}.log") for i, c in enumerate(configs)]
+    victim = daemons[0]
+    try:
+        victim.start()
+        wait_until(lambda: smtp_sink.peak_in_data_total >= in_data, 120,
+                   "the first daemon's sending threads are in DATA", victim)
+        for d in daemons[1:]:
+            d.start()
+        assert victim.proc is not None
+        pid = victim.proc.pid
+
+        def only_victims_claims_left() -> bool:
+            queued = db_count(pg_url, "select count(*) from outbox where state <> 'sent'")
+            return (db_count(pg_url, "select count(*) from decisions") >= n
+                    and db_count(pg_url, "select count(*) from outbox") >= n
+                    and queued == len(claimed_by(pg_url, "outbox", "queued", pid)))
+
+        wait_until(only_victims_claims_left, 180,
+                   "the other daemons sent everything but the first one's claims", daemons[1])
+        held = claimed_by(pg_url, "outbox", "queued", pid)
+        held_inbound = claimed_by(pg_url, "inbound_messages", "received", pid)
+        assert len(held) >= in_data
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        victim.proc.wait(timeout=30)
+        ids = ",".join(str(i) for i in sorted(held))
+
+        def taken_over() -> bool:
+            return (db_count(pg_url, f"select count(*) from outbox where id in ({ids}) "
+                                     "and state = 'sent'") == len(held)
+                    and db_count(pg_url, "select count(*) from outbox where state <> 'sent'")
+                    == 0)
+
+        wait_until(taken_over, 60, "the killed daemon's claimed replies were sent by another",
+                   daemons[1])
+        took = time.monotonic() - killed_at
+        time.sleep(1.0)  # room for a wrong second copy to arrive
+        assert stop_all(daemons[1:]) == [0] * (DAEMONS - 1)
+    finally:
+        for d in daemons:
+            d.kill_if_running()
+    copies = Counter(m.message_id for m in smtp_sink.messages)
+    replies = {str(mid) for (mid,) in db_rows(pg_url, "select message_id from outbox")}
+    second = sum(c - 1 for c in copies.values())
+    print(f"\n{DAEMONS} daemons, default leases: pid {pid} SIGKILLed holding {len(held)} "
+          f"replies ({in_data} in DATA) and {len(held_inbound)} stored mails; taken over "
+          f"and sent in {took:.1f} s; {len(smtp_sink.messages)} mails at the sink for "
+          f"{len(replies)} replies, {second} second copies, "
+          f"{len(smtp_sink.unacknowledged)} unacknowledged")
+    assert len(replies) == n and set(copies) == replies
+    assert second == 0

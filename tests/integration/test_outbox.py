@@ -212,3 +212,87 @@ def test_clean_stop_with_threads_sends_nothing_twice(store: Store, smtp_sink) ->
     assert store.count_outbox() == {"sent": 40}
     ids = [m.message_id for m in smtp_sink.messages]
     assert len(ids) == len(set(ids)) == 40
+
+
+# --- claims: short, renewed, fenced (issue 14, item 7) ----------------------------------
+
+def test_slow_data_beyond_the_lease_is_not_sent_twice(store: Store, store_url: str,
+                                                      smtp_sink) -> None:
+    """A relay that answers DATA long after the claim's lease: the heartbeat keeps the claim,
+    so a second daemon polling all the while never takes the row, and it arrives once."""
+    import time
+
+    queue(store, 1)
+    lease = timedelta(seconds=3)
+    smtp_sink.stall_next("DATA", 7.0)  # over two leases
+    slow = OutboxDispatcher(store, sender_factory(smtp_sink), lease=lease)
+    other_store = Store.from_url(store_url)  # the second daemon's own connections
+    other = OutboxDispatcher(other_store, sender_factory(smtp_sink), lease=lease)
+    sending = threading.Thread(target=slow.send_due)
+    sending.start()
+    taken_by_other = 0
+    try:
+        for _ in range(400):  # bounded: about 40 s at most
+            if not sending.is_alive():
+                break
+            taken_by_other += other.send_due()
+            time.sleep(0.1)
+    finally:
+        sending.join(30)
+        slow.close()
+        other.close()
+        other_store.close()
+    assert not sending.is_alive()
+    assert taken_by_other == 0
+    assert [m.message_id for m in smtp_sink.messages] == ["<m0@estelar.example>"]
+    assert store.count_outbox() == {"sent": 1}
+
+
+def test_sender_that_lost_its_claim_does_not_send(store: Store, smtp_sink, caplog) -> None:
+    """A sender whose claim was taken over (its lease ran out, another daemon holds the row
+    now) does not send the message, logs it with the row id and writes nothing."""
+    import logging
+
+    queue(store, 1)
+    [stale] = store.claim_due_outbox(lease=timedelta(seconds=-60))  # the lease has run out
+    [fresh] = store.claim_due_outbox()
+    d = dispatcher(store, smtp_sink, Clock())
+    with caplog.at_level(logging.WARNING, logger="mailbot.replies.outbox"):
+        d.send_one(stale)
+    assert smtp_sink.messages == []
+    row = store.get_outbox(stale.id)
+    assert row is not None and row.state == "queued" and row.attempts == 0
+    assert any(f"outbox {stale.id} " in r.getMessage() and "claim lost" in r.getMessage()
+               for r in caplog.records)
+    assert d.send_one(fresh) == "sent"
+    assert [m.message_id for m in smtp_sink.messages] == ["<m0@estelar.example>"]
+
+
+def test_sent_after_the_claim_was_lost_is_logged_and_counted(store: Store, smtp_sink,
+                                                             caplog) -> None:
+    """The claim is lost during the send (the sender stalled beyond its lease and another
+    daemon took the row): the relay has the message, the `sent` write is refused, and that
+    is logged (WARNING, row id) and counted instead of overwriting the new holder's row."""
+    import logging
+
+    queue(store, 1)
+    [mine] = store.claim_due_outbox(lease=timedelta(seconds=20))
+    smtp_sink.stall_next("DATA", 2.0)
+    d = dispatcher(store, smtp_sink, Clock())
+    result: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="mailbot.replies.outbox"):
+        sending = threading.Thread(target=lambda: result.append(d.send_one(mine)))
+        sending.start()
+        for _ in range(300):  # bounded: wait until the message is in DATA at the relay
+            if smtp_sink.peak_in_data_total:
+                break
+            threading.Event().wait(0.01)
+        # Another daemon whose clock is past our lease takes the row over.
+        [theirs] = store.claim_due_outbox(now=datetime.now(UTC) + timedelta(minutes=1))
+        sending.join(30)
+    assert result == ["sent"] and len(smtp_sink.messages) == 1
+    assert d.lost == {"sent_unrecorded": 1}
+    row = store.get_outbox(mine.id)
+    assert row is not None and row.state == "queued" and row.claim_token == theirs.token
+    assert any(f"outbox {mine.id} " in r.getMessage() and "claim was lost" in r.getMessage()
+               for r in caplog.records)

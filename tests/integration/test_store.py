@@ -146,3 +146,102 @@ def test_upserts_update_in_place_and_last_row_wins(store: Store) -> None:
                            Contact("a@novak-syn.cz", "51880264", "Jana Nová", "en")])
     assert [(c.name, c.language) for c in store.contacts()] == [("Jana Nová", "en")]
     assert [r.customer for r in store.license_snapshot().values()] == ["Novák a syn s.r.o."]
+
+
+# --- claims: short, renewed, fenced (issue 14, item 7) ----------------------------------
+
+def _queue_one(store: Store) -> None:
+    mail = OutgoingMail("ack:claim", "<claim@estelar.example>", "ack", "podpora@estelar.example",
+                        ("a@b.cz",), b"Subject: x\r\n\r\nx\r\n")
+    with store.transaction() as tx:
+        tx.enqueue(mail, ticket_id=None, inbound_id=None, now=datetime.now(UTC) - timedelta(hours=1))
+
+
+def test_stale_outbox_claim_cannot_mark_sent_retry_or_dead(store: Store) -> None:
+    """A sender whose lease ran out while another daemon took the row over: its sent, retry
+    and dead writes are refused; the new holder's are not."""
+    _queue_one(store)
+    past = datetime.now(UTC) - timedelta(minutes=10)
+    [stale] = store.claim_due_outbox(lease=timedelta(seconds=20), now=past)
+    [fresh] = store.claim_due_outbox()  # the stale lease has run out: taken over
+    assert stale.id == fresh.id and stale.token != fresh.token
+    assert store.mark_sent(stale.id, "250 late", stale.token) is False
+    assert store.mark_dead(stale.id, "550 late", stale.token) is False
+    assert store.mark_retry(stale.id, "451 late", datetime.now(UTC), stale.token) is False
+    store.release_outbox([stale.id], stale.token)  # not the stale claim's to release
+    row = store.get_outbox(stale.id)
+    assert row is not None and row.state == "queued" and row.attempts == 0
+    assert row.claim_token == fresh.token and row.lease_until is not None
+    assert store.claim_due_outbox() == []  # still held by the new holder
+    assert store.mark_sent(fresh.id, "250 OK", fresh.token) is True
+    assert store.count_outbox() == {"sent": 1}
+
+
+def test_stale_inbound_claim_cannot_quarantine_or_decide(store: Store) -> None:
+    """The worker's counterpart: after a take-over the old claim can neither quarantine the
+    message (not even after the new holder decided it) nor mark it decided."""
+    saved = store.save_inbound(RAW, "test")
+    past = datetime.now(UTC) - timedelta(minutes=10)
+    [stale] = store.claim_inbound(lease=timedelta(seconds=20), now=past)
+    [fresh] = store.claim_inbound()
+    assert stale.id == fresh.id == saved.id and stale.token != fresh.token
+    assert store.quarantine_inbound(saved.id, "Traceback: late", stale.token) is False
+    with store.transaction() as tx:
+        assert not tx.hold_claim(saved.id, stale.token)
+        assert not tx.mark_decided(saved.id, stale.token)
+        assert not tx.quarantine(saved.id, "Traceback: late", stale.token)
+    store.release_inbound([saved.id], stale.token)
+    assert store.claim_inbound() == []  # the release did not free the new holder's claim
+    with store.transaction() as tx:
+        assert tx.hold_claim(saved.id, fresh.token) and tx.mark_decided(saved.id, fresh.token)
+    assert store.quarantine_inbound(saved.id, "Traceback: late", stale.token) is False
+    assert store.count_inbound() == {"decided": 1}
+
+
+def test_renewed_claim_is_not_taken_over_after_its_first_lease(store: Store) -> None:
+    """A claim renewed by its heartbeat lasts a lease from the renewal, not from the claim:
+    another daemon cannot take a slow batch while it is being worked on."""
+    _queue_one(store)
+    store.save_inbound(RAW, "test")
+    t0 = datetime.now(UTC) - timedelta(minutes=10)
+    lease = timedelta(seconds=20)
+    [out] = store.claim_due_outbox(lease=lease, now=t0)
+    [inb] = store.claim_inbound(lease=lease, now=t0)
+    assert out.token and inb.token
+    renewed = t0 + timedelta(seconds=15)
+    assert store.renew_outbox([out.id], out.token, lease, now=renewed) == {out.id}
+    assert store.renew_inbound([inb.id], inb.token, lease, now=renewed) == {inb.id}
+    later = t0 + timedelta(seconds=25)  # past the first lease, within the renewed one
+    assert store.claim_due_outbox(now=later) == []
+    assert store.claim_inbound(now=later) == []
+    # Once taken over, the old claim cannot renew any more.
+    taken = t0 + timedelta(seconds=40)
+    [out2] = store.claim_due_outbox(now=taken)
+    [inb2] = store.claim_inbound(now=taken)
+    assert store.renew_outbox([out.id], out.token, lease) == set()
+    assert store.renew_inbound([inb.id], inb.token, lease) == set()
+    assert store.renew_outbox([out.id], str(out2.token), lease) == {out.id}
+    assert store.renew_inbound([inb.id], str(inb2.token), lease) == {inb.id}
+
+
+def test_worker_with_a_lost_claim_writes_nothing(config, store: Store, caplog) -> None:
+    """A worker whose batch outlived its lease and was taken over by another daemon drops
+    its decision (WARNING with the row id); the new holder decides the message, once."""
+    import logging
+
+    from mailbot.worker import Worker
+
+    cfg = config.model_copy(update={"worker": config.worker.model_copy(
+        update={"processes": 0})})
+    saved = store.save_inbound(RAW, "test")
+    stale = store.claim_inbound(1, timedelta(seconds=-60))  # its lease has run out
+    fresh = store.claim_inbound()
+    worker = Worker(cfg, store)
+    with caplog.at_level(logging.WARNING, logger="mailbot.worker"):
+        worker.process_many(stale)
+    assert store.count_inbound() == {"received": 1}
+    assert store.decision_for(saved.id) is None and store.count_outbox() == {}
+    assert any(f"inbound {saved.id}: claim lost" in r.getMessage() for r in caplog.records)
+    worker.process_many(fresh)
+    assert store.count_inbound() == {"decided": 1}
+    assert store.decision_for(saved.id) is not None

@@ -1,15 +1,15 @@
 """licenses.position: the registry's own order (the first registered candidate in it wins)
 
-Revision ID: 0013
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 """
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0013'
-down_revision = '0010'
+revision = '0012'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
