@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 
+from mailbot import metrics
 from mailbot.actions import (
     ActionSettings,
     Outcome,
@@ -501,6 +502,7 @@ class Worker:
         token = message_key.set(f"in:{result.inbound_id}")
         try:
             if isinstance(result, Quarantined):
+                metrics.QUARANTINED.labels(metrics.quarantine_reason(result.error)).inc()
                 decision_log.warning(
                     "inbound=%s decision=quarantined error=%s",
                     result.inbound_id,
@@ -508,6 +510,7 @@ class Worker:
                 )
                 return
             d = result.decision
+            metrics.DECIDED.labels(d.kind.value).inc()
             decision_log.info(
                 "inbound=%s from=%s decision=%s ticket=%s license=%s hits=%s",
                 result.inbound_id,
@@ -526,7 +529,9 @@ class Worker:
         batch = self.store.claim_inbound(limit, lease)
         if batch:
             try:
-                self.process_many(batch)
+                with metrics.STAGE.labels("decide").time():
+                    self.process_many(batch)
+                metrics.observe_waits(item.received_at for item in batch)
             except Exception:
                 # E.g. the database went away: if it is back, the batch is due at once
                 # rather than after its lease; if not, the lease frees it later.

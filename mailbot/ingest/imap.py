@@ -39,6 +39,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import SEEN, SocketTimeout
 
+from mailbot import metrics
 from mailbot.config import ImapMailboxConfig
 from mailbot.errors import TemporaryIngestError
 from mailbot.ingest.intake import Intake
@@ -69,6 +70,7 @@ class ImapPoller:
         password: str | None,
         on_cycle: Callable[[], None] = lambda: None,
         holder: str | None = None,
+        on_down: Callable[[str], None] = lambda error: None,
     ) -> None:
         self.config = config
         self.intake = intake
@@ -76,6 +78,7 @@ class ImapPoller:
         self.stop = stop
         self._password = password
         self._on_cycle = on_cycle
+        self._on_down = on_down  # told of every lost connection and failed attempt
         self.key = f"imap:{config.name}:{config.folder}"
         self.holder = holder or new_lease_holder()
         self._renewed_at = 0.0
@@ -180,6 +183,8 @@ class ImapPoller:
         self._note(f"attempt {state.attempt_number}: {exc!r}")
 
     def _note(self, error: str) -> None:
+        self._on_down(error)
+        metrics.IMAP_RECONNECTS.labels(self.config.name).inc()
         try:
             self.store.note_intake_error(self.key, error)
         except Exception:  # noqa: BLE001 - the store may be the thing that is down

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from mailbot import metrics
 from mailbot.errors import PermanentDeliveryError, TransientDeliveryError
 from mailbot.replies.smtp import Transport
 from mailbot.store import ClaimedOutbox, Store, utcnow
@@ -123,8 +124,10 @@ class OutboxDispatcher:
     def send_one(self, item: ClaimedOutbox) -> str:
         """Deliver one claimed row and record the result; returns the new state."""
         try:
-            reply = self.transport.send(item.raw, item.mail_from, list(item.rcpt_to))
+            with metrics.STAGE.labels("send").time():
+                reply = self.transport.send(item.raw, item.mail_from, list(item.rcpt_to))
         except PermanentDeliveryError as exc:
+            metrics.OUTBOX.labels("dead").inc()
             log.warning("outbox %s %s dead: %s", item.id, item.message_id, exc)
             self.store.mark_dead(item.id, str(exc))
             return "dead"
@@ -134,14 +137,17 @@ class OutboxDispatcher:
                 log.warning("outbox %s %s dead after retrying for %s: %s",
                             item.id, item.message_id, self.horizon, exc)
                 self.store.mark_dead(item.id, f"gave up after {self.horizon}: {exc}")
+                metrics.OUTBOX.labels("dead").inc()
                 return "dead"
             due = now + retry_delay(item.attempts + 1, base=self.base_delay)
             log.info("outbox %s %s retry at %s: %s", item.id, item.message_id,
                      due.isoformat(timespec="seconds"), exc)
             self.store.mark_retry(item.id, str(exc), due)
+            metrics.OUTBOX.labels("retried").inc()
             return "queued"
         # The crash window: the relay has the message, the row is not yet `sent`.
         self.store.mark_sent(item.id, reply)
+        metrics.OUTBOX.labels("sent").inc()
         log.info("outbox %s %s sent: %s", item.id, item.message_id, reply[:120])
         return "sent"
 
