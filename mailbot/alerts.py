@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from mailbot import metrics
 from mailbot.config import Config
 from mailbot.domain import LOOP_HEADER, other_message_id
-from mailbot.health import Report
+from mailbot.health import Report, age_text
 from mailbot.replies.conversation import POLICY, checked_bytes
 from mailbot.replies.render import clean_header_text, template_environments, valid_address
 from mailbot.store import OutgoingMail, Store
@@ -97,8 +97,7 @@ class Alerts:
                 states.append(False)
             elif silent > limit:
                 states.append(True)
-                details.append(f"IMAP {name}: no successful cycle for "
-                               f"{int(silent.total_seconds() // 60)} min")
+                details.append(f"IMAP {name}: no successful cycle for {age_text(silent)}")
             else:  # connected and recent: fine; not connected: cannot tell before the limit
                 states.append(False if report.imap_connected.get(name) else None)
         out.append(Condition("intake_stopped", _any(states), "; ".join(details)))
@@ -110,7 +109,7 @@ class Alerts:
         stuck = oldest is not None and now - oldest > timedelta(minutes=a.outbox_stuck_minutes)
         out.append(Condition(
             "outbox_stuck", stuck,
-            f"the oldest due mail has waited {int((now - oldest).total_seconds() // 60)} min"
+            f"the oldest due mail has waited {age_text(now - oldest)}"
             if stuck and oldest is not None else ""))
         if a.quarantine:
             n = report.quarantined or 0

@@ -85,6 +85,7 @@ class Report:
     store_ok: bool = False
     # For the alerts (None: not known, e.g. the store is away).
     listener_refused: bool | None = None
+    # Per mailbox: how long without a cycle, beyond the expected period while connected.
     imap_silent: dict[str, timedelta | None] = field(default_factory=dict)
     imap_connected: dict[str, bool] = field(default_factory=dict)
     outbox_oldest_due: datetime | None = None
@@ -147,8 +148,8 @@ class Readiness:
         stall = timedelta(seconds=mon.worker_stall_seconds)
         beat = self.state.worker_pass or self.state.started
         checks.append(Check("worker", now - beat <= stall,
-                            f"last pass {_age(now - beat)} ago" if self.state.worker_pass
-                            else f"no pass yet ({_age(now - beat)} since start)"))
+                            f"last pass {age_text(now - beat)} ago" if self.state.worker_pass
+                            else f"no pass yet ({age_text(now - beat)} since start)"))
         oldest: datetime | None = facts.get("oldest_due")
         if not store_ok:
             checks.append(Check("outbox", False, "unknown: the store is unreachable"))
@@ -158,7 +159,7 @@ class Readiness:
             age = now - oldest
             limit = timedelta(minutes=mon.outbox_stuck_minutes)
             checks.append(Check("outbox", age <= limit,
-                                f"oldest due mail waiting {_age(age)} (limit {_age(limit)})"))
+                                f"oldest due mail waiting {age_text(age)} (limit {age_text(limit)})"))
         return Report(tuple(checks), now, store_ok, refused, silent, connected,
                       oldest if store_ok else None, facts.get("quarantined"))
 
@@ -174,8 +175,8 @@ class Readiness:
 
     def _imap(self, box: ImapMailboxConfig, now: datetime, holders: dict[str, str | None]
               ) -> tuple[Check, timedelta | None]:
-        """The mailbox's check and how long it has gone without a completed cycle (None:
-        polled by another daemon)."""
+        """The mailbox's check and how long it has gone without a cycle beyond the expected
+        IDLE/poll period (None: polled by another daemon)."""
         name = f"imap:{box.name}"
         holder = holders.get(box.name)
         if holder and holder != self.holder:
@@ -188,11 +189,12 @@ class Readiness:
             period = timedelta(seconds=max(min(box.idle_seconds, box.timeout_seconds / 2),
                                            box.poll_seconds) + box.timeout_seconds)
             ok = silent <= period + grace
-            return Check(name, ok, f"connected, last cycle {_age(silent)} ago"), silent
+            return (Check(name, ok, f"connected, last cycle {age_text(silent)} ago"),
+                    max(timedelta(0), silent - period))
         down = now - (h.down_since or self.state.started)
         error = f" ({h.last_error})" if h.last_error else ""
         return Check(name, down <= grace,
-                     f"not connected for {_age(down)}, retrying{error}"), silent
+                     f"not connected for {age_text(down)}, retrying{error}"), silent
 
     async def _listener_accepts(self) -> bool:
         bound = self.listener()
@@ -211,7 +213,8 @@ class Readiness:
         return True
 
 
-def _age(delta: timedelta) -> str:
+def age_text(delta: timedelta) -> str:
+    """A duration for people: seconds, minutes, or hours and minutes."""
     seconds = max(0, int(delta.total_seconds()))
     if seconds < 120:
         return f"{seconds} s"
@@ -239,6 +242,7 @@ class Monitor:
         self.queued = queued
         self.last: Report | None = None
         self._held = False
+        self._failing: tuple[str, ...] = ()
 
     async def ready(self) -> Report:
         """Run the checks now (`/readyz`)."""
@@ -252,9 +256,14 @@ class Monitor:
         while not stop.is_set():
             try:
                 report = await self.ready()
-                if not report.ready:
-                    log.warning("not ready: %s", "; ".join(
-                        f"{c.name}: {c.detail}" for c in report.checks if not c.ok))
+                failing = tuple(c.name for c in report.checks if not c.ok)
+                if failing != self._failing:  # log changes, not every period
+                    if failing:
+                        log.warning("not ready: %s", "; ".join(
+                            f"{c.name}: {c.detail}" for c in report.checks if not c.ok))
+                    else:
+                        log.info("ready again")
+                    self._failing = failing
                 if self.alerts is not None and await asyncio.to_thread(self._may_alert, period):
                     if await asyncio.to_thread(self.alerts, report):
                         self.queued()
