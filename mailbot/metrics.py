@@ -18,11 +18,11 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# What `generate_latest` writes (names with underscores): the classic text format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 RECEIVED = Counter("mailbot_mail_received", "New mail stored, by intake (smtp, lmtp, imap, file).",
                    ["via"], registry=REGISTRY)

@@ -344,3 +344,41 @@ enabled = true
     assert m[("mailbot_stage_seconds_count", (("stage", "wait"),))] == 3
     assert m[("mailbot_event_loop_lag_seconds_count", ())] > 0
     assert m[("mailbot_store_up", ())] == 1
+
+
+def call(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request(method, path, body=b"" if method == "POST" else None)
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+async def test_monitoring_endpoint_runs_without_news_unsubscribe(
+        base_config: Config, smtp_sink: Any) -> None:
+    """monitoring.enabled alone starts the endpoint: the three routes answer GET only, the
+    unsubscribe routes are not there (news.http_enabled is off), and the limits still hold."""
+    cfg = monitored(daemon_config(base_config, smtp_sink.port))
+    assert not cfg.news.http_enabled
+    async with running(cfg) as daemon:
+        assert daemon.http_port is not None
+        port = daemon.http_port
+        status, headers, body = await asyncio.to_thread(call, port, "GET", "/healthz")
+        assert (status, json.loads(body)) == (200, {"status": "alive"})
+        assert headers["content-type"] == "application/json"
+        body_ready = await until_ready(daemon, True)
+        assert set(body_ready["checks"]) == {"store", "listener", "worker", "outbox"}
+        status, headers, body = await asyncio.to_thread(call, port, "GET", "/metrics")
+        assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert any(f.name == "mailbot_ready" for f in text_string_to_metric_families(
+            body.decode()))
+        for path in ("/healthz", "/readyz", "/metrics"):
+            status, headers, _ = await asyncio.to_thread(call, port, "POST", path)
+            assert (status, headers["allow"]) == (405, "GET")
+        status, _, _ = await asyncio.to_thread(call, port, "GET",
+                                               "/unsubscribe/0123456789abcdef0123")
+        assert status == 404
+        status, _, _ = await asyncio.to_thread(call, port, "GET", "/readyz/" + "x" * 9000)
+        assert status == 431  # the unsubscribe endpoint's head limit applies here too
