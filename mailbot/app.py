@@ -8,6 +8,8 @@ as arguments. `run()` is the daemon: one asyncio process with
 * the worker loop (decides stored mail; woken by every intake),
 * the outbox loop (sends due replies),
 * the one-click unsubscribe endpoint when `news.http_enabled` (plain HTTP, on this loop),
+  with /healthz, /readyz and /metrics and the monitor loop (alert mails) when
+  `monitoring.enabled` (`mailbot.daemon_http`, `mailbot.health`, `mailbot.alerts`),
 * the systemd watchdog.
 
 SIGTERM/SIGINT: the listener stops taking mail (new DATA gets 421), the unsubscribe endpoint
