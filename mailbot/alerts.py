@@ -69,6 +69,9 @@ class Alerts:
         sched = config.schedule
         self.recipients = ((sched.lead_address,) if sched.lead_address
                            else tuple(config.mailbox.staff_notify))
+        if not self.recipients:
+            log.warning("alerts.enabled, but neither schedule.lead_address nor "
+                        "mailbox.staff_notify is set: no alert mails")
         self._env, _ = template_environments(config.path(config.replies.templates_dir))
         for lang in ("cs", "en"):
             self._env.get_template(f"staff/alert.{lang}.txt.j2")

@@ -132,6 +132,8 @@ class Daemon:
         if cfg.monitoring.enabled and self.unsubscribe_http is None:
             self.unsubscribe_http = self._http_server()  # monitoring only, no unsubscribe
             await self.unsubscribe_http.start()
+        if cfg.alerts.enabled and self.monitor is None:
+            self.monitor = self._build_monitor()  # alerts without the HTTP routes
         if cfg.listener.enabled:
             addresses = cfg.listener.recipients or tuple(cfg.mailbox.own_addresses())
             self.handler = IntakeHandler(intake, RecipientPolicy(addresses),
@@ -288,6 +290,14 @@ class Daemon:
         cfg = self.config
         if not cfg.monitoring.enabled:
             return DaemonHttpServer.for_daemon(cfg, self.store, ready=None, scrape=None)
+        self.monitor = self._build_monitor()
+        return DaemonHttpServer.for_daemon(
+            cfg, self.store, ready=self.monitor.ready,
+            scrape=scraper(self.store, self.loop_lag, cfg.monitoring.store_timeout_seconds))
+
+    def _build_monitor(self) -> Monitor:
+        """The readiness checks, with the alerts when `alerts.enabled`."""
+        cfg = self.config
         readiness = Readiness(cfg, self.store, self.health, holder=self.holder, listener=lambda: (
             (cfg.listener.host, self.listener.port) if self.listener is not None
             and self.listener.port is not None else None))
@@ -296,12 +306,9 @@ class Daemon:
             from mailbot.alerts import Alerts
 
             alerts = Alerts(cfg, self.store)
-        self.monitor = Monitor(readiness, alerts=alerts.run if alerts else None,
-                               forget=alerts.forget if alerts else lambda: None,
-                               queued=self._outbox_wake.set)
-        return DaemonHttpServer.for_daemon(
-            cfg, self.store, ready=self.monitor.ready,
-            scrape=scraper(self.store, self.loop_lag, cfg.monitoring.store_timeout_seconds))
+        return Monitor(readiness, alerts=alerts.run if alerts else None,
+                       forget=alerts.forget if alerts else lambda: None,
+                       queued=self._outbox_wake.set)
 
     async def _watchdog(self) -> None:
         interval = sdnotify.watchdog_interval()

@@ -246,14 +246,14 @@ async def test_readyz_and_alert_when_the_outbox_is_stuck(
 async def test_quarantine_alert_once_per_occurrence_across_restarts(
         base_config: Config, smtp_sink: Any) -> None:
     """Mail quarantined: one alert; a restart while it is still there: none; cleared: one
-    recovery; a restart after that: nothing more."""
+    recovery; a restart after that: nothing more. (Alerts without the HTTP routes.)"""
     cfg = daemon_config(base_config, smtp_sink.port)
     cfg = monitored(cfg.model_copy(update={"limits": cfg.limits.model_copy(update={
-        "header_fields": 10})}), alerts={"quarantine": True})
+        "header_fields": 10})}), alerts={"quarantine": True}, enabled=False)
     many = b"".join(b"X-Filler-%d: x\r\n" % i for i in range(20)) + request_mail(
         sender=unique_sender())
     async with running(cfg) as daemon:
-        assert daemon.listen_port is not None
+        assert daemon.listen_port is not None and daemon.http_port is None
         await asyncio.to_thread(smtp_send, daemon.listen_port, many)
         await eventually(lambda: len(alert_mails(smtp_sink)) == 1, 30)
     async with running(cfg) as daemon:
