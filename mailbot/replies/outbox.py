@@ -127,9 +127,9 @@ class OutboxDispatcher:
             with metrics.STAGE.labels("send").time():
                 reply = self.transport.send(item.raw, item.mail_from, list(item.rcpt_to))
         except PermanentDeliveryError as exc:
-            metrics.OUTBOX.labels("dead").inc()
             log.warning("outbox %s %s dead: %s", item.id, item.message_id, exc)
             self.store.mark_dead(item.id, str(exc))
+            metrics.OUTBOX.labels("dead").inc()
             return "dead"
         except TransientDeliveryError as exc:
             now = self.clock()

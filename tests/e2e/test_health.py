@@ -382,3 +382,33 @@ async def test_monitoring_endpoint_runs_without_news_unsubscribe(
         assert status == 404
         status, _, _ = await asyncio.to_thread(call, port, "GET", "/readyz/" + "x" * 9000)
         assert status == 431  # the unsubscribe endpoint's head limit applies here too
+
+
+async def test_listener_refusing_connections_is_not_ready_and_intake_stopped(
+        base_config: Config) -> None:
+    """A listener whose port refuses connections (bound, then gone) fails readiness and is
+    judged "intake stopped" for the alerts; one that accepts is neither."""
+    from mailbot.alerts import Alerts
+    from mailbot.health import HealthState, Readiness
+
+    cfg = monitored(base_config, alerts={})
+    store = open_store(cfg)
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        readiness = Readiness(cfg, store, HealthState(), listener=lambda: ("127.0.0.1", port))
+        alerts = Alerts(cfg, store)
+        report = await readiness.check()
+        [listener] = [c for c in report.checks if c.name == "listener"]
+        assert listener.ok and report.listener_refused is False
+        assert alerts.conditions(report)[0].active is False
+        server.close()
+        await server.wait_closed()
+        report = await readiness.check()
+        [listener] = [c for c in report.checks if c.name == "listener"]
+        assert (listener.ok, listener.detail) == (False, "refuses connections")
+        [intake] = [c for c in alerts.conditions(report) if c.name == "intake_stopped"]
+        assert intake.active is True and "listener refuses" in intake.detail
+    finally:
+        server.close()
+        store.close()
