@@ -8,6 +8,8 @@ as arguments. `run()` is the daemon: one asyncio process with
 * the worker loop (decides stored mail; woken by every intake),
 * the outbox loop (sends due replies),
 * the one-click unsubscribe endpoint when `news.http_enabled` (plain HTTP, on this loop),
+  with /healthz, /readyz and /metrics and the monitor loop (alert mails) when
+  `monitoring.enabled` (`mailbot.daemon_http`, `mailbot.health`, `mailbot.alerts`),
 * the systemd watchdog.
 
 SIGTERM/SIGINT: the listener stops taking mail (new DATA gets 421), the unsubscribe endpoint
@@ -29,6 +31,8 @@ from datetime import timedelta
 
 from mailbot import migrations, sdnotify
 from mailbot.config import Config, read_secret
+from mailbot.daemon_http import DaemonHttpServer, scraper
+from mailbot.health import HealthState, Monitor, Readiness, imap_key
 from mailbot.looplag import LoopLag
 from mailbot.replies.conversation import ConversationRenderer
 from mailbot.scheduler import Scheduler, digest_builder
@@ -69,6 +73,8 @@ class Daemon:
     handler: IntakeHandler | None = None
     unsubscribe_http: UnsubscribeServer | None = None
     loop_lag: LoopLag = field(default_factory=LoopLag)
+    health: HealthState = field(default_factory=HealthState)
+    monitor: Monitor | None = None
     # This daemon's name in store leases (the scheduler, IMAP mailboxes).
     holder: str = field(default_factory=new_lease_holder)
     _worker_wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -121,8 +127,13 @@ class Daemon:
             if not cfg.news.base_url:
                 log.warning("news.http_enabled without news.base_url: mailings carry no "
                             "one-click link to this endpoint")
-            self.unsubscribe_http = UnsubscribeServer.from_config(cfg, self.store)
+            self.unsubscribe_http = self._http_server()
             await self.unsubscribe_http.start()
+        if cfg.monitoring.enabled and self.unsubscribe_http is None:
+            self.unsubscribe_http = self._http_server()  # monitoring only, no unsubscribe
+            await self.unsubscribe_http.start()
+        if cfg.alerts.enabled and self.monitor is None:
+            self.monitor = self._build_monitor()  # alerts without the HTTP routes
         if cfg.listener.enabled:
             addresses = cfg.listener.recipients or tuple(cfg.mailbox.own_addresses())
             self.handler = IntakeHandler(intake, RecipientPolicy(addresses),
@@ -141,6 +152,8 @@ class Daemon:
         ]
         if cfg.schedule.enabled:
             tasks.append(asyncio.create_task(self._schedule_loop(), name="schedule"))
+        if self.monitor is not None:
+            tasks.append(asyncio.create_task(self.monitor.run(self.stop), name="monitor"))
         sdnotify.notify("READY=1\nSTATUS=taking mail")
         log.info("mailbot running (store %s, outbound %s)", self.store.engine.url.render_as_string(
             hide_password=True), cfg.outbound.mode)
@@ -191,9 +204,12 @@ class Daemon:
             log.warning("imap %s: plain connection without TLS (security = \"none\")", box.name)
         elif not box.verify_tls:
             log.warning("imap %s: verify_tls = false: the certificate is NOT verified", box.name)
+        key = imap_key(box)
         poller = ImapPoller(box, intake, self.store, self.thread_stop, password=password,
                             holder=self.holder,
-                            limits=self.config.limits)
+                            limits=self.config.limits,
+                            on_cycle=lambda: self.health.imap_cycle(key),
+                            on_down=lambda error: self.health.imap_down(key, error))
         thread = threading.Thread(target=poller.run, name=f"imap-{box.name}", daemon=True)
         thread.start()
         return thread
@@ -206,6 +222,7 @@ class Daemon:
             try:
                 n = await asyncio.to_thread(self.worker.run_once, cfg.batch)
                 failures = 0
+                self.health.worker_done()
             except Exception:  # noqa: BLE001 - e.g. the database is briefly down
                 failures += 1
                 delay = min(60.0, 2.0 ** (failures - 1))
@@ -268,6 +285,32 @@ class Daemon:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.store.release_lease, SCHEDULER_LEASE, holder)
+
+    def _http_server(self) -> DaemonHttpServer:
+        """The loopback HTTP endpoint: unsubscribe (news.http_enabled) and, with
+        monitoring.enabled, /healthz, /readyz and /metrics (the monitor is built here)."""
+        cfg = self.config
+        if not cfg.monitoring.enabled:
+            return DaemonHttpServer.for_daemon(cfg, self.store, ready=None, scrape=None)
+        self.monitor = self._build_monitor()
+        return DaemonHttpServer.for_daemon(
+            cfg, self.store, ready=self.monitor.ready,
+            scrape=scraper(self.store, self.loop_lag, cfg.monitoring.store_timeout_seconds))
+
+    def _build_monitor(self) -> Monitor:
+        """The readiness checks, with the alerts when `alerts.enabled`."""
+        cfg = self.config
+        readiness = Readiness(cfg, self.store, self.health, holder=self.holder, listener=lambda: (
+            (cfg.listener.host, self.listener.port) if self.listener is not None
+            and self.listener.port is not None else None))
+        alerts = None
+        if cfg.alerts.enabled:
+            from mailbot.alerts import Alerts
+
+            alerts = Alerts(cfg, self.store)
+        return Monitor(readiness, alerts=alerts.run if alerts else None,
+                       forget=alerts.forget if alerts else lambda: None,
+                       queued=self._outbox_wake.set)
 
     async def _watchdog(self) -> None:
         interval = sdnotify.watchdog_interval()

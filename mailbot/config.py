@@ -459,6 +459,37 @@ class NewsConfig(_Section):
         return value
 
 
+class MonitoringConfig(_Section):
+    """Health and metrics on the daemon's HTTP endpoint (`/healthz`, `/readyz`, `/metrics`),
+    served on `news.http_host`:`news.http_port` (with or without news unsubscribe).
+
+    Readiness: the store answers within `store_timeout_seconds`, the listener accepts a
+    connection, each IMAP mailbox is connected or was lost less than `imap_grace_seconds`
+    ago, the worker finished a pass less than `worker_stall_seconds` ago, and the oldest due
+    outbox mail is younger than `outbox_stuck_minutes`. `check_seconds`: how often the
+    daemon checks (for alerts; `/readyz` checks on every request)."""
+
+    enabled: bool = False
+    check_seconds: float = Field(default=15.0, gt=0, le=3600)
+    store_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    imap_grace_seconds: float = Field(default=120.0, ge=0, le=86_400)
+    worker_stall_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    outbox_stuck_minutes: float = Field(default=30.0, gt=0, le=100_000)
+
+
+class AlertsConfig(_Section):
+    """Alert mails to `schedule.lead_address` (else the staff list): intake stopped (no
+    successful IMAP cycle for `intake_stopped_minutes`, or the listener refuses connections),
+    the outbox's oldest due mail older than `outbox_stuck_minutes`, mail quarantined. One
+    mail when a condition starts, one when it clears; checked every `monitoring.check_seconds`
+    by the daemon holding the scheduler lease."""
+
+    enabled: bool = False
+    intake_stopped_minutes: float = Field(default=15.0, gt=0, le=100_000)
+    outbox_stuck_minutes: float = Field(default=60.0, gt=0, le=100_000)
+    quarantine: bool = True
+
+
 class TierOffer(_Section):
     """A paid support tier offered when START ends (shown in the notices)."""
 
@@ -557,6 +588,8 @@ class Config(_Section):
     notices: NoticesConfig = NoticesConfig()
     news: NewsConfig = NewsConfig()
     retention: RetentionConfig = RetentionConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     def path(self, value: str) -> Path:
         """`value` as an absolute path, relative ones taken from `root`."""

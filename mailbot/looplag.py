@@ -8,6 +8,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from mailbot import metrics
+
 
 @dataclass
 class LoopLag:
@@ -24,6 +26,7 @@ class LoopLag:
             await asyncio.sleep(self.interval)
             late = max(0.0, time.perf_counter() - start - self.interval)
             self.samples.append(late)
+            metrics.LOOP_LAG.observe(late)
             self.worst = max(self.worst, late)
 
     @property

@@ -1380,6 +1380,34 @@ class Store:
                 select(func.min(OutboxMessage.created_at)).where(OutboxMessage.state == "queued")
             )
 
+    def ping(self) -> None:
+        """One round trip to the database (raises what the driver raises when it is away)."""
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    def oldest_due_outbox(self, now: datetime) -> datetime | None:
+        """Since when the longest-waiting due mail has been due: its `next_attempt_at` if it
+        was never tried, else its creation (a retried row's next attempt moves on)."""
+        from sqlalchemy import case
+
+        since = case((OutboxMessage.attempts == 0, OutboxMessage.next_attempt_at),
+                     else_=OutboxMessage.created_at)
+        with self.session() as s:
+            oldest: datetime | None = s.scalar(
+                select(func.min(since))
+                .where(OutboxMessage.state == "queued")
+                .where((OutboxMessage.next_attempt_at <= now) | (OutboxMessage.attempts > 0))
+            )
+            return oldest
+
+    def purposes_with_prefix(self, prefix: str, limit: int = 100) -> list[str]:
+        """The newest outbox purposes starting with `prefix` (alerts keep their state here)."""
+        with self.session() as s:
+            q = (select(OutboxMessage.purpose)
+                 .where(OutboxMessage.purpose.like(_like_escape(prefix) + "%", escape="\\"))
+                 .order_by(OutboxMessage.id.desc()).limit(limit))
+            return list(s.scalars(q))
+
     def decision_for(self, inbound_id: int) -> DecisionRecord | None:
         with self.session() as s:
             r = s.scalar(select(DecisionRecord).where(DecisionRecord.inbound_id == inbound_id))

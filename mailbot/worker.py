@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 
+from mailbot import metrics
 from mailbot.actions import (
     ActionSettings,
     Outcome,
@@ -557,6 +558,7 @@ class Worker:
         token = message_key.set(f"in:{result.inbound_id}")
         try:
             if isinstance(result, Quarantined):
+                metrics.QUARANTINED.labels(metrics.quarantine_reason(result.error)).inc()
                 decision_log.warning(
                     "inbound=%s decision=quarantined error=%s",
                     result.inbound_id,
@@ -564,6 +566,7 @@ class Worker:
                 )
                 return
             d = result.decision
+            metrics.DECIDED.labels(d.kind.value).inc()
             decision_log.info(
                 "inbound=%s from=%s decision=%s ticket=%s license=%s hits=%s",
                 result.inbound_id,
@@ -587,8 +590,10 @@ class Worker:
             assert token is not None
             try:
                 with Heartbeat(lambda: self.store.renew_inbound(ids, token, lease),
-                               renew_interval(seconds), "worker-claim"):
+                               renew_interval(seconds), "worker-claim"), \
+                        metrics.STAGE.labels("decide").time():
                     self.process_many(batch)
+                metrics.observe_waits(item.received_at for item in batch)
             except Exception:
                 # E.g. the database went away: if it is back, the batch is due at once
                 # rather than after its lease; if not, the lease frees it later.

@@ -51,6 +51,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import SEEN, SocketTimeout
 
+from mailbot import metrics
 from mailbot.config import ImapMailboxConfig, LimitsConfig
 from mailbot.errors import TemporaryIngestError
 from mailbot.ingest.intake import Intake
@@ -87,6 +88,7 @@ class ImapPoller:
         holder: str | None = None,
         limits: LimitsConfig | None = None,
         tokens: TokenSource | None = None,
+        on_down: Callable[[str], None] = lambda error: None,
     ) -> None:
         """`tokens`: the access tokens for auth = "oauth2" (built from the config if None)."""
         self.config = config
@@ -95,6 +97,7 @@ class ImapPoller:
         self.stop = stop
         self._password = password
         self._on_cycle = on_cycle
+        self._on_down = on_down  # told of every lost connection and failed attempt
         self.key = f"imap:{config.name}:{config.folder}"
         self.holder = holder or new_lease_holder()
         self._renewed_at = 0.0
@@ -214,6 +217,8 @@ class ImapPoller:
         self._note(f"attempt {state.attempt_number}: {exc!r}")
 
     def _note(self, error: str) -> None:
+        self._on_down(error)
+        metrics.IMAP_RECONNECTS.labels(self.config.name).inc()
         try:
             self.store.note_intake_error(self.key, error)
         except Exception:  # noqa: BLE001 - the store may be the thing that is down

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from mailbot import metrics
 from mailbot.store import SavedInbound, Store
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,9 @@ class Intake:
         Raises:
             TemporaryIngestError: the store is unavailable; do not acknowledge.
         """
-        saved = self._store.save_inbound(raw, origin)
+        with metrics.STAGE.labels("store").time():
+            saved = self._store.save_inbound(raw, origin)
+        metrics.RECEIVED.labels(origin.partition(":")[0]).inc(int(saved.created))
         if saved.created:
             self._wake()
         log.debug("accepted %s bytes from %s as inbound %s (new=%s)", len(raw), origin,
@@ -41,7 +44,10 @@ class Intake:
         Raises:
             TemporaryIngestError: the store is unavailable; acknowledge none of them.
         """
-        saved = self._store.save_inbound_many(messages)
+        with metrics.STAGE.labels("store").time():
+            saved = self._store.save_inbound_many(messages)
+        for (_, origin), s in zip(messages, saved):
+            metrics.RECEIVED.labels(origin.partition(":")[0]).inc(int(s.created))
         if any(s.created for s in saved):
             self._wake()
         return saved

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from mailbot import metrics
 from mailbot.claims import Heartbeat, renew_interval
 from mailbot.errors import PermanentDeliveryError, TransientDeliveryError
 from mailbot.replies.smtp import Transport
@@ -187,10 +188,12 @@ class OutboxDispatcher:
                         item.id, item.message_id)
             return "lost"
         try:
-            reply = self.transport.send(item.raw, item.mail_from, list(item.rcpt_to))
+            with metrics.STAGE.labels("send").time():
+                reply = self.transport.send(item.raw, item.mail_from, list(item.rcpt_to))
         except PermanentDeliveryError as exc:
             log.warning("outbox %s %s dead: %s", item.id, item.message_id, exc)
             self._unrecorded(item, "dead", self.store.mark_dead(item.id, str(exc), item.token))
+            metrics.OUTBOX.labels("dead").inc()
             return "dead"
         except TransientDeliveryError as exc:
             now = self.clock()
@@ -199,14 +202,17 @@ class OutboxDispatcher:
                             item.id, item.message_id, self.horizon, exc)
                 self._unrecorded(item, "dead", self.store.mark_dead(
                     item.id, f"gave up after {self.horizon}: {exc}", item.token))
+                metrics.OUTBOX.labels("dead").inc()
                 return "dead"
             due = now + retry_delay(item.attempts + 1, base=self.base_delay)
             log.info("outbox %s %s retry at %s: %s", item.id, item.message_id,
                      due.isoformat(timespec="seconds"), exc)
             self._unrecorded(item, "retry", self.store.mark_retry(
                 item.id, str(exc), due, item.token))
+            metrics.OUTBOX.labels("retried").inc()
             return "queued"
         # The crash window: the relay has the message, the row is not yet `sent`.
+        metrics.OUTBOX.labels("sent").inc()
         if self.store.mark_sent(item.id, reply, item.token):
             log.info("outbox %s %s sent: %s", item.id, item.message_id, reply[:120])
         else:
