@@ -25,6 +25,7 @@ from mailbot.classify.settings import ClassifyConfig
 from mailbot.classify.staff_auth import StaffPolicy, check_staff
 from mailbot.classify.text import (
     BodyParts,
+    TextLimits,
     content_words,
     fold,
     readable_text,
@@ -106,6 +107,7 @@ class RuleContext:
     zone: ZoneInfo = PRAGUE
     default_language: str = "cs"
     reopen_window: timedelta = timedelta(days=14)
+    text_limits: TextLimits = TextLimits()
 
     @classmethod
     def from_config(
@@ -144,6 +146,7 @@ class RuleContext:
             zone=config.calendar.zone,
             default_language=config.replies.default_language,
             reopen_window=timedelta(days=conv.reopen_days),
+            text_limits=TextLimits(config.limits.body_text_chars, config.limits.quote_scan_chars),
         )
 
 
@@ -195,17 +198,20 @@ def _word_sets(settings: ClassifyConfig) -> tuple[frozenset[str], frozenset[str]
 class MailFacts:
     """What the rules derive from one mail's text, each computed once and shared.
 
-    Depends only on the mail's (immutable) subject, text and html and on the settings.
+    Depends only on the mail's (immutable) subject, text and html, the settings and the
+    text limits: every rule reads at most `limits.body_text_chars` of the body.
     """
 
-    def __init__(self, mail: Mail, settings: ClassifyConfig) -> None:
+    def __init__(self, mail: Mail, settings: ClassifyConfig,
+                 limits: TextLimits = TextLimits()) -> None:
         self.mail = mail
         self.settings = settings
+        self.limits = limits
         self.compiled = _compiled(settings)
 
     @cached_property
     def body(self) -> str:
-        return readable_text(self.mail.text, self.mail.html)
+        return readable_text(self.mail.text, self.mail.html)[: self.limits.body_text_chars]
 
     @cached_property
     def folded_body(self) -> str:
@@ -213,7 +219,7 @@ class MailFacts:
 
     @cached_property
     def parts(self) -> BodyParts:
-        return split_body(self.body, self.mail.subject)
+        return split_body(self.body, self.mail.subject, self.limits.quote_scan_chars)
 
     @cached_property
     def subject(self) -> str:
@@ -223,7 +229,8 @@ class MailFacts:
     @cached_property
     def forwarded_own(self) -> str:
         """The own text of the forwarded mail ("" when nothing was forwarded)."""
-        return split_body(self.parts.forwarded).own if self.parts.forwarded else ""
+        forwarded = self.parts.forwarded
+        return split_body(forwarded, "", self.limits.quote_scan_chars).own if forwarded else ""
 
     @cached_property
     def own_sentences(self) -> tuple[str, ...]:
@@ -273,8 +280,9 @@ def mail_facts(mail: Mail, ctx: RuleContext) -> MailFacts:
     """The shared facts of `mail`: the last mail's are kept (per thread), so every rule of
     one decision reuses them. The entry holds the mail itself, so identity is reliable."""
     facts: MailFacts | None = getattr(_LAST, "facts", None)
-    if facts is None or facts.mail is not mail or facts.settings is not ctx.settings:
-        facts = _LAST.facts = MailFacts(mail, ctx.settings)
+    if (facts is None or facts.mail is not mail or facts.settings is not ctx.settings
+            or facts.limits is not ctx.text_limits):
+        facts = _LAST.facts = MailFacts(mail, ctx.settings, ctx.text_limits)
     return facts
 
 
