@@ -39,6 +39,8 @@ def _compiled(settings: ClassifyConfig) -> _Compiled:
 
 
 _LOOKAHEAD = 64  # characters past a number's latest start that its pattern may look at
+MAX_CANDIDATES = 32
+"""At most this many license numbers are taken from one text (the first ones)."""
 
 
 def _number_after(
@@ -66,22 +68,30 @@ def _number_after(
 def extract_license_numbers(
     text: str, settings: ClassifyConfig = DEFAULT_SETTINGS
 ) -> tuple[str, ...]:
-    """Every license number in `text` (8 digits, normalised), in order of appearance.
+    """The license numbers in `text` (8 digits, normalised) in order of appearance, the
+    first `MAX_CANDIDATES` of them.
 
     Linear in `text`: each context phrase is searched once over the folded text, and a
     number is looked for only in the window after each context word (never the text
-    before every number, which made a megabyte of numbers cost minutes).
+    before every number, which made a megabyte of numbers cost minutes). Each phrase's
+    search stops at `MAX_CANDIDATES` distinct numbers: the first ones of all phrases
+    together are among them.
     """
     pattern, contexts, distractors = _compiled(settings)
     folded = fold(text)
     limit = settings.license_context_window
-    found: dict[int, str] = {}
+    first_seen: dict[str, int] = {}  # number -> position of its first occurrence
     for context in contexts:
+        mine: set[str] = set()
         for c in context.finditer(folded):
             m = _number_after(folded, c.end(), pattern, distractors, limit)
-            if m is None or m.start() in found:
+            if m is None:
                 continue
             digits = _NON_DIGITS.sub("", m.group(0))
-            if len(digits) == 8:
-                found[m.start()] = digits
-    return tuple(dict.fromkeys(found[start] for start in sorted(found)))
+            if len(digits) != 8:
+                continue
+            first_seen[digits] = min(m.start(), first_seen.get(digits, m.start()))
+            mine.add(digits)
+            if len(mine) >= MAX_CANDIDATES:
+                break
+    return tuple(sorted(first_seen, key=first_seen.__getitem__)[:MAX_CANDIDATES])

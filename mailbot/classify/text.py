@@ -183,7 +183,7 @@ _CONTACT = re.compile(
 )
 
 
-BODY_TEXT_CHARS = 262_144
+BODY_TEXT_CHARS = 131_072
 """Default of `[limits] body_text_chars`: how much of a body's readable text the rules read."""
 QUOTE_SCAN_CHARS = 32_768
 """Default of `[limits] quote_scan_chars`: how much of it is split into own text, quotes,
