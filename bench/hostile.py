@@ -2,6 +2,7 @@
 """The bomb set (tests/fixtures/bombs.py) against `mailbot run` as a subprocess.
 
     .venv/bin/python bench/hostile.py [--burst] [--only NAME ...] [--save-log F]
+    .venv/bin/python bench/hostile.py --text [--only NAME ...]
 
 Everything is on 127.0.0.1: an aiosmtpd sink as the outbound relay, and the daemon,
 `python -m mailbot --log-level INFO run --config TMP.toml`, with a temporary SQLite store,
@@ -26,6 +27,16 @@ wait). Measured:
 * still serving: a normal request sent after the bombs is acknowledged at the sink (one
   sent before them warms the daemon up, so first-use costs are not charged to a bomb);
 * a clean stop: SIGTERM -> exit 0.
+
+With `--text`, the pathological text mails (`TEXT_BOMBS`: requests with quadratic-regex
+junk appended) instead, no NOOP probe (its CPU would be counted):
+
+* an ordinary request alone: seconds from its SMTP 250 to its acknowledgement at the sink;
+* each text mail one at a time: CPU seconds of the daemon's process tree (daemon, worker
+  children, reaped children; /proc utime+stime) from sending it to its final state, and its
+  decision (target: under 0.5 s each, decided `ticket`, license 40127733);
+* a burst: all text mails sent back to back, then an ordinary request at once: its
+  acknowledgement latency (target: within 2 s, as without the burst).
 """
 
 from __future__ import annotations
@@ -49,7 +60,15 @@ sys.path.insert(0, str(ROOT))
 
 from bench.daemon_latency import import_registry, stop_daemon, wait_port, write_config
 from tests.e2e.helpers import LICENSES, request_mail
-from tests.fixtures.bombs import BOMBS, Bomb, PeakRss, by_name, descendants
+from tests.fixtures.bombs import (
+    BOMBS,
+    TEXT_BOMBS,
+    Bomb,
+    PeakRss,
+    by_name,
+    descendants,
+    text_request,
+)
 from tests.fixtures.servers import SmtpSink, free_port
 from tests.shared_data import SHARED
 
@@ -57,6 +76,8 @@ MAILBOX = "podpora@estelar.example"
 SETTLE_TIMEOUT = 90.0  # per bomb (one at a time) or for all (--burst)
 ACK_TIMEOUT = 60.0
 RSS_TARGET_MB = 300.0
+CPU_TARGET_S = 0.5  # per pathological text mail (--text)
+ACK_TARGET_S = 2.0  # an ordinary request after a burst of them (--text)
 LAG_TARGET_MS = 100.0
 LAG_LINE = re.compile(r"stopped \(event-loop lag: max ([\d.]+) ms, p99 ([\d.]+) ms "
                       r"over (\d+) samples\)")
@@ -315,13 +336,116 @@ def report(results: list[Result], rss: PeakRss, probe: NoopProbe,
     return all(good for *_, good in rows)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of `pid`, its live descendants and its reaped children."""
+    total = 0.0
+    for p in [pid, *descendants(pid)]:
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        # fields[11..14]: utime stime cutime cstime (stat fields 14-17)
+        total += int(fields[11]) + int(fields[12])
+        if p == pid:
+            total += int(fields[13]) + int(fields[14])
+    return total / _TICK
+
+
+@dataclass
+class TextResult:
+    bomb: Bomb
+    size: int
+    cpu: float | None
+    state: str
+    decision: str
+    reason: str
+
+
+PLAIN = Bomb("(plain text, 1.7 MB)", lambda: text_request(
+    "plain_text_1_7mb", "\n" + ("Prosím o radu, jak postupovat dál. " * 20 + "\n") * 2400))
+"""A control: a request as large as numbers_1_7mb with ordinary text (what size costs)."""
+
+
+def run_text(bombs: list[Bomb], port: int, db: sqlite3.Connection, sink: SmtpSink,
+             pid: int) -> tuple[float | None, float | None, list[TextResult], float | None]:
+    """Ordinary request alone, each text mail alone (CPU), then the burst + a request."""
+    alone = normal_request(port, sink, "bench-text-alone@strojirny-hranice.cz")
+    t0 = tree_cpu_seconds(pid)
+    normal_request(port, sink, "bench-text-cpu@strojirny-hranice.cz")
+    request_cpu: float | None = tree_cpu_seconds(pid) - t0
+    results: list[TextResult] = []
+    for bomb in [*bombs, PLAIN]:
+        raw = bomb.make()
+        before = tree_cpu_seconds(pid)
+        code, reply = deliver(port, raw, "dvorak@strojirny-hranice.cz")
+        m = re.search(r"stored as (\d+)", reply)
+        if code != 250 or not m:
+            results.append(TextResult(bomb, len(raw), None, f"SMTP {code}", "-", reply[:60]))
+            continue
+        r = Result(bomb, len(raw), code, reply, time.monotonic(), time.monotonic(),
+                   inbound_id=int(m.group(1)))
+        wait_final(db, [r], SETTLE_TIMEOUT)
+        cpu = tree_cpu_seconds(pid) - before
+        row = db.execute("SELECT kind, license FROM decisions WHERE inbound_id = ?",
+                         (r.inbound_id,)).fetchone()
+        decision = f"{row[0]} {row[1] or ''}".strip() if row else "-"
+        results.append(TextResult(bomb, len(raw), cpu, r.state, decision, r.reason))
+    # The burst: fresh Message-IDs (the store would take the same ones as duplicates).
+    raws = [bomb.make().replace(b"Message-ID: <bomb-", b"Message-ID: <burst-", 1)
+            for bomb in bombs]
+    for raw in raws:  # back to back
+        deliver(port, raw, "dvorak@strojirny-hranice.cz")
+    after_burst = normal_request(port, sink, "bench-text-after@strojirny-hranice.cz")
+    return alone, after_burst, results, request_cpu
+
+
+def report_text(alone: float | None, after: float | None, results: list[TextResult],
+                request_cpu: float | None, bombs: int) -> bool:
+    print()
+    print("each text mail alone: CPU of the daemon's process tree from sending it to its "
+          "final state")
+    print(f"{'mail':26} {'size':>11} {'CPU':>8}  {'state':11} decision / reason")
+    ok = True
+    for r in results:
+        cpu = f"{r.cpu:6.2f} s" if r.cpu is not None else f"{'-':>8}"
+        if r.bomb is PLAIN:
+            print(f"{r.bomb.name:26} {r.size:>11,} {cpu}  {r.state:11} {r.decision}")
+            continue
+        good = (r.cpu is not None and r.cpu < CPU_TARGET_S and r.state == "decided"
+                and r.decision == "ticket 40127733")
+        ok &= good
+        print(f"{r.bomb.name:26} {r.size:>11,} {cpu}  {r.state:11} {r.decision} "
+              f"{r.reason}{'' if good else '  MISSED'}")
+    if request_cpu is not None:
+        print(f"{'(an ordinary request)':26} {'':>11} {request_cpu:6.2f} s")
+
+    def ack(value: float | None) -> str:
+        return f"{value:.2f} s" if value is not None else f"NO (waited {ACK_TIMEOUT:.0f} s)"
+
+    print()
+    print(f"ordinary request alone, acknowledged after              {ack(alone)}")
+    print(f"ordinary request right after a burst of {bombs} text mails: {ack(after)}"
+          f"  (target <= {ACK_TARGET_S:.0f} s)")
+    worst = max((r.cpu for r in results if r.cpu is not None and r.bomb is not PLAIN),
+                default=0.0)
+    print(f"worst CPU per text mail: {worst:.2f} s (target < {CPU_TARGET_S} s)")
+    return ok and after is not None and after <= ACK_TARGET_S
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--burst", action="store_true", help="send all bombs at once, then wait")
     p.add_argument("--only", nargs="+", metavar="NAME", help=f"of {[b.name for b in BOMBS]}")
     p.add_argument("--save-log", type=Path, default=None, help="copy the daemon's log here")
+    p.add_argument("--text", action="store_true",
+                   help="the pathological text mails: CPU per mail, ack after a burst")
     args = p.parse_args()
-    bombs = bomb_list(args.only)
+    bombs = (by_name(args.only) if args.only else list(TEXT_BOMBS)) if args.text \
+        else bomb_list(args.only)
     ok = False
     with tempfile.TemporaryDirectory(prefix="mailbot-hostile-bench-") as tmpname:
         tmp = Path(tmpname)
@@ -348,6 +472,19 @@ def main() -> int:
             wait_children(proc.pid, 2)
             print(f"daemon pid {proc.pid}: SMTP 127.0.0.1:{port} (max 25 MiB), "
                   f"relay sink 127.0.0.1:{sink.port}; {len(bombs)} bombs")
+            if args.text:
+                db = sqlite3.connect(tmp / "mailbot.db", timeout=30)
+                started = time.monotonic()
+                normal_request(port, sink, "bench-hostile-before@strojirny-hranice.cz")
+                alone, after, text_results, request_cpu = run_text(
+                    bombs, port, db, sink, proc.pid)
+                db.close()
+                rc, took = stop_daemon(proc)
+                ok = report_text(alone, after, text_results, request_cpu, len(bombs))
+                print(f"SIGTERM -> exit {rc} after {took:.2f} s; wall time "
+                      f"{time.monotonic() - started:.1f} s")
+                ok &= rc == 0
+                return 0 if ok else 1
             rss = PeakRss(proc.pid).start()
             probe = NoopProbe(port).start()
             db = sqlite3.connect(tmp / "mailbot.db", timeout=30)

@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from mailbot.classify.settings import ClassifyConfig
+from mailbot.classify.text import BODY_TEXT_CHARS, QUOTE_SCAN_CHARS
 from mailbot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -533,6 +534,10 @@ class LimitsConfig(_Section):
     attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     # Attachments kept per ticket (files under `attachments_dir`), in all.
     ticket_attachment_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+    # Text the rules read: the first characters of a body's readable text, and of those
+    # the part split into own text, quotes and signature (the rest counts as quoted).
+    body_text_chars: int = Field(default=BODY_TEXT_CHARS, ge=1024, le=16 * 1024 * 1024)
+    quote_scan_chars: int = Field(default=QUOTE_SCAN_CHARS, ge=1024, le=1024 * 1024)
 
 
 class RetentionConfig(_Section):

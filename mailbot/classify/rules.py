@@ -26,6 +26,7 @@ from mailbot.classify.settings import ClassifyConfig
 from mailbot.classify.staff_auth import StaffPolicy, check_staff, sender_alignment
 from mailbot.classify.text import (
     BodyParts,
+    TextLimits,
     content_words,
     fold,
     forwarded_message_text,
@@ -114,6 +115,7 @@ class RuleContext:
     reopen_window: timedelta = timedelta(days=14)
     # Free-mail domains ("gmx.*": any gmx. domain): never a customer's organization.
     freemail_domains: tuple[str, ...] = ()
+    text_limits: TextLimits = TextLimits()
 
     @classmethod
     def from_config(
@@ -157,6 +159,7 @@ class RuleContext:
             default_language=config.replies.default_language,
             reopen_window=timedelta(days=conv.reopen_days),
             freemail_domains=conv.freemail_domains,
+            text_limits=TextLimits(config.limits.body_text_chars, config.limits.quote_scan_chars),
         )
 
 
@@ -215,18 +218,21 @@ def _word_sets(settings: ClassifyConfig) -> tuple[frozenset[str], frozenset[str]
 class MailFacts:
     """What the rules derive from one mail's text, each computed once and shared.
 
-    Depends only on the mail's (immutable) subject, text and html and on the settings.
+    Depends only on the mail's (immutable) subject, text and html, the settings and the
+    text limits: every rule reads at most `limits.body_text_chars` of the body.
     """
 
-    def __init__(self, mail: Mail, settings: ClassifyConfig) -> None:
+    def __init__(self, mail: Mail, settings: ClassifyConfig,
+                 limits: TextLimits = TextLimits()) -> None:
         self.mail = mail
         self.settings = settings
+        self.limits = limits
         self.compiled = _compiled(settings)
         self._opinions: dict[tuple[str, ...], dict[str, Evidence]] = {}
 
     @cached_property
     def body(self) -> str:
-        return readable_text(self.mail.text, self.mail.html)
+        return readable_text(self.mail.text, self.mail.html)[: self.limits.body_text_chars]
 
     @cached_property
     def folded_body(self) -> str:
@@ -234,7 +240,7 @@ class MailFacts:
 
     @cached_property
     def parts(self) -> BodyParts:
-        return split_body(self.body, self.mail.subject)
+        return split_body(self.body, self.mail.subject, self.limits.quote_scan_chars)
 
     @cached_property
     def subject(self) -> str:
@@ -246,7 +252,8 @@ class MailFacts:
         """The own text of forwarded mail, inline or attached as message/rfc822 ("" when
         nothing was forwarded): it counts as the customer's words."""
         texts = (self.parts.forwarded, self.mail.attached_text)
-        return "\n\n".join(forwarded_message_text(t) for t in texts if t.strip()).strip()
+        limit = self.limits.quote_scan_chars
+        return "\n\n".join(forwarded_message_text(t, limit) for t in texts if t.strip()).strip()
 
     @cached_property
     def own_sentences(self) -> tuple[str, ...]:
@@ -309,8 +316,9 @@ def mail_facts(mail: Mail, ctx: RuleContext) -> MailFacts:
     """The shared facts of `mail`: the last mail's are kept (per thread), so every rule of
     one decision reuses them. The entry holds the mail itself, so identity is reliable."""
     facts: MailFacts | None = getattr(_LAST, "facts", None)
-    if facts is None or facts.mail is not mail or facts.settings is not ctx.settings:
-        facts = _LAST.facts = MailFacts(mail, ctx.settings)
+    if (facts is None or facts.mail is not mail or facts.settings is not ctx.settings
+            or facts.limits is not ctx.text_limits):
+        facts = _LAST.facts = MailFacts(mail, ctx.settings, ctx.text_limits)
     return facts
 
 

@@ -11,7 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from html.parser import HTMLParser
+from mailbot.markup import MarkupSink, scan
 
 _SPACE = re.compile(r"\s+")
 
@@ -78,9 +78,13 @@ _CELL_TAGS = frozenset(("td", "th"))
 _SKIP_TAGS = frozenset(("script", "style", "head", "title"))
 
 
-class _TextCollector(HTMLParser):
+MAX_QUOTE_DEPTH = 8
+"""Nested blockquotes deeper than this are marked with this many "> " (the marks of one
+line would otherwise grow with the nesting: 50,000 levels, 100 KB a line)."""
+
+
+class _TextCollector(MarkupSink):
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.lines: list[str] = [""]
         self.skip = 0
         self.quote = 0
@@ -89,7 +93,7 @@ class _TextCollector(HTMLParser):
         if self.lines[-1].strip():
             self.lines.append("")
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def handle_starttag(self, tag: str) -> None:
         if tag in _SKIP_TAGS:
             self.skip += 1
         elif tag == "blockquote":
@@ -100,7 +104,7 @@ class _TextCollector(HTMLParser):
         elif tag in _CELL_TAGS:
             self.lines[-1] += " "
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def handle_startendtag(self, tag: str) -> None:
         if tag in _BLOCK_TAGS:
             self._newline()
 
@@ -120,20 +124,22 @@ class _TextCollector(HTMLParser):
         if not text.strip() and not self.lines[-1]:
             return
         if self.quote and not self.lines[-1]:
-            self.lines[-1] = "> " * self.quote
+            self.lines[-1] = "> " * min(self.quote, MAX_QUOTE_DEPTH)
         self.lines[-1] += text
 
 
 def html_to_text(html: str) -> str:
-    """Readable text of an HTML body; blockquotes become "> " lines like a plain-text quote."""
+    """Readable text of an HTML body; blockquotes become "> " lines like a plain-text quote.
+
+    Linear in the input (:mod:`mailbot.markup` reads at most its first 512 Ki characters).
+    """
     collector = _TextCollector()
-    collector.feed(html)
-    collector.close()
+    scan(html, collector)
     lines = [line.strip() for line in collector.lines]
     return "\n".join(lines).strip()
 
 
-_LOOKS_HTML = re.compile(r"^\s*(<!doctype|<html|<body|<div|<p[ >]|<table)", re.I)
+_LOOKS_HTML = re.compile(r"^\s*+(<!doctype|<html|<body|<div|<p[ >]|<table)", re.I)
 
 
 def readable_text(text: str, html: str) -> str:
@@ -159,7 +165,9 @@ _HEADER_NEXT = re.compile(
     r"^(sent|odeslano|odoslane|gesendet|date|datum|to|komu|an|cc|kopie|subject|predmet|betreff)\s*:"
 )
 _FORWARD_WORDS = re.compile(r"forward|preposl|weitergeleit|fwd")
-_FORWARD_SUBJECT = re.compile(r"^\s*(?:(?:re|aw|odp|sv|vs|antw)\s*:\s*)*(?:fw|fwd|wg|tr|pr|preposlat)\s*:")
+_FORWARD_SUBJECT = re.compile(
+    r"^\s*+(?:(?:re|aw|odp|sv|vs|antw)\s*+:\s*+)*+(?:fw|fwd|wg|tr|pr|preposlat)\s*+:"
+)
 
 # Closing lines (folded) that start a signature when short and near the end.
 _CLOSING = re.compile(
@@ -173,6 +181,21 @@ _CONTACT = re.compile(
     r"\b(tel|tel\.|mobil|mob|phone|fax|ico|dic|ic dph|www|http|https|s\.r\.o|s\. r\. o|"
     r"a\.s|spol|ltd|gmbh|inc|z\.u|p\.o|licen\w*|lic)\b|@|\+\d{3}|\d{3} ?\d{3} ?\d{3}"
 )
+
+
+BODY_TEXT_CHARS = 131_072
+"""Default of `[limits] body_text_chars`: how much of a body's readable text the rules read."""
+QUOTE_SCAN_CHARS = 32_768
+"""Default of `[limits] quote_scan_chars`: how much of it is split into own text, quotes,
+forwarded mail and signature (the rest counts as quoted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TextLimits:
+    """How much text the rules read, so the work per message is bounded (`[limits]`)."""
+
+    body_text_chars: int = BODY_TEXT_CHARS
+    quote_scan_chars: int = QUOTE_SCAN_CHARS
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,10 +251,23 @@ def _signature_start(lines: list[str]) -> int:
     return min(start, j)
 
 
+def _head(text: str, limit: int) -> tuple[str, str]:
+    """`text` cut after at most `limit` characters, at its last line break there if any."""
+    if len(text) <= limit:
+        return text, ""
+    cut = text.rfind("\n", 0, limit) + 1 or limit
+    return text[:cut], text[cut:]
+
+
 @lru_cache(maxsize=512)
-def split_body(text: str, subject: str = "") -> BodyParts:
-    """Split a plain-text body into own text, quoted mail, forwarded mail and signature."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+def split_body(text: str, subject: str = "", limit: int = QUOTE_SCAN_CHARS) -> BodyParts:
+    """Split a plain-text body into own text, quoted mail, forwarded mail and signature.
+
+    Only the first `limit` characters (the newest text) are split line by line; what
+    follows them counts as quoted (or forwarded) mail.
+    """
+    text, overflow = _head(text.replace("\r\n", "\n").replace("\r", "\n"), limit)
+    lines = text.split("\n")
     folded = [fold(line) for line in lines]
     forwarded_subject = bool(_FORWARD_SUBJECT.match(fold(subject)))
     own: list[str] = []
@@ -251,7 +287,7 @@ def split_body(text: str, subject: str = "") -> BodyParts:
             quoted.append(lines[i])
         else:
             own.append(lines[i])
-    rest = "\n".join(lines[cut:]).strip()
+    rest = ("\n".join(lines[cut:]) + overflow).strip()
     if forwarded or forwarded_subject and rest:
         forwarded_text, quoted_tail = rest, ""
     else:
@@ -265,11 +301,11 @@ def split_body(text: str, subject: str = "") -> BodyParts:
     )
 
 
-def forwarded_message_text(text: str) -> str:
+def forwarded_message_text(text: str, limit: int = QUOTE_SCAN_CHARS) -> str:
     """The own text of a forwarded message: its leading separator and header lines
     ("---------- Forwarded message ---------", "From:", "Od:", "Date:" …) skipped, then its
-    quotes and signature cut as for any body."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    quotes and signature cut as for any body (the first `limit` characters are split)."""
+    lines = text[: limit + 8192].replace("\r\n", "\n").replace("\r", "\n").split("\n")
     start = 0
     for i, line in enumerate(lines[:40]):  # a header block is short
         f = fold(line)
@@ -278,7 +314,7 @@ def forwarded_message_text(text: str) -> str:
             start = i + 1
             continue
         break
-    return split_body("\n".join(lines[start:])).own
+    return split_body("\n".join(lines[start:]), "", limit).own
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n\s*\n|\n(?=\s*[-*•])")
@@ -289,14 +325,16 @@ def sentences(text: str) -> tuple[str, ...]:
     return tuple(s for s in (fold(part) for part in _SENTENCE_END.split(text)) if s)
 
 
+# Possessive, and no two whitespace runs side by side: "Re" + 199,000 spaces was quadratic.
 _REPLY_PREFIX = re.compile(
-    r"^\s*(?:(?:re|aw|odp|sv|vs|antw|fw|fwd|wg|tr|pr|r)\s*(?:\[\d+\])?\s*:\s*)+", re.I
+    r"\s*+(?:(?:re|aw|odp|sv|vs|antw|fw|fwd|wg|tr|pr|r)(?:\s*+\[\d++\])?+\s*+:\s*+)++", re.I
 )
 
 
 def strip_subject_prefixes(subject: str) -> str:
     """The subject without its Re:/AW:/Fwd:/Odp: prefixes."""
-    return _REPLY_PREFIX.sub("", subject).strip()
+    m = _REPLY_PREFIX.match(subject)
+    return (subject[m.end() :] if m else subject).strip()
 
 
 _WORD = re.compile(r"[^\W\d_]{3,}")

@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from email.message import Message
-from html.parser import HTMLParser
 from typing import NamedTuple
 
 import mailparser
@@ -30,6 +29,7 @@ from charset_normalizer import from_bytes
 from mailbot.domain import Attachment, Mail
 from mailbot.errors import ParseError
 from mailbot.ingest.reports import UNKNOWN, delivery_outcome, original_message_ids
+from mailbot.markup import MarkupSink, scan
 
 __all__ = ["parse", "html_to_text"]
 
@@ -369,19 +369,17 @@ _BLOCK_TAGS = frozenset(
 _SKIPPED_TAGS = frozenset({"script", "style", "title", "noscript", "template", "head"})
 _HTML_SPACE = re.compile(r"[ \t\r\n\f]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
-_TAGS = re.compile(r"<[^>]*>")
 
 
-class _TextExtractor(HTMLParser):
+class _TextExtractor(MarkupSink):
     """Collects readable text: block tags and <br> become line breaks, scripts are dropped."""
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.skip = 0
         self.pre = 0
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def handle_starttag(self, tag: str) -> None:
         if tag in _SKIPPED_TAGS:
             self.skip += 1
         elif tag in _BLOCK_TAGS:
@@ -390,9 +388,9 @@ class _TextExtractor(HTMLParser):
         elif tag in ("td", "th"):
             self.parts.append(" ")
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def handle_startendtag(self, tag: str) -> None:
         if tag not in _SKIPPED_TAGS:
-            self.handle_starttag(tag, attrs)
+            self.handle_starttag(tag)
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIPPED_TAGS:
@@ -407,14 +405,13 @@ class _TextExtractor(HTMLParser):
 
 
 def html_to_text(html: str) -> str:
-    """Readable text of an HTML body: line breaks for blocks, entities decoded, &nbsp; a space."""
+    """Readable text of an HTML body: line breaks for blocks, entities decoded, &nbsp; a space.
+
+    Linear in the input, of which the first `markup.MAX_HTML_CHARS` characters are read.
+    """
     extractor = _TextExtractor()
-    try:
-        extractor.feed(html)
-        extractor.close()
-        text = "".join(extractor.parts)
-    except Exception:  # html.parser asserts on some broken markup; strip tags instead
-        text = _HTML_SPACE.sub(" ", _TAGS.sub(" ", html))
+    scan(html, extractor)
+    text = "".join(extractor.parts)
     lines = (line.strip(" \t\xa0").replace("\xa0", " ") for line in text.split("\n"))
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 

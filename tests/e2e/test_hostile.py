@@ -25,7 +25,15 @@ import pytest
 
 from mailbot.config import Config
 from tests.e2e.helpers import daemon_config, import_licenses, request_mail, running, unique_sender
-from tests.fixtures.bombs import BOMBS, MIB, Bomb, PeakRss
+from tests.fixtures.bombs import (
+    BOMBS,
+    MIB,
+    TEXT_BOMBS,
+    Bomb,
+    PeakRss,
+    junk_numbers,
+    text_request,
+)
 from tests.fixtures.servers import SmtpSink
 
 pytestmark = pytest.mark.slow
@@ -209,3 +217,92 @@ def _print_report(deliveries: list[Delivery], ack_seconds: float | None, lag_max
     for pid, (label, mb) in sorted(rss.children.items()):
         print(f"  child {pid} ({label}): peak {mb:.0f} MB")
     print(f"wall time: {elapsed:.1f} s")
+
+
+# --- bounded work per message (issue 14, item 3) ----------------------------------------------
+
+LICENSE = "40127733"
+
+
+async def _decided(daemon: object, inbound_ids: list[int]) -> dict[int, tuple[str, str | None]]:
+    """State and error of each stored message once none is `received` (hang guard)."""
+    store = daemon.store  # type: ignore[attr-defined]
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while time.monotonic() < deadline:
+        counts = await asyncio.to_thread(store.count_inbound)
+        if not counts.get("received"):
+            break
+        await asyncio.sleep(0.2)
+    states: dict[int, tuple[str, str | None]] = {}
+    for state in ("quarantined", "decided", "received"):
+        rows = await asyncio.to_thread(store.list_inbound, state, 1000)
+        states.update({r.id: (r.state, r.error) for r in rows if r.id in inbound_ids})
+    return states
+
+
+def _stored_id(code: int, reply: str) -> int:
+    m = re.search(r"stored as (\d+)", reply)
+    assert code == 250 and m, f"SMTP {code} {reply}"
+    return int(m.group(1))
+
+
+async def test_request_with_1_5mb_of_junk_numbers_is_a_ticket_with_its_license(
+    base_config: Config, smtp_sink: SmtpSink,
+) -> None:
+    """bd11aa8 searched the text before every number for a context word (quadratic: ~7 s
+    of CPU for 1.5 MB), so the request hit the per-message time limit and was quarantined
+    `too_complex`; now the junk costs a linear scan and the request is a ticket."""
+    cfg = hostile_config(base_config, smtp_sink.port)
+    import_licenses(cfg)
+    raw = text_request("junk_numbers_1_5mb", "\n" + junk_numbers(1_500_000, ", "))
+    assert len(raw) > 1_500_000
+    async with running(cfg) as daemon:
+        assert daemon.listen_port is not None
+        code, reply = await asyncio.to_thread(deliver, daemon.listen_port, raw,
+                                              "dvorak@strojirny-hranice.cz")
+        inbound_id = _stored_id(code, reply)
+        states = await _decided(daemon, [inbound_id])
+        decision = await asyncio.to_thread(daemon.store.decision_for, inbound_id)
+    assert states[inbound_id] == ("decided", None), first_line(states[inbound_id][1])
+    assert decision is not None
+    assert (decision.kind, decision.license) == ("ticket", LICENSE)
+
+
+async def test_burst_of_pathological_text_is_decided_as_requests_and_daemon_keeps_serving(
+    base_config: Config, smtp_sink: SmtpSink,
+) -> None:
+    """Requests with pathological text appended (TEXT_BOMBS: blank lines, a 199,000-space
+    line, megabytes of numbers, unclosed and deeply nested HTML, a 50,000-space subject)
+    are each decided as the request alone would be, not quarantined `too_complex`; an
+    ordinary request sent right after the burst is acknowledged. (bench/hostile.py --text
+    measures the CPU per mail and the acknowledgement latency.)"""
+    cfg = hostile_config(base_config, smtp_sink.port)
+    import_licenses(cfg)
+    bombs = [(bomb, bomb.make()) for bomb in TEXT_BOMBS]
+    async with running(cfg) as daemon:
+        port = daemon.listen_port
+        assert port is not None
+        ids: dict[int, str] = {}
+        for bomb, raw in bombs:
+            code, reply = await asyncio.to_thread(
+                deliver, port, raw, f"bomb-{bomb.name.replace('_', '-')}@strojirny-hranice.cz")
+            ids[_stored_id(code, reply)] = bomb.name
+        request = request_mail(sender=unique_sender())
+        mid = re.search(rb"(?mi)^Message-ID: (<[^>]+>)", request)
+        assert mid is not None
+        code, reply = await asyncio.to_thread(deliver, port, request,
+                                              "dvorak@strojirny-hranice.cz")
+        assert code == 250, reply
+        acked = await _wait_ack(smtp_sink, mid.group(1).decode(), ACK_TIMEOUT)
+        states = await _decided(daemon, list(ids))
+        decisions = {i: await asyncio.to_thread(daemon.store.decision_for, i) for i in ids}
+    problems = []
+    for inbound_id, name in ids.items():
+        state, error = states.get(inbound_id, ("missing", None))
+        decision = decisions[inbound_id]
+        outcome = (state, decision.kind if decision else None,
+                   decision.license if decision else None)
+        if outcome != ("decided", "ticket", LICENSE):
+            problems.append(f"{name}: {outcome} {first_line(error)}")
+    assert not problems, "\n".join(problems)
+    assert acked is not None, "the ordinary request after the burst was not acknowledged"
