@@ -226,3 +226,28 @@ def test_pathological_text_step_finishes_hang_guard(case: str) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=HANG_GUARD_SECONDS, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_latest_reply_searches_a_bounded_head_for_the_quote() -> None:
+    """The quote-finding library sees at most the first 32 Ki characters (it cost a quarter
+    of a second on 200,000); a longer reply without a quote there is kept whole."""
+    from mailbot.classify import commands
+
+    seen: list[int] = []
+    real = commands._parser()
+
+    class Counting:
+        def read(self, text: str) -> object:
+            seen.append(len(text))
+            return real.read(text)
+
+    long_reply = "Dobrý den,\n" + "řádek odpovědi číslo 12345\n" * 4000
+    original = commands._parser
+    commands._parser = lambda: Counting()  # type: ignore[assignment]
+    try:
+        assert commands.latest_reply(long_reply).strip() == long_reply.strip()
+        quoted = "Díky, opraveno.\n\nOn Mon, 1 Dec 2026 at 10:00, Eva wrote:\n> " + "x " * 60000
+        assert commands.latest_reply(quoted) == "Díky, opraveno."
+    finally:
+        commands._parser = original  # type: ignore[assignment]
+    assert seen and max(seen) <= commands._QUOTE_SCAN
