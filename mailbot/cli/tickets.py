@@ -30,7 +30,7 @@ from mailbot.cli.base import (
 
 if TYPE_CHECKING:
     from mailbot.domain import TicketInfo
-    from mailbot.store import TicketEvent
+    from mailbot.store import TicketEventRecord
 
 TICKET_NUMBER = re.compile(r"T-[0-9]{4}-[0-9]{6}", re.IGNORECASE)
 
@@ -68,7 +68,7 @@ def _ticket_json(t: TicketInfo, now: datetime | None = None) -> dict[str, object
     return data
 
 
-def _event_json(e: TicketEvent) -> dict[str, object]:
+def _event_json(e: TicketEventRecord) -> dict[str, object]:
     return {"id": e.id, "kind": e.kind, "author": e.author, "created_at": e.created_at.isoformat(),
             "detail": e.detail, "inbound_id": e.inbound_id}
 
