@@ -13,9 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailbot.errors import TemporaryIngestError
-from mailbot.store.base import StoreBase, TxBase, new_claim_token
+from mailbot.store.base import StoreBase, TxBase
 from mailbot.store.engine import store_unavailable
-from mailbot.store.leases import release_claims, renew_claims
+from mailbot.store.leases import claim_rows, release_claims, renew_claims
 from mailbot.store.models import DecisionRecord, ImapCheckpoint, InboundMessage, utcnow
 from mailbot.store.values import (
     CheckpointInfo,
@@ -144,22 +144,11 @@ class InboundStore(StoreBase):
                       now: datetime | None = None) -> list[ClaimedInbound]:
         """Take up to `limit` received messages whose lease is free, oldest first, under a
         new claim token (keep them with `renew_inbound`)."""
-        now = now or utcnow()
-        token = new_claim_token()
         with self.session() as s:
-            q = (
-                select(InboundMessage)
-                .where(InboundMessage.state == "received")
-                .where((InboundMessage.lease_until.is_(None)) | (InboundMessage.lease_until < now))
-                .order_by(InboundMessage.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            rows = list(s.scalars(q))
+            token, rows = claim_rows(s, InboundMessage, [InboundMessage.state == "received"],
+                                     [InboundMessage.id], limit, lease, now or utcnow())
             for row in rows:
-                row.lease_until = now + lease
                 row.attempts += 1
-                row.claim_token = token
             return [
                 ClaimedInbound(r.id, r.raw, r.origin, r.received_at, r.attempts, token)
                 for r in rows

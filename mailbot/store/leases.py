@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, delete, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from mailbot.store.base import StoreBase
+from mailbot.store.base import StoreBase, new_claim_token
 from mailbot.store.models import InboundMessage, Lease, OutboxMessage, utcnow
 
 
@@ -29,6 +31,21 @@ def renew_claims(engine: Engine, table: Table, ids: Sequence[int], token: str,
         res = conn.execute(update(table).where(table.c.id.in_(held.scalar_subquery()))
                            .values(lease_until=now + lease).returning(table.c.id))
         return {int(i) for (i,) in res}
+
+
+def claim_rows(s: Session, model: Any, where: Sequence[Any], order: Sequence[Any], limit: int,
+               lease: timedelta, now: datetime) -> tuple[str, list[Any]]:
+    """Lock up to `limit` rows of `model` matching `where` whose lease is free (in `order`,
+    skipping rows another claimer has locked) and lease them under a new claim token;
+    returns the token and the rows (still in the session `s`)."""
+    token = new_claim_token()
+    free = or_(model.lease_until.is_(None), model.lease_until < now)
+    rows = list(s.scalars(select(model).where(*where, free).order_by(*order).limit(limit)
+                          .with_for_update(skip_locked=True)))
+    for row in rows:
+        row.lease_until = now + lease
+        row.claim_token = token
+    return token, rows
 
 
 def release_claims(engine: Engine, table: Table, ids: Sequence[int], token: str | None,

@@ -10,9 +10,9 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, func, select, update
 
-from mailbot.store.base import StoreBase, TxBase, like_escape, new_claim_token
+from mailbot.store.base import StoreBase, TxBase, like_escape
 from mailbot.store.engine import dialect_insert
-from mailbot.store.leases import release_claims, renew_claims
+from mailbot.store.leases import claim_rows, release_claims, renew_claims
 from mailbot.store.models import OutboxMessage, utcnow
 from mailbot.store.values import ClaimedOutbox, OutboxRecord, OutgoingMail, value_of
 
@@ -62,21 +62,12 @@ class OutboxStore(StoreBase):
         """Take up to `limit` queued messages that are due and not leased by another sender,
         under a new claim token (keep them with `renew_outbox`)."""
         now = now or utcnow()
-        token = new_claim_token()
         with self.session() as s:
-            q = (
-                select(OutboxMessage)
-                .where(OutboxMessage.state == "queued")
-                .where(OutboxMessage.next_attempt_at <= now)
-                .where((OutboxMessage.lease_until.is_(None)) | (OutboxMessage.lease_until < now))
-                .order_by(OutboxMessage.priority, OutboxMessage.next_attempt_at, OutboxMessage.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            rows = list(s.scalars(q))
-            for r in rows:
-                r.lease_until = now + lease
-                r.claim_token = token
+            token, rows = claim_rows(
+                s, OutboxMessage,
+                [OutboxMessage.state == "queued", OutboxMessage.next_attempt_at <= now],
+                [OutboxMessage.priority, OutboxMessage.next_attempt_at, OutboxMessage.id],
+                limit, lease, now)
             return [
                 ClaimedOutbox(r.id, r.message_id, r.mail_from, tuple(r.rcpt_to), r.raw,
                               r.attempts, r.created_at, token)

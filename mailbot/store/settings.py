@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from mailbot.domain import LicenseRecord, Tier
 from mailbot.store.base import StoreBase
 from mailbot.store.models import LicenseRow, Setting, utcnow
+from mailbot.store.values import value_of
 
 
 class SettingsStore(StoreBase):
@@ -51,14 +52,7 @@ class SettingsStore(StoreBase):
         registry's order (of the imports; rows never imported with an order come last)."""
         with self.session() as s:
             return {
-                r.license: LicenseRecord(
-                    license=r.license,
-                    customer=r.customer,
-                    email_domain=r.email_domain,
-                    activated_on=r.activated_on,
-                    tier=Tier(r.support_tier),
-                    max_version_date=r.max_version_date,
-                )
+                r.license: value_of(LicenseRecord, r, tier=Tier(r.support_tier))
                 for r in s.scalars(select(LicenseRow).order_by(
                     LicenseRow.position.is_(None), LicenseRow.position, LicenseRow.license))
             }

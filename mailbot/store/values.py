@@ -13,38 +13,6 @@ from mailbot.domain import Priority, TicketInfo
 V = TypeVar("V")
 
 
-def value_of(cls: type[V], row: Any) -> V:
-    """The frozen value `cls` of an ORM row: each field read from the attribute of its name
-    (lists copied, so the value shares nothing with the session)."""
-    return cls(**{f.name: _copied(getattr(row, f.name))
-                  for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
-
-
-def _copied(value: Any) -> Any:
-    return list(value) if isinstance(value, list) else value
-
-
-def ticket_value(t: Any) -> TicketInfo:
-    """The value view of a ticket (an ORM row or a Core row of the tickets table)."""
-    return TicketInfo(
-        number=t.number,
-        state=t.state,
-        subject=t.subject,
-        customer_email=t.customer_email,
-        customer_name=t.customer_name,
-        license=t.license,
-        priority=Priority(t.priority),
-        language=t.language,
-        opened_at=t.opened_at,
-        deadline=t.deadline,
-        closed_at=t.closed_at,
-        assignee=t.assignee,
-        first_message_id=t.first_message_id,
-        last_message_id=t.last_message_id,
-        waiting_since=t.waiting_since,
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class LockedTicket:
     """A ticket read for update inside a `Transaction` (its row stays locked until commit):
@@ -76,6 +44,8 @@ class SavedInbound:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedInbound:
+    """A received message taken for deciding (`Store.claim_inbound`)."""
+
     id: int
     raw: bytes
     origin: str
@@ -114,6 +84,8 @@ class CampaignSchedule:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedOutbox:
+    """A queued mail taken for sending (`Store.claim_due_outbox`)."""
+
     id: int
     message_id: str
     mail_from: str
@@ -125,6 +97,21 @@ class ClaimedOutbox:
     token: str | None = None
 
 
+def value_of(cls: type[V], row: Any, **given: Any) -> V:
+    """The frozen value `cls` of a row: each field not `given` read from the attribute of
+    its name (lists copied, so the value shares nothing with the session)."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    return cls(**{f.name: _copied(getattr(row, f.name)) for f in fields if f.name not in given},
+               **given)
+
+
+def _copied(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
+
+
+def ticket_value(t: Any) -> TicketInfo:
+    """The value view of a ticket (an ORM row or a Core row of the tickets table)."""
+    return value_of(TicketInfo, t, priority=Priority(t.priority))
 
 
 @dataclass(frozen=True, slots=True)
