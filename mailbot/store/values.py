@@ -129,6 +129,8 @@ class InboundRecord:
     decided_at: datetime | None
     attempts: int
     error: str | None
+    lease_until: datetime | None
+    claim_token: str | None
 
 
 @dataclass(frozen=True, slots=True)
