@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config, StoreConfig, load
 from mailbot.domain import Priority, TicketInfo
+from mailbot.ingest.intake import save_raw_many
 from mailbot.replies.digest import MAX_LINES, DigestRenderer, build_digest
 
 TARGET_S = 1.0
@@ -154,7 +155,7 @@ def bench_store(config: Config, n: int, repeat: int) -> bool:
             raws = [(f"From: {t.customer_email}\r\nTo: podpora@estelar.example\r\n"
                      f"Message-ID: <bench-{i}@firma.cz>\r\nSubject: x\r\n\r\nbody {i}\r\n").encode()
                     for i, t in enumerate(tickets)]
-            saved = store.save_inbound_many([(r, "bench") for r in raws])
+            saved = save_raw_many(store, [(r, "bench") for r in raws])
             with store.transaction() as tx:
                 for t, s in zip(tickets, saved, strict=True):
                     year, seq = t.number.split("-")[1:]
@@ -166,7 +167,7 @@ def bench_store(config: Config, n: int, repeat: int) -> bool:
                     if t.state != "open":
                         row = tx.find_ticket(t.number)
                         assert row is not None
-                        tx.set_state(row, t.state, NOW)
+                        tx.set_state(row.id, t.state, NOW)
             t_fill = time.perf_counter() - t0
             t_read, read = best_of(repeat, lambda: store.list_tickets(
                 states=("open", "waiting"), limit=100000))

@@ -20,6 +20,7 @@ from sqlalchemy import update  # noqa: E402
 from mailbot import config as config_mod  # noqa: E402
 from mailbot import migrations  # noqa: E402
 from mailbot.attachments import AttachmentStore  # noqa: E402
+from mailbot.ingest.intake import save_raw_many  # noqa: E402
 from mailbot.retention import purge  # noqa: E402
 from mailbot.store import InboundMessage, Store, Ticket, TicketAttachment  # noqa: E402
 
@@ -38,7 +39,7 @@ def build(root: Path, n: int) -> tuple[config_mod.Config, Store]:
     mails = [(b"Message-ID: <%d@bench>\r\nFrom: a%d@b.cz\r\n\r\n" % (i, i) + body, "bench")
              for i in range(n)]
     for start in range(0, n, 2000):
-        store.save_inbound_many(mails[start:start + 2000], received_at=OLD)
+        save_raw_many(store, mails[start:start + 2000], received_at=OLD)
     files = AttachmentStore(cfg.path(cfg.store.attachments_dir))
     with store.session() as s:
         s.execute(update(InboundMessage).values(state="decided", decided_at=OLD))

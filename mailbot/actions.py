@@ -33,7 +33,7 @@ from mailbot.domain import (
 )
 from mailbot.replies.conversation import Built, ConversationRenderer
 from mailbot.replies.render import RenderedReply, ReplyRenderer
-from mailbot.store import OutgoingMail, Ticket, Transaction
+from mailbot.store import LockedTicket, OutgoingMail, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -297,15 +297,14 @@ def write_decision(
         existing = tx.find_ticket(decision.ticket_ref or "")
         if existing is not None:
             ticket_id = existing.id
-            customer_followup(tx, existing, inbound_id, mail, now, settings.calendar)
-            deadline = existing.deadline
+            deadline = customer_followup(tx, existing, inbound_id, mail, now, settings.calendar)
 
     elif decision.kind is DecisionKind.STAFF_REPLY:
         existing = tx.find_ticket(decision.ticket_ref or "")
         if existing is not None:
             ticket_id = existing.id
-            staff_reply(tx, existing, inbound_id, mail, decision, replies, now, settings.calendar)
-            deadline = existing.deadline
+            deadline = staff_reply(tx, existing, inbound_id, mail, decision, replies, now,
+                                   settings.calendar)
 
     elif decision.kind is DecisionKind.UNSUBSCRIBE:
         for address in unsubscribed_addresses(tx, mail, settings.unsubscribe_address):
@@ -422,25 +421,26 @@ def rate_limit_reached(tx: Transaction, out: OutgoingMail, now: datetime,
     return None
 
 
-def customer_followup(tx: Transaction, ticket: Ticket, inbound_id: int, mail: Mail,
-                      now: datetime, calendar: BusinessCalendar) -> None:
-    """The customer wrote again: record it, resume a paused deadline, reopen a closed ticket."""
+def customer_followup(tx: Transaction, ticket: LockedTicket, inbound_id: int, mail: Mail,
+                      now: datetime, calendar: BusinessCalendar) -> datetime:
+    """The customer wrote again: record it, resume a paused deadline, reopen a closed ticket.
+    Returns the ticket's deadline now."""
     tx.add_ticket_event(ticket.id, "customer_mail", inbound_id=inbound_id,
                         author=mail.from_addr or "")
-    if mail.message_id:
-        ticket.last_message_id = mail.message_id[:998]
-    if ticket.state == "waiting":
-        ticket.deadline = resumed_deadline(ticket, now, calendar)
-        tx.set_state(ticket, "open", now)
+    tx.touch(ticket.id, now, last_message_id=mail.message_id)
+    info, deadline = ticket.info, ticket.info.deadline
+    if info.state == "waiting":
+        deadline = resumed_deadline(info, now, calendar)
+        tx.resume(ticket.id, deadline, now)
         tx.add_ticket_event(ticket.id, "resumed", inbound_id=inbound_id)
-    elif ticket.state == "closed":
-        ticket.deadline = calendar.deadline(now, emergency=ticket.priority == "emergency")
-        tx.set_state(ticket, "open", now)
+    elif info.state == "closed":
+        deadline = calendar.deadline(now, emergency=info.priority == "emergency")
+        tx.resume(ticket.id, deadline, now)
         tx.add_ticket_event(ticket.id, "reopened", inbound_id=inbound_id)
-    ticket.updated_at = now
+    return deadline
 
 
-def resumed_deadline(ticket: Ticket, now: datetime, calendar: BusinessCalendar) -> datetime:
+def resumed_deadline(ticket: TicketInfo, now: datetime, calendar: BusinessCalendar) -> datetime:
     """The deadline after waiting for the customer: the working time that was left when the
     wait began, counted from now."""
     since = ticket.waiting_since or now
@@ -448,33 +448,36 @@ def resumed_deadline(ticket: Ticket, now: datetime, calendar: BusinessCalendar) 
     return calendar.add_working_hours(now, left)
 
 
-def staff_reply(tx: Transaction, ticket: Ticket, inbound_id: int, mail: Mail,
+def staff_reply(tx: Transaction, ticket: LockedTicket, inbound_id: int, mail: Mail,
                 decision: Decision, replies: tuple[OutgoingMail, ...], now: datetime,
-                calendar: BusinessCalendar) -> None:
-    """Record a verified staff reply and apply its commands (none if any was wrong)."""
+                calendar: BusinessCalendar) -> datetime:
+    """Record a verified staff reply and apply its commands (none if any was wrong).
+    Returns the ticket's deadline now."""
     author = mail.from_addr or ""
+    deadline = ticket.info.deadline
     if decision.command_errors:
         tx.add_ticket_event(ticket.id, "staff_mail_rejected", inbound_id=inbound_id,
                             author=author, detail="; ".join(decision.command_errors))
-        return
+        return deadline
     note = any(c.name == "note" for c in decision.commands)
     relayed = any(r.kind == "relay" for r in replies)
-    direct = ticket.customer_email.lower() in {a.lower() for a in (*mail.to, *mail.cc)}
+    direct = ticket.info.customer_email.lower() in {a.lower() for a in (*mail.to, *mail.cc)}
     kind = "note" if note else ("answered" if relayed or direct else "staff_mail")
     tx.add_ticket_event(ticket.id, kind, inbound_id=inbound_id, author=author,
                         detail=decision.staff_text[:2000] or None)
     for command in decision.commands:
         if command.name == "close":
-            tx.set_state(ticket, "closed", now)
+            tx.set_state(ticket.id, "closed", now)
         elif command.name == "wait":
-            tx.set_state(ticket, "waiting", now)
+            tx.set_state(ticket.id, "waiting", now)
         elif command.name == "assign":
-            ticket.assignee = command.argument[:100]
+            tx.assign(ticket.id, command.argument, now)
         elif command.name == "priority":
-            ticket.priority = command.argument
-            ticket.deadline = calendar.deadline(ticket.opened_at,
-                                                emergency=command.argument == "emergency")
+            deadline = calendar.deadline(ticket.info.opened_at,
+                                         emergency=command.argument == "emergency")
+            tx.set_priority(ticket.id, command.argument, deadline, now)
         if command.name in COMMAND_EVENTS:
             tx.add_ticket_event(ticket.id, COMMAND_EVENTS[command.name], inbound_id=inbound_id,
                                 author=author, detail=command.argument or None)
-    ticket.updated_at = now
+    tx.touch(ticket.id, now)
+    return deadline

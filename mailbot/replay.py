@@ -21,7 +21,9 @@ from mailbot.classify.rules import LicenseRegistry, RuleContext
 from mailbot.config import Config
 from mailbot.domain import Decision, DecisionKind, Mail, Priority
 from mailbot.ingest.parse import parse
-from mailbot.store import ClaimedInbound, SavedInbound, Store, identity_of
+from mailbot.ingest.identity import identity_of
+from mailbot.ingest.intake import save_raw_many
+from mailbot.store import ClaimedInbound, SavedInbound, Store
 from mailbot.worker import Prepared, Quarantined, Started, Worker, quarantine_decision
 
 
@@ -109,7 +111,8 @@ def replay_live(
         batch = list(itertools.islice(messages, chunk))
         new: Batch | None = None
         if batch:
-            saved = store.save_inbound_many(
+            saved = save_raw_many(
+                store,
                 [(raw, f"replay:{label}"[:200]) for label, raw in batch], received_at=now
             )
             fresh = [

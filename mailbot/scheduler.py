@@ -166,9 +166,10 @@ class Scheduler:
             return False
         try:
             with self.store.transaction() as tx:
-                ticket = tx.find_ticket(job.ticket.number)
-                if ticket is None:
+                locked = tx.find_ticket(job.ticket.number)
+                if locked is None:
                     return False
+                ticket = locked.info
                 # The ticket may have moved on since it was read: act on the current state.
                 if job.kind in ("reminder", "escalation") and (
                         ticket.state != "open" or ticket.deadline != job.ticket.deadline):
@@ -180,11 +181,11 @@ class Scheduler:
                         OutgoingMail(purpose=job.purpose, message_id=built.message_id,
                                      kind=job.kind, mail_from=self.sender,
                                      rcpt_to=built.recipients, raw=built.raw),
-                        ticket_id=ticket.id, inbound_id=None, now=now):
+                        ticket_id=locked.id, inbound_id=None, now=now):
                     return False
-                tx.add_ticket_event(ticket.id, job.kind, detail=job.due.isoformat())
+                tx.add_ticket_event(locked.id, job.kind, detail=job.due.isoformat())
                 if job.kind == "wait_closed":
-                    tx.set_state(ticket, "closed", now)
+                    tx.set_state(locked.id, "closed", now)
                 return True
         except IntegrityError:  # another daemon queued it at the same moment
             return False

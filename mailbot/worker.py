@@ -515,8 +515,9 @@ class Worker:
             if store_unavailable(exc):
                 raise
             error = traceback.format_exc()
-            if not self.store.quarantine_inbound(item.id, error, item.token):
-                return self._claim_lost(item, analysis)
+            with self.store.transaction() as tx:
+                if not tx.quarantine(item.id, error, item.token):
+                    return self._claim_lost(item, analysis)
             return Quarantined(item.id, error, analysis.mail)
 
     def _apply(self, tx: Transaction, item: ClaimedInbound, analysis: Analysis,

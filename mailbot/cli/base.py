@@ -63,11 +63,28 @@ def load_config(path: Path | None) -> config_mod.Config:
         raise click.ClickException(f"config error: {exc}") from None
 
 
-def store_for(cfg: config_mod.Config) -> Store:
-    """The configured store, migrated (mailbot.app is imported only when a command needs it)."""
+def store_for(cfg: config_mod.Config, *, readonly: bool = False) -> Store:
+    """The configured store, migrated (mailbot.app is imported only when a command needs it).
+
+    A `readonly` command opens it as it is and never migrates: it stops with a clear error
+    when the schema is not the one this code needs (older: run `mailbot db upgrade`)."""
+    from mailbot import migrations
     from mailbot.app import open_store
 
-    return open_store(cfg)
+    store = open_store(cfg, migrate=not readonly)
+    if readonly:
+        try:
+            found, needed = migrations.current(store.engine), migrations.head()
+        except Exception:
+            store.close()
+            raise
+        if found != needed:
+            store.close()
+            raise click.ClickException(
+                f"the database schema is at revision {found or 'none (empty database)'}, but "
+                f"this mailbot needs {needed}: run `mailbot db upgrade` first (read-only "
+                "commands do not migrate)")
+    return store
 
 
 def parse_now(value: str | None) -> datetime:

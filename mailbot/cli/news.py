@@ -29,6 +29,7 @@ from mailbot.cli.base import (
     err_console,
     load_config,
     parse_now,
+    store_for,
     table_,
 )
 from mailbot.errors import ConfigError, MailbotError
@@ -230,11 +231,9 @@ def news_scheduled(config_path: Path | None) -> None:
 
 
 def _show_schedules(config_path: Path | None) -> None:
-    from mailbot.app import open_store
-
     cfg = load_config(config_path)
     zone = cfg.calendar.zone
-    store = open_store(cfg)
+    store = store_for(cfg, readonly=True)
     try:
         rows = store.scheduled_campaigns()
     finally:
@@ -284,11 +283,9 @@ def news_create(name: str, subject_cs: str, subject_en: str | None, audience: st
 def news_status(name: str, as_json: bool, config_path: Path | None) -> None:
     """How many of a campaign's mails are queued, sent, dead or bounced; unsubscribed since.
     For a recurring campaign, one line per run (NAME@YYYYMMDDTHHMM shows one run)."""
-    from mailbot.app import open_store
-
     states = ("queued", "sent", "dead", "bounced", "unsubscribed")
     labels = ("pending", "sent", "failed", "bounced", "unsubscribed")  # outbox state → words
-    store = open_store(load_config(config_path))
+    store = store_for(load_config(config_path), readonly=True)
     try:
         counts = store.campaign_status(name)
         runs = {run: store.campaign_status(run)

@@ -20,7 +20,7 @@ def outbox() -> None:
 @config_option
 def outbox_list(state: str | None, limit: int, config_path: Path | None) -> None:
     """List outbox rows, newest first."""
-    store = store_for(load_config(config_path))
+    store = store_for(load_config(config_path), readonly=True)
     table = table_("id", "state", "kind", "to", "attempts", "next attempt", "last error")
     for r in store.list_outbox(state, limit):
         table.add_row(str(r.id), r.state, r.kind, ", ".join(r.rcpt_to), str(r.attempts),
@@ -33,7 +33,7 @@ def outbox_list(state: str | None, limit: int, config_path: Path | None) -> None
 @config_option
 def outbox_show(outbox_id: int, config_path: Path | None) -> None:
     """Print one outbox message with its delivery state."""
-    store = store_for(load_config(config_path))
+    store = store_for(load_config(config_path), readonly=True)
     r = store.get_outbox(outbox_id)
     if r is None:
         raise click.ClickException(f"no outbox message {outbox_id}")
@@ -61,7 +61,7 @@ def quarantine() -> None:
 @config_option
 def quarantine_list(limit: int, config_path: Path | None) -> None:
     """List quarantined messages with the reason."""
-    store = store_for(load_config(config_path))
+    store = store_for(load_config(config_path), readonly=True)
     table = table_("id", "received", "from", "origin", "error")
     for r in store.list_inbound("quarantined", limit):
         last = (r.error or "").strip().splitlines()[-1:] or [""]
@@ -76,7 +76,7 @@ def quarantine_list(limit: int, config_path: Path | None) -> None:
 @config_option
 def quarantine_show(inbound_id: int, raw: bool, config_path: Path | None) -> None:
     """Print a quarantined message's traceback (or raw bytes)."""
-    row = store_for(load_config(config_path)).get_inbound(inbound_id)
+    row = store_for(load_config(config_path), readonly=True).get_inbound(inbound_id)
     if row is None or row.state != "quarantined":
         raise click.ClickException(f"inbound message {inbound_id} is not quarantined")
     click.echo(row.raw.decode("utf-8", "replace") if raw else (row.error or ""))
@@ -108,7 +108,7 @@ def quarantine_retry(inbound_ids: tuple[int, ...], config_path: Path | None) -> 
 @config_option
 def status(config_path: Path | None) -> None:
     """Queue depths and the oldest unsent reply."""
-    store = store_for(load_config(config_path))
+    store = store_for(load_config(config_path), readonly=True)
     inbound = store.count_inbound()
     out = store.count_outbox()
     click.echo("inbound:  " + (", ".join(f"{k}={v}" for k, v in sorted(inbound.items())) or "empty"))

@@ -80,7 +80,7 @@ def contacts_import(csv_file: Path, config_path: Path | None) -> None:
 @config_option
 def contacts_list(license_number: str | None, as_json: bool, config_path: Path | None) -> None:
     """List contacts."""
-    store = store_for(load_config(config_path))
+    store = store_for(load_config(config_path), readonly=True)
     try:
         found = store.contacts(license_number)
     finally:
@@ -100,7 +100,7 @@ def contacts_list(license_number: str | None, as_json: bool, config_path: Path |
 @config_option
 def contacts_suppressed(as_json: bool, config_path: Path | None) -> None:
     """Addresses no mailing reaches, with the reason."""
-    store = store_for(load_config(config_path))
+    store = store_for(load_config(config_path), readonly=True)
     try:
         rows = store.suppressed()
     finally:

@@ -59,7 +59,7 @@ def sla_report_command(date_from: datetime | None, date_to: datetime | None, as_
         raise click.BadParameter(f"--from {first} is after --to {last}")
     start = datetime.combine(first, datetime.min.time(), tzinfo=zone)
     end = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone)
-    store = store_for(cfg)
+    store = store_for(cfg, readonly=True)
     try:
         rows = store.sla_rows(start, end)
     finally:

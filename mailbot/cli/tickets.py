@@ -30,7 +30,7 @@ from mailbot.cli.base import (
 
 if TYPE_CHECKING:
     from mailbot.domain import TicketInfo
-    from mailbot.store import TicketEvent
+    from mailbot.store import TicketEventRecord
 
 TICKET_NUMBER = re.compile(r"T-[0-9]{4}-[0-9]{6}", re.IGNORECASE)
 
@@ -68,7 +68,7 @@ def _ticket_json(t: TicketInfo, now: datetime | None = None) -> dict[str, object
     return data
 
 
-def _event_json(e: TicketEvent) -> dict[str, object]:
+def _event_json(e: TicketEventRecord) -> dict[str, object]:
     return {"id": e.id, "kind": e.kind, "author": e.author, "created_at": e.created_at.isoformat(),
             "detail": e.detail, "inbound_id": e.inbound_id}
 
@@ -110,7 +110,7 @@ def tickets_list(only_open: bool, overdue: bool, assignee: str | None, limit: in
     """List tickets, newest first."""
     now = parse_now(now_text)
     cfg = load_config(config_path)
-    store = store_for(cfg)
+    store = store_for(cfg, readonly=True)
     try:
         rows = store.list_tickets(
             states=("open", "waiting") if only_open else (),
@@ -147,7 +147,7 @@ def tickets_show(number: str, as_json: bool, now_text: str | None,
     """Print one ticket with its history."""
     now = parse_now(now_text)
     cfg = load_config(config_path)
-    store = store_for(cfg)
+    store = store_for(cfg, readonly=True)
     try:
         info = store.ticket_info(number)
         if info is None:
@@ -205,7 +205,7 @@ def tickets_show(number: str, as_json: bool, now_text: str | None,
 def tickets_attachments(number: str, target: Path, config_path: Path | None) -> None:
     """Copy a ticket's attachments into a directory, under their sanitised names."""
     cfg = load_config(config_path)
-    store = store_for(cfg)
+    store = store_for(cfg, readonly=True)
     try:
         if store.ticket_info(number) is None:
             raise click.ClickException(f"no ticket {number}")

@@ -9,11 +9,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from mailbot import metrics
+from mailbot.ingest.identity import new_inbound
 from mailbot.store import SavedInbound, Store
 
 log = logging.getLogger(__name__)
+
+
+def save_raw(store: Store, raw: bytes, origin: str, received_at: datetime | None = None
+             ) -> SavedInbound:
+    """Store `raw` under its identity (deduplicated), committed when this returns."""
+    return store.save_inbound(new_inbound(raw, origin), received_at)
+
+
+def save_raw_many(store: Store, messages: Sequence[tuple[bytes, str]],
+                  received_at: datetime | None = None) -> list[SavedInbound]:
+    """`save_raw` for several (raw, origin) pairs in one transaction (one fsync)."""
+    return store.save_inbound_many([new_inbound(raw, origin) for raw, origin in messages],
+                                   received_at)
 
 
 class Intake:
@@ -30,7 +45,7 @@ class Intake:
             TemporaryIngestError: the store is unavailable; do not acknowledge.
         """
         with metrics.STAGE.labels("store").time():
-            saved = self._store.save_inbound(raw, origin)
+            saved = save_raw(self._store, raw, origin)
         metrics.RECEIVED.labels(origin.partition(":")[0]).inc(int(saved.created))
         if saved.created:
             self._wake()
@@ -45,7 +60,7 @@ class Intake:
             TemporaryIngestError: the store is unavailable; acknowledge none of them.
         """
         with metrics.STAGE.labels("store").time():
-            saved = self._store.save_inbound_many(messages)
+            saved = save_raw_many(self._store, messages)
         for (_, origin), s in zip(messages, saved):
             metrics.RECEIVED.labels(origin.partition(":")[0]).inc(int(s.created))
         if any(s.created for s in saved):

@@ -43,6 +43,15 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def head() -> str:
+    """The revision this code's models are at."""
+    from alembic.script import ScriptDirectory
+
+    found = ScriptDirectory(str(HERE)).get_current_head()
+    assert found is not None
+    return found
+
+
 def current(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 

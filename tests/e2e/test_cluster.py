@@ -352,12 +352,13 @@ def test_killed_daemons_claims_taken_over_within_a_minute(
     assert "lease_seconds" not in configs[0].read_text(encoding="utf-8").split("[classify]")[0]
     migrate_at_once(configs)
     import_licenses(pg_url)
+    from mailbot.ingest.intake import save_raw_many
     from mailbot.store import Store
 
     store = Store.from_url(pg_url)
     try:
-        store.save_inbound_many([(request_mail(subject=f"Dotaz {i}", sender=unique_sender()),
-                                  "test") for i in range(n)])
+        save_raw_many(store, [(request_mail(subject=f"Dotaz {i}", sender=unique_sender()),
+                               "test") for i in range(n)])
     finally:
         store.close()
     # The first daemon's sending threads hang in DATA (until the kill drops the connection):

@@ -225,3 +225,27 @@ def test_news_preview_test_mail_and_send_with_follow(tmp_path: Path) -> None:
                     "unsubscribed": "0"}
     assert "not a valid address" in fails("news", "preview", "example", "--to", "not an address",
                                           "--config", config)
+
+
+def test_read_only_commands_do_not_migrate(tmp_path: Path) -> None:
+    """status, the lists and shows, sla report, news status/scheduled and contacts
+    list/suppressed open the store without upgrading it: on a database older than the code
+    (here: empty) they stop with an error naming the schema, and leave it untouched."""
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    cfg = str(write_config(tmp_path, f"sqlite:///{db}"))
+    for args in (("status",), ("outbox", "list"), ("outbox", "show", "1"),
+                 ("quarantine", "list"), ("quarantine", "show", "1"), ("tickets", "list"),
+                 ("tickets", "show", "T-2026-000001"), ("sla", "report"),
+                 ("news", "status", "monthly"), ("news", "scheduled"), ("contacts", "list"),
+                 ("contacts", "suppressed")):
+        result = CliRunner().invoke(cli, [*args, "--config", cfg])
+        assert result.exit_code != 0, args
+        assert "schema is at revision none" in result.output, (args, result.output)
+        assert "mailbot db upgrade" in result.output, args
+        with sqlite3.connect(db) as conn:
+            tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        assert tables == [], (args, tables)
+    invoke("db", "upgrade", "--config", cfg)
+    assert invoke("status", "--config", cfg).startswith("inbound:  empty")

@@ -18,6 +18,7 @@ from mailbot import config as config_mod
 from mailbot.actions import Outcome
 from mailbot.business_hours import BusinessCalendar
 from mailbot.domain import LicenseRecord, Tier
+from mailbot.ingest.intake import save_raw
 from mailbot.store import Store
 from mailbot.worker import Quarantined, Worker
 
@@ -64,7 +65,7 @@ class Desk:
         store.upsert_licenses([LICENSE])
 
     def receive(self, raw: bytes, at: datetime) -> Outcome:
-        self.store.save_inbound(raw, "test", received_at=at)
+        save_raw(self.store, raw, "test", received_at=at)
         [item] = self.store.claim_inbound(5)
         [result] = self.worker.process_many([item], now=at)
         assert not isinstance(result, Quarantined), result.error
@@ -72,7 +73,7 @@ class Desk:
 
     def receive_raw(self, raw: bytes, at: datetime) -> str:
         """Take in a message expected to be quarantined; returns the quarantine reason."""
-        self.store.save_inbound(raw, "test", received_at=at)
+        save_raw(self.store, raw, "test", received_at=at)
         [item] = self.store.claim_inbound(5)
         [result] = self.worker.process_many([item], now=at)
         assert isinstance(result, Quarantined)

@@ -11,6 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from mailbot import config as config_mod
+from mailbot.ingest.intake import save_raw
 from mailbot.store import Store
 from mailbot.worker import Worker
 from tests.shared_data import require_shared
@@ -38,7 +39,7 @@ def test_corpus_automatic_mail_gets_no_reply(config: config_mod.Config, store: S
     names: dict[int, str] = {}
     files = list(automatic_mails())
     for name, path in files:
-        saved = store.save_inbound(path.read_bytes(), f"corpus:{name}", received_at=NOW)
+        saved = save_raw(store, path.read_bytes(), f"corpus:{name}", received_at=NOW)
         names[saved.id] = name
     processed = 0
     while batch := store.claim_inbound(50):

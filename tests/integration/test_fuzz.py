@@ -52,6 +52,7 @@ from hypothesis import strategies as st
 
 from mailbot import config as config_mod
 from mailbot import migrations
+from mailbot.ingest.intake import save_raw
 from mailbot.ingest.parse import parse
 from mailbot.registry import read_license_csv
 from mailbot.store import OutboxMessage, Store
@@ -408,7 +409,7 @@ class Pipeline:
         for raw in raws:
             check_parsed(raw)
             self.inputs += 1
-            saved = self.store.save_inbound(raw, "fuzz", received_at=NOW)
+            saved = save_raw(self.store, raw, "fuzz", received_at=NOW)
             if not saved.created:
                 row = self.store.get_inbound(saved.id)
                 assert row is not None
@@ -418,7 +419,7 @@ class Pipeline:
                     continue
                 self.reidentified += 1
                 fresh = b"Message-ID: <fuzz-%d@fuzz.invalid>\r\n" % self.inputs + raw
-                saved = self.store.save_inbound(fresh, "fuzz", received_at=NOW)
+                saved = save_raw(self.store, fresh, "fuzz", received_at=NOW)
             ids.append(saved.id)
             stored.append(saved.id)
         started = time.perf_counter()
@@ -618,7 +619,7 @@ def build_pipeline(directory: Path) -> Pipeline:
                 senders.setdefault(int(ref[-6:]), "jan.novak@strojirny-hranice.cz")
     top = max(senders, default=0)
     for seq in range(1, top + 1):
-        store.save_inbound(_opener(seq, senders.get(seq, f"z{seq}@strojirny-hranice.cz")),
+        save_raw(store, _opener(seq, senders.get(seq, f"z{seq}@strojirny-hranice.cz")),
                            "fuzz-opener", received_at=NOW)
     while batch := store.claim_inbound(BATCH):
         pipeline.worker.process_many(batch, now=NOW)

@@ -11,6 +11,7 @@ import pytest
 from mailbot import config as config_mod
 from mailbot.app import open_store
 from mailbot.errors import StoreUnavailableError
+from mailbot.ingest.intake import save_raw
 from mailbot.worker import Quarantined, Worker
 
 
@@ -41,8 +42,8 @@ def test_overrun_is_quarantined_and_the_rest_decided(base_config: config_mod.Con
     next to it in the same batch is decided."""
     cfg = pool_config(base_config, parse_timeout_seconds=0.3)
     store = open_store(cfg)
-    bomb = store.save_inbound(many_parts(60_000), "test")
-    good = store.save_inbound(GOOD, "test")
+    bomb = save_raw(store, many_parts(60_000), "test")
+    good = save_raw(store, GOOD, "test")
     worker = Worker.from_config(cfg, store)
     try:
         results = worker.process_many(store.claim_inbound(10), datetime.now(UTC))
@@ -62,8 +63,8 @@ def test_memory_cap_turns_a_bomb_into_a_quarantine(base_config: config_mod.Confi
     message is quarantined (not the daemon), the next one is decided."""
     cfg = pool_config(base_config, memory_mb=200, parse_timeout_seconds=60)
     store = open_store(cfg)
-    bomb = store.save_inbound(many_parts(300_000), "test")
-    good = store.save_inbound(GOOD, "test")
+    bomb = save_raw(store, many_parts(300_000), "test")
+    good = save_raw(store, GOOD, "test")
     worker = Worker.from_config(cfg, store)
     try:
         results = worker.process_many(store.claim_inbound(10))
@@ -92,7 +93,7 @@ def test_children_start_with_mail_and_stop_when_idle(base_config: config_mod.Con
     try:
         assert pool_children(worker) == []
         worker.rest()
-        store.save_inbound(GOOD, "test")
+        save_raw(store, GOOD, "test")
         assert worker.run_once(10) == 1
         first = pool_children(worker)
         assert len(first) == 2
@@ -101,7 +102,7 @@ def test_children_start_with_mail_and_stop_when_idle(base_config: config_mod.Con
         time.sleep(1.2)
         worker.rest()
         assert pool_children(worker) == []
-        store.save_inbound(GOOD.replace(b"<good@x>", b"<good2@x>"), "test")
+        save_raw(store, GOOD.replace(b"<good@x>", b"<good2@x>"), "test")
         assert worker.run_once(10) == 1
         assert len(pool_children(worker)) == 2
     finally:
@@ -122,7 +123,7 @@ def test_store_away_while_deciding_is_retried_not_quarantined(
     unreachable = cfg.model_copy(update={"store": cfg.store.model_copy(
         update={"url": "postgresql+psycopg://mailbot@127.0.0.1:1/none?connect_timeout=2"})})
     store = open_store(cfg)
-    store.save_inbound(GOOD, "test")
+    save_raw(store, GOOD, "test")
     worker = Worker(cfg, store, pool=WorkerPool(unreachable, processes=1, timeout=10,
                                                 memory_mb=1024))
     try:
@@ -151,7 +152,7 @@ def test_store_away_in_process_is_retried_not_quarantined(
 
     cfg = pool_config(base_config, processes=0)
     store = open_store(cfg)
-    store.save_inbound(GOOD, "test")
+    save_raw(store, GOOD, "test")
     worker = Worker.from_config(cfg, store)
     items = store.claim_inbound(10)
     store.release_inbound([i.id for i in items])

@@ -13,6 +13,7 @@ import pytest
 from mailbot import config as config_mod
 from mailbot.app import open_store
 from mailbot.config import ImapMailboxConfig
+from mailbot.ingest.intake import save_raw
 from mailbot.worker import Quarantined, Worker
 from tests.integration.test_isolation import GOOD
 
@@ -44,7 +45,7 @@ def test_child_environment_has_no_secrets(base_config: config_mod.Config, tmp_pa
             update={"token_secret_env": "MB_TEST_REPLY_KEY"}),
     })
     store = open_store(cfg)
-    store.save_inbound(GOOD, "test")
+    save_raw(store, GOOD, "test")
     worker = Worker.from_config(cfg, store)
     try:
         [result] = worker.process_many(store.claim_inbound(10), datetime.now(UTC))

@@ -15,6 +15,7 @@ import pytest
 from mailbot import config as config_mod
 from mailbot.contacts import Contact
 from mailbot.domain import LicenseRecord, Tier
+from mailbot.ingest.intake import save_raw
 from mailbot.ingest.parse import parse
 from mailbot.errors import ConfigError
 from mailbot.news import load_campaign, queue_campaign
@@ -98,7 +99,7 @@ def test_unsubscribe_by_the_mailto_token(cfg: config_mod.Config, store: Store) -
     request["Subject"] = "unsubscribe"
     request["Message-ID"] = "<u1@strojirny-hranice.cz>"
     request.set_content("")
-    store.save_inbound(request.as_bytes(policy=email.policy.SMTP), "test", received_at=NOW)
+    save_raw(store, request.as_bytes(policy=email.policy.SMTP), "test", received_at=NOW)
     [result] = Worker(cfg, store).process_many(store.claim_inbound(5), now=NOW)
     assert result.decision.kind.value == "unsubscribe"  # type: ignore[union-attr]
     assert {a for a, _, _ in store.suppressed()} == {"dvorak@strojirny-hranice.cz",
@@ -154,7 +155,7 @@ def test_news_bounces_suppress_the_address(cfg: config_mod.Config, store: Store)
         report.add_attachment(returned, maintype="message", subtype="rfc822")  # type: ignore[arg-type]
         report.replace_header("Content-Type", 'multipart/report; report-type="delivery-status"; '
                               f'boundary="{report.get_boundary()}"')
-        store.save_inbound(report.as_bytes(policy=email.policy.SMTP), "test", received_at=NOW)
+        save_raw(store, report.as_bytes(policy=email.policy.SMTP), "test", received_at=NOW)
         worker.process_many(store.claim_inbound(5), now=NOW)
     assert [(a, r) for a, r, _ in store.suppressed()] == [("grant@firma.cz", "bounced")]
     (directory / "b2.md").write_text('+++\nsubject_cs = "Y"\n+++\nText.\n', encoding="utf-8")
@@ -209,7 +210,7 @@ def test_only_hard_news_bounces_suppress(cfg: config_mod.Config, store: Store, a
         assert message_id in mail.original_ids
         assert mail.delivery_outcome == {"delayed": "delayed", "4": "soft", "5": "hard"}[
             "delayed" if action == "delayed" else status[0]]
-        store.save_inbound(raw, "test", received_at=NOW)
+        save_raw(store, raw, "test", received_at=NOW)
         worker.process_many(store.claim_inbound(5), now=NOW)
     rows = [r for r in store.list_outbox(limit=100)
             if r.kind == "news" and r.purpose.endswith(":grant@firma.cz")]
@@ -232,7 +233,7 @@ def test_hard_report_after_a_soft_one_counts(cfg: config_mod.Config, store: Stor
     worker = Worker(cfg, store)
     for n, (name, status) in enumerate((("v53", "4.2.2"), ("v53", "5.1.1"), ("b1", "5.1.1"))):
         _, returned = news_mail_to_grant(store, cfg, name)
-        store.save_inbound(delivery_report(returned, n, "failed", status), "test", received_at=NOW)
+        save_raw(store, delivery_report(returned, n, "failed", status), "test", received_at=NOW)
         worker.process_many(store.claim_inbound(5), now=NOW)
         if n == 1:
             assert store.suppressed() == []

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from mailbot import config as config_mod
+from mailbot.ingest.intake import save_raw
 from mailbot.news import load_campaign, queue_campaign
 from mailbot.replies.outbox import OutboxDispatcher
 from mailbot.replies.sink import DirectorySink
@@ -45,7 +46,7 @@ def test_news_token_not_in_message_id_or_logs(cfg: config_mod.Config, store: Sto
         report.add_attachment(returned, maintype="message", subtype="rfc822")  # type: ignore[arg-type]
         report.replace_header("Content-Type", 'multipart/report; report-type="delivery-status"; '
                               f'boundary="{report.get_boundary()}"')
-        store.save_inbound(report.as_bytes(policy=email.policy.SMTP), "test", received_at=NOW)
+        save_raw(store, report.as_bytes(policy=email.policy.SMTP), "test", received_at=NOW)
         Worker(cfg, store).process_many(store.claim_inbound(5), now=NOW)
     for address, row in rows.items():
         assert tokens[address] not in row.message_id

@@ -15,6 +15,7 @@ import pytest
 
 from mailbot import config as config_mod
 from mailbot.actions import Outcome
+from mailbot.ingest.intake import save_raw
 from mailbot.store import Store
 from tests.integration.test_conversation import (
     CUSTOMER,
@@ -79,7 +80,7 @@ def test_total_auto_replies_per_hour_are_capped_across_senders(capped_desk: Desk
     # An hour later the cap applies afresh, also within one batch (one transaction).
     later = MON + timedelta(minutes=65)  # the first acks are over an hour old
     for i in range(5, 10):
-        desk.store.save_inbound(mail(f"zakaznik{i}@strojirny-hranice.cz", f"Kalendář {i}", REQUEST),
+        save_raw(desk.store, mail(f"zakaznik{i}@strojirny-hranice.cz", f"Kalendář {i}", REQUEST),
                                 "test", received_at=later)
     batch = desk.store.claim_inbound(10)
     assert len(batch) == 5

@@ -18,9 +18,11 @@ from sqlalchemy import select
 
 from mailbot import config as config_mod
 from mailbot.cli import cli
+from mailbot.ingest.intake import save_raw
 from mailbot.replies.conversation import ConversationRenderer
 from mailbot.scheduler import Scheduler
 from mailbot.store import InboundMessage, Store
+from tests.fixtures.store_rows import quarantine
 from tests.integration.test_conversation import CUSTOMER, MON, REQUEST, Desk, mail
 from tests.integration.test_replay import write_config
 
@@ -84,9 +86,9 @@ def _setup(desk: Desk, tmp_path: Path) -> dict[str, object]:
     auto = mail(CUSTOMER, "Auto reply", "Jsem mimo kancelář.",
                 headers={"Auto-Submitted": "auto-replied"})
     assert desk.receive(auto, MON).decision.kind.value == "ignore_auto"
-    quarantined = desk.store.save_inbound(mail(CUSTOMER, "Q", "q"), "test", received_at=MON).id
-    desk.store.quarantine_inbound(quarantined, "Traceback: test")
-    desk.store.save_inbound(mail(CUSTOMER, "R", "r"), "test", received_at=MON)
+    quarantined = save_raw(desk.store, mail(CUSTOMER, "Q", "q"), "test", received_at=MON).id
+    quarantine(desk.store, quarantined, "Traceback: test")
+    save_raw(desk.store, mail(CUSTOMER, "R", "r"), "test", received_at=MON)
     orphan = file_of(tmp_path, b"old orphan")
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"old orphan")

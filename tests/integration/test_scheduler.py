@@ -17,6 +17,7 @@ from mailbot.domain import Priority
 from mailbot.replies.conversation import ConversationRenderer
 from mailbot.scheduler import Scheduler
 from mailbot.store import Store
+from tests.fixtures.store_rows import move_deadline
 
 P = ZoneInfo("Europe/Prague")
 LEAD = "vedouci@estelar.example"
@@ -98,10 +99,7 @@ def test_downtime_runs_due_work_once_and_a_new_deadline_gets_a_new_reminder(
     open_ticket(store, "T-2026-000003", at(2026, 11, 23, 9), at(2026, 11, 26, 9))
     assert [p.split(":")[0] for p in scheduler(cfg, store).run_due(at(2026, 11, 27, 10))] == ["escalation"]
     assert scheduler(cfg, store).run_due(at(2026, 11, 27, 10, 1)) == []
-    with store.transaction() as tx:
-        t = tx.find_ticket("T-2026-000003")
-        assert t is not None
-        t.deadline = at(2026, 12, 1, 12)
+    move_deadline(store, "T-2026-000003", at(2026, 12, 1, 12))
     assert [p.split(":")[0] for p in scheduler(cfg, store).run_due(at(2026, 12, 1, 8, 0))] == ["reminder"]
 
 

@@ -18,6 +18,7 @@ from mailbot import config as config_mod
 from mailbot.business_hours import BusinessCalendar
 from mailbot.cli import cli
 from mailbot.domain import Priority
+from mailbot.ingest.intake import save_raw
 from mailbot.sla import CSV_COLUMNS, sla_report
 from mailbot.store import Store, Ticket, TicketEvent
 from tests.integration.test_replay import write_config
@@ -47,7 +48,7 @@ class Tickets:
         self.seq += 1
         number = f"T-2026-{self.seq:06d}"
         opened_at = at(opened)
-        inbound = self.store.save_inbound(
+        inbound = save_raw(self.store, 
             f"Message-ID: <sla-{self.seq}@example.com>\r\nFrom: c@example.com\r\n\r\nhi\r\n"
             .encode(), "test")
         with self.store.transaction() as tx:

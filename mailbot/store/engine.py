@@ -1,0 +1,64 @@
+"""Engines: SQLite (WAL, synchronous=FULL, IMMEDIATE transactions) or pooled PostgreSQL,
+and what the store needs to know about the engine's dialect and its failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+
+def dialect_insert(dialect: str, table: Table) -> Any:
+    """INSERT with the engine's ON CONFLICT clause (PostgreSQL and SQLite spell it alike)."""
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the database cannot be used right now (down, restarting, locked,
+    connection lost), so the work is to be retried, not blamed on the message."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (the module's
+    # own implicit BEGIN breaks SAVEPOINT); see the "begin" listener below.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # a 250 promises the mail survives power loss
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 5,
+                readonly: bool = False) -> Engine:
+    """An engine with the embedded-default settings (SQLite WAL) or a pooled server engine.
+
+    SQLite transactions begin IMMEDIATE (taking the one write lock at once, so a busy writer
+    is waited for instead of failing a read-then-write transaction at its first write);
+    `readonly` engines (the decision children) begin DEFERRED and never block writers.
+    """
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        begin = "BEGIN" if readonly else "BEGIN IMMEDIATE"
+
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql(begin)
+
+        event.listen(engine, "begin", _begin)
+        return engine
+    return create_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+

@@ -1,0 +1,111 @@
+"""Leases: named jobs only one daemon runs at a time (`acquire_lease`), and the leases under
+which inbound and outbox rows are claimed (renewed and given back here, for both queues)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, delete, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailbot.store.base import StoreBase, new_claim_token
+from mailbot.store.models import InboundMessage, Lease, OutboxMessage, utcnow
+
+
+def renew_claims(engine: Engine, table: Table, ids: Sequence[int], token: str,
+                 lease: timedelta, now: datetime | None, state: str) -> set[int]:
+    """Extend the lease of those rows of `table` still held under `token` (and in `state`);
+    returns their ids. Rows locked by a writer right now are skipped, not waited for."""
+    if not ids:
+        return set()
+    now = now or utcnow()
+    held = (select(table.c.id)
+            .where(table.c.id.in_(list(ids)), table.c.claim_token == token,
+                   table.c.state == state)
+            .with_for_update(skip_locked=True))
+    with engine.begin() as conn:
+        res = conn.execute(update(table).where(table.c.id.in_(held.scalar_subquery()))
+                           .values(lease_until=now + lease).returning(table.c.id))
+        return {int(i) for (i,) in res}
+
+
+def claim_rows(s: Session, model: Any, where: Sequence[Any], order: Sequence[Any], limit: int,
+               lease: timedelta, now: datetime) -> tuple[str, list[Any]]:
+    """Lock up to `limit` rows of `model` matching `where` whose lease is free (in `order`,
+    skipping rows another claimer has locked) and lease them under a new claim token;
+    returns the token and the rows (still in the session `s`)."""
+    token = new_claim_token()
+    free = or_(model.lease_until.is_(None), model.lease_until < now)
+    rows = list(s.scalars(select(model).where(*where, free).order_by(*order).limit(limit)
+                          .with_for_update(skip_locked=True)))
+    for row in rows:
+        row.lease_until = now + lease
+        row.claim_token = token
+    return token, rows
+
+
+def release_claims(engine: Engine, table: Table, ids: Sequence[int], token: str | None,
+                   state: str) -> None:
+    """Give claimed rows of `table` still in `state` back, due again at once; with `token`,
+    only rows that claim still holds."""
+    if not ids:
+        return
+    q = update(table).where(table.c.id.in_(list(ids)), table.c.state == state)
+    if token is not None:
+        q = q.where(table.c.claim_token == token)
+    with engine.begin() as conn:
+        conn.execute(q.values(lease_until=None))
+
+
+class LeaseStore(StoreBase):
+    """Named leases (the IMAP poller of a mailbox) and clearing every lease at start."""
+
+    def release_all_leases(self) -> None:
+        """Clear every lease (single-process SQLite start: no other holder can exist)."""
+        with self.session() as s:
+            s.execute(update(InboundMessage).where(InboundMessage.lease_until.is_not(None))
+                      .values(lease_until=None))
+            s.execute(update(OutboxMessage).where(OutboxMessage.lease_until.is_not(None))
+                      .values(lease_until=None))
+            s.execute(delete(Lease))
+
+    def acquire_lease(self, name: str, holder: str, seconds: float,
+                      now: datetime | None = None) -> bool:
+        """Take or renew the lease `name` for `seconds`: True when `holder` has it now (it
+        was free, expired, or already `holder`'s), False when another holder's is running."""
+        now = now or utcnow()
+        until = now + timedelta(seconds=seconds)
+        with self.session() as s:
+            taken = s.connection().execute(
+                update(Lease)
+                .where(Lease.name == name)
+                .where((Lease.holder == holder) | (Lease.expires_at < now))
+                .values(holder=holder, expires_at=until)
+            ).rowcount
+            if taken:
+                return True
+            if s.get(Lease, name) is not None:
+                return False
+            try:
+                with s.begin_nested():
+                    s.add(Lease(name=name, holder=holder, expires_at=until))
+            except IntegrityError:  # another daemon created it meanwhile
+                return False
+            return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up (clean stop), so another daemon takes over at once."""
+        with self.session() as s:
+            s.execute(delete(Lease).where(Lease.name == name).where(Lease.holder == holder))
+
+    def lease_holder(self, name: str, now: datetime | None = None) -> str | None:
+        """Who holds `name` now (None: nobody, or expired)."""
+        now = now or utcnow()
+        with self.session() as s:
+            row = s.get(Lease, name)
+            return row.holder if row is not None and row.expires_at >= now else None
+

@@ -1,0 +1,242 @@
+"""The outbox: rendered mail queued once per purpose, claimed by the sender under a fenced
+lease, each attempt's outcome committed on its own; bounces and the auto-reply counts."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, case, func, select, update
+
+from mailbot.store.base import StoreBase, TxBase, like_escape
+from mailbot.store.engine import dialect_insert
+from mailbot.store.leases import claim_rows, release_claims, renew_claims
+from mailbot.store.models import OutboxMessage, utcnow
+from mailbot.store.values import ClaimedOutbox, OutboxRecord, OutgoingMail, value_of
+
+PURPOSE_MAX = 200  # OutboxMessage.purpose is String(200)
+
+
+def bounded_purpose(prefix: str, address: str) -> str:
+    """The outbox purpose ``<prefix>:<address>``, or ``<prefix>:#<SHA-256 of the address,
+    40 hex>`` when that would not fit the column (addresses may have 320 characters)."""
+    purpose = f"{prefix}:{address}"
+    if len(purpose) <= PURPOSE_MAX:
+        return purpose
+    return f"{prefix}:#{hashlib.sha256(address.encode('utf-8')).hexdigest()[:40]}"
+
+
+_outbox = cast(Table, OutboxMessage.__table__)
+# INSERT … ON CONFLICT (purpose) DO NOTHING: of two daemons queueing the same reply (the
+# scheduler runs in each), one row is written and neither transaction fails.
+_INSERT_OUTBOX = {
+    dialect: dialect_insert(dialect, _outbox).on_conflict_do_nothing(index_elements=["purpose"])
+    for dialect in ("postgresql", "sqlite")
+}
+_COUNT_AUTO = (
+    select(func.count())
+    .select_from(_outbox)
+    .where(_outbox.c.auto_recipient == bindparam("address"))
+    .where(_outbox.c.created_at >= bindparam("since"))
+)
+_COUNT_AUTO_TOTAL = (
+    select(func.count())
+    .select_from(_outbox)
+    .where(_outbox.c.auto_recipient.is_not(None))
+    .where(_outbox.c.created_at >= bindparam("since"))
+)
+
+
+def _record(row: Any) -> OutboxRecord:
+    return value_of(OutboxRecord, row)
+
+
+class OutboxStore(StoreBase):
+    """The outbox queue: queued → sent | dead | bounced."""
+
+    def claim_due_outbox(
+        self, limit: int = 50, lease: timedelta = timedelta(seconds=20), now: datetime | None = None
+    ) -> list[ClaimedOutbox]:
+        """Take up to `limit` queued messages that are due and not leased by another sender,
+        under a new claim token (keep them with `renew_outbox`)."""
+        now = now or utcnow()
+        with self.session() as s:
+            token, rows = claim_rows(
+                s, OutboxMessage,
+                [OutboxMessage.state == "queued", OutboxMessage.next_attempt_at <= now],
+                [OutboxMessage.priority, OutboxMessage.next_attempt_at, OutboxMessage.id],
+                limit, lease, now)
+            return [
+                ClaimedOutbox(r.id, r.message_id, r.mail_from, tuple(r.rcpt_to), r.raw,
+                              r.attempts, r.created_at, token)
+                for r in rows
+            ]
+
+    def renew_outbox(self, outbox_ids: Sequence[int], token: str, lease: timedelta,
+                     now: datetime | None = None) -> set[int]:
+        """Extend the lease of those claimed rows still held under `token` (and queued);
+        returns their ids. Rows locked by a writer right now are skipped, not waited for."""
+        return renew_claims(self.engine, _outbox, outbox_ids, token, lease, now, "queued")
+
+    def outbox_claim_held(self, outbox_id: int, token: str, lease: timedelta) -> bool:
+        """Renew one claimed row, waiting for any lock on it: whether `token` still holds it."""
+        with self.engine.begin() as conn:
+            res = conn.execute(update(_outbox)
+                               .where(_outbox.c.id == outbox_id, _outbox.c.claim_token == token,
+                                      _outbox.c.state == "queued")
+                               .values(lease_until=utcnow() + lease))
+            return bool(res.rowcount)
+
+    def release_outbox(self, outbox_ids: Sequence[int], token: str | None = None) -> None:
+        """Give claimed rows back unsent (clean stop), so they are due again at once; with
+        `token`, only rows that claim still holds."""
+        release_claims(self.engine, _outbox, outbox_ids, token, "queued")
+
+    def _update_outbox(self, outbox_id: int, token: str | None, **values: Any) -> bool:
+        """Record one send attempt's outcome in a transaction of its own, through Core (each
+        sent mail is committed before the next is sent; an ORM session costs 4x as much).
+        With the claim's `token`, only while that claim holds the row: False when refused."""
+        q = update(_outbox).where(_outbox.c.id == outbox_id)
+        if token is not None:
+            q = q.where(_outbox.c.claim_token == token)
+        with self.engine.begin() as conn:
+            res = conn.execute(q.values(lease_until=None, attempts=_outbox.c.attempts + 1,
+                                        **values))
+            return bool(res.rowcount)
+
+    def mark_sent(self, outbox_id: int, reply: str, token: str | None = None) -> bool:
+        """The relay took the message; False when `token` no longer holds the row."""
+        return self._update_outbox(outbox_id, token, state="sent", server_reply=reply[:2000],
+                                   sent_at=utcnow())
+
+    def mark_retry(self, outbox_id: int, error: str, next_attempt_at: datetime,
+                   token: str | None = None) -> bool:
+        return self._update_outbox(outbox_id, token, last_error=error[:2000],
+                                   next_attempt_at=next_attempt_at)
+
+    def mark_dead(self, outbox_id: int, error: str, token: str | None = None) -> bool:
+        return self._update_outbox(outbox_id, token, state="dead", last_error=error[:2000])
+
+    def retry_outbox(self, outbox_ids: Sequence[int]) -> int:
+        """Queue dead (or retrying) messages again, due now."""
+        with self.session() as s:
+            res = s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(list(outbox_ids)))
+                .where(OutboxMessage.state.in_(("dead", "queued")))
+                .values(state="queued", next_attempt_at=utcnow(), lease_until=None)
+            )
+            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+    def list_outbox(self, state: str | None = None, limit: int = 100) -> list[OutboxRecord]:
+        """Outbox rows (in `state`), newest first."""
+        q = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
+        if state:
+            q = q.where(OutboxMessage.state == state)
+        return self._values(q, _record)
+
+    def get_outbox(self, outbox_id: int) -> OutboxRecord | None:
+        return self._value(select(OutboxMessage).where(OutboxMessage.id == outbox_id), _record)
+
+    def count_outbox(self) -> dict[str, int]:
+        with self.session() as s:
+            q = select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
+            return {state: int(n) for state, n in s.execute(q)}
+
+    def oldest_unsent(self) -> datetime | None:
+        """Creation time of the oldest reply still waiting to be sent."""
+        with self.session() as s:
+            return s.scalar(
+                select(func.min(OutboxMessage.created_at)).where(OutboxMessage.state == "queued")
+            )
+
+    def oldest_due_outbox(self, now: datetime) -> datetime | None:
+        """Since when the longest-waiting due mail has been due: its `next_attempt_at` if it
+        was never tried, else its creation (a retried row's next attempt moves on)."""
+        since = case((OutboxMessage.attempts == 0, OutboxMessage.next_attempt_at),
+                     else_=OutboxMessage.created_at)
+        with self.session() as s:
+            oldest: datetime | None = s.scalar(
+                select(func.min(since))
+                .where(OutboxMessage.state == "queued")
+                .where((OutboxMessage.next_attempt_at <= now) | (OutboxMessage.attempts > 0))
+            )
+            return oldest
+
+    def purposes_with_prefix(self, prefix: str, limit: int = 100) -> list[str]:
+        """The newest outbox purposes starting with `prefix` (alerts keep their state here)."""
+        with self.session() as s:
+            q = (select(OutboxMessage.purpose)
+                 .where(OutboxMessage.purpose.like(like_escape(prefix) + "%", escape="\\"))
+                 .order_by(OutboxMessage.id.desc()).limit(limit))
+            return list(s.scalars(q))
+
+    def existing_purposes(self, purposes: Sequence[str]) -> set[str]:
+        """Which of these outbox purposes are already queued or sent."""
+        found: set[str] = set()
+        items = list(dict.fromkeys(purposes))
+        with self.session() as s:
+            for i in range(0, len(items), 500):
+                chunk = items[i : i + 500]
+                found.update(s.scalars(select(OutboxMessage.purpose)
+                                       .where(OutboxMessage.purpose.in_(chunk))))
+        return found
+
+
+
+class OutboxTx(TxBase):
+    """The writes on the outbox inside one transaction."""
+
+    def auto_replies_since(self, address: str, since: datetime) -> int:
+        """Automatic replies queued to `address` since `since` (this transaction's included)."""
+        return int(self.c.execute(
+            _COUNT_AUTO, {"address": address.lower(), "since": since}).scalar() or 0)
+
+    def auto_replies_total_since(self, since: datetime) -> int:
+        """Automatic replies queued to anyone since `since` (this transaction's included).
+
+        Counted once per transaction and `since` (the scan is not cheap: no index leads
+        with created_at), then kept up to date by `enqueue`."""
+        if since not in self._auto_total:
+            self._auto_total[since] = int(
+                self.c.execute(_COUNT_AUTO_TOTAL, {"since": since}).scalar() or 0)
+        return self._auto_total[since]
+
+    def mark_bounced(self, message_ids: Sequence[str], now: datetime, *,
+                     hard: bool = True) -> int:
+        """Mark our outgoing messages that a delivery report returned as `bounced`, `hard`
+        or soft (failed with 4.x.x only, which bounce_news does not count). A hard report
+        upgrades an earlier soft bounce."""
+        if not message_ids:
+            return 0
+        upgrade = (OutboxMessage.state == "bounced") & (OutboxMessage.bounce == "soft")
+        res = self.s.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.message_id.in_(list(message_ids)))
+            .where(OutboxMessage.state.in_(("sent", "queued")) | (upgrade if hard else False))
+            .values(state="bounced", bounced_at=now, lease_until=None,
+                    bounce="hard" if hard else "soft")
+        )
+        return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+    def enqueue(self, mail: OutgoingMail, *, ticket_id: int | None, inbound_id: int | None,
+                due: datetime | None = None, now: datetime | None = None) -> bool:
+        """Queue a rendered reply; a second reply for the same purpose is not queued."""
+        now = now or utcnow()
+        recipient = mail.rcpt_to[0].lower()[:320] if mail.rcpt_to else None
+        result = self.c.execute(
+            _INSERT_OUTBOX[self.dialect],
+            {"purpose": mail.purpose, "message_id": mail.message_id, "kind": mail.kind,
+             "ticket_id": ticket_id, "inbound_id": inbound_id, "mail_from": mail.mail_from,
+             "rcpt_to": list(mail.rcpt_to), "raw": mail.raw, "state": "queued",
+             "attempts": 0, "next_attempt_at": due or now, "created_at": now,
+             "auto_recipient": recipient if mail.auto else None,
+             "priority": 1 if mail.bulk else 0, "recipient": recipient},
+        )
+        if mail.auto and result.rowcount:
+            for since in self._auto_total:
+                self._auto_total[since] += 1
+        return bool(result.rowcount)
+
