@@ -67,6 +67,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from mailbot.attachments import SavedAttachment
 from mailbot.contacts import Contact
 from mailbot.domain import LicenseRecord, Priority, TicketInfo, Tier
+from mailbot.domain import OutgoingMail as OutgoingMail  # the outbox API takes it
 from mailbot.errors import TemporaryIngestError
 
 log = logging.getLogger(__name__)
@@ -447,22 +448,6 @@ class ClaimedInbound:
     attempts: int
     # The claim's fencing token; None for rows handled without a claim (replay).
     token: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingMail:
-    """A rendered reply ready for the outbox."""
-
-    purpose: str
-    message_id: str
-    kind: str
-    mail_from: str
-    rcpt_to: tuple[str, ...]
-    raw: bytes
-    # An automatic reply (acknowledgement, rejection): counted by the per-sender rate limit.
-    auto: bool = False
-    # Bulk mail (news) waits behind service mail in the outbox (OutboxMessage.priority).
-    bulk: bool = False
 
 
 @dataclass(frozen=True, slots=True)
