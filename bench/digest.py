@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config, StoreConfig, load
-from mailbot.domain import Priority, TicketInfo
+from mailbot.domain import OutgoingMail, Priority, TicketInfo
 from mailbot.ingest.intake import save_raw_many
 from mailbot.replies.digest import MAX_LINES, DigestRenderer, build_digest
 
@@ -111,13 +111,15 @@ def bench_render(config: Config, n: int, repeat: int) -> bool:
     calendar = BusinessCalendar(config.calendar)
     renderer = DigestRenderer(config)
 
-    def once() -> tuple[bytes, tuple[str, ...]]:
+    def once() -> OutgoingMail | None:
         digest = build_digest(tickets, now=NOW, since=SINCE, calendar=calendar)
-        return renderer.render(digest, message_id=MESSAGE_ID, now=NOW)
+        return renderer.render(digest, message_id=MESSAGE_ID, now=NOW, purpose="digest:bench")
 
     t_build, digest = best_of(repeat, lambda: build_digest(tickets, now=NOW, since=SINCE,
                                                           calendar=calendar))
-    t_total, (raw, recipients) = best_of(repeat, once)
+    t_total, made = best_of(repeat, once)
+    assert made is not None
+    raw, recipients = made.raw, made.rcpt_to
     msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
     html_part = msg.get_body(("html",))
     assert html_part is not None
@@ -179,7 +181,7 @@ def bench_store(config: Config, n: int, repeat: int) -> bool:
     calendar = BusinessCalendar(config.calendar)
     t1 = time.perf_counter()
     renderer.render(build_digest(read, now=NOW, since=SINCE, calendar=calendar),
-                    message_id=MESSAGE_ID, now=NOW)
+                    message_id=MESSAGE_ID, now=NOW, purpose="digest:bench")
     t_digest = time.perf_counter() - t1
     print(f"store:  {n} tickets inserted in {t_fill:.2f} s; list_tickets(open, waiting) -> "
           f"{len(read)} in {t_read * 1000:.1f} ms (best of {repeat}); read + digest "

@@ -10,7 +10,7 @@ a realistic mix of tickets and rejections. Each stage is timed on its own, witho
 profiler, best of `--repeat` runs:
   * parse: mailbot.ingest.parse.parse(raw) per mail;
   * decide: mailbot.classify.decide.decide(mail, ctx) per mail;
-  * render_reply: ReplyRenderer.render_reply of a ticket acknowledgement per mail (the
+  * render_reply: ReplyRenderer.render of a ticket acknowledgement per mail (the
     decision of every mail recast as a TICKET with a ticket, so every mail gets a reply).
 Also prints bare email.message_from_bytes(policy=default) for reference.
 """
@@ -145,7 +145,8 @@ def main() -> int:
             pairs.append((mail, dataclasses.replace(d, kind=DecisionKind.TICKET), ticket))
         mid = "<ticket-T-2026-000001.1@estelar.example>"
         render_ms, replies = timed(
-            lambda t: renderer.render_reply(t[1], t[0], ticket=t[2], message_id=mid, now=NOW),
+            lambda t: renderer.render(t[1], t[0], ticket=t[2], message_id=mid, now=NOW,
+                                    purpose="ack:bench"),
             pairs, args.repeat,
         )
         made = sum(1 for r in replies if r is not None)

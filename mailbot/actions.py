@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,6 +23,7 @@ from mailbot.domain import (
     Decision,
     DecisionKind,
     Mail,
+    OutgoingMail,
     Priority,
     RuleResult,
     TicketInfo,
@@ -31,9 +31,10 @@ from mailbot.domain import (
     other_message_id,
     ticket_message_id,
 )
-from mailbot.replies.conversation import Built, ConversationRenderer
-from mailbot.replies.render import RenderedReply, ReplyRenderer
+from mailbot.replies.conversation import ConversationRenderer
+from mailbot.replies.render import ReplyRenderer
 from mailbot.store import LockedTicket, OutgoingMail, Transaction
+from mailbot.unsubscribe_token import token_in
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,8 @@ def render_replies(
     `raw` is the inbound message itself, needed only to pass a staff reply's attachments on.
     """
     domain = ctx.mailbox.message_id_domain
-    sender = ctx.mailbox.support_address
     conv = ctx.conversation
-    out: list[OutgoingMail] = []
-    reply: RenderedReply | None
+    out: list[OutgoingMail | None] = []
     kind = decision.kind
     # A forged staff reply is handled as customer mail; the staff see the warning in the
     # notice it causes, or in a notice of its own.
@@ -126,62 +125,49 @@ def render_replies(
     if kind is DecisionKind.TICKET:
         assert ticket is not None
         message_id = ticket_message_id(ticket.view.number, 1, domain)
-        reply = ctx.renderer.render_reply(
-            decision, mail, ticket=ticket.view, message_id=message_id, now=now
-        )
-        if reply is not None:
-            out.append(_outgoing(reply, f"ack:{inbound_id}", "ack", sender))
+        out.append(ctx.renderer.render(decision, mail, ticket=ticket.view,
+                                       message_id=message_id, now=now,
+                                       purpose=f"ack:{inbound_id}"))
         info = _new_ticket_info(ticket.view, decision, mail)
-        notice = conv.notice(event="new", ticket=info, customer=decision.customer,
-                             entitlement_end=decision.entitlement_end, mail=mail,
-                             text=body, inbound_id=inbound_id, now=now,
-                             suspicious=suspicious)
-        if notice is not None:
-            out.append(_built(notice, f"notice:{inbound_id}", "notice", sender))
+        out.append(conv.notice(event="new", ticket=info, customer=decision.customer,
+                               entitlement_end=decision.entitlement_end, mail=mail,
+                               text=body, inbound_id=inbound_id, now=now,
+                               purpose=f"notice:{inbound_id}", suspicious=suspicious))
         if info.priority is Priority.EMERGENCY and ctx.emergency_recipients:
-            alert = conv.staff_alert(
+            out.append(conv.staff_alert(
                 kind="emergency", ticket=info, recipients=ctx.emergency_recipients,
                 message_id=ticket_message_id(info.number, f"x{inbound_id}", domain), now=now,
-                text=newest)
-            if alert is not None:
-                out.append(_built(alert, f"emergency:{inbound_id}", "emergency", sender))
+                purpose=f"emergency:{inbound_id}", text=newest))
     elif kind in REJECTIONS:
         message_id = other_message_id(f"reject-{inbound_id}", domain)
-        reply = ctx.renderer.render_reply(decision, mail, ticket=None, message_id=message_id,
-                                          now=now)
-        if reply is not None:
-            out.append(_outgoing(reply, f"reject:{inbound_id}", kind.value, sender))
+        out.append(ctx.renderer.render(decision, mail, ticket=None, message_id=message_id,
+                                       now=now, purpose=f"reject:{inbound_id}"))
     elif kind is DecisionKind.FOLLOWUP and decision.ticket is not None:
-        notice = conv.notice(event="followup", ticket=decision.ticket, customer=decision.customer,
-                             entitlement_end=None, mail=mail, text=newest,
-                             inbound_id=inbound_id, now=now, suspicious=suspicious)
-        if notice is not None:
-            out.append(_built(notice, f"notice:{inbound_id}", "notice", sender))
+        out.append(conv.notice(event="followup", ticket=decision.ticket,
+                               customer=decision.customer, entitlement_end=None, mail=mail,
+                               text=newest, inbound_id=inbound_id, now=now,
+                               purpose=f"notice:{inbound_id}", suspicious=suspicious))
     elif kind is DecisionKind.STAFF_REPLY and decision.ticket is not None:
         if decision.command_errors:
-            error = conv.command_error(mail=mail, ticket_number=decision.ticket.number,
-                                       errors=decision.command_errors, inbound_id=inbound_id,
-                                       now=now)
-            if error is not None:
-                out.append(_built(error, f"cmderr:{inbound_id}", "command_error", sender))
+            out.append(conv.command_error(mail=mail, ticket_number=decision.ticket.number,
+                                          errors=decision.command_errors,
+                                          inbound_id=inbound_id, now=now,
+                                          purpose=f"cmderr:{inbound_id}"))
         elif relays_to_customer(decision, mail):
-            relay = conv.relay(ticket=decision.ticket, decision=decision, mail=mail, raw=raw,
-                               inbound_id=inbound_id, now=now)
-            if relay is not None:
-                out.append(_built(relay, f"relay:{inbound_id}", "relay", sender))
+            out.append(conv.relay(ticket=decision.ticket, decision=decision, mail=mail, raw=raw,
+                                  inbound_id=inbound_id, now=now, purpose=f"relay:{inbound_id}"))
     elif kind is DecisionKind.QUARANTINED and "tell_sender" in decision.flags:
         message_id = other_message_id(f"limit-{inbound_id}", domain)
-        reply = ctx.renderer.render_reply(decision, mail, ticket=None, message_id=message_id,
-                                          now=now, template="reject_too_large")
-        if reply is not None:
-            out.append(_outgoing(reply, f"reject:{inbound_id}", "reject_too_large", sender))
-    if suspicious and decision.ticket is not None and not any(o.kind == "notice" for o in out):
-        warn = conv.notice(event="followup", ticket=decision.ticket, customer=decision.customer,
-                           entitlement_end=None, mail=mail, text=body,
-                           inbound_id=inbound_id, now=now, suspicious=suspicious)
-        if warn is not None:
-            out.append(_built(warn, f"notice:{inbound_id}", "notice", sender))
-    return tuple(out)
+        out.append(ctx.renderer.render(decision, mail, ticket=None, message_id=message_id,
+                                       now=now, purpose=f"reject:{inbound_id}",
+                                       template="reject_too_large"))
+    if suspicious and decision.ticket is not None and not any(
+            o is not None and o.kind == "notice" for o in out):
+        out.append(conv.notice(event="followup", ticket=decision.ticket,
+                               customer=decision.customer, entitlement_end=None, mail=mail,
+                               text=body, inbound_id=inbound_id, now=now,
+                               purpose=f"notice:{inbound_id}", suspicious=suspicious))
+    return tuple(o for o in out if o is not None)
 
 
 def relays_to_customer(decision: Decision, mail: Mail) -> bool:
@@ -211,23 +197,6 @@ def _new_ticket_info(view: TicketView, decision: Decision, mail: Mail) -> Ticket
         license=view.license, priority=view.priority, language=decision.language,
         opened_at=view.opened_at, deadline=view.deadline,
     )
-
-
-def _outgoing(reply: RenderedReply, purpose: str, kind: str, mail_from: str) -> OutgoingMail:
-    return OutgoingMail(
-        purpose=purpose,
-        message_id=reply.message_id,
-        kind=kind,
-        mail_from=mail_from,
-        rcpt_to=(reply.recipient,),
-        raw=reply.raw,
-        auto=True,
-    )
-
-
-def _built(built: Built, purpose: str, kind: str, mail_from: str) -> OutgoingMail:
-    return OutgoingMail(purpose=purpose, message_id=built.message_id, kind=kind,
-                        mail_from=mail_from, rcpt_to=built.recipients, raw=built.raw)
 
 
 def reasons_json(decision: Decision) -> list[dict[str, object]]:
@@ -388,12 +357,10 @@ def enqueue_replies(tx: Transaction, replies: tuple[OutgoingMail, ...], *, ticke
 def unsubscribed_addresses(tx: Transaction, mail: Mail, unsubscribe_address: str) -> list[str]:
     """Who an unsubscribe request is for: the address a mailing's token names (the
     `List-Unsubscribe` mailto, which may be answered from another address), and the sender."""
-    local, _, domain = unsubscribe_address.lower().partition("@")
     found: list[str] = []
     for address in mail.recipients():
-        m = re.fullmatch(rf"{re.escape(local)}\+([0-9a-f]{{20}})@{re.escape(domain)}",
-                         address.strip().lower())
-        email = tx.news_token_email(m.group(1)) if m else None
+        token = token_in(address, unsubscribe_address)
+        email = tx.news_token_email(token) if token else None
         if email and email not in found:
             found.append(email)
     if mail.from_addr and mail.from_addr.lower() not in found:

@@ -29,9 +29,11 @@ from mailbot import metrics
 from mailbot.config import Config
 from mailbot.domain import LOOP_HEADER, other_message_id
 from mailbot.health import Report, age_text
-from mailbot.replies.conversation import POLICY, checked_bytes
-from mailbot.replies.render import clean_header_text, template_environments, valid_address
-from mailbot.store import OutgoingMail, Store
+from mailbot.replies.conversation import ConversationRenderError
+from mailbot.replies.layout import template_environments
+from mailbot.replies.mime import POLICY, outgoing, valid_address
+from mailbot.replies.sanitize import clean_header_text
+from mailbot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +176,8 @@ class Alerts:
         msg[LOOP_HEADER] = box.support_address
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(body, cte="quoted-printable")
-        mail = OutgoingMail(purpose=purpose, message_id=message_id, kind="alert",
-                            mail_from=box.support_address, rcpt_to=to,
-                            raw=checked_bytes(msg, to))
+        mail = outgoing(msg, to, purpose=purpose, kind="alert", message_id=message_id,
+                        mail_from=box.support_address, error=ConversationRenderError)
         try:
             with self.store.transaction() as tx:
                 return tx.enqueue(mail, ticket_id=None, inbound_id=None, now=now)

@@ -87,6 +87,9 @@ class Mail:
     original_ids: tuple[str, ...] = ()
     delivery_outcome: str = "unknown"
     attached_text: str = ""
+    # Whether `from_addr` is the From header's address (False: parsing fell back to Sender
+    # or Reply-To, which an automatic reply never goes to).
+    from_header: bool = True
 
     def header(self, name: str) -> str | None:
         """First value of header `name` (case-insensitive), or None."""
@@ -194,14 +197,6 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
-class Deadline:
-    """A ticket's due instant, computed in the business calendar."""
-
-    due: datetime
-    working_hours: float
-
-
-@dataclass(frozen=True, slots=True)
 class TicketView:
     """What a reply needs to know about a ticket."""
 
@@ -212,6 +207,24 @@ class TicketView:
     deadline: datetime
     customer_email: str
     license: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMail:
+    """A rendered mail as it will be sent, from the renderer to the outbox: its bytes
+    (serialized and checked once, see `mailbot.replies.mime.checked_bytes`), envelope and
+    outbox bookkeeping. `purpose` is the outbox's unique key (one mail per purpose)."""
+
+    purpose: str
+    message_id: str
+    kind: str
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    raw: bytes
+    # An automatic reply (acknowledgement, rejection): counted by the per-sender rate limit.
+    auto: bool = False
+    # Bulk mail (news) waits behind service mail in the outbox (OutboxMessage.priority).
+    bulk: bool = False
 
 
 def ticket_message_id(ticket_number: str, sequence: int | str, domain: str) -> str:

@@ -40,11 +40,14 @@ from jinja2.sandbox import SandboxedEnvironment
 from mailbot.classify.entitlement import PRAGUE, entitlement_at
 from mailbot.config import Config
 from mailbot.contacts import Contact
-from mailbot.domain import LOOP_HEADER, LicenseRecord, other_message_id
+from mailbot.domain import LOOP_HEADER, LicenseRecord, OutgoingMail, other_message_id
 from mailbot.errors import ConfigError
-from mailbot.replies.conversation import POLICY, checked_bytes
-from mailbot.replies.render import clean_header_text, format_date, valid_address
-from mailbot.store import OutgoingMail, Store, bounded_purpose
+from mailbot.replies.conversation import ConversationRenderError
+from mailbot.replies.language import choose_language, format_date
+from mailbot.replies.mime import POLICY, outgoing, set_bodies, valid_address
+from mailbot.replies.sanitize import clean_header_text
+from mailbot.store import Store, bounded_purpose
+from mailbot.unsubscribe_token import new_token, token_address
 
 AUDIENCES = ("supported", "start", "expired_90", "all")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}")
@@ -175,6 +178,7 @@ class NewsRenderer:
     def __init__(self, config: Config) -> None:
         self._box = config.mailbox
         self._news = config.news
+        self._default_language = config.replies.default_language
         self._env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         self._compiled: dict[str, Template] = {}  # campaign body → its template, compiled once
 
@@ -185,12 +189,13 @@ class NewsRenderer:
         return template
 
     def render(self, campaign: Campaign, contact: Contact, record: LicenseRecord,
-               token: str, now: datetime) -> tuple[bytes, str] | None:
-        """(raw message, Message-ID) for `contact`, or None for an invalid address."""
+               token: str, now: datetime, purpose: str) -> OutgoingMail | None:
+        """The campaign's mail to `contact` as the outbox row `purpose` (kind "news", bulk),
+        or None for an invalid address."""
         to = valid_address(contact.email)
         if to is None:
             return None
-        lang = contact.language if contact.language in ("cs", "en") else "cs"
+        lang = choose_language(contact.language, self._default_language)
         _, ends_on = entitlement_at(record, now)
         values = {"name": contact.name, "license": record.license, "tier": record.tier.value,
                   "support_end": format_date(ends_on, lang) if ends_on else ""}
@@ -205,8 +210,7 @@ class NewsRenderer:
         # find the recipient by the outbox row of this Message-ID.
         message_id = other_message_id(f"news-{run}-{secrets.token_hex(10)}",
                                       self._box.message_id_domain)
-        local, _, domain = self._box.unsubscribe_address.partition("@")
-        mailto = f"mailto:{local}+{token}@{domain}"
+        mailto = f"mailto:{token_address(self._box.unsubscribe_address, token)}"
         links = [f"<{mailto}>"]
         if self._news.base_url:
             links.append(f"<{self._news.base_url.rstrip('/')}/unsubscribe/{token}>")
@@ -224,15 +228,10 @@ class NewsRenderer:
         msg["Precedence"] = "bulk"
         msg["Auto-Submitted"] = "auto-generated"
         msg[LOOP_HEADER] = self._box.support_address
-        msg.set_content(source, cte="quoted-printable")
-        msg.add_alternative(f"<!DOCTYPE html><html lang=\"{lang}\"><body>{html}</body></html>",
-                            subtype="html", cte="quoted-printable")
-        return checked_bytes(msg, (to,)), message_id
-
-
-def new_token() -> str:
-    """A per-recipient unsubscribe token (20 hex characters, 80 random bits)."""
-    return secrets.token_hex(10)
+        set_bodies(msg, source, f"<!DOCTYPE html><html lang=\"{lang}\"><body>{html}</body></html>")
+        return outgoing(msg, (to,), purpose=purpose, kind="news", message_id=message_id,
+                        mail_from=self._box.support_address, error=ConversationRenderError,
+                        rcpt_to=(contact.email,), bulk=True)
 
 
 def recipients(store: Store, campaign: Campaign, now: datetime
@@ -257,15 +256,11 @@ def queue_campaign(store: Store, config: Config, campaign: Campaign, now: dateti
         batch = []
         for i, (contact, record) in enumerate(todo[start : start + 500], start):
             token = new_token()
-            made = renderer.render(campaign, contact, record, token, now)
+            made = renderer.render(campaign, contact, record, token, now, purposes[contact.email])
             if made is None:
                 continue
-            raw, message_id = made
             due = now + timedelta(seconds=60 * i / rate) if rate else now
-            batch.append((token, contact.email, OutgoingMail(
-                purpose=purposes[contact.email], message_id=message_id, kind="news", bulk=True,
-                mail_from=config.mailbox.support_address, rcpt_to=(contact.email,), raw=raw),
-                due))
+            batch.append((token, contact.email, made, due))
         with store.transaction() as tx:
             for token, address, out, due in batch:
                 if tx.enqueue(out, ticket_id=None, inbound_id=None, due=due, now=now):

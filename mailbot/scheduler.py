@@ -25,12 +25,19 @@ from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config
 from mailbot.errors import ConfigError
 from mailbot.classify.entitlement import support_end
-from mailbot.domain import LicenseRecord, TicketInfo, Tier, other_message_id, ticket_message_id
-from mailbot.replies.conversation import Built, ConversationRenderer
-from mailbot.replies.render import valid_address
+from mailbot.domain import (
+    LicenseRecord,
+    OutgoingMail,
+    TicketInfo,
+    Tier,
+    other_message_id,
+    ticket_message_id,
+)
+from mailbot.replies.conversation import ConversationRenderer
+from mailbot.replies.mime import valid_address
 from mailbot.retention import PurgeReport, purge
 from mailbot.contacts import Contact
-from mailbot.store import OutgoingMail, Store, bounded_purpose
+from mailbot.store import Store, bounded_purpose
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +57,8 @@ class Job:
     due: datetime
 
 
-DigestBuilder = Callable[[list[TicketInfo], datetime, date], tuple[bytes, tuple[str, ...], str] | None]
-"""(open tickets, now, day) → (raw digest, recipients, Message-ID), or None for no digest."""
+DigestBuilder = Callable[[list[TicketInfo], datetime, date], OutgoingMail | None]
+"""(open tickets, now, day) → the day's digest mail, or None for no digest."""
 
 
 class Scheduler:
@@ -147,7 +154,7 @@ class Scheduler:
             return (job.ticket.assignee,)
         return tuple(box.staff_notify)
 
-    def _render(self, job: Job, now: datetime) -> Built | None:
+    def _render(self, job: Job, now: datetime) -> OutgoingMail | None:
         domain = self.config.mailbox.message_id_domain
         letter = {"reminder": "m", "escalation": "e", "wait_reminder": "w", "wait_closed": "c"}
         message_id = ticket_message_id(job.ticket.number, f"{letter[job.kind]}{_stamp(job.due)}",
@@ -155,9 +162,10 @@ class Scheduler:
         if job.kind in ("reminder", "escalation"):
             return self.renderer.staff_alert(kind=job.kind, ticket=job.ticket,
                                              recipients=self._recipients(job),
-                                             message_id=message_id, now=now)
+                                             message_id=message_id, now=now,
+                                             purpose=job.purpose)
         return self.renderer.customer_note(kind=job.kind, ticket=job.ticket,
-                                           message_id=message_id, now=now)
+                                           message_id=message_id, now=now, purpose=job.purpose)
 
     def _run(self, job: Job, now: datetime) -> bool:
         built = self._render(job, now)
@@ -177,11 +185,7 @@ class Scheduler:
                 if job.kind.startswith("wait") and (
                         ticket.state != "waiting" or ticket.waiting_since != job.ticket.waiting_since):
                     return False
-                if not tx.enqueue(
-                        OutgoingMail(purpose=job.purpose, message_id=built.message_id,
-                                     kind=job.kind, mail_from=self.sender,
-                                     rcpt_to=built.recipients, raw=built.raw),
-                        ticket_id=locked.id, inbound_id=None, now=now):
+                if not tx.enqueue(built, ticket_id=locked.id, inbound_id=None, now=now):
                     return False
                 tx.add_ticket_event(locked.id, job.kind, detail=job.due.isoformat())
                 if job.kind == "wait_closed":
@@ -270,10 +274,9 @@ class Scheduler:
             message_id = other_message_id(f"notice-{token}",
                                           self.config.mailbox.message_id_domain)
             built = self.renderer.license_notice(contact=contact, record=record, ends_on=end,
-                                                 days_left=left, message_id=message_id, now=now)
-            if built is not None and self._enqueue_one(OutgoingMail(
-                    purpose=purpose, message_id=message_id, kind="start_notice",
-                    mail_from=self.sender, rcpt_to=built.recipients, raw=built.raw), now):
+                                                 days_left=left, message_id=message_id, now=now,
+                                                 purpose=purpose)
+            if built is not None and self._enqueue_one(built, now):
                 queued.append(purpose)
         return queued
 
@@ -294,10 +297,7 @@ class Scheduler:
             self._digest_skipped = day
             log.info("daily digest for %s skipped: nothing to report", day)
             return False
-        raw, recipients, message_id = made
-        return self._enqueue_one(OutgoingMail(purpose=f"digest:{day}", message_id=message_id,
-                                              kind="digest", mail_from=self.sender,
-                                              rcpt_to=recipients, raw=raw), now)
+        return self._enqueue_one(made, now)
 
 
 def previous_digest(calendar: BusinessCalendar, day: date, at: time) -> datetime:
@@ -321,14 +321,12 @@ def digest_builder(config: Config) -> DigestBuilder | None:
     calendar = BusinessCalendar(config.calendar)
     at = time.fromisoformat(config.schedule.digest_time)
 
-    def build(tickets: list[TicketInfo], now: datetime, day: date
-              ) -> tuple[bytes, tuple[str, ...], str] | None:
+    def build(tickets: list[TicketInfo], now: datetime, day: date) -> OutgoingMail | None:
         digest = build_digest(tickets, now=now, since=previous_digest(calendar, day, at),
                               calendar=calendar)
         if not (digest.new or digest.open or config.schedule.digest_when_empty):
             return None
         message_id = f"<mailbot-digest-{day:%Y%m%d}@{config.mailbox.message_id_domain}>"
-        raw, recipients = renderer.render(digest, message_id=message_id, now=now)
-        return (raw, recipients, message_id) if recipients else None
+        return renderer.render(digest, message_id=message_id, now=now, purpose=f"digest:{day}")
 
     return build

@@ -6,7 +6,7 @@ POST to that URL. This server answers it, in plain HTTP on loopback (`news.http_
 `news.http_port`): HTTPS belongs to the reverse proxy in front, which serves `base_url` and
 forwards its ``/unsubscribe/`` path here (with base_url's path prefix or without it).
 
-Routes (the token: 20 lower-case hex characters, see `mailbot.news.new_token`):
+Routes (the token: 20 lower-case hex characters, see `mailbot.unsubscribe_token`):
 
 * ``POST /unsubscribe/TOKEN`` with the body ``List-Unsubscribe=One-Click`` (form-urlencoded
   or multipart/form-data, RFC 8058 §3.1) or an empty body: the token's address is
@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mailbot.config import Config
 from mailbot.store import Store, utcnow
+from mailbot.unsubscribe_token import is_token
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ MAX_BODY = 1024
 TIMEOUT_SECONDS = 10.0
 MAX_CONNECTIONS = 64
 
-_TOKEN = re.compile(r"[0-9a-f]{20}")
 _TCHARS = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods, field names
 _TARGET = re.compile(r"[\x21-\x7e]+")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
@@ -324,7 +324,7 @@ class UnsubscribeServer:
             return _text(405, "Použijte GET nebo POST / Method not allowed",
                          ("Allow", "GET, POST"))
         token = m.group(1)
-        if not _TOKEN.fullmatch(token):
+        if not is_token(token):
             return _text(404, NOT_FOUND)
         if request.method == "POST" and not is_one_click(request.headers.get("content-type"),
                                                          request.body):

@@ -15,7 +15,7 @@ from mailbot.classify.rules import (
     entitlement_end,
     known_ticket,
     mail_language,
-    ticket_info,
+    ticket_by_ref,
 )
 from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, StaffCommand
 
@@ -68,7 +68,7 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
         if related is None and "unaligned_sender" in flags:  # a forged From: refer, not join
             related = known_ticket(mail, ctx)
     elif final.ticket_ref is not None:
-        ticket = ticket_info(final.ticket_ref, ctx)
+        ticket = ticket_by_ref(final.ticket_ref, ctx)
         if ticket is not None and ticket.license:
             customer = ctx.registry.get(ticket.license)
         if final.kind is DecisionKind.STAFF_REPLY:
@@ -78,7 +78,7 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
         bounced, bounce_hard = bounced_mail(mail, ctx.message_id_domain)
     if "suspicious_staff" in flags and ticket is None:
         ref = known_ticket(mail, ctx)  # the ticket a forged staff reply pretends to answer
-        ticket = ticket_info(ref, ctx) if ref else None
+        ticket = ticket_by_ref(ref, ctx) if ref else None
     return Decision(
         kind=final.kind,
         reasons=tuple(reasons),

@@ -107,11 +107,6 @@ def phrase_set(phrases: Iterable[str]) -> PhraseSet:
     return found
 
 
-def find_phrase(text: str, phrases: Iterable[str]) -> str | None:
-    """The first phrase that occurs in folded `text`, or None."""
-    return phrase_set(phrases).first(text)
-
-
 class CompiledRule:
     """A :class:`PhraseRule` with its phrase lists compiled."""
 

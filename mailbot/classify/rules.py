@@ -33,7 +33,6 @@ from mailbot.classify.text import (
     readable_text,
     sentences,
     split_body,
-    strip_subject_prefixes,
 )
 from mailbot.domain import (
     LOOP_HEADER,
@@ -43,6 +42,8 @@ from mailbot.domain import (
     Priority,
     TicketInfo,
 )
+from mailbot.subjects import strip_subject_prefixes
+from mailbot.unsubscribe_token import without_tag
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -210,11 +211,6 @@ _compiled: IdentityCache[ClassifyConfig, _Compiled] = IdentityCache(_Compiled, 1
 """The compiled form of the `[classify]` settings (the config is frozen)."""
 
 
-def _word_sets(settings: ClassifyConfig) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    c = _compiled(settings)
-    return c.stopwords, c.english, c.czech
-
-
 class MailFacts:
     """What the rules derive from one mail's text, each computed once and shared.
 
@@ -327,11 +323,6 @@ def body_text(mail: Mail) -> str:
     return readable_text(mail.text, mail.html)
 
 
-def body_parts(mail: Mail) -> BodyParts:
-    """The body split into own text, quotes, forwarded mail and signature."""
-    return split_body(body_text(mail), mail.subject)
-
-
 def request_sentences(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
     """Folded sentences of the customer's own words: the subject and the new text.
 
@@ -427,7 +418,7 @@ def known_ticket(mail: Mail, ctx: RuleContext) -> str | None:
     return ctx.known_tickets.by_message_ids(ids[-20:]) if ids else None
 
 
-def ticket_info(ref: str, ctx: RuleContext) -> TicketInfo | None:
+def ticket_by_ref(ref: str, ctx: RuleContext) -> TicketInfo | None:
     """What the store knows of ticket `ref` (None in dry-run or when only existence is known)."""
     return ctx.known_tickets.get(ref) if ctx.known_tickets is not None else None
 
@@ -477,7 +468,7 @@ def closed_ticket(mail: Mail, ctx: RuleContext) -> TicketInfo | None:
     """The referenced ticket of this sender closed longer ago than the reopen window, if any:
     the mail is then a new request that refers to it."""
     ref = known_ticket(mail, ctx)
-    ticket = ticket_info(ref, ctx) if ref else None
+    ticket = ticket_by_ref(ref, ctx) if ref else None
     if ticket is None or not _closed_long_ago(ticket, ctx) or not sender_belongs(mail, ticket, ctx):
         return None
     return ticket
@@ -649,7 +640,7 @@ def unsubscribe_request(mail: Mail, ctx: RuleContext) -> Finding | None:
     words in a mail that refers to no ticket: unsubscribe words in a ticket's mail ("how do
     I unsubscribe from the nightly export report?") are about the ticket, which keeps it."""
     # A mailing's List-Unsubscribe address carries a token: novinky-odhlaseni+<token>@…
-    recipients = {re.sub(r"\+[^@]*@", "@", a, count=1) for a in mail.recipients()}
+    recipients = {without_tag(a) for a in mail.recipients()}
     if ctx.unsubscribe_address in recipients:
         return Finding(DecisionKind.UNSUBSCRIBE, f"to {ctx.unsubscribe_address}")
     facts = mail_facts(mail, ctx)
@@ -704,7 +695,7 @@ def followup(mail: Mail, ctx: RuleContext) -> Finding | None:
     ref = known_ticket(mail, ctx)
     if ref is None:
         return None
-    ticket = ticket_info(ref, ctx)
+    ticket = ticket_by_ref(ref, ctx)
     if ticket is None:
         return Finding(DecisionKind.FOLLOWUP, ref, ticket_ref=ref)
     if sender_unaligned(mail, ctx):

@@ -325,18 +325,6 @@ def sentences(text: str) -> tuple[str, ...]:
     return tuple(s for s in (fold(part) for part in _SENTENCE_END.split(text)) if s)
 
 
-# Possessive, and no two whitespace runs side by side: "Re" + 199,000 spaces was quadratic.
-_REPLY_PREFIX = re.compile(
-    r"\s*+(?:(?:re|aw|odp|sv|vs|antw|fw|fwd|wg|tr|pr|r)(?:\s*+\[\d++\])?+\s*+:\s*+)++", re.I
-)
-
-
-def strip_subject_prefixes(subject: str) -> str:
-    """The subject without its Re:/AW:/Fwd:/Odp: prefixes."""
-    m = _REPLY_PREFIX.match(subject)
-    return (subject[m.end() :] if m else subject).strip()
-
-
 _WORD = re.compile(r"[^\W\d_]{3,}")
 
 

@@ -79,12 +79,12 @@ def news_preview(name: str, out_dir: Path | None, limit: int, test_to: str | Non
     click.echo(f"{name}: audience {campaign.audience}, {len(people)} recipient(s)")
     renderer = NewsRenderer(cfg)
     for i, (contact, record) in enumerate(people[:limit]):
-        made = renderer.render(campaign, contact, record, "0" * 20, now)
+        made = renderer.render(campaign, contact, record, "0" * 20, now, "preview")
         if made is None:
             continue
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / f"{i + 1}.eml").write_bytes(made[0])
+            (out_dir / f"{i + 1}.eml").write_bytes(made.raw)
         click.echo(f"  {contact.email} ({contact.language}, {record.license})")
     if test_to is not None:
         if not people:
@@ -93,10 +93,10 @@ def news_preview(name: str, out_dir: Path | None, limit: int, test_to: str | Non
         test = dataclasses.replace(
             campaign, subjects={k: f"[TEST] {v}" for k, v in campaign.subjects.items()})
         made = renderer.render(test, dataclasses.replace(contact, email=test_to), record,
-                               "0" * 20, now)
+                               "0" * 20, now, "preview")
         if made is None:
             raise click.ClickException(f"--to {test_to!r}: not a valid address")
-        _send_now(cfg, made[0], test_to)
+        _send_now(cfg, made.raw, test_to)
 
 
 def _send_now(cfg: Config, raw: bytes, to: str) -> None:

@@ -573,10 +573,12 @@ def _parse(data: bytes) -> Mail:
         return values[0] if values else None
 
     from_name, from_addr = "", None
+    from_header = True  # whether from_addr is From's (a reply goes nowhere else)
     for field in ("from", "sender", "reply-to"):
         boxes = _mailboxes(raw_values.get(field, ()), hints, angle_first=True)
         if boxes:
             from_name, from_addr = boxes[0]
+            from_header = field == "from"
             break
 
     date = _date(first("date"))
@@ -618,6 +620,7 @@ def _parse(data: bytes) -> Mail:
         # Only a report about some message is worth a second walk of the parts.
         delivery_outcome=delivery_outcome(msg) if original_ids else UNKNOWN,
         attached_text=attached_text,
+        from_header=from_header,
     )
 
 

@@ -11,7 +11,10 @@
 - **Command error** back to a staff member whose reply had an unknown `#command`.
 
 Headers are built with `email.policy.SMTP` header objects from cleaned values only, and the
-serialized message is re-parsed to prove no header or recipient was smuggled in.
+serialized message is re-parsed to prove no header or recipient was smuggled in
+(:mod:`.mime`); each method returns the one checked `OutgoingMail` the outbox takes, or None
+when there is nobody valid to send it to. Subjects and the language come from
+:mod:`.language`, the HOTLINE START notices' subjects from their templates like the bodies.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import email.policy
 import email.utils
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
@@ -38,24 +40,36 @@ from mailbot.domain import (
     Decision,
     LicenseRecord,
     Mail,
+    OutgoingMail,
     Priority,
     TicketInfo,
     other_message_id,
     ticket_message_id,
 )
 from mailbot.errors import MailbotError
-from mailbot.replies.render import checked_bytes as render_checked_bytes
-from mailbot.replies.render import (
-    clean_header_text,
+from mailbot.replies.language import (
+    LANGUAGES,
+    alert_subject,
+    choose_language,
+    command_error_subject,
     format_date,
     format_deadline,
-    template_environments,
-    valid_address,
+    notice_subject,
+    ticket_reply_subject,
 )
+from mailbot.replies.layout import template_environments
+from mailbot.replies.mime import (
+    POLICY,
+    message_ids,
+    outgoing,
+    set_bodies,
+    valid_address,
+    valid_message_id,
+)
+from mailbot.replies.sanitize import clean_header_text
 
 log = logging.getLogger(__name__)
 
-POLICY: Final = email.policy.SMTP
 TEXT_LIMIT: Final = 20_000
 ATTACHMENTS_LIMIT: Final = 20 * 1024 * 1024
 _MIME_PARSER = email.parser.BytesParser(policy=email.policy.default)
@@ -66,18 +80,12 @@ SCHEDULED: Final = ("staff/reminder", "staff/escalation", "staff/emergency",
                     "notices/start_expiry", "notices/start_ended")
 """Templates of the timed and alert mails (text only)."""
 
+SUBJECTS: Final = ("notices/start_expiry", "notices/start_ended")
+"""Templates whose subject is a template too (``<name>.<lang>.subject.j2``)."""
+
 
 class ConversationRenderError(MailbotError):
     """A conversation mail could not be built safely."""
-
-
-@dataclass(frozen=True, slots=True)
-class Built:
-    """A built message, its bytes, envelope recipients and Message-ID."""
-
-    raw: bytes
-    recipients: tuple[str, ...]
-    message_id: str
 
 
 def _text(value: str, limit: int = TEXT_LIMIT) -> str:
@@ -96,14 +104,18 @@ class ConversationRenderer:
         self._notices = config.notices
         self._zone = config.calendar.zone
         self._secret = token_secret
+        self._default_language = config.replies.default_language
         self._domain = box.message_id_domain
         self._support_name = clean_header_text(box.support_name, 100)
         self._text_env, self._html_env = template_environments(
             config.path(config.replies.templates_dir))
         for name in ("staff/notice", "staff/command_error", "replies/relay", *SCHEDULED):
-            for lang in ("cs", "en"):
+            for lang in LANGUAGES:
                 self._text_env.get_template(f"{name}.{lang}.txt.j2")
-        for lang in ("cs", "en"):
+        for name in SUBJECTS:
+            for lang in LANGUAGES:
+                self._text_env.get_template(f"{name}.{lang}.subject.j2")
+        for lang in LANGUAGES:
             self._html_env.get_template(f"staff/notice.{lang}.html.j2")
 
     # --- notices to staff ----------------------------------------------------------------
@@ -119,8 +131,9 @@ class ConversationRenderer:
         text: str,
         inbound_id: int,
         now: datetime,
+        purpose: str,
         suspicious: str = "",
-    ) -> Built | None:
+    ) -> OutgoingMail | None:
         """The staff notice of `event` ("new" ticket or customer "followup")."""
         recipients = tuple(a for a in self._box.staff_notify if valid_address(a))
         if not recipients:
@@ -154,16 +167,14 @@ class ConversationRenderer:
         msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
         msg["To"] = ", ".join(recipients)
         msg["Reply-To"] = reply_to
-        prefix = {"cs": "HAVÁRIE ", "en": "EMERGENCY "}[lang] if emergency else ""
-        msg["Subject"] = clean_header_text(f"{prefix}[#{ticket.number}] {ticket.subject}", 250)
+        msg["Subject"] = notice_subject(ticket.number, ticket.subject, lang, emergency=emergency)
         message_id = ticket_message_id(ticket.number, f"n{inbound_id}", self._domain)
         self._common(msg, message_id, now)
         ack = ticket_message_id(ticket.number, 1, self._domain)
         msg["References"] = ack
         msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: a notification, not a reply
-        msg.set_content(body, cte="quoted-printable")
-        msg.add_alternative(html, subtype="html", cte="quoted-printable")
-        return Built(checked_bytes(msg, recipients), recipients, message_id)
+        set_bodies(msg, body, html)
+        return self._outgoing(msg, recipients, purpose, "notice", message_id)
 
     # --- staff reply relayed to the customer ---------------------------------------------
 
@@ -176,14 +187,15 @@ class ConversationRenderer:
         raw: bytes | None,
         inbound_id: int,
         now: datetime,
-    ) -> Built | None:
+        purpose: str,
+    ) -> OutgoingMail | None:
         """The staff reply as the customer receives it (None: no valid customer address)."""
         to = valid_address(ticket.customer_email)
         if to is None:
             log.warning("ticket %s: customer address %r invalid, reply not relayed",
                         ticket.number, ticket.customer_email)
             return None
-        lang = ticket.language if ticket.language in ("cs", "en") else "cs"
+        lang = choose_language(ticket.language, self._default_language)
         body = self._text_env.get_template(f"replies/relay.{lang}.txt.j2").render(
             text=_text(decision.staff_text), ticket_number=ticket.number,
             support_name=self._support_name, support_address=self._box.support_address)
@@ -198,28 +210,22 @@ class ConversationRenderer:
             msg["From"] = Address(clean_header_text(shown, 150),
                                   addr_spec=self._box.support_address)
         msg["To"] = Address(clean_header_text(ticket.customer_name, 100), addr_spec=to)
-        subject = clean_header_text(ticket.subject, 200) or "(bez předmětu)"
-        msg["Subject"] = clean_header_text(f"Re: [#{ticket.number}] {subject}", 250)
+        msg["Subject"] = ticket_reply_subject(ticket.subject, ticket.number)
         message_id = ticket_message_id(ticket.number, f"r{inbound_id}", self._domain)
         self._common(msg, message_id, now)
-        ack = ticket_message_id(ticket.number, 1, self._domain)
-        # The stored ids are the customer's, as their mails had them: only well-formed ones.
-        last = _message_ids(ticket.last_message_id)
-        msg["In-Reply-To"] = last[0] if last else ack
-        msg["References"] = " ".join(
-            _message_ids(ticket.first_message_id, ack, ticket.last_message_id))
-        msg.set_content(body, cte="quoted-printable")
+        self._thread_under_customer(msg, ticket)
+        set_bodies(msg, body)
         for filename, ctype, payload, charset in attachments_of(raw) if raw else ():
             maintype, _, subtype = ctype.partition("/")
             params = {"charset": charset} if charset else {}
             msg.add_attachment(payload, maintype=maintype, subtype=subtype, filename=filename,
                                params=params)
-        return Built(checked_bytes(msg, (to,)), (to,), message_id)
+        return self._outgoing(msg, (to,), purpose, "relay", message_id)
 
     # --- errors back to staff ------------------------------------------------------------
 
     def command_error(self, *, mail: Mail, ticket_number: str, errors: Sequence[str],
-                      inbound_id: int, now: datetime) -> Built | None:
+                      inbound_id: int, now: datetime, purpose: str) -> OutgoingMail | None:
         """Tell a staff member why their reply was not acted on."""
         to = valid_address(mail.from_addr)
         if to is None:
@@ -231,23 +237,24 @@ class ConversationRenderer:
         msg = EmailMessage(policy=POLICY)
         msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
         msg["To"] = to
-        word = {"cs": "Nezpracováno", "en": "Not processed"}[lang]
-        msg["Subject"] = clean_header_text(f"{word}: [#{ticket_number}] {mail.subject}", 250)
+        msg["Subject"] = command_error_subject(ticket_number, mail.subject, lang)
         message_id = other_message_id(f"cmderr-{inbound_id}", self._domain)
         self._common(msg, message_id, now)
         parent = mail.message_id
         if parent and valid_message_id(parent):
             msg["In-Reply-To"] = parent
         msg["Auto-Submitted"] = "auto-replied"
-        msg.set_content(body, cte="quoted-printable")
-        return Built(checked_bytes(msg, (to,)), (to,), message_id)
+        set_bodies(msg, body)
+        return self._outgoing(msg, (to,), purpose, "command_error", message_id)
 
     # --- alerts to staff and notes to customers (scheduler, emergencies) -----------------
 
     def staff_alert(self, *, kind: str, ticket: TicketInfo, recipients: Sequence[str],
-                    message_id: str, now: datetime, text: str = "") -> Built | None:
+                    message_id: str, now: datetime, purpose: str, text: str = ""
+                    ) -> OutgoingMail | None:
         """A reminder, escalation or emergency alert about `ticket` (template
-        ``staff/<kind>``); Reply-To is the ticket's reply address, as in a notice."""
+        ``staff/<kind>``, outbox kind `kind`); Reply-To is the ticket's reply address, as in
+        a notice."""
         to = tuple(dict.fromkeys(a for a in recipients if valid_address(a)))
         if not to:
             return None
@@ -260,79 +267,65 @@ class ConversationRenderer:
             emergency=ticket.priority is Priority.EMERGENCY,
             deadline_text=format_deadline(ticket.deadline, lang, self._zone),
             text=_text(text, 2000))
-        words = {"reminder": ("Blíží se termín", "Deadline approaching"),
-                 "escalation": ("PO TERMÍNU", "OVERDUE"),
-                 "emergency": ("HAVÁRIE", "EMERGENCY")}[kind]
         msg = EmailMessage(policy=POLICY)
         msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
         msg["To"] = ", ".join(to)
         msg["Reply-To"] = self._reply_to(ticket.number, to, now)
-        word = words[0] if lang == "cs" else words[1]
-        msg["Subject"] = clean_header_text(f"{word}: [#{ticket.number}] {ticket.subject}", 250)
+        msg["Subject"] = alert_subject(kind, ticket.number, ticket.subject, lang)
         self._common(msg, message_id, now)
         msg["References"] = ticket_message_id(ticket.number, 1, self._domain)
         msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(body, cte="quoted-printable")
-        return Built(checked_bytes(msg, to), to, message_id)
+        set_bodies(msg, body)
+        return self._outgoing(msg, to, purpose, kind, message_id)
 
     def customer_note(self, *, kind: str, ticket: TicketInfo, message_id: str,
-                      now: datetime) -> Built | None:
-        """A timed note to the customer about `ticket` (template ``replies/<kind>``),
-        threaded like a relayed reply."""
+                      now: datetime, purpose: str) -> OutgoingMail | None:
+        """A timed note to the customer about `ticket` (template ``replies/<kind>``, outbox
+        kind `kind`), threaded like a relayed reply."""
         to = valid_address(ticket.customer_email)
         if to is None:
             return None
-        lang = ticket.language if ticket.language in ("cs", "en") else "cs"
+        lang = choose_language(ticket.language, self._default_language)
         body = self._text_env.get_template(f"replies/{kind}.{lang}.txt.j2").render(
             ticket_number=ticket.number, subject=clean_header_text(ticket.subject, 300),
             support_name=self._support_name, support_address=self._box.support_address)
         msg = EmailMessage(policy=POLICY)
         msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
         msg["To"] = Address(clean_header_text(ticket.customer_name, 100), addr_spec=to)
-        subject = clean_header_text(ticket.subject, 200) or "(bez předmětu)"
-        msg["Subject"] = clean_header_text(f"Re: [#{ticket.number}] {subject}", 250)
+        msg["Subject"] = ticket_reply_subject(ticket.subject, ticket.number)
         self._common(msg, message_id, now)
-        ack = ticket_message_id(ticket.number, 1, self._domain)
-        last = _message_ids(ticket.last_message_id)  # the customer's ids: well-formed only
-        msg["In-Reply-To"] = last[0] if last else ack
-        msg["References"] = " ".join(
-            _message_ids(ticket.first_message_id, ack, ticket.last_message_id))
+        self._thread_under_customer(msg, ticket)
         msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(body, cte="quoted-printable")
-        return Built(checked_bytes(msg, (to,)), (to,), message_id)
+        set_bodies(msg, body)
+        return self._outgoing(msg, (to,), purpose, kind, message_id)
 
     def license_notice(self, *, contact: Contact, record: LicenseRecord, ends_on: date,
-                       days_left: int, message_id: str, now: datetime) -> Built | None:
+                       days_left: int, message_id: str, now: datetime, purpose: str
+                       ) -> OutgoingMail | None:
         """A notice to a contact that HOTLINE START ends in `days_left` days (0: it ended
         today), with the paid tiers on offer."""
         to = valid_address(contact.email)
         if to is None:
             return None
-        lang = contact.language if contact.language in ("cs", "en") else "cs"
+        lang = choose_language(contact.language, self._default_language)
         kind = "start_expiry" if days_left > 0 else "start_ended"
         offers = [{"name": clean_header_text(t.name, 100), "price": clean_header_text(t.price, 100),
                    "url": clean_header_text(t.url, 300)} for t in self._notices.tiers]
-        body = self._text_env.get_template(f"notices/{kind}.{lang}.txt.j2").render(
+        context = dict(
             name=clean_header_text(contact.name, 200), license_number=record.license,
             customer=clean_header_text(record.customer, 300),
             ends_on=format_date(ends_on, lang), days_left=days_left, offers=offers,
             support_name=self._support_name, support_address=self._box.support_address)
-        subjects = {
-            ("start_expiry", "cs"): f"Podpora HOTLINE START pro licenci {record.license} končí "
-                                    f"{format_date(ends_on, 'cs')}",
-            ("start_expiry", "en"): f"HOTLINE START support for license {record.license} ends "
-                                    f"on {format_date(ends_on, 'en')}",
-            ("start_ended", "cs"): f"Podpora HOTLINE START pro licenci {record.license} skončila",
-            ("start_ended", "en"): f"HOTLINE START support for license {record.license} has ended",
-        }
+        body = self._text_env.get_template(f"notices/{kind}.{lang}.txt.j2").render(context)
+        subject = self._text_env.get_template(f"notices/{kind}.{lang}.subject.j2").render(context)
         msg = EmailMessage(policy=POLICY)
         msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
         msg["To"] = Address(clean_header_text(contact.name, 100), addr_spec=to)
-        msg["Subject"] = clean_header_text(subjects[(kind, lang)], 250)
+        msg["Subject"] = clean_header_text(subject, 250)
         self._common(msg, message_id, now)
         msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(body, cte="quoted-printable")
-        return Built(checked_bytes(msg, (to,)), (to,), message_id)
+        set_bodies(msg, body)
+        return self._outgoing(msg, (to,), purpose, "start_notice", message_id)
 
     def _reply_to(self, ticket_number: str, recipients: Sequence[str], now: datetime) -> str:
         """The ticket's tokened reply address when every recipient is staff; else the plain
@@ -351,17 +344,20 @@ class ConversationRenderer:
         msg["Message-ID"] = message_id
         msg[LOOP_HEADER] = self._box.support_address
 
+    def _thread_under_customer(self, msg: EmailMessage, ticket: TicketInfo) -> None:
+        """In-Reply-To and References of a mail to the customer about `ticket`: under their
+        latest mail, else our acknowledgement."""
+        ack = ticket_message_id(ticket.number, 1, self._domain)
+        # The stored ids are the customer's, as their mails had them: only well-formed ones.
+        last = message_ids(ticket.last_message_id)
+        msg["In-Reply-To"] = last[0] if last else ack
+        msg["References"] = " ".join(
+            message_ids(ticket.first_message_id, ack, ticket.last_message_id))
 
-def valid_message_id(value: str) -> bool:
-    v = value.strip()
-    return (v.startswith("<") and v.endswith(">") and len(v) < 250 and " " not in v
-            and all(" " < ch < "\x7f" for ch in v)
-            and "=?" not in v)  # the email package would decode an encoded word in it
-
-
-def _message_ids(*values: str | None) -> list[str]:
-    """The values that are well-formed Message-IDs, stripped, in order, once each."""
-    return list(dict.fromkeys(v.strip() for v in values if v and valid_message_id(v)))
+    def _outgoing(self, msg: EmailMessage, recipients: Sequence[str], purpose: str, kind: str,
+                  message_id: str) -> OutgoingMail:
+        return outgoing(msg, recipients, purpose=purpose, kind=kind, message_id=message_id,
+                        mail_from=self._box.support_address, error=ConversationRenderError)
 
 
 def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
@@ -417,8 +413,3 @@ def _filename(part: Message) -> str | None:
         return part.get_filename()
     except (ValueError, LookupError, UnicodeError):
         return None
-
-
-def checked_bytes(msg: EmailMessage, recipients: Sequence[str]) -> bytes:
-    """`render.checked_bytes` raising ConversationRenderError."""
-    return render_checked_bytes(msg, recipients, error=ConversationRenderError)

@@ -18,7 +18,6 @@ The scheduling (which day, which `since`) is :mod:`mailbot.scheduler`'s business
 
 from __future__ import annotations
 
-import email.policy
 import email.utils
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,17 +29,12 @@ from urllib.parse import quote
 
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config
-from mailbot.domain import LOOP_HEADER, Priority, TicketInfo
+from mailbot.domain import LOOP_HEADER, OutgoingMail, Priority, TicketInfo
 from mailbot.errors import MailbotError
-from mailbot.replies.conversation import valid_message_id
-from mailbot.replies.render import (
-    checked_bytes,
-    clean_header_text,
-    format_date,
-    format_deadline,
-    template_environments,
-    valid_address,
-)
+from mailbot.replies.language import choose_language, format_date, format_deadline
+from mailbot.replies.layout import template_environments
+from mailbot.replies.mime import POLICY, outgoing, set_bodies, valid_address, valid_message_id
+from mailbot.replies.sanitize import clean_header_text
 
 __all__ = ["MAX_LINES", "SECTIONS", "Digest", "DigestRenderError", "DigestRenderer",
            "build_digest", "digest_subject"]
@@ -51,8 +45,6 @@ MAX_LINES: Final = 200
 SECTIONS: Final = ("overdue", "due_today", "new", "open")
 """The sections in the order the mail shows them."""
 
-LANGUAGES: Final = ("cs", "en")
-POLICY: Final = email.policy.SMTP
 _OPEN_STATES: Final = frozenset({"open", "waiting"})
 
 
@@ -151,7 +143,7 @@ class DigestRenderer:
         self._domain = box.message_id_domain
         self._zone = config.calendar.zone
         lang = config.conversation.staff_language
-        self._lang = lang if lang in LANGUAGES else "cs"
+        self._lang = choose_language(lang, config.replies.default_language)
         self._max_lines = max(1, max_lines)
         valid = (valid_address(a) for a in box.staff_notify)
         self._recipients = tuple(dict.fromkeys(a for a in valid if a))
@@ -165,11 +157,10 @@ class DigestRenderer:
         """The valid addresses of `mailbox.staff_notify` (empty: no digest can be sent)."""
         return self._recipients
 
-    def render(self, digest: Digest, *, message_id: str, now: datetime
-               ) -> tuple[bytes, tuple[str, ...]]:
-        """The digest as raw RFC 5322 bytes, and its envelope recipients.
-
-        ``(b"", ())`` when `mailbox.staff_notify` has no valid address.
+    def render(self, digest: Digest, *, message_id: str, now: datetime, purpose: str
+               ) -> OutgoingMail | None:
+        """The digest as the outbox row `purpose` (kind "digest"); None when
+        `mailbox.staff_notify` has no valid address.
 
         Raises:
             DigestRenderError: a malformed `message_id`, a naive `now`, or a serialized
@@ -181,7 +172,7 @@ class DigestRenderer:
             raise DigestRenderError("now must be an aware datetime")
         recipients = self._recipients
         if not recipients:
-            return b"", ()
+            return None
         context = self._context(digest, now)
         text = self._text.render(context)
         html = self._html.render(context)
@@ -193,9 +184,10 @@ class DigestRenderer:
         msg["Message-ID"] = message_id.strip()
         msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: nobody should answer it
         msg[LOOP_HEADER] = self._support_address
-        msg.set_content(text, cte="quoted-printable")
-        msg.add_alternative(html, subtype="html", cte="quoted-printable")
-        return checked_bytes(msg, recipients, error=DigestRenderError), recipients
+        set_bodies(msg, text, html)
+        return outgoing(msg, recipients, purpose=purpose, kind="digest",
+                        message_id=message_id.strip(), mail_from=self._support_address,
+                        error=DigestRenderError)
 
     # -- template data --------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from mailbot.domain import OutgoingMail as OutgoingMail  # the outbox API takes it
 from mailbot.domain import Priority, TicketInfo
 
 V = TypeVar("V")
@@ -53,22 +54,6 @@ class ClaimedInbound:
     attempts: int
     # The claim's fencing token; None for rows handled without a claim (replay).
     token: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingMail:
-    """A rendered reply ready for the outbox."""
-
-    purpose: str
-    message_id: str
-    kind: str
-    mail_from: str
-    rcpt_to: tuple[str, ...]
-    raw: bytes
-    # An automatic reply (acknowledgement, rejection): counted by the per-sender rate limit.
-    auto: bool = False
-    # Bulk mail (news) waits behind service mail in the outbox (OutboxMessage.priority).
-    bulk: bool = False
 
 
 @dataclass(frozen=True, slots=True)

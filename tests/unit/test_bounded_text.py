@@ -203,7 +203,7 @@ def test_nested_blockquotes_are_marked_at_most_max_quote_depth() -> None:
 # --- the pathological inputs, end to end in-process, behind a hang guard -------------------
 
 HANG_CASES = {
-    "reply_prefix_spaces": "from mailbot.classify.text import strip_subject_prefixes as f\n"
+    "reply_prefix_spaces": "from mailbot.subjects import strip_subject_prefixes as f\n"
                            "arg = 'Re' + '\\u2003' * 250_000 + 'x'\nassert f(arg) == arg",
     "html_unclosed_tags": "from mailbot.ingest.parse import html_to_text as f\n"
                           "assert f('<p>a</p>' + '<a ' * 60_000) == 'a'",

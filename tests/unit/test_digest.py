@@ -83,7 +83,9 @@ def numbers(tickets: tuple[TicketInfo, ...]) -> list[int]:
 
 
 def render(config: Config, digest: Digest) -> tuple[EmailMessage, tuple[str, ...], bytes]:
-    raw, recipients = DigestRenderer(config).render(digest, message_id=MESSAGE_ID, now=NOW)
+    out = DigestRenderer(config).render(digest, message_id=MESSAGE_ID, now=NOW, purpose="digest:1")
+    assert out is not None and out.kind == "digest" and out.purpose == "digest:1"
+    raw, recipients = out.raw, out.rcpt_to
     msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
     return msg, recipients, raw
 
@@ -249,12 +251,12 @@ def test_bad_recipients_are_dropped(config: Config, digest: Digest) -> None:
     assert b"victim" not in raw and "Bcc" not in msg
     nobody = config.model_copy(update={"mailbox": config.mailbox.model_copy(
         update={"staff_notify": ()})})
-    assert DigestRenderer(nobody).render(digest, message_id=MESSAGE_ID, now=NOW) == (b"", ())
+    assert DigestRenderer(nobody).render(digest, message_id=MESSAGE_ID, now=NOW, purpose="d") is None
 
 
 def test_bad_message_id_or_naive_clock_refused(config: Config, digest: Digest) -> None:
     renderer = DigestRenderer(config)
     with pytest.raises(DigestRenderError):
-        renderer.render(digest, message_id="<a@b>\r\nBcc: x@example.org", now=NOW)
+        renderer.render(digest, message_id="<a@b>\r\nBcc: x@example.org", now=NOW, purpose="d")
     with pytest.raises(DigestRenderError):
-        renderer.render(digest, message_id=MESSAGE_ID, now=NOW.replace(tzinfo=None))
+        renderer.render(digest, message_id=MESSAGE_ID, now=NOW.replace(tzinfo=None), purpose="d")

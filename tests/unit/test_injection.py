@@ -1,5 +1,5 @@
 """Header and template injection through everything a mail carries into the mails mailbot
-writes: the customer reply (`ReplyRenderer.render_reply`), the staff notice and the relayed
+writes: the customer reply (`ReplyRenderer.render`), the staff notice and the relayed
 staff reply (`ConversationRenderer.notice` / `.relay`).
 
 Hostile subjects, display names, addresses, bodies and attachment filenames (CR, LF, NUL,
@@ -44,6 +44,7 @@ from mailbot.domain import (
     DecisionKind,
     LicenseRecord,
     Mail,
+    OutgoingMail,
     Priority,
     Tier,
     TicketInfo,
@@ -51,8 +52,9 @@ from mailbot.domain import (
     other_message_id,
     ticket_message_id,
 )
-from mailbot.replies.conversation import Built, ConversationRenderer
-from mailbot.replies.render import NO_REPLY_KINDS, REPLY_TEMPLATES, ReplyRenderer, valid_address
+from mailbot.replies.conversation import ConversationRenderer
+from mailbot.replies.mime import valid_address
+from mailbot.replies.render import NO_REPLY_KINDS, REPLY_TEMPLATES, ReplyRenderer
 
 PRAGUE = ZoneInfo("Europe/Prague")
 NOW = datetime(2026, 11, 20, 16, 0, tzinfo=PRAGUE)
@@ -247,7 +249,7 @@ def bodies(raw: bytes) -> tuple[str, str]:
             str(html.get_content()).replace("\r\n", "\n") if html is not None else "")
 
 
-def built(result: Built | None) -> Built:
+def built(result: OutgoingMail | None) -> OutgoingMail:
     assert result is not None
     return result
 
@@ -276,17 +278,17 @@ def test_reply_has_exactly_its_headers_and_one_recipient(
                      attachments=tuple(Attachment(f, "application/pdf", 1) for f in filenames))
     decision = make_decision(kind, lang, missing=("license",) if "a" in name else ())
     is_ticket = kind is DecisionKind.TICKET
-    reply = renderer.render_reply(
+    reply = renderer.render(
         decision, mail, ticket=make_view(subject) if is_ticket else None,
         message_id=ticket_message_id(TICKET_NO, 1, "estelar.example") if is_ticket
-        else other_message_id("reject-1", "estelar.example"), now=NOW)
+        else other_message_id("reject-1", "estelar.example"), now=NOW, purpose="t:1")
     to = renderer.recipient(mail)
     if kind in NO_REPLY_KINDS or to is None:
         assert reply is None
         return
     assert kind in REPLY_TEMPLATES and reply is not None
-    assert reply.recipient == to.addr_spec == valid_address(addr)
-    check_bytes(reply.raw, REPLY_HEADERS, (to.addr_spec,), list(reply.message.keys()))
+    assert reply.rcpt_to == (to.addr_spec,) and to.addr_spec == valid_address(addr)
+    check_bytes(reply.raw, REPLY_HEADERS, (to.addr_spec,))
     _, html = bodies(reply.raw)
     assert "<script" not in html.lower() and html.startswith("<!DOCTYPE html>")
 
@@ -311,8 +313,8 @@ def test_notice_goes_to_the_staff_list_only(
                        assignee=assignee or None, state=state)
     out = built(conversation.notice(event=event, ticket=ticket, customer=record,
                                     entitlement_end=date(2027, 2, 3), mail=mail, text=body,
-                                    inbound_id=7, now=NOW, suspicious=suspicious))
-    assert out.recipients == STAFF
+                                    inbound_id=7, now=NOW, purpose="t:1", suspicious=suspicious))
+    assert out.rcpt_to == STAFF
     parsed = check_bytes(out.raw, NOTICE_HEADERS, STAFF)
     reply_to = email.utils.getaddresses(parsed.get_all("reply-to", []))
     assert len(reply_to) == 1 and reply_to[0][1].startswith(f"podpora+{TICKET_NO}.")
@@ -366,12 +368,12 @@ def test_relay_goes_to_the_customer_only(
     mail = make_mail(from_name=staff_name, from_addr=staff_addr, subject=subject)
     renderer = exposing if expose else conversation
     out = renderer.relay(ticket=ticket, decision=decision, mail=mail,
-                         raw=staff_mail(filenames, styles, charset), inbound_id=9, now=NOW)
+                         raw=staff_mail(filenames, styles, charset), inbound_id=9, now=NOW, purpose="t:1")
     to = valid_address(customer_email)
     if to is None:
         assert out is None
         return
-    assert out is not None and out.recipients == (to,)
+    assert out is not None and out.rcpt_to == (to,)
     parsed = check_bytes(out.raw, RELAY_HEADERS, (to,))
     assert ("reply-to" in parsed) == (expose and valid_address(staff_addr) is not None)
     assert ("content-transfer-encoding" in parsed) == (not parsed.is_multipart())
@@ -415,11 +417,11 @@ def test_injected_subject_or_name_adds_no_header(
     mail = make_mail(subject=subject, from_name=name)
     for kind in (DecisionKind.TICKET, DecisionKind.REJECT_INCOMPLETE):
         is_ticket = kind is DecisionKind.TICKET
-        reply = renderer.render_reply(
+        reply = renderer.render(
             make_decision(kind), mail, ticket=make_view(subject) if is_ticket else None,
-            message_id=other_message_id("r-1", "estelar.example"), now=NOW)
+            message_id=other_message_id("r-1", "estelar.example"), now=NOW, purpose="t:1")
         assert reply is not None
-        check_bytes(reply.raw, REPLY_HEADERS, (CUSTOMER,), list(reply.message.keys()))
+        check_bytes(reply.raw, REPLY_HEADERS, (CUSTOMER,))
         _no_injected_header(reply.raw)
         subject_header = email.message_from_bytes(reply.raw, policy=email.policy.default)["Subject"]
         # The injected text survives as Subject text on one line: decoded, or an encoded word
@@ -428,11 +430,11 @@ def test_injected_subject_or_name_adds_no_header(
     ticket = make_info(subject=subject, customer_name=name)
     notice = built(conversation.notice(event="new", ticket=ticket, customer=None,
                                        entitlement_end=None, mail=mail, text=mail.text,
-                                       inbound_id=7, now=NOW))
+                                       inbound_id=7, now=NOW, purpose="t:1"))
     check_bytes(notice.raw, NOTICE_HEADERS, STAFF)
     staff = make_mail(from_name=name, from_addr="jan@estelar.example", subject=subject)
     relay = built(conversation.relay(
-        ticket=ticket, mail=staff, raw=None, inbound_id=9, now=NOW,
+        ticket=ticket, mail=staff, raw=None, inbound_id=9, now=NOW, purpose="t:1",
         decision=make_decision(DecisionKind.STAFF_REPLY, staff_text="Dobrý den.", ticket=ticket)))
     check_bytes(relay.raw, RELAY_HEADERS, (CUSTOMER,))
     _no_injected_header(relay.raw)
@@ -446,9 +448,9 @@ def test_injecting_sender_address_gets_no_reply(
 ) -> None:
     """A From address that would smuggle a recipient gets no reply (the documented None)."""
     mail = make_mail(from_addr=addr)
-    reply = renderer.render_reply(make_decision(DecisionKind.REJECT_INCOMPLETE), mail,
+    reply = renderer.render(make_decision(DecisionKind.REJECT_INCOMPLETE), mail,
                                   ticket=None, message_id=other_message_id("r-1", "estelar.example"),
-                                  now=NOW)
+                                  now=NOW, purpose="t:1")
     assert reply is None
 
 
@@ -464,10 +466,10 @@ def test_stored_customer_message_ids_cannot_inject(
     ticket = make_info(first_message_id=stored_id, last_message_id=stored_id)
     relay = built(conversation.relay(
         ticket=ticket, mail=make_mail(from_addr="jan@estelar.example"), raw=None,
-        inbound_id=9, now=NOW,
+        inbound_id=9, now=NOW, purpose="t:1",
         decision=make_decision(DecisionKind.STAFF_REPLY, staff_text="Dobrý den.", ticket=ticket)))
     note = built(conversation.customer_note(  # the scheduler's timed note to the customer
-        kind="wait_reminder", ticket=ticket, message_id="<note-1@estelar.example>", now=NOW))
+        kind="wait_reminder", ticket=ticket, message_id="<note-1@estelar.example>", now=NOW, purpose="t:1"))
     ack = ticket_message_id(TICKET_NO, 1, "estelar.example")
     for raw in (relay.raw, note.raw):
         _no_injected_header(raw)
@@ -532,19 +534,19 @@ def test_customer_text_is_literal_data_never_template(
     raws: list[tuple[str, bytes]] = []
     for kind in sorted(REPLY_TEMPLATES, key=lambda k: k.value):
         is_ticket = kind is DecisionKind.TICKET
-        reply = renderer.render_reply(
+        reply = renderer.render(
             make_decision(kind, lang), mail, ticket=make_view() if is_ticket else None,
-            message_id=other_message_id("r-1", "estelar.example"), now=NOW)
+            message_id=other_message_id("r-1", "estelar.example"), now=NOW, purpose="t:1")
         assert reply is not None
         raws.append((kind.value, reply.raw))
     ticket = make_info(language=lang)
     notice = built(conversation.notice(event="new", ticket=ticket, customer=None,
                                        entitlement_end=None, mail=mail, text=body,
-                                       inbound_id=7, now=NOW))
+                                       inbound_id=7, now=NOW, purpose="t:1"))
     raws.append(("notice", notice.raw))
     relay = built(conversation.relay(
         ticket=ticket, mail=make_mail(from_addr="jan@estelar.example"), raw=None,
-        inbound_id=9, now=NOW,
+        inbound_id=9, now=NOW, purpose="t:1",
         decision=make_decision(DecisionKind.STAFF_REPLY, staff_text=body, ticket=ticket)))
     raws.append(("relay", relay.raw))
     templates_path = str(config.path(config.replies.templates_dir))

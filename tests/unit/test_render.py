@@ -26,16 +26,14 @@ from mailbot.domain import (
     ticket_message_id,
 )
 from mailbot.errors import ConfigError
+from mailbot.replies.language import format_date, format_deadline, reply_subject
 from mailbot.replies.render import (
     NO_REPLY_KINDS,
     REPLY_TEMPLATES,
     ReplyRenderer,
     ReplyRenderError,
-    clean_header_text,
-    format_date,
-    format_deadline,
-    reply_subject,
 )
+from mailbot.replies.sanitize import clean_header_text
 
 PRAGUE = ZoneInfo("Europe/Prague")
 NOW = datetime(2026, 11, 20, 16, 0, tzinfo=PRAGUE)
@@ -106,14 +104,17 @@ def render(
     ticket: TicketView | None = None,
 ) -> EmailMessage:
     is_ticket = kind is DecisionKind.TICKET
-    msg = renderer.render(
+    out = renderer.render(
         decision or make_decision(kind, lang),
         mail or make_mail(),
         ticket=ticket or (make_ticket() if is_ticket else None),
         message_id=TICKET_MID if is_ticket else REJECT_MID,
         now=NOW,
+        purpose="reply:1",
     )
-    assert msg is not None
+    assert out is not None
+    msg = email.message_from_bytes(out.raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
     return msg
 
 
@@ -353,7 +354,7 @@ def test_only_the_first_lines_are_quoted(renderer: ReplyRenderer) -> None:
 @pytest.mark.parametrize("kind", NO_REPLY, ids=[k.value for k in NO_REPLY])
 def test_kinds_without_reply_return_none(renderer: ReplyRenderer, kind: DecisionKind) -> None:
     """ignore_auto, unsubscribe, staff_reply, followup and quarantined get no reply."""
-    assert renderer.render(make_decision(kind), make_mail(), ticket=None, message_id=REJECT_MID, now=NOW) is None
+    assert renderer.render(make_decision(kind), make_mail(), ticket=None, message_id=REJECT_MID, now=NOW, purpose="reply:1") is None
 
 
 def test_every_decision_kind_is_covered() -> None:
@@ -371,7 +372,7 @@ def test_invalid_or_own_sender_gets_no_reply(renderer: ReplyRenderer, from_addr:
     """Documented choice: an address failing validation (or our own) → render returns None."""
     decision = make_decision(DecisionKind.REJECT_INCOMPLETE)
     mail = make_mail(from_addr=from_addr)
-    assert renderer.render(decision, mail, ticket=None, message_id=REJECT_MID, now=NOW) is None
+    assert renderer.render(decision, mail, ticket=None, message_id=REJECT_MID, now=NOW, purpose="reply:1") is None
 
 
 def test_reply_to_is_ignored(renderer: ReplyRenderer) -> None:
@@ -397,11 +398,11 @@ def test_programming_errors_raise(renderer: ReplyRenderer) -> None:
     """A ticket reply without a ticket, a bad Message-ID or a naive clock raise ReplyRenderError."""
     decision = make_decision(DecisionKind.TICKET)
     with pytest.raises(ReplyRenderError):
-        renderer.render(decision, make_mail(), ticket=None, message_id=TICKET_MID, now=NOW)
+        renderer.render(decision, make_mail(), ticket=None, message_id=TICKET_MID, now=NOW, purpose="reply:1")
     with pytest.raises(ReplyRenderError):
-        renderer.render(decision, make_mail(), ticket=make_ticket(), message_id="<a@b>\r\nX: y", now=NOW)
+        renderer.render(decision, make_mail(), ticket=make_ticket(), message_id="<a@b>\r\nX: y", now=NOW, purpose="reply:1")
     with pytest.raises(ReplyRenderError):
-        renderer.render(decision, make_mail(), ticket=make_ticket(), message_id=TICKET_MID, now=NOW.replace(tzinfo=None))
+        renderer.render(decision, make_mail(), ticket=make_ticket(), message_id=TICKET_MID, now=NOW.replace(tzinfo=None), purpose="reply:1")
 
 
 def test_missing_templates_fail_at_start(tmp_path: Path) -> None:
@@ -460,3 +461,40 @@ def test_urls_in_quoted_text_are_not_made_links(renderer: ReplyRenderer) -> None
             assert "hxxps://estelar-login[.]example/x?a=1" in part
             assert "www[.]estelar-podpora[.]example" in part and "Firma a.s." in part
         assert "<a " not in html.split("<blockquote", 1)[1]
+
+
+# -- Reply-To and Sender never receive an automatic reply (parse → render) ---------------
+
+_HEAD = (b"To: podpora@estelar.example\r\nSubject: Nejde tisk\r\nMessage-ID: <rt-1@firma.cz>\r\n"
+         b"Date: Fri, 20 Nov 2026 15:40:00 +0100\r\nContent-Type: text/plain; charset=utf-8\r\n")
+
+
+@pytest.mark.parametrize("fallback", ["Reply-To", "Sender"])
+def test_reply_never_goes_to_reply_to_or_sender_when_from_is_missing(
+        renderer: ReplyRenderer, fallback: str) -> None:
+    """Parsing takes the sender from Sender or Reply-To when From names nobody (the rules
+    judge the mail by it), but the automatic reply goes only where From pointed: nowhere."""
+    from mailbot.ingest.parse import parse
+
+    for from_line in (b"", b"From: undisclosed-recipients:;\r\n"):
+        raw = from_line + f"{fallback}: victim@third.example\r\n".encode() + _HEAD + b"\r\nLicence 40127733\r\n"
+        mail = parse(raw)
+        assert mail.from_addr == "victim@third.example" and not mail.from_header
+        for kind in (DecisionKind.TICKET, DecisionKind.REJECT_UNKNOWN_LICENSE):
+            out = renderer.render(make_decision(kind), mail,
+                                  ticket=make_ticket() if kind is DecisionKind.TICKET else None,
+                                  message_id=TICKET_MID, now=NOW, purpose="reply:1")
+            assert out is None
+
+
+def test_reply_goes_to_from_not_reply_to(renderer: ReplyRenderer) -> None:
+    """With From and a different Reply-To, the reply's envelope and To are the From address."""
+    from mailbot.ingest.parse import parse
+
+    raw = (b"From: Jan <jan.novak@firma.cz>\r\nReply-To: victim@third.example\r\n" + _HEAD
+           + b"\r\nLicence 40127733\r\n")
+    out = renderer.render(make_decision(DecisionKind.TICKET), parse(raw), ticket=make_ticket(),
+                          message_id=TICKET_MID, now=NOW, purpose="reply:1")
+    assert out is not None and out.rcpt_to == ("jan.novak@firma.cz",)
+    msg = email.message_from_bytes(out.raw, policy=email.policy.default)
+    assert msg["To"].addresses[0].addr_spec == "jan.novak@firma.cz"
