@@ -1,0 +1,35 @@
+"""A request to stop the news: the address a mailing's token names and the sender are taken
+off the list. No reply."""
+
+from __future__ import annotations
+
+import re
+
+from mailbot.domain import DecisionKind, Mail
+from mailbot.handlers.base import Act, Effect, Handler
+from mailbot.store import Transaction
+
+
+class UnsubscribeHandler(Handler):
+    kinds = frozenset({DecisionKind.UNSUBSCRIBE})
+
+    def write(self, tx: Transaction, act: Act) -> Effect:
+        for address in unsubscribed_addresses(tx, act.mail, act.settings.unsubscribe_address):
+            tx.unsubscribe(address, act.inbound_id)
+        return Effect()
+
+
+def unsubscribed_addresses(tx: Transaction, mail: Mail, unsubscribe_address: str) -> list[str]:
+    """Who an unsubscribe request is for: the address a mailing's token names (the
+    `List-Unsubscribe` mailto, which may be answered from another address), and the sender."""
+    local, _, domain = unsubscribe_address.lower().partition("@")
+    found: list[str] = []
+    for address in mail.recipients():
+        m = re.fullmatch(rf"{re.escape(local)}\+([0-9a-f]{{20}})@{re.escape(domain)}",
+                         address.strip().lower())
+        email = tx.news_token_email(m.group(1)) if m else None
+        if email and email not in found:
+            found.append(email)
+    if mail.from_addr and mail.from_addr.lower() not in found:
+        found.append(mail.from_addr.lower())
+    return found
