@@ -145,10 +145,6 @@ class Worker:
         if self.pool is not None and idle > 0:
             self.pool.stop_if_idle(idle)
 
-    def process(self, item: ClaimedInbound, now: datetime | None = None) -> Outcome | Quarantined:
-        """Decide one stored message and apply the decision (see `process_many`)."""
-        return self.process_many([item], now)[0]
-
     def process_many(
         self, items: Sequence[ClaimedInbound], now: datetime | None = None
     ) -> list[Outcome | Quarantined]:
