@@ -2,9 +2,10 @@
 
 Python's `email` parser can spend seconds of CPU on a hostile message (100,000 MIME parts:
 12.8 s) and raises on some real mail; run in the daemon's own process that would stall intake
-and the event loop. So `parse` + `decide` run in a small pool of child processes, each with a
-read-only use of the store (license registry, which ticket numbers exist); the parent renders
-the replies and writes the transactions (SQLite has one writer, and it is fastest alone):
+and the event loop. So the pipeline's decide and render stages (:mod:`mailbot.pipeline`) run
+in a small pool of child processes, each with a read-only use of the store (license registry,
+which ticket numbers exist); the parent numbers the tickets and writes the transactions
+(SQLite has one writer, and it is fastest alone):
 
 * each child caps its address space (RLIMIT_AS): a memory bomb raises MemoryError there and
   comes back as an error like any other parse failure (the parent quarantines the message);
