@@ -2,9 +2,10 @@
 
 Python's `email` parser can spend seconds of CPU on a hostile message (100,000 MIME parts:
 12.8 s) and raises on some real mail; run in the daemon's own process that would stall intake
-and the event loop. So `parse` + `decide` run in a small pool of child processes, each with a
-read-only use of the store (license registry, which ticket numbers exist); the parent renders
-the replies and writes the transactions (SQLite has one writer, and it is fastest alone):
+and the event loop. So the pipeline's decide and render stages (:mod:`mailbot.pipeline`) run
+in a small pool of child processes, each with a read-only use of the store (license registry,
+which ticket numbers exist); the parent numbers the tickets and writes the transactions
+(SQLite has one writer, and it is fastest alone):
 
 * each child caps its address space (RLIMIT_AS): a memory bomb raises MemoryError there and
   comes back as an error like any other parse failure (the parent quarantines the message);
@@ -47,7 +48,7 @@ from mailbot.config import ENV_LOCK, Config
 from mailbot.errors import MailbotError
 
 if TYPE_CHECKING:
-    from mailbot.worker import Analysis, Rendered, RenderJob
+    from mailbot.pipeline import Analysis, Rendered, RenderJob
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ class Overrun:
     reason: str
 
 
-# The child's decider: one per child process, built by the pool initializer.
-_child_decider: object = None
+# The child's pipeline: one per child process, built by the pool initializer.
+_child_pipeline: object = None
 
 _SECRET_NAME = re.compile(r"(?i)pass|secret|token|credential|private|api_?key|auth|pwd|cookie")
 _LIBPQ = re.compile(r"PG[A-Z_]*")
@@ -132,10 +133,10 @@ def _die_with_parent(parent: int) -> None:
 def _child_init(config: Config, memory_mb: int, log_level: int, parent: int,
                 token_secret: bytes | None = None,
                 previous_secrets: tuple[bytes, ...] = ()) -> None:
-    global _child_decider
+    global _child_pipeline
     from mailbot import logs
+    from mailbot.pipeline import Pipeline
     from mailbot.store import Store
-    from mailbot.worker import Decider
 
     _die_with_parent(parent)
     for name in secret_variables(config, os.environ):  # spawned outside the pool: be sure
@@ -145,26 +146,26 @@ def _child_init(config: Config, memory_mb: int, log_level: int, parent: int,
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     store = Store.from_url(config.database_url, pool_size=1, readonly=True)
-    decider = Decider(config, store)
+    pipeline = Pipeline(config, store)
     if token_secret is not None:
-        decider.use_token_secret(token_secret, previous_secrets)
-    _child_decider = decider
+        pipeline.decider.use_token_secret(token_secret, previous_secrets)
+    _child_pipeline = pipeline
 
 
 def _child_analyse(raw: bytes, now: datetime) -> Analysis:
-    from mailbot.worker import Decider
+    from mailbot.pipeline import Pipeline
 
-    decider = _child_decider
-    assert isinstance(decider, Decider)
-    return decider.analyse(raw, now)
+    pipeline = _child_pipeline
+    assert isinstance(pipeline, Pipeline)
+    return pipeline.analyse(raw, now)
 
 
 def _child_render(job: RenderJob) -> Rendered:
-    from mailbot.worker import Decider
+    from mailbot.pipeline import Pipeline
 
-    decider = _child_decider
-    assert isinstance(decider, Decider)
-    return decider.render(job)
+    pipeline = _child_pipeline
+    assert isinstance(pipeline, Pipeline)
+    return pipeline.render(job)
 
 
 def _run_group(fn: Callable[..., Any], args_list: list[tuple[Any, ...]]) -> list[Any]:
@@ -173,7 +174,7 @@ def _run_group(fn: Callable[..., Any], args_list: list[tuple[Any, ...]]) -> list
 
 
 def _child_ping() -> bool:
-    return _child_decider is not None
+    return _child_pipeline is not None
 
 
 class WorkerPool:
@@ -277,7 +278,7 @@ class WorkerPool:
         return self._submit(_child_analyse, [(i, (raw, now)) for i, raw in items])
 
     def submit_renders(self, jobs: Sequence[RenderJob]) -> Submitted:
-        """Start rendering replies (see `Decider.render`); `collect` waits for them."""
+        """Start rendering replies (see `Pipeline.render`); `collect` waits for them."""
         return self._submit(_child_render, [(job.inbound_id, (job,)) for job in jobs])
 
     def _groups(self, indices: Sequence[int]) -> list[list[int]]:

@@ -1,30 +1,29 @@
 """`mailbot replay`: run stored mail files through the same path as live mail.
 
 Live (default): each message is saved to the store, decided and acted on exactly as if it
-had arrived over LMTP or IMAP (tickets, outbox replies). `dry_run=True` writes nothing: it
-parses and decides against a registry snapshot and reports what would happen; a well-formed
-ticket reference is then trusted (no store to check it against).
+had arrived over LMTP or IMAP (tickets, outbox replies). A dry run writes nothing: the same
+pipeline's decide and draft stages (:mod:`mailbot.pipeline`: the limits, parsing, the rules,
+a new ticket's deadline) run against a registry snapshot, and it reports what would happen;
+a well-formed ticket reference is then trusted (no store to check it against).
 """
 
 from __future__ import annotations
 
 import itertools
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mailbot.business_hours import BusinessCalendar
-from mailbot.classify.decide import decide
-from mailbot.classify.rules import LicenseRegistry, RuleContext
+from mailbot.classify.rules import LicenseRegistry
 from mailbot.config import Config
-from mailbot.domain import Decision, DecisionKind, Mail, Priority
+from mailbot.domain import Decision, DecisionKind, Mail, Priority, RuleResult
 from mailbot.ingest.parse import parse
 from mailbot.ingest.identity import identity_of
 from mailbot.ingest.intake import save_raw_many
+from mailbot.pipeline import Pipeline, quarantine_decision
 from mailbot.store import ClaimedInbound, SavedInbound, Store
-from mailbot.worker import Prepared, Quarantined, Started, Worker, quarantine_decision
+from mailbot.worker import Prepared, Quarantined, Started, Worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,21 +71,22 @@ def replay_dry(
     config: Config,
     registry: LicenseRegistry,
     now: datetime,
+    *,
+    pipeline: Pipeline | None = None,
 ) -> Iterator[ReplayResult]:
-    """Decide each message without writing anything."""
-    calendar = BusinessCalendar(config.calendar)
-    ctx = RuleContext.from_config(config, registry, now, None)
+    """Decide each message without writing anything: the daemon's decide and draft stages
+    (limits included), on `pipeline` or one without a store that decides against
+    `registry`."""
+    pipeline = pipeline or Pipeline.offline(config, registry)
     for label, raw in messages:
-        mail: Mail | None = None
-        try:
-            mail = parse(raw)
-            decision = decide(mail, ctx)
-        except Exception:  # noqa: BLE001 - reported as quarantined, replay goes on
-            yield _result(label, raw, mail, quarantine_decision(traceback.format_exc()), None, None)
+        analysis = pipeline.analyse(raw, now)
+        mail, decision = analysis.mail, analysis.decision
+        if decision is None:  # reported as quarantined, replay goes on
+            error = analysis.error or "no decision"
+            yield _result(label, raw, mail, quarantine_decision(error), None, None)
             continue
-        deadline = None
-        if decision.kind is DecisionKind.TICKET:
-            deadline = calendar.deadline(now, emergency=decision.priority is Priority.EMERGENCY)
+        draft = pipeline.draft(decision, mail, now) if mail is not None else None
+        deadline = draft[1].deadline if draft is not None else None
         yield _result(label, raw, mail, decision, decision.ticket_ref, deadline)
 
 
@@ -161,9 +161,8 @@ def _finish(batch: Batch, worker: Worker, store: Store) -> Iterator[ReplayResult
                           outcome.deadline)
 
 
-def _duplicate(label: str, raw: bytes, mail: Mail | None, store: Store, inbound_id: int) -> ReplayResult:
-    from mailbot.domain import RuleResult
-
+def _duplicate(label: str, raw: bytes, mail: Mail | None, store: Store, inbound_id: int
+               ) -> ReplayResult:
     record = store.decision_for(inbound_id)
     kind = DecisionKind(record.kind) if record else DecisionKind.QUARANTINED
     decision = Decision(

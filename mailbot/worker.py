@@ -1,9 +1,7 @@
-"""One message through the stages: parse → decide → act. The only caller of classify and
-of the reply renderer.
-
-`Decider` parses and decides (pure work plus two read-only lookups: the license registry and
-whether a ticket number exists); it runs in child processes (:mod:`mailbot.isolation`) or, with
-`worker.processes = 0`, in this one. `Worker` applies each decision in one transaction.
+"""Stage 4 of the pipeline (:mod:`mailbot.pipeline`) and the batches through it: claim
+stored messages, decide them (in the child processes), number the batch's new tickets,
+render (in the children), then write the batch in one transaction through the outcome
+handlers (:mod:`mailbot.handlers`).
 
 A message that breaks parsing or deciding is quarantined with its traceback (Mailman's
 shunt queue) and the worker goes on with the next one; `mailbot quarantine retry` puts it
@@ -17,48 +15,35 @@ is decided; its writes are fenced by the claim's token, so a batch whose claim w
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-
 from mailbot import metrics
-from mailbot.actions import (
-    ActionSettings,
-    Outcome,
-    ReplyContext,
-    TicketDraft,
-    render_replies,
-    ticket_draft,
-    write_decision,
-    write_over_limit,
-)
-from mailbot.attachments import AttachmentStore, SavedAttachment
+from mailbot.actions import ActionSettings, Outcome, TicketDraft
 from mailbot.claims import Heartbeat, renew_interval
-from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
-from mailbot.classify.rules import RuleContext, TicketIndex
-from mailbot.config import TOKEN_SECRET_CREDENTIAL, Config, read_token_secret
-from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketInfo, TicketView
-from mailbot.ingest.limits import Violation, check_attachments, header_section
-from mailbot.ingest.limits import check as check_limits
-from mailbot.ingest.parse import parse
+from mailbot.classify.rules import TicketIndex
+from mailbot.config import Config
+from mailbot.domain import Decision, Mail, TicketInfo, TicketView
+from mailbot.handlers import HANDLERS, Registry, write_decision
 from mailbot.isolation import Overrun, Submitted, WorkerPool
 from mailbot.logs import decision_log, message_key
-from mailbot.registry import DictRegistry
-from mailbot.replies.conversation import ConversationRenderer, attachments_of
-from mailbot.replies.render import ReplyRenderer
-from mailbot.errors import StoreUnavailableError
-from mailbot.store import (
-    ClaimedInbound,
-    OutgoingMail,
-    Store,
-    Transaction,
-    store_unavailable,
-    utcnow,
+from mailbot.pipeline import (
+    TOKEN_SECRET_SETTING,
+    Analysis,
+    Decider,
+    Pipeline,
+    Rendered,
+    RenderJob,
+    quarantine_decision,
+    token_secret,
 )
+from mailbot.store import ClaimedInbound, Store, Transaction, store_unavailable, utcnow
+
+__all__ = ["TOKEN_SECRET_SETTING", "Analysis", "Decider", "Outcome", "Quarantined",
+           "Rendered", "RenderJob", "Worker", "quarantine_decision", "token_secret"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +62,7 @@ class Quarantined:
 class _KnownTickets:
     """Tickets in the store, plus those numbered for batches not yet written."""
 
-    def __init__(self, store_index: StoreTicketIndex, pending: set[str]) -> None:
+    def __init__(self, store_index: TicketIndex, pending: set[str]) -> None:
         self._store_index = store_index
         self._pending = pending
 
@@ -89,82 +74,6 @@ class _KnownTickets:
 
     def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
         return self._store_index.by_message_ids(message_ids)
-
-
-class StoreTicketIndex:
-    """The classify seam `TicketIndex`, answered by the store."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def exists(self, ref: str) -> bool:
-        return self._store.ticket_exists(ref)
-
-    def get(self, ref: str) -> TicketInfo | None:
-        return self._store.ticket_info(ref)
-
-    def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
-        return self._store.ticket_for_message_ids(message_ids)
-
-
-TOKEN_SECRET_SETTING = "reply-token-secret"
-
-
-def token_secret(config: Config, store: Store) -> bytes:
-    """The secret of the staff notices' reply tokens: the configured one (a systemd
-    credential preferred, see `config.read_token_secret`), else, where
-    `conversation.token_secret_from_store` allows it, one made at random and kept in the
-    store (shared by every daemon on the database; logged as a warning)."""
-    configured = read_token_secret(config.conversation)
-    if configured:
-        return configured
-    log.warning("the reply-token secret is kept in the database: a copy of it (a backup) "
-                "can mint staff reply addresses; give it as the systemd credential %r "
-                "(conversation.token_secret_credential) instead", TOKEN_SECRET_CREDENTIAL)
-    return store.secret(TOKEN_SECRET_SETTING)
-
-
-def quarantine_decision(error: str) -> Decision:
-    lines = error.strip().splitlines() or ["unknown error"]
-    return Decision(
-        kind=DecisionKind.QUARANTINED,
-        reasons=(RuleResult("quarantine", True, lines[-1][:300]),),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Analysis:
-    """A parsed and decided message, or the traceback of why it could not be."""
-
-    mail: Mail | None
-    decision: Decision | None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RenderJob:
-    """A decided message whose replies are to be rendered (in a child process)."""
-
-    inbound_id: int
-    mail: Mail
-    decision: Decision
-    ticket: TicketDraft | None
-    now: datetime
-    raw: bytes | None = None  # only for staff replies (attachments are passed on)
-    # Bytes of attachments the ticket may still keep (None: the whole per-ticket limit).
-    attachment_budget: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    """The rendered replies of one message, or the traceback of why not."""
-
-    inbound_id: int
-    replies: tuple[OutgoingMail, ...]
-    error: str | None = None
-    attachments: tuple[SavedAttachment, ...] = ()
-    # Over the ticket's budget: described, never written.
-    skipped_attachments: tuple[SavedAttachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,143 +96,21 @@ class Started:
     submitted: Submitted | None
 
 
-TICKET_KINDS = frozenset((DecisionKind.TICKET, DecisionKind.FOLLOWUP, DecisionKind.STAFF_REPLY))
-"""Decisions that put the mail (and its attachments) on a ticket."""
-
-
-def needs_raw(mail: Mail, decision: Decision) -> bool:
-    """Whether rendering needs the raw message: for the attachments of a mail that goes on a
-    ticket (kept, and a staff reply's relayed)."""
-    return decision.kind in TICKET_KINDS and bool(mail.attachments)
-
-
-class Decider:
-    """Parses and decides raw messages; caches the license registry of its store."""
-
-    REGISTRY_CHECK_SECONDS = 5.0
-
-    def __init__(self, config: Config, store: Store) -> None:
-        self.config = config
-        self.store = store
-        self.tickets = StoreTicketIndex(store)
-        self._replies: ReplyContext | None = None
-        self._registry = DictRegistry({})
-        self._registry_version: object = None
-        self._registry_checked = 0.0
-        self._secret: bytes | None = None
-        self._previous: tuple[bytes, ...] | None = None
-        self.limits = config.limits
-
-    def use_token_secret(self, secret: bytes, previous: tuple[bytes, ...] = ()) -> None:
-        """Use this reply-token secret and the rotation's previous ones (a child gets the
-        parent's, not its sources: it starts without secret variables)."""
-        self._secret = secret
-        self._previous = previous
-
-    def token_secret(self) -> bytes:
-        if self._secret is None:
-            self._secret = token_secret(self.config, self.store)
-        return self._secret
-
-    def context(self, now: datetime, tickets: TicketIndex | None = None) -> RuleContext:
-        """The rules' context for deciding at `now`."""
-        return RuleContext.from_config(self.config, self.registry(), now,
-                                       tickets or self.tickets, self.token_secret(),
-                                       self._previous)
-
-    def registry(self, *, refresh: bool = True) -> DictRegistry:
-        """The license registry, reloaded when the table changed (checked every few s)."""
-        mono = time.monotonic()
-        stale = (self._registry_version is None
-                 or mono - self._registry_checked > self.REGISTRY_CHECK_SECONDS)
-        if refresh and stale:
-            version = self.store.license_version()
-            if version != self._registry_version:
-                self._registry = DictRegistry(self.store.license_snapshot())
-                self._registry_version = version
-            self._registry_checked = mono
-        return self._registry
-
-    def analyse(self, raw: bytes, now: datetime) -> Analysis:
-        """Parse and decide; never raises (the error comes back with the traceback)."""
-        mail: Mail | None = None
-        try:
-            violation = check_limits(raw, self.limits)
-            if violation is not None:
-                return self.over_limit(raw, violation, now)
-            mail = parse(raw)
-            violation = check_attachments(
-                [(a.filename, a.size) for a in mail.attachments], self.limits)
-            if violation is not None:
-                return self.over_limit(raw, violation, now, mail)
-            return Analysis(mail, decide(mail, self.context(now)))
-        except Exception as exc:  # noqa: BLE001 - any parser/rule failure is contained here
-            if store_unavailable(exc):  # the store's fault, not the message's: retry later
-                raise StoreUnavailableError(f"store unavailable while deciding: {exc}") from None
-            return Analysis(mail, None, traceback.format_exc())
-
-    def over_limit(self, raw: bytes, violation: Violation, now: datetime,
-                   mail: Mail | None = None) -> Analysis:
-        """A message over a limit: quarantined with the reason. The sender of one that is
-        merely too large is told the limit, unless the mail is automatic (the automatic-mail
-        rules run on its headers alone)."""
-        reasons = [RuleResult("limits", True, str(violation))]
-        flags = {"over_limit", violation.code}
-        language: str = self.config.replies.default_language
-        if violation.answerable:
-            if mail is None:
-                head = header_section(raw, self.limits.header_bytes) or b""
-                mail = parse(head + b"\r\n\r\n")
-            probe = decide(mail, self.context(now))
-            language = probe.language
-            if probe.kind is DecisionKind.IGNORE_AUTO:
-                reasons += [r for r in probe.reasons if r.hit]
-            else:
-                flags.add("tell_sender")
-        decision = Decision(kind=DecisionKind.QUARANTINED, reasons=tuple(reasons),
-                            language=language, flags=frozenset(flags))
-        return Analysis(mail, decision)
-
-    def render(self, job: RenderJob) -> Rendered:
-        """The replies of one decided message; never raises (errors come back as text)."""
-        if self._replies is None:
-            sched = self.config.schedule
-            self._replies = ReplyContext(
-                self.config.mailbox, ReplyRenderer(self.config),
-                ConversationRenderer(self.config, self.token_secret()),
-                (*sched.emergency_notify, *((sched.sms_gateway,) if sched.sms_gateway else ())))
-        try:
-            replies = render_replies(self._replies, inbound_id=job.inbound_id, mail=job.mail,
-                                     decision=job.decision, ticket=job.ticket, now=job.now,
-                                     raw=job.raw)
-            saved: list[SavedAttachment] = []
-            skipped: list[SavedAttachment] = []
-            if job.raw is not None and job.mail.attachments and job.decision.kind in TICKET_KINDS:
-                files = AttachmentStore(self.config.path(self.config.store.attachments_dir))
-                limit = self.config.limits.ticket_attachment_bytes
-                budget = limit if job.attachment_budget is None else job.attachment_budget
-                saved, skipped = files.save_within(  # the budget is checked before writing
-                    ((name, ctype, payload) for name, ctype, payload, _ in
-                     attachments_of(job.raw, max(limit, 1))), max(budget, 0))
-            return Rendered(job.inbound_id, replies, attachments=tuple(saved),
-                            skipped_attachments=tuple(skipped))
-        except Exception as exc:  # noqa: BLE001 - a template or header bug: quarantine it
-            if store_unavailable(exc):
-                raise StoreUnavailableError(f"store unavailable while rendering: {exc}") from None
-            return Rendered(job.inbound_id, (), traceback.format_exc())
-
-
 class Worker:
-    """Decides stored messages and applies the decisions. Build one per process."""
+    """Decides stored messages and applies the decisions. Build one per process.
+
+    `handlers` act on the decisions (the children of `pool` always use `HANDLERS`)."""
 
     def __init__(self, config: Config, store: Store, *, clock: Clock = utcnow,
-                 pool: WorkerPool | None = None) -> None:
+                 pool: WorkerPool | None = None, handlers: Registry = HANDLERS) -> None:
         self.config = config
         self.store = store
         self.clock = clock
         self.pool = pool
-        self.decider = Decider(config, store)
-        self.calendar = BusinessCalendar(config.calendar)
+        self.handlers = handlers
+        self.pipeline = Pipeline(config, store, handlers=handlers)
+        self.decider = self.pipeline.decider
+        self.calendar = self.pipeline.calendar
         self.settings = ActionSettings.from_config(config, self.calendar)
         # Ticket numbers allocated to batches not yet committed (a reply may name one).
         self._allocated: set[str] = set()
@@ -357,10 +144,6 @@ class Worker:
         idle = self.config.worker.pool_idle_seconds
         if self.pool is not None and idle > 0:
             self.pool.stop_if_idle(idle)
-
-    def process(self, item: ClaimedInbound, now: datetime | None = None) -> Outcome | Quarantined:
-        """Decide one stored message and apply the decision (see `process_many`)."""
-        return self.process_many([item], now)[0]
 
     def process_many(
         self, items: Sequence[ClaimedInbound], now: datetime | None = None
@@ -408,14 +191,14 @@ class Worker:
         analyses, drafts = self._number_tickets(items, analyses, now)
         jobs = [
             RenderJob(item.id, a.mail, a.decision, drafts.get(item.id), now,
-                      item.raw if needs_raw(a.mail, a.decision) else None,
+                      item.raw if self.pipeline.needs_raw(a.mail, a.decision) else None,
                       self._attachment_budget(a.mail, a.decision))
             for item, a in zip(items, analyses)
             if a.mail is not None and a.decision is not None
         ]
         renders: Submitted | list[Rendered]
         if self.pool is None or not jobs:
-            renders = [self.decider.render(job) for job in jobs]
+            renders = [self.pipeline.render(job) for job in jobs]
         else:
             renders = self.pool.submit_renders(jobs)
         return Prepared(items, analyses, drafts, renders, now)
@@ -424,7 +207,7 @@ class Worker:
         """What an existing ticket may still keep of attachments (a new one: everything), so
         files over the budget are never written. `add_attachments` checks again when the
         batch commits; what two mails of one batch write over it is left to orphan removal."""
-        if not needs_raw(mail, decision) or decision.kind is DecisionKind.TICKET:
+        if not self.pipeline.needs_raw(mail, decision) or self.handlers[decision.kind].opens_ticket:
             return None
         used = self.store.ticket_attachment_bytes(decision.ticket_ref or "")
         return max(0, self.config.limits.ticket_attachment_bytes - used)
@@ -481,6 +264,7 @@ class Worker:
         for item, a in zip(items, analyses):
             d, mail = a.decision, a.mail
             if d is not None and mail is not None and "unknown_ticket" in d.flags:
+                assert self.decider.tickets is not None
                 known = _KnownTickets(self.decider.tickets, self._allocated | batch_numbers)
                 ctx = self.decider.context(now, known)
                 try:
@@ -488,9 +272,11 @@ class Worker:
                 except Exception:  # noqa: BLE001
                     a = Analysis(mail, None, traceback.format_exc())
             out.append(a)
-            if a.decision is None or a.mail is None or a.decision.kind is not DecisionKind.TICKET:
+            draft = (self.pipeline.draft(a.decision, a.mail, item.received_at)
+                     if a.decision is not None and a.mail is not None else None)
+            if draft is None:
                 continue
-            year, view = ticket_draft(a.decision, a.mail, item.received_at, self.calendar)
+            year, view = draft
             if year not in predicted:
                 predicted[year] = self.store.ticket_counter(year)
             predicted[year] += 1
@@ -526,11 +312,13 @@ class Worker:
         mail, decision = analysis.mail, analysis.decision
         if not tx.hold_claim(item.id, item.token):  # the row stays locked until commit
             return self._claim_lost(item, analysis)
-        if decision is not None and decision.kind is DecisionKind.QUARANTINED and (
+        handler = self.handlers[decision.kind] if decision is not None else None
+        if handler is not None and handler.quarantines and (
                 rendered is None or not rendered.error):  # over a limit (notes rendered if any)
-            reason = write_over_limit(tx, inbound_id=item.id, decision=decision,
-                                      replies=rendered.replies if rendered else (), now=now,
-                                      settings=self.settings)
+            assert decision is not None
+            reason = handler.quarantine(tx, inbound_id=item.id, decision=decision,
+                                        replies=rendered.replies if rendered else (), now=now,
+                                        settings=self.settings)
             return Quarantined(item.id, reason, mail)
         error = analysis.error or (rendered.error if rendered is not None else "not rendered")
         if decision is None or mail is None or rendered is None or rendered.error:
@@ -543,7 +331,8 @@ class Worker:
         return write_decision(tx, inbound_id=item.id, mail=mail, decision=decision,
                               ticket=draft, replies=rendered.replies, now=now,
                               settings=self.settings, attachments=rendered.attachments,
-                              skipped_attachments=rendered.skipped_attachments)
+                              skipped_attachments=rendered.skipped_attachments,
+                              handlers=self.handlers)
 
     def _claim_lost(self, item: ClaimedInbound, analysis: Analysis) -> Outcome:
         """A message whose claim another daemon has taken over (this one's lease ran out):

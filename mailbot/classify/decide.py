@@ -1,9 +1,17 @@
-"""decide(mail, ctx) -> Decision: run `RULES` in order and keep the audit trail."""
+"""decide(mail, ctx) -> Decision: run `RULES` in order and keep the audit trail.
+
+Which facts a decision carries follows from what the deciding rule found, never from its kind
+or its name: a finding flagged `NEW_REQUEST` brings the license, customer and entitlement, one
+with a `ticket_ref` the ticket (and a staff reply's commands), one flagged `BOUNCE` the
+Message-IDs it reports. What each kind of decision *does* is in :mod:`mailbot.handlers`.
+"""
 
 from __future__ import annotations
 
 from mailbot.classify.commands import latest_reply, parse_commands
 from mailbot.classify.rules import (
+    BOUNCE,
+    NEW_REQUEST,
     OWN_MESSAGE_ID,
     RULES,
     Finding,
@@ -18,18 +26,6 @@ from mailbot.classify.rules import (
     ticket_by_ref,
 )
 from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, StaffCommand
-
-NEW_REQUEST_KINDS = frozenset(
-    (
-        DecisionKind.REJECT_INCOMPLETE,
-        DecisionKind.REJECT_UNKNOWN_LICENSE,
-        DecisionKind.REJECT_EXPIRED,
-        DecisionKind.REJECT_SCOPE,
-        DecisionKind.TICKET,
-    )
-)
-"""Decisions about a new request: these carry the license, customer and entitlement end."""
-
 
 def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Decision:
     """What to do with `mail`: the first terminal finding of `rules`, with every rule's result.
@@ -59,7 +55,7 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
     errors: tuple[str, ...] = ()
     bounced: tuple[str, ...] = ()
     bounce_hard = True
-    if final.kind in NEW_REQUEST_KINDS:
+    if final.flags >= NEW_REQUEST:
         license_number, customer = chosen_license(mail, ctx)
         if customer is not None:
             end = entitlement_end(customer, ctx.now, ctx.zone)
@@ -74,7 +70,7 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
         if final.kind is DecisionKind.STAFF_REPLY:
             commands, staff_text, errors = parse_commands(latest_reply(body_text(mail)),
                                                           ctx.staff.is_staff_address)
-    elif final.kind is DecisionKind.IGNORE_AUTO and reasons[-1].rule == "bounce":
+    elif final.flags >= BOUNCE:
         bounced, bounce_hard = bounced_mail(mail, ctx.message_id_domain)
     if "suspicious_staff" in flags and ticket is None:
         ref = known_ticket(mail, ctx)  # the ticket a forged staff reply pretends to answer

@@ -177,6 +177,14 @@ class Finding:
     flags: frozenset[str] = field(default_factory=frozenset)
 
 
+NEW_REQUEST = frozenset({"new_request"})
+"""Flags of a finding that decides a new request: its decision carries the license, the
+customer, the entitlement end and a related closed ticket."""
+BOUNCE = frozenset({"bounce"})
+"""Flags of a finding that reports a delivery failure: its decision carries the Message-IDs of our
+mail that it reports undeliverable."""
+
+
 Rule = Callable[[Mail, RuleContext], "Finding | None"]
 
 
@@ -519,21 +527,21 @@ _DAEMON_NAMES = ("mail delivery system", "mail delivery subsystem", "mailer-daem
 def bounce(mail: Mail, ctx: RuleContext) -> Finding | None:
     """Delivery failures: RFC 3464 reports, null Return-Path, MAILER-DAEMON, Exchange NDRs."""
     if mail.content_type == "multipart/report" and mail.report_type.lower() == "delivery-status":
-        return Finding(DecisionKind.IGNORE_AUTO, "report-type=delivery-status")
+        return Finding(DecisionKind.IGNORE_AUTO, "report-type=delivery-status", flags=BOUNCE)
     for path in _header_values(mail, "return-path") or (mail.return_path or "",):
         if path.replace(" ", "") in ("<>", "<<>>"):
-            return Finding(DecisionKind.IGNORE_AUTO, "return-path <>")
+            return Finding(DecisionKind.IGNORE_AUTO, "return-path <>", flags=BOUNCE)
     if _DAEMONS.fullmatch(_local_part(mail.from_addr)):
-        return Finding(DecisionKind.IGNORE_AUTO, f"from {mail.from_addr}")
+        return Finding(DecisionKind.IGNORE_AUTO, f"from {mail.from_addr}", flags=BOUNCE)
     if fold(mail.from_name) in _DAEMON_NAMES:
-        return Finding(DecisionKind.IGNORE_AUTO, f"from name {mail.from_name}")
+        return Finding(DecisionKind.IGNORE_AUTO, f"from name {mail.from_name}", flags=BOUNCE)
     for name in ("x-ms-exchange-message-is-ndr", "x-failed-recipients"):
         if _has_header(mail, name):
-            return Finding(DecisionKind.IGNORE_AUTO, name)
+            return Finding(DecisionKind.IGNORE_AUTO, name, flags=BOUNCE)
     facts = mail_facts(mail, ctx)
     hit = facts.compiled.bounce_body.first(facts.folded_body)
     if hit:
-        return Finding(DecisionKind.IGNORE_AUTO, f"body: {hit}")
+        return Finding(DecisionKind.IGNORE_AUTO, f"body: {hit}", flags=BOUNCE)
     return None
 
 
@@ -723,7 +731,8 @@ def incomplete_request(mail: Mail, ctx: RuleContext) -> Finding | None:
         missing.append("license")
     if not missing:
         return None
-    return Finding(DecisionKind.REJECT_INCOMPLETE, ",".join(missing), missing=tuple(sorted(missing)))
+    return Finding(DecisionKind.REJECT_INCOMPLETE, ",".join(missing),
+                   missing=tuple(sorted(missing)), flags=NEW_REQUEST)
 
 
 def unknown_license(mail: Mail, ctx: RuleContext) -> Finding | None:
@@ -731,7 +740,7 @@ def unknown_license(mail: Mail, ctx: RuleContext) -> Finding | None:
     number, record = chosen_license(mail, ctx)
     if number is None or record is not None:
         return None
-    return Finding(DecisionKind.REJECT_UNKNOWN_LICENSE, number)
+    return Finding(DecisionKind.REJECT_UNKNOWN_LICENSE, number, flags=NEW_REQUEST)
 
 
 def expired_license(mail: Mail, ctx: RuleContext) -> Finding | None:
@@ -742,7 +751,8 @@ def expired_license(mail: Mail, ctx: RuleContext) -> Finding | None:
     valid, ends_on = entitlement_at(record, ctx.now, ctx.zone)
     if valid:
         return None
-    return Finding(DecisionKind.REJECT_EXPIRED, f"{number} {record.tier.value} ends {ends_on}")
+    return Finding(DecisionKind.REJECT_EXPIRED, f"{number} {record.tier.value} ends {ends_on}",
+                   flags=NEW_REQUEST)
 
 
 def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
@@ -753,14 +763,15 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
         hit = compiled.match(text, joined)
         if hit:
             reason = compiled.rule.reason
-            return Finding(DecisionKind.REJECT_SCOPE, f"{reason}: {hit}", scope_reason=reason)
+            return Finding(DecisionKind.REJECT_SCOPE, f"{reason}: {hit}", scope_reason=reason,
+                           flags=NEW_REQUEST)
     model = ctx.settings.model
     sure = weigh(facts.opinion(text), SCOPE_LABELS, "in_scope", model.scope_threshold,
                  model.scope_margin)
     if sure is not None:
         top, other = sure
         return Finding(DecisionKind.REJECT_SCOPE, _opinion_detail(top, "in_scope", other),
-                       scope_reason=top.label)
+                       scope_reason=top.label, flags=NEW_REQUEST)
     return None
 
 
@@ -790,7 +801,8 @@ def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
             hit = compiled.match(forwarded)
         if hit:
             reason = compiled.rule.reason
-            return Finding(DecisionKind.TICKET, f"{reason}: {hit}", priority=Priority.EMERGENCY)
+            return Finding(DecisionKind.TICKET, f"{reason}: {hit}", priority=Priority.EMERGENCY,
+                           flags=NEW_REQUEST)
     model = ctx.settings.model
     told = own if forwarded and facts.compiled.resolved.search(own_joined) else text
     sure = weigh(facts.opinion(told), ("emergency",), "normal", model.emergency_threshold,
@@ -798,13 +810,13 @@ def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
     if sure is not None:
         top, other = sure
         return Finding(DecisionKind.TICKET, _opinion_detail(top, "normal", other),
-                       priority=Priority.EMERGENCY)
+                       priority=Priority.EMERGENCY, flags=NEW_REQUEST)
     return None
 
 
 def new_ticket(mail: Mail, ctx: RuleContext) -> Finding | None:
     """Every complete, entitled, in-scope request becomes a normal ticket."""
-    return Finding(DecisionKind.TICKET, priority=Priority.NORMAL)
+    return Finding(DecisionKind.TICKET, priority=Priority.NORMAL, flags=NEW_REQUEST)
 
 
 RULES: tuple[Rule, ...] = (

@@ -1,0 +1,38 @@
+"""A message over a limit (size, header, parts: :mod:`mailbot.ingest.limits`): quarantined
+with the reason instead of recorded as decided. The sender of one that is merely too large is
+told the limit (`replies/reject_too_large`), within the auto-reply rate limits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mailbot.actions import ActionSettings, ReplyContext, enqueue_replies
+from mailbot.domain import Decision, DecisionKind, other_message_id
+from mailbot.handlers.base import Handler, ReplyJob
+from mailbot.store import OutgoingMail, Transaction
+
+
+class QuarantineHandler(Handler):
+    kinds = frozenset({DecisionKind.QUARANTINED})
+    quarantines = True
+
+    def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
+        if "tell_sender" not in job.decision.flags:
+            return []
+        message_id = other_message_id(f"limit-{job.inbound_id}", ctx.mailbox.message_id_domain)
+        reply = ctx.renderer.render(job.decision, job.mail, ticket=None, message_id=message_id,
+                                    now=job.now, purpose=f"reject:{job.inbound_id}",
+                                    template="reject_too_large")
+        return [] if reply is None else [reply]
+
+    def quarantine(self, tx: Transaction, *, inbound_id: int, decision: Decision,
+                   replies: tuple[OutgoingMail, ...], now: datetime,
+                   settings: ActionSettings) -> str:
+        """Quarantine the message (the reason is the quarantine error) and queue the note to
+        its sender, if any. Returns the reason."""
+        reason = "; ".join(r.detail for r in decision.reasons if r.hit) or "over a limit"
+        _, limited = enqueue_replies(tx, replies, ticket_id=None, inbound_id=inbound_id,
+                                     now=now, settings=settings)
+        reason += "".join(f"; no {out.kind}: rate limit" for out, _ in limited)
+        tx.quarantine(inbound_id, reason)
+        return reason

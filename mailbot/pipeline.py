@@ -1,0 +1,280 @@
+"""The stages one message goes through, the same in the daemon, in `replay` and in
+`replay --dry-run`:
+
+1. **decide** (`Decider.analyse`): the limits on the raw bytes (:mod:`mailbot.ingest.limits`),
+   parsing, the rules; a message over a limit is decided `quarantined` here;
+2. **draft** (`Pipeline.draft`): a new ticket's year and deadline (the worker then numbers the
+   batch's tickets);
+3. **render** (`Pipeline.render`): the outcome handler's replies as bytes, and the attachment
+   files of mail that goes on a ticket;
+4. **write**: the worker's transaction (:mod:`mailbot.worker`, :mod:`mailbot.handlers`).
+
+Stages 1 and 3 run in the child processes of :mod:`mailbot.isolation` (or in this process
+with `worker.processes = 0`); each child holds a `Pipeline` of its own. A dry run stops after
+stage 2 and uses a `Pipeline` without a store (`Pipeline.offline`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+
+from mailbot.actions import ReplyContext, TicketDraft, ticket_draft
+from mailbot.attachments import AttachmentStore, SavedAttachment
+from mailbot.business_hours import BusinessCalendar
+from mailbot.classify.decide import decide
+from mailbot.classify.rules import LicenseRegistry, RuleContext, TicketIndex
+from mailbot.config import TOKEN_SECRET_CREDENTIAL, Config, read_token_secret
+from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketInfo, TicketView
+from mailbot.errors import StoreUnavailableError
+from mailbot.handlers import HANDLERS, Registry, render_replies
+from mailbot.ingest.limits import Violation, check_attachments, header_section
+from mailbot.ingest.limits import check as check_limits
+from mailbot.ingest.parse import parse
+from mailbot.registry import DictRegistry
+from mailbot.replies.conversation import ConversationRenderer, attachments_of
+from mailbot.replies.render import ReplyRenderer
+from mailbot.store import OutgoingMail, Store, store_unavailable
+
+log = logging.getLogger(__name__)
+
+TOKEN_SECRET_SETTING = "reply-token-secret"
+
+
+def token_secret(config: Config, store: Store) -> bytes:
+    """The secret of the staff notices' reply tokens: the configured one (a systemd
+    credential preferred, see `config.read_token_secret`), else, where
+    `conversation.token_secret_from_store` allows it, one made at random and kept in the
+    store (shared by every daemon on the database; logged as a warning)."""
+    configured = read_token_secret(config.conversation)
+    if configured:
+        return configured
+    log.warning("the reply-token secret is kept in the database: a copy of it (a backup) "
+                "can mint staff reply addresses; give it as the systemd credential %r "
+                "(conversation.token_secret_credential) instead", TOKEN_SECRET_CREDENTIAL)
+    return store.secret(TOKEN_SECRET_SETTING)
+
+
+def quarantine_decision(error: str) -> Decision:
+    """The decision reported for a message that could not be decided (its last error line)."""
+    lines = error.strip().splitlines() or ["unknown error"]
+    return Decision(
+        kind=DecisionKind.QUARANTINED,
+        reasons=(RuleResult("quarantine", True, lines[-1][:300]),),
+    )
+
+
+class StoreTicketIndex:
+    """The classify seam `TicketIndex`, answered by the store."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def exists(self, ref: str) -> bool:
+        return self._store.ticket_exists(ref)
+
+    def get(self, ref: str) -> TicketInfo | None:
+        return self._store.ticket_info(ref)
+
+    def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
+        return self._store.ticket_for_message_ids(message_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """A parsed and decided message, or the traceback of why it could not be."""
+
+    mail: Mail | None
+    decision: Decision | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderJob:
+    """A decided message whose replies are to be rendered (in a child process)."""
+
+    inbound_id: int
+    mail: Mail
+    decision: Decision
+    ticket: TicketDraft | None
+    now: datetime
+    raw: bytes | None = None  # only for mail that goes on a ticket (attachments)
+    # Bytes of attachments the ticket may still keep (None: the whole per-ticket limit).
+    attachment_budget: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The rendered replies of one message, or the traceback of why not."""
+
+    inbound_id: int
+    replies: tuple[OutgoingMail, ...]
+    error: str | None = None
+    attachments: tuple[SavedAttachment, ...] = ()
+    # Over the ticket's budget: described, never written.
+    skipped_attachments: tuple[SavedAttachment, ...] = ()
+
+
+class Decider:
+    """Stage 1: checks the limits, parses and decides raw messages; caches the license
+    registry of its store. Without a store it decides against the `registry` it is given and
+    trusts a well-formed ticket reference (nothing to check it against)."""
+
+    REGISTRY_CHECK_SECONDS = 5.0
+
+    def __init__(self, config: Config, store: Store | None,
+                 registry: LicenseRegistry | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.tickets: TicketIndex | None = StoreTicketIndex(store) if store else None
+        self._fixed_registry = registry
+        self._registry = DictRegistry({})
+        self._registry_version: object = None
+        self._registry_checked = 0.0
+        self._secret: bytes | None = None
+        self._previous: tuple[bytes, ...] | None = None
+        self.limits = config.limits
+
+    def use_token_secret(self, secret: bytes, previous: tuple[bytes, ...] = ()) -> None:
+        """Use this reply-token secret and the rotation's previous ones (a child gets the
+        parent's, not its sources: it starts without secret variables)."""
+        self._secret = secret
+        self._previous = previous
+
+    def token_secret(self) -> bytes:
+        """The reply-token secret (without a store: the configured one or none)."""
+        if self._secret is None:
+            if self.store is None:
+                self._secret = read_token_secret(self.config.conversation) or b""
+            else:
+                self._secret = token_secret(self.config, self.store)
+        return self._secret
+
+    def context(self, now: datetime, tickets: TicketIndex | None = None) -> RuleContext:
+        """The rules' context for deciding at `now`."""
+        return RuleContext.from_config(self.config, self.registry(), now,
+                                       tickets or self.tickets, self.token_secret(),
+                                       self._previous)
+
+    def registry(self, *, refresh: bool = True) -> LicenseRegistry:
+        """The license registry, reloaded when the table changed (checked every few s)."""
+        if self._fixed_registry is not None or self.store is None:
+            return self._fixed_registry or self._registry
+        mono = time.monotonic()
+        stale = (self._registry_version is None
+                 or mono - self._registry_checked > self.REGISTRY_CHECK_SECONDS)
+        if refresh and stale:
+            version = self.store.license_version()
+            if version != self._registry_version:
+                self._registry = DictRegistry(self.store.license_snapshot())
+                self._registry_version = version
+            self._registry_checked = mono
+        return self._registry
+
+    def analyse(self, raw: bytes, now: datetime) -> Analysis:
+        """Check the limits, parse and decide; never raises (the error comes back with the
+        traceback)."""
+        mail: Mail | None = None
+        try:
+            violation = check_limits(raw, self.limits)
+            if violation is not None:
+                return self.over_limit(raw, violation, now)
+            mail = parse(raw)
+            violation = check_attachments(
+                [(a.filename, a.size) for a in mail.attachments], self.limits)
+            if violation is not None:
+                return self.over_limit(raw, violation, now, mail)
+            return Analysis(mail, decide(mail, self.context(now)))
+        except Exception as exc:  # noqa: BLE001 - any parser/rule failure is contained here
+            if store_unavailable(exc):  # the store's fault, not the message's: retry later
+                raise StoreUnavailableError(f"store unavailable while deciding: {exc}") from None
+            return Analysis(mail, None, traceback.format_exc())
+
+    def over_limit(self, raw: bytes, violation: Violation, now: datetime,
+                   mail: Mail | None = None) -> Analysis:
+        """A message over a limit: quarantined with the reason. The sender of one that is
+        merely too large is told the limit, unless the mail is automatic (the automatic-mail
+        rules run on its headers alone)."""
+        reasons = [RuleResult("limits", True, str(violation))]
+        flags = {"over_limit", violation.code}
+        language: str = self.config.replies.default_language
+        if violation.answerable:
+            if mail is None:
+                head = header_section(raw, self.limits.header_bytes) or b""
+                mail = parse(head + b"\r\n\r\n")
+            probe = decide(mail, self.context(now))
+            language = probe.language
+            if probe.kind is DecisionKind.IGNORE_AUTO:
+                reasons += [r for r in probe.reasons if r.hit]
+            else:
+                flags.add("tell_sender")
+        decision = Decision(kind=DecisionKind.QUARANTINED, reasons=tuple(reasons),
+                            language=language, flags=frozenset(flags))
+        return Analysis(mail, decision)
+
+
+class Pipeline:
+    """Stages 1–3 for one process (see the module head); the worker adds stage 4."""
+
+    def __init__(self, config: Config, store: Store | None, *,
+                 registry: LicenseRegistry | None = None,
+                 handlers: Registry = HANDLERS) -> None:
+        self.config = config
+        self.decider = Decider(config, store, registry)
+        self.handlers = handlers
+        self.calendar = BusinessCalendar(config.calendar)
+        self._replies: ReplyContext | None = None
+
+    @classmethod
+    def offline(cls, config: Config, registry: LicenseRegistry) -> Pipeline:
+        """A pipeline without a store (`replay --dry-run`): decides against `registry`."""
+        return cls(config, None, registry=registry)
+
+    def analyse(self, raw: bytes, now: datetime) -> Analysis:
+        """Stage 1 (see `Decider.analyse`)."""
+        return self.decider.analyse(raw, now)
+
+    def draft(self, decision: Decision, mail: Mail, received_at: datetime
+              ) -> tuple[int, TicketView] | None:
+        """Stage 2: the year and view of the ticket `decision` opens (None if it opens none)."""
+        if not self.handlers[decision.kind].opens_ticket:
+            return None
+        return ticket_draft(decision, mail, received_at, self.calendar)
+
+    def needs_raw(self, mail: Mail, decision: Decision) -> bool:
+        """Whether rendering needs the raw message: for the attachments of a mail that goes
+        on a ticket (kept, and a staff reply's relayed)."""
+        return self.handlers[decision.kind].on_ticket and bool(mail.attachments)
+
+    def render(self, job: RenderJob) -> Rendered:
+        """Stage 3: the replies of one decided message and its attachment files; never raises
+        (errors come back as text)."""
+        if self._replies is None:
+            sched = self.config.schedule
+            secret = self.decider.token_secret()
+            self._replies = ReplyContext(
+                self.config.mailbox, ReplyRenderer(self.config),
+                ConversationRenderer(self.config, secret),
+                (*sched.emergency_notify, *((sched.sms_gateway,) if sched.sms_gateway else ())))
+        try:
+            replies = render_replies(self._replies, inbound_id=job.inbound_id, mail=job.mail,
+                                     decision=job.decision, ticket=job.ticket, now=job.now,
+                                     raw=job.raw, handlers=self.handlers)
+            saved: list[SavedAttachment] = []
+            skipped: list[SavedAttachment] = []
+            if job.raw is not None and self.needs_raw(job.mail, job.decision):
+                files = AttachmentStore(self.config.path(self.config.store.attachments_dir))
+                limit = self.config.limits.ticket_attachment_bytes
+                budget = limit if job.attachment_budget is None else job.attachment_budget
+                saved, skipped = files.save_within(  # the budget is checked before writing
+                    ((name, ctype, payload) for name, ctype, payload, _ in
+                     attachments_of(job.raw, max(limit, 1))), max(budget, 0))
+            return Rendered(job.inbound_id, replies, attachments=tuple(saved),
+                            skipped_attachments=tuple(skipped))
+        except Exception as exc:  # noqa: BLE001 - a template or header bug: quarantine it
+            if store_unavailable(exc):
+                raise StoreUnavailableError(f"store unavailable while rendering: {exc}") from None
+            return Rendered(job.inbound_id, (), traceback.format_exc())

@@ -1,0 +1,93 @@
+"""One pipeline: an outcome is whatever its registered handler does (the worker runs a fake
+one registered in place of the real one), and `replay --dry-run` decides through the daemon's
+stages, limits included."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from mailbot.actions import ReplyContext
+from mailbot.domain import DecisionKind, RuleResult
+from mailbot.handlers import HANDLERS, Act, Effect, Handler, ReplyJob
+from mailbot.store import OutgoingMail, Transaction
+from mailbot.worker import Worker
+from tests.integration.test_conversation import (
+    CUSTOMER,
+    MON,
+    Desk,
+    desk,  # noqa: F401  (the fixture)
+    mail,
+)
+from tests.integration.test_replay import NOW, json_lines, run_cli, write_config
+
+REQUEST = ("Dobrý den,\n\npo kliknutí na Uložit se v ACS-line zobrazí chyba „Neplatný interval“ "
+           "a směnný kalendář pro třetí směnu se neuloží.\n\nLicenční číslo: 4012-7733\n\n"
+           "S pozdravem\nPavel Dvořák\n")
+
+
+class FakeIncomplete(Handler):
+    """Stands in for the rejection of an incomplete request: its own mail, its own note."""
+
+    kinds = frozenset({DecisionKind.REJECT_INCOMPLETE})
+
+    def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
+        raw = (f"From: {ctx.mailbox.support_address}\r\nTo: {job.mail.from_addr}\r\n"
+               f"Subject: fake\r\nMessage-ID: <fake-{job.inbound_id}@estelar.example>\r\n\r\n"
+               "fake\r\n").encode()
+        return [OutgoingMail(f"fake:{job.inbound_id}", f"<fake-{job.inbound_id}@estelar.example>",
+                             "fake", ctx.mailbox.support_address, (job.mail.from_addr or "",),
+                             raw)]
+
+    def write(self, tx: Transaction, act: Act) -> Effect:
+        return Effect(notes=(RuleResult("fake_handler", True, f"wrote {len(act.replies)}"),))
+
+
+def test_a_handler_registered_for_a_kind_is_what_the_worker_runs(desk: Desk) -> None:
+    """Registering a handler is all an outcome needs: the worker renders its replies and
+    writes its rows; the other kinds keep their handlers."""
+    desk.worker = Worker(desk.worker.config, desk.store,
+                         handlers=HANDLERS.replacing(FakeIncomplete()))
+    incomplete = mail(CUSTOMER, "Nefunguje to", "Dobrý den, nefunguje to. Díky")
+    out = desk.receive(incomplete, MON)
+    assert out.decision.kind is DecisionKind.REJECT_INCOMPLETE
+    assert [m["Subject"] for m in desk.sent()] == ["fake"]
+    record = desk.store.decision_for(out.inbound_id)
+    assert record is not None
+    assert {"rule": "fake_handler", "hit": True, "detail": "wrote 1"} in record.reasons
+    request = mail(CUSTOMER, "Nejde uložit směnný kalendář", REQUEST)
+    out = desk.receive(request, MON + timedelta(minutes=1))
+    assert out.decision.kind is DecisionKind.TICKET
+    assert len(desk.sent("ack")) == 1
+
+
+def _too_large(tmp_path: Path) -> Path:
+    """A complete request over a 2 kB size limit, and a config with that limit."""
+    mails = tmp_path / "mails"
+    mails.mkdir()
+    body = REQUEST + "\n" + "Podrobnosti v příloze. " * 200
+    (mails / "big.eml").write_bytes(mail(f"Pavel Dvořák <{CUSTOMER}>", "Nejde uložit", body))
+    return mails
+
+
+def test_dry_run_quarantines_mail_over_the_size_limit_as_the_daemon_does(tmp_path: Path) -> None:
+    """replay --dry-run applies the daemon's limits: a mail over `limits.message_bytes` is
+    `quarantined` (too_large), in a dry run as in a live replay, not a ticket."""
+    mails = _too_large(tmp_path)
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 'live.db'}")
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text.replace("message_bytes = 26214400", "message_bytes = 2048", 1),
+                   encoding="utf-8")
+    licenses = tmp_path / "licenses.csv"
+    licenses.write_text("license,customer,email_domain,activated_on,support_tier,"
+                        "max_version_date\n40127733,Strojírny Hranice a.s.,"
+                        "strojirny-hranice.cz,2026-08-03,START,2027-02-03\n", encoding="utf-8")
+    common = ("--json", "--now", NOW, "--licenses", str(licenses), "--config", str(cfg))
+    code, out = run_cli("replay", str(mails), "--dry-run", *common)
+    assert code == 0, out
+    [dry] = json_lines(out)
+    code, out = run_cli("replay", str(mails), *common)
+    assert code == 0, out
+    [live] = json_lines(out)
+    assert dry["decision"] == live["decision"] == "quarantined"
+    assert any("too_large" in str(r) for r in dry["reasons"]), dry["reasons"]
