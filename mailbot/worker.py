@@ -96,6 +96,11 @@ class Started:
     submitted: Submitted | None
 
 
+
+BATCH_BYTES = 1024 * 1024
+"""Raw bytes claimed for one batch at most (at least one message): large mail is decided in
+batches of its own, small mail first (`Store.claim_inbound`)."""
+
 class Worker:
     """Decides stored messages and applies the decisions. Build one per process.
 
@@ -374,7 +379,7 @@ class Worker:
         decided (a slow batch keeps it); returns how many were taken."""
         seconds = self.config.worker.lease_seconds
         lease = timedelta(seconds=seconds)
-        batch = self.store.claim_inbound(limit, lease)
+        batch = self.store.claim_inbound(limit, lease, max_bytes=BATCH_BYTES)
         if batch:
             ids, token = [item.id for item in batch], batch[0].token
             assert token is not None

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -66,6 +66,10 @@ def _keys_of(item: NewInbound) -> tuple[str, str | None]:
     )
     return sha, identity
 
+
+
+SMALL_MAIL_BYTES = 64 * 1024
+"""Mail up to this size is decided before larger mail that has not waited long."""
 
 class InboundStore(StoreBase):
     """The inbound queue: received → decided | quarantined."""
@@ -141,12 +145,22 @@ class InboundStore(StoreBase):
             return found
 
     def claim_inbound(self, limit: int = 20, lease: timedelta = timedelta(seconds=20),
-                      now: datetime | None = None) -> list[ClaimedInbound]:
-        """Take up to `limit` received messages whose lease is free, oldest first, under a
-        new claim token (keep them with `renew_inbound`)."""
+                      now: datetime | None = None, *, max_bytes: int | None = None,
+                      small_bytes: int = SMALL_MAIL_BYTES,
+                      patience: timedelta = timedelta(seconds=60)) -> list[ClaimedInbound]:
+        """Take up to `limit` received messages whose lease is free under a new claim token
+        (keep them with `renew_inbound`): mail waiting longer than `patience` first, then
+        mail of at most `small_bytes`, then the rest, each oldest first; with `max_bytes`,
+        no more than that in all (but always one). An ordinary request sent after a burst of
+        large hostile mail is so decided in a batch of its own, not after the burst."""
+        now = now or utcnow()
+        order = [case((InboundMessage.received_at < now - patience, 0),
+                      (InboundMessage.size <= small_bytes, 1), else_=2),
+                 InboundMessage.id]
         with self.session() as s:
             token, rows = claim_rows(s, InboundMessage, [InboundMessage.state == "received"],
-                                     [InboundMessage.id], limit, lease, now or utcnow())
+                                     order, limit, lease, now, sizes=InboundMessage.size,
+                                     max_bytes=max_bytes)
             for row in rows:
                 row.attempts += 1
             return [

@@ -34,14 +34,25 @@ def renew_claims(engine: Engine, table: Table, ids: Sequence[int], token: str,
 
 
 def claim_rows(s: Session, model: Any, where: Sequence[Any], order: Sequence[Any], limit: int,
-               lease: timedelta, now: datetime) -> tuple[str, list[Any]]:
+               lease: timedelta, now: datetime, *, sizes: Any = None,
+               max_bytes: int | None = None) -> tuple[str, list[Any]]:
     """Lock up to `limit` rows of `model` matching `where` whose lease is free (in `order`,
     skipping rows another claimer has locked) and lease them under a new claim token;
-    returns the token and the rows (still in the session `s`)."""
+    returns the token and the rows (still in the session `s`). With `max_bytes`, the rows
+    are cut where the column `sizes` adds up to more than that (the first always stays)."""
     token = new_claim_token()
     free = or_(model.lease_until.is_(None), model.lease_until < now)
     rows = list(s.scalars(select(model).where(*where, free).order_by(*order).limit(limit)
                           .with_for_update(skip_locked=True)))
+    if max_bytes is not None and sizes is not None:
+        total = 0
+        kept: list[Any] = []
+        for row in rows:
+            total += getattr(row, sizes.key)
+            if kept and total > max_bytes:
+                break
+            kept.append(row)
+        rows = kept
     for row in rows:
         row.lease_until = now + lease
         row.claim_token = token

@@ -246,3 +246,24 @@ def test_worker_with_a_lost_claim_writes_nothing(config, store: Store, caplog) -
     worker.process_many(fresh)
     assert store.count_inbound() == {"decided": 1}
     assert store.decision_for(saved.id) is not None
+
+
+def test_small_mail_is_claimed_before_a_burst_of_large_mail(store: Store) -> None:
+    """An ordinary request stored after a burst of large mail is claimed first and in a batch
+    of its own byte budget (the burst waits, in batches of its own); mail that has waited
+    longer than the patience goes first whatever its size (no starvation)."""
+    from mailbot.ingest.intake import save_raw_many
+
+    big = [b"Subject: junk %d\r\nMessage-ID: <b%d@x>\r\n\r\n" % (i, i) + b"1234,5678 " * 40_000
+           for i in range(3)]
+    small = b"Subject: help\r\nMessage-ID: <s@x>\r\n\r\nNejde tisk, licence 4012-7733\r\n"
+    t0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    saved = save_raw_many(store, [(raw, "lmtp") for raw in big], received_at=t0)
+    [request] = save_raw_many(store, [(small, "lmtp")], received_at=t0 + timedelta(seconds=1))
+    first = store.claim_inbound(32, now=t0 + timedelta(seconds=2), max_bytes=1024 * 1024)
+    assert [c.id for c in first][0] == request.id
+    assert len(first) == 3  # the request and two of the 400 kB mails fit in 1 MiB
+    store.release_inbound([c.id for c in first], first[0].token)
+    # Past the patience, the oldest large mail goes first again.
+    late = store.claim_inbound(1, now=t0 + timedelta(seconds=120))
+    assert [c.id for c in late] == [saved[0].id]
