@@ -182,8 +182,11 @@ class WorkerPool:
 
     def __init__(self, config: Config, *, processes: int, timeout: float, memory_mb: int,
                  token_secret: bytes | None = None,
-                 previous_secrets: tuple[bytes, ...] = ()) -> None:
+                 previous_secrets: tuple[bytes, ...] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock`: seconds for the idle timer (`stop_if_idle`); tests pass their own."""
         self._config = config
+        self._clock = clock
         self._token_secret = token_secret
         self._previous_secrets = previous_secrets
         self._processes = processes
@@ -191,7 +194,7 @@ class WorkerPool:
         self._memory_mb = memory_mb
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._last_used = time.monotonic()
+        self._last_used = clock()
 
     def stop_if_idle(self, idle_seconds: float) -> bool:
         """Stop the children when no work came for `idle_seconds` (they start again with the
@@ -199,7 +202,7 @@ class WorkerPool:
         processes. Returns whether they were stopped."""
         with self._lock:
             idle = (self._executor is not None
-                    and time.monotonic() - self._last_used >= idle_seconds)
+                    and self._clock() - self._last_used >= idle_seconds)
         if idle:
             log.info("decision processes idle for %.0f s: stopping them", idle_seconds)
             self.close()
@@ -209,7 +212,7 @@ class WorkerPool:
         """The running pool, started (and warmed up: every child imported and initialised)
         if needed, so start-up time never counts against a message's time limit."""
         with self._lock:
-            self._last_used = time.monotonic()
+            self._last_used = self._clock()
             return self._start_pool()
 
     def _start_pool(self) -> ProcessPoolExecutor:
@@ -355,7 +358,7 @@ class WorkerPool:
                     isolate = True
                     break
             pending = [i for i in pending if i not in done]
-        self._last_used = time.monotonic()  # idle counts from the end of the work
+        self._last_used = self._clock()  # idle counts from the end of the work
         return [r for r in results if r is not None]
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from email.message import EmailMessage
 from email.utils import make_msgid
+from typing import Any
 
 from mailbot.app import Daemon
 from mailbot.config import Config, ImapMailboxConfig
@@ -136,3 +137,98 @@ def feed(port: int, mails: list[bytes], accepted: list[str], stop: threading.Eve
                 if refused is not None:
                     refused[type(exc).__name__] += 1
             time.sleep(0.05)
+
+
+class Watch:
+    """What the daemons in this test did, seen by wrapping the real methods (class-level,
+    through `monkeypatch`; every call goes on to the original):
+
+    * IMAP passes: `ImapPoller.take_new` calls started and ended, and what each returned;
+    * worker passes: `HealthState.worker_done` calls (one per finished `run_once`);
+    * FETCHes of whole messages sent from a poller thread, by the UIDs answered;
+    * the poller's chosen pauses (`ImapPoller._pause`, seconds).
+
+    These are positive signals: a test waits for the pass that must have happened, instead
+    of sleeping and asserting that nothing changed meanwhile (the store's deduplication
+    hides a message taken in twice; only the FETCH shows it).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.passes_started = 0
+        self.passes_ended = 0
+        self.taken: list[int] = []  # take_new's result per ended pass
+        self.worker_passes = 0
+        self.body_fetches: list[list[int]] = []
+        self.pauses: list[float] = []
+
+    @property
+    def fetched_uids(self) -> list[int]:
+        with self.lock:
+            return [u for f in self.body_fetches for u in f]
+
+    async def poller_idle(self, timeout: float = 15.0) -> None:
+        """Return once at least one IMAP pass has ended and none is in flight: whatever the
+        poller took in (and the checkpoint it saved) is committed."""
+        await eventually(lambda: self.passes_ended >= 1
+                         and self.passes_started == self.passes_ended, timeout)
+
+    async def worker_caught_up(self, timeout: float = 15.0) -> None:
+        """Return after two more worker passes: the second began after this call, so every
+        message stored before it has been decided (and its mail queued) by then."""
+        start = self.worker_passes
+        await eventually(lambda: self.worker_passes >= start + 2, timeout)
+
+    async def settled(self, timeout: float = 15.0) -> None:
+        """The poller's passes so far have ended and the worker has decided what they took."""
+        await self.poller_idle(timeout)
+        await self.worker_caught_up(timeout)
+
+
+def watch(monkeypatch: Any) -> Watch:
+    """Install a `Watch` on ImapPoller, HealthState and IMAPClient for this test."""
+    from imapclient import IMAPClient
+
+    from mailbot.health import HealthState
+    from mailbot.ingest.imap import ImapPoller
+
+    w = Watch()
+    take_new, worker_done, fetch, pause = (ImapPoller.take_new, HealthState.worker_done,
+                                           IMAPClient.fetch, ImapPoller._pause)
+
+    def watched_take_new(self: ImapPoller, client: Any, uidvalidity: int) -> int:
+        with w.lock:
+            w.passes_started += 1
+        try:
+            n = take_new(self, client, uidvalidity)
+            with w.lock:
+                w.taken.append(n)
+            return n
+        finally:
+            with w.lock:
+                w.passes_ended += 1
+
+    def watched_worker_done(self: HealthState) -> None:
+        worker_done(self)
+        with w.lock:
+            w.worker_passes += 1
+
+    def watched_fetch(self: IMAPClient, messages: Any, data: Any, modifiers: Any = None) -> Any:
+        answer = fetch(self, messages, data, modifiers)
+        items = [d if isinstance(d, bytes) else str(d).encode() for d in data]
+        if (threading.current_thread().name.startswith("imap-")
+                and any(i.startswith(b"BODY.PEEK[]") for i in items)):
+            with w.lock:
+                w.body_fetches.append(sorted(answer))
+        return answer
+
+    def watched_pause(self: ImapPoller, seconds: float) -> None:
+        with w.lock:
+            w.pauses.append(seconds)
+        pause(self, seconds)
+
+    monkeypatch.setattr(ImapPoller, "take_new", watched_take_new)
+    monkeypatch.setattr(HealthState, "worker_done", watched_worker_done)
+    monkeypatch.setattr(IMAPClient, "fetch", watched_fetch)
+    monkeypatch.setattr(ImapPoller, "_pause", watched_pause)
+    return w

@@ -19,6 +19,7 @@ from tests.e2e.helpers import (
     request_mail,
     running,
     smtp_send,
+    watch,
 )
 
 
@@ -83,9 +84,11 @@ async def test_lmtp_answers_451_when_store_unavailable(base_config: Config, smtp
 
 
 async def test_imap_append_to_ack_then_restart_processes_nothing_twice(
-    base_config: Config, smtp_sink, dovecot, tmp_path: Path
+    base_config: Config, smtp_sink, dovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """IMAP APPEND → ack at the sink, message flagged; a restart takes nothing in twice."""
+    """IMAP APPEND → ack at the sink, message flagged; a restart takes nothing in twice: its
+    first IMAP pass ends without fetching any message (the store's dedup would hide a
+    re-fetch, so the FETCHes are counted), and the worker passes after it queue nothing."""
     user = dovecot.new_user()
     box = ImapMailboxConfig(name="support", host="127.0.0.1", port=dovecot.imap_port,
                             security="none", username=user, password_env="MB_TEST_IMAP_PW",
@@ -108,7 +111,11 @@ async def test_imap_append_to_ack_then_restart_processes_nothing_twice(
         await asyncio.to_thread(smtp_sink.wait_for, 2, 15)
         store: Store = daemon.store
         counts = store.count_inbound()
+        queued = sum(store.count_outbox().values())
+    seen = watch(monkeypatch)
     async with running(cfg) as daemon:
-        await asyncio.sleep(1.5)
+        await seen.settled()
+        assert seen.taken[0] == 0 and seen.fetched_uids == []
         assert daemon.store.count_inbound() == counts == {"decided": 2}
+        assert sum(daemon.store.count_outbox().values()) == queued == 2
     assert len(smtp_sink.messages) == 2

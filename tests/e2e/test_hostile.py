@@ -7,7 +7,9 @@ must be refused at SMTP (only those the listener refuses by its limits: > 25 MiB
 stay `received`. Afterwards a normal request must still be acknowledged: the daemon keeps
 serving. A table of the outcomes, the peak RSS of the test process (which is the daemon) and
 of the worker children, and the daemon's event-loop lag are printed (`pytest -s`); the lag
-and RSS are not asserted here (bench/hostile.py measures them on a daemon of its own).
+and RSS are not asserted here (bench/hostile.py measures them on a daemon of its own). What
+is asserted about the listener's event loop is behaviour: while it stores a large bomb,
+another session's NOOP is answered 250 (a probe sent from inside the storing call).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import os
 import re
 import smtplib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -58,6 +61,37 @@ class Delivery:
     reason: str = ""
 
 
+@dataclass
+class StoringProbe:
+    """While the listener stores a large message (inside `Intake.accept_blocking`, which the
+    listener runs off its event loop), another session sends NOOP to the same listener and
+    records the answer (or the error; 10 s socket timeout). Done for the first `limit`
+    messages over `min_bytes`; the real method is called afterwards."""
+
+    min_bytes: int = MIB
+    limit: int = 3
+    port: int = 0
+    answers: list[int | str] = field(default_factory=list)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> StoringProbe:
+        from mailbot.ingest.intake import Intake
+
+        accept = Intake.accept_blocking
+
+        def probed(intake: Intake, raw: bytes, origin: str) -> Any:
+            if self.port and len(raw) >= self.min_bytes and len(self.answers) < self.limit:
+                try:
+                    with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as c:
+                        answer: int | str = c.noop()[0]
+                except (OSError, smtplib.SMTPException) as exc:
+                    answer = repr(exc)
+                self.answers.append(answer)
+            return accept(intake, raw, origin)
+
+        monkeypatch.setattr(Intake, "accept_blocking", probed)
+        return self
+
+
 def deliver(port: int, raw: bytes, sender: str) -> tuple[int, str]:
     """One SMTP transaction (SIZE announced, as a real MTA does); the first refusing reply,
     or DATA's final reply."""
@@ -91,6 +125,7 @@ def hostile_config(base: Config, sink_port: int) -> Config:
 
 async def test_bomb_set_is_refused_quarantined_or_decided_and_daemon_keeps_serving(
     base_config: Config, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.WARNING)
     cfg = hostile_config(base_config, smtp_sink.port)
@@ -104,6 +139,7 @@ async def test_bomb_set_is_refused_quarantined_or_decided_and_daemon_keeps_servi
             print(f"\nbomb {bomb.name} left out: {skipped}")
     assert len(bombs) >= len(BOMBS) - 1
 
+    probe = StoringProbe().install(monkeypatch)
     rss = PeakRss(os.getpid()).start()
     deliveries: list[Delivery] = []
     started = time.monotonic()
@@ -112,6 +148,7 @@ async def test_bomb_set_is_refused_quarantined_or_decided_and_daemon_keeps_servi
             port = daemon.listen_port
             assert port is not None
             lag = daemon.loop_lag
+            probe.port = port
             for bomb, raw in bombs:
                 seen = len(lag.samples)
                 t0 = time.monotonic()
@@ -162,6 +199,7 @@ async def test_bomb_set_is_refused_quarantined_or_decided_and_daemon_keeps_servi
     elapsed = time.monotonic() - started
 
     _print_report(deliveries, ack_seconds, lag_max, lag_p99, lag_n, rss, elapsed, counts)
+    print(f"NOOP sent to the listener while it stored a large bomb: {probe.answers}")
     batch_failures = [r.getMessage() for r in caplog.records
                       if r.name == "mailbot.app" and "batch failed" in r.getMessage()]
 
@@ -183,6 +221,9 @@ async def test_bomb_set_is_refused_quarantined_or_decided_and_daemon_keeps_servi
         problems.append(f"normal request not acknowledged within {ACK_TIMEOUT:.0f} s")
     if batch_failures:
         problems.append(f"worker batches failed: {batch_failures[:3]}")
+    if not probe.answers or any(a != 250 for a in probe.answers):
+        problems.append(f"NOOP while the listener stored a large bomb: {probe.answers} "
+                        "(expected 250 each; none means no bomb over 1 MiB was stored)")
     assert not problems, "\n".join(problems)
 
 
@@ -212,7 +253,7 @@ def _print_report(deliveries: list[Delivery], ack_seconds: float | None, lag_max
     print(f"normal request after the bombs: acknowledged at the sink after {ack}")
     print(f"inbound states at the end: {counts}")
     print(f"event-loop lag: max {lag_max:.1f} ms, p99 {lag_p99:.1f} ms over {lag_n} samples "
-          "(target <= 100 ms; in-process, printed only)")
+          "(target <= 100 ms; in-process, printed only: bench/hostile.py measures it)")
     print(f"peak RSS of the test process (= daemon, bomb bytes included): {rss.own_mb:.0f} MB")
     for pid, (label, mb) in sorted(rss.children.items()):
         print(f"  child {pid} ({label}): peak {mb:.0f} MB")

@@ -19,6 +19,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailbot.config import Config
+from mailbot.store import Store
 from tests.e2e.helpers import daemon_config, running
 from tests.fixtures.servers import free_port
 
@@ -34,6 +35,7 @@ class NaiveResponder:
         self.address = address
         self.received: list[EmailMessage] = []
         self.sent = 0
+        self.delivered = 0  # answers the daemon accepted (it commits before its 250)
         self.target_port = 0
         self.lock = threading.Lock()
         self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
@@ -58,22 +60,33 @@ class NaiveResponder:
         reply.set_content("Děkuji za zprávu, jsem do pondělí mimo, odpovím po návratu.\n")
         with smtplib.SMTP("127.0.0.1", self.target_port, timeout=10) as c:
             c.sendmail(self.address, ["podpora@estelar.example"], reply.as_bytes(policy=email.policy.SMTP))
+        with self.lock:
+            self.delivered += 1
 
 
-async def wait_quiet(count: Callable[[], int], quiet: float = 3.0, limit: float = 40.0,
-                     at_least: int = 1) -> int:
-    """Wait until `count()` reached `at_least` and has not changed for `quiet` seconds
-    (at most `limit` s in all)."""
+def at_rest(store: Store) -> tuple[int, int] | None:
+    """(inbound rows, outbox rows) if every stored mail is decided and every mail queued is
+    sent (a decision commits the mail it queues with it), else None."""
+    inbound, outbox = store.count_inbound(), store.count_outbox()
+    if set(inbound) - {"decided"} or set(outbox) - {"sent"}:
+        return None
+    return sum(inbound.values()), sum(outbox.values())
+
+
+async def wait_at_rest(snapshot: Callable[[], object | None], limit: float = 40.0) -> None:
+    """Wait until two snapshots in a row are the same and not None: nothing stored, queued or
+    on the wire anywhere (row counts only grow, so an exchange between the two readings
+    would have changed them). Polls every 0.2 s, at most `limit` s. Replaces "wait until
+    nothing changed for 3 s": the end of the exchange is observed, not inferred from quiet."""
     end = time.monotonic() + limit
-    last, since = count(), time.monotonic()
+    last: object | None = None
     while time.monotonic() < end:
+        now = snapshot()
+        if now is not None and now == last:
+            return
+        last = now
         await asyncio.sleep(0.2)
-        now = count()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif now >= at_least and time.monotonic() - since >= quiet:
-            break
-    return last
+    raise AssertionError(f"the exchange did not come to rest within {limit:.0f} s: {last}")
 
 
 async def test_naive_auto_responder_loop_stops_at_the_rate_limit(base_config: Config) -> None:
@@ -91,7 +104,17 @@ async def test_naive_auto_responder_loop_stops_at_the_rate_limit(base_config: Co
             first["Message-ID"] = make_msgid(domain="vacation.example")
             first.set_content("Nefunguje nám to.")
             await asyncio.to_thread(_send, daemon.listen_port, first)
-            replies = await wait_quiet(lambda: len(responder.received))
+
+            def snapshot() -> object | None:
+                with responder.lock:
+                    answering = (responder.sent, responder.delivered, len(responder.received))
+                daemon_side = at_rest(daemon.store)
+                if daemon_side is None or answering[0] != answering[1]:
+                    return None  # a decision, a reply or an answer still under way
+                return answering, daemon_side
+
+            await wait_at_rest(snapshot)
+            replies = len(responder.received)
             inbound = daemon.store.count_inbound().get("decided", 0)
         print(f"\nloop with a naive auto-responder: mailbot sent {replies} replies, received "
               f"{inbound} mails; rate limit {limit}/hour")
@@ -128,10 +151,12 @@ async def test_two_mailbots_do_not_answer_each_other(base_config: Config, tmp_pa
         start.set_content("Nefunguje nám to.")
         await asyncio.to_thread(_send, port_a, start)
 
-        def exchanged() -> int:
-            return sum(s.count_inbound().get("decided", 0) for s in (a.store, b.store))
+        def snapshot() -> object | None:
+            sides = (at_rest(a.store), at_rest(b.store))
+            return None if None in sides else sides
 
-        total = await wait_quiet(exchanged)
+        await wait_at_rest(snapshot)
+        total = sum(s.count_inbound().get("decided", 0) for s in (a.store, b.store))
         b_decisions = [b.store.decision_for(i) for i in range(1, 5)]
     kinds = [d.kind for d in b_decisions if d is not None]
     print(f"\ntwo mailbots: {total} messages decided in all (A: 1 request, B: {len(kinds)} "

@@ -3,7 +3,6 @@ rest of the batch is decided normally; a child's memory cap turns a bomb into a 
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -84,12 +83,29 @@ def pool_children(worker: Worker) -> list[int]:
     return [p.pid for p in getattr(executor, "_processes", {}).values() if p.is_alive()]
 
 
+class FakeClock:
+    """Seconds that move only when the test says so (the pool's idle timer)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_children_start_with_mail_and_stop_when_idle(base_config: config_mod.Config) -> None:
-    """No decision process before there is mail; two while deciding; none after the idle
-    time; and they come back for the next mail."""
+    """No decision process before there is mail; two while deciding; kept until exactly
+    `pool_idle_seconds` have passed on the pool's clock since the last batch, then none; and
+    they come back for the next mail. (Before: the test slept 1.2 s of real time.)"""
+    from mailbot.isolation import WorkerPool
+
     cfg = pool_config(base_config, pool_idle_seconds=1.0)
+    w = cfg.worker
     store = open_store(cfg)
-    worker = Worker.from_config(cfg, store)
+    clock = FakeClock()
+    worker = Worker(cfg, store, pool=WorkerPool(cfg, processes=w.processes,
+                                                timeout=w.parse_timeout_seconds,
+                                                memory_mb=w.memory_mb, clock=clock))
     try:
         assert pool_children(worker) == []
         worker.rest()
@@ -99,12 +115,19 @@ def test_children_start_with_mail_and_stop_when_idle(base_config: config_mod.Con
         assert len(first) == 2
         worker.rest()  # used just now: kept
         assert pool_children(worker) == first
-        time.sleep(1.2)
-        worker.rest()
+        clock.now += 0.75
+        worker.rest()  # not idle long enough: kept
+        assert pool_children(worker) == first
+        clock.now += 0.25
+        worker.rest()  # idle for pool_idle_seconds: stopped
         assert pool_children(worker) == []
         save_raw(store, GOOD.replace(b"<good@x>", b"<good2@x>"), "test")
         assert worker.run_once(10) == 1
-        assert len(pool_children(worker)) == 2
+        second = pool_children(worker)
+        assert len(second) == 2 and not set(second) & set(first)
+        clock.now += 0.5
+        worker.rest()  # the new children count from their own work, not the first batch's
+        assert pool_children(worker) == second
     finally:
         worker.close()
     assert store.count_inbound() == {"decided": 2}
