@@ -6,12 +6,14 @@ The stdlib parser splits the MIME tree with the compat32 policy: it is about 2.8
 missing charsets, raw 8-bit headers and malformed encoded words degrade instead of raising.
 mail-parser is too slow for the hot path (a full parse costs about as much as the stdlib one),
 so it is used only where it is cheap: the lenient Date fallback and a last-resort rescue parse.
+
+Charset decoding is in :mod:`~mailbot.ingest.charsets`, header decoding in
+:mod:`~mailbot.ingest.headers`; `decode_bytes` and `decode_words` are re-exported here.
 """
 
 from __future__ import annotations
 
 import binascii
-import codecs
 import email.errors
 import email.parser
 import email.policy
@@ -24,14 +26,26 @@ from typing import NamedTuple
 
 import mailparser
 import mailparser.utils
-from charset_normalizer import from_bytes
 
 from mailbot.domain import Attachment, Mail
 from mailbot.errors import ParseError
+from mailbot.ingest.charsets import codec_for, decode_bytes
+from mailbot.ingest.headers import (
+    UNDECODED_HEADERS,
+    clean_header,
+    decode_words,
+    header_ids,
+    header_mailboxes,
+    header_message_id,
+    header_return_path,
+    header_text,
+    header_text8,
+    raw_header_text,
+)
 from mailbot.ingest.reports import UNKNOWN, delivery_outcome, original_message_ids
 from mailbot.markup import MarkupSink, scan
 
-__all__ = ["parse", "html_to_text"]
+__all__ = ["parse", "html_to_text", "decode_bytes", "decode_words"]
 
 MAX_DEPTH = 100  # Postfix mime_nesting_limit; deeper parts are ignored
 ATTACHED_TEXT_LIMIT = 32 * 1024  # characters of attached messages' text kept for the rules
@@ -42,298 +56,6 @@ _HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 class NestingTooDeepDefect(email.errors.MessageDefect):
     """The MIME tree was nested too deeply: deeper parts (or, past the stdlib's limit, all
     parts) were ignored and only the headers and upper parts were read."""
-
-
-# ---------------------------------------------------------------------------- charsets
-
-_ISO2022JP_MS = "x-iso2022jp-ms"  # our own: ISO-2022-JP with CP932 (NEC, IBM) extensions
-# Declared charset -> codecs to try, supersets first (WHATWG-style: GB2312 mail holds GBK,
-# "ISO-8859-1" mail holds Windows-1252, Shift_JIS mail holds CP932 extensions).
-_SUPERSETS: dict[str, tuple[str, ...]] = {
-    "ascii": ("utf-8",),
-    "iso8859-1": ("cp1252", "iso8859-1"),
-    "iso8859-15": ("iso8859-15", "cp1252"),
-    "gb2312": ("gb18030",),
-    "gbk": ("gb18030",),
-    "euc_kr": ("cp949",),
-    "big5": ("big5hkscs", "cp950"),
-    "shift_jis": ("cp932", "shift_jis_2004"),
-    "euc_jp": ("euc_jp", "euc_jis_2004"),
-    "iso2022_jp": ("iso2022_jp", "iso2022_jp_ext", "iso2022_jp_2", _ISO2022JP_MS),
-    "tis-620": ("cp874",),
-}
-_EXTRA_NAMES = {"x-gbk": "gbk", "x-sjis": "shift_jis", "windows-874": "cp874",
-                "iso-8859-8-i": "iso8859-8", "ucs-2": "utf-16", "cp-850": "cp850"}
-# ISO-8859-x text holding C1 bytes (0x80-0x9f) is really the Windows code page.
-_C1_WINDOWS = {"iso8859-1": "cp1252", "iso8859-2": "cp1250", "iso8859-9": "cp1254",
-               "iso8859-15": "cp1252"}
-_REFUSED = frozenset({"unicode_escape", "raw_unicode_escape", "punycode", "idna", "undefined"})
-_NO_UTF8_GUESS = ("utf-16", "utf-32", "utf-7")  # 8-bit "ISO-2022" text is mislabelled
-_FALLBACKS = ("cp1250", "iso8859-2", "cp1252")  # Czech mailbox: Central European first
-_C1 = re.compile("[\x80-\x9f]")
-# Bytes telling ISO-8859-2 (Š Ť Ž š ť ž Ś ś Ź ź) from Windows-1250 (same letters elsewhere).
-_ISO2_ONLY = frozenset(b"\xa6\xa9\xab\xac\xae\xb6\xb9\xbb\xbc\xbe")
-_CP1250_ONLY = frozenset(b"\x8a\x8c\x8d\x8e\x8f\x9a\x9c\x9d\x9e\x9f")
-
-
-def _codec(charset: str | None) -> str | None:
-    """Python codec name of a MIME charset label, or None when unknown or refused."""
-    if not charset:
-        return None
-    label = charset.strip().strip("\"'").lower()
-    label = _EXTRA_NAMES.get(label, label)
-    try:
-        name = codecs.lookup(label).name
-    except (LookupError, ValueError, TypeError):
-        return None
-    return None if name in _REFUSED else name
-
-
-_JIS_RUN = re.compile(rb"\x1b\$[@B]([^\x1b]*)")
-
-
-def _iso2022jp_ms(data: bytes) -> str:
-    """Decode ISO-2022-JP as Microsoft does (CP50220): JIS X 0208 runs mapped to CP932.
-
-    Mailers put CP932 extensions such as circled digits (row 13) into ISO-2022-JP, which
-    Python's strict codecs reject. Half-width katakana (ESC ( I) are kept as escapes.
-    """
-
-    def to_sjis(run: re.Match[bytes]) -> bytes:
-        out = bytearray()
-        body = run.group(1)
-        for i in range(0, len(body) - 1, 2):
-            j1, j2 = body[i], body[i + 1]
-            s1 = (j1 + 1) // 2 + 0x70
-            s1 += 0x40 if s1 >= 0xA0 else 0
-            s2 = j2 + (0x1F + (j2 >= 0x60) if j1 % 2 else 0x7E)
-            out += bytes((s1 & 0xFF, s2 & 0xFF))
-        return bytes(out)
-
-    sjis = re.sub(rb"\x1b\([BJ]", b"", _JIS_RUN.sub(to_sjis, data))
-    return sjis.decode("cp932", "replace")
-
-
-def _central_european(data: bytes) -> str:
-    """Pick Windows-1250 or ISO-8859-2 for Czech/Slovak 8-bit text by their telltale bytes."""
-    iso = sum(1 for b in data if b in _ISO2_ONLY)
-    win = sum(1 for b in data if b in _CP1250_ONLY)
-    return "iso8859-2" if iso > win else "cp1250"
-
-
-def _detect(data: bytes, hints: Iterable[str] = ()) -> str:
-    """Decode bytes of unknown or wrong charset: UTF-8, then the message's charsets, then CP1250."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    text = data.decode("utf-8", "replace")
-    bad = text.count("\ufffd")
-    if sum(1 for ch in text if ch > "\x7f") - bad >= 2 * bad:
-        return text  # UTF-8 with a few broken bytes
-    candidates = list(dict.fromkeys([*(c for h in hints for c in _SUPERSETS.get(h, (h,))),
-                                     *_FALLBACKS]))
-    encoding = "cp1250"
-    try:
-        best = from_bytes(data[:65536], cp_isolation=candidates).best()
-    except Exception:  # charset-normalizer is a heuristic; never let it fail a parse
-        best = None
-    if best is not None and best.encoding:
-        encoding = best.encoding
-    if _codec(encoding) in ("cp1250", "iso8859-2"):
-        encoding = _central_european(data)
-    try:
-        return data.decode(encoding, "replace")
-    except LookupError:
-        return data.decode("cp1250", "replace")
-
-
-def decode_bytes(data: bytes, charset: str | None, hints: Iterable[str] = ()) -> str:
-    """Decode text bytes with the declared charset, detecting it when unknown, wrong or missing."""
-    if data.isascii():
-        codec = _codec(charset)
-        if codec and codec.startswith((*_NO_UTF8_GUESS, "iso2022")):
-            return _decode_as(data, codec) or data.decode("ascii")
-        return data.decode("ascii")
-    codec = _codec(charset)
-    if codec is None or not codec.startswith(_NO_UTF8_GUESS):
-        try:  # valid multi-byte UTF-8 is almost never accidental: mislabelled UTF-8
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-    text = _decode_as(data, codec) if codec is not None else None
-    return text if text is not None else _detect(data, hints)
-
-
-def _decode_as(data: bytes, codec: str) -> str | None:
-    """Decode with a codec or its supersets; None when none of them fits the bytes."""
-    for name in _SUPERSETS.get(codec, (codec,)):
-        if name == _ISO2022JP_MS:
-            return _iso2022jp_ms(data) if data.isascii() else None
-        try:
-            text = data.decode(name)
-        except (UnicodeDecodeError, LookupError):
-            continue
-        windows = _C1_WINDOWS.get(name)
-        if windows and _C1.search(text):
-            return data.decode(windows, "replace")
-        return text
-    return None
-
-
-# ---------------------------------------------------------------------------- headers
-
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
-_BETWEEN_WORDS = re.compile(r"[ \t\r\n]*")
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]+")
-_SPACES = re.compile(" {2,}")
-_ANGLE_ID = re.compile(r"<([^<>]*)>")
-_WS = re.compile(r"\s+")
-
-
-def _word_bytes(encoding: str, text: str) -> bytes:
-    """Bytes of one RFC 2047 encoded word's text, tolerating bad padding and stray characters."""
-    # Not "ascii": 8-bit bytes inside a word were decoded with the rest of the header, so
-    # the text may hold any character (kept as UTF-8 bytes; raw bytes via surrogateescape).
-    raw = text.encode("utf-8", "surrogateescape")
-    if encoding in "qQ":
-        return binascii.a2b_qp(raw, header=True)
-    raw = re.sub(rb"[^A-Za-z0-9+/]", b"", raw)
-    raw = raw[: len(raw) - len(raw) % 4] if len(raw) % 4 == 1 else raw + b"=" * (-len(raw) % 4)
-    try:
-        return binascii.a2b_base64(raw)
-    except binascii.Error:
-        return b""
-
-
-def decode_words(value: str, hints: Iterable[str] = ()) -> str:
-    """Decode RFC 2047 encoded words, also malformed ones (inside quotes, glued to text, split)."""
-    out: list[str] = []
-    pending: list[bytes] = []
-    pending_charset = ""
-    pos = 0
-
-    def flush() -> None:
-        if pending:
-            out.append(decode_bytes(b"".join(pending), pending_charset, hints))
-            pending.clear()
-
-    for match in _ENCODED_WORD.finditer(value):
-        gap = value[pos:match.start()]
-        charset = match.group(1).split("*", 1)[0].lower()  # RFC 2231 §5 language suffix
-        if gap and not (pending and _BETWEEN_WORDS.fullmatch(gap)):
-            flush()
-            out.append(gap)
-        elif pending and charset != pending_charset:
-            flush()  # RFC 2047 §6.2: whitespace between encoded words is dropped
-        pending_charset = charset
-        pending.append(_word_bytes(match.group(2), match.group(3)))
-        pos = match.end()
-    flush()
-    out.append(value[pos:])
-    return "".join(out)
-
-
-def _clean(value: str) -> str:
-    """One-line text: folding and control characters (CR, LF, NUL, C1, U+2028) become spaces."""
-    return _SPACES.sub(" ", _CONTROLS.sub(" ", value)).strip()
-
-
-def _raw_text(value: str | object, hints: Iterable[str]) -> str:
-    """Header value as parsed (raw 8-bit escaped) -> text, 8-bit bytes decoded, words not."""
-    if not isinstance(value, str):
-        value = str(value)
-    if value.isascii():
-        return value
-    return decode_bytes(value.encode("utf-8", "surrogateescape"), None, hints)
-
-
-def _header_text(value: str | object, hints: Iterable[str]) -> str:
-    """A header value fully decoded (8-bit bytes and encoded words) and made one clean line."""
-    text = _raw_text(value, hints)
-    if "=?" in text:
-        text = decode_words(text, hints)
-    return _clean(text)
-
-
-UNDECODED_HEADERS = frozenset({"authentication-results"})
-"""Headers kept as written (only folding and control characters cleaned), never RFC 2047
-decoded: an MTA copies text the sender controls (the envelope sender, a DKIM `d=`) into
-Authentication-Results, and an encoded word there must not decode into results."""
-
-_BARE_MAILBOX = re.compile(r"[A-Za-z0-9._+-]+")
-
-
-def _plausible(addr: str) -> bool:
-    """Whether a parsed address is usable: local@domain, or a bare mailbox like MAILER-DAEMON."""
-    if "=?" in addr or "?=" in addr:  # an RFC 2047 word is never an address (RFC 2047 §5)
-        return False
-    local, at, domain = addr.rpartition("@")
-    if at:
-        return bool(local) and bool(domain) and not any(c in addr for c in "<>,;\r\n\x00")
-    return _BARE_MAILBOX.fullmatch(addr) is not None
-
-
-def _mailboxes(values: Iterable[str], hints: Iterable[str], *, angle_first: bool = False
-               ) -> list[tuple[str, str]]:
-    """(display name, lower-case address) pairs of address headers; implausible ones dropped.
-
-    With `angle_first`, a value holding `<addr>` yields only its angle addresses, so that
-    `ceo@bank.example <attacker@evil.example>` (split in two by the lenient parser) gives
-    the address mail would really be answered to.
-    """
-    pairs: list[tuple[str, str]] = []
-    for value in values:
-        text = _clean(_raw_text(value, hints))
-        found = [
-            (_clean(decode_words(name, hints)) if "=?" in name else name, _clean(addr).lower())
-            for name, addr in email.utils.getaddresses([text])
-        ]
-        found = [(name, addr) for name, addr in found if _plausible(addr)]
-        if angle_first and "<" in text:
-            angled = {_WS.sub("", inner).lower() for inner in _ANGLE_ID.findall(text)}
-            found = [pair for pair in found if pair[1] in angled] or found
-        pairs.extend(found)
-    return pairs
-
-
-def _text8(value: str) -> str:
-    """A raw compat32 value's 8-bit bytes (surrogate escapes) as UTF-8 text, U+FFFD where they
-    are not UTF-8: lone surrogates are not text and cannot be stored or encoded."""
-    if value.isascii():
-        return value
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _ids(values: Iterable[str]) -> tuple[str, ...]:
-    """Message-IDs (`<...>`, inner whitespace removed) in order, without duplicates."""
-    found: dict[str, None] = {}
-    for value in values:
-        for inner in _ANGLE_ID.findall(_text8(value)):
-            inner = _WS.sub("", _CONTROLS.sub("", inner))
-            if inner:
-                found[f"<{inner}>"] = None
-    return tuple(found)
-
-
-def _message_id(value: str | None) -> str | None:
-    """The first `<...>` of a Message-ID field, or the cleaned bare value, or None."""
-    if value is None:
-        return None
-    ids = _ids([value])
-    if ids:
-        return ids[0]
-    return _clean(_text8(value)) or None
-
-
-def _return_path(value: str | None) -> str | None:
-    """Address inside the first <...> of Return-Path; "" for the null sender `<>`."""
-    if value is None:
-        return None
-    value = _text8(value)
-    match = _ANGLE_ID.search(value)
-    inner = match.group(1) if match else value
-    return _WS.sub("", _CONTROLS.sub("", inner)).lower()
 
 
 def _date(value: str | None) -> datetime | None:
@@ -461,12 +183,12 @@ def _filename(part: Message, hints: Iterable[str]) -> str | None:
     if any(isinstance(v, str) and not v.isascii() for _, v in fields):
         view = Message()  # the compat32 accessors would turn raw 8-bit bytes into U+FFFD
         for key, value in fields:
-            view[key] = _clean(_raw_text(value, hints))
+            view[key] = clean_header(raw_header_text(value, hints))
     try:
         name = view.get_filename()
     except Exception:
         return None
-    return None if name is None else _header_text(name, hints)
+    return None if name is None else header_text(name, hints)
 
 
 def _disposition(part: Message) -> str | None:
@@ -509,7 +231,7 @@ def _charsets(parts: Iterable[_Part]) -> list[str]:
     names: dict[str, None] = {}
     for entry in parts:
         charset = entry.part.get_param("charset")
-        codec = _codec(charset) if isinstance(charset, str) else None
+        codec = codec_for(charset) if isinstance(charset, str) else None
         if codec and codec not in ("ascii", "utf-8"):
             names[codec] = None
     return list(names)
@@ -557,16 +279,16 @@ def _parse(data: bytes) -> Mail:
         value = value if isinstance(value, str) else str(value)
         raw_values.setdefault(name.lower(), []).append(value)
         if name.strip().lower() in UNDECODED_HEADERS:
-            text = _clean(_raw_text(value, hints))  # as the MTA wrote it: no encoded words
+            text = clean_header(raw_header_text(value, hints))  # as the MTA wrote it: no encoded words
         elif value.isascii():
-            text = _clean(decode_words(value, hints) if "=?" in value else value)
+            text = clean_header(decode_words(value, hints) if "=?" in value else value)
         else:
-            text = _header_text(value, hints)
+            text = header_text(value, hints)
             try:
                 value.encode("utf-8", "surrogateescape").decode("utf-8")
             except UnicodeDecodeError:
                 defects.append("UndecodableBytesDefect")
-        headers.setdefault(_clean(_raw_text(name, hints)).lower(), []).append(text)
+        headers.setdefault(clean_header(raw_header_text(name, hints)).lower(), []).append(text)
 
     def first(name: str) -> str | None:
         values = raw_values.get(name)
@@ -575,7 +297,7 @@ def _parse(data: bytes) -> Mail:
     from_name, from_addr = "", None
     from_header = True  # whether from_addr is From's (a reply goes nowhere else)
     for field in ("from", "sender", "reply-to"):
-        boxes = _mailboxes(raw_values.get(field, ()), hints, angle_first=True)
+        boxes = header_mailboxes(raw_values.get(field, ()), hints, angle_first=True)
         if boxes:
             from_name, from_addr = boxes[0]
             from_header = field == "from"
@@ -585,13 +307,13 @@ def _parse(data: bytes) -> Mail:
     if first("date") and date is None:
         defects.append("InvalidDateDefect")
 
-    content_type = _text8(msg.get_content_type())
+    content_type = header_text8(msg.get_content_type())
     report_type = ""
     if content_type == "multipart/report":
         param = msg.get_param("report-type")
         if isinstance(param, tuple):
             param = email.utils.collapse_rfc2231_value(param)
-        report_type = _clean(_text8(str(param or ""))).lower()
+        report_type = clean_header(header_text8(str(param or ""))).lower()
 
     text, html, attachments, attached_text = _bodies(parts, defects, hints)
     for entry in parts:
@@ -599,16 +321,16 @@ def _parse(data: bytes) -> Mail:
 
     original_ids = original_message_ids(msg)
     return Mail(
-        message_id=_message_id(first("message-id")),
+        message_id=header_message_id(first("message-id")),
         from_addr=from_addr,
         from_name=from_name,
-        to=tuple(addr for _, addr in _mailboxes(raw_values.get("to", ()), hints)),
-        cc=tuple(addr for _, addr in _mailboxes(raw_values.get("cc", ()), hints)),
+        to=tuple(addr for _, addr in header_mailboxes(raw_values.get("to", ()), hints)),
+        cc=tuple(addr for _, addr in header_mailboxes(raw_values.get("cc", ()), hints)),
         subject=headers.get("subject", [""])[0],
         date=date,
-        in_reply_to=_ids(raw_values.get("in-reply-to", ())),
-        references=_ids(raw_values.get("references", ())),
-        return_path=_return_path(first("return-path")),
+        in_reply_to=header_ids(raw_values.get("in-reply-to", ())),
+        references=header_ids(raw_values.get("references", ())),
+        return_path=header_return_path(first("return-path")),
         headers={key: tuple(values) for key, values in headers.items()},
         content_type=content_type,
         report_type=report_type,
@@ -673,7 +395,7 @@ def _bodies(
         text = html_to_text(html)
     taken = {id(e.part) for e in chosen + rich[:1]}
     attachments = tuple(
-        Attachment(filename=filename or "", content_type=_text8(part.get_content_type()),
+        Attachment(filename=filename or "", content_type=header_text8(part.get_content_type()),
                    size=_size(part, defects))
         for part, filename in candidates if id(part) not in taken
     )
@@ -713,18 +435,18 @@ def _rescue(data: bytes, cause: BaseException) -> Mail:
     parsed = mailparser.parse_from_bytes(data)
     hints: list[str] = []
     # mail-parser has decoded the values already: headers that must stay raw are left out.
-    headers = {str(k).lower(): (_header_text(v, hints),) for k, v in parsed.headers.items()
+    headers = {str(k).lower(): (header_text(v, hints),) for k, v in parsed.headers.items()
                if str(k).strip().lower() not in UNDECODED_HEADERS}
     senders = [addr for _, addr in parsed.from_ if addr] if parsed.from_ else []
     html = "\n".join(parsed.text_html or [])
     text = "\n".join(parsed.text_plain or []) or html_to_text(html)
     return Mail(
-        message_id=_message_id(parsed.message_id or None),
+        message_id=header_message_id(parsed.message_id or None),
         from_addr=senders[0].lower() if senders else None,
         from_name="",
         to=tuple(addr.lower() for _, addr in parsed.to or () if addr),
         cc=tuple(addr.lower() for _, addr in parsed.cc or () if addr),
-        subject=_clean(str(parsed.subject or "")),
+        subject=clean_header(str(parsed.subject or "")),
         date=None,
         in_reply_to=(),
         references=(),

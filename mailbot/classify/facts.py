@@ -1,0 +1,379 @@
+"""What the rules consult: the context of one decision and the facts of one mail.
+
+:class:`RuleContext` holds everything besides the mail (settings, registry, ticket index, clock);
+:class:`MailFacts` what the rules derive from the mail's text, computed once per mail and shared
+by every rule of one decision. :class:`Finding` is what a rule returns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Protocol
+from zoneinfo import ZoneInfo
+
+from mailbot.classify.entitlement import PRAGUE
+from mailbot.classify.language import detect_language
+from mailbot.classify.license import extract_license_numbers
+from mailbot.classify.opinion import AnchorModel, Evidence
+from mailbot.classify.phrases import IdentityCache, compiled_rule, phrase_set
+from mailbot.classify.settings import ClassifyConfig
+from mailbot.classify.staff_auth import StaffPolicy
+from mailbot.classify.text import (
+    BodyParts,
+    TextLimits,
+    content_words,
+    fold,
+    forwarded_message_text,
+    readable_text,
+    sentences,
+    split_body,
+)
+from mailbot.domain import DecisionKind, LicenseRecord, Mail, Priority, TicketInfo
+from mailbot.subjects import strip_subject_prefixes
+
+if TYPE_CHECKING:
+    from mailbot.config import Config
+
+
+class LicenseRegistry(Protocol):
+    """The license registry as classify sees it."""
+
+    def get(self, number: str) -> LicenseRecord | None: ...
+
+    def rank(self, number: str) -> int:
+        """The place of `number` in the registry's order (lower first)."""
+        ...
+
+
+class TicketIndex(Protocol):
+    """Which ticket numbers exist, and what is known about them (None: only that it exists)."""
+
+    def exists(self, ref: str) -> bool: ...
+
+    def get(self, ref: str) -> TicketInfo | None: ...
+
+    def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None: ...
+
+
+class _MemoIndex:
+    """A ticket index that asks its source once per question: the rules of one decision look
+    the same ticket up several times (staff reply, follow-up, closed-ticket license)."""
+
+    def __init__(self, source: TicketIndex) -> None:
+        self._source = source
+        self._exists: dict[str, bool] = {}
+        self._info: dict[str, TicketInfo | None] = {}
+        self._by_ids: dict[tuple[str, ...], str | None] = {}
+
+    def exists(self, ref: str) -> bool:
+        if ref not in self._exists:
+            self._exists[ref] = self._source.exists(ref)
+        return self._exists[ref]
+
+    def get(self, ref: str) -> TicketInfo | None:
+        if ref not in self._info:
+            self._info[ref] = self._source.get(ref)
+        return self._info[ref]
+
+    def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
+        if message_ids not in self._by_ids:
+            self._by_ids[message_ids] = self._source.by_message_ids(message_ids)
+        return self._by_ids[message_ids]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleContext:
+    """Everything the rules may consult besides the mail itself (no I/O behind it but the seams).
+
+    `known_tickets` None means dry-run: a well-formed ticket reference is trusted.
+    """
+
+    settings: ClassifyConfig
+    support_address: str
+    unsubscribe_address: str
+    own_addresses: frozenset[str]
+    staff: StaffPolicy
+    message_id_domain: str
+    registry: LicenseRegistry
+    now: datetime
+    known_tickets: TicketIndex | None = None
+    zone: ZoneInfo = PRAGUE
+    default_language: str = "cs"
+    reopen_window: timedelta = timedelta(days=14)
+    # Free-mail domains ("gmx.*": any gmx. domain): never a customer's organization.
+    freemail_domains: tuple[str, ...] = ()
+    text_limits: TextLimits = TextLimits()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        registry: LicenseRegistry,
+        now: datetime,
+        known_tickets: TicketIndex | None,
+        token_secret: bytes = b"",
+        previous_secrets: tuple[bytes, ...] | None = None,
+    ) -> RuleContext:
+        """The context of one decision, built from the loaded configuration.
+
+        `token_secret` verifies staff notices' reply addresses (none given: no token is valid);
+        `previous_secrets` those of the rotation (None: read from the configured sources).
+        Ticket lookups are remembered for the life of the context (one decision).
+        """
+        box = config.mailbox
+        conv = config.conversation
+        staff = StaffPolicy(
+            staff_domains=frozenset(d.lower() for d in box.staff_domains),
+            staff_addresses=frozenset(a.lower() for a in box.staff_addresses),
+            authserv_ids=frozenset(conv.authserv_ids),
+            support_address=box.support_address.lower(),
+            token_secret=token_secret,
+            verify=conv.verify_staff,
+            previous_secrets=(conv.previous_token_secrets() if previous_secrets is None
+                              else previous_secrets),
+        )
+        return cls(
+            settings=config.classify,
+            support_address=box.support_address.lower(),
+            unsubscribe_address=box.unsubscribe_address.lower(),
+            own_addresses=frozenset(a.lower() for a in box.own_addresses()),
+            staff=staff,
+            message_id_domain=box.message_id_domain.lower(),
+            registry=registry,
+            now=now,
+            known_tickets=_MemoIndex(known_tickets) if known_tickets is not None else None,
+            zone=config.calendar.zone,
+            default_language=config.replies.default_language,
+            reopen_window=timedelta(days=conv.reopen_days),
+            freemail_domains=conv.freemail_domains,
+            text_limits=TextLimits(config.limits.body_text_chars, config.limits.quote_scan_chars),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What a rule found; `kind` None means a note that lets the next rules run."""
+
+    kind: DecisionKind | None
+    detail: str = ""
+    priority: Priority | None = None
+    missing: tuple[str, ...] = ()
+    scope_reason: str | None = None
+    ticket_ref: str | None = None
+    flags: frozenset[str] = field(default_factory=frozenset)
+
+
+NEW_REQUEST = frozenset({"new_request"})
+"""Flags of a finding that decides a new request: its decision carries the license, the
+customer, the entitlement end and a related closed ticket."""
+BOUNCE = frozenset({"bounce"})
+"""Flags of a finding that reports a delivery failure: its decision carries the Message-IDs of our
+mail that it reports undeliverable."""
+
+
+Rule = Callable[[Mail, RuleContext], "Finding | None"]
+
+
+# --- facts the rules share ---------------------------------------------------------------
+
+
+class _Compiled:
+    """What the rules need of one ClassifyConfig, compiled once (word sets, phrase sets)."""
+
+    def __init__(self, settings: ClassifyConfig) -> None:
+        words = settings.description_stopwords
+        self.stopwords = frozenset(w for w in words if not w.endswith("*"))
+        self.stop_prefixes = tuple(w[:-1] for w in words if w.endswith("*") and len(w) > 1)
+        self.english = frozenset(settings.english_words)
+        self.czech = frozenset(settings.czech_words)
+        self.bounce_body = phrase_set(settings.bounce_body_phrases)
+        self.bulk_body = phrase_set(settings.bulk_body_phrases)
+        self.auto_subject = phrase_set(settings.auto_subject_phrases)
+        self.out_of_office = phrase_set(settings.out_of_office_phrases)
+        model = settings.model
+        self.model = AnchorModel(model.anchors) if model.enabled and model.anchors else None
+        self.emergency_signals = phrase_set(model.emergency_signals)
+        self.not_emergency = phrase_set(settings.not_emergency_phrases)
+        self.resolved = phrase_set(settings.resolved_phrases)
+        self.no_description = phrase_set(settings.no_description_phrases)
+        self.unsubscribe = tuple(compiled_rule(r) for r in settings.unsubscribe)
+        self.scope = tuple(compiled_rule(r) for r in settings.scope)
+        self.emergency = tuple(compiled_rule(r) for r in settings.emergency)
+
+
+_compiled: IdentityCache[ClassifyConfig, _Compiled] = IdentityCache(_Compiled, 16)
+"""The compiled form of the `[classify]` settings (the config is frozen)."""
+
+
+class MailFacts:
+    """What the rules derive from one mail's text, each computed once and shared.
+
+    Depends only on the mail's (immutable) subject, text and html, the settings and the
+    text limits: every rule reads at most `limits.body_text_chars` of the body.
+    """
+
+    def __init__(self, mail: Mail, settings: ClassifyConfig,
+                 limits: TextLimits = TextLimits()) -> None:
+        self.mail = mail
+        self.settings = settings
+        self.limits = limits
+        self.compiled = _compiled(settings)
+        self._opinions: dict[tuple[str, ...], dict[str, Evidence]] = {}
+
+    @cached_property
+    def body(self) -> str:
+        return readable_text(self.mail.text, self.mail.html)[: self.limits.body_text_chars]
+
+    @cached_property
+    def folded_body(self) -> str:
+        return fold(self.body)
+
+    @cached_property
+    def parts(self) -> BodyParts:
+        return split_body(self.body, self.mail.subject, self.limits.quote_scan_chars)
+
+    @cached_property
+    def subject(self) -> str:
+        """The subject without reply prefixes."""
+        return strip_subject_prefixes(self.mail.subject)
+
+    @cached_property
+    def forwarded_own(self) -> str:
+        """The own text of forwarded mail, inline or attached as message/rfc822 ("" when
+        nothing was forwarded): it counts as the customer's words."""
+        texts = (self.parts.forwarded, self.mail.attached_text)
+        limit = self.limits.quote_scan_chars
+        return "\n\n".join(forwarded_message_text(t, limit) for t in texts if t.strip()).strip()
+
+    @cached_property
+    def own_sentences(self) -> tuple[str, ...]:
+        """Folded sentences of the subject and the sender's own text."""
+        return sentences(self.subject) + sentences(self.parts.own)
+
+    @cached_property
+    def own_joined(self) -> str:
+        return "\n".join(self.own_sentences)
+
+    @cached_property
+    def own_describes(self) -> bool:
+        """Whether the sender's own text (without the subject) describes something."""
+        return _describes(self.parts.own, "", self.settings, self.compiled)
+
+    @cached_property
+    def request_sentences(self) -> tuple[str, ...]:
+        """The subject, the sender's own text and forwarded mail: the request."""
+        return self.own_sentences + sentences(self.forwarded_own)
+
+    @cached_property
+    def request_joined(self) -> str:
+        return "\n".join(self.request_sentences)
+
+    @cached_property
+    def forwarded_sentences(self) -> tuple[str, ...]:
+        return sentences(self.forwarded_own)
+
+    def opinion(self, texts: tuple[str, ...]) -> dict[str, Evidence]:
+        """The second opinion's best evidence per label for `texts` (none: no model)."""
+        model = self.compiled.model
+        if model is None:
+            return {}
+        if texts not in self._opinions:
+            signals = self.compiled.emergency_signals.search
+            self._opinions[texts] = model.per_label(texts, {"emergency": signals})
+        return self._opinions[texts]
+
+    @cached_property
+    def has_description(self) -> bool:
+        if _describes(self.parts.own, self.subject, self.settings, self.compiled):
+            return True
+        return bool(self.forwarded_own) and _describes(
+            self.forwarded_own, self.subject, self.settings, self.compiled
+        )
+
+    @cached_property
+    def license_candidates(self) -> tuple[str, ...]:
+        found = extract_license_numbers(self.mail.subject, self.settings)
+        found += extract_license_numbers(self.body, self.settings)
+        if self.mail.attached_text:
+            found += extract_license_numbers(self.mail.attached_text, self.settings)
+        return tuple(dict.fromkeys(found))
+
+
+_LAST = threading.local()
+
+
+def mail_facts(mail: Mail, ctx: RuleContext) -> MailFacts:
+    """The shared facts of `mail`: the last mail's are kept (per thread), so every rule of
+    one decision reuses them. The entry holds the mail itself, so identity is reliable."""
+    facts: MailFacts | None = getattr(_LAST, "facts", None)
+    if (facts is None or facts.mail is not mail or facts.settings is not ctx.settings
+            or facts.limits is not ctx.text_limits):
+        facts = _LAST.facts = MailFacts(mail, ctx.settings, ctx.text_limits)
+    return facts
+
+
+def body_text(mail: Mail) -> str:
+    """The readable body (HTML converted when the mail has no plain text)."""
+    return readable_text(mail.text, mail.html)
+
+
+def request_sentences(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
+    """Folded sentences of the customer's own words: the subject and the new text.
+
+    A forwarded mail counts as the request only when the sender's own text describes
+    nothing ("see below").
+    """
+    return mail_facts(mail, ctx).request_sentences
+
+
+def _describes_text(folded: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
+    folded = compiled.no_description.blank_out(folded)
+    words = content_words(folded, compiled.stopwords, compiled.stop_prefixes)
+    return len(words) >= settings.min_description_words
+
+
+def _describes(text: str, subject: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
+    return _describes_text(fold(f"{subject}\n{text}"), settings, compiled)
+
+
+def has_description(mail: Mail, ctx: RuleContext) -> bool:
+    """Whether the subject and the sender's own text describe a problem."""
+    return mail_facts(mail, ctx).has_description
+
+
+def license_candidates(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
+    """License numbers in the subject, then the whole body (quotes and signature included)."""
+    return mail_facts(mail, ctx).license_candidates
+
+
+
+def mail_language(mail: Mail, ctx: RuleContext) -> str:
+    """The reply language of the customer's text ("cs" for Czech and Slovak, else "en")."""
+    facts = mail_facts(mail, ctx)
+    compiled = facts.compiled
+    parts = facts.parts
+    text = f"{facts.subject}\n{parts.own or parts.forwarded}"
+    return detect_language(text, compiled.english, compiled.czech, ctx.default_language)
+
+
+# --- headers and addresses -----------------------------------------------------------------
+
+
+def header_values(mail: Mail, name: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in mail.headers.get(name, ()))
+
+
+def has_header(mail: Mail, name: str) -> bool:
+    return name in mail.headers
+
+
+def local_part(address: str | None) -> str:
+    return (address or "").split("@", 1)[0].lower()
+
+
+def address_domain(address: str | None) -> str:
+    return (address or "").rpartition("@")[2].lower()

@@ -1,0 +1,159 @@
+"""The rules for automatic mail: our own mail coming back, bounces, robots, receipts, reports,
+auto-replies, lists and bulk mail, absence notices and spam verdicts. None of it is answered."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from mailbot.classify.facts import (
+    BOUNCE,
+    Finding,
+    RuleContext,
+    has_header,
+    header_values,
+    local_part,
+    mail_facts,
+)
+from mailbot.classify.text import fold, sentences
+from mailbot.domain import LOOP_HEADER, DecisionKind, Mail
+
+
+OWN_MESSAGE_ID = re.compile(r"<(?:ticket|mailbot)-[^@<>\s]*@([^<>\s]+)>", re.I)
+"""Message-IDs mailbot makes (`domain.ticket_message_id`, `other_message_id`)."""
+
+
+def own_mail(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Mail that mailbot sent itself (loop header, our address, our Message-ID) comes back."""
+    if has_header(mail, LOOP_HEADER.lower()):
+        return Finding(DecisionKind.IGNORE_AUTO, LOOP_HEADER)
+    for value in header_values(mail, "x-loop"):  # the conventional loop header (RFC 3834 §5)
+        if any(address in value.lower() for address in ctx.own_addresses):
+            return Finding(DecisionKind.IGNORE_AUTO, f"x-loop: {value[:80]}")
+    if mail.from_addr and mail.from_addr.lower() in ctx.own_addresses:
+        return Finding(DecisionKind.IGNORE_AUTO, f"from {mail.from_addr}")
+    m = OWN_MESSAGE_ID.fullmatch((mail.message_id or "").strip())
+    if m and m.group(1).lower() == ctx.message_id_domain:
+        return Finding(DecisionKind.IGNORE_AUTO, f"message-id {mail.message_id}")
+    return None
+
+
+_DAEMONS = re.compile(r"(mailer-?daemon|mail-?daemon|post_?master|mdaemon)")
+_ROBOTS = re.compile(r"(no-?reply|do-?not-?reply|donotreply|bounces?|.+-bounces?|.+-request)(\+.*)?")
+_DAEMON_NAMES = ("mail delivery system", "mail delivery subsystem", "mailer-daemon", "postmaster")
+
+
+def bounce(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Delivery failures: RFC 3464 reports, null Return-Path, MAILER-DAEMON, Exchange NDRs."""
+    if mail.content_type == "multipart/report" and mail.report_type.lower() == "delivery-status":
+        return Finding(DecisionKind.IGNORE_AUTO, "report-type=delivery-status", flags=BOUNCE)
+    for path in header_values(mail, "return-path") or (mail.return_path or "",):
+        if path.replace(" ", "") in ("<>", "<<>>"):
+            return Finding(DecisionKind.IGNORE_AUTO, "return-path <>", flags=BOUNCE)
+    if _DAEMONS.fullmatch(local_part(mail.from_addr)):
+        return Finding(DecisionKind.IGNORE_AUTO, f"from {mail.from_addr}", flags=BOUNCE)
+    if fold(mail.from_name) in _DAEMON_NAMES:
+        return Finding(DecisionKind.IGNORE_AUTO, f"from name {mail.from_name}", flags=BOUNCE)
+    for name in ("x-ms-exchange-message-is-ndr", "x-failed-recipients"):
+        if has_header(mail, name):
+            return Finding(DecisionKind.IGNORE_AUTO, name, flags=BOUNCE)
+    facts = mail_facts(mail, ctx)
+    hit = facts.compiled.bounce_body.first(facts.folded_body)
+    if hit:
+        return Finding(DecisionKind.IGNORE_AUTO, f"body: {hit}", flags=BOUNCE)
+    return None
+
+
+def robot_sender(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Senders nobody reads (no-reply, list bounce and request addresses) get no answer."""
+    local = local_part(mail.from_addr)
+    if _ROBOTS.fullmatch(local):
+        return Finding(DecisionKind.IGNORE_AUTO, f"from {mail.from_addr}")
+    return None
+
+
+def read_receipt(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Read receipts (RFC 8098 disposition notifications) need no answer."""
+    if mail.report_type.lower() == "disposition-notification":
+        return Finding(DecisionKind.IGNORE_AUTO, "report-type=disposition-notification")
+    if mail.content_type == "message/disposition-notification":
+        return Finding(DecisionKind.IGNORE_AUTO, mail.content_type)
+    return None
+
+
+def feedback_report(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Abuse and feedback-loop reports (RFC 5965 ARF) are about mail, not support requests."""
+    if mail.report_type.lower() == "feedback-report":
+        return Finding(DecisionKind.IGNORE_AUTO, "report-type=feedback-report")
+    if any(a.content_type == "message/feedback-report" for a in mail.attachments):
+        return Finding(DecisionKind.IGNORE_AUTO, "message/feedback-report part")
+    return None
+
+
+_AUTO_PRECEDENCE = frozenset(("bulk", "junk", "list", "auto_reply", "auto-reply"))
+
+
+def auto_reply_headers(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Auto-Submitted other than "no" (RFC 3834), X-Autoreply and kin, Precedence bulk/junk/list."""
+    for value in header_values(mail, "auto-submitted"):
+        token = value.split(";", 1)[0].strip().lower()
+        if token and token != "no":
+            return Finding(DecisionKind.IGNORE_AUTO, f"auto-submitted: {token}")
+    for name in ("x-autoreply", "x-autorespond", "x-auto-response-suppress", "x-autogenerated"):
+        if has_header(mail, name):
+            return Finding(DecisionKind.IGNORE_AUTO, name)
+    for value in header_values(mail, "precedence"):
+        if value.lower() in _AUTO_PRECEDENCE:
+            return Finding(DecisionKind.IGNORE_AUTO, f"precedence: {value.lower()}")
+    return None
+
+
+def mailing_list(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """List mail and newsletters (List-Id, List-Unsubscribe: RFC 2919, 2369) are not requests."""
+    for name in ("list-id", "list-unsubscribe"):
+        if has_header(mail, name):
+            return Finding(DecisionKind.IGNORE_AUTO, name)
+    return None
+
+
+def bulk_footer(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Newsletters and spam without list headers, known by their opt-out footer."""
+    facts = mail_facts(mail, ctx)
+    parts = facts.parts
+    hit = facts.compiled.bulk_body.first(fold(f"{parts.own}\n{parts.signature}"))
+    return Finding(DecisionKind.IGNORE_AUTO, hit) if hit else None
+
+
+def out_of_office(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """An absence notice without any automatic-mail header: a short own text that opens with
+    "I am out of the office until …" (a request that merely mentions an absence is longer)."""
+    facts = mail_facts(mail, ctx)
+    opening = sentences(facts.parts.own)[:3]
+    if not opening or len(facts.parts.own.split()) > 60:
+        return None
+    hit = facts.compiled.out_of_office.first("\n".join(opening))
+    return Finding(DecisionKind.IGNORE_AUTO, f"out of office: {hit}") if hit else None
+
+
+def auto_subject(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Out-of-office notices, receipts and bounces that only their subject gives away."""
+    hit = mail_facts(mail, ctx).compiled.auto_subject.first(fold(mail.subject))
+    return Finding(DecisionKind.IGNORE_AUTO, hit) if hit else None
+
+
+def spam_verdict(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Mail our upstream spam filter judged spam (`classify.spam_verdicts`, e.g.
+    `X-Spam-Flag: YES`) is kept but never answered and never a ticket. Every value of the
+    header is looked at: a "no" the sender wrote cannot hide our MTA's "yes"."""
+    for verdict in ctx.settings.spam_verdicts:
+        for value in header_values(mail, verdict.header.lower()):
+            if _spam_pattern(verdict.pattern).match(value):
+                shown = " ".join(value.split())
+                shown = shown if len(shown) <= 60 else shown[:59] + "…"
+                return Finding(DecisionKind.IGNORE_AUTO, f"spam verdict {verdict.header}: {shown}")
+    return None
+
+
+@lru_cache(maxsize=64)
+def _spam_pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)

@@ -1,0 +1,147 @@
+"""The rules for new requests: complete, licensed, entitled, in scope; an emergency or a normal
+ticket. Also which license a request names and when its support ends."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from mailbot.classify.entitlement import entitlement_at
+from mailbot.classify.facts import (
+    NEW_REQUEST,
+    Finding,
+    RuleContext,
+    has_description,
+    license_candidates,
+    mail_facts,
+)
+from mailbot.classify.opinion import Evidence, weigh
+from mailbot.classify.rules_tickets import closed_ticket
+from mailbot.domain import DecisionKind, LicenseRecord, Mail, Priority
+
+
+def request_licenses(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
+    """License numbers of a new request: the mail's own, else the license of the closed
+    ticket it answers (a customer writing again long after a ticket was closed)."""
+    candidates = license_candidates(mail, ctx)
+    if candidates:
+        return candidates
+    related = closed_ticket(mail, ctx)
+    return (related.license,) if related is not None and related.license else ()
+
+
+def chosen_license(mail: Mail, ctx: RuleContext) -> tuple[str | None, LicenseRecord | None]:
+    """Of the registered candidates, the first in the registry's order; with none
+    registered, the first candidate (unregistered)."""
+    candidates = request_licenses(mail, ctx)
+    registered = [(n, r) for n in candidates if (r := ctx.registry.get(n)) is not None]
+    if registered:
+        return min(registered, key=lambda pair: ctx.registry.rank(pair[0]))
+    return (candidates[0] if candidates else None), None
+
+
+def incomplete_request(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """A new request needs a description of the problem and a license number."""
+    missing = []
+    if not has_description(mail, ctx):
+        missing.append("description")
+    if not request_licenses(mail, ctx):
+        missing.append("license")
+    if not missing:
+        return None
+    return Finding(DecisionKind.REJECT_INCOMPLETE, ",".join(missing),
+                   missing=tuple(sorted(missing)), flags=NEW_REQUEST)
+
+
+def unknown_license(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """No license number the mail gives is in the registry."""
+    number, record = chosen_license(mail, ctx)
+    if number is None or record is not None:
+        return None
+    return Finding(DecisionKind.REJECT_UNKNOWN_LICENSE, number, flags=NEW_REQUEST)
+
+
+def expired_license(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """The license's support has ended (or its tier gives none)."""
+    number, record = chosen_license(mail, ctx)
+    if record is None:
+        return None
+    valid, ends_on = entitlement_at(record, ctx.now, ctx.zone)
+    if valid:
+        return None
+    return Finding(DecisionKind.REJECT_EXPIRED, f"{number} {record.tier.value} ends {ends_on}",
+                   flags=NEW_REQUEST)
+
+
+def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Work the support service does not do (exports, training, whole setups, development)."""
+    facts = mail_facts(mail, ctx)
+    text, joined = facts.request_sentences, facts.request_joined
+    for compiled in facts.compiled.scope:
+        hit = compiled.match(text, joined)
+        if hit:
+            reason = compiled.rule.reason
+            return Finding(DecisionKind.REJECT_SCOPE, f"{reason}: {hit}", scope_reason=reason,
+                           flags=NEW_REQUEST)
+    model = ctx.settings.model
+    opinion = _second_opinion(facts.opinion(text), SCOPE_LABELS, "in_scope",
+                              model.scope_threshold, model.scope_margin)
+    if opinion is None:
+        return None
+    label, detail = opinion
+    return Finding(DecisionKind.REJECT_SCOPE, detail, scope_reason=label, flags=NEW_REQUEST)
+
+
+SCOPE_LABELS = ("data_export", "training", "global_configuration", "custom_development")
+"""The second opinion's labels for work outside the support service (scope reasons)."""
+
+
+def _second_opinion(evidence: dict[str, Evidence], labels: tuple[str, ...], against: str,
+                    threshold: float, margin: float) -> tuple[str, str] | None:
+    """The label the model is sure of among `labels` (over `against`) and the finding's detail,
+    or None when it is not sure."""
+    sure = weigh(evidence, labels, against, threshold, margin)
+    if sure is None:
+        return None
+    top, other = sure
+    return top.label, (f"model {top.label} {top.score:.2f} vs {against} {other:.2f}: "
+                       f"\"{top.text[:80]}\" ~ \"{top.anchor[:60]}\"")
+
+
+def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """The system stopped for everyone (server down, nobody can clock in): an emergency ticket."""
+    facts = mail_facts(mail, ctx)
+    text, joined = facts.request_sentences, facts.request_joined
+    not_emergency = facts.compiled.not_emergency.search
+    if not_emergency(joined) and any(not_emergency(s) for s in text):
+        return None
+    own, forwarded = facts.own_sentences, facts.forwarded_sentences
+    own_joined = facts.own_joined
+    for compiled in facts.compiled.emergency:
+        hit = compiled.match(own, own_joined)
+        # A forwarded report counts unless the sender's own words say it is over
+        # ("that was last week and is solved"): their words are the newer ones.
+        if not hit and forwarded and not facts.compiled.resolved.search(own_joined):
+            hit = compiled.match(forwarded)
+        if hit:
+            reason = compiled.rule.reason
+            return Finding(DecisionKind.TICKET, f"{reason}: {hit}", priority=Priority.EMERGENCY,
+                           flags=NEW_REQUEST)
+    model = ctx.settings.model
+    told = own if forwarded and facts.compiled.resolved.search(own_joined) else text
+    opinion = _second_opinion(facts.opinion(told), ("emergency",), "normal",
+                              model.emergency_threshold, model.emergency_margin)
+    if opinion is None:
+        return None
+    return Finding(DecisionKind.TICKET, opinion[1], priority=Priority.EMERGENCY,
+                   flags=NEW_REQUEST)
+
+
+def new_ticket(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Every complete, entitled, in-scope request becomes a normal ticket."""
+    return Finding(DecisionKind.TICKET, priority=Priority.NORMAL, flags=NEW_REQUEST)
+
+
+def entitlement_end(record: LicenseRecord, now: datetime, zone: ZoneInfo) -> date | None:
+    """The last day of support of `record` (None: open-ended or no support)."""
+    return entitlement_at(record, now, zone).ends_on

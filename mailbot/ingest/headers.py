@@ -1,0 +1,164 @@
+"""Header decoding: RFC 2047 encoded words (and raw 8-bit text), mailboxes, Message-IDs and
+Return-Path, each sanitized of control characters."""
+
+from __future__ import annotations
+
+import binascii
+import email.utils
+import re
+from collections.abc import Iterable
+
+from mailbot.ingest.charsets import decode_bytes
+
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
+_BETWEEN_WORDS = re.compile(r"[ \t\r\n]*")
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]+")
+_SPACES = re.compile(" {2,}")
+_ANGLE_ID = re.compile(r"<([^<>]*)>")
+_WS = re.compile(r"\s+")
+
+
+def _word_bytes(encoding: str, text: str) -> bytes:
+    """Bytes of one RFC 2047 encoded word's text, tolerating bad padding and stray characters."""
+    # Not "ascii": 8-bit bytes inside a word were decoded with the rest of the header, so
+    # the text may hold any character (kept as UTF-8 bytes; raw bytes via surrogateescape).
+    raw = text.encode("utf-8", "surrogateescape")
+    if encoding in "qQ":
+        return binascii.a2b_qp(raw, header=True)
+    raw = re.sub(rb"[^A-Za-z0-9+/]", b"", raw)
+    raw = raw[: len(raw) - len(raw) % 4] if len(raw) % 4 == 1 else raw + b"=" * (-len(raw) % 4)
+    try:
+        return binascii.a2b_base64(raw)
+    except binascii.Error:
+        return b""
+
+
+def decode_words(value: str, hints: Iterable[str] = ()) -> str:
+    """Decode RFC 2047 encoded words, also malformed ones (inside quotes, glued to text, split)."""
+    out: list[str] = []
+    pending: list[bytes] = []
+    pending_charset = ""
+    pos = 0
+
+    def flush() -> None:
+        if pending:
+            out.append(decode_bytes(b"".join(pending), pending_charset, hints))
+            pending.clear()
+
+    for match in _ENCODED_WORD.finditer(value):
+        gap = value[pos:match.start()]
+        charset = match.group(1).split("*", 1)[0].lower()  # RFC 2231 §5 language suffix
+        if gap and not (pending and _BETWEEN_WORDS.fullmatch(gap)):
+            flush()
+            out.append(gap)
+        elif pending and charset != pending_charset:
+            flush()  # RFC 2047 §6.2: whitespace between encoded words is dropped
+        pending_charset = charset
+        pending.append(_word_bytes(match.group(2), match.group(3)))
+        pos = match.end()
+    flush()
+    out.append(value[pos:])
+    return "".join(out)
+
+
+def clean_header(value: str) -> str:
+    """One-line text: folding and control characters (CR, LF, NUL, C1, U+2028) become spaces."""
+    return _SPACES.sub(" ", _CONTROLS.sub(" ", value)).strip()
+
+
+def raw_header_text(value: str | object, hints: Iterable[str]) -> str:
+    """Header value as parsed (raw 8-bit escaped) -> text, 8-bit bytes decoded, words not."""
+    if not isinstance(value, str):
+        value = str(value)
+    if value.isascii():
+        return value
+    return decode_bytes(value.encode("utf-8", "surrogateescape"), None, hints)
+
+
+def header_text(value: str | object, hints: Iterable[str]) -> str:
+    """A header value fully decoded (8-bit bytes and encoded words) and made one clean line."""
+    text = raw_header_text(value, hints)
+    if "=?" in text:
+        text = decode_words(text, hints)
+    return clean_header(text)
+
+
+UNDECODED_HEADERS = frozenset({"authentication-results"})
+"""Headers kept as written (only folding and control characters cleaned), never RFC 2047
+decoded: an MTA copies text the sender controls (the envelope sender, a DKIM `d=`) into
+Authentication-Results, and an encoded word there must not decode into results."""
+
+_BARE_MAILBOX = re.compile(r"[A-Za-z0-9._+-]+")
+
+
+def _plausible(addr: str) -> bool:
+    """Whether a parsed address is usable: local@domain, or a bare mailbox like MAILER-DAEMON."""
+    if "=?" in addr or "?=" in addr:  # an RFC 2047 word is never an address (RFC 2047 §5)
+        return False
+    local, at, domain = addr.rpartition("@")
+    if at:
+        return bool(local) and bool(domain) and not any(c in addr for c in "<>,;\r\n\x00")
+    return _BARE_MAILBOX.fullmatch(addr) is not None
+
+
+def header_mailboxes(values: Iterable[str], hints: Iterable[str], *, angle_first: bool = False
+               ) -> list[tuple[str, str]]:
+    """(display name, lower-case address) pairs of address headers; implausible ones dropped.
+
+    With `angle_first`, a value holding `<addr>` yields only its angle addresses, so that
+    `ceo@bank.example <attacker@evil.example>` (split in two by the lenient parser) gives
+    the address mail would really be answered to.
+    """
+    pairs: list[tuple[str, str]] = []
+    for value in values:
+        text = clean_header(raw_header_text(value, hints))
+        found = [
+            (clean_header(decode_words(name, hints)) if "=?" in name else name, clean_header(addr).lower())
+            for name, addr in email.utils.getaddresses([text])
+        ]
+        found = [(name, addr) for name, addr in found if _plausible(addr)]
+        if angle_first and "<" in text:
+            angled = {_WS.sub("", inner).lower() for inner in _ANGLE_ID.findall(text)}
+            found = [pair for pair in found if pair[1] in angled] or found
+        pairs.extend(found)
+    return pairs
+
+
+def header_text8(value: str) -> str:
+    """A raw compat32 value's 8-bit bytes (surrogate escapes) as UTF-8 text, U+FFFD where they
+    are not UTF-8: lone surrogates are not text and cannot be stored or encoded."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def header_ids(values: Iterable[str]) -> tuple[str, ...]:
+    """Message-IDs (`<...>`, inner whitespace removed) in order, without duplicates."""
+    found: dict[str, None] = {}
+    for value in values:
+        for inner in _ANGLE_ID.findall(header_text8(value)):
+            inner = _WS.sub("", _CONTROLS.sub("", inner))
+            if inner:
+                found[f"<{inner}>"] = None
+    return tuple(found)
+
+
+def header_message_id(value: str | None) -> str | None:
+    """The first `<...>` of a Message-ID field, or the cleaned bare value, or None."""
+    if value is None:
+        return None
+    ids = header_ids([value])
+    if ids:
+        return ids[0]
+    return clean_header(header_text8(value)) or None
+
+
+def header_return_path(value: str | None) -> str | None:
+    """Address inside the first <...> of Return-Path; "" for the null sender `<>`."""
+    if value is None:
+        return None
+    value = header_text8(value)
+    match = _ANGLE_ID.search(value)
+    inner = match.group(1) if match else value
+    return _WS.sub("", _CONTROLS.sub("", inner)).lower()
