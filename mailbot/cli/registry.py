@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
@@ -19,6 +21,27 @@ from mailbot.cli.base import (
     store_for,
     table_,
 )
+
+if TYPE_CHECKING:
+    from mailbot.registry import RowError
+    from mailbot.store import Store
+
+
+def _upsert_and_report(csv_file: Path, config_path: Path | None,
+                       upsert: Callable[[Store], int], errors: Sequence[RowError],
+                       noun: str) -> None:
+    """Run `upsert` on the configured store, print the bad rows and the count; exit 1 when
+    any row was bad (the good ones are imported all the same)."""
+    store = store_for(load_config(config_path))
+    try:
+        n = upsert(store)
+    finally:
+        store.close()
+    for e in errors:
+        err_console.print(f"[yellow]{csv_file}: {e}[/yellow]", highlight=False)
+    click.echo(f"imported {n} {noun}, {len(errors)} bad row(s)")
+    if errors:
+        sys.exit(1)
 
 
 # --- licenses ---------------------------------------------------------------------------
@@ -37,13 +60,8 @@ def licenses_import(csv_file: Path, config_path: Path | None) -> None:
     from mailbot.registry import read_license_file
 
     records, errors = read_license_file(csv_file)
-    store = store_for(load_config(config_path))
-    n = store.upsert_licenses(records)
-    for e in errors:
-        err_console.print(f"[yellow]{csv_file}: {e}[/yellow]", highlight=False)
-    click.echo(f"imported {n} license(s), {len(errors)} bad row(s)")
-    if errors:
-        sys.exit(1)
+    _upsert_and_report(csv_file, config_path, lambda store: store.upsert_licenses(records),
+                       errors, "license(s)")
 
 
 # --- contacts ---------------------------------------------------------------------------
@@ -62,16 +80,8 @@ def contacts_import(csv_file: Path, config_path: Path | None) -> None:
     from mailbot.contacts import read_contacts_file
 
     found, errors = read_contacts_file(csv_file)
-    store = store_for(load_config(config_path))
-    try:
-        n = store.upsert_contacts(found)
-    finally:
-        store.close()
-    for e in errors:
-        err_console.print(f"[yellow]{csv_file}: {e}[/yellow]", highlight=False)
-    click.echo(f"imported {n} contact(s), {len(errors)} bad row(s)")
-    if errors:
-        sys.exit(1)
+    _upsert_and_report(csv_file, config_path, lambda store: store.upsert_contacts(found),
+                       errors, "contact(s)")
 
 
 @contacts.command("list")
