@@ -44,6 +44,16 @@ def _upsert_and_report(csv_file: Path, config_path: Path | None,
         sys.exit(1)
 
 
+def _import_command(group: click.Group) -> Callable[[Callable[..., None]], click.Command]:
+    """`mailbot GROUP import CSV_FILE [--config PATH]`."""
+    csv_file = click.argument(
+        "csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+    def decorate(f: Callable[..., None]) -> click.Command:
+        return group.command("import")(csv_file(config_option(f)))
+    return decorate
+
+
 # --- licenses ---------------------------------------------------------------------------
 
 
@@ -52,9 +62,7 @@ def licenses() -> None:
     """The license registry."""
 
 
-@licenses.command("import")
-@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@config_option
+@_import_command(licenses)
 def licenses_import(csv_file: Path, config_path: Path | None) -> None:
     """Upsert the registry from a CSV file (bad rows are reported and skipped)."""
     from mailbot.registry import read_license_file
@@ -72,9 +80,7 @@ def contacts() -> None:
     """The contacts list: addresses per license (news, notices before support ends)."""
 
 
-@contacts.command("import")
-@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@config_option
+@_import_command(contacts)
 def contacts_import(csv_file: Path, config_path: Path | None) -> None:
     """Upsert contacts from a CSV file with columns email,license,name,language."""
     from mailbot.contacts import read_contacts_file
