@@ -68,13 +68,19 @@ def quarantine_decision(error: str) -> Decision:
 
 
 class StoreTicketIndex:
-    """The classify seam `TicketIndex`, answered by the store."""
+    """The classify seam `TicketIndex`, answered by the store; `pending` ticket numbers
+    (numbered for batches not yet written) exist too."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, pending: frozenset[str] = frozenset()) -> None:
         self._store = store
+        self._pending = pending
+
+    def with_pending(self, pending: set[str]) -> StoreTicketIndex:
+        """This index, with the ticket numbers `pending` counted as existing."""
+        return StoreTicketIndex(self._store, frozenset(pending))
 
     def exists(self, ref: str) -> bool:
-        return self._store.ticket_exists(ref)
+        return ref in self._pending or self._store.ticket_exists(ref)
 
     def get(self, ref: str) -> TicketInfo | None:
         return self._store.ticket_info(ref)
@@ -129,7 +135,7 @@ class Decider:
                  registry: LicenseRegistry | None = None) -> None:
         self.config = config
         self.store = store
-        self.tickets: TicketIndex | None = StoreTicketIndex(store) if store else None
+        self.tickets = StoreTicketIndex(store) if store else None
         self._fixed_registry = registry
         self._registry = DictRegistry({})
         self._registry_version: object = None

@@ -24,9 +24,8 @@ from mailbot import metrics
 from mailbot.actions import ActionSettings, Outcome, TicketDraft
 from mailbot.claims import Heartbeat, renew_interval
 from mailbot.classify.decide import decide
-from mailbot.classify.rules import TicketIndex
 from mailbot.config import Config
-from mailbot.domain import Decision, Mail, TicketInfo, TicketView
+from mailbot.domain import Decision, Mail, TicketView
 from mailbot.handlers import HANDLERS, Registry, write_decision
 from mailbot.isolation import Overrun, Submitted, WorkerPool
 from mailbot.logs import decision_log, message_key
@@ -57,23 +56,6 @@ class Quarantined:
     inbound_id: int
     error: str
     mail: Mail | None = None
-
-
-class _KnownTickets:
-    """Tickets in the store, plus those numbered for batches not yet written."""
-
-    def __init__(self, store_index: TicketIndex, pending: set[str]) -> None:
-        self._store_index = store_index
-        self._pending = pending
-
-    def exists(self, ref: str) -> bool:
-        return ref in self._pending or self._store_index.exists(ref)
-
-    def get(self, ref: str) -> TicketInfo | None:
-        return self._store_index.get(ref)
-
-    def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
-        return self._store_index.by_message_ids(message_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +252,7 @@ class Worker:
             d, mail = a.decision, a.mail
             if d is not None and mail is not None and "unknown_ticket" in d.flags:
                 assert self.decider.tickets is not None
-                known = _KnownTickets(self.decider.tickets, self._allocated | batch_numbers)
+                known = self.decider.tickets.with_pending(self._allocated | batch_numbers)
                 ctx = self.decider.context(now, known)
                 try:
                     a = Analysis(mail, decide(mail, ctx))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
@@ -20,6 +22,37 @@ from mailbot.cli.base import (
     table_,
 )
 
+if TYPE_CHECKING:
+    from mailbot.registry import RowError
+    from mailbot.store import Store
+
+
+def _upsert_and_report(csv_file: Path, config_path: Path | None,
+                       upsert: Callable[[Store], int], errors: Sequence[RowError],
+                       noun: str) -> None:
+    """Run `upsert` on the configured store, print the bad rows and the count; exit 1 when
+    any row was bad (the good ones are imported all the same)."""
+    store = store_for(load_config(config_path))
+    try:
+        n = upsert(store)
+    finally:
+        store.close()
+    for e in errors:
+        err_console.print(f"[yellow]{csv_file}: {e}[/yellow]", highlight=False)
+    click.echo(f"imported {n} {noun}, {len(errors)} bad row(s)")
+    if errors:
+        sys.exit(1)
+
+
+def _import_command(group: click.Group) -> Callable[[Callable[..., None]], click.Command]:
+    """`mailbot GROUP import CSV_FILE [--config PATH]`."""
+    csv_file = click.argument(
+        "csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+    def decorate(f: Callable[..., None]) -> click.Command:
+        return group.command("import")(csv_file(config_option(f)))
+    return decorate
+
 
 # --- licenses ---------------------------------------------------------------------------
 
@@ -29,21 +62,14 @@ def licenses() -> None:
     """The license registry."""
 
 
-@licenses.command("import")
-@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@config_option
+@_import_command(licenses)
 def licenses_import(csv_file: Path, config_path: Path | None) -> None:
     """Upsert the registry from a CSV file (bad rows are reported and skipped)."""
     from mailbot.registry import read_license_file
 
     records, errors = read_license_file(csv_file)
-    store = store_for(load_config(config_path))
-    n = store.upsert_licenses(records)
-    for e in errors:
-        err_console.print(f"[yellow]{csv_file}: {e}[/yellow]", highlight=False)
-    click.echo(f"imported {n} license(s), {len(errors)} bad row(s)")
-    if errors:
-        sys.exit(1)
+    _upsert_and_report(csv_file, config_path, lambda store: store.upsert_licenses(records),
+                       errors, "license(s)")
 
 
 # --- contacts ---------------------------------------------------------------------------
@@ -54,24 +80,14 @@ def contacts() -> None:
     """The contacts list: addresses per license (news, notices before support ends)."""
 
 
-@contacts.command("import")
-@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@config_option
+@_import_command(contacts)
 def contacts_import(csv_file: Path, config_path: Path | None) -> None:
     """Upsert contacts from a CSV file with columns email,license,name,language."""
     from mailbot.contacts import read_contacts_file
 
     found, errors = read_contacts_file(csv_file)
-    store = store_for(load_config(config_path))
-    try:
-        n = store.upsert_contacts(found)
-    finally:
-        store.close()
-    for e in errors:
-        err_console.print(f"[yellow]{csv_file}: {e}[/yellow]", highlight=False)
-    click.echo(f"imported {n} contact(s), {len(errors)} bad row(s)")
-    if errors:
-        sys.exit(1)
+    _upsert_and_report(csv_file, config_path, lambda store: store.upsert_contacts(found),
+                       errors, "contact(s)")
 
 
 @contacts.command("list")

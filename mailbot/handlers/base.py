@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import ClassVar
 
 from mailbot.actions import ActionSettings, ReplyContext, TicketDraft
-from mailbot.domain import Decision, DecisionKind, Mail, RuleResult
+from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketInfo
 from mailbot.errors import MailbotError
-from mailbot.store import OutgoingMail, Transaction
+from mailbot.store import LockedTicket, OutgoingMail, Transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,34 @@ class Handler:
                    settings: ActionSettings) -> str:
         """For a handler that `quarantines`: park the message, return the reason."""
         raise NotImplementedError(f"{type(self).__name__} does not quarantine")
+
+
+class ExistingTicketHandler(Handler):
+    """An outcome about a ticket that exists (the decision's `ticket` and `ticket_ref`):
+    nothing is sent or written when the ticket is not found. Subclasses say what is sent
+    (`ticket_replies`) and how the ticket changes (`update`)."""
+
+    on_ticket = True
+
+    def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
+        if job.decision.ticket is None:
+            return []
+        return self.ticket_replies(ctx, job, job.decision.ticket)
+
+    def ticket_replies(self, ctx: ReplyContext, job: ReplyJob, ticket: TicketInfo
+                       ) -> list[OutgoingMail]:
+        """The mails sent about `ticket` (pure, like `replies`)."""
+        return []
+
+    def write(self, tx: Transaction, act: Act) -> Effect:
+        existing = tx.find_ticket(act.decision.ticket_ref or "")
+        if existing is None:
+            return Effect()
+        return Effect(existing.id, deadline=self.update(tx, existing, act))
+
+    def update(self, tx: Transaction, ticket: LockedTicket, act: Act) -> datetime:
+        """Record the message on `ticket`; returns the ticket's deadline now."""
+        raise NotImplementedError
 
 
 class RegistryError(MailbotError):

@@ -9,31 +9,24 @@ from datetime import datetime
 from mailbot.actions import ReplyContext
 from mailbot.business_hours import BusinessCalendar
 from mailbot.domain import DecisionKind, Mail, TicketInfo
-from mailbot.handlers.base import Act, Effect, Handler, ReplyJob
+from mailbot.handlers.base import Act, ExistingTicketHandler, ReplyJob
 from mailbot.store import LockedTicket, OutgoingMail, Transaction
 
 
-class FollowupHandler(Handler):
+class FollowupHandler(ExistingTicketHandler):
     kinds = frozenset({DecisionKind.FOLLOWUP})
-    on_ticket = True
 
-    def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
-        decision = job.decision
-        if decision.ticket is None:
-            return []
+    def ticket_replies(self, ctx: ReplyContext, job: ReplyJob, ticket: TicketInfo
+                       ) -> list[OutgoingMail]:
         notice = ctx.conversation.notice(
-            event="followup", ticket=decision.ticket, customer=decision.customer,
+            event="followup", ticket=ticket, customer=job.decision.customer,
             entitlement_end=None, mail=job.mail, text=job.newest, inbound_id=job.inbound_id,
             now=job.now, purpose=f"notice:{job.inbound_id}", suspicious=job.suspicious)
         return [] if notice is None else [notice]
 
-    def write(self, tx: Transaction, act: Act) -> Effect:
-        existing = tx.find_ticket(act.decision.ticket_ref or "")
-        if existing is None:
-            return Effect()
-        deadline = customer_followup(tx, existing, act.inbound_id, act.mail, act.now,
-                                     act.settings.calendar)
-        return Effect(existing.id, deadline=deadline)
+    def update(self, tx: Transaction, ticket: LockedTicket, act: Act) -> datetime:
+        return customer_followup(tx, ticket, act.inbound_id, act.mail, act.now,
+                                 act.settings.calendar)
 
 
 def customer_followup(tx: Transaction, ticket: LockedTicket, inbound_id: int, mail: Mail,

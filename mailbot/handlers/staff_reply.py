@@ -9,27 +9,25 @@ from datetime import datetime
 from mailbot.actions import ReplyContext
 from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.commands import COMMAND_EVENTS
-from mailbot.domain import Decision, DecisionKind, Mail
-from mailbot.handlers.base import Act, Effect, Handler, ReplyJob
+from mailbot.domain import Decision, DecisionKind, Mail, TicketInfo
+from mailbot.handlers.base import Act, ExistingTicketHandler, ReplyJob
 from mailbot.store import LockedTicket, OutgoingMail, Transaction
 
 
-class StaffReplyHandler(Handler):
+class StaffReplyHandler(ExistingTicketHandler):
     kinds = frozenset({DecisionKind.STAFF_REPLY})
-    on_ticket = True
 
-    def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
+    def ticket_replies(self, ctx: ReplyContext, job: ReplyJob, ticket: TicketInfo
+                       ) -> list[OutgoingMail]:
         decision = job.decision
-        if decision.ticket is None:
-            return []
         if decision.command_errors:
             error = ctx.conversation.command_error(
-                mail=job.mail, ticket_number=decision.ticket.number,
+                mail=job.mail, ticket_number=ticket.number,
                 errors=decision.command_errors, inbound_id=job.inbound_id, now=job.now,
                 purpose=f"cmderr:{job.inbound_id}")
             return [] if error is None else [error]
         if relays_to_customer(decision, job.mail):
-            relay = ctx.conversation.relay(ticket=decision.ticket, decision=decision,
+            relay = ctx.conversation.relay(ticket=ticket, decision=decision,
                                            mail=job.mail, raw=job.raw,
                                            inbound_id=job.inbound_id, now=job.now,
                                            purpose=f"relay:{job.inbound_id}")
@@ -37,13 +35,9 @@ class StaffReplyHandler(Handler):
                 return [relay]
         return []
 
-    def write(self, tx: Transaction, act: Act) -> Effect:
-        existing = tx.find_ticket(act.decision.ticket_ref or "")
-        if existing is None:
-            return Effect()
-        deadline = staff_reply(tx, existing, act.inbound_id, act.mail, act.decision,
-                               act.replies, act.now, act.settings.calendar)
-        return Effect(existing.id, deadline=deadline)
+    def update(self, tx: Transaction, ticket: LockedTicket, act: Act) -> datetime:
+        return staff_reply(tx, ticket, act.inbound_id, act.mail, act.decision,
+                           act.replies, act.now, act.settings.calendar)
 
 
 def relays_to_customer(decision: Decision, mail: Mail) -> bool:
