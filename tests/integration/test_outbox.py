@@ -232,6 +232,13 @@ def test_slow_data_beyond_the_lease_is_not_sent_twice(store: Store, store_url: s
     other = OutboxDispatcher(other_store, sender_factory(smtp_sink), lease=lease)
     sending = threading.Thread(target=slow.send_due)
     sending.start()
+    # The slow daemon claims the row first (else the other one could simply win the race).
+    for _ in range(200):  # bounded: 10 s at most
+        row = store.list_outbox()[0]
+        if row.lease_until is not None:
+            break
+        time.sleep(0.05)
+    assert row.lease_until is not None, "the slow sender never claimed the row"
     taken_by_other = 0
     try:
         for _ in range(500):  # bounded: about 50 s at most
