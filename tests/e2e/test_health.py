@@ -31,6 +31,7 @@ from tests.e2e.processes import DaemonProcess, wait_until
 from tests.e2e.processes import daemon_config as process_config
 from tests.fixtures.proxy import TcpProxy
 from tests.fixtures.servers import free_port, running_dovecot
+from tests.fixtures.http import http_get
 
 LEAD = "vedouci@estelar.example"
 PW_ENV = "MB_HEALTH_IMAP_PW"
@@ -56,14 +57,9 @@ class PortProxy(TcpProxy):
         return self
 
 
+
 def get(port: int, path: str) -> tuple[int, bytes]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+    return http_get(port, path, timeout=10)
 
 
 async def readyz(daemon: Daemon) -> tuple[int, dict[str, Any]]:

@@ -4,7 +4,6 @@ lock (it used to begin IMMEDIATE and wait for the lock like a writer)."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import sqlite3
 from pathlib import Path
 
@@ -12,17 +11,13 @@ from mailbot import migrations
 from mailbot.store import Store, utcnow
 from mailbot.unsubscribe_http import UnsubscribeServer
 
+from tests.fixtures.http import http_get
+
 TOKEN = "0123456789abcdef0123"
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+    return http_get(port, path, timeout=30)
 
 
 def test_unsubscribe_get_answers_under_a_held_write_lock(tmp_path: Path) -> None:
