@@ -27,6 +27,7 @@ from mailbot.classify.decide import decide
 from mailbot.config import Config
 from mailbot.domain import Decision, Mail, TicketView
 from mailbot.handlers import HANDLERS, Registry, write_decision
+from mailbot.handlers.base import QuarantiningHandler
 from mailbot.isolation import Overrun, Submitted, WorkerPool
 from mailbot.logs import decision_log, message_key
 from mailbot.pipeline import (
@@ -300,7 +301,7 @@ class Worker:
         if not tx.hold_claim(item.id, item.token):  # the row stays locked until commit
             return self._claim_lost(item, analysis)
         handler = self.handlers[decision.kind] if decision is not None else None
-        if handler is not None and handler.quarantines and (
+        if isinstance(handler, QuarantiningHandler) and (
                 rendered is None or not rendered.error):  # over a limit (notes rendered if any)
             assert decision is not None
             reason = handler.quarantine(tx, inbound_id=item.id, decision=decision,

@@ -8,6 +8,7 @@ limits, the decision record) is run for every handler by :mod:`mailbot.handlers`
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,14 +66,13 @@ class Handler:
 
     `kinds` are the decision kinds it handles. `opens_ticket`: the batch allocates a ticket
     number for it and `ReplyJob.ticket`/`Act.ticket` carry it. `on_ticket`: the mail goes on
-    a ticket, so its attachments are kept there. `quarantines`: the message is not recorded
-    as decided but quarantined (see `quarantine`).
+    a ticket, so its attachments are kept there. An outcome whose message is quarantined
+    rather than recorded as decided subclasses `QuarantiningHandler`.
     """
 
     kinds: ClassVar[frozenset[DecisionKind]] = frozenset()
     opens_ticket: ClassVar[bool] = False
     on_ticket: ClassVar[bool] = False
-    quarantines: ClassVar[bool] = False
 
     def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
         """The mails this outcome sends (pure: templates and the `email` package only)."""
@@ -82,14 +82,18 @@ class Handler:
         """The rows this outcome writes besides the shared ones (none by default)."""
         return Effect()
 
+
+class QuarantiningHandler(Handler, ABC):
+    """An outcome whose message is parked in quarantine instead of recorded as decided."""
+
+    @abstractmethod
     def quarantine(self, tx: Transaction, *, inbound_id: int, decision: Decision,
                    replies: tuple[OutgoingMail, ...], now: datetime,
                    settings: ActionSettings) -> str:
-        """For a handler that `quarantines`: park the message, return the reason."""
-        raise NotImplementedError(f"{type(self).__name__} does not quarantine")
+        """Park the message (and queue `replies`); returns the reason."""
 
 
-class ExistingTicketHandler(Handler):
+class ExistingTicketHandler(Handler, ABC):
     """An outcome about a ticket that exists (the decision's `ticket` and `ticket_ref`):
     nothing is sent or written when the ticket is not found. Subclasses say what is sent
     (`ticket_replies`) and how the ticket changes (`update`)."""
@@ -112,9 +116,9 @@ class ExistingTicketHandler(Handler):
             return Effect()
         return Effect(existing.id, deadline=self.update(tx, existing, act))
 
+    @abstractmethod
     def update(self, tx: Transaction, ticket: LockedTicket, act: Act) -> datetime:
         """Record the message on `ticket`; returns the ticket's deadline now."""
-        raise NotImplementedError
 
 
 class RegistryError(MailbotError):

@@ -8,13 +8,12 @@ from datetime import datetime
 
 from mailbot.actions import ActionSettings, ReplyContext, enqueue_replies
 from mailbot.domain import Decision, DecisionKind, other_message_id
-from mailbot.handlers.base import Handler, ReplyJob
+from mailbot.handlers.base import QuarantiningHandler, ReplyJob
 from mailbot.store import OutgoingMail, Transaction
 
 
-class QuarantineHandler(Handler):
+class QuarantineHandler(QuarantiningHandler):
     kinds = frozenset({DecisionKind.QUARANTINED})
-    quarantines = True
 
     def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
         if "tell_sender" not in job.decision.flags:
