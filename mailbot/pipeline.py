@@ -28,7 +28,7 @@ from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import LicenseRegistry, RuleContext, TicketIndex
 from mailbot.config import TOKEN_SECRET_CREDENTIAL, Config, read_token_secret
-from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketInfo, TicketView
+from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketInfo, TicketView, wire
 from mailbot.errors import StoreUnavailableError
 from mailbot.handlers import HANDLERS, Registry, render_replies
 from mailbot.ingest.limits import Violation, check_attachments, header_section
@@ -89,6 +89,7 @@ class StoreTicketIndex:
         return self._store.ticket_for_message_ids(message_ids)
 
 
+@wire
 @dataclass(frozen=True, slots=True)
 class Analysis:
     """A parsed and decided message, or the traceback of why it could not be."""
@@ -98,6 +99,7 @@ class Analysis:
     error: str | None = None
 
 
+@wire
 @dataclass(frozen=True, slots=True)
 class RenderJob:
     """A decided message whose replies are to be rendered (in a child process)."""
@@ -112,6 +114,7 @@ class RenderJob:
     attachment_budget: int | None = None
 
 
+@wire
 @dataclass(frozen=True, slots=True)
 class Rendered:
     """The rendered replies of one message, or the traceback of why not."""
