@@ -99,6 +99,8 @@ def write_config(tmp: Path, *, sink_port: int, lmtp_port: int | None,
             'security = "none"', f'username = "{imap_user}"', f'password_env = "{PASSWORD_ENV}"',
             'folder = "INBOX"', 'after_store = "flag"',
         ]
+    # Experiments: TOML appended as is (e.g. "[worker]\nprocesses = 1").
+    extra.append(os.environ.get("BENCH_CONFIG_APPEND", "").replace("\\n", "\n"))
     path = tmp / "mailbot.toml"
     path.write_text(f'root = "{ROOT}"\n' + text + "\n".join(extra) + "\n", encoding="utf-8")
     return path

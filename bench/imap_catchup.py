@@ -122,6 +122,10 @@ def main() -> int:
                     raise RuntimeError(f"daemon exited early with {proc.returncode}")
                 snap = snapshot(db)
                 now = time.monotonic() - t0
+                if os.environ.get("BENCH_TRACE_RSS") and polls % 5 == 0:
+                    tree_rss.sample()
+                    print(f"  {now:5.1f} s: {snap['inbound']} RSS "
+                          f"{ {tree_rss.labels[p][:6]: round(mb) for p, mb in tree_rss.peaks.items()} }")
                 inbound: dict[str, int] = snap["inbound"]  # type: ignore[assignment]
                 outbox: dict[str, int] = snap["outbox"]  # type: ignore[assignment]
                 stored = sum(inbound.values())
