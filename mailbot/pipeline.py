@@ -10,7 +10,8 @@
 4. **write**: the worker's transaction (:mod:`mailbot.worker`, :mod:`mailbot.handlers`).
 
 Stages 1 and 3 run in the child processes of :mod:`mailbot.isolation` (or in this process
-with `worker.processes = 0`); each child holds a `Pipeline` of its own. A dry run stops after
+with `worker.processes = 0`); each child holds a `Pipeline` of its own without a store
+(`Pipeline.isolated`). A dry run stops after
 stage 2 and uses a `Pipeline` without a store (`Pipeline.offline`).
 """
 
@@ -92,11 +93,35 @@ class StoreTicketIndex:
 @wire
 @dataclass(frozen=True, slots=True)
 class Analysis:
-    """A parsed and decided message, or the traceback of why it could not be."""
+    """A parsed and decided message, or the traceback of why it could not be.
+
+    `provisional`: decided without the store's answer to a question about tickets (in a
+    decision process, `UnansweredTickets`); the worker decides it again."""
 
     mail: Mail | None
     decision: Decision | None
     error: str | None = None
+    provisional: bool = False
+
+
+class UnansweredTickets:
+    """The ticket index of a decision process, which holds no database: every question is
+    answered "no such ticket" and remembered, so that decision is marked provisional."""
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def exists(self, ref: str) -> bool:
+        self.asked = True
+        return False
+
+    def get(self, ref: str) -> TicketInfo | None:
+        self.asked = True
+        return None
+
+    def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
+        self.asked = True
+        return None
 
 
 @wire
@@ -135,10 +160,12 @@ class Decider:
     REGISTRY_CHECK_SECONDS = 5.0
 
     def __init__(self, config: Config, store: Store | None,
-                 registry: LicenseRegistry | None = None) -> None:
+                 registry: LicenseRegistry | None = None,
+                 tickets: UnansweredTickets | None = None) -> None:
         self.config = config
         self.store = store
-        self.tickets = StoreTicketIndex(store) if store else None
+        self.tickets: TicketIndex | None = StoreTicketIndex(store) if store else tickets
+        self._unanswered = tickets
         self._fixed_registry = registry
         self._registry = DictRegistry({})
         self._registry_version: object = None
@@ -196,7 +223,11 @@ class Decider:
                 [(a.filename, a.size) for a in mail.attachments], self.limits)
             if violation is not None:
                 return self.over_limit(raw, violation, now, mail)
-            return Analysis(mail, decide(mail, self.context(now)))
+            if self._unanswered is not None:
+                self._unanswered.asked = False
+            decision = decide(mail, self.context(now))
+            asked = self._unanswered is not None and self._unanswered.asked
+            return Analysis(mail, decision, provisional=asked)
         except Exception as exc:  # noqa: BLE001 - any parser/rule failure is contained here
             if store_unavailable(exc):  # the store's fault, not the message's: retry later
                 raise StoreUnavailableError(f"store unavailable while deciding: {exc}") from None
@@ -230,9 +261,10 @@ class Pipeline:
 
     def __init__(self, config: Config, store: Store | None, *,
                  registry: LicenseRegistry | None = None,
+                 tickets: UnansweredTickets | None = None,
                  handlers: Registry = HANDLERS) -> None:
         self.config = config
-        self.decider = Decider(config, store, registry)
+        self.decider = Decider(config, store, registry, tickets)
         self.handlers = handlers
         self.calendar = BusinessCalendar(config.calendar)
         self._replies: ReplyContext | None = None
@@ -241,6 +273,12 @@ class Pipeline:
     def offline(cls, config: Config, registry: LicenseRegistry) -> Pipeline:
         """A pipeline without a store (`replay --dry-run`): decides against `registry`."""
         return cls(config, None, registry=registry)
+
+    @classmethod
+    def isolated(cls, config: Config, registry: LicenseRegistry) -> Pipeline:
+        """A decision process's pipeline: no store; decides against `registry`, and a
+        decision that asked about tickets comes back provisional."""
+        return cls(config, None, registry=registry, tickets=UnansweredTickets())
 
     def analyse(self, raw: bytes, now: datetime) -> Analysis:
         """Stage 1 (see `Decider.analyse`)."""

@@ -160,10 +160,10 @@ class Worker:
         """Hand messages to the pool (if any); `finish` applies them. Starting the next batch
         before finishing this one lets the children parse while this process writes."""
         now = now or self.clock()
-        submitted = (
-            self.pool.submit([(i.id, i.raw) for i in items], now) if self.pool is not None
-            else None
-        )
+        submitted = None
+        if self.pool is not None:
+            self.pool.use_registry(self.decider.registry())
+            submitted = self.pool.submit([(i.id, i.raw) for i in items], now)
         return Started(list(items), now, submitted)
 
     def finish(self, started: Started) -> list[Outcome | Quarantined]:
@@ -247,9 +247,10 @@ class Worker:
     ) -> tuple[list[Analysis], dict[int, TicketDraft]]:
         """Give the batch's new tickets their numbers, in input order per year.
 
-        A reference a child found unknown may name a ticket committed since, one numbered in
-        a batch still on its way, or one opened by an earlier message of this batch: those
-        messages are decided again here, in order, as if processed one by one. Numbers are
+        A child cannot look tickets up (its decision is then provisional), and a reference
+        found unknown may name a ticket committed since, one numbered in a batch still on its
+        way, or one opened by an earlier message of this batch: those messages are decided
+        again here with the store, in order, as if processed one by one. Numbers are
         predicted from the counter, then allocated; another daemon allocating at the same
         moment only shifts them (the allocation is what counts).
         """
@@ -259,7 +260,8 @@ class Worker:
         batch_numbers: set[str] = set()
         for item, a in zip(items, analyses):
             d, mail = a.decision, a.mail
-            if d is not None and mail is not None and "unknown_ticket" in d.flags:
+            if d is not None and mail is not None and (a.provisional
+                                                        or "unknown_ticket" in d.flags):
                 assert self.decider.tickets is not None
                 known = self.decider.tickets.with_pending(self._allocated | batch_numbers)
                 ctx = self.decider.context(now, known)
