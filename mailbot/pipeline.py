@@ -18,10 +18,12 @@ stage 2 and uses a `Pipeline` without a store (`Pipeline.offline`).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from mailbot.actions import ReplyContext, TicketDraft, ticket_draft
 from mailbot.attachments import AttachmentStore, SavedAttachment
@@ -29,7 +31,16 @@ from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import LicenseRegistry, RuleContext, TicketIndex
 from mailbot.config import TOKEN_SECRET_CREDENTIAL, Config, read_token_secret
-from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketInfo, TicketView, wire
+from mailbot.domain import (
+    Decision,
+    DecisionKind,
+    Mail,
+    OutgoingMail,
+    RuleResult,
+    TicketInfo,
+    TicketView,
+    wire,
+)
 from mailbot.errors import StoreUnavailableError
 from mailbot.handlers import HANDLERS, Registry, render_replies
 from mailbot.ingest.limits import Violation, check_attachments, header_section
@@ -38,7 +49,9 @@ from mailbot.ingest.parse import parse
 from mailbot.registry import DictRegistry
 from mailbot.replies.conversation import ConversationRenderer, attachments_of
 from mailbot.replies.render import ReplyRenderer
-from mailbot.store import OutgoingMail, Store, store_unavailable
+
+if TYPE_CHECKING:
+    from mailbot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +70,17 @@ def token_secret(config: Config, store: Store) -> bytes:
                 "can mint staff reply addresses; give it as the systemd credential %r "
                 "(conversation.token_secret_credential) instead", TOKEN_SECRET_CREDENTIAL)
     return store.secret(TOKEN_SECRET_SETTING)
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """`mailbot.store.store_unavailable`, imported only where SQLAlchemy already is: a
+    decision process holds no store (and does not load SQLAlchemy), so no error of its can
+    be the database's."""
+    if "sqlalchemy" not in sys.modules:
+        return False
+    from mailbot.store import store_unavailable as unavailable
+
+    return unavailable(exc)
 
 
 def quarantine_decision(error: str) -> Decision:
