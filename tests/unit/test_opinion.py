@@ -53,9 +53,10 @@ def test_anchor_model_is_deterministic_and_names_its_evidence() -> None:
 
 
 def test_paraphrased_training_is_out_of_scope_with_the_score_in_the_reasons() -> None:
-    """No phrase rule names training here; the second opinion does, and says why."""
-    text = ("Dobrý den, od ledna u nás začínají tři nové mistrové. Mohl by k nám někdo od vás "
-            "přijet a ukázat novým kolegům, jak pracovat s programem a jak uzavřít měsíc?")
+    """No phrase rule names training here ("vyložil" is no verb of theirs, and the masters
+    are not called new); the second opinion does, and says why."""
+    text = ("Dobrý den, potřebujeme, aby někdo přijel a mistrům z nové haly vyložil, jak se s "
+            "tím pracuje.")
     d = request(text, "Noví mistři")
     assert (d.kind.value, d.scope_reason) == ("reject_scope", "training")
     assert any(h.startswith("out_of_scope:model training") for h in d.hits), d.hits
@@ -91,11 +92,73 @@ def test_an_existing_export_that_fails_is_a_problem_report() -> None:
 def test_emergency_in_other_words_and_not_without_failure() -> None:
     """An outage worded unlike the phrase rules is an emergency by the second opinion; a
     sentence that only shares the topic ("the morning shift is computed right") is not."""
-    down = ("Dobrý den, od rána jsou všechny čtečky na bránách černé a nesvítí, ranní směna "
-            "stojí před branou a nemá kde pípnout.")
+    # (Worded so that no phrase rule knows it: "all readers dark" and "the morning shift
+    # has nowhere to clock in" are phrase rules now.)
+    down = "Dobrý den, od rána jsou čtečky na bránách jako mrtvé a lidé stojí před branou."
     d = request(down, "čtečky")
     assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY)
     assert any("model emergency" in h for h in d.hits), d.hits
     fine = ("Dobrý den, ranní směně to počítá správně, ale odpolední směně se od změny "
             "pravidla nepočítá příplatek za sobotu. Kde je chyba v nastavení?")
     assert request(fine, "příplatky").priority is Priority.NORMAL
+
+
+# --- the kinds of paraphrase the phrase rules now know (rules alone, no second opinion) ----
+
+
+def test_paraphrased_emergencies_by_the_rules_alone() -> None:
+    """Outages worded without "nobody can log in"/"server will not start"."""
+    for text in (
+        "Dobrý den, od půl šesté se nikomu z montáže nedaří pípnout, čtečky jen pískají.",
+        "Dobrý deň, po reštarte sa serverová služba nedá spustiť a klienti hlásia, že "
+        "databáza nie je dostupná.",
+        "Hello, after the patch the attendance service refuses to start and the night shift "
+        "has no way to badge in.",
+        "Dobrý den, od rána ukazují terminály na všech vstupech ztrátu spojení a lidé se "
+        "nedostanou do docházky.",
+    ):
+        d = request(text, "Docházka", without_model())
+        assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (text, d.hits)
+
+
+def test_an_outage_that_is_over_or_one_terminal_is_no_emergency() -> None:
+    for text in (
+        "Dobrý den, minulé úterý nám na hodinu vypadl server, teď už vše běží. Jak doplnit "
+        "průchody z té doby?",
+        "Dobrý den, na terminálu u dílny se nezapíše odchod, zaměstnanci nemohou odejít "
+        "s odhlášením; na druhém terminálu to jde.",
+    ):
+        d = request(text, "Docházka", without_model())
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (text, d.hits)
+
+
+def test_paraphrased_out_of_scope_requests_by_the_rules_alone() -> None:
+    """Each kind said without its keyword; the work asked for may stand in the sentence after
+    the one naming the system (neighbouring sentences are read together)."""
+    cases = {
+        "data_export": "Dobrý den, mzdy nám od ledna dělá externí mzdová agentura. Šlo by, "
+                       "aby se jim hodiny každý měsíc samy přenášely, bez ručního přepisování?",
+        "training": "Hi, could someone from your side walk our new payroll clerks through the "
+                    "month-end closing?",
+        "global_configuration": "Dobrý den, po reorganizaci je třeba přenastavit všechna "
+                                "střediska a schvalovatele. Můžete to udělat za nás?",
+        "custom_development": "Dobrý den, chtěli bychom přehled příplatků po měsících, nic "
+                              "takového v programu není. Mohli byste nám ho vytvořit? Pošlete "
+                              "prosím cenu.",
+    }
+    for reason, text in cases.items():
+        d = request(text, "Dotaz", without_model())
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", reason), (text, d.hits)
+
+
+def test_near_misses_of_the_scope_paraphrases_stay_in_scope() -> None:
+    """A question about a past training, paying the wages on Friday, "show me where"."""
+    for text in (
+        "Dobrý den, na školení, které jste u nás měli v září, nám lektor ukazoval filtr "
+        "směn. Teď ho v menu nenajdu, kde je?",
+        "Dobrý den, v pátek máme posílat výplaty a jedné zaměstnankyni ukazuje zůstatek "
+        "dovolené minus dva dny. Kde je chyba?",
+        "Hello, could you show me where the rounding of arrivals is set? The new rule seems "
+        "to round the wrong way.",
+    ):
+        assert request(text, "Dotaz", without_model()).kind.value == "ticket", text
