@@ -195,6 +195,7 @@ class WorkerPool:
         self._memory_mb = memory_mb
         self._registry: LicenseRegistry | None = None
         self._executor: ProcessPoolExecutor | None = None
+        self._pings: list[Future[bool]] = []  # the running pool's start-up, not yet waited for
         self._lock = threading.Lock()
         self._last_used = clock()
 
@@ -223,12 +224,39 @@ class WorkerPool:
             self.close()
         return idle
 
+    def warm(self) -> None:
+        """Start the children now without waiting for them (the daemon's start, replay's), so
+        their start-up overlaps the parent's own work."""
+        self._pool()
+
     def _pool(self) -> ProcessPoolExecutor:
-        """The running pool, started (and warmed up: every child imported and initialised)
-        if needed, so start-up time never counts against a message's time limit."""
+        """The running pool, started if needed. Its children may still be starting: `collect`
+        waits for them (`_await_start`) before it times any message."""
         with self._lock:
             self._last_used = self._clock()
             return self._start_pool()
+
+    def _await_start(self) -> None:
+        """Wait until every child of the running pool has started (imported, initialised),
+        so start-up never counts against a message's time limit.
+
+        Raises:
+            WorkerPoolError: the children do not start.
+        """
+        with self._lock:
+            executor, pings, self._pings = self._executor, self._pings, []
+        try:
+            for ping in pings:
+                ping.result(timeout=120)
+        except (BrokenProcessPool, FutureTimeout) as exc:
+            with self._lock:
+                if self._executor is executor:
+                    self._executor = None
+            if executor is not None:
+                for proc in list(getattr(executor, "_processes", {}).values()):
+                    proc.kill()
+                executor.shutdown(wait=False, cancel_futures=True)
+            raise WorkerPoolError(f"worker processes do not start: {exc!r}") from None
 
     def _start_pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -245,10 +273,8 @@ class WorkerPool:
                 # Each ping spawns a child (all before any answers): every child of this
                 # pool starts in the scrubbed environment.
                 with _scrubbed_environment(self._config):
-                    pings = [executor.submit(_child_ping) for _ in range(self._processes)]
-                for ping in pings:
-                    ping.result(timeout=120)
-            except (BrokenProcessPool, FutureTimeout) as exc:
+                    self._pings = [executor.submit(_child_ping) for _ in range(self._processes)]
+            except BrokenProcessPool as exc:
                 for proc in list(getattr(executor, "_processes", {}).values()):
                     proc.kill()
                 executor.shutdown(wait=False, cancel_futures=True)
@@ -285,7 +311,9 @@ class WorkerPool:
     def _healthy(self) -> bool:
         """Whether a fresh child starts and answers (after a crash, before blaming a mail)."""
         try:
-            return bool(self._pool().submit(_child_ping).result(timeout=60))
+            pool = self._pool()
+            self._await_start()
+            return bool(pool.submit(_child_ping).result(timeout=60))
         except (BrokenProcessPool, FutureTimeout, OSError, WorkerPoolError):
             self._restart()
             return False
@@ -328,6 +356,8 @@ class WorkerPool:
         pending = list(range(len(items)))
         first = submitted.futures or None
         isolate = False  # after a hung or crashed task: one message per task, to find the culprit
+        if first is not None:
+            self._await_start()
         while pending:
             if first is not None:
                 futures, first = first, None
@@ -338,6 +368,7 @@ class WorkerPool:
                     futures = [
                         (g, pool.submit(_run_group, fn, [items[i][1] for i in g])) for g in groups
                     ]
+                    self._await_start()
                 except BrokenProcessPool:
                     self._restart()
                     if not self._healthy():

@@ -116,13 +116,21 @@ class Worker:
         previous = config.conversation.previous_token_secrets()
         pool = None
         if w.processes > 0:
-            # The children start with the first mail to decide (about a second), not before.
+            # The children start with `warm` or the first mail to decide; idle, they stop.
             pool = WorkerPool(config, processes=w.processes, timeout=w.parse_timeout_seconds,
                               memory_mb=w.memory_mb, token_secret=secret,
                               previous_secrets=previous)
         worker = cls(config, store, clock=clock, pool=pool)
         worker.decider.use_token_secret(secret, previous)
         return worker
+
+    def warm(self) -> None:
+        """Start the child processes now, without waiting for them: their start-up (about a
+        second) overlaps this process's own work (replay's first files, the daemon's first
+        IMAP fetch)."""
+        if self.pool is not None:
+            self.pool.use_registry(self.decider.registry())
+            self.pool.warm()
 
     def close(self) -> None:
         """Finish the batches still in flight (`drain`) and stop the child processes."""
