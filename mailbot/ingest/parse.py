@@ -49,7 +49,7 @@ __all__ = ["parse", "html_to_text", "decode_bytes", "decode_words"]
 
 MAX_DEPTH = 100  # Postfix mime_nesting_limit; deeper parts are ignored
 ATTACHED_TEXT_LIMIT = 32 * 1024  # characters of attached messages' text kept for the rules
-_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
+_PARSER = email.parser.Parser(policy=email.policy.compat32)
 _HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 
@@ -237,6 +237,62 @@ def _charsets(parts: Iterable[_Part]) -> list[str]:
     return list(names)
 
 
+# ---------------------------------------------------------------------------- split
+
+# Eight or more lines of nothing but base64 characters after a line break, up to (not
+# including) the line break that ends the last one; the first line has 16 or more.
+_BASE64_RUN = re.compile(
+    r"\n([A-Za-z0-9+/=]{16,}+(?:\r?\n[A-Za-z0-9+/=]++(?=[\r\n]|\Z)){7,})")
+# A run's stand-in: private-use characters never occur in text decoded from bytes as ASCII
+# with surrogate escapes, so the stand-ins in the parsed tree are all ours.
+_STAND_IN = re.compile("\ue000([0-9]+)\ue001")
+
+
+def _split(data: bytes) -> Message:
+    """The stdlib's compat32 parse of `data`, the same tree as ``BytesParser.parsebytes``
+    gives, without its line-by-line work on base64 bodies.
+
+    The feedparser reads a leaf body one line at a time (a 60 KB attachment: 800 lines), and
+    looks at each line only to see whether it is a boundary (starts with ``--``), blank, or
+    a header field or continuation (``name:``, ``From ``, leading white space). A line of
+    base64 characters is none of these in any state of the parser, nor is the stand-in
+    that replaces a run of them here, a single line of private-use characters and digits.
+    So the parser makes the same decisions and builds the same tree; the runs, which end
+    up only in payloads, preambles and epilogues (a header value never holds such a line),
+    are put back afterwards. Line ends are kept where the parser reads them: inside the
+    run they go with it, the one after it stays (the parser drops it before a boundary).
+    """
+    text = data.decode("ascii", "surrogateescape")  # as BytesParser.parsebytes does
+    runs: list[str] = []
+    pieces: list[str] = []
+    pos = 0
+    for match in _BASE64_RUN.finditer(text):
+        pieces += (text[pos:match.start(1)], f"\ue000{len(runs)}\ue001")
+        runs.append(match[1])
+        pos = match.end(1)
+    if not runs:
+        return _PARSER.parsestr(text)
+    pieces.append(text[pos:])
+    msg = _PARSER.parsestr("".join(pieces))
+
+    def put_back(value: str) -> str:
+        return _STAND_IN.sub(lambda m: runs[int(m[1])], value) if "\ue000" in value else value
+
+    stack = [msg]
+    while stack:
+        part = stack.pop()
+        payload = part._payload  # noqa: SLF001 - restoring what the parser stored
+        if isinstance(payload, list):
+            stack.extend(sub for sub in payload if isinstance(sub, Message))
+        elif isinstance(payload, str):
+            part._payload = put_back(payload)  # noqa: SLF001
+        if part.preamble:
+            part.preamble = put_back(part.preamble)
+        if part.epilogue:
+            part.epilogue = put_back(part.epilogue)
+    return msg
+
+
 # ---------------------------------------------------------------------------- parse
 
 
@@ -264,7 +320,7 @@ def _parse(data: bytes) -> Mail:
     """The hot path: stdlib MIME split, our own decoding."""
     defects: list[str] = []
     try:
-        msg = _PARSER.parsebytes(data)
+        msg = _split(data)
         parts = _walk(msg, defects)
     except RecursionError:
         msg = _HEADER_PARSER.parsebytes(data)
