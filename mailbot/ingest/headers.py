@@ -7,6 +7,7 @@ import binascii
 import email.utils
 import re
 from collections.abc import Iterable
+from email.message import Message
 
 from mailbot.ingest.charsets import decode_bytes
 
@@ -162,3 +163,20 @@ def header_return_path(value: str | None) -> str | None:
     match = _ANGLE_ID.search(value)
     inner = match.group(1) if match else value
     return _WS.sub("", _CONTROLS.sub("", inner)).lower()
+
+
+def content_param(part: Message, name: str) -> str | tuple[str, str, str] | None:
+    """``part.get_param(name)`` (Content-Type), without parsing the parameters when `name`
+    cannot be among them.
+
+    A parameter's name is in the field verbatim (lower-cased for the comparison), so a
+    field without `name` has no such parameter; the stdlib is still asked when the field
+    has a ``*`` (RFC 2231 parameters), as its decoding of those can raise.
+    """
+    value = part.get("content-type")
+    if value is None:
+        return None
+    text = str(value).lower()
+    if name not in text and "*" not in text:
+        return None
+    return part.get_param(name)
