@@ -65,6 +65,8 @@ def decode_words(value: str, hints: Iterable[str] = ()) -> str:
 
 def clean_header(value: str) -> str:
     """One-line text: folding and control characters (CR, LF, NUL, C1, U+2028) become spaces."""
+    if value.isprintable() and "  " not in value:  # every character of _CONTROLS is unprintable
+        return value.strip()
     return _SPACES.sub(" ", _CONTROLS.sub(" ", value)).strip()
 
 
@@ -91,6 +93,25 @@ decoded: an MTA copies text the sender controls (the envelope sender, a DKIM `d=
 Authentication-Results, and an encoded word there must not decode into results."""
 
 _BARE_MAILBOX = re.compile(r"[A-Za-z0-9._+-]+")
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*"
+_WORD = r'[^\s()<>@,:;"\[\]\\]+'
+# One mailbox in a form the stdlib's getaddresses reads as written: `local@domain`, or
+# `<local@domain>` after a display name of plain words or one quoted string (no escapes).
+_SIMPLE_MAILBOX = re.compile(
+    rf'(?:(?:(?P<words>{_WORD}(?: {_WORD})*)|"(?P<quoted>[^"\\\r\n]*)") ?)?<(?P<angle>{_ADDR_SPEC})>'
+    rf"|(?P<bare>{_ADDR_SPEC})")
+
+
+def _getaddresses(text: str) -> list[tuple[str, str]]:
+    """``email.utils.getaddresses([text])`` for a one-line value; a simple single mailbox
+    is read here, anything else by the stdlib."""
+    simple = _SIMPLE_MAILBOX.fullmatch(text)
+    if simple is None:
+        return email.utils.getaddresses([text])
+    if simple["bare"] is not None:
+        return [("", simple["bare"])]
+    return [(simple["words"] or simple["quoted"] or "", simple["angle"])]
 
 
 def _plausible(addr: str) -> bool:
@@ -116,7 +137,7 @@ def header_mailboxes(values: Iterable[str], hints: Iterable[str], *, angle_first
         text = clean_header(raw_header_text(value, hints))
         found = [
             (clean_header(decode_words(name, hints)) if "=?" in name else name, clean_header(addr).lower())
-            for name, addr in email.utils.getaddresses([text])
+            for name, addr in _getaddresses(text)
         ]
         found = [(name, addr) for name, addr in found if _plausible(addr)]
         if angle_first and "<" in text:

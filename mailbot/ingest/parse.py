@@ -330,6 +330,22 @@ def parse(raw: bytes) -> Mail:
             raise ParseError(f"unparseable message: {exc!r}; mail-parser: {rescue_exc!r}") from exc
 
 
+_NAMES: dict[str, tuple[str, str, bool]] = {}
+_NAMES_KEPT = 4096
+
+
+def _name(name: str, hints: list[str]) -> tuple[str, str, bool]:
+    """A header name lower-cased, as the key of `Mail.headers`, and whether its value stays
+    undecoded; ASCII names (which do not depend on the hints) are remembered."""
+    known = (name.lower(), clean_header(raw_header_text(name, hints)).lower(),
+             name.strip().lower() in UNDECODED_HEADERS)
+    if name.isascii():
+        if len(_NAMES) >= _NAMES_KEPT:
+            _NAMES.clear()  # bounded: a flood of made-up names costs no memory
+        _NAMES[name] = known
+    return known
+
+
 def _parse(data: bytes) -> Mail:
     """The hot path: stdlib MIME split, our own decoding."""
     defects: list[str] = []
@@ -348,8 +364,9 @@ def _parse(data: bytes) -> Mail:
     raw_values: dict[str, list[str]] = {}
     for name, value in msg.raw_items():
         value = value if isinstance(value, str) else str(value)
-        raw_values.setdefault(name.lower(), []).append(value)
-        if name.strip().lower() in UNDECODED_HEADERS:
+        lower, key, undecoded = _NAMES.get(name) or _name(name, hints)
+        raw_values.setdefault(lower, []).append(value)
+        if undecoded:
             text = clean_header(raw_header_text(value, hints))  # as the MTA wrote it: no encoded words
         elif value.isascii():
             text = clean_header(decode_words(value, hints) if "=?" in value else value)
@@ -359,7 +376,7 @@ def _parse(data: bytes) -> Mail:
                 value.encode("utf-8", "surrogateescape").decode("utf-8")
             except UnicodeDecodeError:
                 defects.append("UndecodableBytesDefect")
-        headers.setdefault(clean_header(raw_header_text(name, hints)).lower(), []).append(text)
+        headers.setdefault(key, []).append(text)
 
     def first(name: str) -> str | None:
         values = raw_values.get(name)
