@@ -36,8 +36,8 @@ def _first_fields(head: str) -> dict[str, list[str]]:
     Reads the lines as the stdlib's header parser does (compat32 `BytesHeaderParser`, whose
     ``.get`` gave these before): lines end at CR, LF or CRLF; the block ends at the first
     line that is no field, continuation or ``From `` line; a ``From `` line or one starting
-    with a colon is no field (and continuation lines after it belong to none). Stops as
-    soon as both fields are complete.
+    with a colon is no field (and continuation lines after it belong to none), and neither
+    has a wanted name before its first colon. Stops as soon as both fields are complete.
     """
     found: dict[str, list[str]] = {}
     current: list[str] | None = None  # the wanted field being read
@@ -51,9 +51,7 @@ def _first_fields(head: str) -> dict[str, list[str]]:
         if len(found) == len(_WANTED):
             break  # both complete
         current = None
-        if line.startswith("From "):
-            continue
-        name = line[: line.find(":")].lower()
+        name = line[: line.find(":")].lower()  # a "From " line: "from ...", no wanted name
         if name in _WANTED and name not in found:
             current = found[name] = [line]
     return found
