@@ -67,6 +67,10 @@ def clean_header(value: str) -> str:
     """One-line text: folding and control characters (CR, LF, NUL, C1, U+2028) become spaces."""
     if value.isprintable() and "  " not in value:  # every character of _CONTROLS is unprintable
         return value.strip()
+    if value.isascii():  # folding: ASCII white space is a space or in _CONTROLS
+        joined = " ".join(value.split())
+        if joined.isprintable():  # no other control character was there
+            return joined
     return _SPACES.sub(" ", _CONTROLS.sub(" ", value)).strip()
 
 
