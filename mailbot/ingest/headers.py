@@ -191,17 +191,25 @@ def header_return_path(value: str | None) -> str | None:
 
 
 def content_param(part: Message, name: str) -> str | tuple[str, str, str] | None:
-    """``part.get_param(name)`` (Content-Type), without parsing the parameters when `name`
-    cannot be among them.
-
-    A parameter's name is in the field verbatim (lower-cased for the comparison), so a
-    field without `name` has no such parameter; the stdlib is still asked when the field
-    has a ``*`` (RFC 2231 parameters), as its decoding of those can raise.
+    """``part.get_param(name)`` (Content-Type, `name` in lower case), read here when the
+    field is simple: no RFC 2231 ``*`` parameters (whose decoding can raise, the stdlib's),
+    no backslash, no semicolon inside quotes. The stdlib's answer then: the unquoted value
+    (``email.utils.unquote``) of the first ``;``-separated parameter called `name`, ``""``
+    for one without ``=``, None for none; its quoting and requoting of values cancel out.
     """
     value = part.get("content-type")
     if value is None:
         return None
-    text = str(value).lower()
-    if name not in text and "*" not in text:
+    text = str(value)
+    if "*" in text:
+        return part.get_param(name)
+    if name not in text.lower():  # a parameter's name is in the field verbatim
         return None
-    return part.get_param(name)
+    params = text.split(";")
+    if "\\" in text or ('"' in text and any(param.count('"') % 2 for param in params)):
+        return part.get_param(name)
+    for param in params:
+        key, _, param_value = param.partition("=")
+        if key.strip().lower() == name:
+            return email.utils.unquote(param_value.strip())
+    return None

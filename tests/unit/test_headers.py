@@ -86,10 +86,28 @@ def _part(content_type: str | None) -> Message:
     "text/plain; charset*=utf-8''%C3%A1",
     "text/plain; charset*0=utf; charset*1=-8",
     "text/plain; name=charset.txt",
+    'text/plain; charset="utf-8"; format=flowed',
+    "text/plain; charset=<utf-8>",
+    "charset=x; text/plain",
+    "text/plain; charset",
+    "text/plain;; charset = utf-8 ;",
+    'text/plain; name="a;b"; charset=utf-8',
+    'text/plain; name="a\\"b"; charset=utf-8',
+    'text/plain; charset="a""b"',
 ])
 def test_content_param_answers_as_get_param(content_type: str | None) -> None:
     part = _part(content_type)
     assert content_param(part, "charset") == part.get_param("charset")
+
+
+@pytest.mark.parametrize("content_type", [
+    "text/plain", "text/plain; charset=utf-8", 'text/plain; CHARSET="iso-8859-2"; format=flowed'])
+def test_content_param_reads_simple_fields_itself(content_type: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    part = _part(content_type)
+    expected = part.get_param("charset")
+    monkeypatch.setattr(Message, "get_param", lambda *a, **k: pytest.fail("stdlib called"))
+    assert content_param(part, "charset") == expected
 
 
 def test_content_param_raises_where_get_param_raises() -> None:
