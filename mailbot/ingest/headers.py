@@ -190,7 +190,7 @@ def header_return_path(value: str | None) -> str | None:
     return _WS.sub("", _CONTROLS.sub("", inner)).lower()
 
 
-def content_param(part: Message, name: str) -> str | tuple[str, str, str] | None:
+def content_param(part: Message, name: str) -> str | tuple[str | None, str | None, str] | None:
     """``part.get_param(name)`` (Content-Type, `name` in lower case), read here when the
     field is simple: no RFC 2231 ``*`` parameters (whose decoding can raise, the stdlib's),
     no backslash, no semicolon inside quotes. The stdlib's answer then: the unquoted value

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from email.message import Message
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import mailparser
 import mailparser.utils
@@ -209,7 +209,7 @@ class _Part(NamedTuple):
     parent: Message | None
     nested: bool  # inside a message/* part (an attached or bounced message)
     ctype: str  # part.get_content_type()
-    charset: str | tuple[str, str, str] | None  # part.get_param("charset")
+    charset: str | tuple[str | None, str | None, str] | None  # part.get_param("charset")
 
 
 def _entry(part: Message, parent: Message | None, nested: bool) -> _Part:
@@ -293,13 +293,14 @@ def _split(data: bytes) -> tuple[Message, set[int]]:
     stack = [msg]
     while stack:
         part = stack.pop()
-        payload = part._payload  # noqa: SLF001 - restoring what the parser stored
+        stored: Any = part  # the payload as the parser stored it (get_payload may decode it)
+        payload = stored._payload
         if isinstance(payload, list):
             stack.extend(sub for sub in payload if isinstance(sub, Message))
         elif isinstance(payload, str):
             if payload.startswith("\ue000") and _STAND_IN.fullmatch(payload.rstrip("\r\n")):
                 whole.add(id(part))
-            part._payload = put_back(payload)  # noqa: SLF001
+            stored._payload = put_back(payload)
         if part.preamble:
             part.preamble = put_back(part.preamble)
         if part.epilogue:
@@ -520,7 +521,8 @@ def _size(part: Message, defects: list[str], base64_runs: set[int]) -> int:
         except Exception:
             return 0
     if id(part) in base64_runs and str(part.get("content-transfer-encoding", "")).lower() == "base64":
-        size = _base64_size(part.get_payload())
+        run = part.get_payload()  # ASCII: as stored
+        size = _base64_size(run) if isinstance(run, str) else None
         if size is not None:
             return size
     return len(_payload(part, defects))
