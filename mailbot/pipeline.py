@@ -188,7 +188,8 @@ class Decider:
                  tickets: UnansweredTickets | None = None) -> None:
         self.config = config
         self.store = store
-        self.tickets: TicketIndex | None = StoreTicketIndex(store) if store else tickets
+        self.store_tickets = StoreTicketIndex(store) if store else None
+        self.tickets: TicketIndex | None = self.store_tickets or tickets
         self._unanswered = tickets
         self._fixed_registry = registry
         self._registry = DictRegistry({})

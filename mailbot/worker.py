@@ -270,8 +270,8 @@ class Worker:
             d, mail = a.decision, a.mail
             if d is not None and mail is not None and (a.provisional
                                                         or "unknown_ticket" in d.flags):
-                assert self.decider.tickets is not None
-                known = self.decider.tickets.with_pending(self._allocated | batch_numbers)
+                assert self.decider.store_tickets is not None
+                known = self.decider.store_tickets.with_pending(self._allocated | batch_numbers)
                 ctx = self.decider.context(now, known)
                 try:
                     a = Analysis(mail, decide(mail, ctx))
