@@ -7,7 +7,8 @@ Uses the corpus directory given (its manifest ``<corpus>.manifest.jsonl`` beside
 when missing, generates one with ../shared/tools/gen_corpus.py (deterministic). A license
 registry is built from the manifest (the same tier mix as bench/replay.py), so decide sees
 a realistic mix of tickets and rejections. Each stage is timed on its own, without a
-profiler, best of `--repeat` runs:
+profiler, as CPU time of this process (time.process_time: other load on a shared machine
+does not count, waiting for a core does not either), best of `--repeat` runs:
   * parse: mailbot.ingest.parse.parse(raw) per mail;
   * decide: mailbot.classify.decide.decide(mail, ctx) per mail;
   * render_reply: ReplyRenderer.render of a ticket acknowledgement per mail (the
@@ -85,14 +86,14 @@ def registry_from(manifest: Path) -> DictRegistry:
 
 
 def timed(fn, items, repeat: int) -> tuple[float, list]:
-    """Best ms/item over `repeat` runs, and the results of the last run."""
+    """Best CPU ms/item over `repeat` runs, and the results of the last run."""
     best = float("inf")
     out: list = []
     for _ in range(repeat):
         gc.collect()
-        start = time.perf_counter()
+        start = time.process_time()
         out = [fn(x) for x in items]
-        best = min(best, (time.perf_counter() - start) / max(1, len(items)))
+        best = min(best, (time.process_time() - start) / max(1, len(items)))
     return best * 1000, out
 
 
