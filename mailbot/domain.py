@@ -241,8 +241,7 @@ class TicketView:
 @dataclass(frozen=True, slots=True)
 class OutgoingMail:
     """A rendered mail as it will be sent, from the renderer to the outbox: its bytes
-    (serialized and checked once, see `mailbot.replies.mime.checked_bytes`), envelope and
-    outbox bookkeeping. `purpose` is the outbox's unique key (one mail per purpose)."""
+    (written once, see `mailbot.replies.mime`), envelope and outbox bookkeeping. `purpose` is the outbox's unique key (one mail per purpose)."""
 
     purpose: str
     message_id: str
