@@ -109,10 +109,14 @@ class Store(InboundStore, TicketStore, OutboxStore, NewsStore, LeaseStore, Setti
             self._reader.dispose()
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """A unit of work for the worker's actions (one per message)."""
+    def transaction(self, *, deferred: bool = False) -> Iterator[Transaction]:
+        """A unit of work for the worker's actions (a message's, or a batch's). `deferred`:
+        the hot path's rows are written together (see `TxBase`), at the latest when the
+        block ends, before the commit."""
         with self.session() as s:
-            yield Transaction(s, self.engine.dialect.name)
+            tx = Transaction(s, self.engine.dialect.name, deferred=deferred)
+            yield tx
+            tx.flush()
 
     def ping(self) -> None:
         """One round trip to the database (raises what the driver raises when it is away)."""
