@@ -1,5 +1,6 @@
 """What every part of the store shares: the session of a facade call, the one helper for
-reads that turn rows into values, and the connection of a `Transaction`."""
+reads that turn rows into values, and the connection of a `Transaction` with its deferred
+writes (`TxBase`)."""
 
 from __future__ import annotations
 
