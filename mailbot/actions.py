@@ -15,6 +15,7 @@ Acting on a decision runs in three steps so the expensive part can run in a chil
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -128,11 +129,25 @@ def enqueue_replies(tx: Transaction, replies: tuple[OutgoingMail, ...], *, ticke
     return queued, limited
 
 
+RATE_WINDOW = timedelta(hours=1)
+"""The auto-reply rate limits count the automatic replies queued within this long."""
+
+
+def read_outbox_ahead(tx: Transaction, replies: Iterable[OutgoingMail], now: datetime
+                      ) -> None:
+    """Read in one go what `enqueue_replies` will ask about `replies` (a whole batch's, all
+    queued at `now`): whether each is queued already, and the counts of the rate limits."""
+    replies = list(replies)
+    tx.read_outbox([out.purpose for out in replies],
+                   [out.rcpt_to[0] for out in replies if out.auto and out.rcpt_to],
+                   now - RATE_WINDOW)
+
+
 def over_rate_limit(tx: Transaction, out: OutgoingMail, now: datetime, limit: int) -> bool:
     """RFC 3834 §2: at most `limit` automatic replies to one address per hour."""
     if not out.rcpt_to:
         return False
-    return tx.auto_replies_since(out.rcpt_to[0], now - timedelta(hours=1)) >= limit
+    return tx.auto_replies_since(out.rcpt_to[0], now - RATE_WINDOW) >= limit
 
 
 def rate_limit_reached(tx: Transaction, out: OutgoingMail, now: datetime,
@@ -143,6 +158,6 @@ def rate_limit_reached(tx: Transaction, out: OutgoingMail, now: datetime,
     if over_rate_limit(tx, out, now, settings.auto_replies_per_hour):
         return f"{settings.auto_replies_per_hour} per hour to this address reached"
     total = settings.auto_replies_total_per_hour
-    if tx.auto_replies_total_since(now - timedelta(hours=1)) >= total:
+    if tx.auto_replies_total_since(now - RATE_WINDOW) >= total:
         return f"{total} per hour to all addresses reached"
     return None

@@ -26,7 +26,7 @@ from mailbot.claims import Heartbeat, renew_interval
 from mailbot.classify.decide import decide
 from mailbot.config import Config
 from mailbot.domain import Decision, Mail, TicketView
-from mailbot.handlers import HANDLERS, Registry, write_decision
+from mailbot.handlers import HANDLERS, Registry, read_ahead, write_decision
 from mailbot.handlers.base import QuarantiningHandler
 from mailbot.isolation import Overrun, Submitted, WorkerPool
 from mailbot.logs import decision_log, message_key
@@ -232,7 +232,11 @@ class Worker:
         self._allocated.difference_update(d.view.number for d in drafts.values())
         self._lost.clear()
         try:
-            with self.store.transaction() as tx:
+            with self.store.transaction(deferred=True) as tx:  # rows written together
+                tx.hold_claims([(item.id, item.token) for item in items])
+                read_ahead(tx, replies=[out for r in renders for out in r.replies],
+                           attachments_of=[r.inbound_id for r in renders if r.attachments],
+                           now=prepared.now)
                 results = [self._apply(tx, item, a, drafts.get(item.id), rendered.get(item.id),
                                        prepared.now)
                            for item, a in zip(items, analyses)]

@@ -10,11 +10,18 @@ templates.
 * `write_decision` (in the worker's transaction): the handler's rows, then for every outcome
   the attachments on the ticket, the replies in the outbox (within the rate limits) and the
   decision record.
+
+The worker writes a batch in one deferred transaction (:class:`mailbot.store.base.TxBase`):
+`read_ahead` first reads what the batch's writes will check (queued purposes, rate-limit
+counts, recorded attachments), the handlers then call the transaction's named writes as for
+a single message, and the transaction collects the rows and writes them one statement per
+table. Handlers thus keep one home per outcome and never see the batching.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 
 from mailbot.actions import (
@@ -23,6 +30,7 @@ from mailbot.actions import (
     ReplyContext,
     TicketDraft,
     enqueue_replies,
+    read_outbox_ahead,
     reasons_json,
     suspicion,
 )
@@ -41,7 +49,7 @@ from mailbot.handlers.unsubscribe import UnsubscribeHandler
 from mailbot.store import OutgoingMail, Transaction
 
 __all__ = ["HANDLERS", "Act", "Effect", "Handler", "Registry", "RegistryError", "ReplyJob",
-           "render_replies", "write_decision"]
+           "read_ahead", "render_replies", "write_decision"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +95,16 @@ def render_replies(
         if warn is not None:
             out.append(warn)
     return tuple(out)
+
+
+def read_ahead(tx: Transaction, *, replies: Iterable[OutgoingMail],
+               attachments_of: Iterable[int], now: datetime) -> None:
+    """Read in one go what `write_decision` will ask the store about a batch about to be
+    written at `now`: the replies' purposes and rate-limit counts, and the attachments
+    recorded for the messages `attachments_of`. In a deferred transaction the batch's
+    shared rows then need no statement of their own per message."""
+    read_outbox_ahead(tx, replies, now)
+    tx.read_attachment_keys(list(attachments_of))
 
 
 def write_decision(

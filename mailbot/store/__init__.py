@@ -17,6 +17,13 @@ a state change given the token happens only while that claim still holds the row
 keys make every effect idempotent: one decision per inbound message, one reply per
 (purpose, message), one ticket number per (year, sequence).
 
+The worker writes a batch of decided messages in one transaction that defers its hot-path
+rows (`Store.transaction(deferred=True)`, see `base.TxBase`): callers still make one named
+write per row, and the transaction writes each table's rows in one statement, flushing
+before any statement that must see them. Rather than handlers returning rows for the
+worker to write, this keeps every handler's writes where they were and the batching in the
+one package that speaks SQL.
+
 The package: `models` (tables), `engine` (SQLite and PostgreSQL engines), `values` (the
 frozen values callers get: no ORM row leaves the store), and one module per aggregate
 (`inbound`, `tickets`, `outbox`, `news`, `leases`, `settings`, `retention`), each holding
@@ -109,10 +116,14 @@ class Store(InboundStore, TicketStore, OutboxStore, NewsStore, LeaseStore, Setti
             self._reader.dispose()
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """A unit of work for the worker's actions (one per message)."""
+    def transaction(self, *, deferred: bool = False) -> Iterator[Transaction]:
+        """A unit of work for the worker's actions (a message's, or a batch's). `deferred`:
+        the hot path's rows are written together (see `TxBase`), at the latest when the
+        block ends, before the commit."""
         with self.session() as s:
-            yield Transaction(s, self.engine.dialect.name)
+            tx = Transaction(s, self.engine.dialect.name, deferred=deferred)
+            yield tx
+            tx.flush()
 
     def ping(self) -> None:
         """One round trip to the database (raises what the driver raises when it is away)."""

@@ -1,12 +1,13 @@
 """What every part of the store shares: the session of a facade call, the one helper for
-reads that turn rows into values, and the connection of a `Transaction`."""
+reads that turn rows into values, and the connection of a `Transaction` with its deferred
+writes (`TxBase`)."""
 
 from __future__ import annotations
 
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -77,12 +78,103 @@ class StoreBase:
             conn.execute(stmt, rows)
 
 
+FLUSH_ORDER = ("decided", "tickets", "events", "attachments", "outbox", "decisions")
+"""The deferred statements of a transaction in the order `TxBase.flush` runs them: inbound
+rows decided, then the tickets (their ids are needed by the rest), then the rows that refer
+to tickets."""
+
+
 class TxBase:
     """One transaction of named writes: the session, and its connection on which the hot
-    path's Core statements run."""
+    path's Core statements run.
 
-    def __init__(self, session: Session, dialect: str) -> None:
+    Deferred writes. The hot path's writes (a message decided, tickets, ticket events and
+    attachments, outbox rows, decision records) are collected per statement and written by
+    `flush`, one executemany (or multi-row INSERT) per statement, in `FLUSH_ORDER`. A
+    transaction made with ``deferred=False`` (the default) flushes after each such write,
+    so it behaves as if each were executed at once. A deferred one (the worker's batches)
+    flushes before any statement that reads or changes what is still pending, and when the
+    transaction ends (`Store.transaction`); it therefore reads what it wrote, in order, and
+    a write that breaks a constraint fails the transaction, only later.
+
+    Provisional ticket ids: a deferred `open_ticket` returns a negative id standing for the
+    ticket until it is written; every method of the transaction accepts it (the flush puts
+    the real id in its place). It must not be used outside the transaction.
+    """
+
+    def __init__(self, session: Session, dialect: str, *, deferred: bool = False) -> None:
         self.s = session
         self.dialect = dialect
         self.c = session.connection()  # Core statements of the hot path run on it
-        self._auto_total: dict[datetime, int] = {}  # auto_replies_total_since, per `since`
+        self.deferred = deferred
+        # Per kind of FLUSH_ORDER: the statement and the rows waiting for it.
+        self._pending: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
+        self._provisional: list[int] = []  # of each pending ticket row, in order
+        self._tickets_opened = 0
+        self._ticket_ids: dict[int, int] = {}  # provisional id -> real id once written
+
+    def _defer(self, kind: str, statement: Any, row: dict[str, Any]) -> None:
+        """Queue `row` for `statement`; written at once unless the transaction defers."""
+        entry = self._pending.get(kind)
+        if entry is None:
+            self._pending[kind] = (statement, [row])
+        else:
+            entry[1].append(row)
+        if not self.deferred:
+            self.flush()
+
+    def _pending_rows(self, kind: str) -> list[dict[str, Any]]:
+        entry = self._pending.get(kind)
+        return entry[1] if entry is not None else []
+
+    def flush_if_queued(self, message_ids: Sequence[str]) -> None:
+        """Write the pending rows if an outbox row among them has one of these Message-IDs
+        (before a statement about those mails)."""
+        ids = set(message_ids)
+        if any(row["message_id"] in ids for row in self._pending_rows("outbox")):
+            self.flush()
+
+    def new_ticket_id(self) -> int:
+        """A provisional id for a ticket about to be deferred (see the class docstring)."""
+        self._tickets_opened += 1
+        provisional = -self._tickets_opened
+        self._provisional.append(provisional)
+        return provisional
+
+    def real_ticket_id(self, ticket_id: int) -> int:
+        """The real id of a ticket (writing the pending rows if it is still provisional)."""
+        if ticket_id >= 0:
+            return ticket_id
+        if ticket_id not in self._ticket_ids:
+            self.flush()
+        return self._ticket_ids[ticket_id]
+
+    def flush(self) -> None:
+        """Write every pending row: one statement per kind, in `FLUSH_ORDER`.
+
+        Raises:
+            RuntimeError: a message the transaction held was not moved to decided (its
+                claim was lost after all): the transaction must not commit.
+        """
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        provisional, self._provisional = self._provisional, []
+        for kind in FLUSH_ORDER:
+            if kind not in pending:
+                continue
+            statement, rows = pending[kind]
+            if kind == "tickets":  # RETURNING (number, id)
+                ids = {number: int(i) for number, i in self.c.execute(statement, rows)}
+                self._ticket_ids.update(
+                    (p, ids[row["number"]]) for p, row in zip(provisional, rows))
+                continue
+            for row in rows:
+                ticket_id = row.get("ticket_id")
+                if ticket_id is not None and ticket_id < 0:
+                    row["ticket_id"] = self._ticket_ids[ticket_id]
+            result = self.c.execute(statement, rows)
+            if kind == "decided" and result.rowcount != len(rows) and (
+                    len(rows) == 1 or result.supports_sane_multi_rowcount()):
+                raise RuntimeError(f"{len(rows) - result.rowcount} held inbound row(s) "
+                                   "were not received any more")

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,13 +32,10 @@ from mailbot.store.values import (
 # ORM unit of work, and SQLAlchemy reuses their compiled form.
 _inbound = cast(Table, InboundMessage.__table__)
 _INSERT_DECISION = insert(cast(Table, DecisionRecord.__table__))
-_INSERT_INBOUND = insert(_inbound).returning(_inbound.c.id)
-_INBOUND_BY_KEYS = (
-    select(_inbound.c.id)
-    .where(or_(_inbound.c.sha256 == bindparam("sha"),
-               _inbound.c.identity == bindparam("identity")))
-    .limit(1)
-)
+# RETURNING names each row by its unique digest: one multi-row INSERT (asking SQLAlchemy to
+# keep the parameters' order would make it one INSERT per row on SQLite).
+_INSERT_INBOUND = insert(_inbound).returning(_inbound.c.sha256, _inbound.c.id)
+_KEYS_CHUNK = 400  # keys per IN list (SQLite takes up to 32766 parameters)
 _MARK_DECIDED = (
     update(_inbound)
     .where(_inbound.c.id == bindparam("row_id"))
@@ -53,6 +51,16 @@ _HOLD_CLAIM = (
     .where(_inbound.c.state == "received")
     .values(claim_token=_inbound.c.claim_token)
 )
+# The same for many rows (an IN list): those still undecided, locked as that UPDATE locks
+# them (PostgreSQL; a SQLite transaction holds the one write lock anyway); with a token,
+# only those it still claims.
+_HOLD_MANY = (
+    select(_inbound.c.id)
+    .where(_inbound.c.id.in_(bindparam("ids", expanding=True)))
+    .where(_inbound.c.state == "received")
+    .with_for_update(key_share=True)
+)
+_HOLD_MANY_FENCED = _HOLD_MANY.where(_inbound.c.claim_token == bindparam("token"))
 
 
 def _keys_of(item: NewInbound) -> tuple[str, str | None]:
@@ -66,6 +74,58 @@ def _keys_of(item: NewInbound) -> tuple[str, str | None]:
     )
     return sha, identity
 
+
+def _save_all(conn: Connection, keys: Sequence[tuple[NewInbound, str, str | None]],
+              when: datetime) -> list[SavedInbound]:
+    """Store the messages not stored yet, in two statements: one SELECT finds those already
+    stored under either key, one multi-row INSERT writes the rest. A message matching a row
+    by its bytes is that row, else the one with its identity; a message repeated within
+    `keys` is stored once (the later copies get the first one's id, not created)."""
+    by_sha: dict[str, int] = {}
+    by_identity: dict[str, int] = {}
+    shas = list({sha for _, sha, _ in keys})
+    identities = list({identity for _, _, identity in keys if identity is not None})
+    for i in range(0, max(len(shas), len(identities)), _KEYS_CHUNK):
+        some_shas, some_ids = shas[i:i + _KEYS_CHUNK], identities[i:i + _KEYS_CHUNK]
+        query = select(_inbound.c.id, _inbound.c.sha256, _inbound.c.identity).where(
+            or_(_inbound.c.sha256.in_(some_shas), _inbound.c.identity.in_(some_ids)))
+        for row_id, sha, identity in conn.execute(query):
+            by_sha[sha] = row_id  # both keys are unique: one row each
+            if identity is not None:
+                by_identity[identity] = row_id
+    found: list[int | None] = []  # per message: its row, or None (new), or -1 - index
+    new_rows: list[dict[str, Any]] = []
+    batch_sha: dict[str, int] = {}  # keys of the new messages: their index in new_rows
+    batch_identity: dict[str, int] = {}
+    for item, sha, identity in keys:
+        existing = by_sha.get(sha)
+        if existing is None and identity is not None:
+            existing = by_identity.get(identity)
+        if existing is not None:
+            found.append(existing)
+            continue
+        earlier = batch_sha.get(sha)
+        if earlier is None and identity is not None:
+            earlier = batch_identity.get(identity)
+        if earlier is not None:
+            found.append(-1 - earlier)  # a copy of a message new in this batch
+            continue
+        batch_sha[sha] = len(new_rows)
+        if identity is not None:
+            batch_identity[identity] = len(new_rows)
+        found.append(None)
+        new_rows.append(
+            {"sha256": sha, "identity": identity, "message_id": item.message_id,
+             "sender": item.sender, "origin": item.origin[:200], "size": len(item.raw),
+             "raw": item.raw, "received_at": when, "state": "received", "attempts": 0})
+    written = ({sha: int(i) for sha, i in conn.execute(_INSERT_INBOUND, new_rows)}
+               if new_rows else {})
+    new_ids = [written[row["sha256"]] for row in new_rows]
+    fresh = iter(new_ids)
+    return [SavedInbound(next(fresh), True) if f is None
+            else SavedInbound(new_ids[-1 - f], False) if f < 0
+            else SavedInbound(f, False)
+            for f in found]
 
 
 SMALL_MAIL_BYTES = 64 * 1024
@@ -98,7 +158,7 @@ class InboundStore(StoreBase):
         try:
             try:
                 with self.session() as s:
-                    return [self._save_one(s, *k, when) for k in keys]
+                    return _save_all(s.connection(), keys, when)
             except IntegrityError:
                 # Lost a race with another intake (IMAP and LMTP, or another daemon): the
                 # rows are there now, or we insert them one by one.
@@ -109,30 +169,12 @@ class InboundStore(StoreBase):
                         results.append(SavedInbound(found, False))
                         continue
                     with self.session() as s:
-                        results.append(self._save_one(s, *k, when))
+                        results.append(_save_all(s.connection(), [k], when)[0])
                 return results
         except Exception as exc:
             if not store_unavailable(exc):
                 raise
             raise TemporaryIngestError(f"store unavailable: {getattr(exc, 'orig', exc)}") from exc
-
-    @staticmethod
-    def _save_one(s: Session, item: NewInbound, sha: str, identity: str | None,
-                  when: datetime) -> SavedInbound:
-        conn = s.connection()
-        existing = conn.execute(
-            _INBOUND_BY_KEYS, {"sha": sha, "identity": identity or "-"}
-        ).scalar()
-        if existing is not None:
-            return SavedInbound(existing, False)
-        new_id = conn.execute(
-            _INSERT_INBOUND,
-            {"sha256": sha, "identity": identity, "message_id": item.message_id,
-             "sender": item.sender, "origin": item.origin[:200], "size": len(item.raw),
-             "raw": item.raw, "received_at": when, "state": "received", "attempts": 0},
-        ).scalar()
-        assert new_id is not None
-        return SavedInbound(int(new_id), True)
 
     def _find_inbound(self, sha: str, identity: str | None) -> int | None:
         with self.session() as s:
@@ -260,9 +302,20 @@ def _decision(row: Any) -> DecisionInfo:
 class InboundTx(TxBase):
     """The writes of one message's transaction on its inbound row and decision record."""
 
+    def __init__(self, session: Session, dialect: str, *, deferred: bool = False) -> None:
+        super().__init__(session, dialect, deferred=deferred)
+        # hold_claims: the rows it looked at, with the token asked for, and those it holds
+        # (locked, undecided, claimed under that token) and not yet moved on.
+        self._checked: dict[int, str | None] = {}
+        self._held: set[int] = set()
+        self._decided: set[int] = set()  # held rows mark_decided moved (maybe not written)
+
     def quarantine(self, inbound_id: int, error: str, token: str | None = None) -> bool:
         """Park a message that broke parsing or deciding, with the reason; with the claim's
         `token` only while that claim holds the undecided row (False: refused)."""
+        if inbound_id in self._decided:
+            self.flush()
+        self._held.discard(inbound_id)
         q = update(InboundMessage).where(InboundMessage.id == inbound_id)
         if token is not None:
             q = q.where(InboundMessage.claim_token == token, InboundMessage.state == "received")
@@ -270,25 +323,54 @@ class InboundTx(TxBase):
                                       decided_at=utcnow()))
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
+    def hold_claims(self, claims: Sequence[tuple[int, str | None]]) -> set[int]:
+        """`hold_claim` for many (inbound id, claim token) pairs in one statement per token;
+        returns the ids held: locked, undecided and (with a token) still claimed by it.
+        For these, `hold_claim` and `mark_decided` then run no statement of their own."""
+        by_token: dict[str | None, list[int]] = {}
+        for inbound_id, token in claims:
+            by_token.setdefault(token, []).append(inbound_id)
+            self._checked[inbound_id] = token
+        held: set[int] = set()
+        for token, ids in by_token.items():
+            for i in range(0, len(ids), _KEYS_CHUNK):
+                some = ids[i:i + _KEYS_CHUNK]
+                if token is None:
+                    rows = self.c.execute(_HOLD_MANY, {"ids": some})
+                else:
+                    rows = self.c.execute(_HOLD_MANY_FENCED, {"ids": some, "token": token})
+                held.update(int(r) for r in rows.scalars())
+        self._held |= held
+        return held
+
     def hold_claim(self, inbound_id: int, token: str | None) -> bool:
         """Whether the claim `token` still holds the undecided row, locking it for the rest
         of the transaction (another daemon's claim skips it, its writes wait). None: the
         caller works without a claim (replay): True."""
         if token is None:
             return True
+        if self._checked.get(inbound_id, "") == token:
+            return inbound_id in self._held
         return bool(self.c.execute(_HOLD_CLAIM, {"row_id": inbound_id, "token": token}).rowcount)
 
     def mark_decided(self, inbound_id: int, token: str | None = None) -> bool:
         """Move a `received` message to `decided` (first, so the row is locked for the rest
         of the transaction); False when another worker already did (its lease had expired)
-        or, with the claim's `token`, when that claim no longer holds the row."""
+        or, with the claim's `token`, when that claim no longer holds the row. A row this
+        transaction holds (`hold_claims`) is certain to move: that is deferred."""
+        if inbound_id in self._held and (token is None or self._checked[inbound_id] == token):
+            self._held.discard(inbound_id)
+            self._decided.add(inbound_id)
+            self._defer("decided", _MARK_DECIDED, {"row_id": inbound_id, "now": utcnow()})
+            return True
+        if inbound_id in self._decided:
+            return False  # moved already, by this transaction
         if token is None:
             res = self.c.execute(_MARK_DECIDED, {"row_id": inbound_id, "now": utcnow()})
         else:
             res = self.c.execute(_MARK_DECIDED_FENCED,
                                  {"row_id": inbound_id, "now": utcnow(), "token": token})
         return bool(res.rowcount)
-
 
     def record_decision(
         self,
@@ -304,12 +386,8 @@ class InboundTx(TxBase):
         language: str,
         reasons: list[dict[str, Any]],
     ) -> None:
-        now = utcnow()
-        self.c.execute(
-            _INSERT_DECISION,
-            {"inbound_id": inbound_id, "kind": kind, "license": license, "priority": priority,
-             "missing": list(missing), "scope_reason": scope_reason, "ticket_ref": ticket_ref,
-             "ticket_id": ticket_id, "language": language, "reasons": reasons,
-             "decided_at": now},
-        )
-
+        self._defer("decisions", _INSERT_DECISION, {
+            "inbound_id": inbound_id, "kind": kind, "license": license, "priority": priority,
+            "missing": list(missing), "scope_reason": scope_reason, "ticket_ref": ticket_ref,
+            "ticket_id": ticket_id, "language": language, "reasons": reasons,
+            "decided_at": utcnow()})

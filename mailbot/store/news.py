@@ -160,6 +160,7 @@ class NewsTx(TxBase):
 
         Soft bounces (see mark_bounced) do not count.
         """
+        self.flush_if_queued(message_ids)
         addresses = set(self.s.scalars(
             select(OutboxMessage.recipient)
             .where(OutboxMessage.message_id.in_(list(message_ids)))

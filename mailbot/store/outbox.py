@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, func, select, update
+from sqlalchemy.orm import Session
 
 from mailbot.store.base import StoreBase, TxBase, like_escape
 from mailbot.store.engine import dialect_insert
@@ -41,6 +42,14 @@ _COUNT_AUTO = (
     .where(_outbox.c.auto_recipient == bindparam("address"))
     .where(_outbox.c.created_at >= bindparam("since"))
 )
+_COUNT_AUTO_MANY = (
+    select(_outbox.c.auto_recipient, func.count())
+    .where(_outbox.c.auto_recipient.in_(bindparam("addresses", expanding=True)))
+    .where(_outbox.c.created_at >= bindparam("since"))
+    .group_by(_outbox.c.auto_recipient)
+)
+_PURPOSES = select(_outbox.c.purpose).where(
+    _outbox.c.purpose.in_(bindparam("purposes", expanding=True)))
 _COUNT_AUTO_TOTAL = (
     select(func.count())
     .select_from(_outbox)
@@ -187,22 +196,72 @@ class OutboxStore(StoreBase):
 
 
 class OutboxTx(TxBase):
-    """The writes on the outbox inside one transaction."""
+    """The writes on the outbox inside one transaction.
+
+    Automatic replies are counted (`auto_replies_since`, `auto_replies_total_since`) once
+    per transaction, window start and address, and from then on kept up to date here as
+    `enqueue` queues them: within the transaction the counts are exact; mail another daemon
+    commits meanwhile is seen by the next transaction (as before, when it was counted per
+    reply: the other's uncommitted rows were never seen either).
+    """
+
+    def __init__(self, session: Session, dialect: str, *, deferred: bool = False) -> None:
+        super().__init__(session, dialect, deferred=deferred)
+        self._auto_total: dict[datetime, int] = {}  # per window start
+        self._auto_counts: dict[datetime, dict[str, int]] = {}  # per window start, address
+        self._purposes: dict[str, bool] = {}  # purpose -> queued already (read_outbox)
+
+    def read_outbox(self, purposes: Sequence[str], auto_addresses: Sequence[str],
+                    since: datetime) -> None:
+        """Read in one go what queueing a batch of mail will ask: which of `purposes` are
+        queued already (a deferred transaction then queues the others with the batch's
+        other rows), and the automatic replies since `since`, to each of `auto_addresses`
+        and to anyone."""
+        if auto_addresses:
+            self.auto_replies_total_since(since)
+        wanted = [p for p in dict.fromkeys(purposes) if p not in self._purposes]
+        for i in range(0, len(wanted), 400):
+            some = wanted[i:i + 400]
+            self.flush()
+            present = set(self.c.execute(_PURPOSES, {"purposes": some}).scalars())
+            self._purposes.update((p, p in present) for p in some)
+        counts = self._auto_counts.setdefault(since, {})
+        addresses = [a for a in dict.fromkeys(a.lower() for a in auto_addresses)
+                     if a not in counts]
+        for i in range(0, len(addresses), 400):
+            some = addresses[i:i + 400]
+            self.flush()
+            found = {address: n for address, n in self.c.execute(
+                _COUNT_AUTO_MANY, {"addresses": some, "since": since})}
+            counts.update((a, int(found.get(a, 0))) for a in some)
 
     def auto_replies_since(self, address: str, since: datetime) -> int:
         """Automatic replies queued to `address` since `since` (this transaction's included)."""
-        return int(self.c.execute(
-            _COUNT_AUTO, {"address": address.lower(), "since": since}).scalar() or 0)
+        counts = self._auto_counts.setdefault(since, {})
+        key = address.lower()
+        if key not in counts:
+            self.flush()
+            counts[key] = int(self.c.execute(
+                _COUNT_AUTO, {"address": key, "since": since}).scalar() or 0)
+        return counts[key]
 
     def auto_replies_total_since(self, since: datetime) -> int:
         """Automatic replies queued to anyone since `since` (this transaction's included).
-
-        Counted once per transaction and `since` (the scan is not cheap: no index leads
-        with created_at), then kept up to date by `enqueue`."""
+        The scan is not cheap (no index leads with created_at): once per transaction."""
         if since not in self._auto_total:
+            self.flush()
             self._auto_total[since] = int(
                 self.c.execute(_COUNT_AUTO_TOTAL, {"since": since}).scalar() or 0)
         return self._auto_total[since]
+
+    def _counted(self, recipient: str | None, created_at: datetime) -> None:
+        """An automatic reply to `recipient` was queued: count it where it is counted."""
+        for since in self._auto_total:
+            if created_at >= since and recipient is not None:
+                self._auto_total[since] += 1
+        for since, counts in self._auto_counts.items():
+            if created_at >= since and recipient in counts:
+                counts[recipient] += 1
 
     def mark_bounced(self, message_ids: Sequence[str], now: datetime, *,
                      hard: bool = True) -> int:
@@ -211,6 +270,7 @@ class OutboxTx(TxBase):
         upgrades an earlier soft bounce."""
         if not message_ids:
             return 0
+        self.flush_if_queued(message_ids)
         upgrade = (OutboxMessage.state == "bounced") & (OutboxMessage.bounce == "soft")
         res = self.s.execute(
             update(OutboxMessage)
@@ -223,20 +283,31 @@ class OutboxTx(TxBase):
 
     def enqueue(self, mail: OutgoingMail, *, ticket_id: int | None, inbound_id: int | None,
                 due: datetime | None = None, now: datetime | None = None) -> bool:
-        """Queue a rendered reply; a second reply for the same purpose is not queued."""
+        """Queue a rendered reply; a second reply for the same purpose is not queued.
+
+        In a deferred transaction, a reply whose purpose `read_outbox` found free is
+        written with the transaction's other rows."""
         now = now or utcnow()
         recipient = mail.rcpt_to[0].lower()[:320] if mail.rcpt_to else None
-        result = self.c.execute(
-            _INSERT_OUTBOX[self.dialect],
-            {"purpose": mail.purpose, "message_id": mail.message_id, "kind": mail.kind,
-             "ticket_id": ticket_id, "inbound_id": inbound_id, "mail_from": mail.mail_from,
-             "rcpt_to": list(mail.rcpt_to), "raw": mail.raw, "state": "queued",
-             "attempts": 0, "next_attempt_at": due or now, "created_at": now,
-             "auto_recipient": recipient if mail.auto else None,
-             "priority": 1 if mail.bulk else 0, "recipient": recipient},
-        )
-        if mail.auto and result.rowcount:
-            for since in self._auto_total:
-                self._auto_total[since] += 1
-        return bool(result.rowcount)
-
+        row = {"purpose": mail.purpose, "message_id": mail.message_id, "kind": mail.kind,
+               "ticket_id": ticket_id, "inbound_id": inbound_id, "mail_from": mail.mail_from,
+               "rcpt_to": list(mail.rcpt_to), "raw": mail.raw, "state": "queued",
+               "attempts": 0, "next_attempt_at": due or now, "created_at": now,
+               "auto_recipient": recipient if mail.auto else None,
+               "priority": 1 if mail.bulk else 0, "recipient": recipient}
+        queued = self._purposes.get(mail.purpose)
+        if queued:
+            return False
+        if queued is not None and self.deferred:
+            self._purposes[mail.purpose] = True
+            self._defer("outbox", _INSERT_OUTBOX[self.dialect], row)
+        else:
+            self.flush()
+            row["ticket_id"] = None if ticket_id is None else self.real_ticket_id(ticket_id)
+            if not self.c.execute(_INSERT_OUTBOX[self.dialect], row).rowcount:
+                return False
+            if queued is not None:
+                self._purposes[mail.purpose] = True
+        if mail.auto:
+            self._counted(recipient, now)
+        return True

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Subquery
 
 from mailbot.attachments import SavedAttachment
@@ -26,8 +27,16 @@ from mailbot.store.values import LockedTicket, TicketEventRecord, ticket_value, 
 
 _tickets = cast(Table, Ticket.__table__)
 _counters = cast(Table, TicketCounter.__table__)
-_INSERT_TICKET = insert(_tickets).returning(_tickets.c.id)
+_attachments = cast(Table, TicketAttachment.__table__)
+# RETURNING names each row by its unique number (see inbound._INSERT_INBOUND).
+_INSERT_TICKET = insert(_tickets).returning(_tickets.c.number, _tickets.c.id)
 _INSERT_EVENT = insert(cast(Table, TicketEvent.__table__))
+_INSERT_ATTACHMENT = insert(_attachments)
+_ATTACHMENT_BYTES = (select(func.coalesce(func.sum(_attachments.c.size), 0))
+                     .where(_attachments.c.ticket_id == bindparam("ticket_id")))
+_ATTACHMENT_KEYS = (select(_attachments.c.inbound_id, _attachments.c.sha256,
+                           _attachments.c.filename)
+                    .where(_attachments.c.inbound_id.in_(bindparam("ids", expanding=True))))
 _BUMP_COUNTER = (
     update(_counters)
     .where(_counters.c.year == bindparam("for_year"))
@@ -186,8 +195,18 @@ class TicketStore(StoreBase):
 class TicketTx(TxBase):
     """The writes on tickets inside one transaction."""
 
+    def __init__(self, session: Session, dialect: str, *, deferred: bool = False) -> None:
+        super().__init__(session, dialect, deferred=deferred)
+        # (sha256, filename) of the attachments recorded per inbound message, where read.
+        self._attachment_keys: dict[int, set[tuple[str, str]]] = {}
+
+    def _pending_ticket(self, number: str) -> bool:
+        return any(row["number"] == number for row in self._pending_rows("tickets"))
+
     def ticket_exists(self, number: str) -> bool:
         """Whether a ticket exists, including one opened earlier in this transaction."""
+        if self._pending_ticket(number):
+            return True
         return self.c.execute(_TICKET_BY_NUMBER, {"number": number}).scalar() is not None
 
     def open_ticket(
@@ -209,32 +228,32 @@ class TicketTx(TxBase):
         related_ticket: str | None = None,
     ) -> int:
         """Insert a ticket under its allocated number; its first outgoing message (the ack)
-        is sequence 1. Returns the ticket's id."""
+        is sequence 1. Returns the ticket's id (provisional in a deferred transaction)."""
         message_id = message_id[:998] if message_id else None
-        ticket_id = self.c.execute(
-            _INSERT_TICKET,
-            {"number": number, "year": year, "seq": seq, "inbound_id": inbound_id,
-             "license": license, "customer_email": customer_email,
-             "customer_name": customer_name[:300], "subject": subject[:1000],
-             "priority": priority.value, "state": "open", "language": language,
-             "opened_at": opened_at, "deadline": deadline, "out_seq": 1,
-             "first_message_id": message_id, "last_message_id": message_id,
-             "related_ticket": related_ticket, "updated_at": opened_at},
-        ).scalar()
-        assert ticket_id is not None
-        self.add_ticket_event(int(ticket_id), "opened", inbound_id=inbound_id,
+        ticket_id = self.new_ticket_id()
+        self._defer("tickets", _INSERT_TICKET, {
+            "number": number, "year": year, "seq": seq, "inbound_id": inbound_id,
+            "license": license, "customer_email": customer_email,
+            "customer_name": customer_name[:300], "subject": subject[:1000],
+            "priority": priority.value, "state": "open", "language": language,
+            "opened_at": opened_at, "deadline": deadline, "out_seq": 1,
+            "first_message_id": message_id, "last_message_id": message_id,
+            "related_ticket": related_ticket, "updated_at": opened_at})
+        self.add_ticket_event(ticket_id, "opened", inbound_id=inbound_id,
                               author=customer_email)
-        return int(ticket_id)
+        return ticket_id if self.deferred else self.real_ticket_id(ticket_id)
 
     def find_ticket(self, number: str) -> LockedTicket | None:
         """The ticket `number` as it is now (read through Core, so never a stale copy of an
         earlier read), its row locked until the transaction ends."""
+        if self._pending_ticket(number):
+            self.flush()
         t = self.c.execute(select(_tickets).where(_tickets.c.number == number)
                            .with_for_update()).one_or_none()
         return LockedTicket(t.id, ticket_value(t)) if t is not None else None
 
     def _change(self, ticket_id: int, now: datetime, **values: Any) -> None:
-        self.c.execute(update(_tickets).where(_tickets.c.id == ticket_id)
+        self.c.execute(update(_tickets).where(_tickets.c.id == self.real_ticket_id(ticket_id))
                        .values(updated_at=now, **values))
 
     def set_state(self, ticket_id: int, state: str, now: datetime) -> None:
@@ -269,34 +288,46 @@ class TicketTx(TxBase):
         self, ticket_id: int, kind: str, *, inbound_id: int | None = None, author: str = "",
         detail: str | None = None,
     ) -> None:
-        self.c.execute(
-            _INSERT_EVENT,
-            {"ticket_id": ticket_id, "kind": kind, "inbound_id": inbound_id,
-             "author": author[:320], "created_at": utcnow(),
-             "detail": detail[:2000] if detail else None},
-        )
+        self._defer("events", _INSERT_EVENT, {
+            "ticket_id": ticket_id, "kind": kind, "inbound_id": inbound_id,
+            "author": author[:320], "created_at": utcnow(),
+            "detail": detail[:2000] if detail else None})
+
+    def read_attachment_keys(self, inbound_ids: Sequence[int]) -> None:
+        """Read in one statement which attachments are recorded for these messages (what
+        `add_attachments` checks for each), e.g. for a batch about to be written."""
+        ids = [i for i in dict.fromkeys(inbound_ids) if i not in self._attachment_keys]
+        for i in range(0, len(ids), 400):
+            some = ids[i:i + 400]
+            for inbound_id in some:
+                self._attachment_keys[inbound_id] = set()
+            for inbound_id, sha, filename in self.c.execute(_ATTACHMENT_KEYS, {"ids": some}):
+                self._attachment_keys[inbound_id].add((sha, filename))
 
     def add_attachments(self, ticket_id: int, inbound_id: int,
                         attachments: Sequence[SavedAttachment], budget: int,
                         now: datetime) -> list[SavedAttachment]:
         """Record attachments on a ticket while the ticket's total stays within `budget`
         bytes; returns those left out."""
-        used = int(self.s.scalar(select(func.coalesce(func.sum(TicketAttachment.size), 0))
-                                 .where(TicketAttachment.ticket_id == ticket_id)) or 0)
+        real = self._ticket_ids.get(ticket_id, ticket_id)  # negative: not written yet
+        used = sum(row["size"] for row in self._pending_rows("attachments")
+                   if row["ticket_id"] in (ticket_id, real))
+        if real >= 0:
+            used += int(self.c.execute(_ATTACHMENT_BYTES, {"ticket_id": real}).scalar() or 0)
+        if inbound_id not in self._attachment_keys:
+            self.read_attachment_keys([inbound_id])
+        recorded = self._attachment_keys[inbound_id]
         skipped = []
         for a in attachments:
             if used + a.size > budget:
                 skipped.append(a)
                 continue
-            exists = self.s.scalar(select(TicketAttachment.id).where(
-                TicketAttachment.inbound_id == inbound_id, TicketAttachment.sha256 == a.sha256,
-                TicketAttachment.filename == a.filename[:200]))
-            if exists is None:
-                self.s.add(TicketAttachment(
-                    ticket_id=ticket_id, inbound_id=inbound_id, filename=a.filename[:200],
-                    content_type=a.content_type[:200], size=a.size, sha256=a.sha256,
-                    created_at=now))
+            key = (a.sha256, a.filename[:200])
+            if key not in recorded:
+                recorded.add(key)
+                self._defer("attachments", _INSERT_ATTACHMENT, {
+                    "ticket_id": ticket_id, "inbound_id": inbound_id, "filename": a.filename[:200],
+                    "content_type": a.content_type[:200], "size": a.size, "sha256": a.sha256,
+                    "created_at": now})
                 used += a.size
-        self.s.flush()
         return skipped
-

@@ -4,8 +4,12 @@ stages, limits included."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+
+import pytest
 
 from mailbot.actions import ReplyContext
 from mailbot.domain import DecisionKind, RuleResult
@@ -128,3 +132,33 @@ def test_a_clean_stop_writes_the_batches_in_flight(desk: Desk) -> None:
     worker.close()
     assert desk.store.count_inbound() == {"decided": 20}
     assert desk.store.ticket_counter(2026) == 20
+
+
+class SameMessageId(FakeIncomplete):
+    """A faulty outcome: every reply it sends has the same Message-ID (unique in the outbox)."""
+
+    def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
+        return [replace(out, message_id="<same@estelar.example>")
+                for out in super().replies(ctx, job)]
+
+
+def test_a_batch_whose_writes_break_is_applied_one_by_one(
+        desk: Desk, caplog: pytest.LogCaptureFixture) -> None:
+    """When a batch's writes break a constraint (here only when the batch is written), the
+    batch is written again message by message: the message whose writes break is
+    quarantined with the error, the others are decided as usual."""
+    desk.worker = Worker(desk.worker.config, desk.store,
+                         handlers=HANDLERS.replacing(SameMessageId()))
+    for i, text in enumerate(["Dobrý den, nefunguje to. Díky", REQUEST,
+                              "Dobrý den, zase nefunguje. Díky"]):
+        save_raw(desk.store, mail(CUSTOMER, f"Dotaz {i}", text), "test",
+                 received_at=MON + timedelta(minutes=i))
+    batch = desk.store.claim_inbound(10)
+    with caplog.at_level(logging.WARNING, logger="mailbot.worker"):
+        results = desk.worker.process_many(batch, now=MON + timedelta(minutes=5))
+    assert "batch of 3 failed; applying one by one" in caplog.messages
+    assert [type(r).__name__ for r in results] == ["Outcome", "Outcome", "Quarantined"]
+    assert "IntegrityError" in results[2].error  # type: ignore[union-attr]
+    assert desk.store.count_inbound() == {"decided": 2, "quarantined": 1}
+    assert sorted(m["Subject"] for m in desk.sent() if m["Subject"] == "fake") == ["fake"]
+    assert len(desk.sent("ack")) == 1

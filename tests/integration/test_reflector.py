@@ -137,3 +137,22 @@ def test_upstream_spam_verdict_is_stored_ignored_and_never_answered(desk: Desk) 
     out = desk.receive(mail(CUSTOMER, "Nejde uložit směnný kalendář", REQUEST,
                             headers={"X-Spam-Flag": "NO"}), MON + timedelta(minutes=5))
     assert out.decision.kind.value == "ticket"
+
+
+def test_per_address_limit_holds_within_one_batch(desk: Desk) -> None:
+    """The per-address limit counts the replies a batch queues itself (one transaction):
+    five requests from one sender decided together get three acknowledgements, as one by
+    one; the other two are recorded as `rate_limit`, and the staff hear of all five."""
+    for i in range(5):
+        save_raw(desk.store, mail(CUSTOMER, f"Kalendář {i}", REQUEST), "test",
+                 received_at=MON + timedelta(minutes=i))
+    batch = desk.store.claim_inbound(10)
+    assert len(batch) == 5
+    results = desk.worker.process_many(batch, now=MON + timedelta(minutes=5))
+    assert [r.decision.kind.value for r in results if isinstance(r, Outcome)] == ["ticket"] * 5
+    assert len(desk.sent("ack")) == 3
+    assert len(desk.sent("notice")) == 5
+    limited = [[r["detail"] for r in reasons(desk.store, o.inbound_id)
+                if r["rule"] == "rate_limit"] for o in results]
+    note = f"no ack to {CUSTOMER}: 3 per hour to this address reached"
+    assert limited == [[], [], [], [note], [note]]

@@ -267,3 +267,129 @@ def test_small_mail_is_claimed_before_a_burst_of_large_mail(store: Store) -> Non
     # Past the patience, the oldest large mail goes first again.
     late = store.claim_inbound(1, now=t0 + timedelta(seconds=120))
     assert [c.id for c in late] == [saved[0].id]
+
+
+def test_batch_intake_dedups_as_one_by_one(store: Store) -> None:
+    """`save_raw_many` stores a batch in one SELECT and one INSERT with the dedup of single
+    saves: stored bytes or a stored identity are that row, and a message twice in the batch
+    (same bytes, or same identity with other trace headers) is stored once, the copy reporting
+    the first one's id as not created."""
+    from mailbot.ingest.intake import save_raw_many
+
+    stored = save_raw(store, RAW, "imap")
+    other = RAW.replace(b"<abc@x>", b"<def@x>")
+    third = RAW.replace(b"<abc@x>", b"<ghi@x>")
+    saved = save_raw_many(store, [
+        (other, "lmtp"),
+        (b"Received: from relay\r\n" + RAW, "lmtp"),  # the stored one, redelivered
+        (other, "lmtp"),
+        (RAW, "lmtp"),
+        (b"Received: from relay\r\n" + other, "lmtp"),  # the first of this batch, redelivered
+        (third, "lmtp"),
+    ])
+    first, last = saved[0].id, saved[5].id
+    assert stored.id < first < last
+    assert [(s.id, s.created) for s in saved] == [
+        (first, True), (stored.id, False), (first, False), (stored.id, False), (first, False),
+        (last, True)]
+    assert store.count_inbound() == {"received": 3}
+    assert [r.origin for r in store.list_inbound("received")] == ["lmtp", "lmtp", "imap"]
+
+
+def _mail(purpose: str, message_id: str, to: str = "jana@novak-syn.cz") -> OutgoingMail:
+    return OutgoingMail(purpose, message_id, "ack", "podpora@estelar.example", (to,),
+                        b"Subject: x\r\n\r\nx\r\n", auto=True)
+
+
+def test_deferred_transaction_reads_its_own_writes(store: Store) -> None:
+    """A deferred transaction (the worker's batch) writes its rows together when it ends, yet
+    behaves as if each were written at once: a ticket it opened exists and is found (with its
+    real id), the provisional id it got is taken by every write, counts and purposes include
+    what it queued, attachments count against the ticket's budget."""
+    from mailbot.attachments import SavedAttachment
+
+    now = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    since = now - timedelta(hours=1)
+    first = save_raw(store, RAW, "test")
+    second = save_raw(store, RAW.replace(b"<abc@x>", b"<def@x>"), "test")
+    with store.transaction() as tx:
+        assert tx.enqueue(_mail("ack:old", "<old@estelar.example>"), ticket_id=None,
+                          inbound_id=None, now=now - timedelta(minutes=5))
+    number = "T-2026-000001"
+    files = [SavedAttachment(f"f{i}.pdf", "application/pdf", 600, f"{i}" * 64)
+             for i in range(3)]
+    with store.transaction(deferred=True) as tx:
+        tx.read_outbox(["ack:old", "ack:1"], ["Jana@Novak-Syn.cz"], since)
+        assert tx.auto_replies_since("jana@novak-syn.cz", since) == 1
+        ticket_id = tx.open_ticket(
+            inbound_id=first.id, number=number, year=2026, seq=1, opened_at=now,
+            deadline=now + timedelta(days=3), license="40127733",
+            customer_email="jana@novak-syn.cz", customer_name="Jana", subject="s",
+            priority=Priority.NORMAL, language="cs")
+        assert ticket_id < 0  # provisional until written
+        assert tx.ticket_exists(number)
+        assert not tx.enqueue(_mail("ack:old", "<old2@estelar.example>"), ticket_id=ticket_id,
+                              inbound_id=first.id, now=now)
+        assert tx.enqueue(_mail("ack:1", "<a1@estelar.example>"), ticket_id=ticket_id,
+                          inbound_id=first.id, now=now)
+        assert tx.auto_replies_since("JANA@novak-syn.cz", since) == 2
+        assert tx.auto_replies_total_since(since) == 2
+        assert tx.add_attachments(ticket_id, first.id, files[:2], 1000, now) == [files[1]]
+        tx.record_decision(first.id, kind="ticket", license=None, priority="normal",
+                           missing=[], scope_reason=None, ticket_ref=number,
+                           ticket_id=ticket_id, language="cs", reasons=[])
+        locked = tx.find_ticket(number)  # writes what is pending: the row is there
+        assert locked is not None and locked.id > 0 and locked.info.number == number
+        tx.touch(ticket_id, now, last_message_id="<later@x>")  # still takes the provisional id
+        tx.add_ticket_event(locked.id, "customer_mail", inbound_id=second.id)
+        # The budget counts the attachment written above (now under the real id).
+        assert tx.add_attachments(locked.id, second.id, files[2:], 1000, now) == files[2:]
+        assert tx.add_attachments(ticket_id, second.id, [files[0]], 1200, now) == []
+    assert ticket_columns(store, number, "id", "last_message_id") == (locked.id, "<later@x>")
+    assert [e.kind for e in store.ticket_events(number)] == ["opened", "customer_mail"]
+    assert [a.filename for a in store.ticket_attachments(number)] == ["f0.pdf", "f0.pdf"]
+    ack = next(r for r in store.list_outbox() if r.purpose == "ack:1")
+    assert ack.ticket_id == locked.id and ack.inbound_id == first.id
+    decision = store.decision_for(first.id)
+    assert decision is not None and decision.ticket_id == locked.id
+    assert store.count_outbox() == {"queued": 2}
+
+
+def test_deferred_write_breaking_a_constraint_fails_the_transaction(store: Store) -> None:
+    """A deferred row that breaks a constraint fails the transaction when it is written (at
+    the latest when the transaction ends): nothing of it is committed."""
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    now = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    with pytest.raises(IntegrityError), store.transaction(deferred=True) as tx:
+        tx.read_outbox(["ack:1", "ack:2"], [], now)
+        assert tx.enqueue(_mail("ack:1", "<same@estelar.example>"), ticket_id=None,
+                          inbound_id=None, now=now)
+        assert tx.enqueue(_mail("ack:2", "<same@estelar.example>"), ticket_id=None,
+                          inbound_id=None, now=now)
+    assert store.count_outbox() == {}
+
+
+def test_batch_hold_claims_fences_like_hold_claim(store: Store) -> None:
+    """`hold_claims` holds, in one statement, the rows its claim still holds undecided: a
+    row another daemon took over is not held (nor decided under the old token), the others
+    are decided once; rows worked without a claim are held while undecided."""
+    a = save_raw(store, RAW, "test")
+    b = save_raw(store, RAW.replace(b"<abc@x>", b"<def@x>"), "test")
+    c = save_raw(store, RAW.replace(b"<abc@x>", b"<ghi@x>"), "test")
+    past = datetime.now(UTC) - timedelta(minutes=10)
+    stale = store.claim_inbound(2, lease=timedelta(seconds=20), now=past)
+    assert [s.id for s in stale] == [a.id, b.id]
+    [taken] = store.claim_inbound(1)  # another daemon takes the first one over
+    assert taken.id == a.id
+    token = stale[0].token
+    with store.transaction(deferred=True) as tx:
+        assert tx.hold_claims([(a.id, token), (b.id, token), (c.id, None)]) == {b.id, c.id}
+        assert not tx.hold_claim(a.id, token) and not tx.mark_decided(a.id, token)
+        assert tx.hold_claim(b.id, token) and tx.mark_decided(b.id, token)
+        assert not tx.mark_decided(b.id, token)  # moved already
+        assert not tx.hold_claim(b.id, token)
+        assert tx.mark_decided(c.id)
+    assert [r.id for r in store.list_inbound("decided")] == [c.id, b.id]
+    assert [r.id for r in store.list_inbound("received")] == [a.id]
