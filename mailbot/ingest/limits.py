@@ -108,10 +108,15 @@ def check(raw: bytes, limits: LimitsConfig) -> Violation | None:
     fields = len(_FIELD_START.findall(head))
     if fields > limits.header_fields:
         return Violation("too_many_headers", f"{fields} > {limits.header_fields} fields")
-    parts = len(_CONTENT_TYPE.findall(raw))
+    # Each count below is of a word's occurrences with a condition around it; where the
+    # word itself (ASCII case folded, a C-speed pass) is not over the limit, neither is it.
+    low = raw.lower()
+    parts = (len(_CONTENT_TYPE.findall(raw)) if low.count(b"content-type") > limits.mime_parts
+             else 0)
     if parts > limits.mime_parts:
         return Violation("too_many_parts", f"{parts} > {limits.mime_parts} MIME parts")
-    multiparts = len(_BOUNDARY.findall(raw))
+    multiparts = (len(_BOUNDARY.findall(raw)) if low.count(b"boundary") > limits.multiparts
+                  else 0)
     if multiparts > limits.multiparts:
         return Violation("too_deep", f"{multiparts} > {limits.multiparts} multipart containers")
     return None
