@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -45,25 +45,49 @@ _NEGATED: Final = re.compile(r"ne(?!j(?:lep|vic|vet|hor|dri|men|cast|spis)|bo$|z
 
 @lru_cache(maxsize=8192)
 def _stem(word: str) -> tuple[str, ...]:
-    """Features of one folded word: ("ne", "ne_" + stem) for a negated verb (so "it works"
-    never matches "it does not work"), else (stem,)."""
+    """Features of one folded word: () for a stop word, ("ne", "ne_" + stem) for a negated
+    verb (so "it works" never matches "it does not work"), else (stem,)."""
+    if word in _STOP:
+        return ()
     if _NEGATED.fullmatch(word):
         return ("ne", "ne_" + _STEMMER.stemWord(word[2:])[:_CUT])
     return (_STEMMER.stemWord(word)[:_CUT],)
 
 
-def features(folded: str) -> tuple[str, ...]:
-    """The features of one folded sentence: stems, then pairs of neighbouring stems."""
+def _stems(folded: str) -> list[str]:
+    """The stems of one folded text, in order (stop words left out)."""
     stems: list[str] = []
     for word in _WORD.findall(folded):
-        if word not in _STOP:
-            stems.extend(_stem(word))
-    pairs = [f"{a}_{b}" for a, b in zip(stems, stems[1:]) if a != "ne"]
-    return (*stems, *pairs)
+        stems.extend(_stem(word))
+    return stems
+
+
+def _pairs(stems: Sequence[str]) -> list[str]:
+    """The pairs of neighbouring stems (none starting at a negation marker)."""
+    return [f"{a}_{b}" for a, b in zip(stems, stems[1:]) if a != "ne"]
+
+
+def features(folded: str) -> tuple[str, ...]:
+    """The features of one folded sentence: stems, then pairs of neighbouring stems."""
+    stems = _stems(folded)
+    return (*stems, *_pairs(stems))
+
+
+class _Sentence:
+    """What scoring needs of one folded sentence: its stems, and of its stems and pairs
+    those the anchors know (a feature no anchor has cannot change any cosine)."""
+
+    __slots__ = ("known_pairs", "known_stems", "stems")
+
+    def __init__(self, folded: str, idf: Mapping[str, float]) -> None:
+        self.stems = _stems(folded)
+        self.known_stems = [f for f in self.stems if f in idf]
+        self.known_pairs = [f for f in _pairs(self.stems) if f in idf]
 
 
 class AnchorModel:
-    """Anchor sentences per label, indexed by feature for a fast cosine to each anchor."""
+    """Anchor sentences per label, indexed by feature: a text is scored only against the
+    anchors that share a feature with it (every other cosine is 0)."""
 
     def __init__(self, anchors: Mapping[str, Sequence[str]]) -> None:
         self.labels = tuple(anchors)
@@ -83,22 +107,33 @@ class AnchorModel:
             for f, w in vector.items():
                 self._postings.setdefault(f, []).append((i, w))
 
-    def _vector(self, feats: Sequence[str]) -> dict[str, float]:
-        """Unit-length idf weights of the features the anchors know (others cannot match)."""
+    def _vector(self, feats: Iterable[str]) -> dict[str, float]:
+        """Unit-length idf weights of the features the anchors know (others cannot match),
+        in the order the features first occur."""
+        idf = self._idf
         weights: dict[str, float] = {}
         for f in feats:
-            idf = self._idf.get(f)
-            if idf is not None:
-                weights[f] = weights.get(f, 0.0) + idf
+            w = idf.get(f)
+            if w is not None:
+                weights[f] = weights.get(f, 0.0) + w
         norm = math.sqrt(sum(w * w for w in weights.values()))
         return {f: w / norm for f, w in weights.items()} if norm else {}
+
+    def _cosines(self, feats: Iterable[str]) -> dict[int, float]:
+        """The cosine of a text (its features in order) with each anchor sharing a feature
+        with it, by anchor index; the sums run in the same order as in :meth:`scores`."""
+        out: dict[int, float] = {}
+        postings = self._postings
+        for f, w in self._vector(feats).items():
+            for i, aw in postings[f]:
+                out[i] = out.get(i, 0.0) + w * aw
+        return out
 
     def scores(self, folded: str) -> list[float]:
         """The cosine of one folded text with every anchor."""
         out = [0.0] * len(self._anchor_label)
-        for f, w in self._vector(features(folded)).items():
-            for i, aw in self._postings.get(f, ()):
-                out[i] += w * aw
+        for i, score in self._cosines(features(folded)).items():
+            out[i] = score
         return out
 
     def per_label(self, sentences: Sequence[str],
@@ -106,18 +141,40 @@ class AnchorModel:
                   ) -> dict[str, Evidence]:
         """Each label's best score against one of `sentences` (or two neighbouring ones),
         with the text and the anchor that gave it; a label in `require` counts only texts
-        its predicate accepts (an emergency needs words of failure, not just the topic)."""
+        its predicate accepts (an emergency needs words of failure, not just the topic).
+
+        Ties go to the earlier text, then the earlier anchor. Each sentence is split into
+        stems once; two neighbouring sentences "a b" have the stems of a then b, the pairs of
+        a, the pair across, then the pairs of b (the features of the joined text)."""
         best: dict[str, Evidence] = {}
         require = require or {}
-        windows = list(sentences) + [f"{a} {b}" for a, b in zip(sentences, sentences[1:])]
-        for text in windows:
-            refused = {label for label, ok in require.items() if not ok(text)}
-            for i, score in enumerate(self.scores(text)):
-                label = self._anchor_label[i]
-                if label in refused:
+        idf = self._idf
+        parsed = [_Sentence(s, idf) for s in sentences]
+        windows: list[tuple[str, list[str]]] = [
+            (s, p.known_stems + p.known_pairs) for s, p in zip(sentences, parsed)]
+        for a, b, pa, pb in zip(sentences, sentences[1:], parsed, parsed[1:]):
+            feats = pa.known_stems + pb.known_stems + pa.known_pairs
+            if pa.stems and pb.stems and pa.stems[-1] != "ne":
+                across = f"{pa.stems[-1]}_{pb.stems[0]}"
+                if across in idf:
+                    feats.append(across)
+            windows.append((f"{a} {b}", feats + pb.known_pairs))
+        labels, anchors = self._anchor_label, self._anchor_text
+        for text, feats in windows:
+            if not feats:
+                continue
+            verdicts: dict[str, bool] = {}
+            for i, score in sorted(self._cosines(feats).items()):
+                label = labels[i]
+                if not (score > 0 and (label not in best or score > best[label].score)):
                     continue
-                if score > 0 and (label not in best or score > best[label].score):
-                    best[label] = Evidence(label, score, text, self._anchor_text[i])
+                ok = require.get(label)
+                if ok is not None:
+                    if label not in verdicts:
+                        verdicts[label] = bool(ok(text))
+                    if not verdicts[label]:
+                        continue
+                best[label] = Evidence(label, score, text, anchors[i])
         return best
 
 
