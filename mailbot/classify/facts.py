@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from mailbot.classify.entitlement import PRAGUE
 from mailbot.classify.language import detect_language
-from mailbot.classify.license import extract_license_numbers
+from mailbot.classify.license import extract_folded_license_numbers, extract_license_numbers
 from mailbot.classify.opinion import AnchorModel, Evidence
 from mailbot.classify.phrases import IdentityCache, compiled_rule, phrase_set
 from mailbot.classify.settings import ClassifyConfig
@@ -25,9 +25,10 @@ from mailbot.classify.staff_auth import StaffPolicy
 from mailbot.classify.text import (
     BodyParts,
     TextLimits,
-    content_words,
     fold,
+    folded_content_words,
     forwarded_message_text,
+    join_folded,
     readable_text,
     sentences,
     split_body,
@@ -250,9 +251,14 @@ class MailFacts:
         return "\n\n".join(forwarded_message_text(t, limit) for t in texts if t.strip()).strip()
 
     @cached_property
+    def own_text_sentences(self) -> tuple[str, ...]:
+        """Folded sentences of the sender's own text (without the subject)."""
+        return sentences(self.parts.own)
+
+    @cached_property
     def own_sentences(self) -> tuple[str, ...]:
         """Folded sentences of the subject and the sender's own text."""
-        return sentences(self.subject) + sentences(self.parts.own)
+        return sentences(self.subject) + self.own_text_sentences
 
     @cached_property
     def own_joined(self) -> str:
@@ -261,12 +267,12 @@ class MailFacts:
     @cached_property
     def own_describes(self) -> bool:
         """Whether the sender's own text (without the subject) describes something."""
-        return _describes(self.parts.own, "", self.settings, self.compiled)
+        return _describes_text(self.parts.own_folded, self.settings, self.compiled)
 
     @cached_property
     def request_sentences(self) -> tuple[str, ...]:
         """The subject, the sender's own text and forwarded mail: the request."""
-        return self.own_sentences + sentences(self.forwarded_own)
+        return self.own_sentences + self.forwarded_sentences
 
     @cached_property
     def request_joined(self) -> str:
@@ -288,7 +294,8 @@ class MailFacts:
 
     @cached_property
     def has_description(self) -> bool:
-        if _describes(self.parts.own, self.subject, self.settings, self.compiled):
+        own = join_folded((fold(self.subject), self.parts.own_folded))  # fold(subject\nown)
+        if _describes_text(own, self.settings, self.compiled):
             return True
         return bool(self.forwarded_own) and _describes(
             self.forwarded_own, self.subject, self.settings, self.compiled
@@ -297,7 +304,7 @@ class MailFacts:
     @cached_property
     def license_candidates(self) -> tuple[str, ...]:
         found = extract_license_numbers(self.mail.subject, self.settings)
-        found += extract_license_numbers(self.body, self.settings)
+        found += extract_folded_license_numbers(self.folded_body, self.settings)
         if self.mail.attached_text:
             found += extract_license_numbers(self.mail.attached_text, self.settings)
         return tuple(dict.fromkeys(found))
@@ -332,7 +339,7 @@ def request_sentences(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
 
 def _describes_text(folded: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
     folded = compiled.no_description.blank_out(folded)
-    words = content_words(folded, compiled.stopwords, compiled.stop_prefixes)
+    words = folded_content_words(folded, compiled.stopwords, compiled.stop_prefixes)
     return len(words) >= settings.min_description_words
 
 
@@ -357,7 +364,8 @@ def mail_language(mail: Mail, ctx: RuleContext) -> str:
     compiled = facts.compiled
     parts = facts.parts
     text = f"{facts.subject}\n{parts.own or parts.forwarded}"
-    return detect_language(text, compiled.english, compiled.czech, ctx.default_language)
+    folded = join_folded((fold(facts.subject), parts.own_folded)) if parts.own else None
+    return detect_language(text, compiled.english, compiled.czech, ctx.default_language, folded)
 
 
 # --- headers and addresses -----------------------------------------------------------------

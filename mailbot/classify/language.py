@@ -15,9 +15,12 @@ def detect_language(
     english_words: frozenset[str],
     czech_words: frozenset[str],
     default: str = "cs",
+    folded: str | None = None,
 ) -> str:
-    """"en" when English marker words outweigh Czech/Slovak ones (and letters), else "cs"."""
-    words = _WORD.findall(fold(text))
+    """"en" when English marker words outweigh Czech/Slovak ones (and letters), else "cs".
+
+    `folded` may pass ``fold(text)`` when the caller has it."""
+    words = _WORD.findall(fold(text) if folded is None else folded)
     if not words:
         return default
     en = sum(1 for w in words if w in english_words)

@@ -77,8 +77,14 @@ def extract_license_numbers(
     search stops at `MAX_CANDIDATES` distinct numbers: the first ones of all phrases
     together are among them.
     """
+    return extract_folded_license_numbers(fold(text), settings)
+
+
+def extract_folded_license_numbers(
+    folded: str, settings: ClassifyConfig = DEFAULT_SETTINGS
+) -> tuple[str, ...]:
+    """`extract_license_numbers` of a text already folded (``fold(text)``)."""
     pattern, contexts, distractors = _compiled(settings)
-    folded = fold(text)
     limit = settings.license_context_window
     first_seen: dict[str, int] = {}  # number -> position of its first occurrence
     for context in contexts:

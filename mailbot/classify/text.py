@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from mailbot.markup import MarkupSink, scan
@@ -53,6 +54,9 @@ def fold(text: str) -> str:
 
     One `str.translate` through a table of per-character folds; short texts (subjects,
     lines, sentences, which the rules fold again and again) are cached.
+
+    Folding works line by line: ``fold("\n".join(lines))`` equals
+    ``join_folded(fold(line) for line in lines)`` (:func:`join_folded`).
     """
     if len(text) <= _CACHED_FOLD_LENGTH:
         return _fold_cached(text)
@@ -67,6 +71,16 @@ def _fold(text: str) -> str:
 
 
 _fold_cached = lru_cache(maxsize=4096)(_fold)
+
+
+def join_folded(folded: Iterable[str]) -> str:
+    """The fold of texts joined by line breaks, from the folds of the texts.
+
+    Exact: `fold` maps character by character (the one context that lower-casing looks at,
+    a final sigma, ends at a line break as at the end of a text), and the whitespace around
+    a line break collapses to the one space between two non-empty folds.
+    """
+    return " ".join(f for f in folded if f)
 
 
 # --- HTML ------------------------------------------------------------------------------
@@ -200,12 +214,17 @@ class TextLimits:
 
 @dataclass(frozen=True, slots=True)
 class BodyParts:
-    """A body split by authorship: `own` is what the sender wrote now."""
+    """A body split by authorship: `own` is what the sender wrote now.
+
+    `own_folded` and `signature_folded` are ``fold(own)`` and ``fold(signature)``, made from
+    the lines the split folds anyway."""
 
     own: str
     quoted: str
     forwarded: str
     signature: str
+    own_folded: str = ""
+    signature_folded: str = ""
 
 
 def _is_header_block(folded: list[str], i: int) -> bool:
@@ -214,9 +233,9 @@ def _is_header_block(folded: list[str], i: int) -> bool:
     return any(_HEADER_NEXT.match(line) for line in folded[i + 1 : i + 5])
 
 
-def _signature_start(lines: list[str]) -> int:
-    """Index of the first signature line of the customer's own text (len(lines) if none)."""
-    folded = [fold(line) for line in lines]
+def _signature_start(lines: Sequence[str], folded: Sequence[str]) -> int:
+    """Index of the first signature line of the customer's own text (len(lines) if none);
+    `folded` holds the fold of each line."""
     n = len(lines)
     # "-- " is the standard delimiter (RFC 3676 §4.3).
     for i, line in enumerate(lines):
@@ -271,6 +290,7 @@ def split_body(text: str, subject: str = "", limit: int = QUOTE_SCAN_CHARS) -> B
     folded = [fold(line) for line in lines]
     forwarded_subject = bool(_FORWARD_SUBJECT.match(fold(subject)))
     own: list[str] = []
+    own_folded: list[str] = []
     quoted: list[str] = []
     cut = len(lines)
     forwarded = False
@@ -287,17 +307,20 @@ def split_body(text: str, subject: str = "", limit: int = QUOTE_SCAN_CHARS) -> B
             quoted.append(lines[i])
         else:
             own.append(lines[i])
+            own_folded.append(f)
     rest = ("\n".join(lines[cut:]) + overflow).strip()
     if forwarded or forwarded_subject and rest:
         forwarded_text, quoted_tail = rest, ""
     else:
         forwarded_text, quoted_tail = "", rest
-    sig = _signature_start(own)
+    sig = _signature_start(own, own_folded)
     return BodyParts(
         own="\n".join(own[:sig]).strip(),
         quoted="\n".join([*quoted, quoted_tail]).strip(),
         forwarded=forwarded_text,
         signature="\n".join(own[sig:]).strip(),
+        own_folded=join_folded(own_folded[:sig]),
+        signature_folded=join_folded(own_folded[sig:]),
     )
 
 
@@ -332,5 +355,14 @@ def content_words(text: str, stopwords: frozenset[str],
                   stop_prefixes: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Folded words of 3+ letters that are not stopwords, nor start with one of
     `stop_prefixes` (the stopwords written ``word*``): what a description is made of."""
-    return tuple(w for w in _WORD.findall(fold(text))
+    return folded_content_words(fold(text), stopwords, stop_prefixes)
+
+
+def folded_content_words(folded: str, stopwords: frozenset[str],
+                         stop_prefixes: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """`content_words` of a text `fold` made (spaces may have been put in since): an ASCII
+    one is lower-case already and folding it again would change only its whitespace."""
+    if not folded.isascii():
+        folded = fold(folded)
+    return tuple(w for w in _WORD.findall(folded)
                  if w not in stopwords and not w.startswith(stop_prefixes))
