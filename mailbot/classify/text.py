@@ -48,14 +48,37 @@ def _fold_table() -> _FoldTable:
 
 _FOLD = _fold_table()
 
+# Everything but ASCII and the combining marks of U+0300-U+036F (Latin letters with
+# diacritics decompose into those): text without such characters after NFKD folds to ASCII.
+_NOT_ASCII_OR_MARK = re.compile("[^\x00-\x7f" + "".join(
+    chr(c) for c in range(0x300, 0x370) if unicodedata.combining(chr(c))) + "]")
+
+
+def _strip_diacritics(text: str) -> str:
+    """``text.translate(_FOLD)``, the cheap way where it can be taken.
+
+    ASCII folds to itself. Otherwise the whole text is decomposed once (NFKD, in C): when
+    that gives ASCII and combining marks only, as Czech, Slovak or German text does, the
+    fold is that ASCII. By the table's argument (NFKD decomposes character by character and
+    reorders only combining marks) this is exactly what the table gives, character by
+    character; any other text goes through the table.
+    """
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    if _NOT_ASCII_OR_MARK.search(decomposed) is None:
+        return decomposed.encode("ascii", "ignore").decode("ascii")
+    return text.translate(_FOLD)
+
 
 def fold(text: str) -> str:
     """Lower case, diacritics removed, whitespace collapsed: the form phrases are matched in.
 
-    One `str.translate` through a table of per-character folds; short texts (subjects,
-    lines, sentences, which the rules fold again and again) are cached.
+    Each character folds on its own (:class:`_FoldTable`, :func:`_strip_diacritics`);
+    `str.split` knows the same whitespace as the regular expressions (`str.isspace`). Short
+    texts (subjects, lines, sentences, which the rules fold again and again) are cached.
 
-    Folding works line by line: ``fold("\n".join(lines))`` equals
+    Folding works line by line: ``fold("\\n".join(lines))`` equals
     ``join_folded(fold(line) for line in lines)`` (:func:`join_folded`).
     """
     if len(text) <= _CACHED_FOLD_LENGTH:
@@ -67,7 +90,13 @@ _CACHED_FOLD_LENGTH = 2048
 
 
 def _fold(text: str) -> str:
-    return _SPACE.sub(" ", text.translate(_FOLD).lower()).strip()
+    return " ".join(_strip_diacritics(text).lower().split())
+
+
+def fold_lines(text: str) -> list[str]:
+    """``[fold(line) for line in text.split("\\n")]``, with the text folded in one go (no
+    character folds into a line break, and lower-casing looks across none)."""
+    return [" ".join(line.split()) for line in _strip_diacritics(text).lower().split("\n")]
 
 
 _fold_cached = lru_cache(maxsize=4096)(_fold)
@@ -287,7 +316,7 @@ def split_body(text: str, subject: str = "", limit: int = QUOTE_SCAN_CHARS) -> B
     """
     text, overflow = _head(text.replace("\r\n", "\n").replace("\r", "\n"), limit)
     lines = text.split("\n")
-    folded = [fold(line) for line in lines]
+    folded = fold_lines(text)
     forwarded_subject = bool(_FORWARD_SUBJECT.match(fold(subject)))
     own: list[str] = []
     own_folded: list[str] = []
