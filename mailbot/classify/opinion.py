@@ -80,9 +80,12 @@ class _Sentence:
     __slots__ = ("known_pairs", "known_stems", "stems")
 
     def __init__(self, folded: str, idf: Mapping[str, float]) -> None:
-        self.stems = _stems(folded)
-        self.known_stems = [f for f in self.stems if f in idf]
-        self.known_pairs = [f for f in _pairs(self.stems) if f in idf]
+        self.stems = stems = _stems(folded)
+        self.known_stems = [f for f in stems if f in idf]
+        # A known pair is made of two known stems: only those pairs are spelt out.
+        self.known_pairs = [pair for a, b in zip(stems, stems[1:])
+                            if a != "ne" and a in idf and b in idf
+                            and (pair := f"{a}_{b}") in idf]
 
 
 class AnchorModel:
@@ -94,6 +97,12 @@ class AnchorModel:
         entries = [(label, text) for label, texts in anchors.items() for text in texts]
         self._anchor_label = [label for label, _ in entries]
         self._anchor_text = [text for _, text in entries]
+        spans: list[tuple[str, int, int]] = []
+        for label, texts in anchors.items():
+            lo = spans[-1][2] if spans else 0
+            if texts:
+                spans.append((label, lo, lo + len(texts)))
+        self._spans = tuple(spans)  # (label, first, end) of each label's anchors, in order
         counted = [features(text) for _, text in entries]
         df: dict[str, int] = {}
         for feats in counted:
@@ -119,22 +128,19 @@ class AnchorModel:
         norm = math.sqrt(sum(w * w for w in weights.values()))
         return {f: w / norm for f, w in weights.items()} if norm else {}
 
-    def _cosines(self, feats: Iterable[str]) -> dict[int, float]:
-        """The cosine of a text (its features in order) with each anchor sharing a feature
-        with it, by anchor index; the sums run in the same order as in :meth:`scores`."""
-        out: dict[int, float] = {}
+    def _cosines(self, feats: Iterable[str]) -> list[float]:
+        """The cosine of a text (its features in order) with every anchor: only the postings
+        of its features are visited, each anchor's sum running in the text's feature order."""
+        out = [0.0] * len(self._anchor_label)
         postings = self._postings
         for f, w in self._vector(feats).items():
             for i, aw in postings[f]:
-                out[i] = out.get(i, 0.0) + w * aw
+                out[i] += w * aw
         return out
 
     def scores(self, folded: str) -> list[float]:
         """The cosine of one folded text with every anchor."""
-        out = [0.0] * len(self._anchor_label)
-        for i, score in self._cosines(features(folded)).items():
-            out[i] = score
-        return out
+        return self._cosines(features(folded))
 
     def per_label(self, sentences: Sequence[str],
                   require: Mapping[str, Callable[[str], bool]] | None = None,
@@ -146,7 +152,6 @@ class AnchorModel:
         Ties go to the earlier text, then the earlier anchor. Each sentence is split into
         stems once; two neighbouring sentences "a b" have the stems of a then b, the pairs of
         a, the pair across, then the pairs of b (the features of the joined text)."""
-        best: dict[str, Evidence] = {}
         require = require or {}
         idf = self._idf
         parsed = [_Sentence(s, idf) for s in sentences]
@@ -154,28 +159,28 @@ class AnchorModel:
             (s, p.known_stems + p.known_pairs) for s, p in zip(sentences, parsed)]
         for a, b, pa, pb in zip(sentences, sentences[1:], parsed, parsed[1:]):
             feats = pa.known_stems + pb.known_stems + pa.known_pairs
-            if pa.stems and pb.stems and pa.stems[-1] != "ne":
+            if pa.known_stems and pb.known_stems and pa.stems[-1] != "ne":
                 across = f"{pa.stems[-1]}_{pb.stems[0]}"
                 if across in idf:
                     feats.append(across)
             windows.append((f"{a} {b}", feats + pb.known_pairs))
-        labels, anchors = self._anchor_label, self._anchor_text
+        top: dict[str, tuple[float, str, int]] = {}  # label -> score, text, anchor index
         for text, feats in windows:
             if not feats:
                 continue
-            verdicts: dict[str, bool] = {}
-            for i, score in sorted(self._cosines(feats).items()):
-                label = labels[i]
-                if not (score > 0 and (label not in best or score > best[label].score)):
+            scores = self._cosines(feats)
+            for label, lo, hi in self._spans:  # each label's anchors, in order
+                span = scores[lo:hi]
+                score = max(span)
+                if score <= 0 or (label in top and score <= top[label][0]):
                     continue
                 ok = require.get(label)
-                if ok is not None:
-                    if label not in verdicts:
-                        verdicts[label] = bool(ok(text))
-                    if not verdicts[label]:
-                        continue
-                best[label] = Evidence(label, score, text, anchors[i])
-        return best
+                if ok is not None and not ok(text):
+                    continue
+                top[label] = (score, text, lo + span.index(score))  # the first to score so
+        anchors = self._anchor_text
+        return {label: Evidence(label, score, text, anchors[i])
+                for label, (score, text, i) in top.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,10 +200,11 @@ _SEPARATOR = re.compile(r"^-{3,}\s*[^-].*[^-]\s*-{2,}$|^_{8,}$|^-{5,}$")
 _ATTRIBUTION = re.compile(
     r"(napsal|napsala|napsal\(a\)|napisal|napisala|napisal\(a\)|wrote|schrieb|a ecrit)\s*:\s*$"
 )
-_FORWARD_START = re.compile(
-    r"^(begin forwarded message|zacatek preposlane zpravy|zaciatok preposlanej spravy)"
-)
+_FORWARD_OPENINGS = ("begin forwarded message", "zacatek preposlane zpravy",
+                     "zaciatok preposlanej spravy")
+_FORWARD_START = re.compile(f"^({'|'.join(_FORWARD_OPENINGS)})")
 _HEADER_FIRST = re.compile(r"^(from|od|von|de)\s*:\s*\S")
+_HEADER_FIRST_WORDS = ("from", "od", "von", "de")
 _HEADER_NEXT = re.compile(
     r"^(sent|odeslano|odoslane|gesendet|date|datum|to|komu|an|cc|kopie|subject|predmet|betreff)\s*:"
 )
@@ -256,8 +257,19 @@ class BodyParts:
     signature_folded: str = ""
 
 
+def _starts_earlier_mail(f: str) -> bool:
+    """Whether folded line `f` is a separator, a forward's opening or an attribution ("… wrote:").
+
+    The cheap tests first: each pattern needs the line to start with "-" or "_", to start
+    with a forward's opening, or (a folded line being stripped) to end with ":".
+    """
+    return (f.startswith(("-", "_")) and _SEPARATOR.match(f) is not None
+            or f.startswith(_FORWARD_OPENINGS)
+            or f.endswith(":") and _ATTRIBUTION.search(f) is not None)
+
+
 def _is_header_block(folded: list[str], i: int) -> bool:
-    if not _HEADER_FIRST.match(folded[i]):
+    if not folded[i].startswith(_HEADER_FIRST_WORDS) or not _HEADER_FIRST.match(folded[i]):
         return False
     return any(_HEADER_NEXT.match(line) for line in folded[i + 1 : i + 5])
 
@@ -268,28 +280,33 @@ def _signature_start(lines: Sequence[str], folded: Sequence[str]) -> int:
     n = len(lines)
     # "-- " is the standard delimiter (RFC 3676 §4.3).
     for i, line in enumerate(lines):
-        if line.rstrip() == "--" or line == "-- ":
+        if "--" in line and (line.rstrip() == "--" or line == "-- "):
             return i
     start = n
     first_text = next((k for k, f in enumerate(folded) if f), n)
-    for i, f in enumerate(folded):
-        words = f.split()
-        if i > first_text and 0 < len(words) <= 6 and _CLOSING.match(f) and n - i <= 10:
+    # A closing: after the first line of text, among the last ten, of one to six words (a
+    # folded line has single spaces and none at its ends).
+    for i in range(max(first_text + 1, n - 10), n):
+        f = folded[i]
+        if f and f.count(" ") < 6 and _CLOSING.match(f):
             start = i
             break
-    # Trailing contact block: short lines, names, addresses, phones, license lines.
+    # Trailing contact block: short lines, names, addresses, phones, license lines, among
+    # the last ten lines (blank lines aside).
     j = n
     while j > 0:
-        raw = lines[j - 1].strip()
         f = folded[j - 1]
         if not f:
             j -= 1
             continue
-        words = f.split()
-        question = "?" in raw
-        contact = bool(_CONTACT.search(f)) and len(words) <= 10 and not question
-        short = len(words) <= 6 and not re.search(r"[.?!:]$", raw) and not question
-        if (contact or short) and n - (j - 1) <= 10:
+        if n - (j - 1) > 10:
+            break
+        raw = lines[j - 1].strip()
+        if "?" in raw:
+            break
+        words = f.count(" ") + 1
+        short = words <= 6 and not raw.endswith((".", "?", "!", ":"))
+        if short or words <= 10 and _CONTACT.search(f):
             j -= 1
             continue
         break
@@ -324,7 +341,7 @@ def split_body(text: str, subject: str = "", limit: int = QUOTE_SCAN_CHARS) -> B
     cut = len(lines)
     forwarded = False
     for i, f in enumerate(folded):
-        if _SEPARATOR.match(f) or _FORWARD_START.match(f) or _ATTRIBUTION.search(f):
+        if _starts_earlier_mail(f):
             cut = i
             forwarded = bool(_FORWARD_WORDS.search(f) or _FORWARD_START.match(f))
             break

@@ -1,0 +1,86 @@
+"""Phrase matching (mailbot.classify.phrases): the prefilters never change what matches."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from mailbot import config as config_mod
+from mailbot.classify.phrases import PhraseSet, phrase_pattern, words_of
+
+_GAP = r"(?:\W+\w+){0,3}?\W+"
+
+
+def _reference_regex(phrase: str) -> str:
+    """The phrase syntax spelt out plainly: every token whole, its start checked in front."""
+    parts: list[str] = []
+    tokens = phrase.split()
+    for i, token in enumerate(tokens):
+        if token == "..":
+            continue
+        if parts:
+            parts.append(_GAP if tokens[i - 1] == ".." else r"\W+")
+        if token.endswith("*") and len(token) > 1:
+            body = re.escape(token[:-1]) + r"\w*"
+        else:
+            body = re.escape(token) + (r"(?!\w)" if token[-1].isalnum() else "")
+        parts.append((r"(?<!\w)" if token[0].isalnum() else "") + body)
+    return "".join(parts)
+
+
+def _reference_first(phrases: tuple[str, ...], text: str) -> str | None:
+    return next((p for p in phrases if re.search(_reference_regex(p), text)), None)
+
+
+PHRASES = (
+    "mzd*", "ne*", "do .. jsem mimo kancelar", "auto-reply", "won't", "precteno:", "s.r.o",
+    "notificationtype\":\"bounce", "rozsir* .. o modul", "c. licence", "e-maily", "_x", "x_",
+    "a", "k2", "ks mzd*", "nov* modul*", "co nejdriv", "žluť*", "x .. y",
+)
+WORDS = ["mzdy", "mzd", "nemzd", "ne", "neni", "do", "jsem", "mimo", "kancelar", "auto",
+         "reply", "auto-reply", "auto_reply", "won't", "won", "precteno", "s", "r", "o",
+         "s.r.o", "notificationtype", "bounce", "rozsirit", "modul", "c", "licence", "e",
+         "maily", "_x", "x_", "x", "y", "a", "k2", "k22", "ks", "novy", "moduly", "co",
+         "nejdriv", "žluťoučký", "zlut", "1", "_"]
+SEPARATORS = [" ", " ", " ", "-", ".", ":", "\"", "'", "_", ", ", "\n", ""]
+
+
+def _texts(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        pieces = []
+        for _ in range(rng.randrange(1, 9)):
+            pieces += [rng.choice(WORDS), rng.choice(SEPARATORS)]
+        out.append("".join(pieces))
+    return out
+
+
+def test_patterns_match_exactly_where_the_plain_form_does() -> None:
+    """The first token's literal is put first (lit(?<!\\wlit) instead of (?<!\\w)lit) so a
+    search can skip ahead to it: every match and every substitution stays the same."""
+    configured = config_mod.load().classify
+    phrases = PHRASES + configured.bounce_body_phrases + configured.license_distractors
+    texts = _texts(600, 1)
+    for phrase in phrases:
+        ours, plain = phrase_pattern(phrase), re.compile(_reference_regex(phrase))
+        for text in texts:
+            assert [m.span() for m in ours.finditer(text)] == [
+                m.span() for m in plain.finditer(text)], (phrase, text)
+            assert ours.sub(" ", text) == plain.sub(" ", text)
+
+
+def test_first_is_the_first_phrase_in_list_order_that_occurs() -> None:
+    """The whole-word and literal prefilters only skip phrases that cannot occur."""
+    rng = random.Random(2)
+    for text in _texts(3000, 3):
+        phrases = tuple(rng.sample(PHRASES, rng.randrange(1, len(PHRASES))))
+        assert PhraseSet(phrases).first(text) == _reference_first(phrases, text), (phrases, text)
+    assert PhraseSet(("auto-reply", "mzd*")).first("re: auto-reply, mzdy") == "auto-reply"
+    assert PhraseSet(("reply", "mzd*")).first("auto-reply_mzdy") is None
+    assert PhraseSet(()).first("anything") is None
+
+
+def test_words_of_are_the_runs_of_word_characters() -> None:
+    for text in [*_texts(300, 4), "Žluťoučký kůň_1 a\u00a0b", "x\u2003y"]:
+        assert words_of(text) == frozenset(re.findall(r"\w+", text))
