@@ -149,10 +149,20 @@ class PhraseSet:
 
     def blank_out(self, text: str) -> str:
         """`text` with every occurrence of each phrase replaced by a space, phrase by
-        phrase in list order (a phrase whose literal is missing cannot change it)."""
-        for (_, literal, _), pattern in zip(self._checks, self.patterns):
+        phrase in list order (a phrase whose literal is missing cannot change it).
+
+        Until a phrase changes the text only the candidates of the text can; after that, a
+        blank may have brought words together, so every later phrase is tried."""
+        for i in self._candidates(text):
+            literal = self._checks[i][1]
             if literal in text:
-                text = pattern.sub(" ", text)
+                text, changed = self.patterns[i].subn(" ", text)
+                if changed:
+                    for (_, literal, _), pattern in zip(self._checks[i + 1:],
+                                                        self.patterns[i + 1:]):
+                        if literal in text:
+                            text = pattern.sub(" ", text)
+                    return text
         return text
 
     def search(self, text: str) -> bool:

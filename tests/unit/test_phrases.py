@@ -84,3 +84,17 @@ def test_first_is_the_first_phrase_in_list_order_that_occurs() -> None:
 def test_words_of_are_the_runs_of_word_characters() -> None:
     for text in [*_texts(300, 4), "Žluťoučký kůň_1 a\u00a0b", "x\u2003y"]:
         assert words_of(text) == frozenset(re.findall(r"\w+", text))
+
+
+def test_blank_out_blanks_phrase_by_phrase_in_list_order() -> None:
+    """Also where blanking one phrase makes a later one occur ("ab x-y cd" loses "x-y",
+    then "ab cd" occurs)."""
+    rng = random.Random(5)
+    phrases_pool = (*PHRASES, "x-y", "mzdy a", "a k2", "do jsem")
+    for text in _texts(2000, 6):
+        phrases = tuple(rng.sample(phrases_pool, rng.randrange(1, len(phrases_pool))))
+        expected = text
+        for phrase in phrases:
+            expected = re.sub(_reference_regex(phrase), " ", expected)
+        assert PhraseSet(phrases).blank_out(text) == expected, (phrases, text)
+    assert PhraseSet(("x-y", "ab cd")).blank_out("ab x-y cd") == " "
