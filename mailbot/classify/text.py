@@ -48,27 +48,33 @@ def _fold_table() -> _FoldTable:
 
 _FOLD = _fold_table()
 
-# Everything but ASCII and the combining marks of U+0300-U+036F (Latin letters with
-# diacritics decompose into those): text without such characters after NFKD folds to ASCII.
-_NOT_ASCII_OR_MARK = re.compile("[^\x00-\x7f" + "".join(
-    chr(c) for c in range(0x300, 0x370) if unicodedata.combining(chr(c))) + "]")
+# Runs of everything but ASCII and the combining marks of U+0300-U+036F (Latin letters with
+# diacritics decompose into ASCII and those marks).
+_NOT_ASCII_OR_MARK = re.compile("([^\x00-\x7f" + "".join(
+    chr(c) for c in range(0x300, 0x370) if unicodedata.combining(chr(c))) + "]+)")
 
 
 def _strip_diacritics(text: str) -> str:
-    """``text.translate(_FOLD)``, the cheap way where it can be taken.
+    """``text.translate(_FOLD)``, computed the cheap way.
 
-    ASCII folds to itself. Otherwise the whole text is decomposed once (NFKD, in C): when
-    that gives ASCII and combining marks only, as Czech, Slovak or German text does, the
-    fold is that ASCII. By the table's argument (NFKD decomposes character by character and
-    reorders only combining marks) this is exactly what the table gives, character by
-    character; any other text goes through the table.
+    ASCII folds to itself. Other text is decomposed once (NFKD, in C); by the table's
+    argument (NFKD decomposes character by character and reorders only combining marks,
+    which are dropped) its fold is the decomposition without its combining marks. The
+    stretches of ASCII and Latin marks (all of Czech, Slovak or German but typographic
+    quotes and dashes) drop their marks by an ASCII encoding; the rest, whose characters
+    are decomposed already, go through the table.
     """
     if text.isascii():
         return text
     decomposed = unicodedata.normalize("NFKD", text)
     if _NOT_ASCII_OR_MARK.search(decomposed) is None:
         return decomposed.encode("ascii", "ignore").decode("ascii")
-    return text.translate(_FOLD)
+    pieces = _NOT_ASCII_OR_MARK.split(decomposed)
+    for k in range(0, len(pieces), 2):  # ASCII and Latin marks
+        pieces[k] = pieces[k].encode("ascii", "ignore").decode("ascii")
+    for k in range(1, len(pieces), 2):  # anything else, each character decomposed
+        pieces[k] = pieces[k].translate(_FOLD)
+    return "".join(pieces)
 
 
 def fold(text: str) -> str:
