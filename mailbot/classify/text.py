@@ -274,6 +274,32 @@ def _starts_earlier_mail(f: str) -> bool:
             or f.endswith(":") and _ATTRIBUTION.search(f) is not None)
 
 
+# Where a folded line may start earlier mail (the line's start or a ":" at its end; a folded
+# line has single spaces): the lines _earlier_mail looks at closely.
+_MAY_START_EARLIER = re.compile(
+    "^(?:[-_]|" + "|".join(_FORWARD_OPENINGS) + "|(?:from|od|von|de) ?:)|:$", re.MULTILINE)
+
+
+def _earlier_mail(folded: list[str], forwarded_subject: bool) -> tuple[int, bool]:
+    """The index of the first folded line that starts earlier mail (len(folded) if none),
+    and whether that mail is forwarded rather than quoted."""
+    joined = "\n".join(folded)
+    line = pos = 0
+    checked = -1
+    for m in _MAY_START_EARLIER.finditer(joined):
+        line += joined.count("\n", pos, m.start())
+        pos = m.start()
+        if line == checked:
+            continue
+        checked = line
+        f = folded[line]
+        if _starts_earlier_mail(f):
+            return line, bool(_FORWARD_WORDS.search(f) or _FORWARD_START.match(f))
+        if _is_header_block(folded, line):
+            return line, forwarded_subject
+    return len(folded), False
+
+
 def _is_header_block(folded: list[str], i: int) -> bool:
     if not folded[i].startswith(_HEADER_FIRST_WORDS) or not _HEADER_FIRST.match(folded[i]):
         return False
@@ -285,9 +311,10 @@ def _signature_start(lines: Sequence[str], folded: Sequence[str]) -> int:
     `folded` holds the fold of each line."""
     n = len(lines)
     # "-- " is the standard delimiter (RFC 3676 §4.3).
-    for i, line in enumerate(lines):
-        if "--" in line and (line.rstrip() == "--" or line == "-- "):
-            return i
+    if "--" in "\n".join(lines):
+        for i, line in enumerate(lines):
+            if line.rstrip() == "--" or line == "-- ":
+                return i
     start = n
     first_text = next((k for k, f in enumerate(folded) if f), n)
     # A closing: after the first line of text, among the last ten, of one to six words (a
@@ -341,25 +368,19 @@ def split_body(text: str, subject: str = "", limit: int = QUOTE_SCAN_CHARS) -> B
     lines = text.split("\n")
     folded = fold_lines(text)
     forwarded_subject = bool(_FORWARD_SUBJECT.match(fold(subject)))
+    cut, forwarded = _earlier_mail(folded, forwarded_subject)
     own: list[str] = []
     own_folded: list[str] = []
     quoted: list[str] = []
-    cut = len(lines)
-    forwarded = False
-    for i, f in enumerate(folded):
-        if _starts_earlier_mail(f):
-            cut = i
-            forwarded = bool(_FORWARD_WORDS.search(f) or _FORWARD_START.match(f))
-            break
-        if _is_header_block(folded, i):
-            cut = i
-            forwarded = forwarded_subject
-            break
-        if lines[i].lstrip().startswith(">"):
-            quoted.append(lines[i])
-        else:
-            own.append(lines[i])
-            own_folded.append(f)
+    if ">" in text:
+        for line, f in zip(lines[:cut], folded):
+            if line.lstrip().startswith(">"):
+                quoted.append(line)
+            else:
+                own.append(line)
+                own_folded.append(f)
+    else:  # no line is quoted
+        own, own_folded = lines[:cut], folded[:cut]
     rest = ("\n".join(lines[cut:]) + overflow).strip()
     if forwarded or forwarded_subject and rest:
         forwarded_text, quoted_tail = rest, ""
