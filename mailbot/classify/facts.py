@@ -288,8 +288,12 @@ class MailFacts:
         if model is None:
             return {}
         if texts not in self._opinions:
-            signals = self.compiled.emergency_signals.search
-            self._opinions[texts] = model.per_label(texts, {"emergency": signals})
+            signals = self.compiled.emergency_signals
+            # A signal in a text (a sentence, or two joined by a space) occurs in the texts
+            # joined by newlines: only those signals are looked for in each.
+            found = signals.occurring("\n".join(texts))
+            self._opinions[texts] = model.per_label(
+                texts, {"emergency": lambda text: signals.first_of(text, found) is not None})
         return self._opinions[texts]
 
     @cached_property

@@ -125,7 +125,7 @@ class PhraseSet:
         self._loose_literals = tuple(self._checks[i][1] for i in loose)
 
     def _candidates(self, text: str) -> list[int]:
-        """The indices, in list order, of the phrases `text` may hold."""
+        """The indices, in list order, of the phrases `text` may hold (a superset)."""
         found: list[int] = []
         if self._words:
             for word in self._words.intersection(words_of(text)):
@@ -140,8 +140,25 @@ class PhraseSet:
         """The first phrase (in list order) that occurs in folded `text`, or None."""
         if not self.phrases:
             return None
+        return self.first_of(text, self._candidates(text))
+
+    def occurring(self, text: str) -> list[int]:
+        """The indices, in list order, of the phrases that occur in folded `text`.
+
+        A phrase that occurs in a part of `text` between line breaks (a sentence of
+        sentences joined by newlines) is among them: passed to :meth:`first_of`, they
+        narrow the phrases to try in each part."""
+        if not self.phrases:
+            return []
         checks = self._checks
-        for i in self._candidates(text):
+        return [i for i in self._candidates(text)
+                if checks[i][1] in text and checks[i][2](text)]
+
+    def first_of(self, text: str, indices: Iterable[int]) -> str | None:
+        """The first phrase among `indices` (in list order) that occurs in `text`, or None:
+        ``first(text)`` when `indices` hold every phrase that may occur in it."""
+        checks = self._checks
+        for i in indices:
             phrase, literal, search = checks[i]
             if literal in text and search(text):
                 return phrase
@@ -215,23 +232,29 @@ class CompiledRule:
         return bool(self.all_of) and all(g.search(text) for g in self.all_of)
 
     def match(self, sentences: Iterable[str], joined: str | None = None) -> str | None:
-        """The evidence for the rule in `sentences` (see :func:`match_rule`)."""
+        """The evidence for the rule in `sentences` (see :func:`match_rule`).
+
+        The phrases that occur in the joined text are found first: only they can occur in
+        a sentence, and the rule cannot hit unless one of its phrases, or a phrase of every
+        group of `all_of`, is among them."""
         sentences = tuple(sentences)
         if joined is None:
             joined = "\n".join(sentences)
-        if not self.could_match(joined):
+        phrases = self.phrases.occurring(joined)
+        groups = [g.occurring(joined) for g in self.all_of]
+        if not phrases and not (groups and all(groups)):
             return None
-        rule = self.rule
-        if rule.unless_anywhere and self.unless_anywhere.search(joined):
+        if self.rule.unless_anywhere and self.unless_anywhere.search(joined):
             return None
+        unless = self.unless.occurring(joined)
         for sentence in sentences:
-            if rule.unless and self.unless.first(sentence):
+            if unless and self.unless.first_of(sentence, unless):
                 continue
-            hit = self.phrases.first(sentence)
+            hit = self.phrases.first_of(sentence, phrases) if phrases else None
             if hit:
                 return hit
-            if rule.all_of:
-                found = [g.first(sentence) for g in self.all_of]
+            if groups and all(groups):
+                found = [g.first_of(sentence, c) for g, c in zip(self.all_of, groups)]
                 if all(found):
                     return " + ".join(f for f in found if f)
         return None

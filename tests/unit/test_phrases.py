@@ -6,7 +6,8 @@ import random
 import re
 
 from mailbot import config as config_mod
-from mailbot.classify.phrases import PhraseSet, phrase_pattern, words_of
+from mailbot.classify.phrases import PhraseSet, match_rule, phrase_pattern, words_of
+from mailbot.classify.settings import PhraseRule
 
 _GAP = r"(?:\W+\w+){0,3}?\W+"
 
@@ -98,3 +99,36 @@ def test_blank_out_blanks_phrase_by_phrase_in_list_order() -> None:
             expected = re.sub(_reference_regex(phrase), " ", expected)
         assert PhraseSet(phrases).blank_out(text) == expected, (phrases, text)
     assert PhraseSet(("x-y", "ab cd")).blank_out("ab x-y cd") == " "
+
+
+def _reference_match(rule: PhraseRule, sentences: tuple[str, ...]) -> str | None:
+    """A rule by its definition: the first sentence, in order, where a phrase occurs, or a
+    phrase of every all_of group, and no unless phrase; none if unless_anywhere occurs."""
+    if any(_reference_first(rule.unless_anywhere, s) for s in sentences):
+        return None
+    for sentence in sentences:
+        if _reference_first(rule.unless, sentence):
+            continue
+        hit = _reference_first(rule.phrases, sentence)
+        if hit:
+            return hit
+        if rule.all_of:
+            found = [_reference_first(g, sentence) for g in rule.all_of]
+            if all(found):
+                return " + ".join(f for f in found if f)
+    return None
+
+
+def test_a_rule_hits_in_the_first_sentence_that_holds_it() -> None:
+    """The phrases occurring in the joined sentences narrow what each sentence is tested for
+    (a phrase of a sentence occurs in the joined text): the same evidence as testing each."""
+    rng = random.Random(9)
+    pool = (*PHRASES, "x-y", "mzdy a", "a k2")
+    for _ in range(1500):
+        def some(k: int) -> tuple[str, ...]:
+            return tuple(rng.sample(pool, rng.randrange(0, k)))
+        all_of = tuple(g for g in (some(4), some(4)) if g) if rng.random() < 0.6 else ()
+        rule = PhraseRule(reason="r", phrases=some(5), all_of=all_of, unless=some(3),
+                          unless_anywhere=some(2) if rng.random() < 0.3 else ())
+        sentences = tuple(" ".join(t.split()) for t in _texts(rng.randrange(1, 5), rng.random()))
+        assert match_rule(rule, sentences) == _reference_match(rule, sentences), (rule, sentences)
