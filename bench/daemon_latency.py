@@ -14,7 +14,7 @@ Two series, one mail at a time (the next only after the previous ack reached the
   * IMAP: APPEND over one logged-in IMAP connection → ack at the sink (IDLE wakes the
     poller). Target: median < 1 s, p99 < 3 s.
   * LMTP: smtplib.LMTP over one connection, from MAIL FROM → ack at the sink; the time to
-    the LMTP 250 (= committed) is printed too. Target: median < 0.3 s.
+    the LMTP 250 (= committed) is printed too. Target: median <= 25 ms.
 Every request is unique (own Message-ID and body line), so dedup keeps them all; each ack
 is checked to answer its own request (In-Reply-To).
 """
@@ -99,6 +99,8 @@ def write_config(tmp: Path, *, sink_port: int, lmtp_port: int | None,
             'security = "none"', f'username = "{imap_user}"', f'password_env = "{PASSWORD_ENV}"',
             'folder = "INBOX"', 'after_store = "flag"',
         ]
+    # Experiments: TOML appended as is (e.g. "[worker]\nprocesses = 1").
+    extra.append(os.environ.get("BENCH_CONFIG_APPEND", "").replace("\\n", "\n"))
     path = tmp / "mailbot.toml"
     path.write_text(f'root = "{ROOT}"\n' + text + "\n".join(extra) + "\n", encoding="utf-8")
     return path
@@ -329,10 +331,10 @@ def main() -> int:
             if args.only in (None, "lmtp"):
                 lat, lat250 = lmtp_series(sink, lmtp_port, args.n, args.warmup)
                 st = percentiles(lat)
-                good = st["median"] < 0.3
+                good = st["median"] <= 0.025
                 ok &= good
                 print(f"LMTP MAIL FROM -> ack at sink, {len(lat)} mails one by one:")
-                print(f"  {fmt(st)}   (target median < 0.3 s: {'OK' if good else 'MISSED'})")
+                print(f"  {fmt(st)}   (target median <= 25 ms: {'OK' if good else 'MISSED'})")
                 print(f"  LMTP 250 (committed) after: {fmt(percentiles(lat250))}")
             print(f"wall time of the series: {time.monotonic() - started:.1f} s")
             rss = peak_rss_mb(proc.pid)

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config, MailboxConfig
-from mailbot.domain import Decision, Mail, Priority, TicketView
+from mailbot.domain import Decision, Mail, Priority, TicketView, wire
 from mailbot.replies.conversation import ConversationRenderer
 from mailbot.replies.render import ReplyRenderer
 from mailbot.store import OutgoingMail, Transaction
@@ -39,6 +39,7 @@ class Outcome:
     mail: Mail | None = None
 
 
+@wire
 @dataclass(frozen=True, slots=True)
 class TicketDraft:
     """A ticket about to be opened: its number (once allocated) and what the reply says."""

@@ -217,6 +217,10 @@ class Daemon:
     async def _worker_loop(self) -> None:
         cfg = self.config.worker
         failures = 0
+        try:  # mail may be waiting: the children start while the intakes connect
+            await asyncio.to_thread(self.worker.warm)
+        except Exception:  # noqa: BLE001 - the first batch starts them (or reports why not)
+            log.warning("could not start the decision processes yet", exc_info=True)
         while not self.stop.is_set():
             self._worker_wake.clear()
             try:

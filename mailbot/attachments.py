@@ -22,6 +22,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailbot.domain import wire
+
+
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
 _RESERVED = re.compile(r"(?i)^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$")
 NAME_LIMIT = 150
@@ -51,6 +54,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+@wire
 @dataclass(frozen=True, slots=True)
 class SavedAttachment:
     """An attachment written to the store directory."""

@@ -3,9 +3,14 @@
 Python's `email` parser can spend seconds of CPU on a hostile message (100,000 MIME parts:
 12.8 s) and raises on some real mail; run in the daemon's own process that would stall intake
 and the event loop. So the pipeline's decide and render stages (:mod:`mailbot.pipeline`) run
-in a small pool of child processes, each with a read-only use of the store (license registry,
-which ticket numbers exist); the parent numbers the tickets and writes the transactions
-(SQLite has one writer, and it is fastest alone):
+in a small pool of child processes; the parent numbers the tickets and writes the
+transactions (SQLite has one writer, and it is fastest alone):
+
+* the children hold no database connection (nor SQLAlchemy: a child needs about 30 MB less
+  and starts faster): they decide against the license registry they were started with (the
+  pool starts fresh children when the registry changes, `use_registry`) and cannot tell which
+  tickets exist, so a decision that asked (`Analysis.provisional`) is made again by the
+  parent with the store's answers;
 
 * each child caps its address space (RLIMIT_AS): a memory bomb raises MemoryError there and
   comes back as an error like any other parse failure (the parent quarantines the message);
@@ -21,9 +26,8 @@ Two cores then do useful work at once: the children parse and decide while the p
 
 Children parse hostile mail, so they start without the daemon's secrets in their environment
 (`child_environment`): the variables the config names (`*_env`), anything whose name looks
-like a secret, and $CREDENTIALS_DIRECTORY are left out (libpq's PG* variables stay when the
-store is PostgreSQL: the children read it). The reply-token secret they need is handed over
-through the pool's start-up pipe instead.
+like a secret, and $CREDENTIALS_DIRECTORY are left out. The reply-token secret they need is
+handed over through the pool's start-up pipe instead.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from mailbot.config import ENV_LOCK, Config
 from mailbot.errors import MailbotError
 
 if TYPE_CHECKING:
+    from mailbot.classify.rules import LicenseRegistry
     from mailbot.pipeline import Analysis, Rendered, RenderJob
 
 log = logging.getLogger(__name__)
@@ -71,7 +76,6 @@ class Overrun:
 _child_pipeline: object = None
 
 _SECRET_NAME = re.compile(r"(?i)pass|secret|token|credential|private|api_?key|auth|pwd|cookie")
-_LIBPQ = re.compile(r"PG[A-Z_]*")
 
 
 def secret_variables(config: Config, environ: Mapping[str, str]) -> set[str]:
@@ -85,11 +89,8 @@ def secret_variables(config: Config, environ: Mapping[str, str]) -> set[str]:
         if oauth is not None:
             named |= {oauth.client_secret_env, oauth.service_account_key_env,
                       oauth.refresh_token_env}
-    keep_pg = not config.database_url.startswith("sqlite")
     found = {n for n in named if n and n in environ}
     for name in environ:
-        if keep_pg and _LIBPQ.fullmatch(name) and name not in named:
-            continue  # the children's read-only store connection needs them
         if _SECRET_NAME.search(name):
             found.add(name)
     return found
@@ -132,11 +133,12 @@ def _die_with_parent(parent: int) -> None:
 
 def _child_init(config: Config, memory_mb: int, log_level: int, parent: int,
                 token_secret: bytes | None = None,
-                previous_secrets: tuple[bytes, ...] = ()) -> None:
+                previous_secrets: tuple[bytes, ...] = (),
+                registry: LicenseRegistry | None = None) -> None:
     global _child_pipeline
     from mailbot import logs
     from mailbot.pipeline import Pipeline
-    from mailbot.store import Store
+    from mailbot.registry import DictRegistry
 
     _die_with_parent(parent)
     for name in secret_variables(config, os.environ):  # spawned outside the pool: be sure
@@ -145,8 +147,7 @@ def _child_init(config: Config, memory_mb: int, log_level: int, parent: int,
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    store = Store.from_url(config.database_url, pool_size=1, readonly=True)
-    pipeline = Pipeline(config, store)
+    pipeline = Pipeline.isolated(config, registry or DictRegistry({}))
     if token_secret is not None:
         pipeline.decider.use_token_secret(token_secret, previous_secrets)
     _child_pipeline = pipeline
@@ -192,9 +193,24 @@ class WorkerPool:
         self._processes = processes
         self._timeout = timeout
         self._memory_mb = memory_mb
+        self._registry: LicenseRegistry | None = None
         self._executor: ProcessPoolExecutor | None = None
+        self._pings: list[Future[bool]] = []  # the running pool's start-up, not yet waited for
         self._lock = threading.Lock()
         self._last_used = clock()
+
+    def use_registry(self, registry: LicenseRegistry) -> None:
+        """Decide against `registry` from now on: a changed registry retires the running
+        children (they finish what they were given, then exit) and the next work starts
+        fresh ones with it."""
+        with self._lock:
+            if registry is self._registry:
+                return
+            self._registry = registry
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            log.info("license registry changed: starting fresh decision processes")
+            executor.shutdown(wait=False)
 
     def stop_if_idle(self, idle_seconds: float) -> bool:
         """Stop the children when no work came for `idle_seconds` (they start again with the
@@ -208,12 +224,39 @@ class WorkerPool:
             self.close()
         return idle
 
+    def warm(self) -> None:
+        """Start the children now without waiting for them (the daemon's start, replay's), so
+        their start-up overlaps the parent's own work."""
+        self._pool()
+
     def _pool(self) -> ProcessPoolExecutor:
-        """The running pool, started (and warmed up: every child imported and initialised)
-        if needed, so start-up time never counts against a message's time limit."""
+        """The running pool, started if needed. Its children may still be starting: `collect`
+        waits for them (`_await_start`) before it times any message."""
         with self._lock:
             self._last_used = self._clock()
             return self._start_pool()
+
+    def _await_start(self) -> None:
+        """Wait until every child of the running pool has started (imported, initialised),
+        so start-up never counts against a message's time limit.
+
+        Raises:
+            WorkerPoolError: the children do not start.
+        """
+        with self._lock:
+            executor, pings, self._pings = self._executor, self._pings, []
+        try:
+            for ping in pings:
+                ping.result(timeout=120)
+        except (BrokenProcessPool, FutureTimeout) as exc:
+            with self._lock:
+                if self._executor is executor:
+                    self._executor = None
+            if executor is not None:
+                for proc in list(getattr(executor, "_processes", {}).values()):
+                    proc.kill()
+                executor.shutdown(wait=False, cancel_futures=True)
+            raise WorkerPoolError(f"worker processes do not start: {exc!r}") from None
 
     def _start_pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -224,16 +267,14 @@ class WorkerPool:
                 initializer=_child_init,
                 initargs=(self._config, self._memory_mb,
                           logging.getLogger().getEffectiveLevel(), os.getpid(),
-                          self._token_secret, self._previous_secrets),
+                          self._token_secret, self._previous_secrets, self._registry),
             )
             try:
                 # Each ping spawns a child (all before any answers): every child of this
                 # pool starts in the scrubbed environment.
                 with _scrubbed_environment(self._config):
-                    pings = [executor.submit(_child_ping) for _ in range(self._processes)]
-                for ping in pings:
-                    ping.result(timeout=120)
-            except (BrokenProcessPool, FutureTimeout) as exc:
+                    self._pings = [executor.submit(_child_ping) for _ in range(self._processes)]
+            except BrokenProcessPool as exc:
                 for proc in list(getattr(executor, "_processes", {}).values()):
                     proc.kill()
                 executor.shutdown(wait=False, cancel_futures=True)
@@ -270,7 +311,9 @@ class WorkerPool:
     def _healthy(self) -> bool:
         """Whether a fresh child starts and answers (after a crash, before blaming a mail)."""
         try:
-            return bool(self._pool().submit(_child_ping).result(timeout=60))
+            pool = self._pool()
+            self._await_start()
+            return bool(pool.submit(_child_ping).result(timeout=60))
         except (BrokenProcessPool, FutureTimeout, OSError, WorkerPoolError):
             self._restart()
             return False
@@ -313,6 +356,8 @@ class WorkerPool:
         pending = list(range(len(items)))
         first = submitted.futures or None
         isolate = False  # after a hung or crashed task: one message per task, to find the culprit
+        if first is not None:
+            self._await_start()
         while pending:
             if first is not None:
                 futures, first = first, None
@@ -323,6 +368,7 @@ class WorkerPool:
                     futures = [
                         (g, pool.submit(_run_group, fn, [items[i][1] for i in g])) for g in groups
                     ]
+                    self._await_start()
                 except BrokenProcessPool:
                     self._restart()
                     if not self._healthy():

@@ -10,17 +10,20 @@
 4. **write**: the worker's transaction (:mod:`mailbot.worker`, :mod:`mailbot.handlers`).
 
 Stages 1 and 3 run in the child processes of :mod:`mailbot.isolation` (or in this process
-with `worker.processes = 0`); each child holds a `Pipeline` of its own. A dry run stops after
+with `worker.processes = 0`); each child holds a `Pipeline` of its own without a store
+(`Pipeline.isolated`). A dry run stops after
 stage 2 and uses a `Pipeline` without a store (`Pipeline.offline`).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from mailbot.actions import ReplyContext, TicketDraft, ticket_draft
 from mailbot.attachments import AttachmentStore, SavedAttachment
@@ -28,7 +31,16 @@ from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import LicenseRegistry, RuleContext, TicketIndex
 from mailbot.config import TOKEN_SECRET_CREDENTIAL, Config, read_token_secret
-from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketInfo, TicketView
+from mailbot.domain import (
+    Decision,
+    DecisionKind,
+    Mail,
+    OutgoingMail,
+    RuleResult,
+    TicketInfo,
+    TicketView,
+    wire,
+)
 from mailbot.errors import StoreUnavailableError
 from mailbot.handlers import HANDLERS, Registry, render_replies
 from mailbot.ingest.limits import Violation, check_attachments, header_section
@@ -37,7 +49,9 @@ from mailbot.ingest.parse import parse
 from mailbot.registry import DictRegistry
 from mailbot.replies.conversation import ConversationRenderer, attachments_of
 from mailbot.replies.render import ReplyRenderer
-from mailbot.store import OutgoingMail, Store, store_unavailable
+
+if TYPE_CHECKING:
+    from mailbot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +70,17 @@ def token_secret(config: Config, store: Store) -> bytes:
                 "can mint staff reply addresses; give it as the systemd credential %r "
                 "(conversation.token_secret_credential) instead", TOKEN_SECRET_CREDENTIAL)
     return store.secret(TOKEN_SECRET_SETTING)
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """`mailbot.store.store_unavailable`, imported only where SQLAlchemy already is: a
+    decision process holds no store (and does not load SQLAlchemy), so no error of its can
+    be the database's."""
+    if "sqlalchemy" not in sys.modules:
+        return False
+    from mailbot.store import store_unavailable as unavailable
+
+    return unavailable(exc)
 
 
 def quarantine_decision(error: str) -> Decision:
@@ -89,15 +114,41 @@ class StoreTicketIndex:
         return self._store.ticket_for_message_ids(message_ids)
 
 
+@wire
 @dataclass(frozen=True, slots=True)
 class Analysis:
-    """A parsed and decided message, or the traceback of why it could not be."""
+    """A parsed and decided message, or the traceback of why it could not be.
+
+    `provisional`: decided without the store's answer to a question about tickets (in a
+    decision process, `UnansweredTickets`); the worker decides it again."""
 
     mail: Mail | None
     decision: Decision | None
     error: str | None = None
+    provisional: bool = False
 
 
+class UnansweredTickets:
+    """The ticket index of a decision process, which holds no database: every question is
+    answered "no such ticket" and remembered, so that decision is marked provisional."""
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def exists(self, ref: str) -> bool:
+        self.asked = True
+        return False
+
+    def get(self, ref: str) -> TicketInfo | None:
+        self.asked = True
+        return None
+
+    def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
+        self.asked = True
+        return None
+
+
+@wire
 @dataclass(frozen=True, slots=True)
 class RenderJob:
     """A decided message whose replies are to be rendered (in a child process)."""
@@ -112,6 +163,7 @@ class RenderJob:
     attachment_budget: int | None = None
 
 
+@wire
 @dataclass(frozen=True, slots=True)
 class Rendered:
     """The rendered replies of one message, or the traceback of why not."""
@@ -132,10 +184,13 @@ class Decider:
     REGISTRY_CHECK_SECONDS = 5.0
 
     def __init__(self, config: Config, store: Store | None,
-                 registry: LicenseRegistry | None = None) -> None:
+                 registry: LicenseRegistry | None = None,
+                 tickets: UnansweredTickets | None = None) -> None:
         self.config = config
         self.store = store
-        self.tickets = StoreTicketIndex(store) if store else None
+        self.store_tickets = StoreTicketIndex(store) if store else None
+        self.tickets: TicketIndex | None = self.store_tickets or tickets
+        self._unanswered = tickets
         self._fixed_registry = registry
         self._registry = DictRegistry({})
         self._registry_version: object = None
@@ -193,7 +248,11 @@ class Decider:
                 [(a.filename, a.size) for a in mail.attachments], self.limits)
             if violation is not None:
                 return self.over_limit(raw, violation, now, mail)
-            return Analysis(mail, decide(mail, self.context(now)))
+            if self._unanswered is not None:
+                self._unanswered.asked = False
+            decision = decide(mail, self.context(now))
+            asked = self._unanswered is not None and self._unanswered.asked
+            return Analysis(mail, decision, provisional=asked)
         except Exception as exc:  # noqa: BLE001 - any parser/rule failure is contained here
             if store_unavailable(exc):  # the store's fault, not the message's: retry later
                 raise StoreUnavailableError(f"store unavailable while deciding: {exc}") from None
@@ -227,9 +286,10 @@ class Pipeline:
 
     def __init__(self, config: Config, store: Store | None, *,
                  registry: LicenseRegistry | None = None,
+                 tickets: UnansweredTickets | None = None,
                  handlers: Registry = HANDLERS) -> None:
         self.config = config
-        self.decider = Decider(config, store, registry)
+        self.decider = Decider(config, store, registry, tickets)
         self.handlers = handlers
         self.calendar = BusinessCalendar(config.calendar)
         self._replies: ReplyContext | None = None
@@ -238,6 +298,12 @@ class Pipeline:
     def offline(cls, config: Config, registry: LicenseRegistry) -> Pipeline:
         """A pipeline without a store (`replay --dry-run`): decides against `registry`."""
         return cls(config, None, registry=registry)
+
+    @classmethod
+    def isolated(cls, config: Config, registry: LicenseRegistry) -> Pipeline:
+        """A decision process's pipeline: no store; decides against `registry`, and a
+        decision that asked about tickets comes back provisional."""
+        return cls(config, None, registry=registry, tickets=UnansweredTickets())
 
     def analyse(self, raw: bytes, now: datetime) -> Analysis:
         """Stage 1 (see `Decider.analyse`)."""

@@ -104,6 +104,8 @@ class Worker:
         self._allocated: set[str] = set()
         # Messages of the batch being committed whose claim was lost (not written here).
         self._lost: set[int] = set()
+        # Claimed batches on their way through `run_once`'s pipeline, oldest first.
+        self._in_flight: list[_InFlight] = []
 
     @classmethod
     def from_config(cls, config: Config, store: Store, *, clock: Clock = utcnow) -> Worker:
@@ -114,7 +116,7 @@ class Worker:
         previous = config.conversation.previous_token_secrets()
         pool = None
         if w.processes > 0:
-            # The children start with the first mail to decide (about a second), not before.
+            # The children start with `warm` or the first mail to decide; idle, they stop.
             pool = WorkerPool(config, processes=w.processes, timeout=w.parse_timeout_seconds,
                               memory_mb=w.memory_mb, token_secret=secret,
                               previous_secrets=previous)
@@ -122,7 +124,21 @@ class Worker:
         worker.decider.use_token_secret(secret, previous)
         return worker
 
+    def warm(self) -> None:
+        """Start the child processes now, without waiting for them: their start-up (about a
+        second) overlaps this process's own work (replay's first files, the daemon's first
+        IMAP fetch)."""
+        if self.pool is not None:
+            self.pool.use_registry(self.decider.registry())
+            self.pool.warm()
+
     def close(self) -> None:
+        """Finish the batches still in flight (`drain`) and stop the child processes."""
+        try:
+            self.drain()
+        except Exception:  # noqa: BLE001 - e.g. the database is away: they were given back
+            log.warning("could not finish the batches in flight; they are decided again "
+                        "at the next start", exc_info=True)
         if self.pool is not None:
             self.pool.close()
 
@@ -152,10 +168,10 @@ class Worker:
         """Hand messages to the pool (if any); `finish` applies them. Starting the next batch
         before finishing this one lets the children parse while this process writes."""
         now = now or self.clock()
-        submitted = (
-            self.pool.submit([(i.id, i.raw) for i in items], now) if self.pool is not None
-            else None
-        )
+        submitted = None
+        if self.pool is not None:
+            self.pool.use_registry(self.decider.registry())
+            submitted = self.pool.submit([(i.id, i.raw) for i in items], now)
         return Started(list(items), now, submitted)
 
     def finish(self, started: Started) -> list[Outcome | Quarantined]:
@@ -239,9 +255,10 @@ class Worker:
     ) -> tuple[list[Analysis], dict[int, TicketDraft]]:
         """Give the batch's new tickets their numbers, in input order per year.
 
-        A reference a child found unknown may name a ticket committed since, one numbered in
-        a batch still on its way, or one opened by an earlier message of this batch: those
-        messages are decided again here, in order, as if processed one by one. Numbers are
+        A child cannot look tickets up (its decision is then provisional), and a reference
+        found unknown may name a ticket committed since, one numbered in a batch still on its
+        way, or one opened by an earlier message of this batch: those messages are decided
+        again here with the store, in order, as if processed one by one. Numbers are
         predicted from the counter, then allocated; another daemon allocating at the same
         moment only shifts them (the allocation is what counts).
         """
@@ -251,9 +268,10 @@ class Worker:
         batch_numbers: set[str] = set()
         for item, a in zip(items, analyses):
             d, mail = a.decision, a.mail
-            if d is not None and mail is not None and "unknown_ticket" in d.flags:
-                assert self.decider.tickets is not None
-                known = self.decider.tickets.with_pending(self._allocated | batch_numbers)
+            if d is not None and mail is not None and (a.provisional
+                                                        or "unknown_ticket" in d.flags):
+                assert self.decider.store_tickets is not None
+                known = self.decider.store_tickets.with_pending(self._allocated | batch_numbers)
                 ctx = self.decider.context(now, known)
                 try:
                     a = Analysis(mail, decide(mail, ctx))
@@ -358,26 +376,92 @@ class Worker:
             message_key.reset(token)
 
     def run_once(self, limit: int = 20) -> int:
-        """Claim and decide up to `limit` waiting messages, renewing the claim while they are
-        decided (a slow batch keeps it); returns how many were taken."""
+        """Claim up to `limit` waiting messages and move the worker's pipeline on; returns how
+        many messages this call claimed, or if none, how many it wrote (0: nothing to do).
+
+        The pipeline holds up to two claimed batches besides the one being written: while
+        this thread writes batch k, the children render batch k+1 and parse batch k+2. A
+        batch is kept in flight only while full batches keep coming (more mail is likely
+        waiting); a short batch, or none, drains the pipeline in the same call, so a lone
+        message is decided as soon as it arrives. Each batch in flight keeps its claim by a
+        heartbeat; if a step fails, every batch in flight is given back (due at once).
+        """
+        try:
+            batch = self._claim(limit)
+            done = self._advance(drain=batch is None or len(batch.items) < limit, new=batch)
+        except Exception:
+            # E.g. the database went away: if it is back, the batches are due at once
+            # rather than after their lease; if not, the lease frees them later.
+            self._release_in_flight()
+            raise
+        return len(batch.items) if batch is not None else done
+
+    def drain(self) -> int:
+        """Write every batch in flight (a clean stop leaves no claimed mail behind and no
+        allocated ticket number unused); returns how many messages were written. On failure
+        the batches are given back and the error raised."""
+        try:
+            return self._advance(drain=True, new=None)
+        except Exception:
+            self._release_in_flight()
+            raise
+
+    def _claim(self, limit: int) -> _InFlight | None:
         seconds = self.config.worker.lease_seconds
         lease = timedelta(seconds=seconds)
-        batch = self.store.claim_inbound(limit, lease, max_bytes=BATCH_BYTES)
-        if batch:
-            ids, token = [item.id for item in batch], batch[0].token
-            assert token is not None
+        items = self.store.claim_inbound(limit, lease, max_bytes=BATCH_BYTES)
+        if not items:
+            return None
+        ids, token = [item.id for item in items], items[0].token
+        assert token is not None
+        beat = Heartbeat(lambda: self.store.renew_inbound(ids, token, lease),
+                         renew_interval(seconds), "worker-claim")
+        flight = _InFlight(items, token, beat)
+        self._in_flight.append(flight)
+        beat.__enter__()
+        flight.stage = self.start(items)
+        return flight
+
+    def _advance(self, *, drain: bool, new: _InFlight | None) -> int:
+        """Prepare the oldest started batch and write the oldest prepared one (all of them
+        when `drain`); returns how many messages were written."""
+        written = 0
+        while True:
+            waiting = [f for f in self._in_flight if f is not new or drain]
+            prepared = [f for f in waiting if isinstance(f.stage, Prepared)]
+            started = [f for f in waiting if isinstance(f.stage, Started)]
+            if started:  # hand its replies to the children before writing the older batch
+                started[0].stage = self.prepare(started[0].stage)  # type: ignore[arg-type]
+            if prepared and (drain or len(self._in_flight) > 2 or started):
+                written += self._write(prepared[0])
+            if not drain or not self._in_flight:
+                return written
+
+    def _write(self, flight: _InFlight) -> int:
+        assert isinstance(flight.stage, Prepared)
+        with metrics.STAGE.labels("decide").time():
+            self.commit(flight.stage)  # on failure the batch stays in flight: released
+        self._in_flight.remove(flight)
+        flight.heartbeat.__exit__(None, None, None)
+        metrics.observe_waits(item.received_at for item in flight.items)
+        return len(flight.items)
+
+    def _release_in_flight(self) -> None:
+        """Give every batch in flight back (claimed, not written)."""
+        flights, self._in_flight = self._in_flight, []
+        for flight in flights:
+            flight.heartbeat.__exit__(None, None, None)
             try:
-                with Heartbeat(lambda: self.store.renew_inbound(ids, token, lease),
-                               renew_interval(seconds), "worker-claim"), \
-                        metrics.STAGE.labels("decide").time():
-                    self.process_many(batch)
-                metrics.observe_waits(item.received_at for item in batch)
-            except Exception:
-                # E.g. the database went away: if it is back, the batch is due at once
-                # rather than after its lease; if not, the lease frees it later.
-                try:
-                    self.store.release_inbound(ids, token)
-                except Exception:  # noqa: BLE001
-                    log.debug("could not release the failed batch", exc_info=True)
-                raise
-        return len(batch)
+                self.store.release_inbound([i.id for i in flight.items], flight.token)
+            except Exception:  # noqa: BLE001
+                log.debug("could not release a failed batch", exc_info=True)
+
+
+@dataclass
+class _InFlight:
+    """A claimed batch in the worker's pipeline: its claim's heartbeat and its stage."""
+
+    items: list[ClaimedInbound]
+    token: str
+    heartbeat: Heartbeat
+    stage: Started | Prepared | None = None

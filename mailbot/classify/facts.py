@@ -17,7 +17,11 @@ from zoneinfo import ZoneInfo
 
 from mailbot.classify.entitlement import PRAGUE
 from mailbot.classify.language import detect_language
-from mailbot.classify.license import extract_folded_license_numbers, extract_license_numbers
+from mailbot.classify.license import (
+    extract_folded_license_numbers,
+    extract_license_numbers,
+    without_license_numbers,
+)
 from mailbot.classify.opinion import AnchorModel, Evidence
 from mailbot.classify.phrases import IdentityCache, compiled_rule, phrase_set
 from mailbot.classify.settings import ClassifyConfig
@@ -168,6 +172,9 @@ class Finding:
     flags: frozenset[str] = field(default_factory=frozenset)
 
 
+SCOPE_LABELS = ("data_export", "training", "global_configuration", "custom_development")
+"""The second opinion's labels for work outside the support service (scope reasons)."""
+
 NEW_REQUEST = frozenset({"new_request"})
 """Flags of a finding that decides a new request: its decision carries the license, the
 customer, the entitlement end and a related closed ticket."""
@@ -198,6 +205,7 @@ class _Compiled:
         model = settings.model
         self.model = AnchorModel(model.anchors) if model.enabled and model.anchors else None
         self.emergency_signals = phrase_set(model.emergency_signals)
+        self.scope_signals = phrase_set(model.scope_signals) if model.scope_signals else None
         self.not_emergency = phrase_set(settings.not_emergency_phrases)
         self.resolved = phrase_set(settings.resolved_phrases)
         self.no_description = phrase_set(settings.no_description_phrases)
@@ -250,6 +258,12 @@ class MailFacts:
         limit = self.limits.quote_scan_chars
         return "\n\n".join(forwarded_message_text(t, limit) for t in texts if t.strip()).strip()
 
+    def _said(self, folded: tuple[str, ...]) -> tuple[str, ...]:
+        """Folded sentences without license mentions ("licence 1234 5678"), which say
+        nothing about the request; sentences left without a word are dropped."""
+        said = (without_license_numbers(s, self.settings) for s in folded)
+        return tuple(s for s in said if s)
+
     @cached_property
     def own_text_sentences(self) -> tuple[str, ...]:
         """Folded sentences of the sender's own text (without the subject)."""
@@ -257,8 +271,9 @@ class MailFacts:
 
     @cached_property
     def own_sentences(self) -> tuple[str, ...]:
-        """Folded sentences of the subject and the sender's own text."""
-        return sentences(self.subject) + self.own_text_sentences
+        """Folded sentences of the subject and the sender's own text (license mentions
+        left out)."""
+        return self._said(sentences(self.subject)) + self._said(self.own_text_sentences)
 
     @cached_property
     def own_joined(self) -> str:
@@ -275,12 +290,22 @@ class MailFacts:
         return self.own_sentences + self.forwarded_sentences
 
     @cached_property
+    def request_windows(self) -> tuple[str, ...]:
+        """The request's sentences, then each two neighbouring ones of the same part (own
+        text, forwarded mail) joined: a request often names the system in one sentence and
+        asks for the work in the next ("Our payroll is done in X. Could the hours flow
+        there by themselves?")."""
+        own, forwarded = self.own_sentences, self.forwarded_sentences
+        pairs = [f"{a} {b}" for part in (own, forwarded) for a, b in zip(part, part[1:])]
+        return (*self.request_sentences, *pairs)
+
+    @cached_property
     def request_joined(self) -> str:
         return "\n".join(self.request_sentences)
 
     @cached_property
     def forwarded_sentences(self) -> tuple[str, ...]:
-        return sentences(self.forwarded_own)
+        return self._said(sentences(self.forwarded_own))
 
     def opinion(self, texts: tuple[str, ...]) -> dict[str, Evidence]:
         """The second opinion's best evidence per label for `texts` (none: no model)."""
@@ -288,12 +313,19 @@ class MailFacts:
         if model is None:
             return {}
         if texts not in self._opinions:
-            signals = self.compiled.emergency_signals
             # A signal in a text (a sentence, or two joined by a space) occurs in the texts
-            # joined by newlines: only those signals are looked for in each.
-            found = signals.occurring("\n".join(texts))
-            self._opinions[texts] = model.per_label(
-                texts, {"emergency": lambda text: signals.first_of(text, found) is not None})
+            # joined by newlines: only the signals found there are looked for in each.
+            joined = "\n".join(texts)
+            emergency = self.compiled.emergency_signals
+            in_emergency = emergency.occurring(joined)
+            require: dict[str, Callable[[str], bool]] = {
+                "emergency": lambda text: emergency.first_of(text, in_emergency) is not None}
+            scope = self.compiled.scope_signals
+            if scope is not None:
+                in_scope = scope.occurring(joined)
+                asks = lambda text: scope.first_of(text, in_scope) is not None  # noqa: E731
+                require.update(dict.fromkeys(SCOPE_LABELS, asks))
+            self._opinions[texts] = model.per_label(texts, require)
         return self._opinions[texts]
 
     @cached_property

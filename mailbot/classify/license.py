@@ -101,3 +101,32 @@ def extract_folded_license_numbers(
             if len(mine) >= MAX_CANDIDATES:
                 break
     return tuple(sorted(first_seen, key=first_seen.__getitem__)[:MAX_CANDIDATES])
+
+
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def without_license_numbers(folded: str, settings: ClassifyConfig = DEFAULT_SETTINGS) -> str:
+    """Folded `folded` with each license mention (its context word, the gap and the number)
+    blanked out: "licence: 8045 6123" says nothing about the problem, and a sentence of
+    only that must not make a request look like another one that also gives its license.
+    A text with no letters left becomes ""."""
+    pattern, contexts, distractors = _compiled(settings)
+    limit = settings.license_context_window
+    spans: list[tuple[int, int]] = []
+    for context in contexts:
+        for c in context.finditer(folded):
+            m = _number_after(folded, c.end(), pattern, distractors, limit)
+            if m is not None and len(_NON_DIGITS.sub("", m.group(0))) == 8:
+                spans.append((c.start(), m.end()))
+    if not spans:
+        return folded
+    out, last = [], 0
+    for start, end in sorted(spans):
+        if end <= last:
+            continue
+        out.append(folded[last:max(start, last)])
+        last = end
+    out.append(folded[last:])
+    text = " ".join(" ".join(out).split())
+    return text if _LETTER.search(text) else ""

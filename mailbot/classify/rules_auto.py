@@ -125,11 +125,15 @@ def bulk_footer(mail: Mail, ctx: RuleContext) -> Finding | None:
     return Finding(DecisionKind.IGNORE_AUTO, hit) if hit else None
 
 
+_WORDY = re.compile(r"[^\W\d_]{3}")
+
+
 def out_of_office(mail: Mail, ctx: RuleContext) -> Finding | None:
     """An absence notice without any automatic-mail header: a short own text that opens with
     "I am out of the office until …" (a request that merely mentions an absence is longer)."""
     facts = mail_facts(mail, ctx)
-    opening = facts.own_text_sentences[:3]
+    # Pieces without a word ("2.", "12." of a date "do 2. 12.") are not sentences of it.
+    opening = [s for s in facts.own_text_sentences if _WORDY.search(s)][:3]
     if not opening or len(facts.parts.own.split()) > 60:
         return None
     hit = facts.compiled.out_of_office.first("\n".join(opening))

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from mailbot.classify.entitlement import entitlement_at
+from mailbot.classify.facts import SCOPE_LABELS as SCOPE_LABELS  # re-exported (rules.py)
 from mailbot.classify.facts import (
     NEW_REQUEST,
     Finding,
@@ -77,8 +78,9 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
     """Work the support service does not do (exports, training, whole setups, development)."""
     facts = mail_facts(mail, ctx)
     text, joined = facts.request_sentences, facts.request_joined
+    windows = facts.request_windows
     for compiled in facts.compiled.scope:
-        hit = compiled.match(text, joined)
+        hit = compiled.match(windows, joined)
         if hit:
             reason = compiled.rule.reason
             return Finding(DecisionKind.REJECT_SCOPE, f"{reason}: {hit}", scope_reason=reason,
@@ -90,10 +92,6 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
         return None
     label, detail = opinion
     return Finding(DecisionKind.REJECT_SCOPE, detail, scope_reason=label, flags=NEW_REQUEST)
-
-
-SCOPE_LABELS = ("data_export", "training", "global_configuration", "custom_development")
-"""The second opinion's labels for work outside the support service (scope reasons)."""
 
 
 def _second_opinion(evidence: dict[str, Evidence], labels: tuple[str, ...], against: str,

@@ -74,8 +74,11 @@ class ModelConfig(BaseModel):
     anchors: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     # Words of failure an emergency anchor's match must contain (not just "morning shift").
     emergency_signals: tuple[str, ...] = ()
+    # Words of asking an out-of-scope anchor's match must contain (a sentence that only
+    # states something, "both managers have the same role", asks for no work); () = any.
+    scope_signals: tuple[str, ...] = ()
 
-    @field_validator("emergency_signals")
+    @field_validator("emergency_signals", "scope_signals")
     @classmethod
     def _fold_signals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _fold_all(value)

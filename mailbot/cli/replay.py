@@ -61,6 +61,7 @@ def replay(
             records, errors = read_license_file(licenses_csv)
             store.upsert_licenses(records)
         worker = Worker.from_config(cfg, store, clock=lambda: now)
+        worker.warm()
         results = replay_live(messages, worker, store, now)
     try:
         for r in results:

@@ -7,6 +7,7 @@ import binascii
 import email.utils
 import re
 from collections.abc import Iterable
+from email.message import Message
 
 from mailbot.ingest.charsets import decode_bytes
 
@@ -64,6 +65,12 @@ def decode_words(value: str, hints: Iterable[str] = ()) -> str:
 
 def clean_header(value: str) -> str:
     """One-line text: folding and control characters (CR, LF, NUL, C1, U+2028) become spaces."""
+    if value.isprintable() and "  " not in value:  # every character of _CONTROLS is unprintable
+        return value.strip()
+    if value.isascii():  # folding: ASCII white space is a space or in _CONTROLS
+        joined = " ".join(value.split())
+        if joined.isprintable():  # no other control character was there
+            return joined
     return _SPACES.sub(" ", _CONTROLS.sub(" ", value)).strip()
 
 
@@ -90,6 +97,25 @@ decoded: an MTA copies text the sender controls (the envelope sender, a DKIM `d=
 Authentication-Results, and an encoded word there must not decode into results."""
 
 _BARE_MAILBOX = re.compile(r"[A-Za-z0-9._+-]+")
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*"
+_WORD = r'[^\s()<>@,:;"\[\]\\]+'
+# One mailbox in a form the stdlib's getaddresses reads as written: `local@domain`, or
+# `<local@domain>` after a display name of plain words or one quoted string (no escapes).
+_SIMPLE_MAILBOX = re.compile(
+    rf'(?:(?:(?P<words>{_WORD}(?: {_WORD})*)|"(?P<quoted>[^"\\\r\n]*)") ?)?<(?P<angle>{_ADDR_SPEC})>'
+    rf"|(?P<bare>{_ADDR_SPEC})")
+
+
+def _getaddresses(text: str) -> list[tuple[str, str]]:
+    """``email.utils.getaddresses([text])`` for a one-line value; a simple single mailbox
+    is read here, anything else by the stdlib."""
+    simple = _SIMPLE_MAILBOX.fullmatch(text)
+    if simple is None:
+        return email.utils.getaddresses([text])
+    if simple["bare"] is not None:
+        return [("", simple["bare"])]
+    return [(simple["words"] or simple["quoted"] or "", simple["angle"])]
 
 
 def _plausible(addr: str) -> bool:
@@ -115,7 +141,7 @@ def header_mailboxes(values: Iterable[str], hints: Iterable[str], *, angle_first
         text = clean_header(raw_header_text(value, hints))
         found = [
             (clean_header(decode_words(name, hints)) if "=?" in name else name, clean_header(addr).lower())
-            for name, addr in email.utils.getaddresses([text])
+            for name, addr in _getaddresses(text)
         ]
         found = [(name, addr) for name, addr in found if _plausible(addr)]
         if angle_first and "<" in text:
@@ -162,3 +188,28 @@ def header_return_path(value: str | None) -> str | None:
     match = _ANGLE_ID.search(value)
     inner = match.group(1) if match else value
     return _WS.sub("", _CONTROLS.sub("", inner)).lower()
+
+
+def content_param(part: Message, name: str) -> str | tuple[str | None, str | None, str] | None:
+    """``part.get_param(name)`` (Content-Type, `name` in lower case), read here when the
+    field is simple: no RFC 2231 ``*`` parameters (whose decoding can raise, the stdlib's),
+    no backslash, no semicolon inside quotes. The stdlib's answer then: the unquoted value
+    (``email.utils.unquote``) of the first ``;``-separated parameter called `name`, ``""``
+    for one without ``=``, None for none; its quoting and requoting of values cancel out.
+    """
+    value = part.get("content-type")
+    if value is None:
+        return None
+    text = str(value)
+    if "*" in text:
+        return part.get_param(name)
+    if name not in text.lower():  # a parameter's name is in the field verbatim
+        return None
+    params = text.split(";")
+    if "\\" in text or ('"' in text and any(param.count('"') % 2 for param in params)):
+        return part.get_param(name)
+    for param in params:
+        key, _, param_value = param.partition("=")
+        if key.strip().lower() == name:
+            return email.utils.unquote(param_value.strip())
+    return None

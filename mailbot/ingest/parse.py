@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from email.message import Message
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import mailparser
 import mailparser.utils
@@ -33,6 +33,7 @@ from mailbot.ingest.charsets import codec_for, decode_bytes
 from mailbot.ingest.headers import (
     UNDECODED_HEADERS,
     clean_header,
+    content_param,
     decode_words,
     header_ids,
     header_mailboxes,
@@ -49,7 +50,7 @@ __all__ = ["parse", "html_to_text", "decode_bytes", "decode_words"]
 
 MAX_DEPTH = 100  # Postfix mime_nesting_limit; deeper parts are ignored
 ATTACHED_TEXT_LIMIT = 32 * 1024  # characters of attached messages' text kept for the rules
-_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
+_PARSER = email.parser.Parser(policy=email.policy.compat32)
 _HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 
@@ -163,13 +164,13 @@ def _payload(part: Message, defects: list[str]) -> bytes:
     return data
 
 
-def _body_text(part: Message, defects: list[str], hints: Iterable[str]) -> str:
+def _body_text(entry: _Part, defects: list[str], hints: Iterable[str]) -> str:
     """Decoded text of a text/* part with newlines normalized and NULs removed."""
-    charset = part.get_param("charset")
+    charset = entry.charset
     if isinstance(charset, tuple):
         charset = email.utils.collapse_rfc2231_value(charset)
-    text = decode_bytes(_payload(part, defects), charset if isinstance(charset, str) else None,
-                        hints)
+    text = decode_bytes(_payload(entry.part, defects),
+                        charset if isinstance(charset, str) else None, hints)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text.replace("\x00", "").lstrip("\ufeff")
@@ -180,6 +181,8 @@ def _filename(part: Message, hints: Iterable[str]) -> str | None:
     view = part
     fields = [(k, v) for k, v in part.raw_items()
               if k.lower() in ("content-type", "content-disposition")]
+    if all(isinstance(v, str) and v.isascii() and "name" not in v.lower() for _, v in fields):
+        return None  # no filename= or name= parameter (their names hold "name" verbatim)
     if any(isinstance(v, str) and not v.isascii() for _, v in fields):
         view = Message()  # the compat32 accessors would turn raw 8-bit bytes into U+FFFD
         for key, value in fields:
@@ -200,17 +203,23 @@ def _disposition(part: Message) -> str | None:
 
 
 class _Part(NamedTuple):
-    """One MIME part as met in the walk."""
+    """One MIME part as met in the walk, with what is read of its Content-Type (once)."""
 
     part: Message
     parent: Message | None
     nested: bool  # inside a message/* part (an attached or bounced message)
+    ctype: str  # part.get_content_type()
+    charset: str | tuple[str | None, str | None, str] | None  # part.get_param("charset")
+
+
+def _entry(part: Message, parent: Message | None, nested: bool) -> _Part:
+    return _Part(part, parent, nested, part.get_content_type(), content_param(part, "charset"))
 
 
 def _walk(msg: Message, defects: list[str]) -> list[_Part]:
     """All parts depth-first without recursion (so no RecursionError), at most MAX_DEPTH deep."""
     found: list[_Part] = []
-    stack: list[tuple[_Part, int]] = [(_Part(msg, None, False), 0)]
+    stack: list[tuple[_Part, int]] = [(_entry(msg, None, False), 0)]
     while stack:
         entry, depth = stack.pop()
         found.append(entry)
@@ -220,8 +229,8 @@ def _walk(msg: Message, defects: list[str]) -> list[_Part]:
         if isinstance(payload, list) and depth >= MAX_DEPTH:
             defects.append(NestingTooDeepDefect.__name__)
         elif isinstance(payload, list):
-            inner = entry.nested or entry.part.get_content_maintype() == "message"
-            stack.extend((_Part(sub, entry.part, inner), depth + 1) for sub in reversed(payload)
+            inner = entry.nested or entry.ctype.split("/")[0] == "message"
+            stack.extend((_entry(sub, entry.part, inner), depth + 1) for sub in reversed(payload)
                          if isinstance(sub, Message))
     return found
 
@@ -230,11 +239,73 @@ def _charsets(parts: Iterable[_Part]) -> list[str]:
     """Codec names declared anywhere in the message, the hints for undeclared 8-bit text."""
     names: dict[str, None] = {}
     for entry in parts:
-        charset = entry.part.get_param("charset")
+        charset = entry.charset
         codec = codec_for(charset) if isinstance(charset, str) else None
         if codec and codec not in ("ascii", "utf-8"):
             names[codec] = None
     return list(names)
+
+
+# ---------------------------------------------------------------------------- split
+
+# Eight or more lines of nothing but base64 characters after a line break, up to (not
+# including) the line break that ends the last one; the first line has 16 or more.
+_BASE64_RUN = re.compile(
+    r"\n([A-Za-z0-9+/=]{16,}+(?:\r?\n[A-Za-z0-9+/=]++(?=[\r\n]|\Z)){7,})")
+# A run's stand-in: private-use characters never occur in text decoded from bytes as ASCII
+# with surrogate escapes, so the stand-ins in the parsed tree are all ours.
+_STAND_IN = re.compile("\ue000([0-9]+)\ue001")
+
+
+def _split(data: bytes) -> tuple[Message, set[int]]:
+    """The stdlib's compat32 parse of `data`, the same tree as ``BytesParser.parsebytes``
+    gives, without its line-by-line work on base64 bodies.
+
+    The feedparser reads a leaf body one line at a time (a 60 KB attachment: 800 lines), and
+    looks at each line only to see whether it is a boundary (starts with ``--``), blank, or
+    a header field or continuation (``name:``, ``From ``, leading white space). A line of
+    base64 characters is none of these in any state of the parser, nor is the stand-in
+    that replaces a run of them here, a single line of private-use characters and digits.
+    So the parser makes the same decisions and builds the same tree; the runs, which end
+    up only in payloads, preambles and epilogues (a header value never holds such a line),
+    are put back afterwards. Line ends are kept where the parser reads them: inside the
+    run they go with it, the one after it stays (the parser drops it before a boundary).
+
+    Also returns the ids of the parts whose payload is one such run (and line breaks).
+    """
+    text = data.decode("ascii", "surrogateescape")  # as BytesParser.parsebytes does
+    runs: list[str] = []
+    pieces: list[str] = []
+    pos = 0
+    for match in _BASE64_RUN.finditer(text):
+        pieces += (text[pos:match.start(1)], f"\ue000{len(runs)}\ue001")
+        runs.append(match[1])
+        pos = match.end(1)
+    if not runs:
+        return _PARSER.parsestr(text), set()
+    pieces.append(text[pos:])
+    msg = _PARSER.parsestr("".join(pieces))
+
+    def put_back(value: str) -> str:
+        return _STAND_IN.sub(lambda m: runs[int(m[1])], value) if "\ue000" in value else value
+
+    whole: set[int] = set()
+    stack = [msg]
+    while stack:
+        part = stack.pop()
+        stored: Any = part  # the payload as the parser stored it (get_payload may decode it)
+        payload = stored._payload
+        if isinstance(payload, list):
+            stack.extend(sub for sub in payload if isinstance(sub, Message))
+        elif isinstance(payload, str):
+            if payload.startswith("\ue000") and _STAND_IN.fullmatch(payload.rstrip("\r\n")):
+                whole.add(id(part))
+            stored._payload = put_back(payload)
+        if part.preamble:
+            part.preamble = put_back(part.preamble)
+        if part.epilogue:
+            part.epilogue = put_back(part.epilogue)
+    return msg, whole
 
 
 # ---------------------------------------------------------------------------- parse
@@ -260,16 +331,33 @@ def parse(raw: bytes) -> Mail:
             raise ParseError(f"unparseable message: {exc!r}; mail-parser: {rescue_exc!r}") from exc
 
 
+_NAMES: dict[str, tuple[str, str, bool]] = {}
+_NAMES_KEPT = 4096
+
+
+def _name(name: str, hints: list[str]) -> tuple[str, str, bool]:
+    """A header name lower-cased, as the key of `Mail.headers`, and whether its value stays
+    undecoded; ASCII names (which do not depend on the hints) are remembered."""
+    known = (name.lower(), clean_header(raw_header_text(name, hints)).lower(),
+             name.strip().lower() in UNDECODED_HEADERS)
+    if name.isascii():
+        if len(_NAMES) >= _NAMES_KEPT:
+            _NAMES.clear()  # bounded: a flood of made-up names costs no memory
+        _NAMES[name] = known
+    return known
+
+
 def _parse(data: bytes) -> Mail:
     """The hot path: stdlib MIME split, our own decoding."""
     defects: list[str] = []
     try:
-        msg = _PARSER.parsebytes(data)
+        msg, base64_runs = _split(data)
         parts = _walk(msg, defects)
     except RecursionError:
         msg = _HEADER_PARSER.parsebytes(data)
         msg.set_payload("")
-        parts = [_Part(msg, None, False)]
+        parts = [_entry(msg, None, False)]
+        base64_runs = set()
         defects.append(NestingTooDeepDefect.__name__)
     hints = _charsets(parts)
 
@@ -277,8 +365,9 @@ def _parse(data: bytes) -> Mail:
     raw_values: dict[str, list[str]] = {}
     for name, value in msg.raw_items():
         value = value if isinstance(value, str) else str(value)
-        raw_values.setdefault(name.lower(), []).append(value)
-        if name.strip().lower() in UNDECODED_HEADERS:
+        lower, key, undecoded = _NAMES.get(name) or _name(name, hints)
+        raw_values.setdefault(lower, []).append(value)
+        if undecoded:
             text = clean_header(raw_header_text(value, hints))  # as the MTA wrote it: no encoded words
         elif value.isascii():
             text = clean_header(decode_words(value, hints) if "=?" in value else value)
@@ -288,7 +377,7 @@ def _parse(data: bytes) -> Mail:
                 value.encode("utf-8", "surrogateescape").decode("utf-8")
             except UnicodeDecodeError:
                 defects.append("UndecodableBytesDefect")
-        headers.setdefault(clean_header(raw_header_text(name, hints)).lower(), []).append(text)
+        headers.setdefault(key, []).append(text)
 
     def first(name: str) -> str | None:
         values = raw_values.get(name)
@@ -307,7 +396,7 @@ def _parse(data: bytes) -> Mail:
     if first("date") and date is None:
         defects.append("InvalidDateDefect")
 
-    content_type = header_text8(msg.get_content_type())
+    content_type = header_text8(parts[0].ctype)
     report_type = ""
     if content_type == "multipart/report":
         param = msg.get_param("report-type")
@@ -315,7 +404,7 @@ def _parse(data: bytes) -> Mail:
             param = email.utils.collapse_rfc2231_value(param)
         report_type = clean_header(header_text8(str(param or ""))).lower()
 
-    text, html, attachments, attached_text = _bodies(parts, defects, hints)
+    text, html, attachments, attached_text = _bodies(parts, defects, hints, base64_runs)
     for entry in parts:
         defects.extend(type(defect).__name__ for defect in entry.part.defects)
 
@@ -347,7 +436,7 @@ def _parse(data: bytes) -> Mail:
 
 
 def _bodies(
-    parts: list[_Part], defects: list[str], hints: list[str]
+    parts: list[_Part], defects: list[str], hints: list[str], base64_runs: set[int]
 ) -> tuple[str, str, tuple[Attachment, ...], str]:
     """Pick the text and HTML bodies, list the attachments (not the chosen body parts) and
     read the text of attached messages.
@@ -361,43 +450,43 @@ def _bodies(
     own: list[_Part] = []  # body candidates: inline text without a filename
     named: list[_Part] = []  # text parts with a filename (cpython msg_44 style)
     nested: list[_Part] = []
-    candidates: list[tuple[Message, str | None]] = []
+    candidates: list[tuple[_Part, str | None]] = []
     for entry in parts:
         part = entry.part
-        ctype = part.get_content_type()
+        ctype = entry.ctype
         container = part.is_multipart()
         if entry.nested:
             if not container and ctype in ("text/plain", "text/html"):
                 nested.append(entry)
             continue
-        if container and part.get_content_maintype() != "message":
+        if container and ctype.split("/")[0] != "message":
             continue
         filename = _filename(part, hints)
         disposition = _disposition(part)
         if ctype in ("text/plain", "text/html") and disposition != "attachment":
             (own if filename is None else named).append(entry)
         if filename is not None or disposition == "attachment":
-            candidates.append((part, filename))
+            candidates.append((entry, filename))
 
     chosen: list[_Part] = []
     for pool in (own, named, nested):
-        plain = [e for e in pool if e.part.get_content_type() == "text/plain"]
-        rich = [e for e in pool if e.part.get_content_type() == "text/html"]
+        plain = [e for e in pool if e.ctype == "text/plain"]
+        rich = [e for e in pool if e.ctype == "text/html"]
         if plain or rich:
             break
     if plain:
         first = plain[0]
         mixed = first.parent is not None and first.parent.get_content_subtype() == "mixed"
         chosen = [e for e in plain if e is first or (mixed and e.parent is first.parent)]
-    text = "\n".join(_body_text(e.part, defects, hints).rstrip("\n") for e in chosen)
-    html = _body_text(rich[0].part, defects, hints) if rich else ""
+    text = "\n".join(_body_text(e, defects, hints).rstrip("\n") for e in chosen)
+    html = _body_text(rich[0], defects, hints) if rich else ""
     if not text.strip() and html:
         text = html_to_text(html)
     taken = {id(e.part) for e in chosen + rich[:1]}
     attachments = tuple(
-        Attachment(filename=filename or "", content_type=header_text8(part.get_content_type()),
-                   size=_size(part, defects))
-        for part, filename in candidates if id(part) not in taken
+        Attachment(filename=filename or "", content_type=header_text8(entry.ctype),
+                   size=_size(entry.part, defects, base64_runs))
+        for entry, filename in candidates if id(entry.part) not in taken
     )
     attached = "" if pool is nested else _attached_text(nested, defects, hints)
     return text, html, attachments, attached
@@ -405,12 +494,12 @@ def _bodies(
 
 def _attached_text(nested: list[_Part], defects: list[str], hints: list[str]) -> str:
     """The text of attached messages: their text/plain parts, else their HTML as text."""
-    plain = [e for e in nested if e.part.get_content_type() == "text/plain"]
-    chosen = plain or [e for e in nested if e.part.get_content_type() == "text/html"]
+    plain = [e for e in nested if e.ctype == "text/plain"]
+    chosen = plain or [e for e in nested if e.ctype == "text/html"]
     texts: list[str] = []
     size = 0
     for entry in chosen:
-        body = _body_text(entry.part, defects, hints)
+        body = _body_text(entry, defects, hints)
         body = body if plain else html_to_text(body)
         texts.append(body[: ATTACHED_TEXT_LIMIT - size])
         size += len(texts[-1])
@@ -419,15 +508,41 @@ def _attached_text(nested: list[_Part], defects: list[str], hints: list[str]) ->
     return "\n\n".join(t.strip() for t in texts if t.strip())
 
 
-def _size(part: Message, defects: list[str]) -> int:
-    """Decoded size in bytes of an attachment part (an attached message: its raw size)."""
+def _size(part: Message, defects: list[str], base64_runs: set[int]) -> int:
+    """Decoded size in bytes of an attachment part (an attached message: its raw size).
+
+    A base64 payload that `_split` found to be one run of base64 lines is not decoded:
+    when it is well formed, its size follows from its length.
+    """
     payload = part.get_payload() if part.is_multipart() else None  # see _walk
     if isinstance(payload, list):
         try:
             return sum(len(sub.as_bytes()) for sub in payload if isinstance(sub, Message))
         except Exception:
             return 0
+    if id(part) in base64_runs and str(part.get("content-transfer-encoding", "")).lower() == "base64":
+        run = part.get_payload()  # ASCII: as stored
+        size = _base64_size(run) if isinstance(run, str) else None
+        if size is not None:
+            return size
     return len(_payload(part, defects))
+
+
+def _base64_size(run: str) -> int | None:
+    """Decoded size of base64 lines (only base64 characters and line breaks), or None when
+    the stdlib would not decode them cleanly (padding inside, length not a multiple of 4):
+    those are decoded, for the bytes and the defects the stdlib reports."""
+    pad = run.find("=")
+    pads = 0
+    if pad >= 0:
+        tail = run[pad:]
+        pads = tail.count("=")
+        if pads > 2 or tail.strip("=\r\n"):
+            return None
+    length = len(run) - run.count("\n") - run.count("\r")
+    if length % 4:
+        return None
+    return length // 4 * 3 - pads
 
 
 def _rescue(data: bytes, cause: BaseException) -> Mail:

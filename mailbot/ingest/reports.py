@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from email.message import Message
 
+from mailbot.ingest.headers import content_param
+
 __all__ = ["original_message_ids", "delivery_outcome", "HARD", "SOFT", "DELAYED", "UNKNOWN",
            "MAX_PARTS", "MAX_IDS"]
 
@@ -35,6 +37,7 @@ _DELIVERY_STATUS = frozenset({"message/delivery-status", "message/global-deliver
 HARD, SOFT, DELAYED, UNKNOWN = "hard", "soft", "delayed", "unknown"
 _NOT_FAILED = frozenset({"delayed", "delivered", "relayed", "expanded"})
 
+_UNREAD = object()
 _ANGLE_ID = re.compile(r"<([^<>]{1,998})>")
 _BARE_ID = re.compile(r"[^\s<>@]+@[^\s<>@]+")
 _UNWANTED = re.compile(r"[\s\x00-\x1f\x7f]+")
@@ -80,8 +83,9 @@ def original_message_ids(msg: Message) -> tuple[str, ...]:
         walked += 1
         try:
             ctype = part.get_content_type()
+            maintype = ctype.split("/")[0]
             payload = part.get_payload()
-            if body_part and part.get_param("protected-headers") is None:
+            if body_part and content_param(part, "protected-headers") is None:
                 _add(found, _values(part, "message-id"))  # a returned message pasted in as a part
             if ctype in _MESSAGES or (ctype in _HEADER_BLOCKS and isinstance(payload, list)):
                 _add(found, _attached_ids(part, payload))
@@ -91,13 +95,14 @@ def original_message_ids(msg: Message) -> tuple[str, ...]:
                 _add(found, _status_ids(part, payload))
                 continue  # its children are report field blocks, not MIME parts
             elif not nested and budget > 0 and (ctype == "text/plain" or (
-                    part.get_content_maintype() == "multipart" and isinstance(payload, str))):
-                text = _leading(part, budget)  # a multipart with a str payload lost its boundary
+                    maintype == "multipart" and isinstance(payload, str))):
+                # a multipart with a str payload lost its boundary
+                text = _leading(part, budget, payload=payload)
                 budget -= len(text)
                 _add(quoted, (m.decode("latin-1") for m in _QUOTED_ID.findall(text)))
             if isinstance(payload, list):
-                inner = nested or part.get_content_maintype() == "message"
-                multipart = part.get_content_maintype() == "multipart"
+                inner = nested or maintype == "message"
+                multipart = maintype == "multipart"
                 stack.extend((sub, inner, multipart) for sub in reversed(payload)
                              if isinstance(sub, Message))
         except Exception:  # one malformed part must not lose the ids found elsewhere
@@ -275,9 +280,11 @@ def _encoded(part: Message) -> bool:
     return _cte(part) in ("base64", "quoted-printable")
 
 
-def _leading(part: Message, limit: int, cte: str | None = None) -> bytes:
-    """At most `limit` decoded bytes from the start of a part's text, decoding only a prefix."""
-    raw = part.get_payload()
+def _leading(part: Message, limit: int, cte: str | None = None, *, payload: object = _UNREAD
+             ) -> bytes:
+    """At most `limit` decoded bytes from the start of a part's text, decoding only a prefix
+    (`payload`: its ``get_payload()`` when the caller has it)."""
+    raw = part.get_payload() if payload is _UNREAD else payload
     if not isinstance(raw, str):
         return b""
     cte = _cte(part) if cte is None else cte

@@ -10,10 +10,9 @@
   customer's mails (In-Reply-To/References), with the staff's attachments.
 - **Command error** back to a staff member whose reply had an unknown `#command`.
 
-Headers are built with `email.policy.SMTP` header objects from cleaned values only, and the
-serialized message is re-parsed to prove no header or recipient was smuggled in
-(:mod:`.mime`); each method returns the one checked `OutgoingMail` the outbox takes, or None
-when there is nobody valid to send it to. Subjects and the language come from
+Headers are written token by token from cleaned and validated values only (:mod:`.mime`),
+so no header or recipient can be smuggled in; each method returns the one `OutgoingMail` the
+outbox takes, or None when there is nobody valid to send it to. Subjects and the language come from
 :mod:`.language`, the HOTLINE START notices' subjects from their templates like the bodies.
 """
 
@@ -21,14 +20,12 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import email.utils
 import logging
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
-from email.headerregistry import Address
-from email.message import EmailMessage, Message
+from email.message import Message
 from typing import Final
-
 
 from mailbot.attachments import safe_filename
 from mailbot.classify.commands import COMMANDS
@@ -46,7 +43,7 @@ from mailbot.domain import (
     other_message_id,
     ticket_message_id,
 )
-from mailbot.errors import MailbotError
+from mailbot.errors import ConfigError, MailbotError
 from mailbot.replies.language import (
     LANGUAGES,
     alert_subject,
@@ -59,10 +56,16 @@ from mailbot.replies.language import (
 )
 from mailbot.replies.layout import template_environments
 from mailbot.replies.mime import (
-    POLICY,
+    HeaderError,
+    address_header,
+    date_header,
+    id_header,
+    mail_bytes,
     message_ids,
-    outgoing,
-    set_bodies,
+    mixed_body,
+    plain_header,
+    sealed,
+    text_header,
     valid_address,
     valid_message_id,
 )
@@ -84,13 +87,19 @@ SUBJECTS: Final = ("notices/start_expiry", "notices/start_ended")
 """Templates whose subject is a template too (``<name>.<lang>.subject.j2``)."""
 
 
+_GENERATED: Final = "Auto-Submitted: auto-generated\r\n"
+
+
 class ConversationRenderError(MailbotError):
     """A conversation mail could not be built safely."""
 
 
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _text(value: str, limit: int = TEXT_LIMIT) -> str:
     """Body text without control characters except newlines and tabs, cut to `limit`."""
-    kept = "".join(ch for ch in value[:limit] if ch in "\n\t" or ch >= " " and ch != "\x7f")
+    kept = _CONTROLS.sub("", value[:limit])
     return kept + ("\n[…]" if len(value) > limit else "")
 
 
@@ -107,6 +116,12 @@ class ConversationRenderer:
         self._default_language = config.replies.default_language
         self._domain = box.message_id_domain
         self._support_name = clean_header_text(box.support_name, 100)
+        self._support = (self._support_name, box.support_address)
+        try:
+            self._from = address_header("From", (self._support,))
+            self._loop = plain_header(LOOP_HEADER, box.support_address)
+        except HeaderError as exc:
+            raise ConfigError(f"conversation headers: {exc}") from None
         self._text_env, self._html_env = template_environments(
             config.path(config.replies.templates_dir))
         for name in ("staff/notice", "staff/command_error", "replies/relay", *SCHEDULED):
@@ -135,7 +150,7 @@ class ConversationRenderer:
         suspicious: str = "",
     ) -> OutgoingMail | None:
         """The staff notice of `event` ("new" ticket or customer "followup")."""
-        recipients = tuple(a for a in self._box.staff_notify if valid_address(a))
+        recipients = tuple(v for v in map(valid_address, self._box.staff_notify) if v)
         if not recipients:
             return None
         lang = self._conv.staff_language
@@ -163,18 +178,20 @@ class ConversationRenderer:
         }
         body = self._text_env.get_template(f"staff/notice.{lang}.txt.j2").render(context)
         html = self._html_env.get_template(f"staff/notice.{lang}.html.j2").render(context)
-        msg = EmailMessage(policy=POLICY)
-        msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
-        msg["To"] = ", ".join(recipients)
-        msg["Reply-To"] = reply_to
-        msg["Subject"] = notice_subject(ticket.number, ticket.subject, lang, emergency=emergency)
         message_id = ticket_message_id(ticket.number, f"n{inbound_id}", self._domain)
-        self._common(msg, message_id, now)
         ack = ticket_message_id(ticket.number, 1, self._domain)
-        msg["References"] = ack
-        msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: a notification, not a reply
-        set_bodies(msg, body, html)
-        return self._outgoing(msg, recipients, purpose, "notice", message_id)
+        return self._mail(
+            lambda: [
+                self._from,
+                address_header("To", [("", a) for a in recipients]),
+                address_header("Reply-To", (("", reply_to),)),
+                text_header("Subject", notice_subject(ticket.number, ticket.subject, lang,
+                                                      emergency=emergency)),
+                *self._common(message_id, now),
+                id_header("References", (ack,)),
+                _GENERATED,  # RFC 3834: a notification, not a reply
+            ],
+            body, html, recipients, purpose, "notice", message_id)
 
     # --- staff reply relayed to the customer ---------------------------------------------
 
@@ -200,27 +217,25 @@ class ConversationRenderer:
             text=_text(decision.staff_text), ticket_number=ticket.number,
             support_name=self._support_name, support_address=self._box.support_address)
         staff_name = clean_header_text(mail.from_name, 100)
-        msg = EmailMessage(policy=POLICY)
         staff_addr = valid_address(mail.from_addr) if self._conv.expose_staff_address else None
         if staff_addr:
-            msg["From"] = Address(staff_name or self._support_name, addr_spec=staff_addr)
-            msg["Reply-To"] = Address(self._support_name, addr_spec=self._box.support_address)
+            sender = [address_header("From", ((staff_name or self._support_name, staff_addr),)),
+                      address_header("Reply-To", (self._support,))]
         else:
             shown = f"{staff_name} ({self._support_name})" if staff_name else self._support_name
-            msg["From"] = Address(clean_header_text(shown, 150),
-                                  addr_spec=self._box.support_address)
-        msg["To"] = Address(clean_header_text(ticket.customer_name, 100), addr_spec=to)
-        msg["Subject"] = ticket_reply_subject(ticket.subject, ticket.number)
+            sender = [address_header("From", ((clean_header_text(shown, 150),
+                                                self._box.support_address),))]
         message_id = ticket_message_id(ticket.number, f"r{inbound_id}", self._domain)
-        self._common(msg, message_id, now)
-        self._thread_under_customer(msg, ticket)
-        set_bodies(msg, body)
-        for filename, ctype, payload, charset in attachments_of(raw) if raw else ():
-            maintype, _, subtype = ctype.partition("/")
-            params = {"charset": charset} if charset else {}
-            msg.add_attachment(payload, maintype=maintype, subtype=subtype, filename=filename,
-                               params=params)
-        return self._outgoing(msg, (to,), purpose, "relay", message_id)
+        attachments = attachments_of(raw) if raw else []
+        return self._mail(
+            lambda: [
+                *sender,
+                address_header("To", ((clean_header_text(ticket.customer_name, 100), to),)),
+                text_header("Subject", ticket_reply_subject(ticket.subject, ticket.number)),
+                *self._common(message_id, now),
+                *self._thread_under_customer(ticket),
+            ],
+            body, None, (to,), purpose, "relay", message_id, attachments)
 
     # --- errors back to staff ------------------------------------------------------------
 
@@ -234,18 +249,19 @@ class ConversationRenderer:
         body = self._text_env.get_template(f"staff/command_error.{lang}.txt.j2").render(
             ticket_number=ticket_number, errors=[clean_header_text(e, 300) for e in errors],
             commands=sorted(COMMANDS), subject=clean_header_text(mail.subject, 200))
-        msg = EmailMessage(policy=POLICY)
-        msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
-        msg["To"] = to
-        msg["Subject"] = command_error_subject(ticket_number, mail.subject, lang)
         message_id = other_message_id(f"cmderr-{inbound_id}", self._domain)
-        self._common(msg, message_id, now)
         parent = mail.message_id
-        if parent and valid_message_id(parent):
-            msg["In-Reply-To"] = parent
-        msg["Auto-Submitted"] = "auto-replied"
-        set_bodies(msg, body)
-        return self._outgoing(msg, (to,), purpose, "command_error", message_id)
+        return self._mail(
+            lambda: [
+                self._from,
+                address_header("To", (("", to),)),
+                text_header("Subject", command_error_subject(ticket_number, mail.subject, lang)),
+                *self._common(message_id, now),
+                *([id_header("In-Reply-To", (parent.strip(),))]
+                  if parent and valid_message_id(parent) else []),
+                "Auto-Submitted: auto-replied\r\n",
+            ],
+            body, None, (to,), purpose, "command_error", message_id)
 
     # --- alerts to staff and notes to customers (scheduler, emergencies) -----------------
 
@@ -255,7 +271,7 @@ class ConversationRenderer:
         """A reminder, escalation or emergency alert about `ticket` (template
         ``staff/<kind>``, outbox kind `kind`); Reply-To is the ticket's reply address, as in
         a notice."""
-        to = tuple(dict.fromkeys(a for a in recipients if valid_address(a)))
+        to = tuple(dict.fromkeys(v for v in map(valid_address, recipients) if v))
         if not to:
             return None
         lang = self._conv.staff_language
@@ -267,16 +283,18 @@ class ConversationRenderer:
             emergency=ticket.priority is Priority.EMERGENCY,
             deadline_text=format_deadline(ticket.deadline, lang, self._zone),
             text=_text(text, 2000))
-        msg = EmailMessage(policy=POLICY)
-        msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
-        msg["To"] = ", ".join(to)
-        msg["Reply-To"] = self._reply_to(ticket.number, to, now)
-        msg["Subject"] = alert_subject(kind, ticket.number, ticket.subject, lang)
-        self._common(msg, message_id, now)
-        msg["References"] = ticket_message_id(ticket.number, 1, self._domain)
-        msg["Auto-Submitted"] = "auto-generated"
-        set_bodies(msg, body)
-        return self._outgoing(msg, to, purpose, kind, message_id)
+        reply_to = self._reply_to(ticket.number, to, now)
+        return self._mail(
+            lambda: [
+                self._from,
+                address_header("To", [("", a) for a in to]),
+                address_header("Reply-To", (("", reply_to),)),
+                text_header("Subject", alert_subject(kind, ticket.number, ticket.subject, lang)),
+                *self._common(message_id, now),
+                id_header("References", (ticket_message_id(ticket.number, 1, self._domain),)),
+                _GENERATED,
+            ],
+            body, None, to, purpose, kind, message_id)
 
     def customer_note(self, *, kind: str, ticket: TicketInfo, message_id: str,
                       now: datetime, purpose: str) -> OutgoingMail | None:
@@ -289,15 +307,16 @@ class ConversationRenderer:
         body = self._text_env.get_template(f"replies/{kind}.{lang}.txt.j2").render(
             ticket_number=ticket.number, subject=clean_header_text(ticket.subject, 300),
             support_name=self._support_name, support_address=self._box.support_address)
-        msg = EmailMessage(policy=POLICY)
-        msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
-        msg["To"] = Address(clean_header_text(ticket.customer_name, 100), addr_spec=to)
-        msg["Subject"] = ticket_reply_subject(ticket.subject, ticket.number)
-        self._common(msg, message_id, now)
-        self._thread_under_customer(msg, ticket)
-        msg["Auto-Submitted"] = "auto-generated"
-        set_bodies(msg, body)
-        return self._outgoing(msg, (to,), purpose, kind, message_id)
+        return self._mail(
+            lambda: [
+                self._from,
+                address_header("To", ((clean_header_text(ticket.customer_name, 100), to),)),
+                text_header("Subject", ticket_reply_subject(ticket.subject, ticket.number)),
+                *self._common(message_id, now),
+                *self._thread_under_customer(ticket),
+                _GENERATED,
+            ],
+            body, None, (to,), purpose, kind, message_id)
 
     def license_notice(self, *, contact: Contact, record: LicenseRecord, ends_on: date,
                        days_left: int, message_id: str, now: datetime, purpose: str
@@ -318,14 +337,15 @@ class ConversationRenderer:
             support_name=self._support_name, support_address=self._box.support_address)
         body = self._text_env.get_template(f"notices/{kind}.{lang}.txt.j2").render(context)
         subject = self._text_env.get_template(f"notices/{kind}.{lang}.subject.j2").render(context)
-        msg = EmailMessage(policy=POLICY)
-        msg["From"] = Address(self._support_name, addr_spec=self._box.support_address)
-        msg["To"] = Address(clean_header_text(contact.name, 100), addr_spec=to)
-        msg["Subject"] = clean_header_text(subject, 250)
-        self._common(msg, message_id, now)
-        msg["Auto-Submitted"] = "auto-generated"
-        set_bodies(msg, body)
-        return self._outgoing(msg, (to,), purpose, "start_notice", message_id)
+        return self._mail(
+            lambda: [
+                self._from,
+                address_header("To", ((clean_header_text(contact.name, 100), to),)),
+                text_header("Subject", clean_header_text(subject, 250)),
+                *self._common(message_id, now),
+                _GENERATED,
+            ],
+            body, None, (to,), purpose, "start_notice", message_id)
 
     def _reply_to(self, ticket_number: str, recipients: Sequence[str], now: datetime) -> str:
         """The ticket's tokened reply address when every recipient is staff; else the plain
@@ -339,25 +359,37 @@ class ConversationRenderer:
         expires = (now.astimezone(self._zone) + timedelta(days=self._conv.token_days)).date()
         return reply_address(box.support_address, ticket_number, self._secret, expires)
 
-    def _common(self, msg: EmailMessage, message_id: str, now: datetime) -> None:
-        msg["Date"] = email.utils.format_datetime(now.astimezone(self._zone))
-        msg["Message-ID"] = message_id
-        msg[LOOP_HEADER] = self._box.support_address
+    def _common(self, message_id: str, now: datetime) -> list[str]:
+        """Date, Message-ID and the loop header."""
+        return [date_header(now.astimezone(self._zone)), id_header("Message-ID", (message_id,)),
+                self._loop]
 
-    def _thread_under_customer(self, msg: EmailMessage, ticket: TicketInfo) -> None:
+    def _thread_under_customer(self, ticket: TicketInfo) -> list[str]:
         """In-Reply-To and References of a mail to the customer about `ticket`: under their
         latest mail, else our acknowledgement."""
         ack = ticket_message_id(ticket.number, 1, self._domain)
         # The stored ids are the customer's, as their mails had them: only well-formed ones.
         last = message_ids(ticket.last_message_id)
-        msg["In-Reply-To"] = last[0] if last else ack
-        msg["References"] = " ".join(
-            message_ids(ticket.first_message_id, ack, ticket.last_message_id))
+        return [id_header("In-Reply-To", (last[0] if last else ack,)),
+                id_header("References",
+                          message_ids(ticket.first_message_id, ack, ticket.last_message_id))]
 
-    def _outgoing(self, msg: EmailMessage, recipients: Sequence[str], purpose: str, kind: str,
-                  message_id: str) -> OutgoingMail:
-        return outgoing(msg, recipients, purpose=purpose, kind=kind, message_id=message_id,
-                        mail_from=self._box.support_address, error=ConversationRenderError)
+    def _mail(self, headers: Callable[[], list[str]], text: str, html: str | None,
+              recipients: Sequence[str], purpose: str, kind: str, message_id: str,
+              attachments: Sequence[tuple[str, str, bytes, str | None]] = ()
+              ) -> OutgoingMail:
+        """The mail of `headers` (made by the call, so that a value mailbot may not write
+        raises ConversationRenderError) and its text (and HTML) body, or the text with
+        `attachments`, to `recipients`."""
+        try:
+            if attachments:
+                raw = "".join(headers()).encode("ascii") + mixed_body(text, attachments)
+            else:
+                raw = mail_bytes(headers(), text, html)
+        except HeaderError as exc:
+            raise ConversationRenderError(str(exc)) from exc
+        return sealed(raw, recipients, purpose=purpose, kind=kind, message_id=message_id,
+                      mail_from=self._box.support_address)
 
 
 def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT

@@ -6,7 +6,8 @@ Templates live in ``<templates_dir>/replies/{kind}.{lang}.{txt|html}.j2`` and ex
 
 Security (reliability.md §1):
 - Customer text is only ever template *data*, cleaned and defanged (:mod:`.sanitize`); the
-  serialized message is re-parsed to prove it has exactly the headers we set (:mod:`.mime`).
+  headers are written token by token from cleaned and validated values (:mod:`.mime`), so
+  no value can end a header line or add a header or recipient.
 - The recipient is the address the mail's From header names, and only if email-validator
   accepts it: a mail without a usable From gets no reply, even when parsing took its sender
   from Sender or Reply-To, and Reply-To is never used, so a forged Reply-To cannot aim
@@ -15,12 +16,10 @@ Security (reliability.md §1):
 
 from __future__ import annotations
 
-import email.utils
 import logging
 from collections.abc import Mapping
 from datetime import datetime
 from email.headerregistry import Address
-from email.message import EmailMessage
 from typing import Any, Final
 
 from jinja2 import TemplateNotFound
@@ -50,11 +49,15 @@ from mailbot.replies.language import (
 from mailbot.replies.layout import html_paragraphs, template_environments, text_paragraphs
 from mailbot.replies.mime import (
     MSG_ID,
-    PART_HEADERS,
+    HeaderError,
+    address_header,
     clean_message_id,
-    outgoing,
-    quoted_printable,
-    reply_headers,
+    date_header,
+    id_header,
+    mail_bytes,
+    plain_header,
+    sealed,
+    text_header,
     valid_address,
 )
 from mailbot.replies.sanitize import NAME_LIMIT, clean_header_text, defang, quote_excerpt
@@ -155,17 +158,17 @@ class ReplyRenderer:
             "response_hours": format_number(config.calendar.ticket_hours),
             "emergency_hours": format_number(config.calendar.emergency_hours),
         }
-        self._policy, self._headers, self._languages = reply_headers(
-            self._support_name, self._support_address, LANGUAGES
-        )
-        self._text_part = tuple(
-            (name, self._headers[f"text/plain {name}"]) for name in PART_HEADERS
-        )
-        # add_alternative gives the second part a MIME-Version of its own, kept as it was.
-        self._html_part = (
-            *((name, self._headers[f"text/html {name}"]) for name in PART_HEADERS),
-            ("MIME-Version", self._headers["MIME-Version"]),
-        )
+        try:
+            self._from = address_header("From", ((self._support_name, self._support_address),))
+            self._fixed = (
+                "Auto-Submitted: auto-replied\r\n"  # RFC 3834 §5
+                "X-Auto-Response-Suppress: All\r\n"  # Exchange: no out-of-office answers
+                + plain_header(LOOP_HEADER, self._support_address)
+            )
+            self._languages = {lang: plain_header("Content-Language", lang)  # RFC 3282
+                               for lang in LANGUAGES}
+        except HeaderError as exc:
+            raise ConfigError(f"reply headers: {exc}") from None
         directory = config.path(config.replies.templates_dir)
         if not directory.is_dir():
             raise ConfigError(f"replies.templates_dir: {directory} is not a directory")
@@ -188,6 +191,11 @@ class ReplyRenderer:
     def recipient(self, mail: Mail) -> Address | None:
         """The address to answer (`author_address`: From's), or None if there is none, it
         is invalid, or it is ours."""
+        to = self._recipient(mail)
+        return Address(display_name=to[0], addr_spec=to[1]) if to else None
+
+    def _recipient(self, mail: Mail) -> tuple[str, str] | None:
+        """`recipient` as (display name, address)."""
         author = author_address(mail)
         address = valid_address(author)
         if address is None:
@@ -198,8 +206,7 @@ class ReplyRenderer:
             return None
         if address.lower() in self._own:
             return None
-        return Address(display_name=clean_header_text(mail.from_name, NAME_LIMIT),
-                       addr_spec=address)
+        return clean_header_text(mail.from_name, NAME_LIMIT), address
 
     def render(
         self,
@@ -238,7 +245,7 @@ class ReplyRenderer:
             raise ReplyRenderError(f"malformed Message-ID for the reply: {message_id!r}")
         if now.tzinfo is None:
             raise ReplyRenderError("now must be an aware datetime")
-        to = self.recipient(mail)
+        to = self._recipient(mail)
         if to is None:
             return None
         if decision.kind is not DecisionKind.TICKET:
@@ -259,42 +266,27 @@ class ReplyRenderer:
             context, html=True
         )
 
-        policy = self._policy
-        msg = EmailMessage(policy=policy)
-        fixed = self._headers
-        msg["From"] = fixed["From"]
-        msg["To"] = to
-        msg["Subject"] = subject
-        msg["Date"] = email.utils.format_datetime(now.astimezone(self._zone))
-        msg["Message-ID"] = message_id
         parent = clean_message_id(mail.message_id)
-        if parent:
-            msg["In-Reply-To"] = parent
         references = _references(mail, parent)
-        if references:
-            msg["References"] = " ".join(references)
-        msg["Auto-Submitted"] = fixed["Auto-Submitted"]  # RFC 3834 §5
-        msg["X-Auto-Response-Suppress"] = fixed["X-Auto-Response-Suppress"]  # Exchange: no OOF
-        msg[LOOP_HEADER] = fixed[LOOP_HEADER]
-        # The structure set_content + add_alternative would build, without their
-        # repeated Content-Type re-parsing: multipart/alternative with a text/plain and a
-        # text/html part, both UTF-8 quoted-printable.
-        msg["MIME-Version"] = fixed["MIME-Version"]
-        msg["Content-Type"] = fixed["Content-Type"]
-        msg["Content-Language"] = self._languages[lang]  # RFC 3282
-        msg.attach(self._part(text, self._text_part))
-        msg.attach(self._part(html, self._html_part))
-        return outgoing(msg, (to.addr_spec,), purpose=purpose, kind=template,
-                        message_id=message_id, mail_from=self._support_address,
-                        error=ReplyRenderError, alternatives=True, auto=True)
-
-    def _part(self, body: str, headers: tuple[tuple[str, Any], ...]) -> EmailMessage:
-        """A text/* part of `body` as set_content(cte="quoted-printable") would make it."""
-        part = EmailMessage(policy=self._policy)
-        for name, header in headers:
-            part[name] = header
-        part.set_payload(quoted_printable(body, self._policy))
-        return part
+        try:
+            headers = [
+                self._from,
+                address_header("To", (to,)),
+                text_header("Subject", subject),
+                date_header(now.astimezone(self._zone)),
+                id_header("Message-ID", (message_id,)),
+            ]
+            if parent:
+                headers.append(id_header("In-Reply-To", (parent,)))
+            if references:
+                headers.append(id_header("References", references))
+            headers.append(self._fixed)
+            headers.append(self._languages[lang])
+            raw = mail_bytes(headers, text, html)
+        except HeaderError as exc:
+            raise ReplyRenderError(str(exc)) from exc
+        return sealed(raw, (to[1],), purpose=purpose, kind=template, message_id=message_id,
+                      mail_from=self._support_address, auto=True)
 
     def _context(
         self,

@@ -14,7 +14,8 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["NAME_LIMIT", "SUBJECT_LIMIT", "clean_header_text", "defang", "quote_excerpt"]
+__all__ = ["HEADER_UNSAFE", "NAME_LIMIT", "SUBJECT_LIMIT", "clean_header_text", "defang",
+           "quote_excerpt"]
 
 SUBJECT_LIMIT: Final = 200
 NAME_LIMIT: Final = 100
@@ -44,7 +45,8 @@ class _UnsafeTable(dict[int, "int | str"]):
         return value
 
 
-_HEADER_UNSAFE = _UnsafeTable(" ")
+HEADER_UNSAFE = _UnsafeTable(" ")
+"""`str.translate` table: every unsafe character (see `_is_unsafe`) becomes a space."""
 _BODY_UNSAFE = _UnsafeTable("", {ord("\t"): " "})
 
 
@@ -55,7 +57,9 @@ def clean_header_text(value: str, limit: int = SUBJECT_LIMIT) -> str:
     "=?" becomes "= ?": the email package decodes RFC 2047 encoded words it finds in a header
     value set as text (also inside a quoted display name), so "=?utf-8?q?=0D=0A…?=" in
     customer text would become a line break, a surrogate or another address."""
-    cleaned = value.translate(_HEADER_UNSAFE).replace("=?", "= ?")
+    # isprintable(): none of the unsafe categories (nor any other space than " ") occurs.
+    cleaned = value if value.isprintable() else value.translate(HEADER_UNSAFE)
+    cleaned = cleaned.replace("=?", "= ?")
     cleaned = " ".join(cleaned.split())
     if len(cleaned) > limit:
         cleaned = cleaned[: limit - 1].rstrip() + "…"
@@ -64,7 +68,7 @@ def clean_header_text(value: str, limit: int = SUBJECT_LIMIT) -> str:
 
 
 def _clean_body_line(line: str) -> str:
-    cleaned = line.translate(_BODY_UNSAFE).rstrip()
+    cleaned = (line if line.isprintable() else line.translate(_BODY_UNSAFE)).rstrip()
     if len(cleaned) > QUOTE_LINE_LIMIT:
         cleaned = cleaned[: QUOTE_LINE_LIMIT - 1] + "…"
     return cleaned
@@ -76,17 +80,22 @@ def quote_excerpt(text: str) -> tuple[list[str], bool]:
     characters (a line over the budget is cut at a word with "…"), defanged; and whether
     more followed."""
     # Only the head of a huge body is looked at; str.splitlines() also splits on
-    # U+2028/U+2029/U+0085 and the other Unicode line separators.
+    # U+2028/U+2029/U+0085 and the other Unicode line separators. Lines are cleaned as they
+    # are needed: blank ones before the first, then at most QUOTE_LINES, then (to tell
+    # whether more followed) up to the next one that is not blank.
     head_text = text[: QUOTE_LINES * QUOTE_LINE_LIMIT * 2]
-    lines = [_clean_body_line(line) for line in head_text.splitlines()]
     cut = len(head_text) < len(text)
-    while lines and not lines[0]:
-        lines.pop(0)
-    while lines and not lines[-1]:
-        lines.pop()
+    rest = iter(head_text.splitlines())
     head: list[str] = []
     budget = QUOTE_CHARS
-    for line in lines[:QUOTE_LINES]:
+    more = False
+    for raw in rest:
+        line = _clean_body_line(raw)
+        if not head and not line:
+            continue
+        if len(head) == QUOTE_LINES:
+            more = bool(line) or any(_clean_body_line(r) for r in rest)
+            break
         if len(line) > budget:
             shortened = line[:budget].rsplit(" ", 1)[0] if " " in line[:budget] else line[:budget]
             head.append(shortened.rstrip() + "…")
@@ -94,16 +103,17 @@ def quote_excerpt(text: str) -> tuple[list[str], bool]:
             break
         head.append(line)
         budget -= len(line)
-    truncated = cut or len(lines) > len(head)
     while head and not head[-1]:
         head.pop()
-    return [defang(line) for line in head], truncated
+    # One pass over the lines joined: no pattern of `defang` matches across a line end.
+    return defang("\n".join(head)).split("\n") if head else [], cut or more
 
 
 # A URL's scheme and authority, and a dotted host name (also an address's domain, a "www."
 # name or a file name: mail clients make links of all of those that end in a TLD).
 _URL = re.compile(r"\b([a-z][a-z0-9+.-]{0,30})://([^\s/?#<>\"'\\]*)", re.IGNORECASE)
 _HOST = re.compile(r"(?<![\w.-])(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_][\w-]{1,62}(?![\w-])")
+_HOST_HINT = re.compile(r"[^\W_]\.[^\W\d_]")  # in every match of _HOST: its last dot
 _DEFANGED_SCHEMES = {"http": "hxxp", "https": "hxxps"}
 
 
@@ -118,7 +128,12 @@ def defang(text: str) -> str:
     """`text` with its URLs and dotted host names made inert (``hxxps://evil[.]example/x``,
     ``www[.]evil[.]example``, ``eve@evil[.]example``): quoted customer text must not become
     links in a mail we send."""
-    text = _URL.sub(_defang_url, text)
-    return _HOST.sub(lambda m: m.group(0).replace(".", "[.]"), text)
+    # Each pattern only where it can match: a URL has "://", a host name a letter or digit,
+    # a dot and a letter in a row (plain prose rarely has either).
+    if "://" in text:
+        text = _URL.sub(_defang_url, text)
+    if _HOST_HINT.search(text):
+        text = _HOST.sub(lambda m: m.group(0).replace(".", "[.]"), text)
+    return text
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from mailbot.domain import OutgoingMail as OutgoingMail  # the outbox API takes it
-from mailbot.domain import Priority, TicketInfo
+from mailbot.domain import Priority, TicketInfo, wire
 
 V = TypeVar("V")
 
@@ -43,6 +43,7 @@ class SavedInbound:
     created: bool
 
 
+@wire
 @dataclass(frozen=True, slots=True)
 class ClaimedInbound:
     """A received message taken for deciding (`Store.claim_inbound`)."""

@@ -3,6 +3,7 @@ rest of the batch is decided normally; a child's memory cap turns a bomb into a 
 
 from __future__ import annotations
 
+import email
 from datetime import UTC, datetime
 
 import pytest
@@ -133,35 +134,54 @@ def test_children_start_with_mail_and_stop_when_idle(base_config: config_mod.Con
     assert store.count_inbound() == {"decided": 2}
 
 
-def test_store_away_while_deciding_is_retried_not_quarantined(
-    base_config: config_mod.Config
-) -> None:
-    """The decision children cannot reach the database (here: their URL points at a closed
-    port): the batch fails as a whole with StoreUnavailableError and the mail stays queued;
-    with the database reachable it is decided. (A PostgreSQL restart during intake caught
-    the opposite: a mail quarantined for the store's fault.)"""
+def test_children_decide_without_the_database(base_config: config_mod.Config) -> None:
+    """The decision children hold no database connection (here their config names a closed
+    port, which they never try): they decide against the registry they were given, and a
+    follow-up, whose ticket they cannot look up, is decided again by the parent against the
+    store. A registry changed in the store reaches fresh children."""
     from mailbot.isolation import WorkerPool
+    from tests.integration.test_conversation import CUSTOMER, LICENSE, REQUEST, mail
 
     cfg = pool_config(base_config, processes=1)
     unreachable = cfg.model_copy(update={"store": cfg.store.model_copy(
         update={"url": "postgresql+psycopg://mailbot@127.0.0.1:1/none?connect_timeout=2"})})
     store = open_store(cfg)
-    save_raw(store, GOOD, "test")
-    worker = Worker(cfg, store, pool=WorkerPool(unreachable, processes=1, timeout=10,
+    store.upsert_licenses([LICENSE])
+    worker = Worker(cfg, store, pool=WorkerPool(unreachable, processes=1, timeout=30,
                                                 memory_mb=1024))
     try:
-        items = store.claim_inbound(10)
-        with pytest.raises(StoreUnavailableError, match="store unavailable while deciding"):
-            worker.process_many(items)
-        assert store.count_inbound() == {"received": 1}
+        save_raw(store, mail(CUSTOMER, "Nejde uložit kalendář", REQUEST), "test")
+        [opened] = worker.process_many(store.claim_inbound(10))
+        assert not isinstance(opened, Quarantined)
+        assert opened.decision.kind.value == "ticket" and opened.ticket_number
+        save_raw(store, mail(CUSTOMER, f"Re: [#{opened.ticket_number}] Nejde uložit kalendář",
+                             "Posílám ještě snímek obrazovky, chyba trvá."), "test")
+        [followup] = worker.process_many(store.claim_inbound(10))
+        assert not isinstance(followup, Quarantined)
+        assert followup.decision.kind.value == "followup"
+        assert followup.ticket_number == opened.ticket_number
+        # No ticket tag, only In-Reply-To naming the customer's first mail: the child's
+        # decision (a new request) asked about tickets, so the parent decides it again.
+        first = email.message_from_bytes(store.get_inbound(opened.inbound_id).raw)
+        save_raw(store, mail(CUSTOMER, "Re: Nejde uložit kalendář", "Chyba trvá i dnes.",
+                             in_reply_to=first["Message-ID"]), "test")
+        [threaded] = worker.process_many(store.claim_inbound(10))
+        assert not isinstance(threaded, Quarantined)
+        assert threaded.decision.kind.value == "followup"
+        assert threaded.ticket_number == opened.ticket_number
+        store.upsert_licenses([LICENSE.__class__(**{**{f: getattr(LICENSE, f) for f in (
+            "license", "customer", "email_domain", "activated_on", "tier",
+            "max_version_date")}, "license": "99887766", "email_domain": "nova-firma.cz"})])
+        worker.decider._registry_checked = 0.0  # the registry is re-read every few seconds
+        save_raw(store, mail("jan@nova-firma.cz", "Chyba tisku", REQUEST.replace(
+            "4012-7733", "9988-7766")), "test")
+        [new_license] = worker.process_many(store.claim_inbound(10))
+        assert not isinstance(new_license, Quarantined)
+        assert new_license.decision.license == "99887766"
+        assert new_license.decision.kind.value == "ticket"
     finally:
         worker.close()
-    worker = Worker.from_config(cfg, store)
-    try:
-        assert not isinstance(worker.process_many(items)[0], Quarantined)
-    finally:
-        worker.close()
-    assert store.count_inbound() == {"decided": 1}
+    assert store.count_inbound() == {"decided": 4}
 
 
 def test_store_away_in_process_is_retried_not_quarantined(

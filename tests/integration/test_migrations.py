@@ -27,6 +27,24 @@ def test_upgrade_is_idempotent(store: Store) -> None:
     assert migrations.current(store.engine) == before == head
 
 
+def test_a_database_at_head_is_recognised_without_alembic(store_url: str) -> None:
+    """The numbered file names give Alembic's head; a new database is not at it, an
+    upgraded one is, and one left at an older revision is not (it gets migrated)."""
+    from alembic.script import ScriptDirectory
+
+    s = Store.from_url(store_url)
+    try:
+        assert migrations.numbered_head() == ScriptDirectory(str(migrations.HERE)).get_current_head()
+        assert not migrations.at_head(s.engine)
+        migrations.upgrade(s.engine, "0011")
+        assert not migrations.at_head(s.engine)
+        migrations.upgrade(s.engine)
+        assert migrations.at_head(s.engine)
+        assert migrations.current(s.engine) == migrations.numbered_head()
+    finally:
+        s.close()
+
+
 def test_0009_renames_staff_command_events(store_url: str) -> None:
     """Events recorded by staff commands before 0009 (close, wait, assign) get the CLI's
     names; other events stay as they are."""

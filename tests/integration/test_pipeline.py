@@ -10,6 +10,7 @@ from pathlib import Path
 from mailbot.actions import ReplyContext
 from mailbot.domain import DecisionKind, RuleResult
 from mailbot.handlers import HANDLERS, Act, Effect, Handler, ReplyJob
+from mailbot.ingest.intake import save_raw
 from mailbot.store import OutgoingMail, Transaction
 from mailbot.worker import Worker
 from tests.integration.test_conversation import (
@@ -91,3 +92,39 @@ def test_dry_run_quarantines_mail_over_the_size_limit_as_the_daemon_does(tmp_pat
     [live] = json_lines(out)
     assert dry["decision"] == live["decision"] == "quarantined"
     assert any("too_large" in str(r) for r in dry["reasons"]), dry["reasons"]
+
+
+def _requests(n: int) -> list[bytes]:
+    return [mail(f"zakaznik{i}@firma{i}.cz", f"Nejde uložit kalendář {i}", REQUEST)
+            .replace(b"Message-ID: <", f"Message-ID: <p{i}-".encode(), 1)
+            for i in range(n)]
+
+
+def test_the_daemon_worker_keeps_batches_in_flight_while_full_ones_come(desk: Desk) -> None:
+    """`run_once` keeps full batches on their way (the children decide the next while this
+    one is written) and drains the pipeline when a short batch shows the queue is empty:
+    every message written once, tickets numbered in arrival order, no claim left."""
+    for raw in _requests(25):
+        save_raw(desk.store, raw, "test", received_at=MON)
+    worker = desk.worker
+    assert worker.run_once(10) == 10
+    assert worker.run_once(10) == 10
+    assert desk.store.count_inbound() == {"received": 25}  # claimed, none written yet
+    assert worker.run_once(10) == 5  # a short batch: everything is written now
+    assert desk.store.count_inbound() == {"decided": 25}
+    tickets = desk.store.list_tickets(states=("open",))
+    assert sorted(t.number for t in tickets) == [f"T-2026-{i:06d}" for i in range(1, 26)]
+    assert worker.run_once(10) == 0
+
+
+def test_a_clean_stop_writes_the_batches_in_flight(desk: Desk) -> None:
+    """Closing the worker finishes what it claimed: no claim left behind, no ticket number
+    allocated and unused."""
+    for raw in _requests(20):
+        save_raw(desk.store, raw, "test", received_at=MON)
+    worker = desk.worker
+    assert worker.run_once(10) == 10
+    assert worker.run_once(10) == 10
+    worker.close()
+    assert desk.store.count_inbound() == {"decided": 20}
+    assert desk.store.ticket_counter(2026) == 20

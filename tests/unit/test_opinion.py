@@ -54,9 +54,10 @@ def test_anchor_model_is_deterministic_and_names_its_evidence() -> None:
 
 
 def test_paraphrased_training_is_out_of_scope_with_the_score_in_the_reasons() -> None:
-    """No phrase rule names training here; the second opinion does, and says why."""
-    text = ("Dobrý den, od ledna u nás začínají tři nové mistrové. Mohl by k nám někdo od vás "
-            "přijet a ukázat novým kolegům, jak pracovat s programem a jak uzavřít měsíc?")
+    """No phrase rule names training here ("vyložil" is no verb of theirs, and the masters
+    are not called new); the second opinion does, and says why."""
+    text = ("Dobrý den, potřebujeme, aby někdo přijel a mistrům z nové haly vyložil, jak se s "
+            "tím pracuje.")
     d = request(text, "Noví mistři")
     assert (d.kind.value, d.scope_reason) == ("reject_scope", "training")
     assert any(h.startswith("out_of_scope:model training") for h in d.hits), d.hits
@@ -92,8 +93,9 @@ def test_an_existing_export_that_fails_is_a_problem_report() -> None:
 def test_emergency_in_other_words_and_not_without_failure() -> None:
     """An outage worded unlike the phrase rules is an emergency by the second opinion; a
     sentence that only shares the topic ("the morning shift is computed right") is not."""
-    down = ("Dobrý den, od rána jsou všechny čtečky na bránách černé a nesvítí, ranní směna "
-            "stojí před branou a nemá kde pípnout.")
+    # (Worded so that no phrase rule knows it: "all readers dark" and "the morning shift
+    # has nowhere to clock in" are phrase rules now.)
+    down = "Dobrý den, od rána jsou čtečky na bránách jako mrtvé a lidé stojí před branou."
     d = request(down, "čtečky")
     assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY)
     assert any("model emergency" in h for h in d.hits), d.hits
@@ -143,3 +145,146 @@ def test_per_label_scores_only_anchors_sharing_a_feature_with_the_same_result() 
     first, second = tied.scores("kalendar sestava")
     assert first == second > 0
     assert tied.per_label(("kalendar sestava",))["in_scope"].anchor == "sestava mzdy"
+
+
+# --- the kinds of paraphrase the phrase rules now know (rules alone, no second opinion) ----
+
+
+def test_paraphrased_emergencies_by_the_rules_alone() -> None:
+    """Outages worded without "nobody can log in"/"server will not start"."""
+    for text in (
+        "Dobrý den, od půl šesté se nikomu z montáže nedaří pípnout, čtečky jen pískají.",
+        "Dobrý deň, po reštarte sa serverová služba nedá spustiť a klienti hlásia, že "
+        "databáza nie je dostupná.",
+        "Hello, after the patch the attendance service refuses to start and the night shift "
+        "has no way to badge in.",
+        "Dobrý den, od rána ukazují terminály na všech vstupech ztrátu spojení a lidé se "
+        "nedostanou do docházky.",
+    ):
+        d = request(text, "Docházka", without_model())
+        assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (text, d.hits)
+
+
+def test_an_outage_that_is_over_or_one_terminal_is_no_emergency() -> None:
+    for text in (
+        "Dobrý den, minulé úterý nám na hodinu vypadl server, teď už vše běží. Jak doplnit "
+        "průchody z té doby?",
+        "Dobrý den, na terminálu u dílny se nezapíše odchod, zaměstnanci nemohou odejít "
+        "s odhlášením; na druhém terminálu to jde.",
+    ):
+        d = request(text, "Docházka", without_model())
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (text, d.hits)
+
+
+def test_paraphrased_out_of_scope_requests_by_the_rules_alone() -> None:
+    """Each kind said without its keyword; the work asked for may stand in the sentence after
+    the one naming the system (neighbouring sentences are read together)."""
+    cases = {
+        "data_export": "Dobrý den, mzdy nám od ledna dělá externí mzdová agentura. Šlo by, "
+                       "aby se jim hodiny každý měsíc samy přenášely, bez ručního přepisování?",
+        "training": "Hi, could someone from your side walk our new payroll clerks through the "
+                    "month-end closing?",
+        "global_configuration": "Dobrý den, po reorganizaci je třeba přenastavit všechna "
+                                "střediska a schvalovatele. Můžete to udělat za nás?",
+        "custom_development": "Dobrý den, chtěli bychom přehled příplatků po měsících, nic "
+                              "takového v programu není. Mohli byste nám ho vytvořit? Pošlete "
+                              "prosím cenu.",
+    }
+    for reason, text in cases.items():
+        d = request(text, "Dotaz", without_model())
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", reason), (text, d.hits)
+
+
+def test_near_misses_of_the_scope_paraphrases_stay_in_scope() -> None:
+    """A question about a past training, paying the wages on Friday, "show me where"."""
+    for text in (
+        "Dobrý den, na školení, které jste u nás měli v září, nám lektor ukazoval filtr "
+        "směn. Teď ho v menu nenajdu, kde je?",
+        "Dobrý den, v pátek máme posílat výplaty a jedné zaměstnankyni ukazuje zůstatek "
+        "dovolené minus dva dny. Kde je chyba?",
+        "Hello, could you show me where the rounding of arrivals is set? The new rule seems "
+        "to round the wrong way.",
+    ):
+        assert request(text, "Dotaz", without_model()).kind.value == "ticket", text
+
+
+# --- kinds of miss found by tests/data/heldout2 (worded anew here) ---------------------------
+
+
+def test_show_in_the_sense_of_display_is_no_training() -> None:
+    """"show" teaches only with how/around/the program; "the other plants show them as working
+    days" is the program displaying something, and "shows him how many hours" is a figure."""
+    for text in (
+        "Hello, we entered the plant holidays into the new calendar, but the warehouse and the "
+        "office still show them as working days. What did we miss?",
+        "Hello, the overview for Mr. Dvořák shows him how many hours he is missing, but the sum "
+        "differs from his time sheet by two hours. Which one is right?",
+    ):
+        d = request(text, "Calendar", without_model())
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (text, d.hits)
+
+
+def test_show_her_how_is_training() -> None:
+    """One trainee named by a pronoun ("her", "him") as the Czech "jí", "jemu"."""
+    for text in (
+        "Dear support, could one of your people sit with our payroll accountant for an "
+        "afternoon and show her how the month-end closing works?",
+        "Hi, Petr takes over the attendance from Monday. Would you walk him through the "
+        "corrections of missing swipes, online is fine?",
+    ):
+        d = request(text, "Accountant", without_model())
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), (text, d.hits)
+
+
+def test_hours_straight_into_their_program_is_a_data_export() -> None:
+    """The export said as where the hours should go by themselves ("straight into their
+    program", "instead of retyping them by hand"), Czech and Slovak."""
+    for text in (
+        "Dobrý den, mzdy nám zpracovává účetní kancelář. Chtěli bychom, aby odpracované hodiny "
+        "šly z docházky rovnou do jejich programu a nemuseli jsme je každý měsíc ručně "
+        "přepisovat do tabulky.",
+        "Dobrý deň, naša účtovníčka by chcela, aby sa hodiny z ESTELARu načítavali priamo do "
+        "jej mzdového programu. Dá sa to zariadiť?",
+    ):
+        d = request(text, "Mzdy", without_model())
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "data_export"), (text, d.hits)
+
+
+def test_hours_that_no_longer_arrive_are_a_fault_not_an_export() -> None:
+    """The same words about a flow that exists and stopped: a problem report."""
+    text = ("Dobrý den, od listopadu nám hodiny z docházky nechodí rovnou do mezd, účetní je "
+            "musí ručně přepisovat. Co se změnilo?")
+    d = request(text, "Mzdy", without_model())
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.hits
+
+
+def test_prepared_or_done_for_us_in_their_inflected_forms() -> None:
+    """"abyste nám připravili", "aby ste nám pripravili", "udělali": the whole setup asked of
+    us in the forms a request takes, not only the infinitive."""
+    for text in (
+        "Dobrý den, od března budeme mít novou pobočku v Jihlavě a potřebovali bychom, abyste "
+        "nám tam všechno připravili od začátku.",
+        "Dobrý deň, otvárame nový sklad v Žiline. Potrebovali by sme, aby ste nám pre neho "
+        "pripravili všetko – zmeny, strediská aj terminály.",
+        "Dobrý den, po sloučení s dceřinou firmou bychom potřebovali, abyste nám celé "
+        "nastavení udělali znovu.",
+    ):
+        d = request(text, "Nastavení", without_model())
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "global_configuration"), (
+            text, d.hits)
+
+
+def test_it_worked_without_problems_says_nothing_failed() -> None:
+    """"bez problémů" (without problems) is no failure signal for an emergency anchor;
+    "bez spojení" (without a connection) is."""
+    model = CONFIG.classify.model.model_copy(update={"anchors": {
+        "emergency": ("muzete se na to podivat co nejdriv",),
+        "normal": ("jak opravit sestavu",)}})
+    config = CONFIG.model_copy(update={"classify": CONFIG.classify.model_copy(
+        update={"model": model})})
+    fine = request("Dobrý den, v uzávěrce chybí noční příplatky. V říjnu to fungovalo bez "
+                   "problémů. Můžete se na to podívat?", "Uzávěrka", config)
+    assert (fine.kind.value, fine.priority) == ("ticket", Priority.NORMAL), fine.hits
+    down = request("Dobrý den, terminály na obou halách jsou od rána bez spojení. Můžete se na "
+                   "to podívat?", "Terminály", config)
+    assert (down.kind.value, down.priority) == ("ticket", Priority.EMERGENCY), down.hits

@@ -337,3 +337,87 @@ def test_stdlib_failure_falls_back_to_mail_parser(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("mailparser.parse_from_bytes", broken)
     with pytest.raises(ParseError, match="simulated stdlib bug"):
         parse(mail("From: a@b.cz"))
+
+
+# ------------------------------------------------------------- the split without base64 lines
+
+B64 = base64.encodebytes(bytes(range(256)) * 8)  # 28 lines of 76 characters
+B64_CRLF = B64.replace(b"\n", b"\r\n")
+
+SPLIT_CASES = {
+    "attachment": (b"Content-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\n"
+                   b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                   + B64_CRLF + b"--X--\r\n"),
+    "no line end before boundary": (b"Content-Type: multipart/mixed; boundary=X\n\n--X\n\n"
+                                    + B64.rstrip(b"\n") + b"--X--\n"),
+    "preamble and epilogue": (b"Content-Type: multipart/mixed; boundary=X\n\n" + B64
+                              + b"--X\n\nbody\n--X--\n" + B64),
+    "no boundary": b"Content-Type: multipart/mixed; boundary=X\n\n" + B64,
+    "headers then base64": b"Subject: s\n" + B64 + b"X-Not: a header\n",
+    "followed by a field-like line": b"Subject: s\n\n" + B64 + b"abc:def\n",
+    "followed by text": b"Subject: s\n\n" + B64.rstrip(b"\n") + b" tail\n",
+    "lone CR": b"Subject: s\n\n" + B64.replace(b"\n", b"\r", 3) + B64.replace(b"\n", b"\r\r\n", 1),
+    "at the end without line end": b"Subject: s\n\n" + B64.rstrip(b"\n"),
+    "attached message": (b"Content-Type: message/rfc822\n\nSubject: inner\n"
+                         b"Content-Transfer-Encoding: base64\n\n" + B64),
+    "delivery status": b"Content-Type: message/delivery-status\n\nAction: failed\n" + B64 + b"\nX: y\n",
+    "digest": (b"Content-Type: multipart/digest; boundary=D\n\n--D\n\n" + B64 + b"--D\n"
+               b"Content-Type: text/plain\n\n" + B64 + b"--D--\n"),
+    "8-bit and NUL around": b"Subject: \xff\n\n\x00\xfe\n" + B64 + b"\xff\n",
+}
+
+
+def _tree(msg: object) -> list[object]:
+    """Everything the parser stored, part by part."""
+    out: list[object] = []
+    stack = [msg]
+    while stack:
+        part = stack.pop()
+        payload = part._payload  # type: ignore[attr-defined]
+        out.append((part._unixfrom, part._default_type, list(part._headers),  # type: ignore[attr-defined]
+                    part.preamble, part.epilogue,  # type: ignore[attr-defined]
+                    [(type(d).__name__, str(d)) for d in part.defects],  # type: ignore[attr-defined]
+                    payload if not isinstance(payload, list) else len(payload)))
+        if isinstance(payload, list):
+            stack.extend(reversed(payload))
+    return out
+
+
+@pytest.mark.parametrize("raw", SPLIT_CASES.values(), ids=SPLIT_CASES.keys())
+def test_split_builds_the_tree_the_stdlib_builds(raw: bytes) -> None:
+    """Runs of base64 lines skipped by the feedparser and put back leave every header,
+    payload, preamble, epilogue and defect as the plain stdlib parse has them."""
+    import email.parser
+    import email.policy
+
+    from mailbot.ingest.parse import _BASE64_RUN, _split
+
+    assert _BASE64_RUN.search(raw.decode("ascii", "surrogateescape"))  # the shortcut is taken
+    expected = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    assert _tree(_split(raw)[0]) == _tree(expected)
+
+
+@pytest.mark.parametrize("encoded", [
+    base64.encodebytes(b"x" * 999),  # no padding
+    base64.encodebytes(b"x" * 1000),  # "=="
+    base64.encodebytes(b"x" * 1001),  # "="
+    base64.encodebytes(b"x" * 1000).replace(b"==", b""),  # padding missing
+    base64.encodebytes(b"x" * 999).replace(b"eHh4\n", b"eH=h4\n", 1),  # padding inside
+    base64.encodebytes(b"x" * 999)[:-3] + b"\n",  # a character short
+])
+def test_attachment_size_is_the_decoded_size(encoded: bytes) -> None:
+    """Sizes of base64 attachments, read from the length or decoded, are the stdlib's
+    decoded sizes, and its defects are reported alike."""
+    from email.message import Message
+
+    raw = mail("From: a@example.cz", "Content-Type: multipart/mixed; boundary=X", body=(
+        b"--X\r\nContent-Type: text/plain\r\n\r\nhi\r\n--X\r\nContent-Type: application/pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment\r\n\r\n"
+        + encoded.replace(b"\n", b"\r\n") + b"--X--\r\n"))
+    part = Message()
+    part["Content-Transfer-Encoding"] = "base64"
+    part.set_payload(encoded.decode("ascii").rstrip("\n"))
+    decoded = part.get_payload(decode=True)
+    parsed = parse(raw)
+    assert [a.size for a in parsed.attachments] == [len(decoded)]
+    assert {type(d).__name__ for d in part.defects} <= set(parsed.defects)

@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 
 from mailbot import config as config_mod
 from mailbot.classify.decide import decide
+from mailbot.classify.facts import MailFacts
+from mailbot.classify.license import without_license_numbers
 from mailbot.classify.rules import RuleContext
 from mailbot.domain import Decision, LicenseRecord, Priority, Tier
 from mailbot.ingest.parse import parse
@@ -175,3 +177,61 @@ def test_absence_notice_without_headers_is_automatic_mail() -> None:
                  "přihlásit, bez změny. Kde může být chyba v nastavení středisek? Děkuji, "
                  "Licence 3141-5926 " + "a ještě podrobnosti k tomu " * 8, "Přesčasy")
     assert decided(long).kind.value == "ticket"
+
+
+def test_absence_notice_with_a_date_in_its_opening() -> None:
+    """"do 2. 12." splits into pieces that are no sentences; the notice is still read from
+    its opening, and it is automatic mail however it is worded."""
+    raw = plain("Dobrý den,\naž do 4. 12. čerpám dovolenou a poštu nečtu. Zastupuje mě "
+                "kolega Hrubý.\nIvana", "Re: Estelar novinky")
+    assert decided(raw).kind.value == "ignore_auto"
+
+
+def test_unsubscribe_said_freely() -> None:
+    for body in ("Dobrý den, přestaňte mi už prosím posílat reklamní e-maily.\nDěkuji",
+                 "Dobrý deň, o vaše novinky už nemám záujem.\nĎakujem",
+                 "Hello, please take my address off your newsletter list.\nThanks"):
+        assert decided(plain(body, "Pošta")).kind.value == "unsubscribe", body
+
+
+def test_give_me_a_call_is_no_description() -> None:
+    d = decided(plain("Hi, we have an issue, could you give me a call when you get a chance?\n"
+                      "Licence 3141-5926\nIvana", "Issue"))
+    assert (d.kind.value, d.missing) == ("reject_incomplete", ("description",))
+
+
+def test_license_mentions_are_no_words_of_the_request() -> None:
+    """"licence 3141 5926" says nothing about the problem: the sentences the rules and the
+    second opinion read leave it out, so a learnt anchor "our license is 12345678" cannot
+    make another request that gives its license look out of scope."""
+    assert without_license_numbers("licencni cislo mame 40127733.", CONFIG.classify) == ""
+    assert (without_license_numbers("ico 12345678, licence 3141-5926, tel.", CONFIG.classify)
+            == "ico 12345678, , tel.")
+    # "licenční služba" without a number is a word of the problem and stays.
+    assert without_license_numbers("licencni sluzba nebezi", CONFIG.classify) == "licencni sluzba nebezi"
+    model = CONFIG.classify.model.model_copy(update={"anchors": {
+        "data_export": ("licencni cislo mame 40127733",), "in_scope": ("jak opravit sestavu",)}})
+    settings = CONFIG.classify.model_copy(update={"model": model})
+    facts = MailFacts(parse(plain("Dobrý den,\nsestava přesčasů ukazuje nuly.\n"
+                                  "Licenční číslo máme 3141-5926.\nIvana")), settings)
+    assert not any("3141" in s or "licen" in s for s in facts.request_sentences)
+    assert "data_export" not in facts.opinion(facts.request_sentences)
+
+
+def test_an_out_of_scope_anchor_needs_a_sentence_that_asks() -> None:
+    """A sentence that only states something ("both heads have the same role") shares the
+    topic of an out-of-scope anchor but asks for no work: `scope_signals` keep it out."""
+    model = CONFIG.classify.model.model_copy(update={"anchors": {
+        "training": ("skoleni pro vedouci stredisek",), "in_scope": ("jak opravit sestavu",)}})
+    settings = CONFIG.classify.model_copy(update={"model": model})
+    stated = MailFacts(parse(plain("Dobrý den,\nOba vedoucí mají roli vedoucí středisek.\n\n"
+                                   "Žádosti o dovolenou chodí jen jednomu.\nIvana")), settings)
+    assert "training" not in stated.opinion(stated.request_sentences)
+    asked = MailFacts(parse(plain("Dobrý den,\nprosím o školení pro vedoucí středisek.\nIvana")),
+                      settings)
+    assert "training" in asked.opinion(asked.request_sentences)
+    no_signals = settings.model_copy(update={"model": model.model_copy(
+        update={"scope_signals": ()})})
+    bare = MailFacts(parse(plain("Dobrý den,\nOba vedoucí mají roli vedoucí středisek.\n\n"
+                                 "Žádosti o dovolenou chodí jen jednomu.\nIvana")), no_signals)
+    assert "training" in bare.opinion(bare.request_sentences)
