@@ -11,8 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 from zoneinfo import ZoneInfo
 
 from mailbot.classify.entitlement import PRAGUE
@@ -218,6 +217,36 @@ _compiled: IdentityCache[ClassifyConfig, _Compiled] = IdentityCache(_Compiled, 1
 """The compiled form of the `[classify]` settings (the config is frozen)."""
 
 
+_T = TypeVar("_T")
+
+
+class _once(Generic[_T]):  # noqa: N801 - used as a decorator, like property
+    """A property computed on first use and kept in the instance's ``__dict__`` (the
+    attribute then shadows this descriptor): `functools.cached_property` without its
+    per-access lock (Python 3.11), which cost more than most facts; a MailFacts is used by
+    one decision in one thread, and a fact computed twice is the same value."""
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _once[_T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> _T | _once[_T]:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
+
+
 class MailFacts:
     """What the rules derive from one mail's text, each computed once and shared.
 
@@ -233,24 +262,24 @@ class MailFacts:
         self.compiled = _compiled(settings)
         self._opinions: dict[tuple[str, ...], dict[str, Evidence]] = {}
 
-    @cached_property
+    @_once
     def body(self) -> str:
         return readable_text(self.mail.text, self.mail.html)[: self.limits.body_text_chars]
 
-    @cached_property
+    @_once
     def folded_body(self) -> str:
         return fold(self.body)
 
-    @cached_property
+    @_once
     def parts(self) -> BodyParts:
         return split_body(self.body, self.mail.subject, self.limits.quote_scan_chars)
 
-    @cached_property
+    @_once
     def subject(self) -> str:
         """The subject without reply prefixes."""
         return strip_subject_prefixes(self.mail.subject)
 
-    @cached_property
+    @_once
     def forwarded_own(self) -> str:
         """The own text of forwarded mail, inline or attached as message/rfc822 ("" when
         nothing was forwarded): it counts as the customer's words."""
@@ -264,32 +293,32 @@ class MailFacts:
         said = (without_license_numbers(s, self.settings) for s in folded)
         return tuple(s for s in said if s)
 
-    @cached_property
+    @_once
     def own_text_sentences(self) -> tuple[str, ...]:
         """Folded sentences of the sender's own text (without the subject)."""
         return sentences(self.parts.own)
 
-    @cached_property
+    @_once
     def own_sentences(self) -> tuple[str, ...]:
         """Folded sentences of the subject and the sender's own text (license mentions
         left out)."""
         return self._said(sentences(self.subject)) + self._said(self.own_text_sentences)
 
-    @cached_property
+    @_once
     def own_joined(self) -> str:
         return "\n".join(self.own_sentences)
 
-    @cached_property
+    @_once
     def own_describes(self) -> bool:
         """Whether the sender's own text (without the subject) describes something."""
         return _describes_text(self.parts.own_folded, self.settings, self.compiled)
 
-    @cached_property
+    @_once
     def request_sentences(self) -> tuple[str, ...]:
         """The subject, the sender's own text and forwarded mail: the request."""
         return self.own_sentences + self.forwarded_sentences
 
-    @cached_property
+    @_once
     def request_windows(self) -> tuple[str, ...]:
         """The request's sentences, then each two neighbouring ones of the same part (own
         text, forwarded mail) joined: a request often names the system in one sentence and
@@ -299,11 +328,11 @@ class MailFacts:
         pairs = [f"{a} {b}" for part in (own, forwarded) for a, b in zip(part, part[1:])]
         return (*self.request_sentences, *pairs)
 
-    @cached_property
+    @_once
     def request_joined(self) -> str:
         return "\n".join(self.request_sentences)
 
-    @cached_property
+    @_once
     def forwarded_sentences(self) -> tuple[str, ...]:
         return self._said(sentences(self.forwarded_own))
 
@@ -328,7 +357,7 @@ class MailFacts:
             self._opinions[texts] = model.per_label(texts, require)
         return self._opinions[texts]
 
-    @cached_property
+    @_once
     def has_description(self) -> bool:
         own = join_folded((fold(self.subject), self.parts.own_folded))  # fold(subject\nown)
         if _describes_text(own, self.settings, self.compiled):
@@ -337,7 +366,7 @@ class MailFacts:
             self.forwarded_own, self.subject, self.settings, self.compiled
         )
 
-    @cached_property
+    @_once
     def license_candidates(self) -> tuple[str, ...]:
         found = extract_license_numbers(self.mail.subject, self.settings)
         found += extract_folded_license_numbers(self.folded_body, self.settings)
@@ -375,8 +404,9 @@ def request_sentences(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
 
 def _describes_text(folded: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
     folded = compiled.no_description.blank_out(folded)
-    words = folded_content_words(folded, compiled.stopwords, compiled.stop_prefixes)
-    return len(words) >= settings.min_description_words
+    needed = settings.min_description_words
+    words = folded_content_words(folded, compiled.stopwords, compiled.stop_prefixes, needed)
+    return len(words) >= needed
 
 
 def _describes(text: str, subject: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
@@ -408,7 +438,8 @@ def mail_language(mail: Mail, ctx: RuleContext) -> str:
 
 
 def header_values(mail: Mail, name: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in mail.headers.get(name, ()))
+    values = mail.headers.get(name)
+    return tuple(v.strip() for v in values) if values else ()
 
 
 def has_header(mail: Mail, name: str) -> bool:

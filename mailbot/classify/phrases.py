@@ -241,8 +241,14 @@ class CompiledRule:
         if joined is None:
             joined = "\n".join(sentences)
         phrases = self.phrases.occurring(joined)
-        groups = [g.occurring(joined) for g in self.all_of]
-        if not phrases and not (groups and all(groups)):
+        groups: list[list[int]] = []
+        for group in self.all_of:
+            found = group.occurring(joined)
+            if not found:  # this group occurs nowhere: all_of cannot hit
+                groups = []
+                break
+            groups.append(found)
+        if not phrases and not groups:
             return None
         if self.rule.unless_anywhere and self.unless_anywhere.search(joined):
             return None
@@ -253,10 +259,10 @@ class CompiledRule:
             hit = self.phrases.first_of(sentence, phrases) if phrases else None
             if hit:
                 return hit
-            if groups and all(groups):
-                found = [g.first_of(sentence, c) for g, c in zip(self.all_of, groups)]
-                if all(found):
-                    return " + ".join(f for f in found if f)
+            if groups:
+                hits = [g.first_of(sentence, c) for g, c in zip(self.all_of, groups)]
+                if all(hits):
+                    return " + ".join(f for f in hits if f)
         return None
 
 

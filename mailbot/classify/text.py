@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from dataclasses import dataclass
 from functools import lru_cache
 from mailbot.markup import MarkupSink, scan
@@ -432,10 +433,13 @@ def content_words(text: str, stopwords: frozenset[str],
 
 
 def folded_content_words(folded: str, stopwords: frozenset[str],
-                         stop_prefixes: tuple[str, ...] = ()) -> tuple[str, ...]:
+                         stop_prefixes: tuple[str, ...] = (),
+                         enough: int | None = None) -> tuple[str, ...]:
     """`content_words` of a text `fold` made (spaces may have been put in since): an ASCII
-    one is lower-case already and folding it again would change only its whitespace."""
+    one is lower-case already and folding it again would change only its whitespace.
+    With `enough`, at most the first `enough` of them (where only their count matters)."""
     if not folded.isascii():
         folded = fold(folded)
-    return tuple(w for w in _WORD.findall(folded)
-                 if w not in stopwords and not w.startswith(stop_prefixes))
+    words = (w for w in _WORD.findall(folded)
+             if w not in stopwords and not w.startswith(stop_prefixes))
+    return tuple(words if enough is None else islice(words, max(enough, 0)))
