@@ -296,6 +296,8 @@ def match_rule(rule: PhraseRule, sentences: Iterable[str], joined: str | None = 
     """The sentence-level evidence for `rule` ("phrase" or "a + b"), or None if it misses.
 
     `joined` may pass the sentences already joined by newlines (folded sentences hold no
-    newline); it only serves the prefilter.
+    newline), or a text that holds each of them between line breaks or its ends; a sentence
+    may also be two of those texts joined by a space (a phrase cannot tell a space from a
+    line break). Only the phrases occurring in `joined` are looked for in each sentence.
     """
     return compiled_rule(rule).match(sentences, joined)
