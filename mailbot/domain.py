@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
@@ -125,8 +126,25 @@ class Mail:
         found = [a.lower() for a in (*self.to, *self.cc)]
         for name in ("delivered-to", "x-original-to", "envelope-to"):
             for value in self.headers.get(name, ()):
-                found += [a.lower() for _, a in email.utils.getaddresses([value]) if a]
+                found += [a.lower() for a in _header_addresses(value)]
         return tuple(dict.fromkeys(found))
+
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_ADDRESS = re.compile(rf"[ \t]*(?:<({_ADDR_SPEC})>|({_ADDR_SPEC}))[ \t]*")
+
+
+def _header_addresses(value: str) -> list[str]:
+    """The addresses of one address header value, as `email.utils.getaddresses` reads them.
+
+    The plain form delivery agents write ("a.b@example.org", "<a.b@example.org>") is taken
+    as it stands, which is what the parser returns for it; anything else goes to the parser.
+    """
+    m = _PLAIN_ADDRESS.fullmatch(value)
+    if m is not None:
+        return [m.group(1) or m.group(2)]
+    return [a for _, a in email.utils.getaddresses([value]) if a]
 
 
 @wire

@@ -38,11 +38,10 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
     final: Finding | None = None
     for rule in rules:
         finding = rule(mail, ctx)
-        reasons.append(
-            RuleResult(rule.__name__, finding is not None, finding.detail if finding else "")
-        )
         if finding is None:
+            reasons.append(_missed(rule.__name__))
             continue
+        reasons.append(RuleResult(rule.__name__, True, finding.detail))
         flags |= finding.flags
         if finding.kind is not None:
             final = finding
@@ -95,6 +94,19 @@ def decide(mail: Mail, ctx: RuleContext, rules: tuple[Rule, ...] = RULES) -> Dec
         bounced_ids=bounced,
         bounce_hard=bounce_hard,
     )
+
+
+_MISSED: dict[str, RuleResult] = {}
+
+
+def _missed(name: str) -> RuleResult:
+    """The audit line of rule `name` that did not hit (a frozen value: one per rule name)."""
+    result = _MISSED.get(name)
+    if result is None:
+        result = RuleResult(name, False, "")
+        if len(_MISSED) < 1024:
+            _MISSED[name] = result
+    return result
 
 
 def bounced_mail(mail: Mail, domain: str) -> tuple[tuple[str, ...], bool]:

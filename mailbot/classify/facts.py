@@ -11,13 +11,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 from zoneinfo import ZoneInfo
 
 from mailbot.classify.entitlement import PRAGUE
 from mailbot.classify.language import detect_language
-from mailbot.classify.license import extract_license_numbers, without_license_numbers
+from mailbot.classify.license import (
+    extract_folded_license_numbers,
+    extract_license_numbers,
+    without_license_numbers,
+)
 from mailbot.classify.opinion import AnchorModel, Evidence
 from mailbot.classify.phrases import IdentityCache, compiled_rule, phrase_set
 from mailbot.classify.settings import ClassifyConfig
@@ -25,9 +28,10 @@ from mailbot.classify.staff_auth import StaffPolicy
 from mailbot.classify.text import (
     BodyParts,
     TextLimits,
-    content_words,
     fold,
+    folded_content_words,
     forwarded_message_text,
+    join_folded,
     readable_text,
     sentences,
     split_body,
@@ -213,6 +217,36 @@ _compiled: IdentityCache[ClassifyConfig, _Compiled] = IdentityCache(_Compiled, 1
 """The compiled form of the `[classify]` settings (the config is frozen)."""
 
 
+_T = TypeVar("_T")
+
+
+class _once(Generic[_T]):  # noqa: N801 - used as a decorator, like property
+    """A property computed on first use and kept in the instance's ``__dict__`` (the
+    attribute then shadows this descriptor): `functools.cached_property` without its
+    per-access lock (Python 3.11), which cost more than most facts; a MailFacts is used by
+    one decision in one thread, and a fact computed twice is the same value."""
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _once[_T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> _T | _once[_T]:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
+
+
 class MailFacts:
     """What the rules derive from one mail's text, each computed once and shared.
 
@@ -228,24 +262,24 @@ class MailFacts:
         self.compiled = _compiled(settings)
         self._opinions: dict[tuple[str, ...], dict[str, Evidence]] = {}
 
-    @cached_property
+    @_once
     def body(self) -> str:
         return readable_text(self.mail.text, self.mail.html)[: self.limits.body_text_chars]
 
-    @cached_property
+    @_once
     def folded_body(self) -> str:
         return fold(self.body)
 
-    @cached_property
+    @_once
     def parts(self) -> BodyParts:
         return split_body(self.body, self.mail.subject, self.limits.quote_scan_chars)
 
-    @cached_property
+    @_once
     def subject(self) -> str:
         """The subject without reply prefixes."""
         return strip_subject_prefixes(self.mail.subject)
 
-    @cached_property
+    @_once
     def forwarded_own(self) -> str:
         """The own text of forwarded mail, inline or attached as message/rfc822 ("" when
         nothing was forwarded): it counts as the customer's words."""
@@ -253,33 +287,38 @@ class MailFacts:
         limit = self.limits.quote_scan_chars
         return "\n\n".join(forwarded_message_text(t, limit) for t in texts if t.strip()).strip()
 
-    def _said(self, text: str) -> tuple[str, ...]:
-        """Folded sentences of `text` without license mentions ("licence 1234 5678"), which
-        say nothing about the request; sentences left without a word are dropped."""
-        said = (without_license_numbers(s, self.settings) for s in sentences(text))
+    def _said(self, folded: tuple[str, ...]) -> tuple[str, ...]:
+        """Folded sentences without license mentions ("licence 1234 5678"), which say
+        nothing about the request; sentences left without a word are dropped."""
+        said = (without_license_numbers(s, self.settings) for s in folded)
         return tuple(s for s in said if s)
 
-    @cached_property
+    @_once
+    def own_text_sentences(self) -> tuple[str, ...]:
+        """Folded sentences of the sender's own text (without the subject)."""
+        return sentences(self.parts.own)
+
+    @_once
     def own_sentences(self) -> tuple[str, ...]:
         """Folded sentences of the subject and the sender's own text (license mentions
         left out)."""
-        return self._said(self.subject) + self._said(self.parts.own)
+        return self._said(sentences(self.subject)) + self._said(self.own_text_sentences)
 
-    @cached_property
+    @_once
     def own_joined(self) -> str:
         return "\n".join(self.own_sentences)
 
-    @cached_property
+    @_once
     def own_describes(self) -> bool:
         """Whether the sender's own text (without the subject) describes something."""
-        return _describes(self.parts.own, "", self.settings, self.compiled)
+        return _describes_text(self.parts.own_folded, self.settings, self.compiled)
 
-    @cached_property
+    @_once
     def request_sentences(self) -> tuple[str, ...]:
         """The subject, the sender's own text and forwarded mail: the request."""
         return self.own_sentences + self.forwarded_sentences
 
-    @cached_property
+    @_once
     def request_windows(self) -> tuple[str, ...]:
         """The request's sentences, then each two neighbouring ones of the same part (own
         text, forwarded mail) joined: a request often names the system in one sentence and
@@ -289,13 +328,13 @@ class MailFacts:
         pairs = [f"{a} {b}" for part in (own, forwarded) for a, b in zip(part, part[1:])]
         return (*self.request_sentences, *pairs)
 
-    @cached_property
+    @_once
     def request_joined(self) -> str:
         return "\n".join(self.request_sentences)
 
-    @cached_property
+    @_once
     def forwarded_sentences(self) -> tuple[str, ...]:
-        return self._said(self.forwarded_own)
+        return self._said(sentences(self.forwarded_own))
 
     def opinion(self, texts: tuple[str, ...]) -> dict[str, Evidence]:
         """The second opinion's best evidence per label for `texts` (none: no model)."""
@@ -303,24 +342,34 @@ class MailFacts:
         if model is None:
             return {}
         if texts not in self._opinions:
-            require = {"emergency": self.compiled.emergency_signals.search}
-            if self.compiled.scope_signals is not None:
-                require.update(dict.fromkeys(SCOPE_LABELS, self.compiled.scope_signals.search))
+            # A signal in a text (a sentence, or two joined by a space) occurs in the texts
+            # joined by newlines: only the signals found there are looked for in each.
+            joined = "\n".join(texts)
+            emergency = self.compiled.emergency_signals
+            in_emergency = emergency.occurring(joined)
+            require: dict[str, Callable[[str], bool]] = {
+                "emergency": lambda text: emergency.first_of(text, in_emergency) is not None}
+            scope = self.compiled.scope_signals
+            if scope is not None:
+                in_scope = scope.occurring(joined)
+                asks = lambda text: scope.first_of(text, in_scope) is not None  # noqa: E731
+                require.update(dict.fromkeys(SCOPE_LABELS, asks))
             self._opinions[texts] = model.per_label(texts, require)
         return self._opinions[texts]
 
-    @cached_property
+    @_once
     def has_description(self) -> bool:
-        if _describes(self.parts.own, self.subject, self.settings, self.compiled):
+        own = join_folded((fold(self.subject), self.parts.own_folded))  # fold(subject\nown)
+        if _describes_text(own, self.settings, self.compiled):
             return True
         return bool(self.forwarded_own) and _describes(
             self.forwarded_own, self.subject, self.settings, self.compiled
         )
 
-    @cached_property
+    @_once
     def license_candidates(self) -> tuple[str, ...]:
         found = extract_license_numbers(self.mail.subject, self.settings)
-        found += extract_license_numbers(self.body, self.settings)
+        found += extract_folded_license_numbers(self.folded_body, self.settings)
         if self.mail.attached_text:
             found += extract_license_numbers(self.mail.attached_text, self.settings)
         return tuple(dict.fromkeys(found))
@@ -355,8 +404,9 @@ def request_sentences(mail: Mail, ctx: RuleContext) -> tuple[str, ...]:
 
 def _describes_text(folded: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
     folded = compiled.no_description.blank_out(folded)
-    words = content_words(folded, compiled.stopwords, compiled.stop_prefixes)
-    return len(words) >= settings.min_description_words
+    needed = settings.min_description_words
+    words = folded_content_words(folded, compiled.stopwords, compiled.stop_prefixes, needed)
+    return len(words) >= needed
 
 
 def _describes(text: str, subject: str, settings: ClassifyConfig, compiled: _Compiled) -> bool:
@@ -380,14 +430,16 @@ def mail_language(mail: Mail, ctx: RuleContext) -> str:
     compiled = facts.compiled
     parts = facts.parts
     text = f"{facts.subject}\n{parts.own or parts.forwarded}"
-    return detect_language(text, compiled.english, compiled.czech, ctx.default_language)
+    folded = join_folded((fold(facts.subject), parts.own_folded)) if parts.own else None
+    return detect_language(text, compiled.english, compiled.czech, ctx.default_language, folded)
 
 
 # --- headers and addresses -----------------------------------------------------------------
 
 
 def header_values(mail: Mail, name: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in mail.headers.get(name, ()))
+    values = mail.headers.get(name)
+    return tuple(v.strip() for v in values) if values else ()
 
 
 def has_header(mail: Mail, name: str) -> bool:

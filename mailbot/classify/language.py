@@ -15,13 +15,16 @@ def detect_language(
     english_words: frozenset[str],
     czech_words: frozenset[str],
     default: str = "cs",
+    folded: str | None = None,
 ) -> str:
-    """"en" when English marker words outweigh Czech/Slovak ones (and letters), else "cs"."""
-    words = _WORD.findall(fold(text))
+    """"en" when English marker words outweigh Czech/Slovak ones (and letters), else "cs".
+
+    `folded` may pass ``fold(text)`` when the caller has it."""
+    words = _WORD.findall(fold(text) if folded is None else folded)
     if not words:
         return default
-    en = sum(1 for w in words if w in english_words)
-    cs = sum(1 for w in words if w in czech_words) + 2 * min(5, len(_CZECH_LETTERS.findall(text)))
+    en = sum(map(english_words.__contains__, words))
+    cs = sum(map(czech_words.__contains__, words)) + 2 * min(5, len(_CZECH_LETTERS.findall(text)))
     if en > cs:
         return "en"
     if cs > en:

@@ -77,8 +77,16 @@ def extract_license_numbers(
     search stops at `MAX_CANDIDATES` distinct numbers: the first ones of all phrases
     together are among them.
     """
+    return extract_folded_license_numbers(fold(text), settings)
+
+
+def extract_folded_license_numbers(
+    folded: str, settings: ClassifyConfig = DEFAULT_SETTINGS
+) -> tuple[str, ...]:
+    """`extract_license_numbers` of a text already folded (``fold(text)``)."""
+    if _DIGIT.search(folded) is None:  # no number at all
+        return ()
     pattern, contexts, distractors = _compiled(settings)
-    folded = fold(text)
     limit = settings.license_context_window
     first_seen: dict[str, int] = {}  # number -> position of its first occurrence
     for context in contexts:
@@ -105,6 +113,8 @@ def without_license_numbers(folded: str, settings: ClassifyConfig = DEFAULT_SETT
     blanked out: "licence: 8045 6123" says nothing about the problem, and a sentence of
     only that must not make a request look like another one that also gives its license.
     A text with no letters left becomes ""."""
+    if _DIGIT.search(folded) is None:  # no number, no mention
+        return folded
     pattern, contexts, distractors = _compiled(settings)
     limit = settings.license_context_window
     spans: list[tuple[int, int]] = []

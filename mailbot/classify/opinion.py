@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -45,31 +45,64 @@ _NEGATED: Final = re.compile(r"ne(?!j(?:lep|vic|vet|hor|dri|men|cast|spis)|bo$|z
 
 @lru_cache(maxsize=8192)
 def _stem(word: str) -> tuple[str, ...]:
-    """Features of one folded word: ("ne", "ne_" + stem) for a negated verb (so "it works"
-    never matches "it does not work"), else (stem,)."""
+    """Features of one folded word: () for a stop word, ("ne", "ne_" + stem) for a negated
+    verb (so "it works" never matches "it does not work"), else (stem,)."""
+    if word in _STOP:
+        return ()
     if _NEGATED.fullmatch(word):
         return ("ne", "ne_" + _STEMMER.stemWord(word[2:])[:_CUT])
     return (_STEMMER.stemWord(word)[:_CUT],)
 
 
-def features(folded: str) -> tuple[str, ...]:
-    """The features of one folded sentence: stems, then pairs of neighbouring stems."""
+def _stems(folded: str) -> list[str]:
+    """The stems of one folded text, in order (stop words left out)."""
     stems: list[str] = []
     for word in _WORD.findall(folded):
-        if word not in _STOP:
-            stems.extend(_stem(word))
-    pairs = [f"{a}_{b}" for a, b in zip(stems, stems[1:]) if a != "ne"]
-    return (*stems, *pairs)
+        stems.extend(_stem(word))
+    return stems
+
+
+def _pairs(stems: Sequence[str]) -> list[str]:
+    """The pairs of neighbouring stems (none starting at a negation marker)."""
+    return [f"{a}_{b}" for a, b in zip(stems, stems[1:]) if a != "ne"]
+
+
+def features(folded: str) -> tuple[str, ...]:
+    """The features of one folded sentence: stems, then pairs of neighbouring stems."""
+    stems = _stems(folded)
+    return (*stems, *_pairs(stems))
+
+
+class _Sentence:
+    """What scoring needs of one folded sentence: its stems, and of its stems and pairs
+    those the anchors know (a feature no anchor has cannot change any cosine)."""
+
+    __slots__ = ("known_pairs", "known_stems", "stems")
+
+    def __init__(self, folded: str, idf: Mapping[str, float]) -> None:
+        self.stems = stems = _stems(folded)
+        self.known_stems = [f for f in stems if f in idf]
+        # A known pair is made of two known stems: only those pairs are spelt out.
+        self.known_pairs = [pair for a, b in zip(stems, stems[1:])
+                            if a != "ne" and a in idf and b in idf
+                            and (pair := f"{a}_{b}") in idf]
 
 
 class AnchorModel:
-    """Anchor sentences per label, indexed by feature for a fast cosine to each anchor."""
+    """Anchor sentences per label, indexed by feature: a text is scored only against the
+    anchors that share a feature with it (every other cosine is 0)."""
 
     def __init__(self, anchors: Mapping[str, Sequence[str]]) -> None:
         self.labels = tuple(anchors)
         entries = [(label, text) for label, texts in anchors.items() for text in texts]
         self._anchor_label = [label for label, _ in entries]
         self._anchor_text = [text for _, text in entries]
+        spans: list[tuple[str, int, int]] = []
+        for label, texts in anchors.items():
+            lo = spans[-1][2] if spans else 0
+            if texts:
+                spans.append((label, lo, lo + len(texts)))
+        self._spans = tuple(spans)  # (label, first, end) of each label's anchors, in order
         counted = [features(text) for _, text in entries]
         df: dict[str, int] = {}
         for feats in counted:
@@ -83,42 +116,71 @@ class AnchorModel:
             for f, w in vector.items():
                 self._postings.setdefault(f, []).append((i, w))
 
-    def _vector(self, feats: Sequence[str]) -> dict[str, float]:
-        """Unit-length idf weights of the features the anchors know (others cannot match)."""
+    def _vector(self, feats: Iterable[str]) -> dict[str, float]:
+        """Unit-length idf weights of the features the anchors know (others cannot match),
+        in the order the features first occur."""
+        idf = self._idf
         weights: dict[str, float] = {}
         for f in feats:
-            idf = self._idf.get(f)
-            if idf is not None:
-                weights[f] = weights.get(f, 0.0) + idf
+            w = idf.get(f)
+            if w is not None:
+                weights[f] = weights.get(f, 0.0) + w
         norm = math.sqrt(sum(w * w for w in weights.values()))
         return {f: w / norm for f, w in weights.items()} if norm else {}
 
-    def scores(self, folded: str) -> list[float]:
-        """The cosine of one folded text with every anchor."""
+    def _cosines(self, feats: Iterable[str]) -> list[float]:
+        """The cosine of a text (its features in order) with every anchor: only the postings
+        of its features are visited, each anchor's sum running in the text's feature order."""
         out = [0.0] * len(self._anchor_label)
-        for f, w in self._vector(features(folded)).items():
-            for i, aw in self._postings.get(f, ()):
+        postings = self._postings
+        for f, w in self._vector(feats).items():
+            for i, aw in postings[f]:
                 out[i] += w * aw
         return out
+
+    def scores(self, folded: str) -> list[float]:
+        """The cosine of one folded text with every anchor."""
+        return self._cosines(features(folded))
 
     def per_label(self, sentences: Sequence[str],
                   require: Mapping[str, Callable[[str], bool]] | None = None,
                   ) -> dict[str, Evidence]:
         """Each label's best score against one of `sentences` (or two neighbouring ones),
         with the text and the anchor that gave it; a label in `require` counts only texts
-        its predicate accepts (an emergency needs words of failure, not just the topic)."""
-        best: dict[str, Evidence] = {}
+        its predicate accepts (an emergency needs words of failure, not just the topic).
+
+        Ties go to the earlier text, then the earlier anchor. Each sentence is split into
+        stems once; two neighbouring sentences "a b" have the stems of a then b, the pairs of
+        a, the pair across, then the pairs of b (the features of the joined text)."""
         require = require or {}
-        windows = list(sentences) + [f"{a} {b}" for a, b in zip(sentences, sentences[1:])]
-        for text in windows:
-            refused = {label for label, ok in require.items() if not ok(text)}
-            for i, score in enumerate(self.scores(text)):
-                label = self._anchor_label[i]
-                if label in refused:
+        idf = self._idf
+        parsed = [_Sentence(s, idf) for s in sentences]
+        windows: list[tuple[str, list[str]]] = [
+            (s, p.known_stems + p.known_pairs) for s, p in zip(sentences, parsed)]
+        for a, b, pa, pb in zip(sentences, sentences[1:], parsed, parsed[1:]):
+            feats = pa.known_stems + pb.known_stems + pa.known_pairs
+            if pa.known_stems and pb.known_stems and pa.stems[-1] != "ne":
+                across = f"{pa.stems[-1]}_{pb.stems[0]}"
+                if across in idf:
+                    feats.append(across)
+            windows.append((f"{a} {b}", feats + pb.known_pairs))
+        top: dict[str, tuple[float, str, int]] = {}  # label -> score, text, anchor index
+        for text, feats in windows:
+            if not feats:
+                continue
+            scores = self._cosines(feats)
+            for label, lo, hi in self._spans:  # each label's anchors, in order
+                span = scores[lo:hi]
+                score = max(span)
+                if score <= 0 or (label in top and score <= top[label][0]):
                     continue
-                if score > 0 and (label not in best or score > best[label].score):
-                    best[label] = Evidence(label, score, text, self._anchor_text[i])
-        return best
+                ok = require.get(label)
+                if ok is not None and not ok(text):
+                    continue
+                top[label] = (score, text, lo + span.index(score))  # the first to score so
+        anchors = self._anchor_text
+        return {label: Evidence(label, score, text, anchors[i])
+                for label, (score, text, i) in top.items()}
 
 
 @dataclass(frozen=True, slots=True)

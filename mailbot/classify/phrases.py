@@ -1,9 +1,11 @@
 """Phrase matching on folded text (the syntax is described in :mod:`.settings`).
 
-Each phrase list is compiled once (:class:`PhraseSet`); a phrase's regular expression runs
-only when the text contains the phrase's longest literal token, a cheap substring test.
-A rule is first tested on all its sentences joined by newlines: a phrase that occurs in
-one sentence occurs in the joined text, so a rule that misses there misses everywhere.
+Each phrase list is compiled once (:class:`PhraseSet`). A phrase's regular expression runs
+only when the text may hold the phrase: when a word the phrase needs whole is a word of the
+text (one set lookup among the text's words, which are collected once per text), or, for a
+phrase without such a word, when the text contains its longest literal token. A rule is
+first tested on all its sentences joined by newlines: a phrase that occurs in one sentence
+occurs in the joined text, so a rule that misses there misses everywhere.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from itertools import compress
 from typing import Generic, TypeVar
 
 from mailbot.classify.settings import PhraseRule
@@ -20,6 +23,10 @@ _SEP = r"\W+"
 
 
 def _phrase_regex(phrase: str) -> str:
+    """A token matches as written and whole: not inside a longer word (``word*``: any word
+    starting so). The first token's literal comes first and its start is checked behind it,
+    ``lit(?<!\\wlit)`` rather than ``(?<!\\w)lit``: the same matches, but a pattern that
+    opens with a literal is searched for by that literal, not tried at every position."""
     parts: list[str] = []
     tokens = phrase.split()
     for i, token in enumerate(tokens):
@@ -27,16 +34,56 @@ def _phrase_regex(phrase: str) -> str:
             continue
         if parts:
             parts.append(_GAP if tokens[i - 1] == ".." else _SEP)
-        if token.endswith("*") and len(token) > 1:
-            body = re.escape(token[:-1]) + r"\w*"
+        star = token.endswith("*") and len(token) > 1
+        literal = re.escape(token[:-1] if star else token)
+        tail = r"\w*" if star else r"(?!\w)" if token[-1].isalnum() else ""
+        if not token[0].isalnum():
+            parts.append(literal + tail)
+        elif parts:
+            parts.append(r"(?<!\w)" + literal + tail)
         else:
-            body = re.escape(token)
-            if token[-1].isalnum():
-                body += r"(?!\w)"
-        if token[0].isalnum():
-            body = r"(?<!\w)" + body
-        parts.append(body)
+            parts.append(literal + rf"(?<!\w{literal})" + tail)
     return "".join(parts)
+
+
+_WORD_RUN = re.compile(r"\w+")
+_WORD_OR_NOT = re.compile(r"\w+|\W+")
+_NON_WORD_ASCII = {c: " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")}
+_WORDS_CACHED_LENGTH = 8192
+
+
+def words_of(text: str) -> frozenset[str]:
+    """The words of `text`: its maximal runs of word characters (what ``\\w+`` finds).
+    Texts up to 8 Ki characters are cached (a few dozen: the texts of the mail at hand)."""
+    if len(text) <= _WORDS_CACHED_LENGTH:
+        return _words_cached(text)
+    return _words(text)
+
+
+def _words(text: str) -> frozenset[str]:
+    if text.isascii():  # ASCII word characters: letters, digits, "_"
+        return frozenset(text.translate(_NON_WORD_ASCII).split())
+    return frozenset(_WORD_RUN.findall(text))
+
+
+_words_cached = lru_cache(maxsize=32)(_words)
+
+
+def _whole_word(phrase: str) -> str | None:
+    """The longest word that every match of `phrase` holds whole (a run of word characters
+    with a non-word character or the token's checked edge on either side), if any."""
+    found: list[str] = []
+    for token in phrase.split():
+        star = token.endswith("*") and len(token) > 1
+        runs = _WORD_OR_NOT.findall(token[:-1] if star else token)
+        for k, run in enumerate(runs):
+            if not _WORD_RUN.fullmatch(run):
+                continue
+            starts = k > 0 or token[0].isalnum()  # (?<!\w) before the token
+            ends = k < len(runs) - 1 or (not star and token[-1].isalnum())  # (?!\w) after
+            if starts and ends:
+                found.append(run)
+    return max(found, key=len, default=None)
 
 
 @lru_cache(maxsize=4096)
@@ -46,13 +93,16 @@ def phrase_pattern(phrase: str) -> re.Pattern[str]:
 
 
 class PhraseSet:
-    """A tuple of phrases compiled once, each with a literal that any match contains.
+    """A tuple of phrases compiled once, each with a literal that any match contains and,
+    where it has one, a word that any match holds whole.
 
-    The literal (the longest token without its ``*``) is tested with a substring search
-    first, which is far cheaper than the regular expression and rules most phrases out.
+    Before a phrase's regular expression runs, its whole word must be among the text's
+    words (:func:`words_of`: one set intersection for all the phrases of the set), and its
+    literal (the longest token without its ``*``) must occur in the text.
     """
 
-    __slots__ = ("_checks", "patterns", "phrases")
+    __slots__ = ("_by_word", "_checks", "_loose", "_loose_literals", "_words", "patterns",
+                 "phrases")
 
     def __init__(self, phrases: tuple[str, ...]) -> None:
         self.phrases = phrases
@@ -61,20 +111,75 @@ class PhraseSet:
             (phrase, _literal(phrase), pattern.search)
             for phrase, pattern in zip(phrases, self.patterns)
         )
+        by_word: dict[str, list[int]] = {}
+        loose: list[int] = []
+        for i, phrase in enumerate(phrases):
+            word = _whole_word(phrase)
+            if word is None:
+                loose.append(i)
+            else:
+                by_word.setdefault(word, []).append(i)
+        self._by_word = {word: tuple(found) for word, found in by_word.items()}
+        self._words = frozenset(by_word)
+        self._loose = tuple(loose)  # the phrases without a whole word, by literal only
+        self._loose_literals = tuple(self._checks[i][1] for i in loose)
+
+    def _candidates(self, text: str) -> list[int]:
+        """The indices, in list order, of the phrases `text` may hold (a superset)."""
+        found: list[int] = []
+        if self._words:
+            for word in self._words.intersection(words_of(text)):
+                found.extend(self._by_word[word])
+        if self._loose:
+            found.extend(compress(self._loose, map(text.__contains__, self._loose_literals)))
+        if len(found) > 1:
+            found.sort()
+        return found
 
     def first(self, text: str) -> str | None:
         """The first phrase (in list order) that occurs in folded `text`, or None."""
-        for phrase, literal, search in self._checks:
+        if not self.phrases:
+            return None
+        return self.first_of(text, self._candidates(text))
+
+    def occurring(self, text: str) -> list[int]:
+        """The indices, in list order, of the phrases that occur in folded `text`.
+
+        A phrase that occurs in a part of `text` between line breaks (a sentence of
+        sentences joined by newlines) is among them: passed to :meth:`first_of`, they
+        narrow the phrases to try in each part."""
+        if not self.phrases:
+            return []
+        checks = self._checks
+        return [i for i in self._candidates(text)
+                if checks[i][1] in text and checks[i][2](text)]
+
+    def first_of(self, text: str, indices: Iterable[int]) -> str | None:
+        """The first phrase among `indices` (in list order) that occurs in `text`, or None:
+        ``first(text)`` when `indices` hold every phrase that may occur in it."""
+        checks = self._checks
+        for i in indices:
+            phrase, literal, search = checks[i]
             if literal in text and search(text):
                 return phrase
         return None
 
     def blank_out(self, text: str) -> str:
         """`text` with every occurrence of each phrase replaced by a space, phrase by
-        phrase in list order (a phrase whose literal is missing cannot change it)."""
-        for (_, literal, _), pattern in zip(self._checks, self.patterns):
+        phrase in list order (a phrase whose literal is missing cannot change it).
+
+        Until a phrase changes the text only the candidates of the text can; after that, a
+        blank may have brought words together, so every later phrase is tried."""
+        for i in self._candidates(text):
+            literal = self._checks[i][1]
             if literal in text:
-                text = pattern.sub(" ", text)
+                text, changed = self.patterns[i].subn(" ", text)
+                if changed:
+                    for (_, literal, _), pattern in zip(self._checks[i + 1:],
+                                                        self.patterns[i + 1:]):
+                        if literal in text:
+                            text = pattern.sub(" ", text)
+                    return text
         return text
 
     def search(self, text: str) -> bool:
@@ -127,25 +232,37 @@ class CompiledRule:
         return bool(self.all_of) and all(g.search(text) for g in self.all_of)
 
     def match(self, sentences: Iterable[str], joined: str | None = None) -> str | None:
-        """The evidence for the rule in `sentences` (see :func:`match_rule`)."""
+        """The evidence for the rule in `sentences` (see :func:`match_rule`).
+
+        The phrases that occur in the joined text are found first: only they can occur in
+        a sentence, and the rule cannot hit unless one of its phrases, or a phrase of every
+        group of `all_of`, is among them."""
         sentences = tuple(sentences)
         if joined is None:
             joined = "\n".join(sentences)
-        if not self.could_match(joined):
+        phrases = self.phrases.occurring(joined)
+        groups: list[list[int]] = []
+        for group in self.all_of:
+            found = group.occurring(joined)
+            if not found:  # this group occurs nowhere: all_of cannot hit
+                groups = []
+                break
+            groups.append(found)
+        if not phrases and not groups:
             return None
-        rule = self.rule
-        if rule.unless_anywhere and self.unless_anywhere.search(joined):
+        if self.rule.unless_anywhere and self.unless_anywhere.search(joined):
             return None
+        unless = self.unless.occurring(joined)
         for sentence in sentences:
-            if rule.unless and self.unless.first(sentence):
+            if unless and self.unless.first_of(sentence, unless):
                 continue
-            hit = self.phrases.first(sentence)
+            hit = self.phrases.first_of(sentence, phrases) if phrases else None
             if hit:
                 return hit
-            if rule.all_of:
-                found = [g.first(sentence) for g in self.all_of]
-                if all(found):
-                    return " + ".join(f for f in found if f)
+            if groups:
+                hits = [g.first_of(sentence, c) for g, c in zip(self.all_of, groups)]
+                if all(hits):
+                    return " + ".join(f for f in hits if f)
         return None
 
 
@@ -179,6 +296,8 @@ def match_rule(rule: PhraseRule, sentences: Iterable[str], joined: str | None = 
     """The sentence-level evidence for `rule` ("phrase" or "a + b"), or None if it misses.
 
     `joined` may pass the sentences already joined by newlines (folded sentences hold no
-    newline); it only serves the prefilter.
+    newline), or a text that holds each of them between line breaks or its ends; a sentence
+    may also be two of those texts joined by a space (a phrase cannot tell a space from a
+    line break). Only the phrases occurring in `joined` are looked for in each sentence.
     """
     return compiled_rule(rule).match(sentences, joined)

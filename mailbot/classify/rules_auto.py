@@ -15,7 +15,7 @@ from mailbot.classify.facts import (
     local_part,
     mail_facts,
 )
-from mailbot.classify.text import fold, sentences
+from mailbot.classify.text import fold, join_folded
 from mailbot.domain import LOOP_HEADER, DecisionKind, Mail
 
 
@@ -120,7 +120,8 @@ def bulk_footer(mail: Mail, ctx: RuleContext) -> Finding | None:
     """Newsletters and spam without list headers, known by their opt-out footer."""
     facts = mail_facts(mail, ctx)
     parts = facts.parts
-    hit = facts.compiled.bulk_body.first(fold(f"{parts.own}\n{parts.signature}"))
+    # fold(f"{parts.own}\n{parts.signature}"), from the folds split_body made
+    hit = facts.compiled.bulk_body.first(join_folded((parts.own_folded, parts.signature_folded)))
     return Finding(DecisionKind.IGNORE_AUTO, hit) if hit else None
 
 
@@ -132,7 +133,7 @@ def out_of_office(mail: Mail, ctx: RuleContext) -> Finding | None:
     "I am out of the office until …" (a request that merely mentions an absence is longer)."""
     facts = mail_facts(mail, ctx)
     # Pieces without a word ("2.", "12." of a date "do 2. 12.") are not sentences of it.
-    opening = [s for s in sentences(facts.parts.own) if _WORDY.search(s)][:3]
+    opening = [s for s in facts.own_text_sentences if _WORDY.search(s)][:3]
     if not opening or len(facts.parts.own.split()) > 60:
         return None
     hit = facts.compiled.out_of_office.first("\n".join(opening))

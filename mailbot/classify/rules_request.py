@@ -110,8 +110,9 @@ def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
     """The system stopped for everyone (server down, nobody can clock in): an emergency ticket."""
     facts = mail_facts(mail, ctx)
     text, joined = facts.request_sentences, facts.request_joined
-    not_emergency = facts.compiled.not_emergency.search
-    if not_emergency(joined) and any(not_emergency(s) for s in text):
+    not_emergency = facts.compiled.not_emergency
+    found = not_emergency.occurring(joined)  # only these can occur in a sentence
+    if found and any(not_emergency.first_of(s, found) for s in text):
         return None
     own, forwarded = facts.own_sentences, facts.forwarded_sentences
     own_joined = facts.own_joined

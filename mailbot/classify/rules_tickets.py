@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from mailbot.classify.facts import Finding, RuleContext, address_domain, mail_facts
 from mailbot.classify.staff_auth import check_staff, sender_alignment
-from mailbot.classify.text import fold, sentences
+from mailbot.classify.text import fold
 from mailbot.domain import DecisionKind, Mail, TicketInfo
 from mailbot.unsubscribe_token import without_tag
 
@@ -120,7 +120,7 @@ def unsubscribe_request(mail: Mail, ctx: RuleContext) -> Finding | None:
         # A reply ("Re: Estelar novinky – listopad"): "stop sending me this" names what to
         # stop only through the subject, so each own sentence is also read after it.
         subject = fold(facts.subject)
-        text += tuple(f"{subject} {s}" for s in sentences(facts.parts.own))
+        text += tuple(f"{subject} {s}" for s in facts.own_text_sentences)
         joined = "\n".join(text)
     for rule in facts.compiled.unsubscribe:
         hit = rule.match(text, joined)

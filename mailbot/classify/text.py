@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Sequence
+from itertools import islice
 from dataclasses import dataclass
 from functools import lru_cache
 from mailbot.markup import MarkupSink, scan
@@ -47,12 +49,44 @@ def _fold_table() -> _FoldTable:
 
 _FOLD = _fold_table()
 
+# Runs of everything but ASCII and the combining marks of U+0300-U+036F (Latin letters with
+# diacritics decompose into ASCII and those marks).
+_NOT_ASCII_OR_MARK = re.compile("([^\x00-\x7f" + "".join(
+    chr(c) for c in range(0x300, 0x370) if unicodedata.combining(chr(c))) + "]+)")
+
+
+def _strip_diacritics(text: str) -> str:
+    """``text.translate(_FOLD)``, computed the cheap way.
+
+    ASCII folds to itself. Other text is decomposed once (NFKD, in C); by the table's
+    argument (NFKD decomposes character by character and reorders only combining marks,
+    which are dropped) its fold is the decomposition without its combining marks. The
+    stretches of ASCII and Latin marks (all of Czech, Slovak or German but typographic
+    quotes and dashes) drop their marks by an ASCII encoding; the rest, whose characters
+    are decomposed already, go through the table.
+    """
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    if _NOT_ASCII_OR_MARK.search(decomposed) is None:
+        return decomposed.encode("ascii", "ignore").decode("ascii")
+    pieces = _NOT_ASCII_OR_MARK.split(decomposed)
+    for k in range(0, len(pieces), 2):  # ASCII and Latin marks
+        pieces[k] = pieces[k].encode("ascii", "ignore").decode("ascii")
+    for k in range(1, len(pieces), 2):  # anything else, each character decomposed
+        pieces[k] = pieces[k].translate(_FOLD)
+    return "".join(pieces)
+
 
 def fold(text: str) -> str:
     """Lower case, diacritics removed, whitespace collapsed: the form phrases are matched in.
 
-    One `str.translate` through a table of per-character folds; short texts (subjects,
-    lines, sentences, which the rules fold again and again) are cached.
+    Each character folds on its own (:class:`_FoldTable`, :func:`_strip_diacritics`);
+    `str.split` knows the same whitespace as the regular expressions (`str.isspace`). Short
+    texts (subjects, lines, sentences, which the rules fold again and again) are cached.
+
+    Folding works line by line: ``fold("\\n".join(lines))`` equals
+    ``join_folded(fold(line) for line in lines)`` (:func:`join_folded`).
     """
     if len(text) <= _CACHED_FOLD_LENGTH:
         return _fold_cached(text)
@@ -63,10 +97,26 @@ _CACHED_FOLD_LENGTH = 2048
 
 
 def _fold(text: str) -> str:
-    return _SPACE.sub(" ", text.translate(_FOLD).lower()).strip()
+    return " ".join(_strip_diacritics(text).lower().split())
+
+
+def fold_lines(text: str) -> list[str]:
+    """``[fold(line) for line in text.split("\\n")]``, with the text folded in one go (no
+    character folds into a line break, and lower-casing looks across none)."""
+    return [" ".join(line.split()) for line in _strip_diacritics(text).lower().split("\n")]
 
 
 _fold_cached = lru_cache(maxsize=4096)(_fold)
+
+
+def join_folded(folded: Iterable[str]) -> str:
+    """The fold of texts joined by line breaks, from the folds of the texts.
+
+    Exact: `fold` maps character by character (the one context that lower-casing looks at,
+    a final sigma, ends at a line break as at the end of a text), and the whitespace around
+    a line break collapses to the one space between two non-empty folds.
+    """
+    return " ".join(f for f in folded if f)
 
 
 # --- HTML ------------------------------------------------------------------------------
@@ -157,10 +207,11 @@ _SEPARATOR = re.compile(r"^-{3,}\s*[^-].*[^-]\s*-{2,}$|^_{8,}$|^-{5,}$")
 _ATTRIBUTION = re.compile(
     r"(napsal|napsala|napsal\(a\)|napisal|napisala|napisal\(a\)|wrote|schrieb|a ecrit)\s*:\s*$"
 )
-_FORWARD_START = re.compile(
-    r"^(begin forwarded message|zacatek preposlane zpravy|zaciatok preposlanej spravy)"
-)
+_FORWARD_OPENINGS = ("begin forwarded message", "zacatek preposlane zpravy",
+                     "zaciatok preposlanej spravy")
+_FORWARD_START = re.compile(f"^({'|'.join(_FORWARD_OPENINGS)})")
 _HEADER_FIRST = re.compile(r"^(from|od|von|de)\s*:\s*\S")
+_HEADER_FIRST_WORDS = ("from", "od", "von", "de")
 _HEADER_NEXT = re.compile(
     r"^(sent|odeslano|odoslane|gesendet|date|datum|to|komu|an|cc|kopie|subject|predmet|betreff)\s*:"
 )
@@ -200,48 +251,96 @@ class TextLimits:
 
 @dataclass(frozen=True, slots=True)
 class BodyParts:
-    """A body split by authorship: `own` is what the sender wrote now."""
+    """A body split by authorship: `own` is what the sender wrote now.
+
+    `own_folded` and `signature_folded` are ``fold(own)`` and ``fold(signature)``, made from
+    the lines the split folds anyway."""
 
     own: str
     quoted: str
     forwarded: str
     signature: str
+    own_folded: str = ""
+    signature_folded: str = ""
+
+
+def _starts_earlier_mail(f: str) -> bool:
+    """Whether folded line `f` is a separator, a forward's opening or an attribution ("… wrote:").
+
+    The cheap tests first: each pattern needs the line to start with "-" or "_", to start
+    with a forward's opening, or (a folded line being stripped) to end with ":".
+    """
+    return (f.startswith(("-", "_")) and _SEPARATOR.match(f) is not None
+            or f.startswith(_FORWARD_OPENINGS)
+            or f.endswith(":") and _ATTRIBUTION.search(f) is not None)
+
+
+# Where a folded line may start earlier mail (the line's start or a ":" at its end; a folded
+# line has single spaces): the lines _earlier_mail looks at closely.
+_MAY_START_EARLIER = re.compile(
+    "^(?:[-_]|" + "|".join(_FORWARD_OPENINGS) + "|(?:from|od|von|de) ?:)|:$", re.MULTILINE)
+
+
+def _earlier_mail(folded: list[str], forwarded_subject: bool) -> tuple[int, bool]:
+    """The index of the first folded line that starts earlier mail (len(folded) if none),
+    and whether that mail is forwarded rather than quoted."""
+    joined = "\n".join(folded)
+    line = pos = 0
+    checked = -1
+    for m in _MAY_START_EARLIER.finditer(joined):
+        line += joined.count("\n", pos, m.start())
+        pos = m.start()
+        if line == checked:
+            continue
+        checked = line
+        f = folded[line]
+        if _starts_earlier_mail(f):
+            return line, bool(_FORWARD_WORDS.search(f) or _FORWARD_START.match(f))
+        if _is_header_block(folded, line):
+            return line, forwarded_subject
+    return len(folded), False
 
 
 def _is_header_block(folded: list[str], i: int) -> bool:
-    if not _HEADER_FIRST.match(folded[i]):
+    if not folded[i].startswith(_HEADER_FIRST_WORDS) or not _HEADER_FIRST.match(folded[i]):
         return False
     return any(_HEADER_NEXT.match(line) for line in folded[i + 1 : i + 5])
 
 
-def _signature_start(lines: list[str]) -> int:
-    """Index of the first signature line of the customer's own text (len(lines) if none)."""
-    folded = [fold(line) for line in lines]
+def _signature_start(lines: Sequence[str], folded: Sequence[str]) -> int:
+    """Index of the first signature line of the customer's own text (len(lines) if none);
+    `folded` holds the fold of each line."""
     n = len(lines)
     # "-- " is the standard delimiter (RFC 3676 §4.3).
-    for i, line in enumerate(lines):
-        if line.rstrip() == "--" or line == "-- ":
-            return i
+    if "--" in "\n".join(lines):
+        for i, line in enumerate(lines):
+            if line.rstrip() == "--" or line == "-- ":
+                return i
     start = n
     first_text = next((k for k, f in enumerate(folded) if f), n)
-    for i, f in enumerate(folded):
-        words = f.split()
-        if i > first_text and 0 < len(words) <= 6 and _CLOSING.match(f) and n - i <= 10:
+    # A closing: after the first line of text, among the last ten, of one to six words (a
+    # folded line has single spaces and none at its ends).
+    for i in range(max(first_text + 1, n - 10), n):
+        f = folded[i]
+        if f and f.count(" ") < 6 and _CLOSING.match(f):
             start = i
             break
-    # Trailing contact block: short lines, names, addresses, phones, license lines.
+    # Trailing contact block: short lines, names, addresses, phones, license lines, among
+    # the last ten lines (blank lines aside).
     j = n
     while j > 0:
-        raw = lines[j - 1].strip()
         f = folded[j - 1]
         if not f:
             j -= 1
             continue
-        words = f.split()
-        question = "?" in raw
-        contact = bool(_CONTACT.search(f)) and len(words) <= 10 and not question
-        short = len(words) <= 6 and not re.search(r"[.?!:]$", raw) and not question
-        if (contact or short) and n - (j - 1) <= 10:
+        if n - (j - 1) > 10:
+            break
+        raw = lines[j - 1].strip()
+        if "?" in raw:
+            break
+        words = f.count(" ") + 1
+        short = words <= 6 and not raw.endswith((".", "?", "!", ":"))
+        if short or words <= 10 and _CONTACT.search(f):
             j -= 1
             continue
         break
@@ -268,36 +367,34 @@ def split_body(text: str, subject: str = "", limit: int = QUOTE_SCAN_CHARS) -> B
     """
     text, overflow = _head(text.replace("\r\n", "\n").replace("\r", "\n"), limit)
     lines = text.split("\n")
-    folded = [fold(line) for line in lines]
+    folded = fold_lines(text)
     forwarded_subject = bool(_FORWARD_SUBJECT.match(fold(subject)))
+    cut, forwarded = _earlier_mail(folded, forwarded_subject)
     own: list[str] = []
+    own_folded: list[str] = []
     quoted: list[str] = []
-    cut = len(lines)
-    forwarded = False
-    for i, f in enumerate(folded):
-        if _SEPARATOR.match(f) or _FORWARD_START.match(f) or _ATTRIBUTION.search(f):
-            cut = i
-            forwarded = bool(_FORWARD_WORDS.search(f) or _FORWARD_START.match(f))
-            break
-        if _is_header_block(folded, i):
-            cut = i
-            forwarded = forwarded_subject
-            break
-        if lines[i].lstrip().startswith(">"):
-            quoted.append(lines[i])
-        else:
-            own.append(lines[i])
+    if ">" in text:
+        for line, f in zip(lines[:cut], folded):
+            if line.lstrip().startswith(">"):
+                quoted.append(line)
+            else:
+                own.append(line)
+                own_folded.append(f)
+    else:  # no line is quoted
+        own, own_folded = lines[:cut], folded[:cut]
     rest = ("\n".join(lines[cut:]) + overflow).strip()
     if forwarded or forwarded_subject and rest:
         forwarded_text, quoted_tail = rest, ""
     else:
         forwarded_text, quoted_tail = "", rest
-    sig = _signature_start(own)
+    sig = _signature_start(own, own_folded)
     return BodyParts(
         own="\n".join(own[:sig]).strip(),
         quoted="\n".join([*quoted, quoted_tail]).strip(),
         forwarded=forwarded_text,
         signature="\n".join(own[sig:]).strip(),
+        own_folded=join_folded(own_folded[:sig]),
+        signature_folded=join_folded(own_folded[sig:]),
     )
 
 
@@ -332,5 +429,17 @@ def content_words(text: str, stopwords: frozenset[str],
                   stop_prefixes: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Folded words of 3+ letters that are not stopwords, nor start with one of
     `stop_prefixes` (the stopwords written ``word*``): what a description is made of."""
-    return tuple(w for w in _WORD.findall(fold(text))
-                 if w not in stopwords and not w.startswith(stop_prefixes))
+    return folded_content_words(fold(text), stopwords, stop_prefixes)
+
+
+def folded_content_words(folded: str, stopwords: frozenset[str],
+                         stop_prefixes: tuple[str, ...] = (),
+                         enough: int | None = None) -> tuple[str, ...]:
+    """`content_words` of a text `fold` made (spaces may have been put in since): an ASCII
+    one is lower-case already and folding it again would change only its whitespace.
+    With `enough`, at most the first `enough` of them (where only their count matters)."""
+    if not folded.isascii():
+        folded = fold(folded)
+    words = (w for w in _WORD.findall(folded)
+             if w not in stopwords and not w.startswith(stop_prefixes))
+    return tuple(words if enough is None else islice(words, max(enough, 0)))

@@ -112,13 +112,18 @@ def test_quote_stripper_is_given_at_most_quote_scan_chars(monkeypatch: pytest.Mo
     """Only the head of the body is split line by line (bd11aa8 folded and matched every
     line of a body, however long); the rest counts as quoted."""
     folded: list[int] = []
-    fold = text_mod.fold
+    fold, fold_lines = text_mod.fold, text_mod.fold_lines
 
     def counting_fold(text: str) -> str:
         folded.append(len(text))
         return fold(text)
 
+    def counting_fold_lines(text: str) -> list[str]:
+        folded.append(len(text))
+        return fold_lines(text)
+
     monkeypatch.setattr(text_mod, "fold", counting_fold)
+    monkeypatch.setattr(text_mod, "fold_lines", counting_fold_lines)
     junk = "\n" * 40_000 + "x\n" * 20_000
     parts = split_body(REQUEST + junk, "Nejde ulozit 1", 2048)
     assert sum(folded) <= 2048 + len("nejde ulozit 1")

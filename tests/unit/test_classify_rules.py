@@ -11,7 +11,7 @@ import pytest
 from mailbot import config as config_mod
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import RULES, RuleContext
-from mailbot.classify.text import fold, split_body
+from mailbot.classify.text import fold, fold_lines, join_folded, split_body
 from mailbot.domain import LOOP_HEADER, Attachment, Decision, LicenseRecord, Mail, Priority, TicketInfo, Tier
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("Europe/Prague"))
@@ -478,6 +478,46 @@ def test_outlook_quoted_block_is_not_own_text() -> None:
 def test_fold_removes_diacritics_and_case() -> None:
     """fold() lower-cases, strips diacritics and collapses whitespace."""
     assert fold("  Licenční   ČÍSLO\n\tŽluťoučký ") == "licencni cislo zlutoucky"
+
+
+def test_fold_of_lines_joins_the_folds_of_the_lines() -> None:
+    """fold("\n".join(lines)) == join_folded(map(fold, lines)), which lets the rules reuse
+    the line folds of split_body: also for blank lines, whitespace at the line ends, marks
+    that fold to nothing, compatibility characters and a Greek final sigma at a line end."""
+    import random
+
+    alphabet = ["a", "Ž", "č", " ", "\t", "\xa0", "\u2003", "\u0301", "ﬁ", "Σ", "Α", "İ", "'",
+                ".", "7", "\x1c", "\u2028", "\r", "ς"]
+    rng = random.Random(7)
+    for _ in range(3000):
+        lines = ["".join(rng.choices(alphabet, k=rng.randrange(6)))
+                 for _ in range(rng.randrange(1, 5))]
+        assert fold("\n".join(lines)) == join_folded(fold(line) for line in lines), lines
+        assert fold_lines("\n".join(lines)) == [fold(line) for line in lines], lines
+    assert fold("ΑΣ\nΑ") == join_folded([fold("ΑΣ"), fold("Α")]) == "ας α"
+    parts = split_body("Dobrý den,\n\n  Nejde   ULOŽIT směnu.\n\nS pozdravem\nJan Novák\n")
+    assert parts.own_folded == fold(parts.own) == "dobry den, nejde ulozit smenu."
+    assert parts.signature_folded == fold(parts.signature) == "s pozdravem jan novak"
+
+
+def test_fold_is_the_per_character_table_whatever_the_script() -> None:
+    """fold() takes shortcuts for ASCII and for text that decomposes into ASCII and Latin
+    marks; the result is always the per-character table's, lower-cased, whitespace collapsed."""
+    import random
+    import re
+
+    from mailbot.classify.text import _FOLD
+
+    def by_table(text: str) -> str:
+        return re.sub(r"\s+", " ", text.translate(_FOLD).lower()).strip()
+
+    alphabet = ["a", "Z", "ž", "Č", "ů", "ß", "ǅ", "Ω", "ώ", "Σ", "й", "ё", "ﬁ", "①", "Ａ", "\u0301",
+                "\u034f", "\u0483", "\u20dd", "가", "ﾊﾟ", "\xa0", "\u2003", " ", "\n", "7", "-"]
+    rng = random.Random(11)
+    for _ in range(5000):
+        text = "".join(rng.choices(alphabet, k=rng.randrange(12)))
+        assert fold(text) == by_table(text), ascii(text)
+    assert fold("Žluťoučký KŮŇ") == "zlutoucky kun" and fold("ﬁle ①") == "file 1"
 
 
 def test_html_only_body_is_read() -> None:

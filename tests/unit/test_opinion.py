@@ -3,12 +3,13 @@ the tense and negation checks of the scope rules. Every request is worded here."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from mailbot import config as config_mod
 from mailbot.classify.decide import decide
-from mailbot.classify.opinion import AnchorModel, features, weigh
+from mailbot.classify.opinion import AnchorModel, Evidence, features, weigh
 from mailbot.classify.rules import RuleContext
 from mailbot.domain import Decision, LicenseRecord, Mail, Priority, Tier
 from mailbot.registry import DictRegistry
@@ -101,6 +102,49 @@ def test_emergency_in_other_words_and_not_without_failure() -> None:
     fine = ("Dobrý den, ranní směně to počítá správně, ale odpolední směně se od změny "
             "pravidla nepočítá příplatek za sobotu. Kde je chyba v nastavení?")
     assert request(fine, "příplatky").priority is Priority.NORMAL
+
+
+def _dense_per_label(model: AnchorModel, sentences: tuple[str, ...],
+                     require: dict[str, Callable[[str], bool]]) -> dict[str, Evidence]:
+    """The second opinion by its definition: every window (a sentence, or two neighbouring
+    ones joined by a space) scored against every anchor in order."""
+    best: dict[str, Evidence] = {}
+    windows = list(sentences) + [f"{a} {b}" for a, b in zip(sentences, sentences[1:])]
+    for text in windows:
+        for i, score in enumerate(model.scores(text)):
+            label = model._anchor_label[i]
+            if label in require and not require[label](text):
+                continue
+            if score > 0 and (label not in best or score > best[label].score):
+                best[label] = Evidence(label, score, text, model._anchor_text[i])
+    return best
+
+
+def test_per_label_scores_only_anchors_sharing_a_feature_with_the_same_result() -> None:
+    """The indexed scoring equals scoring every window against every anchor, to the last bit
+    (the scores are printed in the reasons): negations, pairs across two sentences, stop
+    words, ties between identical anchors, sentences without any known feature."""
+    model = AnchorModel({
+        "in_scope": ("jak nastavit smenu", "program nefunguje", "jak nastavit smenu"),
+        "emergency": ("server nefunguje vubec", "nikdo se neprihlasi"),
+        "training": ("proskolit nove vedouci", "skoleni vedoucich smen"),
+    })
+    sentences = ("dobry den", "server nefunguje", "nikdo se neprihlasi a nastavit smenu nejde",
+                 "proskolit vedouci", "xyz", "nefunguje server", "jak nastavit", "smenu")
+    require = {"emergency": lambda text: "server" in text}
+    for n in range(len(sentences) + 1):
+        for start in range(len(sentences) - n + 1):
+            window = sentences[start:start + n]
+            assert model.per_label(window, require) == _dense_per_label(model, window, require)
+    # The pair across two sentences is a feature of their window only.
+    joined = model.per_label(("jak nastavit", "smenu"))["in_scope"]
+    assert joined.text == "jak nastavit smenu" and joined.score > 0.99
+    # Two anchors of one label tie exactly: the earlier anchor wins, as in order, although
+    # the text's first feature ("kalendar") reaches the later one first.
+    tied = AnchorModel({"in_scope": ("sestava mzdy", "kalendar mzdy")})
+    first, second = tied.scores("kalendar sestava")
+    assert first == second > 0
+    assert tied.per_label(("kalendar sestava",))["in_scope"].anchor == "sestava mzdy"
 
 
 # --- the kinds of paraphrase the phrase rules now know (rules alone, no second opinion) ----
