@@ -18,7 +18,6 @@ outbox takes, or None when there is nobody valid to send it to. Subjects and the
 
 from __future__ import annotations
 
-import email.parser
 import email.policy
 import logging
 import re
@@ -44,6 +43,7 @@ from mailbot.domain import (
     ticket_message_id,
 )
 from mailbot.errors import ConfigError, MailbotError
+from mailbot.ingest.parse import mime_tree
 from mailbot.replies.language import (
     LANGUAGES,
     alert_subject,
@@ -75,7 +75,6 @@ log = logging.getLogger(__name__)
 
 TEXT_LIMIT: Final = 20_000
 ATTACHMENTS_LIMIT: Final = 20 * 1024 * 1024
-_MIME_PARSER = email.parser.BytesParser(policy=email.policy.default)
 
 
 SCHEDULED: Final = ("staff/reminder", "staff/escalation", "staff/emergency",
@@ -397,7 +396,7 @@ def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
     """The attachments of a raw message: (cleaned filename, content type, bytes, charset of a
     text part), up to `limit` bytes in all (the rest are left out with a warning)."""
     try:
-        msg = _MIME_PARSER.parsebytes(raw)
+        msg = mime_tree(raw, email.policy.default)
     except Exception:  # noqa: BLE001 - the staff mail parsed before; be safe anyway
         return []
     out: list[tuple[str, str, bytes, str | None]] = []
