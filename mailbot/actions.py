@@ -18,13 +18,16 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config, MailboxConfig
-from mailbot.domain import Decision, Mail, Priority, TicketView, wire
+from mailbot.domain import Decision, Mail, OutgoingMail, Priority, TicketView, wire
 from mailbot.replies.conversation import ConversationRenderer
 from mailbot.replies.render import ReplyRenderer
-from mailbot.store import OutgoingMail, Transaction
+
+if TYPE_CHECKING:
+    from mailbot.store import Transaction
 
 log = logging.getLogger(__name__)
 

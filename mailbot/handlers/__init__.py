@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from mailbot.actions import (
     ActionSettings,
@@ -37,8 +38,15 @@ from mailbot.actions import (
 from mailbot.attachments import SavedAttachment
 from mailbot.classify.commands import latest_reply
 from mailbot.classify.rules import body_text
-from mailbot.domain import Decision, Mail, RuleResult
-from mailbot.handlers.base import Act, Effect, Handler, Registry, RegistryError, ReplyJob
+from mailbot.domain import Decision, Mail, OutgoingMail, RuleResult
+from mailbot.handlers.base import (
+    Act,
+    Effect,
+    Handler,
+    Registry,
+    RegistryError,
+    ReplyJob,
+)
 from mailbot.handlers.followup import FollowupHandler
 from mailbot.handlers.ignore import IgnoreHandler
 from mailbot.handlers.quarantine import QuarantineHandler
@@ -46,7 +54,9 @@ from mailbot.handlers.rejection import RejectionHandler
 from mailbot.handlers.staff_reply import StaffReplyHandler
 from mailbot.handlers.ticket import TicketHandler
 from mailbot.handlers.unsubscribe import UnsubscribeHandler
-from mailbot.store import OutgoingMail, Transaction
+
+if TYPE_CHECKING:
+    from mailbot.store import Transaction
 
 __all__ = ["HANDLERS", "Act", "Effect", "Handler", "Registry", "RegistryError", "ReplyJob",
            "read_ahead", "render_replies", "write_decision"]

@@ -12,12 +12,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from mailbot.actions import ActionSettings, ReplyContext, TicketDraft
-from mailbot.domain import Decision, DecisionKind, Mail, RuleResult, TicketInfo
+from mailbot.domain import (
+    Decision,
+    DecisionKind,
+    Mail,
+    OutgoingMail,
+    RuleResult,
+    TicketInfo,
+)
 from mailbot.errors import MailbotError
-from mailbot.store import LockedTicket, OutgoingMail, Transaction
+
+if TYPE_CHECKING:
+    from mailbot.store import LockedTicket, Transaction
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,15 @@ staff (`staff/notice`)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from mailbot.actions import ReplyContext
 from mailbot.business_hours import BusinessCalendar
-from mailbot.domain import DecisionKind, Mail, TicketInfo
+from mailbot.domain import DecisionKind, Mail, OutgoingMail, TicketInfo
 from mailbot.handlers.base import Act, ExistingTicketHandler, ReplyJob
-from mailbot.store import LockedTicket, OutgoingMail, Transaction
+
+if TYPE_CHECKING:
+    from mailbot.store import LockedTicket, Transaction
 
 
 class FollowupHandler(ExistingTicketHandler):

@@ -4,9 +4,13 @@ towards suppressing the news to its recipient."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mailbot.domain import DecisionKind, RuleResult
 from mailbot.handlers.base import Act, Effect, Handler
-from mailbot.store import Transaction
+
+if TYPE_CHECKING:
+    from mailbot.store import Transaction
 
 
 class IgnoreHandler(Handler):

@@ -5,11 +5,14 @@ told the limit (`replies/reject_too_large`), within the auto-reply rate limits."
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from mailbot.actions import ActionSettings, ReplyContext, enqueue_replies
-from mailbot.domain import Decision, DecisionKind, other_message_id
+from mailbot.domain import Decision, DecisionKind, OutgoingMail, other_message_id
 from mailbot.handlers.base import QuarantiningHandler, ReplyJob
-from mailbot.store import OutgoingMail, Transaction
+
+if TYPE_CHECKING:
+    from mailbot.store import Transaction
 
 
 class QuarantineHandler(QuarantiningHandler):

@@ -5,9 +5,8 @@ a reply to the sender saying why, from the template named like the decision kind
 from __future__ import annotations
 
 from mailbot.actions import ReplyContext
-from mailbot.domain import DecisionKind, other_message_id
+from mailbot.domain import DecisionKind, OutgoingMail, other_message_id
 from mailbot.handlers.base import Handler, ReplyJob
-from mailbot.store import OutgoingMail
 
 
 class RejectionHandler(Handler):

@@ -5,13 +5,16 @@ member (`staff/command_error`) and nothing is done."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from mailbot.actions import ReplyContext
 from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.commands import COMMAND_EVENTS
-from mailbot.domain import Decision, DecisionKind, Mail, TicketInfo
+from mailbot.domain import Decision, DecisionKind, Mail, OutgoingMail, TicketInfo
 from mailbot.handlers.base import Act, ExistingTicketHandler, ReplyJob
-from mailbot.store import LockedTicket, OutgoingMail, Transaction
+
+if TYPE_CHECKING:
+    from mailbot.store import LockedTicket, Transaction
 
 
 class StaffReplyHandler(ExistingTicketHandler):

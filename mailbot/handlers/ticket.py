@@ -4,11 +4,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mailbot.actions import ReplyContext
-from mailbot.domain import Decision, DecisionKind, Mail, Priority, TicketInfo, TicketView
-from mailbot.domain import ticket_message_id
+from mailbot.domain import (
+    Decision,
+    DecisionKind,
+    Mail,
+    OutgoingMail,
+    Priority,
+    TicketInfo,
+    TicketView,
+    ticket_message_id,
+)
 from mailbot.handlers.base import Act, Effect, Handler, ReplyJob
-from mailbot.store import OutgoingMail, Transaction
+
+if TYPE_CHECKING:
+    from mailbot.store import Transaction
 
 
 class TicketHandler(Handler):

@@ -3,10 +3,14 @@ off the list. No reply."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mailbot.domain import DecisionKind, Mail
 from mailbot.handlers.base import Act, Effect, Handler
-from mailbot.store import Transaction
 from mailbot.unsubscribe_token import token_in
+
+if TYPE_CHECKING:
+    from mailbot.store import Transaction
 
 
 class UnsubscribeHandler(Handler):

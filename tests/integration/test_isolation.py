@@ -214,3 +214,22 @@ def test_store_away_in_process_is_retried_not_quarantined(
     monkeypatch.undo()
     assert worker.run_once(10) == 1
     assert store.count_inbound() == {"decided": 1}
+
+
+def test_children_do_not_load_the_database_layer(base_config: config_mod.Config) -> None:
+    """A decision process imports neither SQLAlchemy nor the store (smaller and faster to
+    start; nothing in it can reach the database)."""
+    from mailbot.isolation import WorkerPool
+
+    pool = WorkerPool(pool_config(base_config, processes=1), processes=1, timeout=30,
+                      memory_mb=1024)
+    try:
+        probe = "sorted(m for m in __import__('sys').modules if m.split('.')[0] in " \
+                "('sqlalchemy', 'alembic') or m.startswith('mailbot.store'))"
+        [loaded] = pool.collect(pool._submit(eval, [(0, (probe,))]))
+        [decider] = pool.collect(pool._submit(eval, [(0, (
+            "'mailbot.pipeline' in __import__('sys').modules",))]))
+    finally:
+        pool.close()
+    assert decider is True  # the probe ran in an initialised decision process
+    assert loaded == []
