@@ -36,7 +36,6 @@ from mailbot.actions import (
     suspicion,
 )
 from mailbot.attachments import SavedAttachment
-from mailbot.classify.commands import latest_reply
 from mailbot.classify.rules import body_text
 from mailbot.domain import Decision, Mail, OutgoingMail, RuleResult
 from mailbot.handlers.base import (
@@ -94,8 +93,7 @@ def render_replies(
     # notice it causes, or in a notice of its own.
     suspicious = suspicion(decision) if "suspicious_staff" in decision.flags else ""
     body = body_text(mail)  # the whole readable text (HTML converted once)
-    job = ReplyJob(inbound_id, mail, decision, ticket, now, raw, body,
-                   latest_reply(body) or body, suspicious)
+    job = ReplyJob(inbound_id, mail, decision, ticket, now, raw, body, suspicious)
     out = handlers[decision.kind].replies(ctx, job)
     if suspicious and decision.ticket is not None and not any(o.kind == "notice" for o in out):
         warn = ctx.conversation.notice(

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 from mailbot.actions import ActionSettings, ReplyContext, TicketDraft
+from mailbot.classify.commands import latest_reply
 from mailbot.domain import (
     Decision,
     DecisionKind,
@@ -40,8 +41,13 @@ class ReplyJob:
     now: datetime
     raw: bytes | None  # the inbound message itself: only to pass attachments on
     body: str  # the whole readable text (HTML converted once)
-    newest: str  # without the quoted earlier mail
     suspicious: str  # why a mail claiming to be a staff reply is not trusted ("" if it is)
+
+    @property
+    def newest(self) -> str:
+        """The text without the quoted earlier mail (read only by the few replies that
+        show it: the cost of finding the quote is not paid for every message)."""
+        return latest_reply(self.body) or self.body
 
 
 @dataclass(frozen=True, slots=True)
