@@ -80,7 +80,7 @@ class Started:
 
 
 
-BATCH_BYTES = 1024 * 1024
+BATCH_BYTES = 4 * 1024 * 1024
 """Raw bytes claimed for one batch at most (at least one message): large mail is decided in
 batches of its own, small mail first (`Store.claim_inbound`)."""
 
