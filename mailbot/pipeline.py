@@ -220,13 +220,14 @@ class Decider:
                                        tickets or self.tickets, self.token_secret(),
                                        self._previous)
 
-    def registry(self, *, refresh: bool = True) -> LicenseRegistry:
-        """The license registry, reloaded when the table changed (checked every few s)."""
+    def registry(self, *, refresh: bool = True, max_age: float | None = None) -> LicenseRegistry:
+        """The license registry, reloaded when the table changed (checked when the last check
+        is older than `max_age` seconds, by default every few seconds)."""
         if self._fixed_registry is not None or self.store is None:
             return self._fixed_registry or self._registry
         mono = time.monotonic()
-        stale = (self._registry_version is None
-                 or mono - self._registry_checked > self.REGISTRY_CHECK_SECONDS)
+        age = self.REGISTRY_CHECK_SECONDS if max_age is None else max_age
+        stale = self._registry_version is None or mono - self._registry_checked >= age
         if refresh and stale:
             version = self.store.license_version()
             if version != self._registry_version:

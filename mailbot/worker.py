@@ -170,7 +170,9 @@ class Worker:
         now = now or self.clock()
         submitted = None
         if self.pool is not None:
-            self.pool.use_registry(self.decider.registry())
+            # Checked for every batch (one cheap query): the children are given the
+            # registry as it is now, e.g. just after `mailbot licenses import`.
+            self.pool.use_registry(self.decider.registry(max_age=0))
             submitted = self.pool.submit([(i.id, i.raw) for i in items], now)
         return Started(list(items), now, submitted)
 
