@@ -208,6 +208,8 @@ class WorkerPool:
         self._timeout = timeout
         self._memory_mb = memory_mb
         self._registry: LicenseRegistry | None = None
+        # The children of pools retired by a registry change, finishing what they were given.
+        self._retired: list[Any] = []
         self._executor: ProcessPoolExecutor | None = None
         self._pings: list[Future[bool]] = []  # the running pool's start-up, not yet waited for
         self._lock = threading.Lock()
@@ -222,6 +224,10 @@ class WorkerPool:
                 return
             self._registry = registry
             executor, self._executor = self._executor, None
+            if executor is not None:  # its work may still hang: `_restart` and `close` see it
+                # (taken before shutdown, which forgets them)
+                self._retired = [p for p in self._retired if p.is_alive()]
+                self._retired += _processes(executor)
         if executor is not None:
             log.info("license registry changed: starting fresh decision processes")
             executor.shutdown(wait=False)
@@ -267,7 +273,7 @@ class WorkerPool:
                 if self._executor is executor:
                     self._executor = None
             if executor is not None:
-                for proc in list(getattr(executor, "_processes", {}).values()):
+                for proc in _processes(executor):
                     proc.kill()
                 executor.shutdown(wait=False, cancel_futures=True)
             raise WorkerPoolError(f"worker processes do not start: {exc!r}") from None
@@ -289,7 +295,7 @@ class WorkerPool:
                 with _scrubbed_environment(self._config):
                     self._pings = [executor.submit(_child_ping) for _ in range(self._processes)]
             except BrokenProcessPool as exc:
-                for proc in list(getattr(executor, "_processes", {}).values()):
+                for proc in _processes(executor):
                     proc.kill()
                 executor.shutdown(wait=False, cancel_futures=True)
                 raise WorkerPoolError(f"worker processes do not start: {exc!r}") from None
@@ -297,23 +303,26 @@ class WorkerPool:
         return self._executor
 
     def _restart(self) -> None:
+        """Kill the children (the running pool's and any retired pool's: a hung task may be
+        in either); the next work starts fresh ones."""
         with self._lock:
             executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        for proc in list(getattr(executor, "_processes", {}).values()):
+            procs, self._retired = self._retired, []
+        if executor is not None:
+            procs += _processes(executor)
+            executor.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
             proc.kill()
-        executor.shutdown(wait=False, cancel_futures=True)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the children: let them finish their task, kill any still alive after
         `timeout` seconds (a clean stop never waits on a hung parse)."""
         with self._lock:
             executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        procs = list(getattr(executor, "_processes", {}).values())
-        executor.shutdown(wait=False, cancel_futures=True)
+            procs, self._retired = self._retired, []
+        if executor is not None:
+            procs += _processes(executor)
+            executor.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + timeout
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
@@ -420,6 +429,11 @@ class WorkerPool:
             pending = [i for i in pending if i not in done]
         self._last_used = self._clock()  # idle counts from the end of the work
         return [r for r in results if r is not None]
+
+
+def _processes(executor: ProcessPoolExecutor) -> list[Any]:
+    """The executor's child processes (a private attribute: empty if it is gone)."""
+    return list((getattr(executor, "_processes", None) or {}).values())
 
 
 @dataclass

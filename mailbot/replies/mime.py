@@ -19,7 +19,7 @@ import email.parser
 import email.policy
 import email.utils
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from email.message import EmailMessage
 from functools import lru_cache
@@ -218,17 +218,7 @@ class _Folder:
     def text(self, value: str) -> None:
         """Unstructured text: printable ASCII words as they are, runs of other words (also
         any holding "=?", or too long for a line) as encoded words."""
-        run: list[str] = []
-        for w in value.split():
-            if w.isascii() and w.isprintable() and "=?" not in w and len(w) < MAX_LINE - 1:
-                if run:
-                    self.encoded(" ".join(run))
-                    run.clear()
-                self.word(w)
-            else:
-                run.append(w)
-        if run:
-            self.encoded(" ".join(run))
+        self._words(value.split(), lambda w: w.isascii() and w.isprintable())
 
     def phrase(self, value: str) -> None:
         """A display name: atoms as they are, else a quoted string if it is printable ASCII
@@ -245,9 +235,14 @@ class _Folder:
             if len(quoted) < MAX_LINE - 1:
                 self.word(quoted)
                 return
+        self._words(words, lambda w: _ATOM.fullmatch(w) is not None)
+
+    def _words(self, words: list[str], plain: Callable[[str], bool]) -> None:
+        """`words` as they are where `plain` (and free of "=?", and short enough for a
+        line), runs of the others as encoded words."""
         run: list[str] = []
         for w in words:
-            if _ATOM.fullmatch(w) and "=?" not in w and len(w) < MAX_LINE - 1:
+            if plain(w) and "=?" not in w and len(w) < MAX_LINE - 1:
                 if run:
                     self.encoded(" ".join(run))
                     run.clear()

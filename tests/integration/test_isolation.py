@@ -233,3 +233,26 @@ def test_children_do_not_load_the_database_layer(base_config: config_mod.Config)
         pool.close()
     assert decider is True  # the probe ran in an initialised decision process
     assert loaded == []
+
+
+def test_a_hung_child_of_a_retired_pool_is_still_stopped(base_config: config_mod.Config) -> None:
+    """A registry change retires the running children to finish their work; one hung on a
+    message is still killed by a clean stop, not left behind."""
+    import time
+
+    from mailbot.isolation import WorkerPool, _processes
+    from mailbot.registry import DictRegistry
+
+    pool = WorkerPool(pool_config(base_config, processes=1), processes=1, timeout=30,
+                      memory_mb=1024)
+    pool.use_registry(DictRegistry({}))
+    pool.collect(pool._submit(eval, [(0, ("1",))]))  # started and initialised
+    assert pool._executor is not None
+    [first] = _processes(pool._executor)
+    pool._submit(time.sleep, [(0, (60,))])  # hangs in the first pool
+    time.sleep(0.5)
+    pool.use_registry(DictRegistry({}))  # a new registry: that pool is retired
+    assert first.is_alive()
+    pool.close(timeout=1.0)
+    first.join(5)
+    assert not first.is_alive()
