@@ -90,7 +90,7 @@ def _problems(label: Label, d: Decision) -> Iterator[str]:
         priority = d.priority.value if d.priority else None
         if priority != label.priority:
             yield f"priority {priority} != {label.priority}"
-    if label.expected == "reject_incomplete" == d.kind.value and d.missing != label.missing:
+    if label.expected == "reject_incomplete" == d.kind.value and set(d.missing) != set(label.missing):
         yield f"missing {list(d.missing)} != {list(label.missing)}"
     if label.expected == "reject_scope" == d.kind.value and d.scope_reason != label.scope_reason:
         yield f"scope_reason {d.scope_reason} != {label.scope_reason}"

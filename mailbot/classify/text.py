@@ -415,11 +415,49 @@ def forwarded_message_text(text: str, limit: int = QUOTE_SCAN_CHARS) -> str:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n\s*\n|\n(?=\s*[-*•])")
+_WORD_BEFORE_DOT = re.compile(r"(\w+)\.$")
+
+# Words that end with a dot without ending a sentence (folded, without the dot): titles,
+# "č." and its kin before a number, and the abbreviations of running text.
+_ABBREVIATIONS = frozenset({
+    "c", "cis", "cj", "no", "nr", "tel", "mob", "fax", "ul", "nam", "str", "odst", "pism",
+    "ing", "mgr", "bc", "dr", "mudr", "judr", "phdr", "rndr", "paeddr", "doc", "prof",
+    "p", "pi", "sl", "mr", "mrs", "ms", "st", "tj", "tzn", "tzv", "napr", "resp", "pr",
+    "vc", "cca", "min", "max", "hod", "vs", "eg", "ie", "approx", "incl", "ca", "kap",
+})
+
+
+def _ends_sentence(text: str, match: re.Match[str]) -> bool:
+    """Whether a break after a dot ends a sentence: not after a title or "č." and its
+    kin, nor after an initial ("J. Novák"), nor in a date or an ordinal followed by a
+    number or a lower-case word ("15. 11. 2026", "15. listopadu")."""
+    start = match.start()
+    gap = match.group()
+    if text[start - 1] != "." or gap.count("\n") > 1 or text[match.end():match.end() + 1] in "-*•":
+        return True
+    word = _WORD_BEFORE_DOT.search(text, max(0, start - 16), start)
+    if word is None:
+        return True
+    before = fold(word.group(1))
+    if before in _ABBREVIATIONS or (len(before) == 1 and before.isalpha()):
+        return False
+    after = text[match.end():match.end() + 1]
+    return not (before.isdigit() and (after.isdigit() or after.islower()))
+
+
+def _sentence_parts(text: str) -> Iterable[str]:
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        if _ends_sentence(text, match):
+            yield text[start:match.start()]
+            start = match.end()
+    yield text[start:]
 
 
 def sentences(text: str) -> tuple[str, ...]:
-    """Folded sentences of a text (split at . ! ? ; blank lines and list items)."""
-    return tuple(s for s in (fold(part) for part in _SENTENCE_END.split(text)) if s)
+    """Folded sentences of a text: split at . ! ? ; blank lines and list items, but not
+    at the dot of an abbreviation, a title, an initial or a date (:func:`_ends_sentence`)."""
+    return tuple(s for s in (fold(part) for part in _sentence_parts(text)) if s)
 
 
 _WORD = re.compile(r"[^\W\d_]{3,}")

@@ -113,3 +113,19 @@ def test_the_project_heldout_sets_hold(name: str) -> None:
         assert score["decision_accuracy"] >= 97, (extra, score["misses"])
         assert score["license_accuracy"] >= 99, (extra, score["misses"])
         assert score["auto_answered"] == [] and score["foreign_numbers"] == []
+
+
+def test_eval_compares_what_is_missing_as_a_set(tmp_path: Path) -> None:
+    """A mail without license and description is right whichever order the label lists the
+    two in; a wrong part missing is still a miss."""
+    d = labelled_dir(tmp_path)
+    (d / "b.eml").write_bytes(REQUEST.replace(b"Dobry den, nejde vytisknout mesicni sestavu "
+                                              b"dochazky, program hlasi chybu 17.", b"Zavolejte mi.")
+                              % (2, b"Diky"))
+    for missing, right in ((["license", "description"], True), (["description", "license"], True),
+                           (["license"], False)):
+        labels = [{"file": "b.eml", "expected": "reject_incomplete", "license": None,
+                   "missing": missing}]
+        (d / "labels.jsonl").write_text(json.dumps(labels[0]) + "\n")
+        score = json.loads(CliRunner().invoke(cli, ["eval", "--json", str(d)]).output)
+        assert (score["misses"] == []) is right, (missing, score["misses"])

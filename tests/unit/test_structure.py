@@ -235,3 +235,30 @@ def test_an_out_of_scope_anchor_needs_a_sentence_that_asks() -> None:
     bare = MailFacts(parse(plain("Dobrý den,\nOba vedoucí mají roli vedoucí středisek.\n\n"
                                  "Žádosti o dovolenou chodí jen jednomu.\nIvana")), no_signals)
     assert "training" in bare.opinion(bare.request_sentences)
+
+
+def test_sentences_do_not_end_at_dates_titles_and_abbreviations() -> None:
+    """A dot ends a sentence only where one ends: not in "15. 11. 2026", "č. 5",
+    "Ing. Novák", "J. Dvořák" or "tzn. že"; it does before a capital or a new number."""
+    from mailbot.classify.text import sentences
+    assert sentences("Od 15. 11. 2026 nejde server. Nikdo se nepřihlásí!") == (
+        "od 15. 11. 2026 nejde server.", "nikdo se neprihlasi!")
+    assert sentences("Od 3. listopadu padá export, tzn. že nic. Díky") == (
+        "od 3. listopadu pada export, tzn. ze nic.", "diky")
+    assert sentences("Píše Ing. Jan Novák a J. Dvořák z údržby. Terminál č. 5 nejde.") == (
+        "pise ing. jan novak a j. dvorak z udrzby.", "terminal c. 5 nejde.")
+    assert sentences("Máme 3 terminály. 2 z nich nejdou.") == ("mame 3 terminaly.", "2 z nich nejdou.")
+    assert sentences("server nejde. nikdo se neprihlasi") == ("server nejde.", "nikdo se neprihlasi")
+    assert sentences("Jan. Novák\n\n- první bod.\n- druhý") == (
+        "jan.", "novak", "- prvni bod.", "- druhy")
+
+
+def test_a_neighbouring_import_and_payroll_in_a_fault_report_are_no_export() -> None:
+    """Entries imported twice that doubled the overtime in payroll are a fault of data
+    already there; the pair of sentences naming "payroll" and "imported" asks for no export."""
+    decision = decided(plain(
+        "Hi,\nthe October payroll closes today and three engineers show double the overtime "
+        "(e.g. P. Malý 20 h instead of 10 h).\nI think I imported their call-outs from the rota "
+        "after the foreman had typed them in, so they count twice.\n\nHow do I remove the extra "
+        "entries and recalculate October?\nLicense 3141-5926\nMark", "Overtime doubled"))
+    assert decision.kind.value == "ticket", decision.reasons
