@@ -257,11 +257,24 @@ _BASE64_RUN = re.compile(
 _STAND_IN = re.compile("\ue000([0-9]+)\ue001")
 
 
-def mime_tree(data: bytes, policy: email.policy.Policy) -> Message:
+def mime_tree(data: bytes, policy: email.policy.Policy = email.policy.compat32) -> Message:
     """The message tree ``BytesParser(policy=policy).parsebytes(data)`` gives, built as
     cheaply as `_split` builds it (the attachments of mail going on a ticket are read from
     it)."""
-    return _split(data, email.parser.Parser(policy=policy))[0]
+    return _split(data, _PARSER if policy is email.policy.compat32
+                  else email.parser.Parser(policy=policy))[0]
+
+
+def attachment_filename(part: Message, hints: Iterable[str]) -> str | None:
+    """The decoded filename of a part of a `mime_tree` (compat32): RFC 2231 parameters,
+    encoded words and raw 8-bit read as `parse` reads them, or None."""
+    return _filename(part, hints)
+
+
+def declared_charsets(msg: Message) -> list[str]:
+    """The codecs the parts of `msg` declare (other than ASCII and UTF-8), in order: the hints
+    for undeclared 8-bit header text."""
+    return _charsets(_walk(msg, []))
 
 
 def _split(data: bytes, parser: email.parser.Parser = _PARSER) -> tuple[Message, set[int]]:

@@ -18,7 +18,6 @@ outbox takes, or None when there is nobody valid to send it to. Subjects and the
 
 from __future__ import annotations
 
-import email.policy
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -43,7 +42,7 @@ from mailbot.domain import (
     ticket_message_id,
 )
 from mailbot.errors import ConfigError, MailbotError
-from mailbot.ingest.parse import mime_tree
+from mailbot.ingest.parse import attachment_filename, declared_charsets, mime_tree
 from mailbot.replies.language import (
     LANGUAGES,
     alert_subject,
@@ -394,14 +393,18 @@ class ConversationRenderer:
 def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
                    ) -> list[tuple[str, str, bytes, str | None]]:
     """The attachments of a raw message: (cleaned filename, content type, bytes, charset of a
-    text part), up to `limit` bytes in all (the rest are left out with a warning)."""
+    text part), up to `limit` bytes in all (the rest are left out with a warning).
+
+    The tree is the cheap compat32 one (no header objects); filenames are decoded as `parse`
+    decodes them (RFC 2231, encoded words, raw 8-bit in the declared charsets)."""
     try:
-        msg = mime_tree(raw, email.policy.default)
+        msg = mime_tree(raw)
+        hints = declared_charsets(msg)
     except Exception:  # noqa: BLE001 - the staff mail parsed before; be safe anyway
         return []
     out: list[tuple[str, str, bytes, str | None]] = []
     total = 0
-    for part in _attachment_parts(msg):
+    for part, filename in _attachment_parts(msg, hints):
         try:
             payload = part.get_payload(decode=True)
             ctype = part.get_content_type()
@@ -414,7 +417,7 @@ def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
             log.warning("attachments over %d bytes left out of the relay", limit)
             break
         total += len(payload)
-        name = safe_filename(_filename(part) or "attachment")
+        name = safe_filename(filename or "attachment")
         if ctype.count("/") != 1 or ctype.startswith("multipart/"):
             ctype = "application/octet-stream"
         if charset is not None and not charset.replace("-", "").replace("_", "").isalnum():
@@ -423,24 +426,18 @@ def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
     return out
 
 
-def _attachment_parts(msg: Message) -> Iterable[Message]:
+def _attachment_parts(msg: Message, hints: list[str]) -> Iterable[tuple[Message, str | None]]:
     for n, part in enumerate(msg.walk()):
         if n > 500:
             break
         if part.is_multipart():
             continue
         try:
-            attached = bool(_filename(part)) or part.get_content_disposition() == "attachment"
+            filename = attachment_filename(part, hints)
+            attached = bool(filename) or part.get_content_disposition() == "attachment"
         except (ValueError, LookupError, UnicodeError):  # see _filename
             continue
         if attached:
-            yield part
+            yield part, filename
 
 
-def _filename(part: Message) -> str | None:
-    """The part's filename, None when there is none or it cannot be decoded (the stdlib
-    raises ValueError for an RFC 2231 `filename*=` whose charset holds a NUL)."""
-    try:
-        return part.get_filename()
-    except (ValueError, LookupError, UnicodeError):
-        return None

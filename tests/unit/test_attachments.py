@@ -113,3 +113,34 @@ def test_attachment_rename_fsyncs_its_directory(tmp_path: Path, monkeypatch: pyt
     files = AttachmentStore(tmp_path / "store")
     saved = files.save("x.log", "text/plain", b"payload")
     assert files.path(saved.sha256).parent.stat().st_ino in synced_dirs
+
+
+def test_attachments_of_decodes_names_as_the_parser_does() -> None:
+    """The attachments relayed from a ticket mail are read from the cheap compat32 tree; their
+    names are decoded as `parse` decodes them: encoded words, RFC 2231 and raw 8-bit names in
+    the declared charset (the stdlib's accessors would make the last one U+FFFD)."""
+    from mailbot.replies.conversation import attachments_of
+
+    raw = (
+        "From: a@example.org\r\nTo: podpora@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain; charset=iso-8859-2\r\n\r\nV\xfdpis v p\xf8\xedloze.\r\n"
+        "--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        'Content-Disposition: attachment; filename="=?utf-8?b?xb7DoWRvc3QucGRm?="\r\n\r\n'
+        "JVBERi0=\r\n"
+        "--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Disposition: attachment; filename*=utf-8''sm%C4%9Bny.log\r\n\r\nlog\r\n"
+        "--b\r\nContent-Type: image/jpeg\r\nContent-Transfer-Encoding: base64\r\n"
+        'Content-Disposition: attachment; filename="Vr\xe1tnice  1.jpg"\r\n\r\n/9j/\r\n'
+        "--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment\r\n\r\n"
+        "data\r\n--b--\r\n"
+    ).encode("latin-1")
+    found = attachments_of(raw)
+    assert [(name, ctype, charset) for name, ctype, _, charset in found] == [
+        ("žádost.pdf", "application/pdf", None),
+        ("směny.log", "text/plain", "utf-8"),
+        ("Vrátnice 1.jpg", "image/jpeg", None),
+        ("attachment", "application/octet-stream", None),
+    ]
+    assert found[0][2] == b"%PDF-" and found[2][2] == b"\xff\xd8\xff"
+    assert attachments_of(raw, limit=6) == found[:1]
