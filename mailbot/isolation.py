@@ -27,7 +27,7 @@ Two cores then do useful work at once: the children parse and decide while the p
 Children parse hostile mail, so they start without the daemon's secrets in their environment
 (`child_environment`): the variables the config names (`*_env`), anything whose name looks
 like a secret, and $CREDENTIALS_DIRECTORY are left out. The reply-token secret they need is
-handed over through the pool's start-up pipe instead.
+handed over with each child's start task instead.
 """
 
 from __future__ import annotations
@@ -72,8 +72,12 @@ class Overrun:
     reason: str
 
 
-# The child's pipeline: one per child process, built by the pool initializer.
+# The child's pipeline: one per child process, built by its start task (`_child_start`).
 _child_pipeline: object = None
+# The pool's start-up barrier (`_child_start`), handed to each child at spawn.
+_child_barrier: Any = None
+# How long a pool's children may take to start (import, build the pipeline, warm up).
+_START_SECONDS = 120.0
 
 _SECRET_NAME = re.compile(r"(?i)pass|secret|token|credential|private|api_?key|auth|pwd|cookie")
 
@@ -142,29 +146,43 @@ _WARM_UP_MAIL = (
 ).encode("utf-8")
 
 
-def _child_init(config: Config, memory_mb: int, log_level: int, parent: int,
-                token_secret: bytes | None = None,
-                previous_secrets: tuple[bytes, ...] = (),
-                registry: LicenseRegistry | None = None) -> None:
-    global _child_pipeline
+def _child_init(memory_mb: int, log_level: int, parent: int, barrier: Any) -> None:
+    """What a child does when it is spawned: only small values come through the spawn pipe
+    (a write the parent blocks on until the child reads it), the rest in `_child_start`."""
+    global _child_barrier
     from mailbot import logs
-    from mailbot.pipeline import Pipeline
-    from mailbot.registry import DictRegistry
 
     _die_with_parent(parent)
-    for name in secret_variables(config, os.environ):  # spawned outside the pool: be sure
-        os.environ.pop(name, None)
     logs.setup(log_level)
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    pipeline = Pipeline.isolated(config, registry or DictRegistry({}))
-    if token_secret is not None:
-        pipeline.decider.use_token_secret(token_secret, previous_secrets)
-    # Deciding one harmless mail compiles what the rules compile on first use, so that is
-    # start-up too and never counts against the first real message's time limit.
-    pipeline.analyse(_WARM_UP_MAIL, datetime.now(UTC))
-    _child_pipeline = pipeline
+    _child_barrier = barrier
+
+
+def _child_start(config: Config, token_secret: bytes | None,
+                 previous_secrets: tuple[bytes, ...], registry: LicenseRegistry | None) -> bool:
+    """Each child's first task (a pool sends one per child): build the pipeline from the
+    config and registry, which come through the task queue (written by a feeder thread, so
+    the parent never waits on a child's start-up), then wait at the pool's barrier until
+    every child has its own, so no child takes two."""
+    global _child_pipeline
+    from mailbot.pipeline import Pipeline
+    from mailbot.registry import DictRegistry
+
+    if _child_pipeline is None:
+        for name in secret_variables(config, os.environ):  # spawned outside the pool: be sure
+            os.environ.pop(name, None)
+        pipeline = Pipeline.isolated(config, registry or DictRegistry({}))
+        if token_secret is not None:
+            pipeline.decider.use_token_secret(token_secret, previous_secrets)
+        # Deciding one harmless mail compiles what the rules compile on first use, so that is
+        # start-up too and never counts against the first real message's time limit.
+        pipeline.analyse(_WARM_UP_MAIL, datetime.now(UTC))
+        _child_pipeline = pipeline
+    if _child_barrier is not None:
+        _child_barrier.wait(_START_SECONDS)
+    return True
 
 
 def _child_analyse(raw: bytes, now: datetime) -> Analysis:
@@ -267,8 +285,8 @@ class WorkerPool:
             executor, pings, self._pings = self._executor, self._pings, []
         try:
             for ping in pings:
-                ping.result(timeout=120)
-        except (BrokenProcessPool, FutureTimeout) as exc:
+                ping.result(timeout=_START_SECONDS)
+        except (BrokenProcessPool, FutureTimeout, threading.BrokenBarrierError) as exc:
             with self._lock:
                 if self._executor is executor:
                     self._executor = None
@@ -281,19 +299,21 @@ class WorkerPool:
     def _start_pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             # "spawn": the parent has threads (IMAP, asyncio's executor); fork would copy locks.
+            context = multiprocessing.get_context("spawn")
             executor = ProcessPoolExecutor(
                 max_workers=self._processes,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=context,
                 initializer=_child_init,
-                initargs=(self._config, self._memory_mb,
-                          logging.getLogger().getEffectiveLevel(), os.getpid(),
-                          self._token_secret, self._previous_secrets, self._registry),
+                initargs=(self._memory_mb, logging.getLogger().getEffectiveLevel(),
+                          os.getpid(), context.Barrier(self._processes)),
             )
+            start = (self._config, self._token_secret, self._previous_secrets, self._registry)
             try:
-                # Each ping spawns a child (all before any answers): every child of this
-                # pool starts in the scrubbed environment.
+                # Each submit spawns a child (all before any answers): every child of this
+                # pool starts in the scrubbed environment, and each takes one start task.
                 with _scrubbed_environment(self._config):
-                    self._pings = [executor.submit(_child_ping) for _ in range(self._processes)]
+                    self._pings = [executor.submit(_child_start, *start)
+                                   for _ in range(self._processes)]
             except BrokenProcessPool as exc:
                 for proc in _processes(executor):
                     proc.kill()
