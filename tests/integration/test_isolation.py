@@ -256,3 +256,36 @@ def test_a_hung_child_of_a_retired_pool_is_still_stopped(base_config: config_mod
     pool.close(timeout=1.0)
     first.join(5)
     assert not first.is_alive()
+
+
+def test_each_child_starts_with_its_own_start_task(base_config: config_mod.Config) -> None:
+    """The config and a large registry reach the children with their start tasks (not the
+    spawn pipe): every child of the pool has a pipeline with the registry and decides
+    against it. (That no child takes two start tasks is the barrier's job; a child busy
+    importing rarely could, so this does not show it.)"""
+    from concurrent.futures import wait
+
+    from mailbot.domain import LicenseRecord, Tier
+    from mailbot.isolation import WorkerPool, _child_ping
+    from mailbot.registry import DictRegistry
+
+    records = {f"{n:08d}": LicenseRecord(f"{n:08d}", f"Firma {n}", "example.org",
+                                         datetime(2025, 1, 1).date(), Tier.HOTLINE, None)
+               for n in range(51880000, 51880000 + 20_000)}  # ~2 MB pickled
+    records["51880264"] = LicenseRecord("51880264", "Novák & syn", "novak-syn.cz",
+                                        datetime(2025, 1, 1).date(), Tier.HOTLINE, None)
+    pool = WorkerPool(base_config, processes=3, timeout=60, memory_mb=0)
+    pool.use_registry(DictRegistry(records))
+    try:
+        pool.warm()
+        pool._await_start()
+        executor = pool._pool()
+        pings = [executor.submit(_child_ping) for _ in range(30)]
+        wait(pings, timeout=60)
+        assert all(p.result() for p in pings)
+        decided = pool.collect(pool.submit([(k, GOOD.replace(b"<good@x>", b"<g%d@x>" % k))
+                                            for k in range(12)], datetime.now(UTC)))
+        assert {a.decision.license for a in decided} == {"51880264"}
+        assert {a.decision.kind.value for a in decided} == {"ticket"}
+    finally:
+        pool.close()
