@@ -320,3 +320,21 @@ def test_a_body_that_is_only_a_signature_describes_nothing() -> None:
     d = decided(plain("Dobrý den,\nod pondělí se v přehledu nezobrazují noční směny "
                       "úseku provozu.\n\n" + "\n".join(signature) + "\n", "Docházka"))
     assert d.kind.value == "ticket"
+
+
+def test_the_subject_of_a_quoted_reply_is_the_earlier_mails_topic() -> None:
+    """A reply keeps the subject of the mail it answers, here our sales offer for a payroll
+    export: that subject, like the quoted offer below, is not the customer's request. Their
+    new words ask about something else (a report), which is a ticket."""
+    body = ("Dobrý den,\nza nabídku děkujeme, k propojení se vyjádříme po poradě vedení.\n\n"
+            "Mám ale jiný dotaz: v sestavě přesčasů za říjen chybí dva zaměstnanci ze skladu, "
+            "i když mají odpracované soboty. Čím to může být? Licence 3141-5926.\n\nIvana\n\n"
+            "Dne 12. 11. 2026 v 9:30 Petr Malý <maly@estelar.example> napsal(a):\n"
+            "> Dobrý den, propojení docházky s mzdovým systémem KS mzdy nastavujeme jako "
+            "samostatnou zakázku,\n> cenovou nabídku posílám v příloze.\n")
+    d = decided(plain(body, "Re: Propojení docházky s KS mzdy – nabídka"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
+    # A new mail with that subject is the customer's own topic: a request for the export.
+    d = decided(plain("Dobrý den, máme zájem, pošlete nám prosím cenovou nabídku. "
+                      "Licence 3141-5926.\nIvana", "Propojení docházky s KS mzdy – nabídka"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "data_export"), d.reasons
