@@ -1,0 +1,35 @@
+"""Kinds of wording the phrase rules must know, each said in several ways (Czech, Slovak,
+English) and worded here, through the real parser (see test_structure.py), not taken from
+the labelled sets. Each case has a near miss that must stay as it is."""
+
+from __future__ import annotations
+
+from mailbot.domain import Priority
+from tests.unit.test_structure import decided, plain
+
+FORWARD = "\n\n---------- Forwarded message ---------\nOd: {sender}\nDate: po 23. 11. 2026 7:05\n" \
+          "Subject: {subject}\nTo: Ivana Kratochvílová <kratochvilova@mlekarna.example>\n\n{text}\n"
+
+
+def forwarded(top: str, sender: str, subject: str, text: str) -> bytes:
+    """An inline forward (Gmail style) under the sender's own short text."""
+    body = top + FORWARD.format(sender=sender, subject=subject, text=text)
+    return plain(body, f"Fwd: {subject}")
+
+
+def test_unsubscribe_by_taking_my_address_off_the_list() -> None:
+    """"Remove my address from your newsletter list" in its inflections and languages."""
+    for body in (
+        "Dobrý deň,\nprosím, odstráňte moju e-mailovú adresu z rozosielania vašich noviniek, "
+        "v spoločnosti už nepracujem.\nĎakujem",
+        "Dobrý den,\nvyřaďte prosím moji adresu z rozesílání novinek, agendu už převzal kolega.",
+        "Dobrý den, vymažte prosím naši e-mailovou adresu z vašeho zpravodaje.\nDíky",
+        "Hello,\nplease delete my e-mail address from your newsletter distribution.\nRegards",
+    ):
+        d = decided(plain(body, "Adresa"))
+        assert d.kind.value == "unsubscribe", (body, d.reasons)
+    # An employee's address removed in the program is a support question.
+    d = decided(plain("Dobrý den, vymazala jsem v docházce e-mailovou adresu bývalého "
+                      "zaměstnance, ale maily se souhrnem mu pořád chodí. Kde se to ještě "
+                      "nastavuje? Licence 3141-5926", "Souhrny"))
+    assert d.kind.value == "ticket", d.reasons
