@@ -33,3 +33,20 @@ def test_unsubscribe_by_taking_my_address_off_the_list() -> None:
                       "zaměstnance, ale maily se souhrnem mu pořád chodí. Kde se to ještě "
                       "nastavuje? Licence 3141-5926", "Souhrny"))
     assert d.kind.value == "ticket", d.reasons
+
+
+def test_a_blue_screen_on_the_server_is_an_emergency() -> None:
+    for body in (
+        "Dobrý den, server s docházkou se po každém zapnutí za pár minut zasekne na modré "
+        "obrazovce a restartuje se. Licence 3141-5926",
+        "Dobrý deň, server dochádzky od rána končí na modrej obrazovke, reštart nepomáha. "
+        "Licenčné číslo 3141-5926",
+        "Hello, since this morning the attendance server keeps rebooting with a blue screen "
+        "(BSOD). License 3141-5926",
+    ):
+        d = decided(plain(body, "Server"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (body, d.reasons)
+    # A blue screen on one office computer is not.
+    d = decided(plain("Dobrý den, na jednom počítači v kanceláři se při spuštění klienta "
+                      "docházky objeví modrá obrazovka. Licence 3141-5926", "Počítač"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
