@@ -50,3 +50,14 @@ def test_a_blue_screen_on_the_server_is_an_emergency() -> None:
     d = decided(plain("Dobrý den, na jednom počítači v kanceláři se při spuštění klienta "
                       "docházky objeví modrá obrazovka. Licence 3141-5926", "Počítač"))
     assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
+
+
+def test_nobody_clocked_in_in_a_forwarded_report_is_an_emergency() -> None:
+    """"Nikdo se nezapsal" (nobody clocked in), as the forwarded report of the person on site."""
+    for text in ("Ivano, od šesti ráno se nikdo z kuchařek nezapsal, čtečka u šatny jen bliká.",
+                 "Ivana, od šiestej rána sa nikto z kuchárok nezapísal, čítačka pri šatni "
+                 "iba bliká."):
+        raw = forwarded("Dobrý den,\npřeposílám hlášení z provozu. Licence 3141-5926\n\nIvana",
+                        "Radek Suchý <suchy@mlekarna.example>", "čtečka", text)
+        d = decided(raw)
+        assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (text, d.reasons)
