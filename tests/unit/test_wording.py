@@ -61,3 +61,24 @@ def test_nobody_clocked_in_in_a_forwarded_report_is_an_emergency() -> None:
                         "Radek Suchý <suchy@mlekarna.example>", "čtečka", text)
         d = decided(raw)
         assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (text, d.reasons)
+
+
+def test_a_failing_backup_is_no_outage() -> None:
+    """A nightly backup of the database that fails is a fault of a job, not the service down."""
+    for subject, body in (
+        ("Záloha padá", "Dobrý den, plánovaná záloha SQL databáze docházky od pondělí každou "
+                        "noc padá, ručně spuštěná doběhne. Licence 3141-5926"),
+        ("Záloha", "Dobrý deň, nočná záloha databázy dochádzky zlyhala už tretiu noc po sebe, "
+                   "čo s tým? Licenčné číslo 3141-5926"),
+        ("Backup", "Hello, the nightly database backup crashed again, the log is attached. "
+                   "License 3141-5926"),
+    ):
+        d = decided(plain(body, subject))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
+    # The database down itself still is an emergency, also beside a backup that is fine.
+    for body in ("Dobrý den, po restartu SQL databáze docházky nenaběhne a nikdo se "
+                 "nepřihlásí. Licence 3141-5926",
+                 "Hello, the attendance server will not start after a disk failure, although "
+                 "we have a fresh database backup. License 3141-5926"):
+        d = decided(plain(body, "Databáze"))
+        assert d.priority == Priority.EMERGENCY, (body, d.reasons)
