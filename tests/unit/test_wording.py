@@ -82,3 +82,31 @@ def test_a_failing_backup_is_no_outage() -> None:
                  "we have a fresh database backup. License 3141-5926"):
         d = decided(plain(body, "Databáze"))
         assert d.priority == Priority.EMERGENCY, (body, d.reasons)
+
+
+def test_what_the_program_lacks_to_be_written_is_custom_development() -> None:
+    """The program does not do it today, so it would have to be written (or "dorobiť"):
+    custom development, also when the wish is in a forwarded mail under "send us a quote"."""
+    d = decided(plain("Dobrý den,\npotřebovali bychom, aby program při ukončení pracovního "
+                      "poměru sám spočítal zůstatek dovolené v hodinách i dnech a vytiskl ho do "
+                      "zápočtového listu. Tohle v programu zatím není, takže by to musel někdo "
+                      "dopsat.\nLicence 3141-5926", "Zůstatek dovolené"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "custom_development"), d.reasons
+    raw = forwarded("Dobrý deň,\nposielam požiadavku konateľa, pošlite nám prosím cenovú "
+                    "ponuku.\nLicenčné číslo 3141-5926\n\nIvana",
+                    "Jozef Urban <urban@mlekarna.example>", "zostatok",
+                    "Ivana,\nchcel by som, aby terminál pri odchode ukázal aj zostatok "
+                    "dovolenky. Toto tam zatiaľ nie je, takže to budú musieť dorobiť.\nJU")
+    d = decided(raw)
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "custom_development"), d.reasons
+    d = decided(plain("Hello,\nwe need the terminal to show each employee's remaining leave "
+                      "when they clock out. The program cannot do that today, so it would have "
+                      "to be developed for us.\nLicense 3141-5926", "Leave balance"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "custom_development"), d.reasons
+    # What is missing since an update, or a question how to do it, is support.
+    for body in ("Dobrý den, po aktualizaci už v programu není sloupec přesčasů v měsíčním "
+                 "přehledu, musíte to dodělat zpět. Licence 3141-5926",
+                 "Dobrý den, v programu zatím není zadaný svátek 24. 12., jak ho mám dopsat do "
+                 "kalendáře? Licence 3141-5926"):
+        d = decided(plain(body, "Přehled"))
+        assert d.kind.value == "ticket", (body, d.reasons)
