@@ -110,3 +110,21 @@ def test_what_the_program_lacks_to_be_written_is_custom_development() -> None:
                  "kalendáře? Licence 3141-5926"):
         d = decided(plain(body, "Přehled"))
         assert d.kind.value == "ticket", (body, d.reasons)
+
+
+def test_a_branch_or_site_where_nobody_can_clock_in_is_an_emergency() -> None:
+    """No branch, shop or site can clock in: everyone there is stopped."""
+    for body in (
+        "Dobrý den,\nod půlnoci se na žádné z našich prodejen nedá pípnout, terminály ukazují "
+        "jen hodiny. Licence 3141-5926",
+        "Dobrý deň,\nani v jednej našej prevádzke sa od rána nedá pípnuť. Licenčné číslo "
+        "3141-5926",
+        "Dobrý den,\nve všech našich pobočkách od rána nejde pípnout, terminály jsou šedé. "
+        "Licence 3141-5926",
+    ):
+        d = decided(plain(body, "Terminály"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (body, d.reasons)
+    # One branch whose one terminal will not take a chip is not.
+    d = decided(plain("Dobrý den, na pobočce v Kolíně nejde jedné zaměstnankyni pípnout, "
+                      "ostatní terminály fungují. Licence 3141-5926", "Terminál"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
