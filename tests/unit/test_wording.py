@@ -128,3 +128,18 @@ def test_a_branch_or_site_where_nobody_can_clock_in_is_an_emergency() -> None:
     d = decided(plain("Dobrý den, na pobočce v Kolíně nejde jedné zaměstnankyni pípnout, "
                       "ostatní terminály fungují. Licence 3141-5926", "Terminál"))
     assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
+
+
+def test_a_seminar_or_webinar_for_our_people_is_training() -> None:
+    for body in (
+        "Dobrý den, mohli byste pro naše mistry uspořádat webinář o plánování směn v programu?",
+        "Dobrý deň, vedeli by ste pre našich vedúcich zmien pripraviť seminár o schvaľovaní "
+        "dovoleniek?",
+        "Hello, could you run a webinar for our shift leaders on approving leave requests?",
+    ):
+        d = decided(plain(body + "\nLicence 3141-5926", "Seminář"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), (body, d.reasons)
+    # What was shown on a webinar held is a question about the program.
+    d = decided(plain("Dobrý den, na vašem webináři minulý měsíc jste ukazovali nový přehled "
+                      "absencí, ale u nás se v menu nezobrazuje. Licence 3141-5926", "Přehled"))
+    assert d.kind.value == "ticket", d.reasons
