@@ -143,3 +143,32 @@ def test_a_seminar_or_webinar_for_our_people_is_training() -> None:
     d = decided(plain("Dobrý den, na vašem webináři minulý měsíc jste ukazovali nový přehled "
                       "absencí, ale u nás se v menu nezobrazuje. Licence 3141-5926", "Přehled"))
     assert d.kind.value == "ticket", d.reasons
+
+
+def test_cannot_connect_and_a_shift_in_any_case_are_outages_by_the_rules_alone() -> None:
+    """The rules, without the second opinion, know "it is not possible to connect to the
+    database" in its Czech and Slovak ways, and a shift named in any case ("z nočnej zmeny",
+    "ranní směně") that "had no way to" clock in."""
+    from mailbot import config as config_mod
+    from mailbot.classify.decide import decide
+    from mailbot.classify.rules import RuleContext
+    from mailbot.ingest.parse import parse
+    from tests.unit.test_structure import NOW, REGISTRY
+
+    config = config_mod.load()
+    classify = config.classify
+    rules_alone = config.model_copy(update={"classify": classify.model_copy(update={
+        "model": classify.model.model_copy(update={"enabled": False})})})
+    for body in (
+        "Dobrý den, od rána není možné se připojit k SQL serveru s docházkou, program i "
+        "terminály hlásí chybu spojení. Licence 3141-5926",
+        "Dobrý deň, klient sa od polnoci nevie pripojiť k databáze dochádzky na serveri. "
+        "Licenčné číslo 3141-5926",
+        "Dobrý deň, operátori z nočnej zmeny nemali ako pípnuť, čítačka pri vchode vôbec "
+        "nereagovala. Licenčné číslo 3141-5926",
+        "Dobrý den, lidé na ranní směně neměli kde pípnout, čtečka u vrátnice je zhasnutá. "
+        "Licence 3141-5926",
+    ):
+        d = decide(parse(plain(body, "Docházka")),
+                   RuleContext.from_config(rules_alone, REGISTRY, NOW, None))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (body, d.reasons)
