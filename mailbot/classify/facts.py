@@ -37,7 +37,7 @@ from mailbot.classify.text import (
     split_body,
 )
 from mailbot.domain import DecisionKind, LicenseRecord, Mail, Priority, TicketInfo
-from mailbot.subjects import strip_subject_prefixes
+from mailbot.subjects import REPLY_PREFIX, strip_subject_prefixes
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -299,10 +299,21 @@ class MailFacts:
         return sentences(self.parts.own)
 
     @_once
+    def subject_quoted(self) -> bool:
+        """Whether the subject is the earlier mail's: a reply ("Re: …", no forward among its
+        prefixes) that quotes the mail it answers. Its subject is that mail's topic (our
+        sales offer for an export, say), no more the sender's words than the quote is."""
+        subject = self.mail.subject
+        if REPLY_PREFIX.match(subject) is None or not self.parts.quoted:
+            return False
+        return REPLY_PREFIX.sub("", subject).strip() == self.subject  # no "Fwd:" left
+
+    @_once
     def own_sentences(self) -> tuple[str, ...]:
         """Folded sentences of the subject and the sender's own text (license mentions
-        left out)."""
-        return self._said(sentences(self.subject)) + self._said(self.own_text_sentences)
+        left out); a quoted reply's subject is not the sender's (:attr:`subject_quoted`)."""
+        own = self._said(self.own_text_sentences)
+        return own if self.subject_quoted else self._said(sentences(self.subject)) + own
 
     @_once
     def own_joined(self) -> str:

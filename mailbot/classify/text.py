@@ -228,10 +228,26 @@ _CLOSING = re.compile(
     r"cheers|sincerely|yours sincerely|mit freundlichen grussen|viele grusse|"
     r"hezky den|pekny den|prajem pekny den)\b"
 )
-_CONTACT = re.compile(
+# How to reach the sender (folded): a phone, an address, a company number or form, a web.
+_REACH = (
     r"\b(tel|tel\.|mobil|mob|phone|fax|ico|dic|ic dph|www|http|https|s\.r\.o|s\. r\. o|"
-    r"a\.s|spol|ltd|gmbh|inc|z\.u|p\.o|licen\w*|lic)\b|@|\+\d{3}|\d{3} ?\d{3} ?\d{3}"
+    r"a\.s|spol|ltd|gmbh|inc|z\.u|p\.o)\b|@|\+\d{3}|\d{3} ?\d{3} ?\d{3}"
+    r"|\b\d{3} \d{2}\b(?! ?\d)"  # a postal code, "512 51"
 )
+_REACHES = re.compile(_REACH)
+_CONTACT = re.compile(_REACH + r"|\b(licen\w*|lic)\b")
+
+# A personal name as a signature opens with it: academic titles aside, two or three
+# capitalized words ("Ing. Jana Malá", "Petr Novák-Dvořák, Ph.D.", "Mgr. Eva Bílá, účetní").
+_TITLES = frozenset({
+    "ing", "mgr", "bc", "mudr", "judr", "phdr", "rndr", "paeddr", "mvdr", "ingr", "doc", "prof",
+    "dr", "phd", "ph.d", "dis", "csc", "drsc", "mba", "msc", "bsc", "ll.m", "mr", "mrs", "ms",
+})
+_NOT_NAMES = frozenset({
+    "dobry", "dobre", "dobra", "vazeny", "vazena", "vazeni", "mily", "mila", "mili", "hello",
+    "dear", "hi", "ahoj", "zdravim", "dekuji", "dakujem", "diky", "best", "kind", "many",
+    "thank", "thanks", "pekny", "hezky", "prajem", "krasny", "good",
+})
 
 
 BODY_TEXT_CHARS = 131_072
@@ -307,46 +323,96 @@ def _is_header_block(folded: list[str], i: int) -> bool:
     return any(_HEADER_NEXT.match(line) for line in folded[i + 1 : i + 5])
 
 
+def _is_name_line(raw: str, folded: str) -> bool:
+    """Whether a line (`folded` its fold) is only a personal name, as a signature opens:
+    titles aside, two or three capitalized words, optionally a comma and a short role."""
+    if len(raw) > 80 or "?" in raw:
+        return False
+    head, _, role = raw.partition(",")
+    if role.count(" ") > 6:
+        return False
+    pairs = [(w, f) for w, f in zip(head.split(), folded.partition(",")[0].split())
+             if f.strip(".") not in _TITLES]
+    if not 2 <= len(pairs) <= 3 or pairs[0][1] in _NOT_NAMES:
+        return False
+    return all(part.isalpha() and part[0].isupper() and (part[1:].islower() or len(part) == 1)
+               for w, _ in pairs for part in w.split("-"))
+
+
+def _capitalized_after_first(raw: str) -> int:
+    """How many words of a line after its first begin with a capital (names of a place or an
+    organization: "Sociální služby města Horní Lomnice – úsek provozu")."""
+    return sum(1 for w in raw.split()[1:] if w[:1].isupper())
+
+
+def _name_block_start(lines: Sequence[str], folded: Sequence[str],
+                      filled: Sequence[int]) -> int | None:
+    """The line of a personal name that opens a trailing signature without a closing, if
+    any: among the last ten lines of text, below it only signature lines (a role, the
+    organization, its address, contacts; none asks or ends a sentence) of which one tells
+    how to reach the sender. It may be the first line: a body that is only a signature."""
+    found: int | None = None
+    reach = False
+    for i in reversed(filled[-10:]):
+        raw, f = lines[i].strip(), folded[i]
+        words = f.count(" ") + 1
+        if "?" in raw or words > 12:
+            break
+        plain = not raw.endswith((".", "!", ":")) and (
+            words <= 6 or _capitalized_after_first(raw) >= 2)
+        if not plain and _CONTACT.search(f) is None:
+            break
+        if reach and _is_name_line(raw, f):
+            found = i
+        reach = reach or _REACHES.search(f) is not None
+    return found
+
+
 def _signature_start(lines: Sequence[str], folded: Sequence[str]) -> int:
     """Index of the first signature line of the customer's own text (len(lines) if none);
-    `folded` holds the fold of each line."""
+    `folded` holds the fold of each line.
+
+    "The last ten lines" are the last ten lines of text: an HTML body (Outlook's
+    paragraphs) has a blank line between every two, which must not halve the window."""
     n = len(lines)
     # "-- " is the standard delimiter (RFC 3676 §4.3).
     if "--" in "\n".join(lines):
         for i, line in enumerate(lines):
             if line.rstrip() == "--" or line == "-- ":
                 return i
+    filled = [k for k, f in enumerate(folded) if f]
+    if not filled:
+        return n
     start = n
-    first_text = next((k for k, f in enumerate(folded) if f), n)
+    first_text = filled[0]
+    last_ten = filled[-10:]
     # A closing: after the first line of text, among the last ten, of one to six words (a
     # folded line has single spaces and none at its ends).
-    for i in range(max(first_text + 1, n - 10), n):
+    for i in last_ten:
         f = folded[i]
-        if f and f.count(" ") < 6 and _CLOSING.match(f):
+        if i > first_text and f.count(" ") < 6 and _CLOSING.match(f):
             start = i
             break
     # Trailing contact block: short lines, names, addresses, phones, license lines, among
-    # the last ten lines (blank lines aside).
+    # the last ten lines of text.
     j = n
-    while j > 0:
-        f = folded[j - 1]
-        if not f:
-            j -= 1
-            continue
-        if n - (j - 1) > 10:
-            break
-        raw = lines[j - 1].strip()
+    for i in reversed(last_ten):
+        raw, f = lines[i].strip(), folded[i]
         if "?" in raw:
             break
         words = f.count(" ") + 1
         short = words <= 6 and not raw.endswith((".", "?", "!", ":"))
         if short or words <= 10 and _CONTACT.search(f):
-            j -= 1
+            j = i
             continue
         break
     # Do not let a trailing block eat a short body whole (keep at least its first line).
     if j <= first_text:
         j = min(n, first_text + 1)
+    # A signature that opens with a name (no closing above it) may be all there is.
+    name = _name_block_start(lines, folded, filled)
+    if name is not None:
+        j = min(j, name)
     return min(start, j)
 
 

@@ -262,3 +262,79 @@ def test_a_neighbouring_import_and_payroll_in_a_fault_report_are_no_export() -> 
         "after the foreman had typed them in, so they count twice.\n\nHow do I remove the extra "
         "entries and recalculate October?\nLicense 3141-5926\nMark", "Overtime doubled"))
     assert decision.kind.value == "ticket", decision.reasons
+
+
+def outlook(paragraphs: list[str], subject: str, attachment: tuple[str, bytes] | None = None
+            ) -> bytes:
+    """An Outlook-style mail: HTML only, one <p class=MsoNormal> per line and an empty
+    paragraph between blocks, so its text has a blank line between every two lines."""
+    msg = EmailMessage()
+    msg["From"] = "Pavla Nováková <novakova@mlekarna.example>"
+    msg["To"] = "podpora@estelar.example"
+    msg["Subject"] = subject
+    msg["Message-ID"] = "<s3@mlekarna.example>"
+    body = "".join(f"<p class=MsoNormal>{p or '<o:p>&nbsp;</o:p>'}<o:p></o:p></p>\n"
+                   for p in paragraphs)
+    msg.set_content(f"<html><body><div class=WordSection1>\n{body}</div></body></html>",
+                    subtype="html", charset="windows-1250")
+    if attachment is not None:
+        msg.add_attachment(attachment[1], maintype="application", subtype="pdf",
+                           filename=attachment[0])
+    return msg.as_bytes(policy=SMTP)
+
+
+OUTLOOK_SIGNATURE = ["S pozdravem", "", "Pavla Nováková", "", "asistentka výrobního ředitele", "",
+                     "Mlékárna Horní Lomnice a.s.", "", "Průmyslová 8, 512 51 Horní Lomnice", "",
+                     "IČO 45612378 | tel. 481 555 120 | mob. 731 442 019"]
+
+
+def test_see_the_attachment_above_a_long_outlook_signature_is_no_description() -> None:
+    """An HTML body has a blank line between every two lines: the signature below the
+    closing is found among the last ten lines of text, not the last ten lines, and a
+    named attachment ("viz přiložený soubor") describes nothing."""
+    raw = outlook(["Dobrý den,", "", "viz přiložený soubor.", "", "Licence 3141-5926", "",
+                   *OUTLOOK_SIGNATURE], "problém", ("chyba.pdf", b"%PDF-1.4 ..."))
+    d = decided(raw)
+    assert (d.kind.value, d.missing) == ("reject_incomplete", ("description",)), d.reasons
+    # The same mail with a real sentence is a ticket.
+    raw = outlook(["Dobrý den,", "", "v měsíční sestavě se od listopadu nepočítají noční "
+                   "příplatky, viz přiložený soubor.", "", "Licence 3141-5926", "",
+                   *OUTLOOK_SIGNATURE], "problém", ("chyba.pdf", b"%PDF-1.4 ..."))
+    assert decided(raw).kind.value == "ticket"
+
+
+def test_a_body_that_is_only_a_signature_describes_nothing() -> None:
+    """Nothing written above the signature (a name, a role, the organization, contacts and
+    the license): no description, in an Outlook HTML body as in plain text."""
+    signature = ["Bc. Tomáš Dvořáček", "vedoucí provozu a správce docházkového systému",
+                 "Sociální služby města Horní Lomnice – domov pro seniory, úsek provozu",
+                 "Lomnická 1140/3, 512 51 Horní Lomnice", "IČO: 45612378, DIČ: CZ45612378",
+                 "tel.: 481 555 120, e-mail: dvoracek@mlekarna.example",
+                 "Licenční číslo: 3141 5926"]
+    html = outlook([p for line in signature for p in (line, "")], "Docházka")
+    text = plain("\n".join(signature) + "\n", "Docházka")
+    for raw in (html, text):
+        d = decided(raw)
+        assert (d.kind.value, d.missing) == ("reject_incomplete", ("description",)), d.reasons
+    # A request above the same signature is still a request.
+    d = decided(plain("Dobrý den,\nod pondělí se v přehledu nezobrazují noční směny "
+                      "úseku provozu.\n\n" + "\n".join(signature) + "\n", "Docházka"))
+    assert d.kind.value == "ticket"
+
+
+def test_the_subject_of_a_quoted_reply_is_the_earlier_mails_topic() -> None:
+    """A reply keeps the subject of the mail it answers, here our sales offer for a payroll
+    export: that subject, like the quoted offer below, is not the customer's request. Their
+    new words ask about something else (a report), which is a ticket."""
+    body = ("Dobrý den,\nza nabídku děkujeme, k propojení se vyjádříme po poradě vedení.\n\n"
+            "Mám ale jiný dotaz: v sestavě přesčasů za říjen chybí dva zaměstnanci ze skladu, "
+            "i když mají odpracované soboty. Čím to může být? Licence 3141-5926.\n\nIvana\n\n"
+            "Dne 12. 11. 2026 v 9:30 Petr Malý <maly@estelar.example> napsal(a):\n"
+            "> Dobrý den, propojení docházky s mzdovým systémem KS mzdy nastavujeme jako "
+            "samostatnou zakázku,\n> cenovou nabídku posílám v příloze.\n")
+    d = decided(plain(body, "Re: Propojení docházky s KS mzdy – nabídka"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
+    # A new mail with that subject is the customer's own topic: a request for the export.
+    d = decided(plain("Dobrý den, máme zájem, pošlete nám prosím cenovou nabídku. "
+                      "Licence 3141-5926.\nIvana", "Propojení docházky s KS mzdy – nabídka"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "data_export"), d.reasons

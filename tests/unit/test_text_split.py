@@ -44,29 +44,47 @@ def _reference_signature_start(lines: list[str]) -> int:
     for i, line in enumerate(lines):
         if line.rstrip() == "--" or line == "-- ":
             return i
+    text_lines = [i for i, f in enumerate(folded) if f]  # "the last ten" count these
+    if not text_lines:
+        return n
+    first_text = text_lines[0]
+    last_ten = text_lines[-10:]
     start = n
-    first_text = next((k for k, f in enumerate(folded) if f), n)
-    for i, f in enumerate(folded):
-        words = f.split()
-        if i > first_text and 0 < len(words) <= 6 and t._CLOSING.match(f) and n - i <= 10:
+    for i in last_ten:
+        words = folded[i].split()
+        if i > first_text and len(words) <= 6 and t._CLOSING.match(folded[i]):
             start = i
             break
     j = n
-    while j > 0:
-        raw, f = lines[j - 1].strip(), folded[j - 1]
-        if not f:
-            j -= 1
-            continue
+    for i in reversed(last_ten):
+        raw, f = lines[i].strip(), folded[i]
         words = f.split()
         question = "?" in raw
         contact = bool(t._CONTACT.search(f)) and len(words) <= 10 and not question
         short = len(words) <= 6 and not re.search(r"[.?!:]$", raw) and not question
-        if (contact or short) and n - (j - 1) <= 10:
-            j -= 1
+        if contact or short:
+            j = i
             continue
         break
     if j <= first_text:
         j = min(n, first_text + 1)
+
+    def signature_line(i: int) -> bool:
+        raw, f = lines[i].strip(), folded[i]
+        words = f.split()
+        if "?" in raw or len(words) > 12:
+            return False
+        capitals = sum(1 for w in raw.split()[1:] if w[:1].isupper())
+        plain = not re.search(r"[.!:]$", raw) and (len(words) <= 6 or capitals >= 2)
+        return plain or bool(t._CONTACT.search(f))
+
+    # The earliest name line with only signature lines from it to the end, one of those
+    # below it telling how to reach the sender.
+    for k, i in enumerate(last_ten):
+        if (t._is_name_line(lines[i].strip(), folded[i]) and all(map(signature_line, last_ten[k:]))
+                and any(t._REACHES.search(folded[x]) for x in last_ten[k + 1:])):
+            j = min(j, i)
+            break
     return min(start, j)
 
 
@@ -81,6 +99,8 @@ LINES = [
     "> citace", "  > odsazená citace", ">> hlubší", "dekuji:", "a tak dál -- a dál",
     "od: ", "de: x", "Ödön schrieb:", "Best regards", "www.firma.cz", "„uvozovky“ – pomlčka",
     "Otázka na konec? Ano.", "1. bod", "- odrážka", "_podtržítko_",
+    "Ing. Jana Malá", "Petr Novák-Dvořák, účetní", "Dobrý Den", "Sociální služby města Horní Lomnice",
+    "Lomnická 12, 512 51 Horní Lomnice", "vedoucí provozu", "nejde nám vytisknout sestavu za říjen",
 ]
 
 
