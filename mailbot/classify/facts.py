@@ -272,7 +272,8 @@ class MailFacts:
 
     @_once
     def parts(self) -> BodyParts:
-        return split_body(self.body, self.mail.subject, self.limits.quote_scan_chars)
+        return split_body(self.body, self.mail.subject, self.limits.quote_scan_chars,
+                          self.mail.from_name)
 
     @_once
     def subject(self) -> str:

@@ -250,6 +250,81 @@ _NOT_NAMES = frozenset({
 })
 
 
+# A legal or confidentiality footer (folded), in Czech, Slovak, English and German: the
+# company register, "this message is confidential and meant for its addressee only", "if you
+# received it in error, tell the sender and delete it", "no offer to conclude a contract".
+# Each phrase is specific to such a footer: a customer's own "smazali jsme to omylem" is none.
+_FEW = r"\W+(?:\w+\W+){0,3}?"  # up to three words between
+_FOOTER = re.compile("|".join((
+    r"\b(?:zapsan|zapisan|registered)\w*(?:\W+\w+){0,3}?\W+(?:obchodn\w+ (?:rejstrik|regist)"
+    r"|\w+ soud\w*|court)",
+    r"\bobchodn(?:im|om) (?:rejstrik|regist)\w*", r"\bspisova znacka\b",
+    r"\boddiel?\b" + _FEW + r"vlozk", r"\bregistered (?:office|in england)",
+    r"\b(?:je|jsou|su|byt|obsah\w*)" + _FEW + r"(?:duvern|doveren|doverne|doverny)",
+    r"\b(?:duvern|doveren|doverne|doverny)\w* (?:informac|udaj)",
+    r"\burcen\w*" + _FEW + r"adresat", r"\bnejste" + _FEW + r"(?:adresat|prijemc)",
+    r"\bnie ste" + _FEW + r"(?:adresat|prijemc)", r"\bzamyslen\w* prijemc",
+    r"\b(?:obdrzel|obdrzal|dostal)\w*" + _FEW + r"omyl(?:em|om)\b",
+    r"\b(?:informujte|uvedomte|upovedomte|dejte)" + _FEW + r"(?:odesilatel|odosielatel)",
+    r"\bnavrh\w* na uzavre(?:ni smlouvy|tie zmluvy)",
+    r"\bconfidential(?:ity)? (?:notice|information)", r"\b(?:is|are|be) confidential\b",
+    r"\bintended (?:recipient|solely|only)", r"\b(?:received|reached)" + _FEW + r"in error\b",
+    r"\bnotify the sender\b", r"\bunauthori[sz]ed (?:use|disclosure|copying)",
+    r"\bconsider the environment before printing", r"\bdisclaimer\b",
+    r"\bvertrauliche? informationen", r"\brichtige adressat", r"\bden absender\b",
+)))
+
+
+FOOTER_CHARS = 4096
+"""A paragraph longer than this is no footer (and is not searched for footer wording)."""
+
+
+def _footer_start(folded: Sequence[str]) -> int:
+    """Index of the first line of a legal footer that ends the text (len(folded) if none):
+    the trailing paragraphs (blocks of lines between blank lines) each of which holds
+    footer wording (:data:`_FOOTER`). The first paragraph of text is never a footer."""
+    n = len(folded)
+    start = end = n
+    while True:
+        while end > 0 and not folded[end - 1]:
+            end -= 1
+        begin = end
+        while begin > 0 and folded[begin - 1]:
+            begin -= 1
+        paragraph = folded[begin:end]
+        if (not any(folded[:begin]) or sum(map(len, paragraph)) > FOOTER_CHARS
+                or _FOOTER.search(" ".join(paragraph)) is None):
+            return start
+        start = end = begin
+
+
+def _name_words(folded_name: str) -> frozenset[str]:
+    """The words of a folded personal name, titles and punctuation aside."""
+    return frozenset(w for w in re.findall(r"[^\W\d_]+(?:\.[^\W\d_]+)*", folded_name)
+                     if w not in _TITLES)
+
+
+def _sender_line(lines: Sequence[str], folded: Sequence[str], sender: str) -> int | None:
+    """The first line after the first line of text that is only the sender's own name (the
+    From display name, `sender`, in either order, titles aside; a short role may follow
+    a comma): it opens the signature, whatever follows it."""
+    wanted = _name_words(fold(sender))
+    if len(wanted) < 2:
+        return None
+    filled = [i for i, f in enumerate(folded) if f]
+    for k, i in enumerate(filled[1:], 1):
+        head = folded[i].partition(",")[0]
+        last = head.rsplit(" ", 1)[-1].strip(".")
+        if (last in wanted and _is_name_line(lines[i].strip(), folded[i])
+                and len(found := _name_words(head)) >= 2 and found <= wanted):
+            # A closing right above the name ("Díky,", "S pozdravem") belongs with it.
+            above = filled[k - 1]
+            if k > 1 and folded[above].count(" ") < 6 and _CLOSING.match(folded[above]):
+                return above
+            return i
+    return None
+
+
 BODY_TEXT_CHARS = 131_072
 """Default of `[limits] body_text_chars`: how much of a body's readable text the rules read."""
 QUOTE_SCAN_CHARS = 32_768
@@ -425,11 +500,14 @@ def _head(text: str, limit: int) -> tuple[str, str]:
 
 
 @lru_cache(maxsize=512)
-def split_body(text: str, subject: str = "", limit: int = QUOTE_SCAN_CHARS) -> BodyParts:
+def split_body(text: str, subject: str = "", limit: int = QUOTE_SCAN_CHARS,
+               sender: str = "") -> BodyParts:
     """Split a plain-text body into own text, quoted mail, forwarded mail and signature.
 
     Only the first `limit` characters (the newest text) are split line by line; what
-    follows them counts as quoted (or forwarded) mail.
+    follows them counts as quoted (or forwarded) mail. The signature is what follows the
+    sender's own name (`sender`, the From display name) on a line of its own, or the
+    signature found above a trailing legal footer, with that footer.
     """
     text, overflow = _head(text.replace("\r\n", "\n").replace("\r", "\n"), limit)
     lines = text.split("\n")
@@ -453,7 +531,12 @@ def split_body(text: str, subject: str = "", limit: int = QUOTE_SCAN_CHARS) -> B
         forwarded_text, quoted_tail = rest, ""
     else:
         forwarded_text, quoted_tail = "", rest
-    sig = _signature_start(own, own_folded)
+    footer = _footer_start(own_folded)
+    sig = _signature_start(own[:footer], own_folded[:footer])
+    if sender:
+        name = _sender_line(own[:sig], own_folded[:sig], sender)
+        if name is not None:
+            sig = name
     return BodyParts(
         own="\n".join(own[:sig]).strip(),
         quoted="\n".join([*quoted, quoted_tail]).strip(),

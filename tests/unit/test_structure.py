@@ -37,9 +37,10 @@ def decided(raw: bytes, registry: DictRegistry = REGISTRY) -> Decision:
     return decide(parse(raw), RuleContext.from_config(CONFIG, registry, NOW, None))
 
 
-def plain(body: str, subject: str = "Dotaz") -> bytes:
+def plain(body: str, subject: str = "Dotaz",
+          sender: str = "Ivana Kratochvílová <kratochvilova@mlekarna.example>") -> bytes:
     msg = EmailMessage()
-    msg["From"] = "Ivana Kratochvílová <kratochvilova@mlekarna.example>"
+    msg["From"] = sender
     msg["To"] = "podpora@estelar.example"
     msg["Subject"] = subject
     msg["Message-ID"] = "<s1@mlekarna.example>"
@@ -338,3 +339,64 @@ def test_the_subject_of_a_quoted_reply_is_the_earlier_mails_topic() -> None:
     d = decided(plain("Dobrý den, máme zájem, pošlete nám prosím cenovou nabídku. "
                       "Licence 3141-5926.\nIvana", "Propojení docházky s KS mzdy – nabídka"))
     assert (d.kind.value, d.scope_reason) == ("reject_scope", "data_export"), d.reasons
+
+
+SIGNED = ("S pozdravem\nIvana Kratochvílová\nmzdová účetní\nMlékárna Horní Lomnice a.s.\n"
+          "Průmyslová 8, 512 51 Horní Lomnice\ntel. 481 555 120")
+FOOTERS = (
+    "Mlékárna Horní Lomnice a.s., IČO 45612378, zapsaná v obchodním rejstříku u Krajského "
+    "soudu v Hradci Králové, oddíl B, vložka 2211.\nObsah této zprávy je důvěrný a patří jen "
+    "jejímu adresátovi; obdrželi-li jste ji omylem, dejte prosím vědět odesílateli a zprávu "
+    "odstraňte. Pro zaměstnance pořádáme školení a vyvíjíme aplikace na zakázku.",
+    "Mliekáreň Horná Lomnica a.s., zapísaná v Obchodnom registri Okresného súdu Žilina, "
+    "oddiel Sa, vložka 5521/L.\nTáto správa je dôverná. Ak ste ju dostali omylom, "
+    "upovedomte prosím odosielateľa a správu zmažte. V prípade havárie výroby volajte "
+    "dispečing.",
+    "This message and its attachments may contain confidential information meant only for\n"
+    "the named addressee. If it reached you in error, please notify the sender and delete it.\n"
+    "Our training centre also offers workshops and custom development for partners.",
+)
+
+
+def test_a_legal_footer_below_the_signature_is_not_the_customers_text() -> None:
+    """A confidentiality or company-register footer, its own paragraph below the signature,
+    is boilerplate: a body that is only a closing, a signature and such a footer describes
+    nothing, and what the footer says (training, development, an outage line) decides
+    nothing. Czech, Slovak and English footers."""
+    for footer in FOOTERS:
+        d = decided(plain(f"{SIGNED}\n\n{footer}\n", "Docházka"))
+        assert (d.kind.value, d.missing) == ("reject_incomplete", ("description", "license")), (
+            footer, d.reasons)
+        d = decided(plain("Dobrý den,\nv sestavě přesčasů za listopad chybí dva řidiči ze "
+                          f"skladu, kde to mám opravit?\nLicence 3141-5926\n\n{SIGNED}\n\n"
+                          f"{footer}\n", "Přesčasy"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (footer, d.reasons)
+    # The customer's own last paragraph that says something was deleted by mistake stays.
+    d = decided(plain("Dobrý den,\nv kalendáři jsme omylem smazali svátek 28. 10.\n\n"
+                      "Obdrželi jsme od kolegyně omylem starou verzi návodu, jak ho vrátit "
+                      "zpět?\nLicence 3141-5926", "Svátek"))
+    assert d.kind.value == "ticket", d.reasons
+
+
+def test_the_senders_own_name_opens_the_signature() -> None:
+    """A line that is the sender's own name (the From display name, in either order, titles
+    aside) opens the signature, also when what follows is no legal footer but a
+    department's own line about what it offers ("training and development", "in an
+    emergency call …"): that is not the customer's request."""
+    body = ("Dobrý den,\nv přehledu absencí se u dvou zaměstnanců ze skladu nezobrazuje "
+            "čerpané sick day, přestože je mají v kalendáři. Kde mám hledat chybu?\n\n"
+            "Licence 3141-5926\n\n{name}\nvedoucí personálního oddělení, vzdělávání a rozvoje "
+            "lidí\nMlékárna Horní Lomnice a.s.\nlinka 214\n\nPersonální oddělení pořádá pro "
+            "zaměstnance školení a zajišťuje vývoj interních aplikací.\nPři havárii výroby "
+            "volejte nonstop dispečink na lince 200.\n")
+    for name, sender in (
+        ("Ivana Kratochvílová", "Ivana Kratochvílová <kratochvilova@mlekarna.example>"),
+        ("Mgr. Ivana Kratochvílová", "Kratochvílová Ivana <kratochvilova@mlekarna.example>"),
+    ):
+        d = decided(plain(body.format(name=name), "Absence", sender))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (name, d.reasons)
+    # Another person's name, or the sender's name in a sentence, opens nothing.
+    d = decided(plain("Dobrý den,\nprosím o školení pro naše nové mistry, týká se:\n"
+                      "Petr Malý\nJana Horká\n\nIvana Kratochvílová je u nás správce "
+                      "docházky. Licence 3141-5926\n", "Školení"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), d.reasons

@@ -9,7 +9,8 @@ from mailbot.classify import text as text_mod
 from mailbot.classify.text import fold, split_body
 
 
-def _reference_split(text: str, subject: str, limit: int) -> tuple[str, str, str, str]:
+def _reference_split(text: str, subject: str, limit: int,
+                     sender: str = "") -> tuple[str, str, str, str]:
     """Every line folded and looked at in turn: the plain definition of split_body."""
     t = text_mod
     text, overflow = t._head(text.replace("\r\n", "\n").replace("\r", "\n"), limit)
@@ -32,9 +33,51 @@ def _reference_split(text: str, subject: str, limit: int) -> tuple[str, str, str
         forwarded_text, quoted_tail = rest, ""
     else:
         forwarded_text, quoted_tail = "", rest
-    sig = _reference_signature_start(own)
+    footer = _reference_footer_start(own)
+    sig = _reference_signature_start(own[:footer])
+    name = _reference_sender_line(own[:sig], sender)
+    sig = sig if name is None else name
     return ("\n".join(own[:sig]).strip(), "\n".join([*quoted, quoted_tail]).strip(),
             forwarded_text, "\n".join(own[sig:]).strip())
+
+
+def _reference_footer_start(lines: list[str]) -> int:
+    """The trailing paragraphs with footer wording, after at least one line of text."""
+    folded = [fold(line) for line in lines]
+    paragraphs: list[list[int]] = []
+    for i, f in enumerate(folded):
+        if f and (not paragraphs or not folded[i - 1]):
+            paragraphs.append([])
+        if f:
+            paragraphs[-1].append(i)
+    start = len(lines)
+    for para in reversed(paragraphs[1:]):
+        joined = " ".join(folded[i] for i in para)
+        if len(joined) - len(para) + 1 > text_mod.FOOTER_CHARS or not text_mod._FOOTER.search(joined):
+            break
+        start = para[0]
+    return start
+
+
+def _reference_sender_line(lines: list[str], sender: str) -> int | None:
+    """The first line after the first line of text that is a name line made of the
+    sender's name words (two or more, titles aside); a closing right above goes with it."""
+    t = text_mod
+    wanted = set(re.findall(r"[^\W\d_]+(?:\.[^\W\d_]+)*", fold(sender))) - t._TITLES
+    if len(wanted) < 2:
+        return None
+    folded = [fold(line) for line in lines]
+    text_lines = [i for i, f in enumerate(folded) if f]
+    for k in range(1, len(text_lines)):
+        i = text_lines[k]
+        head = folded[i].split(",")[0]
+        words = set(re.findall(r"[^\W\d_]+(?:\.[^\W\d_]+)*", head)) - t._TITLES
+        if t._is_name_line(lines[i].strip(), folded[i]) and len(words) >= 2 and words <= wanted:
+            above = text_lines[k - 1]
+            if k > 1 and len(folded[above].split()) <= 6 and t._CLOSING.match(folded[above]):
+                return above
+            return i
+    return None
 
 
 def _reference_signature_start(lines: list[str]) -> int:
@@ -101,6 +144,9 @@ LINES = [
     "Otázka na konec? Ano.", "1. bod", "- odrážka", "_podtržítko_",
     "Ing. Jana Malá", "Petr Novák-Dvořák, účetní", "Dobrý Den", "Sociální služby města Horní Lomnice",
     "Lomnická 12, 512 51 Horní Lomnice", "vedoucí provozu", "nejde nám vytisknout sestavu za říjen",
+    "Jan Novák", "Novák Jan, mistr", "Mgr. Jana Malá", "Tento e-mail je důvěrný a je určen jen adresátovi.",
+    "CONFIDENTIALITY NOTICE: this message is confidential.", "zapsaná v obchodním rejstříku",
+    "soudu v Brně, oddíl B, vložka 1133.", "Pokud jste zprávu obdrželi omylem, smažte ji.",
 ]
 
 
@@ -112,8 +158,10 @@ def test_split_body_is_the_line_by_line_definition() -> None:
             body = body.replace("\n", "\r\n")
         subject = rng.choice(["", "Dotaz", "Fwd: dotaz", "RE: FW: x", "Re: odpověď"])
         limit = rng.choice([32_768, 200, 60])
-        parts = split_body(body, subject, limit)
+        sender = rng.choice(["", "Jan Novák", "Novák, Jan", "Ing. Jana Malá", "Malá Jana",
+                             "Petr"])
+        parts = split_body(body, subject, limit, sender)
         assert (parts.own, parts.quoted, parts.forwarded, parts.signature) == _reference_split(
-            body, subject, limit), (body, subject, limit)
+            body, subject, limit, sender), (body, subject, limit, sender)
         assert parts.own_folded == fold(parts.own)
         assert parts.signature_folded == fold(parts.signature)
