@@ -172,3 +172,28 @@ def test_cannot_connect_and_a_shift_in_any_case_are_outages_by_the_rules_alone()
         d = decide(parse(plain(body, "Docházka")),
                    RuleContext.from_config(rules_alone, REGISTRY, NOW, None))
         assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (body, d.reasons)
+
+
+def test_someone_away_at_a_training_asks_for_none() -> None:
+    """Whoever would see to it is away, at a training or elsewhere ("nikdo z IT tu není,
+    jsou na školení", "som mimo kancelárie na školení", "our admin is at a training this
+    week"): that is why the sender writes, not a request for training."""
+    raw = forwarded("Dobrý den,\nposílám dál hlášení z recepce, prosím o pomoc. Z IT tu teď "
+                    "nikdo není, celé oddělení odjelo na školení.\nLicence 3141-5926\n\nIvana",
+                    "Radek Suchý <suchy@mlekarna.example>", "čtečky",
+                    "Ivano, od sedmi nikdo nemůže projít turnikety u vrátnice, všechny čtečky "
+                    "jsou offline.")
+    d = decided(raw)
+    assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), d.reasons
+    for body in (
+        "Dobrý deň,\nnáš technik je celý týždeň mimo kancelárie na školení, preto píšem ja: v "
+        "zostave dochádzky chýbajú nočné zmeny za október. Licenčné číslo 3141-5926",
+        "Hello,\nour IT admin is at a training in Brno this week, so I am writing instead: the "
+        "monthly report shows no overtime for the warehouse. License 3141-5926",
+    ):
+        d = decided(plain(body, "Sestava"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
+    # Asked for, a training is still out of scope, also beside an absence.
+    d = decided(plain("Dobrý den,\nkolegyně je tento týden mimo kancelář. Potřebovali bychom "
+                      "školení pro dvě nové mzdové účetní. Licence 3141-5926", "Školení"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), d.reasons
