@@ -4,11 +4,25 @@ the labelled sets. Each case has a near miss that must stay as it is."""
 
 from __future__ import annotations
 
-from mailbot.domain import Priority
-from tests.unit.test_structure import decided, plain
+from email.message import EmailMessage
+from email.policy import SMTP
+
+from mailbot.classify.decide import decide
+from mailbot.classify.rules import RuleContext
+from mailbot.domain import Decision, Priority
+from mailbot.ingest.parse import parse
+from tests.unit.test_structure import CONFIG, NOW, REGISTRY, decided, plain
 
 FORWARD = "\n\n---------- Forwarded message ---------\nOd: {sender}\nDate: po 23. 11. 2026 7:05\n" \
           "Subject: {subject}\nTo: Ivana Kratochvílová <kratochvilova@mlekarna.example>\n\n{text}\n"
+
+
+def by_rules(raw: bytes) -> Decision:
+    """The decision of the phrase rules alone (the second opinion switched off)."""
+    classify = CONFIG.classify
+    rules_alone = CONFIG.model_copy(update={"classify": classify.model_copy(update={
+        "model": classify.model.model_copy(update={"enabled": False})})})
+    return decide(parse(raw), RuleContext.from_config(rules_alone, REGISTRY, NOW, None))
 
 
 def forwarded(top: str, sender: str, subject: str, text: str) -> bytes:
@@ -197,3 +211,45 @@ def test_someone_away_at_a_training_asks_for_none() -> None:
     d = decided(plain("Dobrý den,\nkolegyně je tento týden mimo kancelář. Potřebovali bychom "
                       "školení pro dvě nové mzdové účetní. Licence 3141-5926", "Školení"))
     assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), d.reasons
+
+
+def test_a_server_that_does_not_come_up_is_down() -> None:
+    """A server or its service that does not come up (nerozběhne se, nenabootuje, won't
+    boot, doesn't come up) or keeps crashing is down, as one that will not start is; also
+    as the report in a mail forwarded as an attachment. The rules know it without the
+    second opinion."""
+    for body in (
+        "Dobrý den, po včerejší bouřce se server s docházkou už nerozběhl, po zapnutí jen "
+        "bliká kurzor. Licence 3141-5926",
+        "Dobrý deň, server dochádzky po výpadku prúdu nenabootuje, zostane stáť pri logu "
+        "výrobcu. Licenčné číslo 3141-5926",
+        "Hello, after the Windows update our attendance server does not come up, it stops at "
+        "the boot screen. License 3141-5926",
+        "Hi, the ACS server service keeps crashing a few seconds after it starts, the event "
+        "log shows an exception. License 3141-5926",
+    ):
+        d = by_rules(plain(body, "Server"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (body, d.reasons)
+    inner = EmailMessage()
+    inner["From"] = "suchy@mlekarna.example"
+    inner["Subject"] = "server"
+    inner.set_content("Ivana, since the upgrade last night the application server won't come "
+                      "up, the log ends with a schema error.\nRadek\n")
+    outer = EmailMessage()
+    outer["From"] = "Ivana Kratochvílová <kratochvilova@mlekarna.example>"
+    outer["To"] = "podpora@estelar.example"
+    outer["Subject"] = "Fwd: server"
+    outer["Message-ID"] = "<w1@mlekarna.example>"
+    outer.set_content("Dobrý den, posílám zprávu od správce v příloze, prosím o pomoc.\n"
+                      "Licence 3141-5926\n")
+    outer.add_attachment(inner)
+    d = by_rules(outer.as_bytes(policy=SMTP))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), d.reasons
+    # A crash of one function, or of one computer's client, is not the server down.
+    for body in ("Hello, the report designer crashes when I save a report with a server-side "
+                 "filter. License 3141-5926",
+                 "Dobrý den, na jednom počítači v účtárně se klient po startu nerozběhne, "
+                 "server i ostatní počítače jedou. Licence 3141-5926"):
+        d = decided(plain(body, "Chyba"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
+
