@@ -253,3 +253,25 @@ def test_a_server_that_does_not_come_up_is_down() -> None:
         d = decided(plain(body, "Chyba"))
         assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
 
+
+def test_no_one_of_a_trade_can_register_arrival() -> None:
+    """"No agent can register arrival", "not a single driver could record their arrival",
+    "žádná ze sester si nemůže zaznamenat příchod": nobody of a named group can clock in
+    (by the rules alone)."""
+    for body in (
+        "Hello, since six no operator can register arrival at the readers, they queue at the "
+        "door. License 3141-5926",
+        "Hi, this morning not a single driver could record their arrival at the depot, the "
+        "readers show an error. License 3141-5926",
+        "Dobrý den, od rána si žádná ze sester nemůže zaznamenat příchod, čtečka hlásí chybu "
+        "spojení. Licence 3141-5926",
+    ):
+        d = by_rules(plain(body, "Příchody"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (body, d.reasons)
+    # One person who cannot, or no one who sees a figure, is not.
+    for body in ("Hello, one agent cannot register arrival at reader 3, the others can. "
+                 "License 3141-5926",
+                 "Hello, no agent can see their overtime balance in the portal. "
+                 "License 3141-5926"):
+        d = decided(plain(body, "Agents"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
