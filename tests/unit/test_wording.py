@@ -275,3 +275,28 @@ def test_no_one_of_a_trade_can_register_arrival() -> None:
                  "License 3141-5926"):
         d = decided(plain(body, "Agents"))
         assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
+
+
+def test_the_whole_system_reconfigured_for_a_new_structure_is_global_configuration() -> None:
+    """"Překonfigurovat / přenastavit celý systém podle nové struktury", "reconfigure the
+    entire system for our new structure": the whole setup done again, by someone else (the
+    rules know it without the second opinion)."""
+    for body in (
+        "Dobrý den, od ledna se slučujeme s dceřinou firmou a potřebovali bychom, aby váš "
+        "technik celý systém překonfiguroval podle nové organizační struktury.",
+        "Dobrý deň, po zlúčení závodov potrebujeme, aby ste celý systém prenastavili podľa "
+        "novej organizačnej štruktúry.",
+        "Hello, after the reorganisation we need you to reconfigure the entire system for our "
+        "new organisational structure.",
+    ):
+        d = by_rules(plain(body + "\nLicence 3141-5926", "Reorganizace"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "global_configuration"), (
+            body, d.reasons)
+    # The whole system that reset itself, or how to switch it over, is support.
+    for body in ("Dobrý den, po aktualizaci se celý systém sám přenastavil do angličtiny, "
+                 "vrátíte ho prosím? Licence 3141-5926",
+                 "Hello, how do I reconfigure the whole system to summer time? "
+                 "License 3141-5926"):
+        d = decided(plain(body, "Jazyk"))
+        assert d.kind.value == "ticket", (body, d.reasons)
+
