@@ -300,3 +300,23 @@ def test_the_whole_system_reconfigured_for_a_new_structure_is_global_configurati
         d = decided(plain(body, "Jazyk"))
         assert d.kind.value == "ticket", (body, d.reasons)
 
+
+def test_the_software_modified_for_us_is_custom_development() -> None:
+    """What the product does not do as standard, asked to be modified for the customer
+    ("dal by se program pro nás upravit", "dal by sa pre nás upraviť", "modify the software
+    for us"), with a price asked: custom development (by the rules alone)."""
+    for body in (
+        "Dobrý den, chtěli bychom, aby terminály po pípnutí ukázaly zůstatek stravenek. Víme, "
+        "že to program standardně neumí – dal by se pro nás upravit? Pošlete prosím cenu.",
+        "Dobrý deň, viem, že to softvér štandardne nevie – dal by sa pre nás upraviť, aby "
+        "terminál ukázal aj jedálny lístok? Zaujíma nás cena.",
+        "Hello, I know the terminals can't do this out of the box - could you modify the "
+        "software for us so that they show the canteen menu? Please send a price.",
+    ):
+        d = by_rules(plain(body + "\nLicence 3141-5926", "Terminály"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "custom_development"), (
+            body, d.reasons)
+    # How to adjust a setting for us is support.
+    d = decided(plain("Dobrý den, jak si můžeme pro nás upravit délku směny? Standardně je "
+                      "nastavená na 8 hodin. Licence 3141-5926", "Směna"))
+    assert d.kind.value == "ticket", d.reasons
