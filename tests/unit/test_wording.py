@@ -320,3 +320,23 @@ def test_the_software_modified_for_us_is_custom_development() -> None:
     d = decided(plain("Dobrý den, jak si můžeme pro nás upravit délku směny? Standardně je "
                       "nastavená na 8 hodin. Licence 3141-5926", "Směna"))
     assert d.kind.value == "ticket", d.reasons
+
+
+def test_hours_sent_to_our_own_planning_tool_are_an_export() -> None:
+    """The worked hours sent every night to the customer's own planning or workforce tool
+    ("do našeho plánovacího nástroje", "into our workforce management tool") are a data
+    export to another system, by the rules alone."""
+    for body in (
+        "Dobrý den, potřebovali bychom, aby docházka každý večer posílala odpracované hodiny "
+        "do našeho plánovacího nástroje Shiftee přes SFTP. Licence 3141-5926",
+        "Dobrý deň, potrebujeme, aby dochádzka každú noc posielala odpracované hodiny do nášho "
+        "plánovacieho nástroja cez SFTP. Licenčné číslo 3141-5926",
+        "Hello, we need the attendance system to push the worked hours into our workforce "
+        "management tool every night via SFTP. License 3141-5926",
+    ):
+        d = by_rules(plain(body, "Hodiny"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "data_export"), (body, d.reasons)
+    # Hours that stopped arriving there are a fault of what exists.
+    d = decided(plain("Dobrý den, od pondělí se odpracované hodiny nepropisují do našeho "
+                      "plánovacího nástroje, SFTP přenos končí chybou. Licence 3141-5926", "Hodiny"))
+    assert d.kind.value == "ticket", d.reasons
