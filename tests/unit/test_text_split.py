@@ -53,7 +53,8 @@ def _reference_footer_start(lines: list[str]) -> int:
     start = len(lines)
     for para in reversed(paragraphs[1:]):
         joined = " ".join(folded[i] for i in para)
-        if len(joined) - len(para) + 1 > text_mod.FOOTER_CHARS or not text_mod._FOOTER.search(joined):
+        if (len(joined) - len(para) + 1 > text_mod.FOOTER_CHARS
+                or not text_mod._FOOTER.search(joined)):
             break
         start = para[0]
     return start
@@ -144,7 +145,8 @@ LINES = [
     "Otázka na konec? Ano.", "1. bod", "- odrážka", "_podtržítko_",
     "Ing. Jana Malá", "Petr Novák-Dvořák, účetní", "Dobrý Den", "Sociální služby města Horní Lomnice",
     "Lomnická 12, 512 51 Horní Lomnice", "vedoucí provozu", "nejde nám vytisknout sestavu za říjen",
-    "Jan Novák", "Novák Jan, mistr", "Mgr. Jana Malá", "Tento e-mail je důvěrný a je určen jen adresátovi.",
+    "Jan Novák", "Novák Jan, mistr", "Mgr. Jana Malá",
+    "Tento e-mail je důvěrný a je určen jen adresátovi.",
     "CONFIDENTIALITY NOTICE: this message is confidential.", "zapsaná v obchodním rejstříku",
     "soudu v Brně, oddíl B, vložka 1133.", "Pokud jste zprávu obdrželi omylem, smažte ji.",
 ]

@@ -338,5 +338,6 @@ def test_hours_sent_to_our_own_planning_tool_are_an_export() -> None:
         assert (d.kind.value, d.scope_reason) == ("reject_scope", "data_export"), (body, d.reasons)
     # Hours that stopped arriving there are a fault of what exists.
     d = decided(plain("Dobrý den, od pondělí se odpracované hodiny nepropisují do našeho "
-                      "plánovacího nástroje, SFTP přenos končí chybou. Licence 3141-5926", "Hodiny"))
+                      "plánovacího nástroje, SFTP přenos končí chybou. Licence 3141-5926",
+                      "Hodiny"))
     assert d.kind.value == "ticket", d.reasons
