@@ -284,15 +284,16 @@ def _footer_start(folded: Sequence[str]) -> int:
     the trailing paragraphs (blocks of lines between blank lines) each of which holds
     footer wording (:data:`_FOOTER`). The first paragraph of text is never a footer."""
     n = len(folded)
+    first = next((i for i, f in enumerate(folded) if f), n)
     start = end = n
     while True:
-        while end > 0 and not folded[end - 1]:
+        while end > first and not folded[end - 1]:
             end -= 1
         begin = end
-        while begin > 0 and folded[begin - 1]:
+        while begin > first and folded[begin - 1]:
             begin -= 1
         paragraph = folded[begin:end]
-        if (not any(folded[:begin]) or sum(map(len, paragraph)) > FOOTER_CHARS
+        if (begin <= first or sum(map(len, paragraph)) > FOOTER_CHARS
                 or _FOOTER.search(" ".join(paragraph)) is None):
             return start
         start = end = begin
