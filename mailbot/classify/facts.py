@@ -371,7 +371,13 @@ class MailFacts:
 
     @_once
     def has_description(self) -> bool:
-        own = join_folded((fold(self.subject), self.parts.own_folded))  # fold(subject\nown)
+        """Whether the subject and the sender's own text describe something; a quoted
+        reply's subject is the earlier mail's topic (:attr:`subject_quoted`), our
+        newsletter's say, and describes nothing of the sender's."""
+        if self.subject_quoted:
+            own = self.parts.own_folded
+        else:
+            own = join_folded((fold(self.subject), self.parts.own_folded))  # fold(subject\nown)
         if _describes_text(own, self.settings, self.compiled):
             return True
         return bool(self.forwarded_own) and _describes(

@@ -400,3 +400,89 @@ def test_the_senders_own_name_opens_the_signature() -> None:
                       "Petr Malý\nJana Horká\n\nIvana Kratochvílová je u nás správce "
                       "docházky. Licence 3141-5926\n", "Školení"))
     assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), d.reasons
+
+
+def test_a_session_to_teach_new_people_the_program_is_training() -> None:
+    """Training said without the word: a course, lesson or session for the customer's new
+    people on how to work with the program, or someone coming to show the new ones how it
+    works (English, Czech, Slovak). "None of them has ever seen it" is no outage."""
+    for subject, body in (
+        ("New planners", "Hi, would you be able to hold a short course for our two shift "
+                         "planners on how to work with the attendance program? They only "
+                         "joined last month. Remote is fine. License 3141-5926"),
+        ("Noví skladníci", "Dobrý den, mohl by k nám na dopoledne přijet někdo od vás a ukázat "
+                           "novým skladníkům, jak se v docházce zapisují dovolené a opravy? "
+                           "Licence 3141-5926"),
+        ("Noví majstri", "Dobrý deň, potrebovali by sme lekciu pre nových majstrov, aby sa "
+                         "naučili pracovať s dochádzkou, nikto z nich ju nikdy nepoužíval. "
+                         "Licencia 3141-5926"),
+    ):
+        d = decided(plain(body, subject))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), (body, d.reasons)
+    # A new colleague who cannot clock in reports a fault.
+    d = decided(plain("Dobrý den, náš nový kolega ze skladu nemůže pipnout na terminálu u "
+                      "vrátnice, karta je přiřazená. Licence 3141-5926", "Karta"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
+
+
+def test_a_new_site_built_from_zero_is_global_configuration() -> None:
+    """The whole system built for a new site from zero (or from scratch) is a setup."""
+    for body in (
+        "Dobrý den, v březnu spouštíme nový sklad v Hranicích. Potřebovali bychom tam docházku "
+        "vybudovat od nuly, terminály, směny i pravidla. Zvládli byste to za nás? "
+        "Licence 3141-5926",
+        "Hello, we are opening a depot in Brno in spring and need the attendance system built "
+        "from scratch there. Could your team do that for us? License 3141-5926",
+    ):
+        d = decided(plain(body, "Nový sklad"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "global_configuration"), (
+            body, d.reasons)
+
+
+def test_an_outage_the_sender_says_is_over_is_no_emergency() -> None:
+    """Tense in the customer's own text: an outage told in the past that has been over since
+    (a restart fixed it) is a normal ticket; one that still goes on is an emergency."""
+    for body in (
+        "Dobrý den, ve čtvrtek ráno na hodinu vypadl server docházky a nikdo se nemohl "
+        "přihlásit. Kolega ho restartoval a od té doby běží bez potíží. Můžete zjistit, "
+        "co se stalo? Licence 3141-5926",
+        "Hello, yesterday evening the attendance server went down and nobody could clock in. "
+        "After a reboot it has been fine ever since. Could you look at the logs to find out "
+        "why? License 3141-5926",
+    ):
+        d = decided(plain(body, "Výpadek"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
+    d = decided(plain("Dobrý den, od rána nejde server docházky. Restartovali jsme ho, ale "
+                      "pořád nikdo nemůže pipnout. Licence 3141-5926", "Výpadek"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), d.reasons
+
+
+def test_other_systems_working_do_not_make_an_outage_partial() -> None:
+    """"The network and other applications work" says the outage is ours alone, not that
+    only a part of our system is down: every terminal offline stays an emergency."""
+    d = decided(plain("Dobrý deň, od rána nefunguje ani jeden vstupný terminál, všetky hlásia "
+                      "odpojené. Zamestnanci sa nemôžu zaevidovať. Internet je v poriadku a "
+                      "ostatné aplikácie fungujú normálne. Licencia 3141-5926", "Terminály"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), d.reasons
+
+
+def test_a_terminals_clock_synchronisation_is_no_export() -> None:
+    """A terminal whose clock runs ahead although time synchronisation is on is a fault,
+    even where the payroll clerk, who gets wrong overtime from it, is named beside it."""
+    d = decided(plain("Dobrý den, terminál v dílně se každý týden předbíhá o pár minut, i "
+                      "když má zapnutou synchronizaci se serverem. Mzdová účetní si pak "
+                      "stěžuje na přesčasy. Proč se synchronizace u toho terminálu neuplatní? "
+                      "Licence 3141-5926", "Čas terminálu"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
+
+
+def test_a_reply_to_the_newsletter_asking_for_a_call_describes_nothing() -> None:
+    """A reply keeps the newsletter's subject: that, like the quoted newsletter, is not the
+    customer's description; "call me, we have trouble with it" describes nothing."""
+    body = ("Ozvěte se mi prosím, máme s tím potíže.\nJana\n\n"
+            "Dne 2. 12. 2026 v 8:00 ESTELAR novinky <novinky@estelar.example> napsal(a):\n"
+            "> Nová verze přehledu přesčasů, zimní čas na terminálech\n"
+            "> a termíny školení správců systému.\n")
+    d = decided(plain(body, "Re: ESTELAR novinky – prosinec 2026"))
+    assert (d.kind.value, d.missing) == ("reject_incomplete", ("description", "license")), (
+        d.reasons)
