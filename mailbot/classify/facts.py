@@ -206,7 +206,9 @@ class _Compiled:
         self.emergency_signals = phrase_set(model.emergency_signals)
         self.scope_signals = phrase_set(model.scope_signals) if model.scope_signals else None
         self.not_emergency = phrase_set(settings.not_emergency_phrases)
+        self.elsewhere = phrase_set(settings.elsewhere_phrases)
         self.resolved = phrase_set(settings.resolved_phrases)
+        self.ongoing = phrase_set(settings.ongoing_phrases)
         self.no_description = phrase_set(settings.no_description_phrases)
         self.unsubscribe = tuple(compiled_rule(r) for r in settings.unsubscribe)
         self.scope = tuple(compiled_rule(r) for r in settings.scope)
@@ -319,6 +321,13 @@ class MailFacts:
     @_once
     def own_joined(self) -> str:
         return "\n".join(self.own_sentences)
+
+    @_once
+    def outage_over(self) -> bool:
+        """Whether the sender's own words say an outage is over ("a restart fixed it, since
+        then it runs") and none says it still goes on: tense, not the words of the outage."""
+        compiled, own = self.compiled, self.own_joined
+        return compiled.resolved.search(own) and not compiled.ongoing.search(own)
 
     @_once
     def own_describes(self) -> bool:

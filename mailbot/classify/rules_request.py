@@ -107,28 +107,33 @@ def _second_opinion(evidence: dict[str, Evidence], labels: tuple[str, ...], agai
 
 
 def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
-    """The system stopped for everyone (server down, nobody can clock in): an emergency ticket."""
+    """The system stopped for everyone (server down, nobody can clock in): an emergency ticket.
+
+    Not when the sender's own words say the outage is over (:attr:`MailFacts.outage_over`):
+    told of in the past tense and working since ("it went down on Saturday, since the
+    restart it runs"), in their text or in a mail they forward. Told in the past tense but
+    still going on ("it went down at six, we restarted it, still nobody can clock in"), it is.
+    """
     facts = mail_facts(mail, ctx)
+    if facts.outage_over:
+        return None
     text, joined = facts.request_sentences, facts.request_joined
-    not_emergency = facts.compiled.not_emergency
+    not_emergency, elsewhere = facts.compiled.not_emergency, facts.compiled.elsewhere
     found = not_emergency.occurring(joined)  # only these can occur in a sentence
-    if found and any(not_emergency.first_of(s, found) for s in text):
+    if found and any(not_emergency.first_of(elsewhere.blank_out(s), found) for s in text):
         return None
     own, forwarded = facts.own_sentences, facts.forwarded_sentences
     own_joined = facts.own_joined
     for compiled in facts.compiled.emergency:
         hit = compiled.match(own, own_joined)
-        # A forwarded report counts unless the sender's own words say it is over
-        # ("that was last week and is solved"): their words are the newer ones.
-        if not hit and forwarded and not facts.compiled.resolved.search(own_joined):
+        if not hit and forwarded:
             hit = compiled.match(forwarded)
         if hit:
             reason = compiled.rule.reason
             return Finding(DecisionKind.TICKET, f"{reason}: {hit}", priority=Priority.EMERGENCY,
                            flags=NEW_REQUEST)
     model = ctx.settings.model
-    told = own if forwarded and facts.compiled.resolved.search(own_joined) else text
-    opinion = _second_opinion(facts.opinion(told), ("emergency",), "normal",
+    opinion = _second_opinion(facts.opinion(text), ("emergency",), "normal",
                               model.emergency_threshold, model.emergency_margin)
     if opinion is None:
         return None

@@ -150,8 +150,15 @@ class ClassifyConfig(BaseModel):
     scope: tuple[PhraseRule, ...] = ()
     emergency: tuple[PhraseRule, ...] = ()
     not_emergency_phrases: tuple[str, ...] = ()
-    # The sender's own words that a forwarded outage is over ("that is solved now").
+    # What lies outside the product ("the network and the other systems work"): blanked out
+    # before looking for not_emergency_phrases, which speak of a part of the product.
+    elsewhere_phrases: tuple[str, ...] = ()
+    # The sender's own words that an outage is over ("that is solved now", "since the
+    # restart it runs"), told of in their own text or in a mail they forward.
     resolved_phrases: tuple[str, ...] = ()
+    # The sender's own words that it still goes on ("still nobody can clock in"): an outage
+    # then is not over, whatever came back up on the way.
+    ongoing_phrases: tuple[str, ...] = ()
     unsubscribe: tuple[PhraseRule, ...] = ()
     auto_subject_phrases: tuple[str, ...] = ()
     # The opening of an absence notice sent without automatic-mail headers.
@@ -189,7 +196,9 @@ class ClassifyConfig(BaseModel):
         "license_context",
         "license_distractors",
         "not_emergency_phrases",
+        "elsewhere_phrases",
         "resolved_phrases",
+        "ongoing_phrases",
         "auto_subject_phrases",
         "out_of_office_phrases",
         "bounce_body_phrases",
