@@ -419,9 +419,9 @@ def test_a_session_to_teach_new_people_the_program_is_training() -> None:
     ):
         d = decided(plain(body, subject))
         assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), (body, d.reasons)
-    # A new colleague who cannot clock in reports a fault.
-    d = decided(plain("Dobrý den, náš nový kolega ze skladu nemůže pipnout na terminálu u "
-                      "vrátnice, karta je přiřazená. Licence 3141-5926", "Karta"))
+    # A fault a new colleague has is a ticket.
+    d = decided(plain("Dobrý den, novému kolegovi ze skladu se v přehledu nezobrazují "
+                      "příchody z terminálu u vrátnice. Licence 3141-5926", "Příchody"))
     assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
 
 
