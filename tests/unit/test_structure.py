@@ -486,3 +486,19 @@ def test_a_reply_to_the_newsletter_asking_for_a_call_describes_nothing() -> None
     d = decided(plain(body, "Re: ESTELAR novinky – prosinec 2026"))
     assert (d.kind.value, d.missing) == ("reject_incomplete", ("description", "license")), (
         d.reasons)
+
+
+def test_readers_refusing_every_badge_are_an_emergency_by_the_rules_alone() -> None:
+    """A whole shift kept out because the readers accept no badge, or every reader shows
+    red, is an outage, with the rules alone too; a restart that changed nothing ends none."""
+    rules_alone = CONFIG.classify.model_copy(update={
+        "model": CONFIG.classify.model.model_copy(update={"enabled": False})})
+    config = CONFIG.model_copy(update={"classify": rules_alone})
+    for body in (
+        "Hello, since 5:30 our entire night shift is stuck at the gate: the turnstile readers "
+        "will not accept any card. We restarted the server, nothing changed. License 3141-5926",
+        "Hello, since this morning every reader at the loading dock flashes red and people "
+        "are queueing outside. License 3141-5926",
+    ):
+        d = decide(parse(plain(body, "Gate")), RuleContext.from_config(config, REGISTRY, NOW, None))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (body, d.reasons)
