@@ -5,8 +5,9 @@ when this package is imported: a kind without a handler raises `RegistryError` n
 Adding an outcome = one module here (a `Handler` subclass) registered below, plus its
 templates.
 
-* `render_replies` (pure, in the render stage): the handler's replies, then a warning to the
-  staff about a forged staff reply if no notice carried it.
+* `render_replies` (pure, in the render stage): the handler's automatic reply to the sender
+  (`Handler.automatic`), its other replies, then a warning to the staff about a forged staff
+  reply if no notice carried it.
 * `write_decision` (in the worker's transaction): the handler's rows, then for every outcome
   the attachments on the ticket, the replies in the outbox (within the rate limits) and the
   decision record.
@@ -40,6 +41,7 @@ from mailbot.classify.rules import body_text
 from mailbot.domain import Decision, Mail, OutgoingMail, RuleResult
 from mailbot.handlers.base import (
     Act,
+    AutoReply,
     Effect,
     Handler,
     Registry,
@@ -57,8 +59,8 @@ from mailbot.handlers.unsubscribe import UnsubscribeHandler
 if TYPE_CHECKING:
     from mailbot.store import Transaction
 
-__all__ = ["HANDLERS", "Act", "Effect", "Handler", "Registry", "RegistryError", "ReplyJob",
-           "read_ahead", "render_replies", "write_decision"]
+__all__ = ["HANDLERS", "Act", "AutoReply", "Effect", "Handler", "Registry", "RegistryError",
+           "ReplyJob", "read_ahead", "render_automatic", "render_replies", "write_decision"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,8 @@ def render_replies(
     raw: bytes | None = None,
     handlers: Registry = HANDLERS,
 ) -> tuple[OutgoingMail, ...]:
-    """The mails `decision` sends (pure: templates and the `email` package only).
+    """The mails `decision` sends (pure: templates and the `email` package only): the
+    handler's automatic reply first, then its other mails.
 
     `raw` is the inbound message itself, needed only to pass a staff reply's attachments on.
     """
@@ -94,7 +97,10 @@ def render_replies(
     suspicious = suspicion(decision) if "suspicious_staff" in decision.flags else ""
     body = body_text(mail)  # the whole readable text (HTML converted once)
     job = ReplyJob(inbound_id, mail, decision, ticket, now, raw, body, suspicious)
-    out = handlers[decision.kind].replies(ctx, job)
+    handler = handlers[decision.kind]
+    auto = handler.automatic(inbound_id, decision, ticket, ctx.mailbox.message_id_domain)
+    reply = None if auto is None else render_automatic(ctx, auto, mail, decision, now)
+    out = ([] if reply is None else [reply]) + handler.replies(ctx, job)
     if suspicious and decision.ticket is not None and not any(o.kind == "notice" for o in out):
         warn = ctx.conversation.notice(
             event="followup", ticket=decision.ticket, customer=decision.customer,
@@ -103,6 +109,13 @@ def render_replies(
         if warn is not None:
             out.append(warn)
     return tuple(out)
+
+
+def render_automatic(ctx: ReplyContext, auto: AutoReply, mail: Mail, decision: Decision,
+                     now: datetime) -> OutgoingMail | None:
+    """A handler's automatic reply `auto` to `mail` (None where the sender gets none)."""
+    return ctx.renderer.render(decision, mail, ticket=auto.ticket, message_id=auto.message_id,
+                               now=now, purpose=auto.purpose, template=auto.template)
 
 
 def read_ahead(tx: Transaction, *, replies: Iterable[OutgoingMail],

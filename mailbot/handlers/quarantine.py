@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from mailbot.actions import ActionSettings, ReplyContext, enqueue_replies
+from mailbot.actions import ActionSettings, TicketDraft, enqueue_replies
 from mailbot.domain import Decision, DecisionKind, OutgoingMail, other_message_id
-from mailbot.handlers.base import QuarantiningHandler, ReplyJob
+from mailbot.handlers.base import AutoReply, QuarantiningHandler
 
 if TYPE_CHECKING:
     from mailbot.store import Transaction
@@ -18,14 +18,12 @@ if TYPE_CHECKING:
 class QuarantineHandler(QuarantiningHandler):
     kinds = frozenset({DecisionKind.QUARANTINED})
 
-    def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
-        if "tell_sender" not in job.decision.flags:
-            return []
-        message_id = other_message_id(f"limit-{job.inbound_id}", ctx.mailbox.message_id_domain)
-        reply = ctx.renderer.render(job.decision, job.mail, ticket=None, message_id=message_id,
-                                    now=job.now, purpose=f"reject:{job.inbound_id}",
-                                    template="reject_too_large")
-        return [] if reply is None else [reply]
+    def automatic(self, inbound_id: int, decision: Decision, ticket: TicketDraft | None,
+                  domain: str) -> AutoReply | None:
+        if "tell_sender" not in decision.flags:
+            return None
+        return AutoReply(f"reject:{inbound_id}", "reject_too_large",
+                         other_message_id(f"limit-{inbound_id}", domain))
 
     def quarantine(self, tx: Transaction, *, inbound_id: int, decision: Decision,
                    replies: tuple[OutgoingMail, ...], now: datetime,
