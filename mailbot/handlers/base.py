@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
-from mailbot.actions import ActionSettings, ReplyContext, TicketDraft
+from mailbot.actions import ActionSettings, HeldReply, ReplyContext, TicketDraft
 from mailbot.classify.commands import latest_reply
 from mailbot.domain import (
     Decision,
@@ -105,7 +105,7 @@ class Handler:
                   domain: str) -> AutoReply | None:
         """The automatic reply to the sender this outcome sends, if any (none by default),
         described without rendering it (`domain`: of its Message-ID). It is rendered before
-        `replies`."""
+        `replies`, unless the worker foresees that the rate limits hold it back."""
         return None
 
     def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
@@ -124,8 +124,9 @@ class QuarantiningHandler(Handler, ABC):
     @abstractmethod
     def quarantine(self, tx: Transaction, *, inbound_id: int, decision: Decision,
                    replies: tuple[OutgoingMail, ...], now: datetime,
-                   settings: ActionSettings) -> str:
-        """Park the message (and queue `replies`); returns the reason."""
+                   settings: ActionSettings, held: tuple[HeldReply, ...] = ()) -> str:
+        """Park the message (and queue `replies`, and `held` as `enqueue_replies` does);
+        returns the reason."""
 
 
 class ExistingTicketHandler(Handler, ABC):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from mailbot.actions import ActionSettings, TicketDraft, enqueue_replies
+from mailbot.actions import ActionSettings, HeldReply, TicketDraft, enqueue_replies
 from mailbot.domain import Decision, DecisionKind, OutgoingMail, other_message_id
 from mailbot.handlers.base import AutoReply, QuarantiningHandler
 
@@ -27,12 +27,12 @@ class QuarantineHandler(QuarantiningHandler):
 
     def quarantine(self, tx: Transaction, *, inbound_id: int, decision: Decision,
                    replies: tuple[OutgoingMail, ...], now: datetime,
-                   settings: ActionSettings) -> str:
+                   settings: ActionSettings, held: tuple[HeldReply, ...] = ()) -> str:
         """Quarantine the message (the reason is the quarantine error) and queue the note to
         its sender, if any. Returns the reason."""
         reason = "; ".join(r.detail for r in decision.reasons if r.hit) or "over a limit"
         _, limited = enqueue_replies(tx, replies, ticket_id=None, inbound_id=inbound_id,
-                                     now=now, settings=settings)
+                                     now=now, settings=settings, held=held)
         reason += "".join(f"; no {out.kind}: rate limit" for out, _ in limited)
         tx.quarantine(inbound_id, reason)
         return reason
