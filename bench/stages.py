@@ -14,7 +14,11 @@ does not count, waiting for a core does not either), best of `--repeat` runs:
   * render_reply: ReplyRenderer.render of a ticket acknowledgement per mail (the
     decision of every mail recast as a TICKET with a ticket, so every mail gets a reply);
   * render_notice: ConversationRenderer.notice of the staff notice of that new ticket per
-    mail (as the ticket handler calls it).
+    mail (as the ticket handler calls it);
+  * render_stage: the render stage as the worker runs it (`handlers.render_replies`) on the
+    mails' real decisions, all at one instant as in `replay`: once rendering every
+    automatic reply, once leaving out those the per-address and total rate limits will
+    hold back (`RateForecast`, from an empty outbox).
 Also prints bare email.message_from_bytes(policy=default) for reference.
 """
 
@@ -40,6 +44,8 @@ SHARED = Path(os.environ.get("MAILBOT_SHARED", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT))
 
 import mailbot.config
+from mailbot.actions import ActionSettings, RateForecast, ReplyContext, TicketDraft
+from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import RuleContext
 from mailbot.domain import (
@@ -49,6 +55,7 @@ from mailbot.domain import (
     TicketView,
     Tier,
 )
+from mailbot.handlers import HANDLERS, render_replies
 from mailbot.handlers.ticket import new_ticket_info
 from mailbot.ingest.parse import parse
 from mailbot.registry import DictRegistry
@@ -170,7 +177,42 @@ def main() -> int:
         )
         made = sum(1 for r in sent if r is not None)
         print(f"render_notice      {notice_ms:7.3f} ms/mail ({made} notices)")
+        render_stage(cfg, renderer, conversation, mails, decisions, args.repeat)
     return 0
+
+
+def render_stage(cfg: mailbot.config.Config, renderer: ReplyRenderer,
+                 conversation: ConversationRenderer, mails: list, decisions: list,
+                 repeat: int) -> None:
+    """The render stage on the real decisions, with and without the held-back replies."""
+    ctx = ReplyContext(cfg.mailbox, renderer, conversation, ())
+    domain = cfg.mailbox.message_id_domain
+    jobs, addresses = [], []
+    for i, (mail, d) in enumerate(zip(mails, decisions, strict=True), 1):
+        ticket = None
+        if HANDLERS[d.kind].opens_ticket:
+            view = TicketView(number=f"T-2026-{i:06d}", subject=mail.subject,
+                              priority=d.priority or Priority.NORMAL, opened_at=NOW,
+                              deadline=NOW + timedelta(hours=16),
+                              customer_email=mail.from_addr or "", license=d.license)
+            ticket = TicketDraft(2026, i, view)
+        auto = HANDLERS[d.kind].automatic(i, d, ticket, domain)
+        author = mail.from_addr if mail.from_header else None
+        addresses.append(author.lower() if auto is not None and author else None)
+        jobs.append((i, mail, d, ticket))
+    settings = ActionSettings.from_config(cfg, BusinessCalendar(cfg.calendar))
+    no_total = dataclasses.replace(settings, auto_replies_total_per_hour=1_000_000)
+    variants = [("every automatic reply rendered", [False] * len(jobs))]
+    for what, limits in (("per-address limit (bench/replay.py)", no_total),
+                         ("per-address and total limits", settings)):
+        _, holds = RateForecast(limits).hold_back(addresses, NOW, {}, 0)
+        variants.append((f"{sum(holds)} held back by the {what}", holds))
+    for label, hold in variants:
+        ms, out = timed(lambda t: render_replies(ctx, inbound_id=t[0][0], mail=t[0][1],
+                                                 decision=t[0][2], ticket=t[0][3], now=NOW,
+                                                 hold=t[1]),
+                        list(zip(jobs, hold, strict=True)), repeat)
+        print(f"render_stage       {ms:7.3f} ms/mail ({sum(map(len, out))} mails; {label})")
 
 
 if __name__ == "__main__":

@@ -10,15 +10,18 @@ Acting on a decision runs in three steps so the expensive part can run in a chil
    allocation and commit leaves a gap).
 3. writing (`handlers.write_decision`), inside the worker's transaction: ticket, ticket event,
    outbox rows, the decision record and the inbound row's state commit together or not at all.
+
+Automatic replies the rate limits will hold back at step 3 are foreseen before step 2
+(`RateForecast`) and not rendered; step 3 checks them as if they were (`HeldReply`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config, MailboxConfig
@@ -114,20 +117,45 @@ class ActionSettings:
                    config.news.bounce_limit, config.conversation.auto_replies_total_per_hour)
 
 
+@dataclass(frozen=True, slots=True)
+class HeldReply:
+    """An automatic reply left unrendered because the rate limits were foreseen to hold it
+    back (`RateForecast`): what the check when its batch is written and the decision
+    record's note need, and how to render it after all if that check lets it through."""
+
+    purpose: str
+    kind: str
+    rcpt_to: tuple[str, ...]
+    render: Callable[[], OutgoingMail | None]
+    auto: ClassVar[bool] = True
+
+
 def enqueue_replies(tx: Transaction, replies: tuple[OutgoingMail, ...], *, ticket_id: int | None,
-                    inbound_id: int, now: datetime, settings: ActionSettings
-                    ) -> tuple[int, list[tuple[OutgoingMail, str]]]:
+                    inbound_id: int, now: datetime, settings: ActionSettings,
+                    held: tuple[HeldReply, ...] = ()
+                    ) -> tuple[int, list[tuple[OutgoingMail | HeldReply, str]]]:
     """Queue the replies of one message; automatic ones only within the rate limits (per
-    sender, and for all senders together). Returns how many were queued and those a limit
-    held back, each with the limit reached."""
-    queued, limited = 0, []
-    for out in replies:
+    sender, and for all senders together). `held` are automatic replies not rendered because
+    a limit was foreseen to hold them back: checked first (where they were rendered, they
+    come first), and rendered now if no limit holds them back after all. Returns how many
+    were queued and those a limit held back, each with the limit reached."""
+    queued = 0
+    limited: list[tuple[OutgoingMail | HeldReply, str]] = []
+    every: tuple[OutgoingMail | HeldReply, ...] = (*held, *replies)
+    for out in every:
         why = rate_limit_reached(tx, out, now, settings) if out.auto else None
         if why is not None:
             log.warning("auto-reply rate limit: no %s to %s (%s)", out.kind,
                         out.rcpt_to[0] if out.rcpt_to else "-", why)
             limited.append((out, why))
             continue
+        if isinstance(out, HeldReply):
+            log.info("auto-reply rate limit: %s to %s allowed after all; rendered now",
+                     out.kind, out.rcpt_to[0])
+            rendered = out.render()
+            if rendered is None:
+                continue
+            out = rendered
         queued += tx.enqueue(out, ticket_id=ticket_id, inbound_id=inbound_id, now=now)
     return queued, limited
 
@@ -136,8 +164,8 @@ RATE_WINDOW = timedelta(hours=1)
 """The auto-reply rate limits count the automatic replies queued within this long."""
 
 
-def read_outbox_ahead(tx: Transaction, replies: Iterable[OutgoingMail], now: datetime
-                      ) -> None:
+def read_outbox_ahead(tx: Transaction, replies: Iterable[OutgoingMail | HeldReply],
+                      now: datetime) -> None:
     """Read in one go what `enqueue_replies` will ask about `replies` (a whole batch's, all
     queued at `now`): whether each is queued already, and the counts of the rate limits."""
     replies = list(replies)
@@ -146,14 +174,15 @@ def read_outbox_ahead(tx: Transaction, replies: Iterable[OutgoingMail], now: dat
                    now - RATE_WINDOW)
 
 
-def over_rate_limit(tx: Transaction, out: OutgoingMail, now: datetime, limit: int) -> bool:
+def over_rate_limit(tx: Transaction, out: OutgoingMail | HeldReply, now: datetime,
+                    limit: int) -> bool:
     """RFC 3834 §2: at most `limit` automatic replies to one address per hour."""
     if not out.rcpt_to:
         return False
     return tx.auto_replies_since(out.rcpt_to[0], now - RATE_WINDOW) >= limit
 
 
-def rate_limit_reached(tx: Transaction, out: OutgoingMail, now: datetime,
+def rate_limit_reached(tx: Transaction, out: OutgoingMail | HeldReply, now: datetime,
                        settings: ActionSettings) -> str | None:
     """Which limit holds back the automatic reply `out`, if any: `auto_replies_per_hour` to
     its address, or `auto_replies_total_per_hour` to everyone (mail with forged senders, each
@@ -164,3 +193,80 @@ def rate_limit_reached(tx: Transaction, out: OutgoingMail, now: datetime,
     if tx.auto_replies_total_since(now - RATE_WINDOW) >= total:
         return f"{total} per hour to all addresses reached"
     return None
+
+
+class RateForecast:
+    """Foresees, when a batch is prepared, which of its automatic replies the rate limits
+    will hold back when it is written, so they need not be rendered (the worker's
+    `prepare`). Batches are written in the order they are prepared, each checking the limits
+    at its own `now` (`enqueue_replies`), so the count a reply will meet is what the store
+    holds now within that window, plus the replies planned (rendered) for the batches
+    prepared before it and not yet written, plus those earlier in its own batch. A forecast
+    can still be wrong (a batch fails, a row is deleted, a reply turns out a duplicate):
+    the check when the batch is written stays the authority, and a held reply it lets
+    through is rendered then (`HeldReply`)."""
+
+    def __init__(self, settings: ActionSettings) -> None:
+        self.settings = settings
+        # Per batch not yet written: its planned automatic replies (address, queued at).
+        self._planned: dict[int, list[tuple[str, datetime]]] = {}
+        self._batches = 0
+        # The total the last batch written counted (window start, replies), see `seen_total`.
+        self._total: tuple[datetime, int] | None = None
+
+    def seen_total(self, since: datetime, total: int) -> None:
+        """A batch was written: `total` automatic replies (its own included) were queued
+        since `since`."""
+        self._total = (since, total)
+
+    def total_may_hold(self, now: datetime, planned: int) -> bool:
+        """Whether the total limit may hold back one of `planned` more automatic replies in
+        a batch written at `now`. False where the total the last batch written counted (an
+        older window holds at least the replies of a newer one), plus the replies planned
+        since, stays below the limit: then the store's total need not be read (a scan). Mail
+        another daemon queued meanwhile is not seen: a reply may then be rendered in vain,
+        never held wrongly."""
+        since = now - RATE_WINDOW
+        if self._total is None or self._total[0] > since:
+            return True
+        pending = sum(at >= since for planned_ in self._planned.values() for _, at in planned_)
+        return self._total[1] + pending + planned >= self.settings.auto_replies_total_per_hour
+
+    def hold_back(self, addresses: Sequence[str | None], now: datetime,
+                  counts: Mapping[str, int], total: int) -> tuple[int, list[bool]]:
+        """For a batch to be written at `now` whose messages send an automatic reply to
+        `addresses` (lowercase; None: no automatic reply): which of them a limit will hold
+        back, given the store's `counts` per address and `total` within the window ending
+        at `now`. Returns the batch's key for `written` and a flag per message."""
+        since = now - RATE_WINDOW
+        per = {a: counts.get(a, 0) for a in addresses if a is not None}
+        for planned in self._planned.values():
+            for earlier, at in planned:
+                if at >= since:
+                    total += 1
+                    if earlier in per:
+                        per[earlier] += 1
+        flags: list[bool] = []
+        mine: list[tuple[str, datetime]] = []
+        for address in addresses:
+            if address is None:
+                flags.append(False)
+            elif (per[address] >= self.settings.auto_replies_per_hour
+                  or total >= self.settings.auto_replies_total_per_hour):
+                flags.append(True)
+            else:
+                flags.append(False)
+                per[address] += 1
+                total += 1
+                mine.append((address, now))
+        self._batches += 1
+        self._planned[self._batches] = mine
+        return self._batches, flags
+
+    def written(self, batch: int) -> None:
+        """The batch `batch` is written (or given up): its replies are the store's now."""
+        self._planned.pop(batch, None)
+
+    def clear(self) -> None:
+        """Every batch not yet written was given up."""
+        self._planned.clear()

@@ -5,8 +5,9 @@
    parsing, the rules; a message over a limit is decided `quarantined` here;
 2. **draft** (`Pipeline.draft`): a new ticket's year and deadline (the worker then numbers the
    batch's tickets);
-3. **render** (`Pipeline.render`): the outcome handler's replies as bytes, and the attachment
-   files of mail that goes on a ticket;
+3. **render** (`Pipeline.render`): the outcome handler's replies as bytes (without an
+   automatic reply the worker foresees the rate limits hold back: `RenderJob.hold`), and
+   the attachment files of mail that goes on a ticket;
 4. **write**: the worker's transaction (:mod:`mailbot.worker`, :mod:`mailbot.handlers`).
 
 Stages 1 and 3 run in the child processes of :mod:`mailbot.isolation` (or in this process
@@ -161,6 +162,8 @@ class RenderJob:
     raw: bytes | None = None  # only for mail that goes on a ticket (attachments)
     # Bytes of attachments the ticket may still keep (None: the whole per-ticket limit).
     attachment_budget: int | None = None
+    # The automatic reply is not rendered: the rate limits will hold it back (`RateForecast`).
+    hold: bool = False
 
 
 @wire
@@ -322,9 +325,8 @@ class Pipeline:
         on a ticket (kept, and a staff reply's relayed)."""
         return self.handlers[decision.kind].on_ticket and bool(mail.attachments)
 
-    def render(self, job: RenderJob) -> Rendered:
-        """Stage 3: the replies of one decided message and its attachment files; never raises
-        (errors come back as text)."""
+    def reply_context(self) -> ReplyContext:
+        """What rendering replies needs (the templates compiled at the first use)."""
         if self._replies is None:
             sched = self.config.schedule
             secret = self.decider.token_secret()
@@ -332,10 +334,16 @@ class Pipeline:
                 self.config.mailbox, ReplyRenderer(self.config),
                 ConversationRenderer(self.config, secret),
                 (*sched.emergency_notify, *((sched.sms_gateway,) if sched.sms_gateway else ())))
+        return self._replies
+
+    def render(self, job: RenderJob) -> Rendered:
+        """Stage 3: the replies of one decided message and its attachment files; never raises
+        (errors come back as text)."""
+        ctx = self.reply_context()
         try:
-            replies = render_replies(self._replies, inbound_id=job.inbound_id, mail=job.mail,
+            replies = render_replies(ctx, inbound_id=job.inbound_id, mail=job.mail,
                                      decision=job.decision, ticket=job.ticket, now=job.now,
-                                     raw=job.raw, handlers=self.handlers)
+                                     raw=job.raw, handlers=self.handlers, hold=job.hold)
             saved: list[SavedAttachment] = []
             skipped: list[SavedAttachment] = []
             if job.raw is not None and self.needs_raw(job.mail, job.decision):

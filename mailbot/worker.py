@@ -17,16 +17,31 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 
 from mailbot import metrics
-from mailbot.actions import ActionSettings, Outcome, TicketDraft
+from mailbot.actions import (
+    RATE_WINDOW,
+    ActionSettings,
+    HeldReply,
+    Outcome,
+    RateForecast,
+    TicketDraft,
+)
 from mailbot.claims import Heartbeat, renew_interval
 from mailbot.classify.decide import decide
 from mailbot.config import Config
-from mailbot.domain import Decision, Mail, TicketView
-from mailbot.handlers import HANDLERS, Registry, read_ahead, write_decision
+from mailbot.domain import Decision, Mail, OutgoingMail, TicketView
+from mailbot.handlers import (
+    HANDLERS,
+    AutoReply,
+    Registry,
+    read_ahead,
+    render_automatic,
+    write_decision,
+)
 from mailbot.handlers.base import QuarantiningHandler
 from mailbot.isolation import Overrun, Submitted, WorkerPool
 from mailbot.logs import decision_log, message_key
@@ -40,6 +55,7 @@ from mailbot.pipeline import (
     quarantine_decision,
     token_secret,
 )
+from mailbot.replies.render import author_address, reply_recipient
 from mailbot.store import ClaimedInbound, Store, Transaction, store_unavailable, utcnow
 
 __all__ = ["TOKEN_SECRET_SETTING", "Analysis", "Decider", "Outcome", "Quarantined",
@@ -61,13 +77,17 @@ class Quarantined:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A batch decided and numbered, its replies rendering; `Worker.commit` writes it."""
+    """A batch decided and numbered, its replies rendering; `Worker.commit` writes it.
+    `held`: the automatic replies left unrendered (the rate limits will hold them back), per
+    message; `forecast`: the batch's key in the worker's `RateForecast`."""
 
     items: list[ClaimedInbound]
     analyses: list[Analysis]
     drafts: dict[int, TicketDraft]
     renders: Submitted | list[Rendered]
     now: datetime
+    held: dict[int, HeldReply] = field(default_factory=dict)
+    forecast: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +107,13 @@ batches of its own, small mail first (`Store.claim_inbound`)."""
 class Worker:
     """Decides stored messages and applies the decisions. Build one per process.
 
-    `handlers` act on the decisions (the children of `pool` always use `HANDLERS`)."""
+    `handlers` act on the decisions (the children of `pool` always use `HANDLERS`).
+    `hold_back`: automatic replies that the rate limits will hold back are not rendered
+    (`RateForecast`); False renders every one (what is sent and recorded is the same)."""
 
     def __init__(self, config: Config, store: Store, *, clock: Clock = utcnow,
-                 pool: WorkerPool | None = None, handlers: Registry = HANDLERS) -> None:
+                 pool: WorkerPool | None = None, handlers: Registry = HANDLERS,
+                 hold_back: bool = True) -> None:
         self.config = config
         self.store = store
         self.clock = clock
@@ -100,6 +123,7 @@ class Worker:
         self.decider = self.pipeline.decider
         self.calendar = self.pipeline.calendar
         self.settings = ActionSettings.from_config(config, self.calendar)
+        self.forecast = RateForecast(self.settings) if hold_back else None
         # Ticket numbers allocated to batches not yet committed (a reply may name one).
         self._allocated: set[str] = set()
         # Messages of the batch being committed whose claim was lost (not written here).
@@ -202,12 +226,53 @@ class Worker:
             for item, a in zip(items, analyses)
             if a.mail is not None and a.decision is not None
         ]
+        jobs, held, forecast = self._hold_back(jobs, now)
         renders: Submitted | list[Rendered]
         if self.pool is None or not jobs:
             renders = [self.pipeline.render(job) for job in jobs]
         else:
             renders = self.pool.submit_renders(jobs)
-        return Prepared(items, analyses, drafts, renders, now)
+        return Prepared(items, analyses, drafts, renders, now, held, forecast)
+
+    def _hold_back(self, jobs: list[RenderJob], now: datetime
+                   ) -> tuple[list[RenderJob], dict[int, HeldReply], int | None]:
+        """The batch's jobs, those whose automatic reply the rate limits will hold back
+        marked `hold` (not rendered), with the replies held per message and the batch's key
+        in the forecast. The store is asked once for the counts per address, and for the
+        total where it may matter (`RateForecast.total_may_hold`); a reply is held only where
+        its recipient is the address counted (`reply_recipient`)."""
+        if self.forecast is None or not jobs:
+            return jobs, {}, None
+        domain = self.config.mailbox.message_id_domain
+        autos: list[AutoReply | None] = [
+            self.handlers[job.decision.kind].automatic(job.inbound_id, job.decision,
+                                                       job.ticket, domain) for job in jobs]
+        authors = [author_address(job.mail) if auto else None for job, auto in zip(jobs, autos)]
+        addresses = [author.lower() if author else None for author in authors]
+        wanted = [a for a in addresses if a is not None]
+        if not wanted:
+            return jobs, {}, None
+        since = now - RATE_WINDOW
+        counts = self.store.auto_reply_counts(wanted, since)
+        total = (self.store.auto_replies_total(since)
+                 if self.forecast.total_may_hold(now, len(wanted)) else 0)
+        forecast, flags = self.forecast.hold_back(addresses, now, counts, total)
+        held: dict[int, HeldReply] = {}
+        own = self.config.mailbox.own_addresses()
+        out = []
+        for job, auto, address, flag in zip(jobs, autos, addresses, flags):
+            to = reply_recipient(job.mail, own) if flag else None
+            if auto is not None and to is not None and to[1].lower() == address:
+                held[job.inbound_id] = HeldReply(auto.purpose, auto.template, (to[1],),
+                                                 partial(self._render_held, job, auto))
+                job = replace(job, hold=True)
+            out.append(job)
+        return out, held, forecast
+
+    def _render_held(self, job: RenderJob, auto: AutoReply) -> OutgoingMail | None:
+        """A held automatic reply that the limits let through after all, rendered here."""
+        return render_automatic(self.pipeline.reply_context(), auto, job.mail, job.decision,
+                                job.now)
 
     def _attachment_budget(self, mail: Mail, decision: Decision) -> int | None:
         """What an existing ticket may still keep of attachments (a new one: everything), so
@@ -220,10 +285,18 @@ class Worker:
 
     def commit(self, prepared: Prepared) -> list[Outcome | Quarantined]:
         """Write a prepared batch in one transaction (see `process_many`)."""
+        try:
+            return self._commit(prepared)
+        finally:
+            if self.forecast is not None and prepared.forecast is not None:
+                self.forecast.written(prepared.forecast)
+
+    def _commit(self, prepared: Prepared) -> list[Outcome | Quarantined]:
         items, analyses, drafts = prepared.items, prepared.analyses, prepared.drafts
+        held = prepared.held
         if not items:
             return []
-        renders = prepared.renders
+        renders, since = prepared.renders, prepared.now - RATE_WINDOW
         if isinstance(renders, Submitted):
             assert self.pool is not None
             renders = [
@@ -236,12 +309,15 @@ class Worker:
         try:
             with self.store.transaction(deferred=True) as tx:  # rows written together
                 tx.hold_claims([(item.id, item.token) for item in items])
-                read_ahead(tx, replies=[out for r in renders for out in r.replies],
+                read_ahead(tx, replies=[*held.values(),
+                                        *(out for r in renders for out in r.replies)],
                            attachments_of=[r.inbound_id for r in renders if r.attachments],
                            now=prepared.now)
                 results = [self._apply(tx, item, a, drafts.get(item.id), rendered.get(item.id),
-                                       prepared.now)
+                                       prepared.now, held.get(item.id))
                            for item, a in zip(items, analyses)]
+                if self.forecast is not None and tx.auto_total_read(since):
+                    self.forecast.seen_total(since, tx.auto_replies_total_since(since))
         except Exception as exc:  # noqa: BLE001 - one message's writes failed: find which
             if store_unavailable(exc):
                 raise  # the database is away: everything stays queued
@@ -249,7 +325,7 @@ class Worker:
             # quarantined with the traceback (also in a batch of one: never retried forever).
             log.warning("batch of %d failed; applying one by one", len(items), exc_info=True)
             results = [self._apply_alone(item, a, drafts.get(item.id), rendered.get(item.id),
-                                         prepared.now)
+                                         prepared.now, held.get(item.id))
                        for item, a in zip(items, analyses)]
         for result in results:
             if result.inbound_id not in self._lost:
@@ -303,12 +379,12 @@ class Worker:
         return out, drafts
 
     def _apply_alone(self, item: ClaimedInbound, analysis: Analysis,
-                     draft: TicketDraft | None, rendered: Rendered | None, now: datetime
-                     ) -> Outcome | Quarantined:
+                     draft: TicketDraft | None, rendered: Rendered | None, now: datetime,
+                     held: HeldReply | None = None) -> Outcome | Quarantined:
         """One message in its own transaction; if writing it fails, it is quarantined."""
         try:
             with self.store.transaction() as tx:
-                return self._apply(tx, item, analysis, draft, rendered, now)
+                return self._apply(tx, item, analysis, draft, rendered, now, held)
         except Exception as exc:  # noqa: BLE001 - a bug in acting on this message: park it
             if store_unavailable(exc):
                 raise
@@ -319,9 +395,10 @@ class Worker:
             return Quarantined(item.id, error, analysis.mail)
 
     def _apply(self, tx: Transaction, item: ClaimedInbound, analysis: Analysis,
-               draft: TicketDraft | None, rendered: Rendered | None, now: datetime
-               ) -> Outcome | Quarantined:
+               draft: TicketDraft | None, rendered: Rendered | None, now: datetime,
+               held: HeldReply | None = None) -> Outcome | Quarantined:
         mail, decision = analysis.mail, analysis.decision
+        kept = (held,) if held is not None else ()
         if not tx.hold_claim(item.id, item.token):  # the row stays locked until commit
             return self._claim_lost(item, analysis)
         handler = self.handlers[decision.kind] if decision is not None else None
@@ -330,7 +407,7 @@ class Worker:
             assert decision is not None
             reason = handler.quarantine(tx, inbound_id=item.id, decision=decision,
                                         replies=rendered.replies if rendered else (), now=now,
-                                        settings=self.settings)
+                                        settings=self.settings, held=kept)
             return Quarantined(item.id, reason, mail)
         error = analysis.error or (rendered.error if rendered is not None else "not rendered")
         if decision is None or mail is None or rendered is None or rendered.error:
@@ -344,7 +421,7 @@ class Worker:
                               ticket=draft, replies=rendered.replies, now=now,
                               settings=self.settings, attachments=rendered.attachments,
                               skipped_attachments=rendered.skipped_attachments,
-                              handlers=self.handlers)
+                              handlers=self.handlers, held=kept)
 
     def _claim_lost(self, item: ClaimedInbound, analysis: Analysis) -> Outcome:
         """A message whose claim another daemon has taken over (this one's lease ran out):
@@ -455,6 +532,8 @@ class Worker:
     def _release_in_flight(self) -> None:
         """Give every batch in flight back (claimed, not written)."""
         flights, self._in_flight = self._in_flight, []
+        if self.forecast is not None:
+            self.forecast.clear()
         for flight in flights:
             flight.heartbeat.__exit__(None, None, None)
             try:

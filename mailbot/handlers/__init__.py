@@ -5,8 +5,10 @@ when this package is imported: a kind without a handler raises `RegistryError` n
 Adding an outcome = one module here (a `Handler` subclass) registered below, plus its
 templates.
 
-* `render_replies` (pure, in the render stage): the handler's replies, then a warning to the
-  staff about a forged staff reply if no notice carried it.
+* `render_replies` (pure, in the render stage): the handler's automatic reply to the sender
+  (`Handler.automatic`; not rendered where the worker foresees that the rate limits hold it
+  back), its other replies, then a warning to the staff about a forged staff reply if no
+  notice carried it.
 * `write_decision` (in the worker's transaction): the handler's rows, then for every outcome
   the attachments on the ticket, the replies in the outbox (within the rate limits) and the
   decision record.
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from mailbot.actions import (
     ActionSettings,
+    HeldReply,
     Outcome,
     ReplyContext,
     TicketDraft,
@@ -40,6 +43,7 @@ from mailbot.classify.rules import body_text
 from mailbot.domain import Decision, Mail, OutgoingMail, RuleResult
 from mailbot.handlers.base import (
     Act,
+    AutoReply,
     Effect,
     Handler,
     Registry,
@@ -57,8 +61,8 @@ from mailbot.handlers.unsubscribe import UnsubscribeHandler
 if TYPE_CHECKING:
     from mailbot.store import Transaction
 
-__all__ = ["HANDLERS", "Act", "Effect", "Handler", "Registry", "RegistryError", "ReplyJob",
-           "read_ahead", "render_replies", "write_decision"]
+__all__ = ["HANDLERS", "Act", "AutoReply", "Effect", "Handler", "Registry", "RegistryError",
+           "ReplyJob", "read_ahead", "render_automatic", "render_replies", "write_decision"]
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +88,11 @@ def render_replies(
     now: datetime,
     raw: bytes | None = None,
     handlers: Registry = HANDLERS,
+    hold: bool = False,
 ) -> tuple[OutgoingMail, ...]:
-    """The mails `decision` sends (pure: templates and the `email` package only).
+    """The mails `decision` sends (pure: templates and the `email` package only): the
+    handler's automatic reply first (unless `hold`: the rate limits will hold it back),
+    then its other mails.
 
     `raw` is the inbound message itself, needed only to pass a staff reply's attachments on.
     """
@@ -94,7 +101,10 @@ def render_replies(
     suspicious = suspicion(decision) if "suspicious_staff" in decision.flags else ""
     body = body_text(mail)  # the whole readable text (HTML converted once)
     job = ReplyJob(inbound_id, mail, decision, ticket, now, raw, body, suspicious)
-    out = handlers[decision.kind].replies(ctx, job)
+    handler = handlers[decision.kind]
+    auto = handler.automatic(inbound_id, decision, ticket, ctx.mailbox.message_id_domain)
+    reply = None if auto is None or hold else render_automatic(ctx, auto, mail, decision, now)
+    out = ([] if reply is None else [reply]) + handler.replies(ctx, job)
     if suspicious and decision.ticket is not None and not any(o.kind == "notice" for o in out):
         warn = ctx.conversation.notice(
             event="followup", ticket=decision.ticket, customer=decision.customer,
@@ -105,12 +115,20 @@ def render_replies(
     return tuple(out)
 
 
-def read_ahead(tx: Transaction, *, replies: Iterable[OutgoingMail],
+def render_automatic(ctx: ReplyContext, auto: AutoReply, mail: Mail, decision: Decision,
+                     now: datetime) -> OutgoingMail | None:
+    """A handler's automatic reply `auto` to `mail` (None where the sender gets none)."""
+    return ctx.renderer.render(decision, mail, ticket=auto.ticket, message_id=auto.message_id,
+                               now=now, purpose=auto.purpose, template=auto.template)
+
+
+def read_ahead(tx: Transaction, *, replies: Iterable[OutgoingMail | HeldReply],
                attachments_of: Iterable[int], now: datetime) -> None:
     """Read in one go what `write_decision` will ask the store about a batch about to be
-    written at `now`: the replies' purposes and rate-limit counts, and the attachments
-    recorded for the messages `attachments_of`. In a deferred transaction the batch's
-    shared rows then need no statement of their own per message."""
+    written at `now`: the replies' purposes and rate-limit counts (those held back
+    included), and the attachments recorded for the messages `attachments_of`. In a
+    deferred transaction the batch's shared rows then need no statement of their own per
+    message."""
     read_outbox_ahead(tx, replies, now)
     tx.read_attachment_keys(list(attachments_of))
 
@@ -128,9 +146,11 @@ def write_decision(
     attachments: tuple[SavedAttachment, ...] = (),
     skipped_attachments: tuple[SavedAttachment, ...] = (),
     handlers: Registry = HANDLERS,
+    held: tuple[HeldReply, ...] = (),
 ) -> Outcome:
     """Record `decision` for message `inbound_id`: the handler's rows, then attachments,
-    replies and the decision record."""
+    replies (`held`: automatic ones left unrendered, queued first if the limits allow them
+    after all) and the decision record."""
     effect = handlers[decision.kind].write(
         tx, Act(inbound_id, mail, decision, ticket, replies, now, settings))
     ticket_id = effect.ticket_id
@@ -149,7 +169,7 @@ def write_decision(
                                     f"{settings.ticket_attachment_bytes} bytes not kept"))
 
     queued, limited = enqueue_replies(tx, replies, ticket_id=ticket_id, inbound_id=inbound_id,
-                                      now=now, settings=settings)
+                                      now=now, settings=settings, held=held)
     notes += [RuleResult("rate_limit", True, f"no {out.kind} to {out.rcpt_to[0]}: {why}")
               for out, why in limited]
 

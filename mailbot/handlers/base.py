@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
-from mailbot.actions import ActionSettings, ReplyContext, TicketDraft
+from mailbot.actions import ActionSettings, HeldReply, ReplyContext, TicketDraft
 from mailbot.classify.commands import latest_reply
 from mailbot.domain import (
     Decision,
@@ -23,6 +23,7 @@ from mailbot.domain import (
     OutgoingMail,
     RuleResult,
     TicketInfo,
+    TicketView,
 )
 from mailbot.errors import MailbotError
 
@@ -48,6 +49,17 @@ class ReplyJob:
         """The text without the quoted earlier mail (read only by the few replies that
         show it: the cost of finding the quote is not paid for every message)."""
         return latest_reply(self.body) or self.body
+
+
+@dataclass(frozen=True, slots=True)
+class AutoReply:
+    """A handler's automatic reply to the sender (rate-limited: `mailbot.actions`), before it
+    is rendered: what `ReplyRenderer.render` is given besides the message and its decision."""
+
+    purpose: str
+    template: str
+    message_id: str
+    ticket: TicketView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +101,16 @@ class Handler:
     opens_ticket: ClassVar[bool] = False
     on_ticket: ClassVar[bool] = False
 
+    def automatic(self, inbound_id: int, decision: Decision, ticket: TicketDraft | None,
+                  domain: str) -> AutoReply | None:
+        """The automatic reply to the sender this outcome sends, if any (none by default),
+        described without rendering it (`domain`: of its Message-ID). It is rendered before
+        `replies`, unless the worker foresees that the rate limits hold it back."""
+        return None
+
     def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
-        """The mails this outcome sends (pure: templates and the `email` package only)."""
+        """The other mails this outcome sends (pure: templates and the `email` package
+        only)."""
         return []
 
     def write(self, tx: Transaction, act: Act) -> Effect:
@@ -104,8 +124,9 @@ class QuarantiningHandler(Handler, ABC):
     @abstractmethod
     def quarantine(self, tx: Transaction, *, inbound_id: int, decision: Decision,
                    replies: tuple[OutgoingMail, ...], now: datetime,
-                   settings: ActionSettings) -> str:
-        """Park the message (and queue `replies`); returns the reason."""
+                   settings: ActionSettings, held: tuple[HeldReply, ...] = ()) -> str:
+        """Park the message (and queue `replies`, and `held` as `enqueue_replies` does);
+        returns the reason."""
 
 
 class ExistingTicketHandler(Handler, ABC):

@@ -4,9 +4,9 @@ a reply to the sender saying why, from the template named like the decision kind
 
 from __future__ import annotations
 
-from mailbot.actions import ReplyContext
-from mailbot.domain import DecisionKind, OutgoingMail, other_message_id
-from mailbot.handlers.base import Handler, ReplyJob
+from mailbot.actions import TicketDraft
+from mailbot.domain import Decision, DecisionKind, other_message_id
+from mailbot.handlers.base import AutoReply, Handler
 
 
 class RejectionHandler(Handler):
@@ -17,10 +17,7 @@ class RejectionHandler(Handler):
         DecisionKind.REJECT_SCOPE,
     })
 
-    def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
-        kind = job.decision.kind
-        message_id = other_message_id(f"reject-{job.inbound_id}", ctx.mailbox.message_id_domain)
-        reply = ctx.renderer.render(job.decision, job.mail, ticket=None, message_id=message_id,
-                                    now=job.now, purpose=f"reject:{job.inbound_id}",
-                                    template=kind.value)
-        return [] if reply is None else [reply]
+    def automatic(self, inbound_id: int, decision: Decision, ticket: TicketDraft | None,
+                  domain: str) -> AutoReply | None:
+        return AutoReply(f"reject:{inbound_id}", decision.kind.value,
+                         other_message_id(f"reject-{inbound_id}", domain))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailbot.actions import ReplyContext
+from mailbot.actions import ReplyContext, TicketDraft
 from mailbot.domain import (
     Decision,
     DecisionKind,
@@ -17,7 +17,7 @@ from mailbot.domain import (
     TicketView,
     ticket_message_id,
 )
-from mailbot.handlers.base import Act, Effect, Handler, ReplyJob
+from mailbot.handlers.base import Act, AutoReply, Effect, Handler, ReplyJob
 
 if TYPE_CHECKING:
     from mailbot.store import Transaction
@@ -28,19 +28,23 @@ class TicketHandler(Handler):
     opens_ticket = True
     on_ticket = True
 
+    def automatic(self, inbound_id: int, decision: Decision, ticket: TicketDraft | None,
+                  domain: str) -> AutoReply | None:
+        assert ticket is not None
+        view = ticket.view
+        return AutoReply(f"ack:{inbound_id}", "ack",
+                         ticket_message_id(view.number, 1, domain), view)
+
     def replies(self, ctx: ReplyContext, job: ReplyJob) -> list[OutgoingMail]:
         assert job.ticket is not None
         decision, mail, view = job.decision, job.mail, job.ticket.view
         domain = ctx.mailbox.message_id_domain
-        out: list[OutgoingMail | None] = [ctx.renderer.render(
-            decision, mail, ticket=view, message_id=ticket_message_id(view.number, 1, domain),
-            now=job.now, purpose=f"ack:{job.inbound_id}", template="ack")]
         info = new_ticket_info(view, decision, mail)
-        out.append(ctx.conversation.notice(
+        out: list[OutgoingMail | None] = [ctx.conversation.notice(
             event="new", ticket=info, customer=decision.customer,
             entitlement_end=decision.entitlement_end, mail=mail, text=job.body,
             inbound_id=job.inbound_id, now=job.now, purpose=f"notice:{job.inbound_id}",
-            suspicious=job.suspicious))
+            suspicious=job.suspicious)]
         if info.priority is Priority.EMERGENCY and ctx.emergency_recipients:
             out.append(ctx.conversation.staff_alert(
                 kind="emergency", ticket=info, recipients=ctx.emergency_recipients,

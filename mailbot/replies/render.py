@@ -68,6 +68,7 @@ __all__ = [
     "ReplyRenderError",
     "ReplyRenderer",
     "author_address",
+    "reply_recipient",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,16 @@ def author_address(mail: Mail) -> str | None:
     Parsing takes `Mail.from_addr` from From, else Sender, else Reply-To (the rules judge a
     mail by it; `Mail.from_header` says which); a reply goes only where From pointed."""
     return mail.from_addr if mail.from_header else None
+
+
+def reply_recipient(mail: Mail, own: frozenset[str]) -> tuple[str, str] | None:
+    """(display name, address) an automatic reply to `mail` goes to (`author_address`,
+    validated), or None if there is none, it is invalid, or it is one of `own`; logs nothing
+    (`ReplyRenderer.recipient` says why not)."""
+    address = valid_address(author_address(mail))
+    if address is None or address.lower() in own:
+        return None
+    return clean_header_text(mail.from_name, NAME_LIMIT), address
 
 
 def _references(mail: Mail, parent: str | None) -> list[str]:
@@ -196,17 +207,14 @@ class ReplyRenderer:
 
     def _recipient(self, mail: Mail) -> tuple[str, str] | None:
         """`recipient` as (display name, address)."""
-        author = author_address(mail)
-        address = valid_address(author)
-        if address is None:
-            if author:
+        to = reply_recipient(mail, self._own)
+        if to is None:
+            author = author_address(mail)
+            if author and valid_address(author) is None:
                 log.warning("not replying to invalid sender address %r", author)
-            elif mail.from_addr:
+            elif not author and mail.from_addr:
                 log.warning("not replying to %r: not the From address", mail.from_addr)
-            return None
-        if address.lower() in self._own:
-            return None
-        return clean_header_text(mail.from_name, NAME_LIMIT), address
+        return to
 
     def render(
         self,

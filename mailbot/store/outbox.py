@@ -182,6 +182,24 @@ class OutboxStore(StoreBase):
                  .order_by(OutboxMessage.id.desc()).limit(limit))
             return list(s.scalars(q))
 
+    def auto_reply_counts(self, addresses: Sequence[str], since: datetime) -> dict[str, int]:
+        """The automatic replies queued since `since` to each of `addresses` (lowercase), as
+        the per-address limit counts them (`OutboxTx.read_outbox`): one grouped query per
+        400 addresses."""
+        wanted = list(dict.fromkeys(addresses))
+        counts = dict.fromkeys(wanted, 0)
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 400):
+                counts.update((address, int(n)) for address, n in conn.execute(
+                    _COUNT_AUTO_MANY, {"addresses": wanted[i:i + 400], "since": since}))
+        return counts
+
+    def auto_replies_total(self, since: datetime) -> int:
+        """The automatic replies queued since `since` to anyone, as the total limit counts
+        them (a scan: no index leads with created_at)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(_COUNT_AUTO_TOTAL, {"since": since}).scalar() or 0)
+
     def existing_purposes(self, purposes: Sequence[str]) -> set[str]:
         """Which of these outbox purposes are already queued or sent."""
         found: set[str] = set()
@@ -253,6 +271,11 @@ class OutboxTx(TxBase):
             self._auto_total[since] = int(
                 self.c.execute(_COUNT_AUTO_TOTAL, {"since": since}).scalar() or 0)
         return self._auto_total[since]
+
+    def auto_total_read(self, since: datetime) -> bool:
+        """Whether `auto_replies_total_since(since)` was read in this transaction (it is
+        then kept up to date without another scan)."""
+        return since in self._auto_total
 
     def _counted(self, recipient: str | None, created_at: datetime) -> None:
         """An automatic reply to `recipient` was queued: count it where it is counted."""

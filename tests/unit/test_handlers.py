@@ -89,3 +89,50 @@ def test_bounced_ids_follow_the_bounce_finding_not_the_rule_name(
     assert decision.reasons[1].rule == "delivery_failure" and decision.reasons[1].hit
     assert decision.bounced_ids == (ours,)
     assert decide(_bounce_of(ours), ctx).bounced_ids == (ours,)
+
+
+AUTOMATIC = [DecisionKind.TICKET, DecisionKind.REJECT_INCOMPLETE, DecisionKind.REJECT_SCOPE,
+             DecisionKind.REJECT_EXPIRED, DecisionKind.REJECT_UNKNOWN_LICENSE,
+             DecisionKind.QUARANTINED]
+
+
+@pytest.mark.parametrize("kind", AUTOMATIC, ids=[k.value for k in AUTOMATIC])
+def test_the_automatic_reply_is_described_as_it_is_rendered(
+        base_config: config_mod.Config, kind: DecisionKind) -> None:
+    """`Handler.automatic` says, without rendering, what `render_replies` renders first: the
+    reply's purpose, kind (template) and Message-ID; `reply_recipient` (quiet) is its
+    address. Outcomes without an automatic reply describe none."""
+    from dataclasses import replace
+
+    from mailbot.actions import ReplyContext, TicketDraft
+    from mailbot.domain import Decision, Priority, TicketView
+    from mailbot.handlers import render_replies
+    from mailbot.replies.conversation import ConversationRenderer
+    from mailbot.replies.render import ReplyRenderer, reply_recipient
+
+    ctx = ReplyContext(base_config.mailbox, ReplyRenderer(base_config),
+                       ConversationRenderer(base_config, b"handler-test-secret-" * 2))
+    raw = ("From: Jan Novák <Jan.Novak@Firma.CZ>\r\nTo: podpora@estelar.example\r\n"
+           "Subject: Nejde tisk\r\nMessage-ID: <m-1@firma.cz>\r\n\r\nNejde tisk.\r\n")
+    mail = parse(raw.encode())
+    decision = Decision(kind=kind, reasons=(), license="40127733", priority=Priority.NORMAL,
+                        missing=("license",), scope_reason="training",
+                        flags=frozenset({"tell_sender"}))
+    ticket = None
+    if HANDLERS[kind].opens_ticket:
+        ticket = TicketDraft(2026, 7, TicketView("T-2026-000007", "Nejde tisk", Priority.NORMAL,
+                                                 NOW, NOW, "jan.novak@firma.cz"))
+    domain = base_config.mailbox.message_id_domain
+    auto = HANDLERS[kind].automatic(7, decision, ticket, domain)
+    assert auto is not None
+    first = render_replies(ctx, inbound_id=7, mail=mail, decision=decision, ticket=ticket,
+                           now=NOW)[0]
+    assert (first.purpose, first.kind, first.message_id) == (
+        auto.purpose, auto.template, auto.message_id)
+    assert first.auto and first.rcpt_to[0] == reply_recipient(
+        mail, base_config.mailbox.own_addresses())[1]  # type: ignore[index]
+    quiet = replace(decision, flags=frozenset())
+    if kind is DecisionKind.QUARANTINED:  # only a mail merely too large is answered
+        assert HANDLERS[kind].automatic(7, quiet, ticket, domain) is None
+    for other in set(DecisionKind) - set(AUTOMATIC):
+        assert HANDLERS[other].automatic(7, replace(decision, kind=other), None, domain) is None
