@@ -13,7 +13,8 @@ to an aiosmtpd sink, one plain [[imap]] mailbox) and polls the SQLite file read-
   3. drained: no outbox row left `queued` and the sink holds every `sent` row.
 Prints mails/s for intake and for decided (from the daemon's start; target >= 600 mails/s),
 the peak RSS (VmHWM, sampled every 0.1 s) of the daemon and each of its children and their
-sum (target < 250 MB), the CPU of the whole process tree per mail, and whether SIGTERM makes
+sum (target < 250 MB), beside it their peak PSS (shared pages counted once: the highest sum
+at one sample), the CPU of the whole process tree per mail, and whether SIGTERM makes
 it exit 0 within 10 s.
 """
 
@@ -112,7 +113,7 @@ def main() -> int:
 
             t0 = time.monotonic()
             proc = start_daemon(config, tmp / "daemon.log")
-            tree_rss = PeakRss(proc.pid).start()
+            tree_rss = PeakRss(proc.pid, pss=True).start()
             marks: dict[str, float] = {}
             snap: dict[str, object] = {}
             polls = 0
@@ -124,8 +125,10 @@ def main() -> int:
                 now = time.monotonic() - t0
                 if os.environ.get("BENCH_TRACE_RSS") and polls % 5 == 0:
                     tree_rss.sample()
-                    print(f"  {now:5.1f} s: {snap['inbound']} RSS "
-                          f"{ {tree_rss.labels[p][:6]: round(mb) for p, mb in tree_rss.peaks.items()} }")
+                    peaks = " ".join(f"{tree_rss.labels[p][:6]}:{mb:.0f}"
+                                     for p, mb in sorted(tree_rss.peaks.items()))
+                    print(f"  {now:5.1f} s: {snap['inbound']} peak RSS {peaks}, "
+                          f"PSS sum {tree_rss.pss_sum_peak:.0f} MB")
                 inbound: dict[str, int] = snap["inbound"]  # type: ignore[assignment]
                 outbox: dict[str, int] = snap["outbox"]  # type: ignore[assignment]
                 stored = sum(inbound.values())
@@ -178,6 +181,10 @@ def main() -> int:
                               for pid, mb in sorted(tree_rss.peaks.items()))
             print(f"peak RSS (VmHWM) of the daemon and its children together: {total:.0f} MB "
                   f"({parts}; target < {RSS_TARGET_MB:.0f} MB: {'OK' if rss_ok else 'MISSED'})")
+            pss_parts = ", ".join(f"{tree_rss.labels.get(pid, '?')} {mb:.0f}"
+                                  for pid, mb in sorted(tree_rss.pss_peaks.items()))
+            print(f"peak PSS (shared pages counted once) of them together: "
+                  f"{tree_rss.pss_sum_peak:.0f} MB ({pss_parts})")
             print(f"CPU of the daemon and its children: {cpu:.1f} s = "
                   f"{cpu / max(1, decided) * 1000:.2f} ms per mail (IMAP fetch, store, decide, "
                   f"send)")
