@@ -269,6 +269,38 @@ def test_small_mail_is_claimed_before_a_burst_of_large_mail(store: Store) -> Non
     assert [c.id for c in late] == [saved[0].id]
 
 
+def test_choosing_a_batch_reads_no_waiting_mail(store: Store) -> None:
+    """A claim orders the waiting mail by its ids and sizes alone (on SQLite from the index
+    ix_inbound_claim, not the rows: the raw bytes of every waiting mail were read per claim,
+    ~70 ms with 5,000 waiting); only the chosen rows are loaded, in the claim's order."""
+    from sqlalchemy import event
+
+    from mailbot.ingest.intake import save_raw_many
+
+    t0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    saved = save_raw_many(store, [(RAW.replace(b"<abc@x>", b"<%d@x>" % i), "lmtp")
+                                  for i in range(5)], received_at=t0)
+    statements: list[tuple[str, object]] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        statements.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        claimed = store.claim_inbound(3, now=t0 + timedelta(seconds=1))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    assert [c.id for c in claimed] == [s.id for s in saved[:3]]
+    assert all(c.raw.startswith(b"From: Jana") for c in claimed)
+    [(choose, params)] = [(st, p) for st, p in statements if "ORDER BY" in st and "LIMIT" in st]
+    assert "raw" not in choose.split("FROM")[0]
+    if store.is_sqlite:
+        with store.engine.connect() as conn:
+            plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + choose, params))  # type: ignore[arg-type]
+        assert "COVERING INDEX ix_inbound_claim" in plan, plan
+
+
 def test_batch_intake_dedups_as_one_by_one(store: Store) -> None:
     """`save_raw_many` stores a batch in one SELECT and one INSERT with the dedup of single
     saves: stored bytes or a stored identity are that row, and a message twice in the batch
