@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from mailbot import migrations, sdnotify
+from mailbot import memory, migrations, sdnotify
 from mailbot.config import Config, read_secret
 from mailbot.daemon_http import DaemonHttpServer, scraper
 from mailbot.health import HealthState, Monitor, Readiness, imap_key
@@ -221,6 +221,7 @@ class Daemon:
             await asyncio.to_thread(self.worker.warm)
         except Exception:  # noqa: BLE001 - the first batch starts them (or reports why not)
             log.warning("could not start the decision processes yet", exc_info=True)
+        busy = False
         while not self.stop.is_set():
             self._worker_wake.clear()
             try:
@@ -236,8 +237,12 @@ class Daemon:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), delay)
             if n:
+                busy = True
                 self._outbox_wake.set()
                 continue
+            if busy:  # a burst is over: what it freed goes back to the system
+                busy = False
+                await asyncio.to_thread(memory.trim)
             if self.worker.pool is not None and cfg.pool_idle_seconds:
                 await asyncio.to_thread(self.worker.rest)
             with contextlib.suppress(TimeoutError):
