@@ -282,7 +282,8 @@ def test_choosing_a_batch_reads_no_waiting_mail(store: Store) -> None:
                                   for i in range(5)], received_at=t0)
     statements: list[tuple[str, object]] = []
 
-    def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+    def seen(conn: object, cursor: object, statement: str, parameters: object,
+             context: object, executemany: bool) -> None:
         statements.append((statement, parameters))
 
     event.listen(store.engine, "before_cursor_execute", seen)
