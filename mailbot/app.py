@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from mailbot import memory, migrations, sdnotify
 from mailbot.config import Config, read_secret
@@ -38,12 +39,14 @@ from mailbot.replies.conversation import ConversationRenderer
 from mailbot.scheduler import Scheduler, digest_builder
 from mailbot.ingest.imap import ImapPoller
 from mailbot.ingest.intake import Intake
-from mailbot.ingest.lmtp import IntakeHandler, ListenerThread, RecipientPolicy
 from mailbot.replies.outbox import OutboxDispatcher
 from mailbot.replies.smtp import Transport, sending_transports
 from mailbot.store import Store, new_lease_holder, utcnow
 from mailbot.unsubscribe_http import UnsubscribeServer
 from mailbot.worker import Worker
+
+if TYPE_CHECKING:  # aiosmtpd is loaded only with the listener enabled (IMAP alone: not)
+    from mailbot.ingest.lmtp import IntakeHandler, ListenerThread
 
 log = logging.getLogger(__name__)
 SCHEDULER_LEASE = "scheduler"
@@ -135,6 +138,8 @@ class Daemon:
         if cfg.alerts.enabled and self.monitor is None:
             self.monitor = self._build_monitor()  # alerts without the HTTP routes
         if cfg.listener.enabled:
+            from mailbot.ingest.lmtp import IntakeHandler, ListenerThread, RecipientPolicy
+
             addresses = cfg.listener.recipients or tuple(cfg.mailbox.own_addresses())
             self.handler = IntakeHandler(intake, RecipientPolicy(addresses),
                                          lmtp=cfg.listener.protocol == "lmtp")
