@@ -462,3 +462,37 @@ def test_sqlite_connections_keep_few_prepared_statements(tmp_path: Path) -> None
     finally:
         store.close()
     assert kept < 2_000_000
+
+
+def test_storing_a_batch_copies_a_few_raw_messages_at_a_time(tmp_path: Path) -> None:
+    """SQLite copies each bound raw message: a batch of 180 mails of 20 kB (3.6 MB) is
+    written 20 rows a statement, so SQLite's own memory peaks at a fraction of the batch
+    (2.2 MB over the start; one statement of all rows: 7.7 MB)."""
+    import ctypes
+    import ctypes.util
+
+    from mailbot import migrations
+    from mailbot.ingest.intake import save_raw_many
+
+    name = ctypes.util.find_library("sqlite3")
+    if name is None:
+        pytest.skip("no shared libsqlite3 to ask")
+    lib = ctypes.CDLL(name)
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    lib.sqlite3_memory_highwater.restype = ctypes.c_int64
+    store = Store.from_url(f"sqlite:///{tmp_path / 'batch.db'}")
+    migrations.upgrade(store.engine)
+    try:
+        if lib.sqlite3_memory_used() <= 0:
+            pytest.skip("the sqlite3 module does not use the shared libsqlite3")
+        mails = [(RAW.replace(b"<abc@x>", b"<%d@x>" % i) + b"x" * 20_000, "imap")
+                 for i in range(200)]
+        save_raw_many(store, mails[:20])  # the connection and its page cache set up
+        base = lib.sqlite3_memory_used()
+        lib.sqlite3_memory_highwater(1)  # reset
+        saved = save_raw_many(store, mails[20:])
+        peak = lib.sqlite3_memory_highwater(0) - base
+    finally:
+        store.close()
+    assert all(s.created for s in saved)
+    assert peak < 4_000_000, peak
