@@ -13,8 +13,9 @@ to an aiosmtpd sink, one plain [[imap]] mailbox) and polls the SQLite file read-
   3. drained: no outbox row left `queued` and the sink holds every `sent` row.
 Prints mails/s for intake and for decided (from the daemon's start; target >= 600 mails/s),
 the peak RSS (VmHWM, sampled every 0.1 s) of the daemon and each of its children and their
-sum (target < 250 MB), the CPU of the whole process tree per mail, and whether SIGTERM makes
-it exit 0 within 10 s.
+sum (target < 250 MB), beside it their peak PSS (shared pages counted once: the highest sum
+at one sample), the CPU of the whole process tree per mail (and of the daemon alone), and
+whether SIGTERM makes it exit 0 within 10 s.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ from tests.fixtures.bombs import PeakRss
 from tests.fixtures.servers import SmtpSink
 
 RSS_TARGET_MB = 250.0
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` alone, without its children."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def snapshot(db: Path) -> dict[str, object]:
@@ -112,7 +120,7 @@ def main() -> int:
 
             t0 = time.monotonic()
             proc = start_daemon(config, tmp / "daemon.log")
-            tree_rss = PeakRss(proc.pid).start()
+            tree_rss = PeakRss(proc.pid, pss=True).start()
             marks: dict[str, float] = {}
             snap: dict[str, object] = {}
             polls = 0
@@ -124,8 +132,10 @@ def main() -> int:
                 now = time.monotonic() - t0
                 if os.environ.get("BENCH_TRACE_RSS") and polls % 5 == 0:
                     tree_rss.sample()
-                    print(f"  {now:5.1f} s: {snap['inbound']} RSS "
-                          f"{ {tree_rss.labels[p][:6]: round(mb) for p, mb in tree_rss.peaks.items()} }")
+                    peaks = " ".join(f"{tree_rss.labels[p][:6]}:{mb:.0f}"
+                                     for p, mb in sorted(tree_rss.peaks.items()))
+                    print(f"  {now:5.1f} s: {snap['inbound']} peak RSS {peaks}, "
+                          f"PSS sum {tree_rss.pss_sum_peak:.0f} MB")
                 inbound: dict[str, int] = snap["inbound"]  # type: ignore[assignment]
                 outbox: dict[str, int] = snap["outbox"]  # type: ignore[assignment]
                 stored = sum(inbound.values())
@@ -142,6 +152,7 @@ def main() -> int:
                 time.sleep(0.1)
             rss = peak_rss_mb(proc.pid)
             cpu = tree_cpu_seconds(proc.pid)
+            own_cpu = own_cpu_seconds(proc.pid)
             tree_rss.stop()
             rc, took = stop_daemon(proc, 10.0)
             snap = snapshot(db)
@@ -178,9 +189,14 @@ def main() -> int:
                               for pid, mb in sorted(tree_rss.peaks.items()))
             print(f"peak RSS (VmHWM) of the daemon and its children together: {total:.0f} MB "
                   f"({parts}; target < {RSS_TARGET_MB:.0f} MB: {'OK' if rss_ok else 'MISSED'})")
+            pss_parts = ", ".join(f"{tree_rss.labels.get(pid, '?')} {mb:.0f}"
+                                  for pid, mb in sorted(tree_rss.pss_peaks.items()))
+            print(f"peak PSS (shared pages counted once) of them together: "
+                  f"{tree_rss.pss_sum_peak:.0f} MB ({pss_parts})")
             print(f"CPU of the daemon and its children: {cpu:.1f} s = "
                   f"{cpu / max(1, decided) * 1000:.2f} ms per mail (IMAP fetch, store, decide, "
-                  f"send)")
+                  f"send); the daemon itself {own_cpu:.1f} s = "
+                  f"{own_cpu / max(1, decided) * 1000:.2f} ms per mail")
             stop_ok = rc == 0 and took <= 10.0
             ok &= stop_ok
             print(f"SIGTERM -> exit code {rc} after {took:.2f} s (want 0 within 10 s: "

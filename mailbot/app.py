@@ -28,8 +28,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from mailbot import migrations, sdnotify
+from mailbot import memory, migrations, sdnotify
 from mailbot.config import Config, read_secret
 from mailbot.daemon_http import DaemonHttpServer, scraper
 from mailbot.health import HealthState, Monitor, Readiness, imap_key
@@ -38,12 +39,14 @@ from mailbot.replies.conversation import ConversationRenderer
 from mailbot.scheduler import Scheduler, digest_builder
 from mailbot.ingest.imap import ImapPoller
 from mailbot.ingest.intake import Intake
-from mailbot.ingest.lmtp import IntakeHandler, ListenerThread, RecipientPolicy
 from mailbot.replies.outbox import OutboxDispatcher
 from mailbot.replies.smtp import Transport, sending_transports
 from mailbot.store import Store, new_lease_holder, utcnow
 from mailbot.unsubscribe_http import UnsubscribeServer
 from mailbot.worker import Worker
+
+if TYPE_CHECKING:  # aiosmtpd is loaded only with the listener enabled (IMAP alone: not)
+    from mailbot.ingest.lmtp import IntakeHandler, ListenerThread
 
 log = logging.getLogger(__name__)
 SCHEDULER_LEASE = "scheduler"
@@ -135,6 +138,8 @@ class Daemon:
         if cfg.alerts.enabled and self.monitor is None:
             self.monitor = self._build_monitor()  # alerts without the HTTP routes
         if cfg.listener.enabled:
+            from mailbot.ingest.lmtp import IntakeHandler, ListenerThread, RecipientPolicy
+
             addresses = cfg.listener.recipients or tuple(cfg.mailbox.own_addresses())
             self.handler = IntakeHandler(intake, RecipientPolicy(addresses),
                                          lmtp=cfg.listener.protocol == "lmtp")
@@ -221,6 +226,7 @@ class Daemon:
             await asyncio.to_thread(self.worker.warm)
         except Exception:  # noqa: BLE001 - the first batch starts them (or reports why not)
             log.warning("could not start the decision processes yet", exc_info=True)
+        busy = False
         while not self.stop.is_set():
             self._worker_wake.clear()
             try:
@@ -236,8 +242,12 @@ class Daemon:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), delay)
             if n:
+                busy = True
                 self._outbox_wake.set()
                 continue
+            if busy:  # a burst is over: what it freed goes back to the system
+                busy = False
+                await asyncio.to_thread(memory.trim)
             if self.worker.pool is not None and cfg.pool_idle_seconds:
                 await asyncio.to_thread(self.worker.rest)
             with contextlib.suppress(TimeoutError):

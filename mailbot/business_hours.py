@@ -7,7 +7,8 @@ offsets in between. Callers pass and receive aware datetimes; results are in the
 zone.
 
 A working day is Monday–Friday that is neither a public holiday of ``holidays_country`` (the
-``holidays`` package) nor one of the configured ``closure_days``. The day is open on
+``holidays`` package, through :mod:`mailbot.public_holidays`) nor one of the configured
+``closure_days``. The day is open on
 ``[opens, closes)``: a message received at 17:00 counts from the next opening, while a
 deadline that falls exactly at 17:00 stays at 17:00 and is not moved to the next morning.
 """
@@ -17,8 +18,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import holidays
-
+from mailbot import public_holidays
 from mailbot.config import CalendarConfig
 
 __all__ = ["BusinessCalendar"]
@@ -156,7 +156,7 @@ class BusinessCalendar:
     def _holidays(self, year: int) -> frozenset[date]:
         cached = self._holidays_by_year.get(year)
         if cached is None:
-            cached = frozenset(holidays.country_holidays(self._country, years=year).keys())
+            cached = public_holidays.dates(self._country, year)
             self._holidays_by_year[year] = cached
         return cached
 

@@ -104,9 +104,9 @@ class CalendarConfig(_Section):
     @field_validator("holidays_country")
     @classmethod
     def _known_country(cls, value: str) -> str:
-        import holidays
+        from mailbot import public_holidays
 
-        if value not in holidays.list_supported_countries():
+        if not public_holidays.supported(value):
             raise ValueError(f"unknown holidays country code {value!r}")
         return value
 

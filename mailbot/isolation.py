@@ -150,8 +150,9 @@ def _child_init(memory_mb: int, log_level: int, parent: int, barrier: Any) -> No
     """What a child does when it is spawned: only small values come through the spawn pipe
     (a write the parent blocks on until the child reads it), the rest in `_child_start`."""
     global _child_barrier
-    from mailbot import logs
+    from mailbot import logs, memory
 
+    memory.tune()
     _die_with_parent(parent)
     logs.setup(log_level)
     if memory_mb > 0:

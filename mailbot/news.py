@@ -31,7 +31,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import markdown
 import nh3
 from cronsim import CronSim, CronSimError
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError
@@ -204,6 +203,8 @@ class NewsRenderer:
         # The HTML gets the values escaped (a contact's name is data, not markup), then
         # Markdown, then the sanitiser (the campaign's own markup is staff-written).
         escaped = template.render({k: html_escape(v) for k, v in values.items()})
+        import markdown  # campaigns only: not loaded by a daemon that sends none
+
         html = nh3.clean(markdown.markdown(escaped))
         run = campaign.name.replace("@", "-")  # a run's id (NAME@…) in a Message-ID
         # A random id, not the token: Message-IDs are logged and quoted in bounces. Bounces

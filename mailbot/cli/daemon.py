@@ -17,8 +17,9 @@ def run(config_path: Path | None) -> None:
     import signal
     import threading
 
-    from mailbot import app
+    from mailbot import app, memory
 
+    memory.tune()  # before the daemon starts its threads
     # A stop asked for while starting up (migrations, binding) is honoured once running.
     early_stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,8 +8,6 @@ import codecs
 import re
 from collections.abc import Iterable
 
-from charset_normalizer import from_bytes
-
 
 _ISO2022JP_MS = "x-iso2022jp-ms"  # our own: ISO-2022-JP with CP932 (NEC, IBM) extensions
 # Declared charset -> codecs to try, supersets first (WHATWG-style: GB2312 mail holds GBK,
@@ -99,6 +97,8 @@ def _detect(data: bytes, hints: Iterable[str] = ()) -> str:
     candidates = list(dict.fromkeys([*(c for h in hints for c in _SUPERSETS.get(h, (h,))),
                                      *_FALLBACKS]))
     encoding = "cp1250"
+    from charset_normalizer import from_bytes  # rarely needed: not loaded until then
+
     try:
         best = from_bytes(data[:65536], cp_isolation=candidates).best()
     except Exception:  # charset-normalizer is a heuristic; never let it fail a parse

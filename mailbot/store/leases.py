@@ -39,20 +39,29 @@ def claim_rows(s: Session, model: Any, where: Sequence[Any], order: Sequence[Any
     """Lock up to `limit` rows of `model` matching `where` whose lease is free (in `order`,
     skipping rows another claimer has locked) and lease them under a new claim token;
     returns the token and the rows (still in the session `s`). With `max_bytes`, the rows
-    are cut where the column `sizes` adds up to more than that (the first always stays)."""
+    are cut where the column `sizes` adds up to more than that (the first always stays).
+
+    The rows are chosen by their ids first and loaded after: ordering whole rows would read
+    the raw bytes of every waiting one (SQLite keeps the columns after a large value in its
+    overflow pages), about 70 ms a claim with 5,000 mails waiting."""
     token = new_claim_token()
     free = or_(model.lease_until.is_(None), model.lease_until < now)
-    rows = list(s.scalars(select(model).where(*where, free).order_by(*order).limit(limit)
-                          .with_for_update(skip_locked=True)))
-    if max_bytes is not None and sizes is not None:
-        total = 0
-        kept: list[Any] = []
-        for row in rows:
-            total += getattr(row, sizes.key)
-            if kept and total > max_bytes:
+    columns = [model.id] if sizes is None else [model.id, sizes]
+    picked = s.execute(select(*columns).where(*where, free).order_by(*order).limit(limit)
+                       .with_for_update(skip_locked=True)).all()
+    ids: list[int] = []
+    total = 0
+    for row in picked:
+        if max_bytes is not None and sizes is not None:
+            total += row[1]
+            if ids and total > max_bytes:
                 break
-            kept.append(row)
-        rows = kept
+        ids.append(row[0])
+    if not ids:
+        return token, []
+    # Locked by the first query (SQLite: this transaction holds the write lock).
+    by_id = {row.id: row for row in s.scalars(select(model).where(model.id.in_(ids)))}
+    rows = [by_id[i] for i in ids if i in by_id]
     for row in rows:
         row.lease_until = now + lease
         row.claim_token = token

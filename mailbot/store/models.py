@@ -88,6 +88,8 @@ class InboundMessage(Base):
     __table_args__ = (
         Index("ix_inbound_state", "state", "id"),
         Index("ix_inbound_message_id", "message_id"),
+        # What a claim orders waiting mail by, so choosing a batch reads no row (its raw).
+        Index("ix_inbound_claim", "state", "lease_until", "received_at", "size"),
     )
 
 

@@ -15,6 +15,7 @@ from mailbot.config import Config, ImapMailboxConfig
 from mailbot.store import Store
 from tests.e2e.helpers import (
     daemon_config,
+    eventually,
     import_licenses,
     request_mail,
     running,
@@ -38,6 +39,26 @@ async def test_smtp_request_gets_ack_with_ticket_tag(base_config: Config, smtp_s
     assert msg["In-Reply-To"] and msg["In-Reply-To"] in raw.decode()
     assert ack.rcpt_tos == ("dvorak@strojirny-hranice.cz",)
     assert str(msg["Message-ID"]).startswith("<ticket-T-")
+
+
+async def test_a_burst_over_gives_its_memory_back(base_config: Config, smtp_sink,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the worker finds nothing more to do after deciding mail, the allocator's free
+    memory goes back to the system (mailbot.memory.trim), once per burst."""
+    from mailbot import memory
+
+    trims: list[bool] = []
+    monkeypatch.setattr(memory, "trim", lambda: trims.append(True) or True)
+    cfg = daemon_config(base_config, smtp_sink.port)
+    import_licenses(cfg)
+    async with running(cfg) as daemon:
+        await asyncio.sleep(0.5)
+        assert trims == []  # nothing decided yet
+        await asyncio.to_thread(smtp_send, daemon.listen_port, request_mail())
+        await asyncio.to_thread(smtp_sink.wait_for, 1, 10)
+        await eventually(lambda: trims == [True])
+        await asyncio.sleep(0.5)  # idle polls do not trim again
+    assert trims == [True]
 
 
 async def test_listener_refuses_foreign_recipient_and_oversize(base_config: Config, smtp_sink) -> None:

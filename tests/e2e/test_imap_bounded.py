@@ -199,3 +199,38 @@ async def test_fetch_answer_without_body_does_not_move_checkpoint_past_it(
     finally:
         client.logout()
         store.close()
+
+
+def test_a_fetch_holds_its_bytes_once(dovecot, caplog: pytest.LogCaptureFixture) -> None:
+    """imaplib at imapclient's debug level 5 formatted a repr of every fetched message and
+    of the whole answer, logged or not: ~3x the bytes at once. The poller's connection
+    holds a FETCH's bytes about once, unless imapclient's imaplib logger is at DEBUG."""
+    import tracemalloc
+
+    user = dovecot.new_user()
+    mails = [_padded(60, sender=unique_sender()) for _ in range(20)]  # ~1.2 MB
+    for raw in mails:
+        dovecot.append(user, raw)
+    poller = ImapPoller(_box(dovecot.imap_port, user), Intake(None), None,  # type: ignore[arg-type]
+                        threading.Event(), password=dovecot.password)
+    client = poller.connect()
+    try:
+        client.select_folder("INBOX")
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            answer = client.fetch(list(range(1, 21)), [b"BODY.PEEK[]"])
+            peak = tracemalloc.get_traced_memory()[1] - before
+        finally:
+            tracemalloc.stop()
+        fetched = sum(_bytes_of(v) for v in answer.values())
+    finally:
+        client.logout()
+    assert fetched >= sum(len(m) for m in mails)
+    assert peak < 1.5 * fetched
+    with caplog.at_level(logging.DEBUG, logger="imapclient.imaplib"):
+        debugged = poller.connect()  # whoever asks for imaplib's lines still gets them
+        debugged.logout()
+    assert any("LOGOUT" in r.getMessage() for r in caplog.records
+               if r.name == "imapclient.imaplib")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from mailbot.cli import cli
@@ -249,3 +250,21 @@ def test_read_only_commands_do_not_migrate(tmp_path: Path) -> None:
         assert tables == [], (args, tables)
     invoke("db", "upgrade", "--config", cfg)
     assert invoke("status", "--config", cfg).startswith("inbound:  empty")
+
+
+def test_run_tunes_the_allocator_before_the_daemon_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mailbot run` sets glibc's arenas and mapping threshold (mailbot.memory.tune) before
+    the daemon builds anything or starts a thread."""
+    from mailbot import app, memory
+
+    calls: list[str] = []
+    monkeypatch.setattr(memory, "tune", lambda: calls.append("tune") or True)
+
+    async def run(config: object, early_stop: object = None) -> None:
+        calls.append("run")
+
+    monkeypatch.setattr(app, "run", run)
+    cfg = str(write_config(tmp_path, f"sqlite:///{tmp_path / 'run.db'}"))
+    invoke("run", "--config", cfg)
+    assert calls == ["tune", "run"]

@@ -156,3 +156,32 @@ async def test_sink_works_from_async_tests(smtp_sink: SmtpSink) -> None:
     await asyncio.to_thread(deliver)
     (got,) = await waiter
     assert got.message_id == "<async@example.org>"
+
+
+def test_peak_rss_sums_pss_with_shared_pages_counted_once() -> None:
+    """PeakRss(pss=True) samples each process's PSS and the highest sum of them: a forked
+    pair shares its pages, so the sum of PSS stays below the sum of the RSS peaks."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.fixtures.bombs import PeakRss
+
+    code = ("import os, time\nblock = bytearray(40 * 1024 * 1024)\n"
+            "for i in range(0, len(block), 4096): block[i] = 1\n"
+            "if os.fork():\n    print('ready', flush=True)\ntime.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        time.sleep(0.2)
+        rss = PeakRss(proc.pid, pss=True)
+        rss.sample()
+        assert len(rss.pss_peaks) == 2, rss.pss_peaks
+        assert all(rss.pss_peaks[p] <= rss.peaks[p] for p in rss.pss_peaks)
+        assert 40 < rss.pss_sum_peak < sum(rss.peaks.values()) - 30
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the forked one too
+        proc.wait()

@@ -104,3 +104,17 @@ def test_no_sql_built_from_strings() -> None:
                 assert rel in SQL_BUILT_ALLOWED, f"{rel}:{node.lineno}: SQL built from strings"
     assert seen >= 10, f"only {seen} SQL calls found: the check no longer matches the code"
     assert built_in == set(SQL_BUILT_ALLOWED), built_in
+
+
+def test_the_daemon_loads_the_listener_and_campaign_markup_when_used() -> None:
+    """Importing the daemon (the CLI and mailbot.app) loads neither aiosmtpd (with attrs)
+    nor Markdown: a daemon taking mail over IMAP alone, or sending no campaign, never
+    carries them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mailbot.cli, mailbot.app\n"
+            "print(sorted(m for m in ('aiosmtpd', 'attr', 'markdown') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip() == "[]"
