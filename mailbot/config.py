@@ -119,8 +119,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{loc}: {msg} (got {error.get('input')!r})" if "got" not in msg else f"{loc}: {msg}"
 
 
-def parse(data: dict[str, Any], root: Path = ROOT, source: str = "<config>") -> Config:
-    """Validate a config mapping.
+def parse(data: dict[str, Any], root: Path = ROOT, source: str = "<config>", *,
+          learned: bool = True) -> Config:
+    """Validate a config mapping; with `learned`, read the model file it names.
 
     Raises:
         ConfigError: with one line naming the first bad key.
@@ -128,15 +129,40 @@ def parse(data: dict[str, Any], root: Path = ROOT, source: str = "<config>") -> 
     data = dict(data)
     data.setdefault("root", root)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         first = _describe(errors[0])
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(f"{source}: {first}{more}") from None
+    return _with_learned_model(config, source) if learned else config
 
 
-def load(path: str | os.PathLike[str] | None = None) -> Config:
+def _with_learned_model(config: Config, source: str) -> Config:
+    """`config` with the file `classify.model.learned` names read into `trained`.
+
+    Raises:
+        ConfigError: the file is unreadable or not a model file, naming the key.
+    """
+    from mailbot.classify.learned import TrainedModel
+
+    model = config.classify.model
+    if not model.learned:
+        return config
+    path = config.path(model.learned)
+    try:
+        trained = TrainedModel.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{source}: classify.model.learned: cannot read {path}: "
+                          f"{exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{source}: classify.model.learned: {path}: {exc}") from None
+    model = model.model_copy(update={"trained": trained})
+    classify = config.classify.model_copy(update={"model": model})
+    return config.model_copy(update={"classify": classify})
+
+
+def load(path: str | os.PathLike[str] | None = None, *, learned: bool = True) -> Config:
     """Read and validate a TOML config file (default: `config/mailbot.toml`).
 
     Relative paths inside it are taken from the repository root when the file lives in the
@@ -157,4 +183,4 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         root = root.parent
     if "root" in data:
         data["root"] = str((root / str(data["root"])).resolve())
-    return parse(data, root=root, source=str(p))
+    return parse(data, root=root, source=str(p), learned=learned)

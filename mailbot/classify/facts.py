@@ -21,6 +21,7 @@ from mailbot.classify.license import (
     extract_license_numbers,
     without_license_numbers,
 )
+from mailbot.classify.learned import request_features
 from mailbot.classify.opinion import AnchorModel, Evidence
 from mailbot.classify.phrases import IdentityCache, compiled_rule, phrase_set
 from mailbot.classify.settings import ClassifyConfig
@@ -356,6 +357,11 @@ class MailFacts:
     @_once
     def forwarded_sentences(self) -> tuple[str, ...]:
         return self._said(sentences(self.forwarded_own))
+
+    @_once
+    def request_features(self) -> tuple[str, ...]:
+        """The learned models' features of the request (:func:`learned.request_features`)."""
+        return request_features(self.request_sentences)
 
     def opinion(self, texts: tuple[str, ...]) -> dict[str, Evidence]:
         """The second opinion's best evidence per label for `texts` (none: no model)."""

@@ -16,6 +16,7 @@ from mailbot.classify.facts import (
     license_candidates,
     mail_facts,
 )
+from mailbot.classify.learned import LinearModel
 from mailbot.classify.opinion import Evidence, weigh
 from mailbot.classify.rules_tickets import closed_ticket
 from mailbot.domain import DecisionKind, LicenseRecord, Mail, Priority
@@ -86,12 +87,39 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
             return Finding(DecisionKind.REJECT_SCOPE, f"{reason}: {hit}", scope_reason=reason,
                            flags=NEW_REQUEST)
     model = ctx.settings.model
+    learned = _learned_opinion(model.trained.scope if model.enabled and model.trained else None,
+                               facts.request_features, "in_scope",
+                               model.learned_scope_threshold, model.learned_in_scope_below)
+    if learned is not None:
+        label, detail = learned
+        if label is None:  # sure it is in scope: a note for the record, the anchors not asked
+            return Finding(None, detail)
+        return Finding(DecisionKind.REJECT_SCOPE, detail, scope_reason=label, flags=NEW_REQUEST)
     opinion = _second_opinion(facts.opinion(text), SCOPE_LABELS, "in_scope",
                               model.scope_threshold, model.scope_margin)
     if opinion is None:
         return None
     label, detail = opinion
     return Finding(DecisionKind.REJECT_SCOPE, detail, scope_reason=label, flags=NEW_REQUEST)
+
+
+def _learned_opinion(model: LinearModel | None, feats: tuple[str, ...], against: str,
+                     threshold: float, below: float) -> tuple[str | None, str] | None:
+    """What a learned model is sure of: (its best label other than `against`, the detail)
+    when that side's probability is `threshold` or more, (None, the detail) when it is
+    `below` or less; None when it is not sure (or there is no model)."""
+    if model is None or not feats:
+        return None
+    p = model.probabilities(feats)
+    others = [label for label in model.labels if label != against]
+    p_other = 1.0 - p[against]
+    if p_other >= threshold:
+        top = max(others, key=lambda label: (p[label], label))
+        lifts = ", ".join(f"{f} +{w:.2f}" for f, w in model.explain(feats, top))
+        return top, f"learned {top} {p_other:.2f} (vs {against}): {lifts}"
+    if p_other <= below:
+        return None, f"learned {against} {p[against]:.2f}"
+    return None
 
 
 def _second_opinion(evidence: dict[str, Evidence], labels: tuple[str, ...], against: str,
@@ -133,6 +161,22 @@ def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
             return Finding(DecisionKind.TICKET, f"{reason}: {hit}", priority=Priority.EMERGENCY,
                            flags=NEW_REQUEST)
     model = ctx.settings.model
+    learned = _learned_opinion(model.trained.emergency if model.enabled and model.trained else None,
+                               facts.request_features, "normal",
+                               model.learned_emergency_threshold, model.learned_normal_below)
+    if learned is not None:
+        if learned[0] is None:  # sure it is not an emergency: a note for the record
+            return Finding(None, learned[1])
+        # Raising a request above everyone else's takes both opinions: the anchors, which
+        # count only sentences with words of failure, must lean the same way (the learned
+        # model knows topics, not "for everyone" from "for one colleague").
+        evidence = facts.opinion(text)
+        lean = evidence["emergency"].score if "emergency" in evidence else 0.0
+        against = evidence["normal"].score if "normal" in evidence else 0.0
+        if lean > against:
+            return Finding(DecisionKind.TICKET, f"{learned[1]}; anchors {lean:.2f} vs "
+                           f"normal {against:.2f}", priority=Priority.EMERGENCY,
+                           flags=NEW_REQUEST)
     opinion = _second_opinion(facts.opinion(text), ("emergency",), "normal",
                               model.emergency_threshold, model.emergency_margin)
     if opinion is None:

@@ -20,6 +20,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mailbot.classify.learned import TrainedModel
 from mailbot.classify.text import fold
 
 
@@ -62,11 +63,24 @@ class ModelConfig(BaseModel):
     `custom_development`) must score `scope_threshold` and lead `in_scope` by `scope_margin`.
     Emergency: `emergency` must score `emergency_threshold` and lead `normal` by
     `emergency_margin`. Scores are cosines, 0 to 1.
+
+    Before the anchors, where the phrase rules are silent, the models `learned` names (a file
+    written by `mailbot model train`, :mod:`mailbot.classify.learned`) are asked: a request
+    is out of scope when their probability of it is `learned_scope_threshold` or more, in
+    scope (the anchors not asked) at `learned_in_scope_below` or less; an emergency likewise
+    with `learned_emergency_threshold` and `learned_normal_below`. In between, the anchors
+    decide. The loaded file is `trained` (set by the config loader, never by the TOML).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     enabled: bool = True
+    learned: str | None = None
+    learned_scope_threshold: float = Field(default=0.8, ge=0, le=1)
+    learned_in_scope_below: float = Field(default=0.1, ge=0, le=1)
+    learned_emergency_threshold: float = Field(default=0.9, ge=0, le=1)
+    learned_normal_below: float = Field(default=0.05, ge=0, le=1)
+    trained: TrainedModel | None = Field(default=None, exclude=True, repr=False)
     scope_threshold: float = Field(default=0.5, ge=0, le=1)
     scope_margin: float = Field(default=0.15, ge=0, le=1)
     emergency_threshold: float = Field(default=0.5, ge=0, le=1)

@@ -56,9 +56,11 @@ def config_option(f: F) -> F:
     )(f)
 
 
-def load_config(path: Path | None) -> config_mod.Config:
+def load_config(path: Path | None, *, learned: bool = True) -> config_mod.Config:
+    """The configuration at `path` (default: the repository's); `learned` False leaves the
+    learned model file unread (`mailbot model train` writes it)."""
     try:
-        return config_mod.load(path)
+        return config_mod.load(path, learned=learned)
     except ConfigError as exc:
         raise click.ClickException(f"config error: {exc}") from None
 

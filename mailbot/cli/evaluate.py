@@ -1,4 +1,5 @@
-"""`mailbot eval DIR`: score the decision engine against a labelled directory."""
+"""`mailbot eval DIR`: score the decision engine against a labelled directory; `mailbot model
+train|cross`: train the learned second opinion and cross-validate it."""
 
 from __future__ import annotations
 
@@ -30,55 +31,43 @@ LABELS_NOW = "2026-11-25T10:00:00+01:00"
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The second opinion's anchors learnt from another labelled directory "
                    "instead of the configured ones (a cross-check on unseen wording).")
+@click.option("--trained-from", "trained_from", multiple=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The learned models trained on these labelled directories (repeatable) "
+                   "instead of the configured file: score a set they never saw.")
 @click.option("--no-model", is_flag=True, help="Without the second opinion: the rules alone.")
 @config_option
 def evaluate(directory: Path, now_text: str, verify_staff: bool, authserv_ids: tuple[str, ...],
              as_json: bool, fail_under: float | None, anchors_dir: Path | None,
-             no_model: bool, config_path: Path | None) -> None:
+             trained_from: tuple[Path, ...], no_model: bool, config_path: Path | None) -> None:
     """Decide every labelled mail of DIR (labels.jsonl, licenses.csv) and print the score:
     decision and license accuracy, a table per decision, every miss with the rules that hit,
     and the parse and decide time per mail."""
-    from mailbot.classify.decide import decide
-    from mailbot.classify.rules import RuleContext
-    from mailbot.evaluate import format_report, read_labels, score
-    from mailbot.ingest.parse import parse
-    from mailbot.registry import DictRegistry, read_license_file
+    from mailbot.evaluate import format_report, read_labels
+    from mailbot.learning import decide_directory, with_model
 
     cfg = load_config(config_path)
-    conversation = cfg.conversation.model_copy(update={"verify_staff": verify_staff})
     if authserv_ids:
-        conversation = conversation.model_copy(update={"authserv_ids": tuple(authserv_ids)})
-    cfg = cfg.model_copy(update={"conversation": conversation})
+        conversation = cfg.conversation.model_copy(update={"authserv_ids": tuple(authserv_ids)})
+        cfg = cfg.model_copy(update={"conversation": conversation})
     model = cfg.classify.model
     if no_model:
-        model = model.model_copy(update={"enabled": False})
+        model = model.model_copy(update={"enabled": False, "trained": None})
     elif anchors_dir is not None:
         from mailbot.evaluate import anchors_from
 
         learnt = anchors_from(anchors_dir, read_labels(anchors_dir), cfg.classify)
         model = model.model_copy(update={"anchors": learnt})
     cfg = cfg.model_copy(update={"classify": cfg.classify.model_copy(update={"model": model})})
+    if trained_from:
+        from mailbot.learning import train_model
+
+        cfg = with_model(cfg, train_model(trained_from, cfg.classify))
     try:
-        labels = read_labels(directory)
+        result, parse_s, decide_s = decide_directory(directory, cfg, parse_now(now_text),
+                                                     verify_staff)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"{directory}: {exc}") from None
-    records, errors = read_license_file(directory / "licenses.csv")
-    if errors:
-        raise click.ClickException(f"{directory / 'licenses.csv'}: {errors[0]}")
-    ctx = RuleContext.from_config(cfg, DictRegistry({r.license: r for r in records}),
-                                  parse_now(now_text), None)
-    pairs = []
-    parse_s = decide_s = 0.0
-    for label in labels:
-        raw = (directory / label.file).read_bytes()
-        t0 = time.perf_counter()
-        mail = parse(raw)
-        t1 = time.perf_counter()
-        decision = decide(mail, ctx)
-        decide_s += time.perf_counter() - t1
-        parse_s += t1 - t0
-        pairs.append((label, decision))
-    result = score(pairs)
     n = max(result.total, 1)
     if as_json:
         click.echo(json.dumps({"directory": str(directory), **result.as_json(),
@@ -90,3 +79,69 @@ def evaluate(directory: Path, now_text: str, verify_staff: bool, authserv_ids: t
                                  [("parse", 1000 * parse_s / n), ("decide", 1000 * decide_s / n)]))
     if fail_under is not None and 100.0 * result.decisions_right / n < fail_under:
         raise SystemExit(1)
+
+
+@cli.group("model")
+def model_group() -> None:
+    """The learned second opinion: train it on labelled mail, measure it on unseen sets."""
+
+
+@model_group.command("train")
+@click.argument("directories", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The model file to write (`classify.model.learned` names it).")
+@config_option
+def model_train(directories: tuple[Path, ...], out: Path, config_path: Path | None) -> None:
+    """Train the learned models on every mail of the labelled DIRECTORIES and write them to
+    OUT. The same directories give the same file."""
+    from mailbot.learning import train_model
+
+    cfg = load_config(config_path, learned=False)
+    trained = train_model(directories, cfg.classify)
+    out.write_text(trained.dumps(), encoding="utf-8")
+    sizes = {name: len(m.weights) for name in ("scope", "emergency")
+             if (m := getattr(trained, name)) is not None}
+    click.echo(f"{out}: trained on {', '.join(trained.trained_on)}; features kept: "
+               + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+
+
+@model_group.command("cross")
+@click.argument("directories", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--now", "now_text", default=LABELS_NOW, show_default=True,
+              help="The clock the labels assume, ISO-8601 with offset.")
+@click.option("--authserv-id", "authserv_ids", multiple=True, metavar="ID",
+              help="Trust Authentication-Results of this border MTA (repeatable).")
+@click.option("--unverified", "unverified", multiple=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A directory whose staff replies carry no Authentication-Results "
+                   "(scored without staff verification; repeatable).")
+@config_option
+def model_cross(directories: tuple[Path, ...], now_text: str, authserv_ids: tuple[str, ...],
+                unverified: tuple[Path, ...], config_path: Path | None) -> None:
+    """Leave one set out: decide each labelled directory with models trained on all the
+    others, and print each set's score, its misses and the total: what a set nobody trained
+    on will score (the rules themselves were written knowing the sets they were tuned on)."""
+    from mailbot.learning import cross_validate
+
+    cfg = load_config(config_path)
+    if authserv_ids:
+        conversation = cfg.conversation.model_copy(update={"authserv_ids": tuple(authserv_ids)})
+        cfg = cfg.model_copy(update={"conversation": conversation})
+    results = cross_validate(directories, cfg, parse_now(now_text),
+                             frozenset(p.resolve() for p in unverified)
+                             | frozenset(unverified))
+    right = total = 0
+    for directory, result in results:
+        right += result.decisions_right
+        total += result.total
+        click.echo(f"{directory.name:12s} decisions {100 * result.decisions_right / max(result.total, 1):5.1f} % "
+                   f"({result.decisions_right}/{result.total}), licenses "
+                   f"{100 * result.licenses_right / max(result.total, 1):5.1f} %, "
+                   f"automatic answered {len(result.auto_answered)}, "
+                   f"foreign numbers {len(result.foreign_numbers)}")
+        for miss in result.misses:
+            click.echo(f"    {miss.label.file}: {'; '.join(miss.problems)} | "
+                       f"{' '.join(miss.decision.hits)[:160]}")
+    click.echo(f"all          decisions {100 * right / max(total, 1):5.1f} % ({right}/{total})")

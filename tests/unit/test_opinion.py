@@ -35,6 +35,13 @@ def without_model() -> config_mod.Config:
     return CONFIG.model_copy(update={"classify": classify})
 
 
+def anchors_only() -> config_mod.Config:
+    """The configuration without the learned models: the anchors are the second opinion."""
+    classify = CONFIG.classify.model_copy(
+        update={"model": CONFIG.classify.model.model_copy(update={"trained": None})})
+    return CONFIG.model_copy(update={"classify": classify})
+
+
 def test_negation_is_a_feature_of_its_own() -> None:
     """"it works" and "it does not work" share only the negation marker's absence."""
     assert "ne" in features("terminal nefunguje") and "ne" not in features("terminal funguje")
@@ -58,9 +65,12 @@ def test_paraphrased_training_is_out_of_scope_with_the_score_in_the_reasons() ->
     are not called new); the second opinion does, and says why."""
     text = ("Dobrý den, potřebujeme, aby někdo přijel a mistrům z nové haly vyložil, jak se s "
             "tím pracuje.")
-    d = request(text, "Noví mistři")
+    d = request(text, "Noví mistři", anchors_only())
     assert (d.kind.value, d.scope_reason) == ("reject_scope", "training")
     assert any(h.startswith("out_of_scope:model training") for h in d.hits), d.hits
+    d = request(text, "Noví mistři")  # the learned model is as sure, and says why
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "training")
+    assert any(h.startswith("out_of_scope:learned training") for h in d.hits), d.hits
     assert request(text, "Noví mistři", without_model()).kind.value == "ticket"
 
 
@@ -96,9 +106,11 @@ def test_emergency_in_other_words_and_not_without_failure() -> None:
     # (Worded so that no phrase rule knows it: "all readers dark" and "the morning shift
     # has nowhere to clock in" are phrase rules now.)
     down = "Dobrý den, od rána jsou čtečky na bránách jako mrtvé a lidé stojí před branou."
-    d = request(down, "čtečky")
+    d = request(down, "čtečky", anchors_only())
     assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY)
     assert any("model emergency" in h for h in d.hits), d.hits
+    d = request(down, "čtečky")  # with the learned model unsure, the anchors still decide
+    assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), d.hits
     fine = ("Dobrý den, ranní směně to počítá správně, ale odpolední směně se od změny "
             "pravidla nepočítá příplatek za sobotu. Kde je chyba v nastavení?")
     assert request(fine, "příplatky").priority is Priority.NORMAL
@@ -360,8 +372,9 @@ def test_a_crash_in_one_function_or_for_one_person_is_normal() -> None:
         "Dobrý den, program všem spadne při tisku měsíční sestavy přesčasů, jinak jde všechno.",
         "Dobrý den, aplikace padá kolegyni Horákové hned po přihlášení, na jiném počítači taky.",
     ):
-        d = request(text, "Program", without_model())
-        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (text, d.hits)
+        for config in (without_model(), CONFIG):
+            d = request(text, "Program", config)
+            assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (text, d.hits)
 
 
 def test_nobody_else_logged_in_is_no_outage() -> None:

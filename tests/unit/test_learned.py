@@ -1,0 +1,174 @@
+"""The learned second opinion (mailbot.classify.learned): training, the file, the config key,
+and how the rules use it (asked where the phrase rules are silent, before the anchors)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mailbot import config as config_mod
+from mailbot.classify.decide import decide
+from mailbot.classify.learned import LinearModel, TrainedModel, request_features, train
+from mailbot.classify.opinion import features
+from mailbot.classify.rules import RuleContext
+from mailbot.domain import Decision, LicenseRecord, Mail, Priority, Tier
+from mailbot.errors import ConfigError
+from mailbot.registry import DictRegistry
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("Europe/Prague"))
+CONFIG = config_mod.load()
+REGISTRY = DictRegistry({"31415926": LicenseRecord(
+    "31415926", "Mlékárna", "mlekarna.example", date(2025, 1, 1), Tier.HOTLINE, None)})
+
+# A toy corpus: "zaloha" (backup) requests are development work, "tisk" (printing) ones are
+# support; the words around them are shared.
+EXAMPLES = [
+    (request_features([f"prosim o {topic} sestavy {extra}"]), label)
+    for n in range(6)
+    for topic, label in (("tisk", "in_scope"), ("zalohovani", "custom_development"))
+    for extra in (f"cislo{'abcdef'[n]}",)
+]
+
+
+def test_training_separates_the_kinds_and_is_deterministic() -> None:
+    model = train(EXAMPLES, ("in_scope", "custom_development"), against="in_scope")
+    p = model.probabilities(request_features(["potrebujeme zalohovani dat"]))
+    assert p["custom_development"] > 0.8
+    p = model.probabilities(request_features(["nejde tisk"]))
+    assert p["in_scope"] > 0.8
+    assert math.isclose(sum(p.values()), 1.0)
+    assert "cisloa" not in model.weights  # seen in one example only: left out
+    again = train(EXAMPLES, ("in_scope", "custom_development"), against="in_scope")
+    assert TrainedModel(model, None).dumps() == TrainedModel(again, None).dumps()
+
+
+def test_explain_names_the_features_that_favour_a_label() -> None:
+    model = LinearModel(("in_scope", "training"), (0.0, 0.0),
+                        {"skol": (-1.0, 1.0), "novy": (-0.2, 0.2), "tisk": (1.0, -1.0)})
+    feats = tuple(sorted(("skol", "novy", "tisk")))
+    assert model.explain(feats, "training") == [("skol", 1.0), ("novy", pytest.approx(0.2))]
+    assert model.explain(feats, "in_scope") == [("tisk", 1.0)]
+
+
+def test_the_file_round_trips_and_bad_files_are_named() -> None:
+    scope = train(EXAMPLES, ("in_scope", "custom_development"), against="in_scope")
+    emergency = LinearModel(("normal", "emergency"), (0.5, -0.5), {"stoj": (-2.0, 2.0)})
+    trained = TrainedModel(scope, emergency, ("toy: 12 mails",))
+    loaded = TrainedModel.loads(trained.dumps())
+    assert loaded.trained_on == ("toy: 12 mails",)
+    feats = request_features(["potrebujeme zalohovani"])
+    assert loaded.scope is not None and scope.probabilities(feats) == pytest.approx(
+        loaded.scope.probabilities(feats), abs=1e-4)
+    assert TrainedModel.loads(loaded.dumps()).dumps() == loaded.dumps()
+
+    good = json.loads(trained.dumps())
+    for change, message in (
+        ({"format": "other"}, "format"),
+        ({"scope": {**good["scope"], "bias": [0.0]}}, "scope.bias"),
+        ({"emergency": {**good["emergency"], "weights": {"x": [1.0, float("nan")]}}},
+         "emergency.weights['x']"),
+        ({"scope": {**good["scope"], "labels": ["a", "b"]}}, "in_scope"),
+        ({"emergency": {**good["emergency"], "labels": ["calm", "panic"]}}, "emergency.labels"),
+    ):
+        with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+            TrainedModel.loads(json.dumps({**good, **change}))
+    with pytest.raises(ValueError, match="not JSON"):
+        TrainedModel.loads("{")
+
+
+def test_the_config_key_names_a_missing_or_broken_file(tmp_path: Path) -> None:
+    for content, message in ((None, "cannot read"), ("[1, 2]", "not a mailbot-linear-1 file")):
+        path = tmp_path / "model.json"
+        if content is not None:
+            path.write_text(content, encoding="utf-8")
+        with pytest.raises(ConfigError, match=f"classify.model.learned: .*{message}"):
+            config_mod.parse({"classify": {"model": {"learned": "model.json"}}}, root=tmp_path)
+    path.write_text(TrainedModel(None, None).dumps(), encoding="utf-8")
+    loaded = config_mod.parse({"classify": {"model": {"learned": "model.json"}}}, root=tmp_path)
+    assert loaded.classify.model.trained == TrainedModel(None, None)
+    with pytest.raises(ConfigError, match="classify.model.trained"):  # not settable from TOML
+        config_mod.parse({"classify": {"model": {"trained": {"scope": None}}}}, root=tmp_path)
+
+
+def with_trained(trained: TrainedModel | None, **settings: object) -> config_mod.Config:
+    model = CONFIG.classify.model.model_copy(update={"trained": trained, **settings})
+    return CONFIG.model_copy(update={"classify": CONFIG.classify.model_copy(
+        update={"model": model})})
+
+
+def request(text: str, config: config_mod.Config, subject: str = "Dotaz") -> Decision:
+    mail = Mail(message_id="<l@mlekarna.example>", from_addr="eva@mlekarna.example",
+                from_name="", to=("podpora@estelar.example",), cc=(), subject=subject,
+                date=None, in_reply_to=(), references=(), return_path=None, headers={},
+                content_type="text/plain", report_type="", text=text + "\nLicence 3141-5926\n",
+                html="")
+    return decide(mail, RuleContext.from_config(config, REGISTRY, NOW, None))
+
+
+def one_word_model(word: str, labels: tuple[str, str], weight: float = 6.0) -> LinearModel:
+    """A model sure of labels[1] when `word`'s stem is in the request, of labels[0] else."""
+    [stem] = features(word)
+    return LinearModel(labels, (3.0, -3.0), {stem: (-weight, weight)})
+
+
+# Worded so that no phrase rule and no anchor knows it: only the model can decide it.
+CANTEEN = ("Dobrý den, chtěli bychom, aby terminál u jídelny ukazoval i jídelníček na "
+           "příští týden. Dá se to zařídit?")
+
+
+def test_a_sure_learned_model_rejects_what_no_phrase_rule_knows() -> None:
+    assert request(CANTEEN, with_trained(None)).kind.value == "ticket"
+    model = one_word_model("jidelnicek", ("in_scope", "custom_development"))
+    d = request(CANTEEN, with_trained(TrainedModel(model, None)))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "custom_development")
+    [hit] = [h for h in d.hits if h.startswith("out_of_scope:")]
+    assert hit.startswith("out_of_scope:learned custom_development 1.00") and "jidel" in hit
+    # Below the configured threshold it is not sure: the anchors decide (a ticket here).
+    unsure = with_trained(TrainedModel(model, None), learned_scope_threshold=1.0)
+    assert request(CANTEEN, unsure).kind.value == "ticket"
+    # The switch for the whole second opinion switches it off too.
+    assert request(CANTEEN, with_trained(TrainedModel(model, None), enabled=False)
+                   ).kind.value == "ticket"
+
+
+def test_a_learned_in_scope_overrules_the_anchors_and_is_recorded() -> None:
+    """Paraphrased training the anchors take out of scope; a model sure it is support keeps it
+    a ticket, and the decision says so."""
+    text = ("Dobrý den, potřebujeme, aby někdo přijel a mistrům z nové haly vyložil, jak se s "
+            "tím pracuje.")
+    anchors = with_trained(None)
+    assert request(text, anchors, "Noví mistři").kind.value == "reject_scope"
+    sure_in = LinearModel(("in_scope", "training"), (5.0, -5.0), {})
+    d = request(text, with_trained(TrainedModel(sure_in, None)), "Noví mistři")
+    assert d.kind.value == "ticket"
+    assert "out_of_scope:learned in_scope 1.00" in d.hits
+
+
+def test_a_learned_emergency_needs_the_anchors_leaning_its_way() -> None:
+    """The model knows topics, not "one colleague" from "everyone": it raises a request only
+    where the anchors, which need words of failure, lean towards an emergency too."""
+    down = "Dobrý den, od rána jsou čtečky na bránách jako mrtvé a lidé stojí před branou."
+    fine = "Dobrý den, na bránách bychom chtěli jiné hlášky na čtečkách, kde se mění?"
+    for text in (down, fine):
+        model = one_word_model("branach", ("normal", "emergency"))  # in both texts
+        d = request(text, with_trained(TrainedModel(None, model), emergency_threshold=1.0))
+        expected = Priority.EMERGENCY if text is down else Priority.NORMAL
+        assert d.priority is expected, (text, d.hits)
+        if text is down:
+            assert any(h.startswith("emergency:learned emergency") and "anchors" in h
+                       for h in d.hits), d.hits
+    # Sure it is no emergency: the anchors are not asked (they would say emergency).
+    calm = LinearModel(("normal", "emergency"), (5.0, -5.0), {})
+    d = request(down, with_trained(TrainedModel(None, calm)))
+    assert d.priority is Priority.NORMAL and "emergency:learned normal 1.00" in d.hits
+
+
+def test_the_shipped_model_is_loaded_by_the_default_config() -> None:
+    trained = CONFIG.classify.model.trained
+    assert trained is not None and trained.scope is not None and trained.emergency is not None
+    assert trained.trained_on and all("mails" in t for t in trained.trained_on)
