@@ -80,15 +80,21 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
     facts = mail_facts(mail, ctx)
     text, joined = facts.request_sentences, facts.request_joined
     windows = facts.request_windows
+    model = ctx.settings.model
+    scope_model = model.trained.scope if model.enabled and model.trained else None
     for compiled in facts.compiled.scope:
         hit = compiled.match(windows, joined)
         if hit:
             reason = compiled.rule.reason
+            overrule = model.learned_overrule_in_scope
+            if scope_model is not None and overrule is not None:
+                p_in = scope_model.probabilities(facts.request_features)["in_scope"]
+                if p_in >= overrule:  # an export or training named in passing
+                    return Finding(None, f"{reason}: {hit}, overruled by learned in_scope "
+                                         f"{p_in:.3f}")
             return Finding(DecisionKind.REJECT_SCOPE, f"{reason}: {hit}", scope_reason=reason,
                            flags=NEW_REQUEST)
-    model = ctx.settings.model
-    learned = _learned_opinion(model.trained.scope if model.enabled and model.trained else None,
-                               facts.request_features, "in_scope",
+    learned = _learned_opinion(scope_model, facts.request_features, "in_scope",
                                model.learned_scope_threshold, model.learned_in_scope_below)
     if learned is not None:
         label, detail = learned

@@ -69,7 +69,8 @@ class ModelConfig(BaseModel):
     is out of scope when their probability of it is `learned_scope_threshold` or more, in
     scope (the anchors not asked) at `learned_in_scope_below` or less; an emergency likewise
     with `learned_emergency_threshold` and `learned_normal_below`. In between, the anchors
-    decide. The loaded file is `trained` (set by the config loader, never by the TOML).
+    decide. A phrase rule's out-of-scope hit is overruled only where the model's probability
+    of in scope reaches `learned_overrule_in_scope`. The loaded file is `trained` (set by the config loader, never by the TOML).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -80,6 +81,9 @@ class ModelConfig(BaseModel):
     learned_in_scope_below: float = Field(default=0.1, ge=0, le=1)
     learned_emergency_threshold: float = Field(default=0.9, ge=0, le=1)
     learned_normal_below: float = Field(default=0.05, ge=0, le=1)
+    # A phrase rule's out-of-scope hit stands unless the learned model is this sure the
+    # request is in scope (an export or training only mentioned); None: it always stands.
+    learned_overrule_in_scope: float | None = Field(default=None, ge=0, le=1)
     trained: TrainedModel | None = Field(default=None, exclude=True, repr=False)
     scope_threshold: float = Field(default=0.5, ge=0, le=1)
     scope_margin: float = Field(default=0.15, ge=0, le=1)

@@ -172,3 +172,19 @@ def test_the_shipped_model_is_loaded_by_the_default_config() -> None:
     trained = CONFIG.classify.model.trained
     assert trained is not None and trained.scope is not None and trained.emergency is not None
     assert trained.trained_on and all("mails" in t for t in trained.trained_on)
+
+
+def test_a_phrase_rule_hit_is_overruled_only_by_a_near_certain_in_scope() -> None:
+    """"Export" and "payroll" in one sentence is the data-export rule's hit; a model all but
+    certain the request is support (the export works, the premiums are missing) overrules it,
+    and the decision records both."""
+    text = ("Dobrý den, chybí noční příplatky tří lidí v uzávěrce; export pro mzdy necháme "
+            "beze změny.")
+    sure_in = LinearModel(("in_scope", "data_export"), (8.0, -8.0), {})
+    assert request(text, with_trained(None)).scope_reason == "data_export"
+    for overrule, kind in ((None, "reject_scope"), (1.0, "reject_scope"), (0.99, "ticket")):
+        d = request(text, with_trained(TrainedModel(sure_in, None),
+                                       learned_overrule_in_scope=overrule))
+        assert d.kind.value == kind, (overrule, d.hits)
+    assert any(h.startswith("out_of_scope:data_export:") and "overruled by learned in_scope"
+               in h for h in d.hits), d.hits
