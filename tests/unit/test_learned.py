@@ -5,25 +5,18 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import date, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from mailbot import config as config_mod
-from mailbot.classify.decide import decide
 from mailbot.classify.learned import LinearModel, TrainedModel, request_features, train
 from mailbot.classify.opinion import features
-from mailbot.classify.rules import RuleContext
-from mailbot.domain import Decision, LicenseRecord, Mail, Priority, Tier
+from mailbot.domain import Decision, Priority
 from mailbot.errors import ConfigError
-from mailbot.registry import DictRegistry
+from tests.unit.test_opinion import request as opinion_request
 
-NOW = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("Europe/Prague"))
 CONFIG = config_mod.load()
-REGISTRY = DictRegistry({"31415926": LicenseRecord(
-    "31415926", "Mlékárna", "mlekarna.example", date(2025, 1, 1), Tier.HOTLINE, None)})
 
 # A toy corpus: "zaloha" (backup) requests are development work, "tisk" (printing) ones are
 # support; the words around them are shared.
@@ -102,12 +95,8 @@ def with_trained(trained: TrainedModel | None, **settings: object) -> config_mod
 
 
 def request(text: str, config: config_mod.Config, subject: str = "Dotaz") -> Decision:
-    mail = Mail(message_id="<l@mlekarna.example>", from_addr="eva@mlekarna.example",
-                from_name="", to=("podpora@estelar.example",), cc=(), subject=subject,
-                date=None, in_reply_to=(), references=(), return_path=None, headers={},
-                content_type="text/plain", report_type="", text=text + "\nLicence 3141-5926\n",
-                html="")
-    return decide(mail, RuleContext.from_config(config, REGISTRY, NOW, None))
+    """`text` (with a license line) decided as a new request under `config`."""
+    return opinion_request(text, subject, config)
 
 
 def one_word_model(word: str, labels: tuple[str, str], weight: float = 6.0) -> LinearModel:
