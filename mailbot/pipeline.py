@@ -202,6 +202,11 @@ class Decider:
         self._previous: tuple[bytes, ...] | None = None
         self.limits = config.limits
 
+    def use_registry(self, registry: LicenseRegistry) -> None:
+        """Decide against `registry` from now on (a decision process is given its registry
+        after it has started)."""
+        self._fixed_registry = registry
+
     def use_token_secret(self, secret: bytes, previous: tuple[bytes, ...] = ()) -> None:
         """Use this reply-token secret and the rotation's previous ones (a child gets the
         parent's, not its sources: it starts without secret variables)."""

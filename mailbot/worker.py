@@ -132,18 +132,17 @@ class Worker:
         self._in_flight: list[_InFlight] = []
 
     @classmethod
-    def from_config(cls, config: Config, store: Store, *, clock: Clock = utcnow) -> Worker:
+    def from_config(cls, config: Config, store: Store, *, clock: Clock = utcnow,
+                    pool: WorkerPool | None = None) -> Worker:
         """A worker with the configured pool of child processes (`worker.processes`,
-        0 = everything in this process)."""
-        w = config.worker
+        0 = everything in this process), or with `pool` (`WorkerPool.from_config`, spawned
+        before the store was opened)."""
         secret = token_secret(config, store)  # made here once; the children are given it
         previous = config.conversation.previous_token_secrets()
-        pool = None
-        if w.processes > 0:
-            # The children start with `warm` or the first mail to decide; idle, they stop.
-            pool = WorkerPool(config, processes=w.processes, timeout=w.parse_timeout_seconds,
-                              memory_mb=w.memory_mb, token_secret=secret,
-                              previous_secrets=previous)
+        # The children start with `warm` or the first mail to decide; idle, they stop.
+        pool = pool or WorkerPool.from_config(config)
+        if pool is not None:
+            pool.use_token_secret(secret, previous)
         worker = cls(config, store, clock=clock, pool=pool)
         worker.decider.use_token_secret(secret, previous)
         return worker
