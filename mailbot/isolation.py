@@ -10,7 +10,7 @@ transactions (SQLite has one writer, and it is fastest alone):
   and starts faster): they decide against the license registry they were started with (the
   pool starts fresh children when the registry changes, `use_registry`) and cannot tell which
   tickets exist, so a decision that asked (`Analysis.provisional`) is made again by the
-  parent with the store's answers;
+  parent with the store's answers where the store knows one of the tickets asked about;
 
 * each child caps its address space (RLIMIT_AS): a memory bomb raises MemoryError there and
   comes back as an error like any other parse failure (the parent quarantines the message);
