@@ -32,15 +32,17 @@ handed over with each child's start task instead.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
 import re
 import resource
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -148,17 +150,31 @@ _WARM_UP_MAIL = (
 
 def _child_init(memory_mb: int, log_level: int, parent: int, barrier: Any) -> None:
     """What a child does when it is spawned: only small values come through the spawn pipe
-    (a write the parent blocks on until the child reads it), the rest in `_child_start`."""
+    (a write the parent blocks on until the child reads it), the rest in `_child_prepare`
+    and `_child_start`."""
     global _child_barrier
     from mailbot import logs, memory
 
     memory.tune()
     _die_with_parent(parent)
+    atexit.register(_exit_without_teardown)
     logs.setup(log_level)
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     _child_barrier = barrier
+
+
+def _exit_without_teardown() -> None:
+    """A decision process's last exit handler: its results are sent and it holds nothing to
+    close (no database, files written are synced), so it ends here, with exit code 0, instead
+    of freeing every module's objects first (about 80 ms of CPU a child, which the parent's
+    `close` waited for)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def _child_prepare(config: Config) -> bool:

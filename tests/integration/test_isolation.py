@@ -354,3 +354,19 @@ def test_a_childs_decision_stands_where_the_store_knows_no_ticket_asked_about(
     assert not isinstance(result, Quarantined)
     assert result.decision == analysis.decision
     assert store.count_inbound() == {"decided": 1}
+
+
+def test_children_end_cleanly_after_a_close(base_config: config_mod.Config) -> None:
+    """A stopped decision process ends with exit code 0 (it leaves without the interpreter's
+    teardown, `_exit_without_teardown`, after its results are sent): a close is no crash."""
+    from mailbot.isolation import WorkerPool, _processes
+
+    pool = WorkerPool(pool_config(base_config), processes=2, timeout=30, memory_mb=1024)
+    pool.use_token_secret(b"secret")
+    [analysis] = pool.collect(pool.submit([(1, GOOD)], datetime.now(UTC)))
+    assert analysis.decision is not None
+    assert pool._executor is not None
+    children = _processes(pool._executor)
+    assert len(children) == 2
+    pool.close()
+    assert [child.exitcode for child in children] == [0, 0]
