@@ -114,8 +114,6 @@ class Store(InboundStore, TicketStore, OutboxStore, NewsStore, LeaseStore, Setti
 
     def close(self) -> None:
         self.engine.dispose()
-        if self._reader is not None:
-            self._reader.dispose()
 
     @contextmanager
     def transaction(self, *, deferred: bool = False) -> Iterator[Transaction]:

@@ -58,13 +58,13 @@ class TicketStore(StoreBase):
     """Tickets outside the worker's transaction: reads, the CLI's changes, numbering."""
 
     def ticket_exists(self, number: str) -> bool:
-        with self.session() as s:
-            return s.scalar(select(Ticket.id).where(Ticket.number == number)) is not None
+        with self.reading() as c:
+            return c.scalar(select(Ticket.id).where(Ticket.number == number)) is not None
 
     def ticket_counter(self, year: int) -> int:
         """The last ticket sequence number handed out for `year` (0 before the first)."""
-        with self.session() as s:
-            last = s.scalar(select(TicketCounter.last_seq).where(TicketCounter.year == year))
+        with self.reading() as c:
+            last = c.scalar(select(TicketCounter.last_seq).where(TicketCounter.year == year))
             return int(last or 0)
 
     def allocate_ticket_numbers(self, year: int, count: int) -> list[tuple[int, str]]:
@@ -137,8 +137,8 @@ class TicketStore(StoreBase):
 
     def ticket_attachment_bytes(self, number: str) -> int:
         """Bytes of attachments a ticket keeps now (0 for an unknown ticket)."""
-        with self.session() as s:
-            return int(s.scalar(
+        with self.reading() as c:
+            return int(c.scalar(
                 select(func.coalesce(func.sum(TicketAttachment.size), 0))
                 .join(Ticket, Ticket.id == TicketAttachment.ticket_id)
                 .where(Ticket.number == number)) or 0)
