@@ -88,7 +88,9 @@ class TicketStore(StoreBase):
         return [(seq, f"T-{year}-{seq:06d}") for seq in range(first, int(last) + 1)]
 
     def ticket_info(self, number: str) -> TicketInfo | None:
-        return self._value(select(Ticket).where(Ticket.number == number), ticket_value)
+        with self.reading() as c:
+            row = c.execute(select(_tickets).where(_tickets.c.number == number)).one_or_none()
+            return ticket_value(row) if row is not None else None
 
     def ticket_for_message_ids(self, message_ids: Sequence[str]) -> str | None:
         """The ticket that one of these Message-IDs (a customer's or staff member's mail
@@ -96,7 +98,7 @@ class TicketStore(StoreBase):
         ids = [m for m in message_ids if m][:50]
         if not ids:
             return None
-        with self.session() as s:
+        with self.reading() as c:
             q = (
                 select(Ticket.number)
                 .join(TicketEvent, TicketEvent.ticket_id == Ticket.id)
@@ -105,7 +107,7 @@ class TicketStore(StoreBase):
                 .order_by(TicketEvent.id.desc())
                 .limit(1)
             )
-            return s.scalar(q)
+            return c.scalar(q)
 
     def list_tickets(
         self,

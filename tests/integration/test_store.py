@@ -519,6 +519,8 @@ def test_reads_between_the_workers_writes_do_not_wait_for_the_write_lock(store: 
                 "a@b.cz": 0}
             assert other.license_version() == (0, None)
             assert other.ticket_attachment_bytes("T-2026-000001") == 0
+            assert other.ticket_info("T-2026-000001") is None
+            assert other.ticket_for_message_ids(["<a@b.cz>"]) is None
         finally:
             other.close()
     assert store.ticket_counter(2026) == 99
