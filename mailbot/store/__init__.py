@@ -6,7 +6,7 @@ step is one transaction that moves its rows to the next state, so a crash at any
 re-runs a step instead of losing mail.
 
 States:
-    InboundMessage   received → decided | quarantined
+    InboundMessage   received → decided | quarantined   (its raw bytes: InboundRaw, written once)
     OutboxMessage    queued → sent | dead | bounced   (retry: queued with a later next_attempt_at)
     Ticket           open → waiting → closed
 
@@ -51,6 +51,7 @@ from mailbot.store.models import (
     DecisionRecord,
     ImapCheckpoint,
     InboundMessage,
+    InboundRaw,
     Lease,
     LicenseRow,
     NewsToken,
@@ -88,7 +89,8 @@ from mailbot.store.values import (
 __all__ = [
     "PURPOSE_MAX", "Base", "CampaignSchedule", "CheckpointInfo", "ClaimedInbound",
     "ClaimedOutbox", "ContactRow", "DecisionInfo", "DecisionRecord", "ImapCheckpoint",
-    "InboundMessage", "InboundRecord", "Lease", "LicenseRow", "LockedTicket", "NewInbound",
+    "InboundMessage", "InboundRaw", "InboundRecord", "Lease", "LicenseRow", "LockedTicket",
+    "NewInbound",
     "NewsToken", "OutboxMessage", "OutboxRecord", "OutgoingMail", "SavedInbound",
     "ScheduledCampaign", "Setting", "Store", "Suppression", "Ticket", "TicketAttachment",
     "TicketCounter", "TicketEvent", "TicketEventRecord", "Transaction", "Unsubscription",
@@ -112,8 +114,6 @@ class Store(InboundStore, TicketStore, OutboxStore, NewsStore, LeaseStore, Setti
 
     def close(self) -> None:
         self.engine.dispose()
-        if self._reader is not None:
-            self._reader.dispose()
 
     @contextmanager
     def transaction(self, *, deferred: bool = False) -> Iterator[Transaction]:

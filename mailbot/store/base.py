@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailbot.store.engine import dialect_insert
+from mailbot.store.engine import READ_ONLY, dialect_insert
 
 V = TypeVar("V")
 
@@ -44,7 +44,6 @@ class StoreBase:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.is_sqlite = engine.dialect.name == "sqlite"
-        self._reader: Engine | None = None  # SQLite: reads that never take the write lock
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -52,6 +51,17 @@ class StoreBase:
         the store's own modules, and for tests that arrange rows)."""
         with self._sessions() as s, s.begin():
             yield s
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection in a transaction that only reads the last committed state. On SQLite
+        it begins DEFERRED: it neither waits for nor holds the one write lock, so the
+        worker's reads between its writes do not queue behind the outbox's and the intakes'
+        commits (nor hold them up)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
+            with conn.begin():
+                yield conn
 
     def _values(self, query: Any, to_value: Callable[[Any], V]) -> list[V]:
         """The rows `query` selects, each turned into a value inside the session."""

@@ -44,13 +44,18 @@ pool kept up to 128 of them: 4-8 MB per connection, ~30 MB of the daemon's peak 
 catch-up; the few statements used all the time stay prepared with 16."""
 
 
+READ_ONLY = "mailbot_read_only"
+"""Execution option of a connection whose transactions only read (SQLite: BEGIN DEFERRED)."""
+
+
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 5,
                 readonly: bool = False) -> Engine:
     """An engine with the embedded-default settings (SQLite WAL) or a pooled server engine.
 
     SQLite transactions begin IMMEDIATE (taking the one write lock at once, so a busy writer
     is waited for instead of failing a read-then-write transaction at its first write);
-    `readonly` engines (the decision children) begin DEFERRED and never block writers.
+    `readonly` engines (the decision children), and connections with the execution option
+    `READ_ONLY` (`StoreBase.reading`), begin DEFERRED: they never wait for or hold the lock.
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
@@ -59,10 +64,9 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 5,
         engine = create_engine(url, echo=echo, connect_args={
             "timeout": 30, "cached_statements": SQLITE_CACHED_STATEMENTS})
         event.listen(engine, "connect", _sqlite_pragmas)
-        begin = "BEGIN" if readonly else "BEGIN IMMEDIATE"
-
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql(begin)
+            deferred = readonly or conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
         event.listen(engine, "begin", _begin)
         return engine

@@ -17,7 +17,13 @@ from mailbot.errors import TemporaryIngestError
 from mailbot.store.base import StoreBase, TxBase
 from mailbot.store.engine import store_unavailable
 from mailbot.store.leases import claim_rows, release_claims, renew_claims
-from mailbot.store.models import DecisionRecord, ImapCheckpoint, InboundMessage, utcnow
+from mailbot.store.models import (
+    DecisionRecord,
+    ImapCheckpoint,
+    InboundMessage,
+    InboundRaw,
+    utcnow,
+)
 from mailbot.store.values import (
     CheckpointInfo,
     ClaimedInbound,
@@ -31,13 +37,17 @@ from mailbot.store.values import (
 # Statements of the per-message hot path, built once as Core statements on the table: no
 # ORM unit of work, and SQLAlchemy reuses their compiled form.
 _inbound = cast(Table, InboundMessage.__table__)
+_raw = cast(Table, InboundRaw.__table__)
 _INSERT_DECISION = insert(cast(Table, DecisionRecord.__table__))
 # RETURNING names each row by its unique digest: one multi-row INSERT (asking SQLAlchemy to
-# keep the parameters' order would make it one INSERT per row on SQLite).
-# A batch's rows go in statements of 20: SQLite copies every bound raw message, and a
-# statement of 200 rows held that copy of 4 MB at once (then stayed prepared, 1 MB a piece).
+# keep the parameters' order would make it one INSERT per row on SQLite). Statements of 20
+# rows keep the prepared variants (one per row count) few.
 _INSERT_INBOUND = (insert(_inbound).returning(_inbound.c.sha256, _inbound.c.id)
                    .execution_options(insertmanyvalues_page_size=20))
+# The raw bytes, one prepared statement run per row (executemany, no RETURNING): SQLite never
+# holds more than one bound message at a time (a multi-row INSERT of an IMAP batch's 200
+# mails held a copy of all of them, 4 MB, and stayed prepared at 1 MB).
+_INSERT_RAW = insert(_raw)
 _KEYS_CHUNK = 400  # keys per IN list (SQLite takes up to 32766 parameters)
 _MARK_DECIDED = (
     update(_inbound)
@@ -78,6 +88,18 @@ def _keys_of(item: NewInbound) -> tuple[str, str | None]:
     return sha, identity
 
 
+def raws_of(conn: Connection, ids: Sequence[int]) -> dict[int, bytes]:
+    """The raw bytes of these inbound messages by id: the one place they are read. A message
+    whose bytes retention dropped has none here (its readers get b"")."""
+    out: dict[int, bytes] = {}
+    unique = list(dict.fromkeys(ids))
+    for i in range(0, len(unique), _KEYS_CHUNK):
+        query = select(_raw.c.inbound_id, _raw.c.raw).where(
+            _raw.c.inbound_id.in_(unique[i:i + _KEYS_CHUNK]))
+        out.update((int(row_id), bytes(raw)) for row_id, raw in conn.execute(query))
+    return out
+
+
 def _save_all(conn: Connection, keys: Sequence[tuple[NewInbound, str, str | None]],
               when: datetime) -> list[SavedInbound]:
     """Store the messages not stored yet, in two statements: one SELECT finds those already
@@ -98,6 +120,7 @@ def _save_all(conn: Connection, keys: Sequence[tuple[NewInbound, str, str | None
                 by_identity[identity] = row_id
     found: list[int | None] = []  # per message: its row, or None (new), or -1 - index
     new_rows: list[dict[str, Any]] = []
+    new_raws: list[bytes] = []
     batch_sha: dict[str, int] = {}  # keys of the new messages: their index in new_rows
     batch_identity: dict[str, int] = {}
     for item, sha, identity in keys:
@@ -120,10 +143,14 @@ def _save_all(conn: Connection, keys: Sequence[tuple[NewInbound, str, str | None
         new_rows.append(
             {"sha256": sha, "identity": identity, "message_id": item.message_id,
              "sender": item.sender, "origin": item.origin[:200], "size": len(item.raw),
-             "raw": item.raw, "received_at": when, "state": "received", "attempts": 0})
+             "received_at": when, "state": "received", "attempts": 0})
+        new_raws.append(item.raw)
     written = ({sha: int(i) for sha, i in conn.execute(_INSERT_INBOUND, new_rows)}
                if new_rows else {})
     new_ids = [written[row["sha256"]] for row in new_rows]
+    if new_ids:
+        conn.execute(_INSERT_RAW, [{"inbound_id": i, "raw": raw}
+                                   for i, raw in zip(new_ids, new_raws)])
     fresh = iter(new_ids)
     return [SavedInbound(next(fresh), True) if f is None
             else SavedInbound(new_ids[-1 - f], False) if f < 0
@@ -208,8 +235,10 @@ class InboundStore(StoreBase):
                                      max_bytes=max_bytes)
             for row in rows:
                 row.attempts += 1
+            raws = raws_of(s.connection(), [r.id for r in rows])
             return [
-                ClaimedInbound(r.id, r.raw, r.origin, r.received_at, r.attempts, token)
+                ClaimedInbound(r.id, raws.get(r.id, b""), r.origin, r.received_at, r.attempts,
+                               token)
                 for r in rows
             ]
 
@@ -221,8 +250,14 @@ class InboundStore(StoreBase):
 
     def get_inbound(self, inbound_id: int) -> InboundRecord | None:
         """One stored message with its state and error."""
-        return self._value(select(InboundMessage).where(InboundMessage.id == inbound_id),
-                           _inbound_record)
+        found = self._records(select(InboundMessage).where(InboundMessage.id == inbound_id))
+        return found[0] if found else None
+
+    def _records(self, query: Any) -> list[InboundRecord]:
+        with self.session() as s:
+            rows = list(s.scalars(query))
+            raws = raws_of(s.connection(), [r.id for r in rows])
+            return [value_of(InboundRecord, r, raw=raws.get(r.id, b"")) for r in rows]
 
     def release_inbound(self, inbound_ids: Sequence[int], token: str | None = None) -> None:
         """Give claimed, undecided messages back (the batch failed), due again at once;
@@ -243,8 +278,8 @@ class InboundStore(StoreBase):
 
     def list_inbound(self, state: str, limit: int = 100) -> list[InboundRecord]:
         """Messages in `state`, newest first."""
-        return self._values(select(InboundMessage).where(InboundMessage.state == state)
-                            .order_by(InboundMessage.id.desc()).limit(limit), _inbound_record)
+        return self._records(select(InboundMessage).where(InboundMessage.state == state)
+                             .order_by(InboundMessage.id.desc()).limit(limit))
 
     def count_inbound(self) -> dict[str, int]:
         with self.session() as s:
@@ -288,10 +323,6 @@ class InboundStore(StoreBase):
         """The recorded decision about an inbound message, if any."""
         return self._value(select(DecisionRecord).where(DecisionRecord.inbound_id == inbound_id),
                            _decision)
-
-
-def _inbound_record(row: Any) -> InboundRecord:
-    return value_of(InboundRecord, row)
 
 
 def _checkpoint(row: Any) -> CheckpointInfo:

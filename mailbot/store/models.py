@@ -62,7 +62,8 @@ class LicenseRow(Base):
 
 
 class InboundMessage(Base):
-    """One received message, raw bytes as they arrived, deduplicated on two keys."""
+    """One received message, deduplicated on two keys; its raw bytes are an `InboundRaw`
+    row, written once (a claim or a decision rewrites this row, never the mail)."""
 
     __tablename__ = "inbound_messages"
 
@@ -75,7 +76,6 @@ class InboundMessage(Base):
     sender: Mapped[str | None] = mapped_column(String(320))
     origin: Mapped[str] = mapped_column(String(200))
     size: Mapped[int]
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     state: Mapped[str] = mapped_column(String(20), default="received")
     error: Mapped[str | None] = mapped_column(Text)
@@ -91,6 +91,18 @@ class InboundMessage(Base):
         # What a claim orders waiting mail by, so choosing a batch reads no row (its raw).
         Index("ix_inbound_claim", "state", "lease_until", "received_at", "size"),
     )
+
+
+class InboundRaw(Base):
+    """The raw bytes of an inbound message as they arrived, in a table of their own: SQLite
+    rewrites a whole row (its overflow pages too) on every update, so the mail lives apart
+    from the state that changes. Retention deletes the row (the message keeps its keys)."""
+
+    __tablename__ = "inbound_raw"
+
+    inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound_messages.id"), primary_key=True,
+                                            autoincrement=False)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Ticket(Base):

@@ -12,7 +12,6 @@ from sqlalchemy.exc import IntegrityError
 
 from mailbot.contacts import Contact
 from mailbot.store.base import StoreBase, TxBase, like_escape
-from mailbot.store.engine import make_engine
 from mailbot.store.models import (
     ContactRow,
     NewsToken,
@@ -126,13 +125,7 @@ class NewsStore(StoreBase):
     def news_token_known(self, token: str) -> bool:
         """Whether `token` is an unsubscribe token, read without a write lock (SQLite: a
         DEFERRED transaction, so a GET answers while a writer holds the database)."""
-        if not self.is_sqlite:
-            with self.session() as s:
-                return s.scalar(select(NewsToken.email).where(NewsToken.token == token)) is not None
-        if self._reader is None:
-            self._reader = make_engine(self.engine.url.render_as_string(hide_password=False),
-                                       pool_size=1, readonly=True)
-        with self._reader.connect() as c:
+        with self.reading() as c:
             return c.scalar(select(NewsToken.email).where(NewsToken.token == token)) is not None
 
     def unsubscribe_by_token(self, token: str, now: datetime) -> str | None:

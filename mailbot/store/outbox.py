@@ -188,7 +188,7 @@ class OutboxStore(StoreBase):
         400 addresses."""
         wanted = list(dict.fromkeys(addresses))
         counts = dict.fromkeys(wanted, 0)
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             for i in range(0, len(wanted), 400):
                 counts.update((address, int(n)) for address, n in conn.execute(
                     _COUNT_AUTO_MANY, {"addresses": wanted[i:i + 400], "since": since}))
@@ -197,7 +197,7 @@ class OutboxStore(StoreBase):
     def auto_replies_total(self, since: datetime) -> int:
         """The automatic replies queued since `since` to anyone, as the total limit counts
         them (a scan: no index leads with created_at)."""
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             return int(conn.execute(_COUNT_AUTO_TOTAL, {"since": since}).scalar() or 0)
 
     def existing_purposes(self, purposes: Sequence[str]) -> set[str]:

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select
 
 from mailbot.store.base import StoreBase
 from mailbot.store.models import (
     DecisionRecord,
     InboundMessage,
+    InboundRaw,
     Ticket,
     TicketAttachment,
     TicketEvent,
@@ -46,8 +47,9 @@ class RetentionStore(StoreBase):
             select(TicketAttachment.id).join(Ticket, Ticket.id == TicketAttachment.ticket_id)
             .where(TicketAttachment.inbound_id == InboundMessage.id, live).exists(),
         )
+        kept = select(InboundRaw.inbound_id).where(InboundRaw.inbound_id == InboundMessage.id)
         return (InboundMessage.state == "decided", InboundMessage.received_at < cutoff,
-                func.length(InboundMessage.raw) > 0, ~about_live_ticket)
+                kept.exists(), ~about_live_ticket)
 
     def raw_purgeable(self, cutoff: datetime, limit: int) -> list[tuple[int, int]]:
         """(id, size) of up to `limit` inbound messages whose raw bytes retention may drop."""
@@ -58,9 +60,9 @@ class RetentionStore(StoreBase):
             return [(int(i), int(n)) for i, n in rows]
 
     def purge_raw(self, ids: Sequence[int], cutoff: datetime) -> list[tuple[int, int]]:
-        """Drop the raw bytes of these messages (the row, its keys and size stay, so dedup
-        and the audit trail keep working), re-checking that each is still purgeable;
-        returns (id, size) of those dropped."""
+        """Drop the raw bytes of these messages (their `InboundRaw` rows; the message's row,
+        its keys and size stay, so dedup and the audit trail keep working), re-checking that
+        each is still purgeable; returns (id, size) of those dropped."""
         if not ids:
             return []
         with self.session() as s:
@@ -69,9 +71,9 @@ class RetentionStore(StoreBase):
                 .where(InboundMessage.id.in_(list(ids)), *self._raw_purgeable(cutoff))
                 .with_for_update())]
             if rows:
-                s.execute(update(InboundMessage)
-                          .where(InboundMessage.id.in_([i for i, _ in rows]))
-                          .values(raw=b"").execution_options(synchronize_session=False))
+                s.execute(delete(InboundRaw)
+                          .where(InboundRaw.inbound_id.in_([i for i, _ in rows]))
+                          .execution_options(synchronize_session=False))
             return rows
 
     @staticmethod

@@ -59,8 +59,8 @@ class SettingsStore(StoreBase):
 
     def license_version(self) -> tuple[int, datetime | None]:
         """Cheap change marker of the registry (row count, newest update)."""
-        with self.session() as s:
-            n, newest = s.execute(
+        with self.reading() as c:
+            n, newest = c.execute(
                 select(func.count(), func.max(LicenseRow.updated_at))
             ).one()
             return int(n), newest

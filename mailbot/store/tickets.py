@@ -58,13 +58,13 @@ class TicketStore(StoreBase):
     """Tickets outside the worker's transaction: reads, the CLI's changes, numbering."""
 
     def ticket_exists(self, number: str) -> bool:
-        with self.session() as s:
-            return s.scalar(select(Ticket.id).where(Ticket.number == number)) is not None
+        with self.reading() as c:
+            return c.scalar(select(Ticket.id).where(Ticket.number == number)) is not None
 
     def ticket_counter(self, year: int) -> int:
         """The last ticket sequence number handed out for `year` (0 before the first)."""
-        with self.session() as s:
-            last = s.scalar(select(TicketCounter.last_seq).where(TicketCounter.year == year))
+        with self.reading() as c:
+            last = c.scalar(select(TicketCounter.last_seq).where(TicketCounter.year == year))
             return int(last or 0)
 
     def allocate_ticket_numbers(self, year: int, count: int) -> list[tuple[int, str]]:
@@ -88,7 +88,9 @@ class TicketStore(StoreBase):
         return [(seq, f"T-{year}-{seq:06d}") for seq in range(first, int(last) + 1)]
 
     def ticket_info(self, number: str) -> TicketInfo | None:
-        return self._value(select(Ticket).where(Ticket.number == number), ticket_value)
+        with self.reading() as c:
+            row = c.execute(select(_tickets).where(_tickets.c.number == number)).one_or_none()
+            return ticket_value(row) if row is not None else None
 
     def ticket_for_message_ids(self, message_ids: Sequence[str]) -> str | None:
         """The ticket that one of these Message-IDs (a customer's or staff member's mail
@@ -96,7 +98,7 @@ class TicketStore(StoreBase):
         ids = [m for m in message_ids if m][:50]
         if not ids:
             return None
-        with self.session() as s:
+        with self.reading() as c:
             q = (
                 select(Ticket.number)
                 .join(TicketEvent, TicketEvent.ticket_id == Ticket.id)
@@ -105,7 +107,7 @@ class TicketStore(StoreBase):
                 .order_by(TicketEvent.id.desc())
                 .limit(1)
             )
-            return s.scalar(q)
+            return c.scalar(q)
 
     def list_tickets(
         self,
@@ -137,8 +139,8 @@ class TicketStore(StoreBase):
 
     def ticket_attachment_bytes(self, number: str) -> int:
         """Bytes of attachments a ticket keeps now (0 for an unknown ticket)."""
-        with self.session() as s:
-            return int(s.scalar(
+        with self.reading() as c:
+            return int(c.scalar(
                 select(func.coalesce(func.sum(TicketAttachment.size), 0))
                 .join(Ticket, Ticket.id == TicketAttachment.ticket_id)
                 .where(Ticket.number == number)) or 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect as sa_inspect
 
 from mailbot import migrations
 from mailbot.store import Base, Store
@@ -96,3 +97,35 @@ def test_0010_moves_the_bounce_kind_out_of_last_error(store_url: str) -> None:
     finally:
         s.close()
     assert kinds == ["soft", "hard", "hard", None]
+
+
+def test_0014_moves_the_raw_bytes_into_their_own_table(store_url: str) -> None:
+    """Every message keeps its raw bytes, now read from inbound_raw (a row referred to by a
+    decision included); one whose bytes retention dropped (b"") gets no row and reads b""."""
+    from sqlalchemy import text
+
+    s = Store.from_url(store_url)
+    try:
+        migrations.upgrade(s.engine, "0013")
+        with s.engine.begin() as c:
+            for i, raw in enumerate((b"Subject: one\r\n\r\nbody", b"", b"Subject: three\r\n\r\n")):
+                c.execute(text(
+                    "INSERT INTO inbound_messages (id, sha256, origin, size, raw, received_at, "
+                    "state, attempts) VALUES (:i, :sha, 'test', :size, :raw, "
+                    "'2026-11-02 09:00:00', 'decided', 1)"),
+                    {"i": i + 1, "sha": f"{i:064d}", "size": len(raw), "raw": raw})
+            c.execute(text(
+                "INSERT INTO decisions (id, inbound_id, kind, missing, language, reasons, "
+                "decided_at) VALUES (1, 1, 'new_request', '[]', 'cs', '[]', "
+                "'2026-11-02 09:00:00')"))
+        migrations.upgrade(s.engine)
+        raws = [r.raw if (r := s.get_inbound(i)) else None for i in (1, 2, 3)]
+        with s.engine.connect() as c:
+            kept = [i for (i,) in c.execute(text("SELECT inbound_id FROM inbound_raw "
+                                                 "ORDER BY inbound_id"))]
+            columns = {col["name"] for col in sa_inspect(c).get_columns("inbound_messages")}
+    finally:
+        s.close()
+    assert raws == [b"Subject: one\r\n\r\nbody", b"", b"Subject: three\r\n\r\n"]
+    assert kept == [1, 3]
+    assert "raw" not in columns

@@ -102,10 +102,13 @@ def _setup(desk: Desk, tmp_path: Path) -> dict[str, object]:
 def raws(store: Store) -> dict[str, int]:
     """Subject of each inbound message → length of its raw bytes kept."""
     with store.session() as s:
-        rows = s.execute(select(InboundMessage.raw)).all()
+        ids = s.scalars(select(InboundMessage.id)).all()
     out = {}
-    for (raw,) in rows:
-        subject = re.search(rb"Subject: (.*)\r\n", bytes(raw))
+    for inbound_id in ids:
+        record = store.get_inbound(inbound_id)
+        assert record is not None
+        raw = record.raw
+        subject = re.search(rb"Subject: (.*)\r\n", raw)
         out[subject.group(1).decode() if subject else "(purged)"] = len(raw)
     return out
 

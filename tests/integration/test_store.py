@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from mailbot.domain import Priority
 from mailbot.ingest.intake import save_raw
@@ -496,3 +497,30 @@ def test_storing_a_batch_copies_a_few_raw_messages_at_a_time(tmp_path: Path) -> 
         store.close()
     assert all(s.created for s in saved)
     assert peak < 4_000_000, peak
+
+
+def test_reads_between_the_workers_writes_do_not_wait_for_the_write_lock(store: Store) -> None:
+    """While another writer holds a transaction open (on SQLite: the one write lock), the
+    worker's reads answer at once with the last committed state instead of queueing behind
+    it (one that waited would fail: 'database is locked')."""
+    if not store.is_sqlite:
+        pytest.skip("PostgreSQL readers never wait for writers")
+    store.allocate_ticket_numbers(2026, 3)
+    with store.session() as s:  # BEGIN IMMEDIATE: holds the write lock until the block ends
+        s.connection().exec_driver_sql(
+            "UPDATE ticket_counters SET last_seq = 99 WHERE year = 2026")
+        other = Store.from_url(str(store.engine.url))
+        event.listen(other.engine, "connect",  # a read that waited would fail at once
+                     lambda conn, _: conn.execute("PRAGMA busy_timeout = 0"))
+        try:
+            assert other.ticket_counter(2026) == 3
+            assert not other.ticket_exists("T-2026-000001")
+            assert other.auto_reply_counts(["a@b.cz"], datetime(2026, 1, 1, tzinfo=UTC)) == {
+                "a@b.cz": 0}
+            assert other.license_version() == (0, None)
+            assert other.ticket_attachment_bytes("T-2026-000001") == 0
+            assert other.ticket_info("T-2026-000001") is None
+            assert other.ticket_for_message_ids(["<a@b.cz>"]) is None
+        finally:
+            other.close()
+    assert store.ticket_counter(2026) == 99
