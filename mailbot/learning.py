@@ -10,7 +10,9 @@ predicts what a set nobody tuned on will score.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -20,8 +22,8 @@ from mailbot.classify.settings import ClassifyConfig
 from mailbot.config import Config
 from mailbot.evaluate import Score, read_labels, score
 
-__all__ = ["EMERGENCY_LABELS", "SCOPE_MODEL_LABELS", "cross_validate", "decide_directory",
-           "examples_of", "train_model", "with_model"]
+__all__ = ["EMERGENCY_LABELS", "SCOPE_MODEL_LABELS", "DirectoryExamples", "cross_validate",
+           "decide_directory", "examples_of", "train_model", "with_model"]
 
 SCOPE_MODEL_LABELS = ("in_scope", *SCOPE_LABELS)
 EMERGENCY_LABELS = ("normal", "emergency")
@@ -29,49 +31,56 @@ EMERGENCY_LABELS = ("normal", "emergency")
 Examples = list[tuple[tuple[str, ...], str]]
 
 
-def examples_of(directory: Path, settings: ClassifyConfig) -> tuple[Examples, Examples]:
-    """The training examples of one labelled directory: (scope, emergency). Scope: each
-    ticket as `in_scope`, each out-of-scope rejection under its reason; emergency: each
-    ticket under its priority. Other decisions say nothing of scope or urgency."""
+@dataclass(frozen=True, slots=True)
+class DirectoryExamples:
+    """What one labelled directory gives the training: scope and emergency examples, and
+    how many mails it holds (for the model file's record)."""
+
+    scope: Examples
+    emergency: Examples
+    mails: int
+
+
+def examples_of(directory: Path, settings: ClassifyConfig) -> DirectoryExamples:
+    """The training examples of one labelled directory. Scope: each ticket as `in_scope`,
+    each out-of-scope rejection under its reason; emergency: each ticket under its priority.
+    Other decisions say nothing of scope or urgency."""
     from mailbot.classify.learned import request_features
     from mailbot.ingest.parse import parse
 
     scope: Examples = []
     emergency: Examples = []
-    for label in read_labels(directory):
+    labels = read_labels(directory)
+    for label in labels:
         if label.expected == "ticket":
-            names = ["in_scope"]
+            name = "in_scope"
         elif label.expected == "reject_scope" and label.scope_reason in SCOPE_LABELS:
-            names = [label.scope_reason]
+            name = label.scope_reason
         else:
             continue
         facts = MailFacts(parse((directory / label.file).read_bytes()), settings)
         feats = request_features(facts.request_sentences)
-        scope.append((feats, names[0]))
+        scope.append((feats, name))
         if label.expected == "ticket":
             emergency.append((feats, "emergency" if label.priority == "emergency" else "normal"))
-    return scope, emergency
+    return DirectoryExamples(scope, emergency, len(labels))
 
 
 def train_model(directories: Sequence[Path], settings: ClassifyConfig,
-                cache: dict[Path, tuple[Examples, Examples]] | None = None) -> TrainedModel:
-    """The models trained on every mail of `directories` (their examples kept in `cache`)."""
-    scope: Examples = []
-    emergency: Examples = []
+                cache: dict[Path, DirectoryExamples] | None = None) -> TrainedModel:
+    """The models trained on every mail of `directories` (each directory read once into
+    `cache`, when one is given)."""
+    cache = {} if cache is None else cache
     for d in directories:
-        if cache is None or d not in cache:
-            found = examples_of(d, settings)
-            if cache is not None:
-                cache[d] = found
-        else:
-            found = cache[d]
-        scope += found[0]
-        emergency += found[1]
+        if d not in cache:
+            cache[d] = examples_of(d, settings)
+    found = [cache[d] for d in directories]
+    scope = [x for f in found for x in f.scope]
+    emergency = [x for f in found for x in f.emergency]
     return TrainedModel(
         scope=train(scope, SCOPE_MODEL_LABELS, against="in_scope") if scope else None,
         emergency=train(emergency, EMERGENCY_LABELS, against="normal") if emergency else None,
-        trained_on=tuple(f"{d.name}: {n} mails" for d, n in
-                         ((d, len(read_labels(d))) for d in directories)),
+        trained_on=tuple(f"{d.name}: {f.mails} mails" for d, f in zip(directories, found)),
     )
 
 
@@ -86,8 +95,6 @@ def decide_directory(directory: Path, config: Config, now: datetime,
                      verify_staff: bool = True) -> tuple[Score, float, float]:
     """Decide every labelled mail of `directory`: the score, and seconds spent parsing and
     deciding."""
-    import time
-
     from mailbot.classify.decide import decide
     from mailbot.classify.rules import RuleContext
     from mailbot.ingest.parse import parse
@@ -115,15 +122,16 @@ def decide_directory(directory: Path, config: Config, now: datetime,
 
 
 def cross_validate(directories: Sequence[Path], config: Config, now: datetime,
-                   unverified: frozenset[Path] = frozenset()) -> list[tuple[Path, Score]]:
+                   unverified: Sequence[Path] = ()) -> list[tuple[Path, Score]]:
     """Each directory decided by models trained on all the others (leave one set out);
     `unverified` directories are decided without staff verification (no A-R headers)."""
-    cache: dict[Path, tuple[Examples, Examples]] = {}
+    cache: dict[Path, DirectoryExamples] = {}
+    without_ar = {d.resolve() for d in unverified}
     out = []
     for held in directories:
         others = [d for d in directories if d != held]
         trained = train_model(others, config.classify, cache)
         result, _, _ = decide_directory(held, with_model(config, trained), now,
-                                        verify_staff=held not in unverified)
+                                        verify_staff=held.resolve() not in without_ar)
         out.append((held, result))
     return out

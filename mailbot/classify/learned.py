@@ -39,6 +39,14 @@ FORMAT: Final = "mailbot-linear-1"
 _DIGITS: Final = 5  # decimals kept of each weight in the file
 
 
+def _softmax(scores: Sequence[float]) -> list[float]:
+    """Scores turned into probabilities that sum to 1."""
+    top = max(scores)
+    exps = [math.exp(s - top) for s in scores]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
 def request_features(sentences: Iterable[str]) -> tuple[str, ...]:
     """The features of a request's folded sentences, each once, sorted."""
     found: set[str] = set()
@@ -68,11 +76,7 @@ class LinearModel:
 
     def probabilities(self, feats: Sequence[str]) -> dict[str, float]:
         """Each label's probability for a request with features `feats` (sorted)."""
-        scores = self.scores(feats)
-        top = max(scores)
-        exps = [math.exp(s - top) for s in scores]
-        total = sum(exps)
-        return {label: e / total for label, e in zip(self.labels, exps)}
+        return dict(zip(self.labels, _softmax(self.scores(feats))))
 
     def explain(self, feats: Sequence[str], label: str, n: int = 3) -> list[tuple[str, float]]:
         """The `n` features that favour `label` most over the labels' mean, strongest first."""
@@ -217,11 +221,8 @@ def train(examples: Sequence[tuple[Sequence[str], str]], labels: Sequence[str], 
                 if w is not None:
                     for i in range(k):
                         scores[i] += w[i]
-            top = max(scores)
-            exps = [math.exp(s - top) for s in scores]
-            total = sum(exps)
-            grad = [(e / total - (1.0 if i == y else 0.0)) * class_weight[y]
-                    for i, e in enumerate(exps)]
+            grad = [(p - (1.0 if i == y else 0.0)) * class_weight[y]
+                    for i, p in enumerate(_softmax(scores))]
             for i in range(k):
                 bias[i] -= rate * 0.1 * grad[i]
             for f in feats:

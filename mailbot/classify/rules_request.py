@@ -81,7 +81,8 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
     text, joined = facts.request_sentences, facts.request_joined
     windows = facts.request_windows
     model = ctx.settings.model
-    scope_model = model.trained.scope if model.enabled and model.trained else None
+    learned_models = model.learned_models
+    scope_model = learned_models.scope if learned_models else None
     for compiled in facts.compiled.scope:
         hit = compiled.match(windows, joined)
         if hit:
@@ -167,7 +168,8 @@ def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
             return Finding(DecisionKind.TICKET, f"{reason}: {hit}", priority=Priority.EMERGENCY,
                            flags=NEW_REQUEST)
     model = ctx.settings.model
-    learned = _learned_opinion(model.trained.emergency if model.enabled and model.trained else None,
+    learned_models = model.learned_models
+    learned = _learned_opinion(learned_models.emergency if learned_models else None,
                                facts.request_features, "normal",
                                model.learned_emergency_threshold, model.learned_normal_below)
     if learned is not None:

@@ -70,14 +70,15 @@ class ModelConfig(BaseModel):
     scope (the anchors not asked) at `learned_in_scope_below` or less; an emergency likewise
     with `learned_emergency_threshold` and `learned_normal_below`. In between, the anchors
     decide. A phrase rule's out-of-scope hit is overruled only where the model's probability
-    of in scope reaches `learned_overrule_in_scope`. The loaded file is `trained` (set by the config loader, never by the TOML).
+    of in scope reaches `learned_overrule_in_scope`. The loaded file is `trained` (set by the
+    config loader, never by the TOML).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     enabled: bool = True
     learned: str | None = None
-    learned_scope_threshold: float = Field(default=0.8, ge=0, le=1)
+    learned_scope_threshold: float = Field(default=0.95, ge=0, le=1)
     learned_in_scope_below: float = Field(default=0.1, ge=0, le=1)
     learned_emergency_threshold: float = Field(default=0.9, ge=0, le=1)
     learned_normal_below: float = Field(default=0.05, ge=0, le=1)
@@ -85,6 +86,11 @@ class ModelConfig(BaseModel):
     # request is in scope (an export or training only mentioned); None: it always stands.
     learned_overrule_in_scope: float | None = Field(default=None, ge=0, le=1)
     trained: TrainedModel | None = Field(default=None, exclude=True, repr=False)
+
+    @property
+    def learned_models(self) -> TrainedModel | None:
+        """The learned models the rules ask: none when the second opinion is switched off."""
+        return self.trained if self.enabled else None
     scope_threshold: float = Field(default=0.5, ge=0, le=1)
     scope_margin: float = Field(default=0.15, ge=0, le=1)
     emergency_threshold: float = Field(default=0.5, ge=0, le=1)

@@ -4,7 +4,6 @@ train|cross`: train the learned second opinion and cross-validate it."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
@@ -52,7 +51,7 @@ def evaluate(directory: Path, now_text: str, verify_staff: bool, authserv_ids: t
         cfg = cfg.model_copy(update={"conversation": conversation})
     model = cfg.classify.model
     if no_model:
-        model = model.model_copy(update={"enabled": False, "trained": None})
+        model = model.model_copy(update={"enabled": False})
     elif anchors_dir is not None:
         from mailbot.evaluate import anchors_from
 
@@ -129,9 +128,7 @@ def model_cross(directories: tuple[Path, ...], now_text: str, authserv_ids: tupl
     if authserv_ids:
         conversation = cfg.conversation.model_copy(update={"authserv_ids": tuple(authserv_ids)})
         cfg = cfg.model_copy(update={"conversation": conversation})
-    results = cross_validate(directories, cfg, parse_now(now_text),
-                             frozenset(p.resolve() for p in unverified)
-                             | frozenset(unverified))
+    results = cross_validate(directories, cfg, parse_now(now_text), unverified)
     right = total = 0
     for directory, result in results:
         right += result.decisions_right
