@@ -215,7 +215,7 @@ def phrase_set(phrases: Iterable[str]) -> PhraseSet:
 class CompiledRule:
     """A :class:`PhraseRule` with its phrase lists compiled."""
 
-    __slots__ = ("all_of", "phrases", "rule", "unless", "unless_anywhere")
+    __slots__ = ("_bare", "all_of", "phrases", "rule", "unless", "unless_anywhere")
 
     def __init__(self, rule: PhraseRule) -> None:
         self.rule = rule
@@ -223,6 +223,7 @@ class CompiledRule:
         self.all_of = tuple(phrase_set(g) for g in rule.all_of)
         self.unless = phrase_set(rule.unless)
         self.unless_anywhere = phrase_set(rule.unless_anywhere)
+        self._bare: CompiledRule | None = None  # the rule without its exceptions (`vetoed`)
 
     def could_match(self, text: str) -> bool:
         """False when the rule cannot hit in any sentence of `text` (sentences joined by
@@ -263,6 +264,32 @@ class CompiledRule:
                 hits = [g.first_of(sentence, c) for g, c in zip(self.all_of, groups)]
                 if all(hits):
                     return " + ".join(f for f in hits if f)
+        return None
+
+    def vetoed(self, sentences: Iterable[str], joined: str | None = None) -> str | None:
+        """The `unless` (or `unless_anywhere`) phrase that kept the rule from hitting in
+        `sentences`, where its evidence is there: the rule knows this exception, so a less
+        sure opinion should not decide against it. None when nothing was vetoed."""
+        sentences = tuple(sentences)
+        if joined is None:
+            joined = "\n".join(sentences)
+        if not self.could_match(joined):
+            return None
+        if self.rule.unless_anywhere:
+            found = self.unless_anywhere.first(joined)
+            if found:
+                return found
+        unless = self.unless.occurring(joined)
+        if not unless:
+            return None
+        if self._bare is None:
+            self._bare = CompiledRule(self.rule.model_copy(update={"unless": (),
+                                                                    "unless_anywhere": ()}))
+        bare = self._bare
+        for sentence in sentences:
+            veto = self.unless.first_of(sentence, unless)
+            if veto and bare.match((sentence,)):
+                return veto
         return None
 
 

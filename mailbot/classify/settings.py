@@ -66,8 +66,10 @@ class ModelConfig(BaseModel):
 
     Before the anchors, where the phrase rules are silent, the models `learned` names (a file
     written by `mailbot model train`, :mod:`mailbot.classify.learned`) are asked: a request
-    is out of scope when their probability of it is `learned_scope_threshold` or more, in
-    scope (the anchors not asked) at `learned_in_scope_below` or less; an emergency likewise
+    is out of scope when their probability of it is `learned_scope_threshold` or more, or
+    `learned_scope_with_anchors` or more where the anchors lean out of scope too (their best
+    out-of-scope label above in scope), in scope (the anchors not asked) at
+    `learned_in_scope_below` or less; an emergency likewise
     with `learned_emergency_threshold` and `learned_normal_below`. In between, the anchors
     decide. A phrase rule's out-of-scope hit is overruled only where the model's probability
     of in scope reaches `learned_overrule_in_scope`. The loaded file is `trained` (set by the
@@ -79,6 +81,7 @@ class ModelConfig(BaseModel):
     enabled: bool = True
     learned: str | None = None
     learned_scope_threshold: float = Field(default=0.95, ge=0, le=1)
+    learned_scope_with_anchors: float | None = Field(default=None, ge=0, le=1)
     learned_in_scope_below: float = Field(default=0.1, ge=0, le=1)
     learned_emergency_threshold: float = Field(default=0.9, ge=0, le=1)
     learned_normal_below: float = Field(default=0.05, ge=0, le=1)

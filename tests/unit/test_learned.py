@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,8 @@ def test_a_sure_learned_model_rejects_what_no_phrase_rule_knows() -> None:
     [hit] = [h for h in d.hits if h.startswith("out_of_scope:")]
     assert hit.startswith("out_of_scope:learned custom_development 1.00") and "jidel" in hit
     # Below the configured threshold it is not sure: the anchors decide (a ticket here).
-    unsure = with_trained(TrainedModel(model, None), learned_scope_threshold=1.0)
+    unsure = with_trained(TrainedModel(model, None), learned_scope_threshold=1.0,
+                          learned_scope_with_anchors=None)
     assert request(CANTEEN, unsure).kind.value == "ticket"
     # The switch for the whole second opinion switches it off too.
     assert request(CANTEEN, with_trained(TrainedModel(model, None), enabled=False)
@@ -177,3 +179,30 @@ def test_a_phrase_rule_hit_is_overruled_only_by_a_near_certain_in_scope() -> Non
         assert d.kind.value == kind, (overrule, d.hits)
     assert any(h.startswith("out_of_scope:data_export:") and "overruled by learned in_scope"
                in h for h in d.hits), d.hits
+
+
+def test_a_less_sure_learned_model_needs_the_anchors_and_no_rule_exception() -> None:
+    """Between `learned_scope_with_anchors` and `learned_scope_threshold` the learned model
+    rejects only where the anchors lean out of scope too, and never where a phrase rule of
+    its reason knows the case as an exception (its `unless`)."""
+    model = one_word_model("system", ("in_scope", "global_configuration"), weight=3.5)
+    between = with_trained(TrainedModel(model, None), learned_scope_threshold=0.999,
+                           learned_scope_with_anchors=0.7)
+    # The anchors lean to a whole setup: the less sure model decides, and says both.
+    asked = ("Dobrý den, přebíráme druhý areál a potřebovali bychom, aby k nám někdo přijel a "
+             "celý systém tam připravil tak, jak ho máme u nás.")
+    d = request(asked, between, "Systém")
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "global_configuration"), d.hits
+    [hit] = [h for h in d.hits if h.startswith("out_of_scope:")]
+    lean, against = re.search(r"anchors ([\d.]+) vs in_scope ([\d.]+)", hit).groups()  # type: ignore[union-attr]
+    assert "learned global_configuration 0.73" in hit and float(lean) > float(against), hit
+    # The system that reset itself: the setup rule's exception ("sám") stands (the anchors,
+    # which lean to a setup here but are not sure, decide).
+    itself = "Dobrý den, po aktualizaci se celý systém sám přenastavil do angličtiny, vrátíte ho?"
+    assert request(itself, between, "Systém").kind.value == "ticket"
+    assert request(itself.replace(" sám", ""), between, "Systém").kind.value == "reject_scope"
+    # A fault the anchors read as support: the less sure model alone does not reject.
+    fault = "Dobrý den, nejde vytisknout měsíční sestavu, celý systém hlásí chybu 17."
+    assert request(fault, between, "Sestava").kind.value == "ticket"
+    assert request(fault, with_trained(TrainedModel(model, None), learned_scope_threshold=0.7)
+                   ).kind.value == "reject_scope"  # what the anchors' check prevents

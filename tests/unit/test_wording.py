@@ -341,3 +341,70 @@ def test_hours_sent_to_our_own_planning_tool_are_an_export() -> None:
                       "plánovacího nástroje, SFTP přenos končí chybou. Licence 3141-5926",
                       "Hodiny"))
     assert d.kind.value == "ticket", d.reasons
+
+
+def test_a_training_or_an_export_as_a_point_in_time_asks_for_neither() -> None:
+    """What they learnt at a past course, or "before the payroll export" as the moment a fault
+    was seen, is context: the request is the fault, by the rules alone."""
+    for body in (
+        "Dobrý den, na vašem jarním školení jsme se učili schvalovat dovolené a dosud to šlo. "
+        "Teď tlačítko Schválit zůstává šedé u všech žádostí. Licence 3141-5926",
+        "Dobrý deň, na vašom školení sme sa učili uzamknúť mesiac, ale november sa uzamknúť "
+        "nedá, program píše, že chýbajú odchody. Licenčné číslo 3141-5926",
+        "Dobrý den, před exportem do mezd jsme si všimli, že třem lidem chybí noční příplatek "
+        "za 14. 11. Kde se to opraví? Licence 3141-5926",
+        "Hello, before the export to payroll we noticed that two people have no departure on "
+        "Friday. How do we correct the record? License 3141-5926",
+    ):
+        d = by_rules(plain(body, "Dotaz"))
+        assert d.kind.value == "ticket", (body, d.reasons)
+    # Asking for the course, or for the export to be set up, stays out of scope.
+    d = by_rules(plain("Dobrý den, rádi bychom objednali školení schvalování dovolených pro "
+                       "naše vedoucí. Licence 3141-5926", "Školení"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), d.reasons
+
+
+def test_showing_new_people_the_system_is_training_a_terminal_showing_a_figure_is_not() -> None:
+    """"Show them how", "guide them through the whole system" (Slovak "previesť") are
+    training; a terminal made to show how many days are left is development."""
+    for body in (
+        "Dobrý den, máme šest nových mistrů. Mohli byste jim ukážete, jak schvalovat "
+        "přesčasy a jak opravit zapomenutý odchod? Licence 3141-5926",
+        "Dobrý deň, nastupujú k nám dve nové plánovačky. Potrebovali by sme, aby ich niekto "
+        "od vás previedol celým systémom. Licenčné číslo 3141-5926",
+    ):
+        d = by_rules(plain(body, "Noví kolegové"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), (body, d.reasons)
+    d = by_rules(plain("Dobrý den, chtěli bychom, aby jim terminál po přiložení karty ukázal, "
+                       "kolik hodin přesčasů mají za měsíc. Dokázali byste nám tu úpravu "
+                       "programu vyrobit na zakázku? Licence 3141-5926", "Terminál"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "custom_development"), d.reasons
+
+
+def test_a_new_operation_set_up_as_its_own_from_scratch_is_global_configuration() -> None:
+    """Slovak "ako" is "how" and "as": "rozbehnúť ako samostatnú prevádzku, od nuly
+    nastaviť" asks for a setup; "ako to nastaviť" asks how."""
+    d = by_rules(plain("Dobrý deň, prevzali sme sklad v Martine. Chceli by sme tam dochádzku "
+                       "rozbehnúť ako samostatnú prevádzku, úplne od nuly nastaviť strediská, "
+                       "zmeny aj používateľov. Licenčné číslo 3141-5926", "Nový sklad"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "global_configuration"), d.reasons
+    d = by_rules(plain("Dobrý deň, po reštarte sa nastavenie zmien vrátilo od nuly, ako ho "
+                       "nastaviť späť bez zadávania všetkého znova? Licenčné číslo 3141-5926",
+                       "Zmeny"))
+    assert d.kind.value == "ticket", d.reasons
+
+
+def test_how_bad_and_how_soon_describe_nothing() -> None:
+    """"A serious problem, call me back immediately" names the trouble, not what it is."""
+    for body in (
+        "Hello, we have a serious problem with the attendance system. Please call me back "
+        "immediately on my mobile. License no. 3141-5926",
+        "Dobrý den, máme vážný problém s docházkou, zavolejte mi prosím okamžitě zpět. "
+        "Licence 3141-5926",
+    ):
+        d = decided(plain(body, "URGENT"))
+        assert (d.kind.value, d.missing) == ("reject_incomplete", ("description",)), (
+            body, d.reasons)
+    d = decided(plain("Hello, a serious problem: since this morning the terminals reject every "
+                      "card with error 0x41. License no. 3141-5926", "URGENT"))
+    assert d.kind.value == "ticket", d.reasons
