@@ -39,6 +39,8 @@ def _compiled(settings: ClassifyConfig) -> _Compiled:
 
 
 _LOOKAHEAD = 64  # characters past a number's latest start that its pattern may look at
+_SENTENCE_END = re.compile(r"[.!?;]\s|\n")
+_SAME_SENTENCE = 160  # how far after a license number its sentence is read for another one
 MAX_CANDIDATES = 32
 """At most this many license numbers are taken from one text (the first ones)."""
 
@@ -63,6 +65,24 @@ def _number_after(
     if distractors.search(folded[context_end : m.start()]):
         return None
     return m
+
+
+def _numbers_beside(folded: str, after: int, pattern: re.Pattern[str],
+                    distractors: PhraseSet) -> list[re.Match[str]]:
+    """Further license numbers in the sentence of one that ends at `after`, each with no
+    distractor before it: "licence 4410 8832 na staré smlouvě, teď platí 52673019", "licence
+    1111 2222 nebo 3333 4444" (the registry then says which one is theirs). Reads at most
+    `_SAME_SENTENCE` characters."""
+    window_end = after + _SAME_SENTENCE
+    end = _SENTENCE_END.search(folded, after, window_end)
+    stop = end.start() if end is not None else min(window_end, len(folded))
+    found = []
+    for m in pattern.finditer(folded, after, stop):
+        if distractors.search(folded[after : m.start()]):
+            break
+        found.append(m)
+        after = m.end()
+    return found
 
 
 def extract_license_numbers(
@@ -95,11 +115,12 @@ def extract_folded_license_numbers(
             m = _number_after(folded, c.end(), pattern, distractors, limit)
             if m is None:
                 continue
-            digits = _NON_DIGITS.sub("", m.group(0))
-            if len(digits) != 8:
-                continue
-            first_seen[digits] = min(m.start(), first_seen.get(digits, m.start()))
-            mine.add(digits)
+            for m in (m, *_numbers_beside(folded, m.end(), pattern, distractors)):
+                digits = _NON_DIGITS.sub("", m.group(0))
+                if len(digits) != 8:
+                    continue
+                first_seen[digits] = min(m.start(), first_seen.get(digits, m.start()))
+                mine.add(digits)
             if len(mine) >= MAX_CANDIDATES:
                 break
     return tuple(sorted(first_seen, key=first_seen.__getitem__)[:MAX_CANDIDATES])

@@ -97,3 +97,15 @@ def test_word_containing_lic_is_not_context() -> None:
     """"lic" inside another word (public, policie) is no context word."""
     assert numbers("public 12345678") == ()
     assert numbers("policie 12345678") == ()
+
+
+def test_another_number_in_the_license_sentence_is_a_candidate() -> None:
+    """"Licence 4410 8832 on the old contract, but now 52673019 applies", "licence 1111 2222
+    or 3333 4444": further numbers in the license's own sentence are candidates too (the
+    registry says which is theirs); not past a distractor, not in the next sentence."""
+    assert numbers("Licenční číslo 4410 8832 máme na staré smlouvě z roku 2015, ale prý teď "
+                   "platí 52673019, tak nevím které.") == ("44108832", "52673019")
+    assert numbers("licence 1111 2222 nebo 3333 4444") == ("11112222", "33334444")
+    assert numbers("Licence 1111 2222, objednávka 33334444") == ("11112222",)
+    assert numbers("Licence 1111 2222. Volejte na 33334444 po celý den.") == ("11112222",)
+    assert numbers("Licence 1111 2222 " + "x" * 200 + " 33334444") == ("11112222",)
