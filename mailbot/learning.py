@@ -22,48 +22,55 @@ from mailbot.classify.settings import ClassifyConfig
 from mailbot.config import Config
 from mailbot.evaluate import Score, read_labels, score
 
-__all__ = ["EMERGENCY_LABELS", "SCOPE_MODEL_LABELS", "DirectoryExamples", "cross_validate",
+__all__ = ["DESCRIPTION_LABELS", "EMERGENCY_LABELS", "SCOPE_MODEL_LABELS", "DirectoryExamples",
+           "cross_validate",
            "decide_directory", "examples_of", "train_model", "with_model"]
 
 SCOPE_MODEL_LABELS = ("in_scope", *SCOPE_LABELS)
 EMERGENCY_LABELS = ("normal", "emergency")
+DESCRIPTION_LABELS = ("described", "no_description")
+NEW_REQUESTS = frozenset({"ticket", "reject_scope", "reject_unknown_license", "reject_expired",
+                          "reject_incomplete"})
 
 Examples = list[tuple[tuple[str, ...], str]]
 
 
 @dataclass(frozen=True, slots=True)
 class DirectoryExamples:
-    """What one labelled directory gives the training: scope and emergency examples, and
-    how many mails it holds (for the model file's record)."""
+    """What one labelled directory gives the training: scope, emergency and description
+    examples, and how many mails it holds (for the model file's record)."""
 
     scope: Examples
     emergency: Examples
+    description: Examples
     mails: int
 
 
 def examples_of(directory: Path, settings: ClassifyConfig) -> DirectoryExamples:
     """The training examples of one labelled directory. Scope: each ticket as `in_scope`,
-    each out-of-scope rejection under its reason; emergency: each ticket under its priority.
-    Other decisions say nothing of scope or urgency."""
+    each out-of-scope rejection under its reason; emergency: each ticket under its priority;
+    description: each new request, `no_description` where the label says it lacks one.
+    Other decisions say nothing of these."""
     from mailbot.classify.learned import request_features
     from mailbot.ingest.parse import parse
 
     scope: Examples = []
     emergency: Examples = []
+    description: Examples = []
     labels = read_labels(directory)
     for label in labels:
-        if label.expected == "ticket":
-            name = "in_scope"
-        elif label.expected == "reject_scope" and label.scope_reason in SCOPE_LABELS:
-            name = label.scope_reason
-        else:
+        if label.expected not in NEW_REQUESTS:
             continue
         facts = MailFacts(parse((directory / label.file).read_bytes()), settings)
         feats = request_features(facts.request_sentences)
-        scope.append((feats, name))
+        lacking = label.expected == "reject_incomplete" and "description" in (label.missing or ())
+        description.append((feats, "no_description" if lacking else "described"))
         if label.expected == "ticket":
+            scope.append((feats, "in_scope"))
             emergency.append((feats, "emergency" if label.priority == "emergency" else "normal"))
-    return DirectoryExamples(scope, emergency, len(labels))
+        elif label.expected == "reject_scope" and label.scope_reason in SCOPE_LABELS:
+            scope.append((feats, label.scope_reason))
+    return DirectoryExamples(scope, emergency, description, len(labels))
 
 
 def train_model(directories: Sequence[Path], settings: ClassifyConfig,
@@ -77,9 +84,12 @@ def train_model(directories: Sequence[Path], settings: ClassifyConfig,
     found = [cache[d] for d in directories]
     scope = [x for f in found for x in f.scope]
     emergency = [x for f in found for x in f.emergency]
+    description = [x for f in found for x in f.description]
     return TrainedModel(
         scope=train(scope, SCOPE_MODEL_LABELS, against="in_scope") if scope else None,
         emergency=train(emergency, EMERGENCY_LABELS, against="normal") if emergency else None,
+        description=(train(description, DESCRIPTION_LABELS, against="described")
+                     if any(label == "no_description" for _, label in description) else None),
         trained_on=tuple(f"{d.name}: {f.mails} mails" for d, f in zip(directories, found)),
     )
 

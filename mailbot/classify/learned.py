@@ -122,6 +122,10 @@ class LinearModel:
                    {str(f): row(w, f"{name}.weights[{f!r}]") for f, w in weights.items()})
 
 
+MODELS = ("scope", "emergency", "description")
+"""The models a file may hold, in the file's order."""
+
+
 @dataclass(frozen=True, slots=True)
 class TrainedModel:
     """The models of one file, and what they were trained on (for the record)."""
@@ -129,10 +133,11 @@ class TrainedModel:
     scope: LinearModel | None
     emergency: LinearModel | None
     trained_on: tuple[str, ...] = ()
+    description: LinearModel | None = None  # "described" / "no_description" new requests
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"format": FORMAT, "trained_on": list(self.trained_on)}
-        for name in ("scope", "emergency"):
+        for name in MODELS:
             model = getattr(self, name)
             if model is not None:
                 out[name] = model.as_json()
@@ -146,7 +151,7 @@ class TrainedModel:
 
         data = self.as_json()
         lines = [f'{{"format":{dump(data["format"])},', f'"trained_on":{dump(data["trained_on"])}']
-        for name in ("scope", "emergency"):
+        for name in MODELS:
             if name in data:
                 model = data[name]
                 lines[-1] += ","
@@ -166,16 +171,20 @@ class TrainedModel:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file (its \"format\" must be {FORMAT!r})")
         models = {name: LinearModel.from_json(data[name], name) if name in data else None
-                  for name in ("scope", "emergency")}
+                  for name in MODELS}
         scope, emergency = models["scope"], models["emergency"]
         if scope is not None and "in_scope" not in scope.labels:
             raise ValueError("scope.labels: must include 'in_scope'")
         if emergency is not None and set(emergency.labels) != {"normal", "emergency"}:
             raise ValueError("emergency.labels: must be 'normal' and 'emergency'")
+        description = models["description"]
+        if description is not None and set(description.labels) != {"described",
+                                                                    "no_description"}:
+            raise ValueError("description.labels: must be 'described' and 'no_description'")
         trained_on = data.get("trained_on", [])
         if not isinstance(trained_on, list):
             raise ValueError("trained_on: a list expected")
-        return cls(scope, emergency, tuple(str(x) for x in trained_on))
+        return cls(scope, emergency, tuple(str(x) for x in trained_on), description)
 
 
 def train(examples: Sequence[tuple[Sequence[str], str]], labels: Sequence[str], *,

@@ -18,6 +18,7 @@ from mailbot.classify.facts import (
 )
 from mailbot.classify.learned import LinearModel
 from mailbot.classify.opinion import Evidence, weigh
+from mailbot.classify.phrases import phrase_set
 from mailbot.classify.rules_tickets import closed_ticket
 from mailbot.domain import DecisionKind, LicenseRecord, Mail, Priority
 
@@ -45,13 +46,26 @@ def chosen_license(mail: Mail, ctx: RuleContext) -> tuple[str | None, LicenseRec
 def incomplete_request(mail: Mail, ctx: RuleContext) -> Finding | None:
     """A new request needs a description of the problem and a license number."""
     missing = []
-    if not has_description(mail, ctx):
+    described = has_description(mail, ctx)
+    detail = ""
+    model = ctx.settings.model
+    learned_models, threshold = model.learned_models, model.learned_no_description
+    facts = mail_facts(mail, ctx)
+    if (described and learned_models is not None and threshold is not None
+            and not phrase_set(model.description_faults).search(facts.request_joined)):
+        # Words enough and no fault named: do they describe anything? The learned model,
+        # where it is sure.
+        learned = _learned_opinion(learned_models.description, facts.request_features,
+                                   "described", threshold, below=0.0)
+        if learned is not None and learned[0] is not None:
+            described, detail = False, f" ({learned[1]})"
+    if not described:
         missing.append("description")
     if not request_licenses(mail, ctx):
         missing.append("license")
     if not missing:
         return None
-    return Finding(DecisionKind.REJECT_INCOMPLETE, ",".join(missing),
+    return Finding(DecisionKind.REJECT_INCOMPLETE, ",".join(missing) + detail,
                    missing=tuple(sorted(missing)), flags=NEW_REQUEST)
 
 

@@ -85,6 +85,14 @@ class ModelConfig(BaseModel):
     learned_in_scope_below: float = Field(default=0.1, ge=0, le=1)
     learned_emergency_threshold: float = Field(default=0.9, ge=0, le=1)
     learned_normal_below: float = Field(default=0.05, ge=0, le=1)
+    # A request the word count takes as described lacks a description when the learned
+    # model's probability of that is this or more ("please have a technician call us", "from
+    # December Mr Novák looks after the system"); None: the word count alone decides.
+    learned_no_description: float | None = Field(default=None, ge=0, le=1)
+    # ...but never where a sentence of the request names a fault ("the server went down",
+    # "balances are wrong"): what a model of few examples learnt from courtesy must not
+    # outweigh a problem stated.
+    description_faults: tuple[str, ...] = ()
     # A phrase rule's out-of-scope hit stands unless the learned model is this sure the
     # request is in scope (an export or training only mentioned); None: it always stands.
     learned_overrule_in_scope: float | None = Field(default=None, ge=0, le=1)
@@ -105,7 +113,7 @@ class ModelConfig(BaseModel):
     # states something, "both managers have the same role", asks for no work); () = any.
     scope_signals: tuple[str, ...] = ()
 
-    @field_validator("emergency_signals", "scope_signals")
+    @field_validator("emergency_signals", "scope_signals", "description_faults")
     @classmethod
     def _fold_signals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _fold_all(value)

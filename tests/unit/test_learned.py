@@ -206,3 +206,35 @@ def test_a_less_sure_learned_model_needs_the_anchors_and_no_rule_exception() -> 
     assert request(fault, between, "Sestava").kind.value == "ticket"
     assert request(fault, with_trained(TrainedModel(model, None), learned_scope_threshold=0.7)
                    ).kind.value == "reject_scope"  # what the anchors' check prevents
+
+
+def test_a_sure_description_model_finds_words_that_describe_nothing() -> None:
+    """Words enough for the count, but a change of contact person describes no problem: the
+    description model, where it reaches `learned_no_description`, says so in the reasons."""
+    notice = ("Dobrý den, od prosince přebírá správu docházky na našem úřadě pan Novák, "
+              "dosavadní správkyně odchází na mateřskou dovolenou. Děkujeme za spolupráci.")
+    assert request(notice, with_trained(None), "Kontakt").kind.value == "ticket"
+    model = one_word_model("sprava", ("described", "no_description"))
+    sure = with_trained(TrainedModel(None, None, (), model), learned_no_description=0.95)
+    d = request(notice, sure, "Kontakt")
+    assert (d.kind.value, d.missing) == ("reject_incomplete", ("description",)), d.hits
+    [hit] = [h for h in d.hits if h.startswith("incomplete_request:")]
+    assert "learned no_description 1.00" in hit, hit
+    # Switched off (None), or not sure enough, the word count decides.
+    assert request(notice, with_trained(TrainedModel(None, None, (), model),
+                                        learned_no_description=None), "Kontakt"
+                   ).kind.value == "ticket"
+    weak = one_word_model("sprava", ("described", "no_description"), weight=3.5)
+    assert request(notice, with_trained(TrainedModel(None, None, (), weak),
+                                        learned_no_description=0.95), "Kontakt"
+                   ).kind.value == "ticket"
+
+
+def test_the_model_file_keeps_the_description_model() -> None:
+    model = one_word_model("sprava", ("described", "no_description"))
+    trained = TrainedModel(None, None, ("x: 1 mails",), model)
+    again = TrainedModel.loads(trained.dumps())
+    assert again == trained and again.dumps() == trained.dumps()
+    wrong = trained.dumps().replace('"no_description"', '"nothing"')
+    with pytest.raises(ValueError, match="description.labels"):
+        TrainedModel.loads(wrong)
