@@ -23,8 +23,7 @@ from mailbot.config import Config
 from mailbot.evaluate import Score, read_labels, score
 
 __all__ = ["DESCRIPTION_LABELS", "EMERGENCY_LABELS", "SCOPE_MODEL_LABELS", "DirectoryExamples",
-           "cross_validate",
-           "decide_directory", "examples_of", "train_model", "with_model"]
+           "cross_validate", "decide_directory", "examples_of", "train_model", "with_model"]
 
 SCOPE_MODEL_LABELS = ("in_scope", *SCOPE_LABELS)
 EMERGENCY_LABELS = ("normal", "emergency")

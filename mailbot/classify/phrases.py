@@ -215,7 +215,7 @@ def phrase_set(phrases: Iterable[str]) -> PhraseSet:
 class CompiledRule:
     """A :class:`PhraseRule` with its phrase lists compiled."""
 
-    __slots__ = ("_bare", "all_of", "phrases", "rule", "unless", "unless_anywhere")
+    __slots__ = ("all_of", "phrases", "rule", "unless", "unless_anywhere")
 
     def __init__(self, rule: PhraseRule) -> None:
         self.rule = rule
@@ -223,7 +223,6 @@ class CompiledRule:
         self.all_of = tuple(phrase_set(g) for g in rule.all_of)
         self.unless = phrase_set(rule.unless)
         self.unless_anywhere = phrase_set(rule.unless_anywhere)
-        self._bare: CompiledRule | None = None  # the rule without its exceptions (`vetoed`)
 
     def could_match(self, text: str) -> bool:
         """False when the rule cannot hit in any sentence of `text` (sentences joined by
@@ -232,8 +231,10 @@ class CompiledRule:
             return True
         return bool(self.all_of) and all(g.search(text) for g in self.all_of)
 
-    def match(self, sentences: Iterable[str], joined: str | None = None) -> str | None:
-        """The evidence for the rule in `sentences` (see :func:`match_rule`).
+    def match(self, sentences: Iterable[str], joined: str | None = None, *,
+              exceptions: bool = True) -> str | None:
+        """The evidence for the rule in `sentences` (see :func:`match_rule`); with
+        `exceptions` False, as if the rule had no `unless` and `unless_anywhere`.
 
         The phrases that occur in the joined text are found first: only they can occur in
         a sentence, and the rule cannot hit unless one of its phrases, or a phrase of every
@@ -251,9 +252,9 @@ class CompiledRule:
             groups.append(found)
         if not phrases and not groups:
             return None
-        if self.rule.unless_anywhere and self.unless_anywhere.search(joined):
+        if exceptions and self.rule.unless_anywhere and self.unless_anywhere.search(joined):
             return None
-        unless = self.unless.occurring(joined)
+        unless = self.unless.occurring(joined) if exceptions else []
         for sentence in sentences:
             if unless and self.unless.first_of(sentence, unless):
                 continue
@@ -282,13 +283,9 @@ class CompiledRule:
         unless = self.unless.occurring(joined)
         if not unless:
             return None
-        if self._bare is None:
-            self._bare = CompiledRule(self.rule.model_copy(update={"unless": (),
-                                                                    "unless_anywhere": ()}))
-        bare = self._bare
         for sentence in sentences:
             veto = self.unless.first_of(sentence, unless)
-            if veto and bare.match((sentence,)):
+            if veto and self.match((sentence,), exceptions=False):
                 return veto
         return None
 

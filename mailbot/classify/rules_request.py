@@ -18,7 +18,6 @@ from mailbot.classify.facts import (
 )
 from mailbot.classify.learned import LinearModel
 from mailbot.classify.opinion import Evidence, weigh
-from mailbot.classify.phrases import phrase_set
 from mailbot.classify.rules_tickets import closed_ticket
 from mailbot.domain import DecisionKind, LicenseRecord, Mail, Priority
 
@@ -50,14 +49,14 @@ def incomplete_request(mail: Mail, ctx: RuleContext) -> Finding | None:
     detail = ""
     model = ctx.settings.model
     learned_models, threshold = model.learned_models, model.learned_no_description
-    facts = mail_facts(mail, ctx)
-    if (described and learned_models is not None and threshold is not None
-            and not phrase_set(model.description_faults).search(facts.request_joined)):
-        # Words enough and no fault named: do they describe anything? The learned model,
-        # where it is sure.
+    if described and learned_models is not None and threshold is not None:
+        # Words enough: do they describe anything? The learned model where it is sure, and
+        # no sentence names a fault.
+        facts = mail_facts(mail, ctx)
         learned = _learned_opinion(learned_models.description, facts.request_features,
                                    "described", threshold, below=0.0)
-        if learned is not None and learned[0] is not None:
+        if (learned is not None and learned[0] is not None
+                and not facts.compiled.description_faults.search(facts.request_joined)):
             described, detail = False, f" ({learned[1]})"
     if not described:
         missing.append("description")
@@ -111,9 +110,8 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
                            flags=NEW_REQUEST)
     threshold, agreed = model.learned_scope_threshold, model.learned_scope_with_anchors
     learned = _learned_opinion(scope_model, facts.request_features, "in_scope",
-                               threshold if agreed is None else min(threshold, agreed),
+                               min(threshold, agreed if agreed is not None else threshold),
                                model.learned_in_scope_below)
-    evidence = facts.opinion(text) if learned is None or learned[0] is not None else {}
     if learned is not None:
         label, detail, p_out = learned
         if label is None:  # sure it is in scope: a note for the record, the anchors not asked
@@ -121,6 +119,7 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
         if p_out >= threshold:
             return Finding(DecisionKind.REJECT_SCOPE, detail, scope_reason=label,
                            flags=NEW_REQUEST)
+        evidence = facts.opinion(text)  # kept per mail: the anchors below reuse it
         # Less sure: the anchors must lean out of scope too (a fault in an export, "the SFTP
         # transfer ends with an error", reads like an export to a model of topics), and no
         # phrase rule of that reason may know the case as its exception ("the whole system
@@ -132,7 +131,7 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
         if lean > against and not vetoed:
             return Finding(DecisionKind.REJECT_SCOPE, f"{detail}; anchors {lean:.2f} vs "
                            f"in_scope {against:.2f}", scope_reason=label, flags=NEW_REQUEST)
-    opinion = _second_opinion(evidence, SCOPE_LABELS, "in_scope",
+    opinion = _second_opinion(facts.opinion(text), SCOPE_LABELS, "in_scope",
                               model.scope_threshold, model.scope_margin)
     if opinion is None:
         return None
