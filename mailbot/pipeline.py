@@ -115,18 +115,26 @@ class StoreTicketIndex:
         return self._store.ticket_for_message_ids(message_ids)
 
 
+Question = tuple[str, "str | tuple[str, ...]"]
+"""A question a decision asked about tickets: ("exists" | "get", ticket number) or
+("by_message_ids", Message-IDs)."""
+
+
 @wire
 @dataclass(frozen=True, slots=True)
 class Analysis:
     """A parsed and decided message, or the traceback of why it could not be.
 
     `provisional`: decided without the store's answer to a question about tickets (in a
-    decision process, `UnansweredTickets`); the worker decides it again."""
+    decision process, `UnansweredTickets`), each taken as "no such ticket"; `questions` are
+    those questions. The worker asks the store, and decides again only where it knows a
+    ticket (`answers_unchanged`)."""
 
     mail: Mail | None
     decision: Decision | None
     error: str | None = None
     provisional: bool = False
+    questions: tuple[Question, ...] = ()
 
 
 class UnansweredTickets:
@@ -134,19 +142,41 @@ class UnansweredTickets:
     answered "no such ticket" and remembered, so that decision is marked provisional."""
 
     def __init__(self) -> None:
-        self.asked = False
+        self.questions: list[Question] = []
 
     def exists(self, ref: str) -> bool:
-        self.asked = True
+        self.questions.append(("exists", ref))
         return False
 
     def get(self, ref: str) -> TicketInfo | None:
-        self.asked = True
+        self.questions.append(("get", ref))
         return None
 
     def by_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
-        self.asked = True
+        self.questions.append(("by_message_ids", message_ids))
         return None
+
+
+def answers_unchanged(questions: tuple[Question, ...], tickets: TicketIndex) -> bool:
+    """Whether `tickets` answers each of `questions` "no such ticket", as the decision
+    process did: the decision made there is then the one `tickets` would give (the rules
+    are deterministic in their answers), and need not be made again."""
+    for kind, arg in questions:
+        if kind == "exists":
+            assert isinstance(arg, str)
+            if tickets.exists(arg):
+                return False
+        elif kind == "get":
+            assert isinstance(arg, str)
+            if tickets.get(arg) is not None:
+                return False
+        elif kind == "by_message_ids":
+            assert isinstance(arg, tuple)
+            if tickets.by_message_ids(arg) is not None:
+                return False
+        else:
+            return False
+    return True
 
 
 @wire
@@ -202,6 +232,11 @@ class Decider:
         self._previous: tuple[bytes, ...] | None = None
         self.limits = config.limits
 
+    def use_registry(self, registry: LicenseRegistry) -> None:
+        """Decide against `registry` from now on (a decision process is given its registry
+        after it has started)."""
+        self._fixed_registry = registry
+
     def use_token_secret(self, secret: bytes, previous: tuple[bytes, ...] = ()) -> None:
         """Use this reply-token secret and the rotation's previous ones (a child gets the
         parent's, not its sources: it starts without secret variables)."""
@@ -253,10 +288,12 @@ class Decider:
             if violation is not None:
                 return self.over_limit(raw, violation, now, mail)
             if self._unanswered is not None:
-                self._unanswered.asked = False
+                self._unanswered.questions = []
             decision = decide(mail, self.context(now))
-            asked = self._unanswered is not None and self._unanswered.asked
-            return Analysis(mail, decision, provisional=asked)
+            if self._unanswered is not None and self._unanswered.questions:
+                return Analysis(mail, decision, provisional=True,
+                                questions=tuple(self._unanswered.questions))
+            return Analysis(mail, decision)
         except Exception as exc:  # noqa: BLE001 - any parser/rule failure is contained here
             if store_unavailable(exc):  # the store's fault, not the message's: retry later
                 raise StoreUnavailableError(f"store unavailable while deciding: {exc}") from None

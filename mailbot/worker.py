@@ -52,6 +52,7 @@ from mailbot.pipeline import (
     Pipeline,
     Rendered,
     RenderJob,
+    answers_unchanged,
     quarantine_decision,
     token_secret,
 )
@@ -132,18 +133,17 @@ class Worker:
         self._in_flight: list[_InFlight] = []
 
     @classmethod
-    def from_config(cls, config: Config, store: Store, *, clock: Clock = utcnow) -> Worker:
+    def from_config(cls, config: Config, store: Store, *, clock: Clock = utcnow,
+                    pool: WorkerPool | None = None) -> Worker:
         """A worker with the configured pool of child processes (`worker.processes`,
-        0 = everything in this process)."""
-        w = config.worker
+        0 = everything in this process), or with `pool` (`WorkerPool.from_config`, spawned
+        before the store was opened)."""
         secret = token_secret(config, store)  # made here once; the children are given it
         previous = config.conversation.previous_token_secrets()
-        pool = None
-        if w.processes > 0:
-            # The children start with `warm` or the first mail to decide; idle, they stop.
-            pool = WorkerPool(config, processes=w.processes, timeout=w.parse_timeout_seconds,
-                              memory_mb=w.memory_mb, token_secret=secret,
-                              previous_secrets=previous)
+        # The children start with `warm` or the first mail to decide; idle, they stop.
+        pool = pool or WorkerPool.from_config(config)
+        if pool is not None:
+            pool.use_token_secret(secret, previous)
         worker = cls(config, store, clock=clock, pool=pool)
         worker.decider.use_token_secret(secret, previous)
         return worker
@@ -340,7 +340,8 @@ class Worker:
         A child cannot look tickets up (its decision is then provisional), and a reference
         found unknown may name a ticket committed since, one numbered in a batch still on its
         way, or one opened by an earlier message of this batch: those messages are decided
-        again here with the store, in order, as if processed one by one. Numbers are
+        again here with the store, in order, as if processed one by one (a child's decision
+        stands where the store too knows none of the tickets it asked about). Numbers are
         predicted from the counter, then allocated; another daemon allocating at the same
         moment only shifts them (the allocation is what counts).
         """
@@ -354,11 +355,12 @@ class Worker:
                                                         or "unknown_ticket" in d.flags):
                 assert self.decider.store_tickets is not None
                 known = self.decider.store_tickets.with_pending(self._allocated | batch_numbers)
-                ctx = self.decider.context(now, known)
-                try:
-                    a = Analysis(mail, decide(mail, ctx))
-                except Exception:  # noqa: BLE001
-                    a = Analysis(mail, None, traceback.format_exc())
+                if not (a.questions and answers_unchanged(a.questions, known)):
+                    ctx = self.decider.context(now, known)
+                    try:
+                        a = Analysis(mail, decide(mail, ctx))
+                    except Exception:  # noqa: BLE001
+                        a = Analysis(mail, None, traceback.format_exc())
             out.append(a)
             draft = (self.pipeline.draft(a.decision, a.mail, item.received_at)
                      if a.decision is not None and a.mail is not None else None)

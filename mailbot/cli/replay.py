@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mailbot import config as config_mod
 from mailbot.cli.base import cli, config_option, err_console, load_config, parse_now
+
+if TYPE_CHECKING:
+    from mailbot.isolation import WorkerPool
 
 
 @cli.command()
@@ -34,12 +38,30 @@ def replay(
     config_path: Path | None,
 ) -> None:
     """Run .eml files, directories, mbox files or Maildirs through the decision path."""
+    cfg = load_config(config_path)
+    pool = None
+    if not dry_run:
+        from mailbot.isolation import WorkerPool
+
+        # Spawned first: the decision processes import and compile while this one imports
+        # the store and opens it (about half a second of start-up).
+        pool = WorkerPool.from_config(cfg)
+        if pool is not None:
+            pool.spawn()
+    try:
+        now = parse_now(now_text)
+        _replay(paths, dry_run, as_json, now, licenses_csv, cfg, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _replay(paths: tuple[Path, ...], dry_run: bool, as_json: bool, now: datetime,
+            licenses_csv: Path | None, cfg: config_mod.Config, pool: WorkerPool | None) -> None:
     from mailbot.ingest.files import iter_messages
     from mailbot.registry import DictRegistry, read_license_file
     from mailbot.replay import replay_dry, replay_live
 
-    cfg = load_config(config_path)
-    now = parse_now(now_text)
     messages = iter_messages(paths)
     counts: dict[str, int] = {}
     worker = None
@@ -60,7 +82,7 @@ def replay(
         if licenses_csv is not None:
             records, errors = read_license_file(licenses_csv)
             store.upsert_licenses(records)
-        worker = Worker.from_config(cfg, store, clock=lambda: now)
+        worker = Worker.from_config(cfg, store, clock=lambda: now, pool=pool)
         worker.warm()
         results = replay_live(messages, worker, store, now)
     try:

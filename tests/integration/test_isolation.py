@@ -323,3 +323,50 @@ def test_each_child_starts_with_its_own_start_task(base_config: config_mod.Confi
         assert {a.decision.kind.value for a in decided} == {"ticket"}
     finally:
         pool.close()
+
+
+def test_a_childs_decision_stands_where_the_store_knows_no_ticket_asked_about(
+    base_config: config_mod.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child asked about a ticket tag the store does not know either: its decision (and its
+    reasons) is the one written, the parent does not decide the mail again."""
+    import mailbot.worker
+    from mailbot.isolation import WorkerPool
+
+    cfg = pool_config(base_config, processes=1)
+    store = open_store(cfg)
+    save_raw(store, GOOD.replace(b"Subject: Tisk", b"Subject: Re: [#T-2026-999999] Tisk"),
+             "test")
+
+    def no_second_decision(*args: object) -> None:
+        raise AssertionError("decided again in the parent")
+
+    monkeypatch.setattr(mailbot.worker, "decide", no_second_decision)
+    worker = Worker(cfg, store, pool=WorkerPool(cfg, processes=1, timeout=30, memory_mb=1024))
+    try:
+        prepared = worker.prepare(worker.start(store.claim_inbound(10)))
+        [analysis] = prepared.analyses  # the child's: a second decision here would fail
+        [result] = worker.commit(prepared)
+    finally:
+        worker.close()
+    assert analysis.provisional
+    assert ("exists", "T-2026-999999") in analysis.questions
+    assert not isinstance(result, Quarantined)
+    assert result.decision == analysis.decision
+    assert store.count_inbound() == {"decided": 1}
+
+
+def test_children_end_cleanly_after_a_close(base_config: config_mod.Config) -> None:
+    """A stopped decision process ends with exit code 0 (it leaves without the interpreter's
+    teardown, `_exit_without_teardown`, after its results are sent): a close is no crash."""
+    from mailbot.isolation import WorkerPool, _processes
+
+    pool = WorkerPool(pool_config(base_config), processes=2, timeout=30, memory_mb=1024)
+    pool.use_token_secret(b"secret")
+    [analysis] = pool.collect(pool.submit([(1, GOOD)], datetime.now(UTC)))
+    assert analysis.decision is not None
+    assert pool._executor is not None
+    children = _processes(pool._executor)
+    assert len(children) == 2
+    pool.close()
+    assert [child.exitcode for child in children] == [0, 0]
