@@ -259,9 +259,13 @@ class WorkerPool:
         self._timeout = timeout
         self._memory_mb = memory_mb
         self._registry: LicenseRegistry | None = None
-        # The children of pools retired by a registry change, finishing what they were given.
-        self._retired: list[Any] = []
+        # The children of pools retired by a registry change, finishing what they were given,
+        # each with its pool's start barrier: a Barrier's count and state live in a block of
+        # multiprocessing's shared heap, which the next pool's Barrier would be given if this
+        # one were freed while the old children still use it (both pools then hang at start).
+        self._retired: list[tuple[Any, Any]] = []
         self._executor: ProcessPoolExecutor | None = None
+        self._barrier: Any = None  # the running pool's start barrier
         # Whether the running pool's children were sent their registry and secret
         # (`_child_start`); a pool that is only spawned (`spawn`) waits for them.
         self._started = False
@@ -298,8 +302,8 @@ class WorkerPool:
             executor, self._executor = self._executor, None
             if executor is not None:  # its work may still hang: `_restart` and `close` see it
                 # (taken before shutdown, which forgets them)
-                self._retired = [p for p in self._retired if p.is_alive()]
-                self._retired += _processes(executor)
+                self._retired = [(p, b) for p, b in self._retired if p.is_alive()]
+                self._retired += [(p, self._barrier) for p in _processes(executor)]
         if executor is not None:
             log.info("license registry changed: starting fresh decision processes")
             executor.shutdown(wait=False)
@@ -369,12 +373,13 @@ class WorkerPool:
         if self._executor is None:
             # "spawn": the parent has threads (IMAP, asyncio's executor); fork would copy locks.
             context = multiprocessing.get_context("spawn")
+            self._barrier = context.Barrier(self._processes)
             executor = ProcessPoolExecutor(
                 max_workers=self._processes,
                 mp_context=context,
                 initializer=_child_init,
                 initargs=(self._memory_mb, logging.getLogger().getEffectiveLevel(),
-                          os.getpid(), context.Barrier(self._processes)),
+                          os.getpid(), self._barrier),
             )
             self._pings = []
             # Each submit spawns a child (all before any answers): every child of this pool
@@ -402,7 +407,7 @@ class WorkerPool:
         in either); the next work starts fresh ones."""
         with self._lock:
             executor, self._executor = self._executor, None
-            procs, self._retired = self._retired, []
+            procs, self._retired = [p for p, _ in self._retired], []
         if executor is not None:
             procs += _processes(executor)
             executor.shutdown(wait=False, cancel_futures=True)
@@ -414,7 +419,9 @@ class WorkerPool:
         `timeout` seconds (a clean stop never waits on a hung parse)."""
         with self._lock:
             executor, self._executor = self._executor, None
-            procs, self._retired = self._retired, []
+            # (the barriers stay referenced until the children have stopped)
+            retired, self._retired = self._retired, []
+        procs = [p for p, _ in retired]
         if executor is not None:
             procs += _processes(executor)
             executor.shutdown(wait=False, cancel_futures=True)

@@ -292,6 +292,41 @@ def test_a_hung_child_of_a_retired_pool_is_still_stopped(base_config: config_mod
     assert not first.is_alive()
 
 
+def test_a_registry_change_while_the_children_start_gives_working_children(
+    base_config: config_mod.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon warms its pool and the registry changes (`mailbot licenses import`) while
+    those children are still starting, at several points of their start: the retired
+    children finish starting and end cleanly, and the fresh ones decide. Each pool keeps its
+    start barrier while its children may use it: a freed Barrier's semaphores are unlinked
+    (a child still being spawned died of FileNotFoundError) and its shared memory went to
+    the next pool's Barrier (the children of both could hang at start)."""
+    import time
+
+    from mailbot import isolation
+    from mailbot.isolation import WorkerPool, _processes
+    from mailbot.registry import DictRegistry
+
+    monkeypatch.setattr(isolation, "_START_SECONDS", 30.0)  # a hang fails in 30 s, not 120
+    pool = WorkerPool(base_config, processes=2, timeout=60, memory_mb=0)
+    pool.use_registry(DictRegistry({}))
+    children = []
+    try:
+        for delay in (0.0, 0.1, 0.2, 0.3, 0.45, 0.6):
+            pool.warm()  # spawned: importing, building their pipelines
+            assert pool._executor is not None
+            children += _processes(pool._executor)
+            time.sleep(delay)
+            pool.use_registry(DictRegistry({}))  # retired before they are ready
+        decided = pool.collect(pool.submit(
+            [(k, GOOD.replace(b"<good@x>", b"<r%d@x>" % k)) for k in range(4)],
+            datetime.now(UTC)))
+    finally:
+        pool.close(timeout=30)
+    assert [a.decision.kind.value for a in decided] == ["reject_unknown_license"] * 4
+    assert [c.exitcode for c in children] == [0] * len(children)
+
+
 def test_each_child_starts_with_its_own_start_task(base_config: config_mod.Config) -> None:
     """The config and a large registry reach the children with their start tasks (not the
     spawn pipe): every child of the pool has a pipeline with the registry and decides
