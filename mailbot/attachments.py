@@ -30,6 +30,11 @@ _RESERVED = re.compile(r"(?i)^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$")
 NAME_LIMIT = 150
 
 
+FileAttachment = tuple[str, str, bytes, "str | None"]
+"""An attachment read from a message: (cleaned filename, content type, bytes, charset of a
+text part)."""
+
+
 def safe_filename(name: str, default: str = "attachment") -> str:
     """A file name without directories, control or reserved characters, or leading dots."""
     name = unicodedata.normalize("NFC", name or "")

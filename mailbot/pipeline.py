@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from mailbot.actions import ReplyContext, TicketDraft, ticket_draft
-from mailbot.attachments import AttachmentStore, SavedAttachment
+from mailbot.attachments import AttachmentStore, FileAttachment, SavedAttachment
 from mailbot.business_hours import BusinessCalendar
 from mailbot.classify.decide import decide
 from mailbot.classify.rules import LicenseRegistry, RuleContext, TicketIndex
@@ -46,9 +46,15 @@ from mailbot.errors import StoreUnavailableError
 from mailbot.handlers import HANDLERS, Registry, render_replies
 from mailbot.ingest.limits import Violation, check_attachments, header_section
 from mailbot.ingest.limits import check as check_limits
-from mailbot.ingest.parse import parse
+from mailbot.ingest.parse import parse, parse_with_tree
 from mailbot.registry import DictRegistry
-from mailbot.replies.conversation import ConversationRenderer, attachments_of
+from mailbot.replies.conversation import (
+    ATTACHMENTS_LIMIT,
+    ConversationRenderer,
+    attachments_in,
+    attachments_of,
+    within_limit,
+)
 from mailbot.replies.render import ReplyRenderer
 
 if TYPE_CHECKING:
@@ -71,6 +77,12 @@ def token_secret(config: Config, store: Store) -> bytes:
                 "can mint staff reply addresses; give it as the systemd credential %r "
                 "(conversation.token_secret_credential) instead", TOKEN_SECRET_CREDENTIAL)
     return store.secret(TOKEN_SECRET_SETTING)
+
+
+def attachments_read_limit(config: Config) -> int:
+    """Bytes of attachments read from a message: enough for a ticket's files and a staff
+    reply's relay (each cuts its own limit with `within_limit`)."""
+    return max(config.limits.ticket_attachment_bytes, ATTACHMENTS_LIMIT, 1)
 
 
 def store_unavailable(exc: BaseException) -> bool:
@@ -135,6 +147,9 @@ class Analysis:
     error: str | None = None
     provisional: bool = False
     questions: tuple[Question, ...] = ()
+    # The attachments of a mail going on a ticket, read from the tree the decision was made
+    # on (None: not read here; rendering reads them from the raw message).
+    attachments: tuple[FileAttachment, ...] | None = None
 
 
 class UnansweredTickets:
@@ -189,7 +204,10 @@ class RenderJob:
     decision: Decision
     ticket: TicketDraft | None
     now: datetime
-    raw: bytes | None = None  # only for mail that goes on a ticket (attachments)
+    # Only for mail that goes on a ticket: its attachments as the decision process read
+    # them, else the raw message to read them from.
+    raw: bytes | None = None
+    attachments: tuple[FileAttachment, ...] | None = None
     # Bytes of attachments the ticket may still keep (None: the whole per-ticket limit).
     attachment_budget: int | None = None
     # The automatic reply is not rendered: the rate limits will hold it back (`RateForecast`).
@@ -218,8 +236,12 @@ class Decider:
 
     def __init__(self, config: Config, store: Store | None,
                  registry: LicenseRegistry | None = None,
-                 tickets: UnansweredTickets | None = None) -> None:
+                 tickets: UnansweredTickets | None = None,
+                 attachment_kinds: frozenset[DecisionKind] = frozenset()) -> None:
+        """`attachment_kinds`: the decisions whose mail goes on a ticket, whose attachments
+        are read from the parsed tree (`Analysis.attachments`)."""
         self.config = config
+        self.attachment_kinds = attachment_kinds
         self.store = store
         self.store_tickets = StoreTicketIndex(store) if store else None
         self.tickets: TicketIndex | None = self.store_tickets or tickets
@@ -282,7 +304,7 @@ class Decider:
             violation = check_limits(raw, self.limits)
             if violation is not None:
                 return self.over_limit(raw, violation, now)
-            mail = parse(raw)
+            mail, tree = parse_with_tree(raw)
             violation = check_attachments(
                 [(a.filename, a.size) for a in mail.attachments], self.limits)
             if violation is not None:
@@ -290,10 +312,13 @@ class Decider:
             if self._unanswered is not None:
                 self._unanswered.questions = []
             decision = decide(mail, self.context(now))
+            files = None
+            if tree is not None and mail.attachments and decision.kind in self.attachment_kinds:
+                files = tuple(attachments_in(tree, attachments_read_limit(self.config)))
             if self._unanswered is not None and self._unanswered.questions:
                 return Analysis(mail, decision, provisional=True,
-                                questions=tuple(self._unanswered.questions))
-            return Analysis(mail, decision)
+                                questions=tuple(self._unanswered.questions), attachments=files)
+            return Analysis(mail, decision, attachments=files)
         except Exception as exc:  # noqa: BLE001 - any parser/rule failure is contained here
             if store_unavailable(exc):  # the store's fault, not the message's: retry later
                 raise StoreUnavailableError(f"store unavailable while deciding: {exc}") from None
@@ -330,7 +355,8 @@ class Pipeline:
                  tickets: UnansweredTickets | None = None,
                  handlers: Registry = HANDLERS) -> None:
         self.config = config
-        self.decider = Decider(config, store, registry, tickets)
+        self.decider = Decider(config, store, registry, tickets,
+                               frozenset(kind for kind in DecisionKind if handlers[kind].on_ticket))
         self.handlers = handlers
         self.calendar = BusinessCalendar(config.calendar)
         self._replies: ReplyContext | None = None
@@ -357,9 +383,10 @@ class Pipeline:
             return None
         return ticket_draft(decision, mail, received_at, self.calendar)
 
-    def needs_raw(self, mail: Mail, decision: Decision) -> bool:
-        """Whether rendering needs the raw message: for the attachments of a mail that goes
-        on a ticket (kept, and a staff reply's relayed)."""
+    def needs_attachments(self, mail: Mail, decision: Decision) -> bool:
+        """Whether rendering needs the mail's attachments (kept on the ticket, and a staff
+        reply's relayed): those of a mail that goes on a ticket. The raw message is sent
+        along where the decision process did not read them (`Analysis.attachments`)."""
         return self.handlers[decision.kind].on_ticket and bool(mail.attachments)
 
     def reply_context(self) -> ReplyContext:
@@ -378,18 +405,24 @@ class Pipeline:
         (errors come back as text)."""
         ctx = self.reply_context()
         try:
+            attached: tuple[FileAttachment, ...] = ()
+            if self.needs_attachments(job.mail, job.decision):
+                attached = job.attachments if job.attachments is not None else tuple(
+                    attachments_of(job.raw, attachments_read_limit(self.config))
+                    if job.raw is not None else ())
             replies = render_replies(ctx, inbound_id=job.inbound_id, mail=job.mail,
                                      decision=job.decision, ticket=job.ticket, now=job.now,
-                                     raw=job.raw, handlers=self.handlers, hold=job.hold)
+                                     attachments=within_limit(attached, ATTACHMENTS_LIMIT),
+                                     handlers=self.handlers, hold=job.hold)
             saved: list[SavedAttachment] = []
             skipped: list[SavedAttachment] = []
-            if job.raw is not None and self.needs_raw(job.mail, job.decision):
+            if attached:
                 files = AttachmentStore(self.config.path(self.config.store.attachments_dir))
                 limit = self.config.limits.ticket_attachment_bytes
                 budget = limit if job.attachment_budget is None else job.attachment_budget
                 saved, skipped = files.save_within(  # the budget is checked before writing
                     ((name, ctype, payload) for name, ctype, payload, _ in
-                     attachments_of(job.raw, max(limit, 1))), max(budget, 0))
+                     within_limit(attached, max(limit, 1))), max(budget, 0))
             return Rendered(job.inbound_id, replies, attachments=tuple(saved),
                             skipped_attachments=tuple(skipped))
         except Exception as exc:  # noqa: BLE001 - a template or header bug: quarantine it

@@ -30,6 +30,7 @@ from mailbot.actions import (
     RateForecast,
     TicketDraft,
 )
+from mailbot.attachments import FileAttachment
 from mailbot.claims import Heartbeat, renew_interval
 from mailbot.classify.decide import decide
 from mailbot.config import Config
@@ -220,9 +221,7 @@ class Worker:
             ]
         analyses, drafts = self._number_tickets(items, analyses, now)
         jobs = [
-            RenderJob(item.id, a.mail, a.decision, drafts.get(item.id), now,
-                      item.raw if self.pipeline.needs_raw(a.mail, a.decision) else None,
-                      self._attachment_budget(a.mail, a.decision))
+            self._render_job(item, a.mail, a.decision, a.attachments, drafts.get(item.id), now)
             for item, a in zip(items, analyses)
             if a.mail is not None and a.decision is not None
         ]
@@ -274,11 +273,22 @@ class Worker:
         return render_automatic(self.pipeline.reply_context(), auto, job.mail, job.decision,
                                 job.now)
 
+    def _render_job(self, item: ClaimedInbound, mail: Mail, decision: Decision,
+                    attachments: tuple[FileAttachment, ...] | None, ticket: TicketDraft | None,
+                    now: datetime) -> RenderJob:
+        """What rendering `item`'s replies needs: its attachments where it goes on a ticket
+        (as the decision process read them, else the raw message to read them from)."""
+        if not self.pipeline.needs_attachments(mail, decision):
+            return RenderJob(item.id, mail, decision, ticket, now)
+        return RenderJob(item.id, mail, decision, ticket, now,
+                         raw=item.raw if attachments is None else None, attachments=attachments,
+                         attachment_budget=self._attachment_budget(mail, decision))
+
     def _attachment_budget(self, mail: Mail, decision: Decision) -> int | None:
         """What an existing ticket may still keep of attachments (a new one: everything), so
         files over the budget are never written. `add_attachments` checks again when the
         batch commits; what two mails of one batch write over it is left to orphan removal."""
-        if not self.pipeline.needs_raw(mail, decision) or self.handlers[decision.kind].opens_ticket:
+        if self.handlers[decision.kind].opens_ticket:
             return None
         used = self.store.ticket_attachment_bytes(decision.ticket_ref or "")
         return max(0, self.config.limits.ticket_attachment_bytes - used)

@@ -23,7 +23,7 @@ table. Handlers thus keep one home per outcome and never see the batching.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -38,7 +38,7 @@ from mailbot.actions import (
     reasons_json,
     suspicion,
 )
-from mailbot.attachments import SavedAttachment
+from mailbot.attachments import FileAttachment, SavedAttachment
 from mailbot.classify.rules import body_text
 from mailbot.domain import Decision, Mail, OutgoingMail, RuleResult
 from mailbot.handlers.base import (
@@ -86,7 +86,7 @@ def render_replies(
     decision: Decision,
     ticket: TicketDraft | None,
     now: datetime,
-    raw: bytes | None = None,
+    attachments: Sequence[FileAttachment] = (),
     handlers: Registry = HANDLERS,
     hold: bool = False,
 ) -> tuple[OutgoingMail, ...]:
@@ -94,13 +94,14 @@ def render_replies(
     handler's automatic reply first (unless `hold`: the rate limits will hold it back),
     then its other mails.
 
-    `raw` is the inbound message itself, needed only to pass a staff reply's attachments on.
+    `attachments` are the inbound message's, needed only to pass a staff reply's on.
     """
     # A forged staff reply is handled as customer mail; the staff see the warning in the
     # notice it causes, or in a notice of its own.
     suspicious = suspicion(decision) if "suspicious_staff" in decision.flags else ""
     body = body_text(mail)  # the whole readable text (HTML converted once)
-    job = ReplyJob(inbound_id, mail, decision, ticket, now, raw, body, suspicious)
+    job = ReplyJob(inbound_id, mail, decision, ticket, now, tuple(attachments), body,
+                   suspicious)
     handler = handlers[decision.kind]
     auto = handler.automatic(inbound_id, decision, ticket, ctx.mailbox.message_id_domain)
     reply = None if auto is None or hold else render_automatic(ctx, auto, mail, decision, now)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 from mailbot.actions import ActionSettings, HeldReply, ReplyContext, TicketDraft
+from mailbot.attachments import FileAttachment
 from mailbot.classify.commands import latest_reply
 from mailbot.domain import (
     Decision,
@@ -40,7 +41,7 @@ class ReplyJob:
     decision: Decision
     ticket: TicketDraft | None
     now: datetime
-    raw: bytes | None  # the inbound message itself: only to pass attachments on
+    attachments: tuple[FileAttachment, ...]  # the inbound message's: only to pass them on
     body: str  # the whole readable text (HTML converted once)
     suspicious: str  # why a mail claiming to be a staff reply is not trusted ("" if it is)
 

@@ -31,7 +31,7 @@ class StaffReplyHandler(ExistingTicketHandler):
             return [] if error is None else [error]
         if relays_to_customer(decision, job.mail):
             relay = ctx.conversation.relay(ticket=ticket, decision=decision,
-                                           mail=job.mail, raw=job.raw,
+                                           mail=job.mail, attachments=job.attachments,
                                            inbound_id=job.inbound_id, now=job.now,
                                            purpose=f"relay:{job.inbound_id}")
             if relay is not None:

@@ -46,7 +46,7 @@ from mailbot.ingest.headers import (
 from mailbot.ingest.reports import UNKNOWN, delivery_outcome, original_message_ids
 from mailbot.markup import MarkupSink, scan
 
-__all__ = ["parse", "html_to_text", "decode_bytes", "decode_words"]
+__all__ = ["parse", "parse_with_tree", "html_to_text", "decode_bytes", "decode_words"]
 
 MAX_DEPTH = 100  # Postfix mime_nesting_limit; deeper parts are ignored
 ATTACHED_TEXT_LIMIT = 32 * 1024  # characters of attached messages' text kept for the rules
@@ -337,6 +337,17 @@ def parse(raw: bytes) -> Mail:
     Raises:
         ParseError: the input is empty or not bytes, or even the rescue parser failed.
     """
+    return parse_with_tree(raw)[0]
+
+
+def parse_with_tree(raw: bytes) -> tuple[Mail, Message | None]:
+    """`parse`, and the `mime_tree` it read the Mail from (None where that tree could not be
+    built or read as a whole: the rescue parser's Mail, a tree nested too deep), so that the
+    attachments of mail going on a ticket are taken from it instead of a second parse.
+
+    Raises:
+        ParseError: as `parse`.
+    """
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise ParseError(f"expected bytes, got {type(raw).__name__}")
     data = bytes(raw)
@@ -346,7 +357,7 @@ def parse(raw: bytes) -> Mail:
         return _parse(data)
     except Exception as exc:  # a stdlib bug on hostile input: try mail-parser before giving up
         try:
-            return _rescue(data, exc)
+            return _rescue(data, exc), None
         except Exception as rescue_exc:
             raise ParseError(f"unparseable message: {exc!r}; mail-parser: {rescue_exc!r}") from exc
 
@@ -367,9 +378,11 @@ def _name(name: str, hints: list[str]) -> tuple[str, str, bool]:
     return known
 
 
-def _parse(data: bytes) -> Mail:
-    """The hot path: stdlib MIME split, our own decoding."""
+def _parse(data: bytes) -> tuple[Mail, Message | None]:
+    """The hot path: stdlib MIME split, our own decoding; the Mail and its tree (see
+    `parse_with_tree`)."""
     defects: list[str] = []
+    whole = True  # whether msg is the whole tree
     try:
         msg, base64_runs = _split(data)
         parts = _walk(msg, defects)
@@ -379,6 +392,7 @@ def _parse(data: bytes) -> Mail:
         parts = [_entry(msg, None, False)]
         base64_runs = set()
         defects.append(NestingTooDeepDefect.__name__)
+        whole = False
     hints = _charsets(parts)
 
     headers: dict[str, list[str]] = {}
@@ -429,7 +443,7 @@ def _parse(data: bytes) -> Mail:
         defects.extend(type(defect).__name__ for defect in entry.part.defects)
 
     original_ids = original_message_ids(msg)
-    return Mail(
+    mail = Mail(
         message_id=header_message_id(first("message-id")),
         from_addr=from_addr,
         from_name=from_name,
@@ -453,6 +467,7 @@ def _parse(data: bytes) -> Mail:
         attached_text=attached_text,
         from_header=from_header,
     )
+    return mail, (msg if whole else None)
 
 
 def _bodies(

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from email.message import Message
 from typing import Final
 
-from mailbot.attachments import safe_filename
+from mailbot.attachments import FileAttachment, safe_filename
 from mailbot.classify.commands import COMMANDS
 from mailbot.contacts import Contact
 from mailbot.classify.staff_auth import is_staff_address, reply_address
@@ -199,10 +199,10 @@ class ConversationRenderer:
         ticket: TicketInfo,
         decision: Decision,
         mail: Mail,
-        raw: bytes | None,
         inbound_id: int,
         now: datetime,
         purpose: str,
+        attachments: Sequence[FileAttachment] = (),
     ) -> OutgoingMail | None:
         """The staff reply as the customer receives it (None: no valid customer address)."""
         to = valid_address(ticket.customer_email)
@@ -224,7 +224,6 @@ class ConversationRenderer:
             sender = [address_header("From", ((clean_header_text(shown, 150),
                                                 self._box.support_address),))]
         message_id = ticket_message_id(ticket.number, f"r{inbound_id}", self._domain)
-        attachments = attachments_of(raw) if raw else []
         return self._mail(
             lambda: [
                 *sender,
@@ -390,20 +389,43 @@ class ConversationRenderer:
                       mail_from=self._box.support_address)
 
 
-def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
-                   ) -> list[tuple[str, str, bytes, str | None]]:
-    """The attachments of a raw message: (cleaned filename, content type, bytes, charset of a
-    text part), up to `limit` bytes in all (the rest are left out with a warning).
-
-    The tree is the cheap compat32 one (no header objects); filenames are decoded as `parse`
-    decodes them (RFC 2231, encoded words, raw 8-bit in the declared charsets)."""
+def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT) -> list[FileAttachment]:
+    """The attachments of a raw message (see `attachments_in`), up to `limit` bytes in all."""
     try:
         msg = mime_tree(raw)
+    except Exception:  # noqa: BLE001 - the staff mail parsed before; be safe anyway
+        return []
+    return attachments_in(msg, limit)
+
+
+def within_limit(attachments: Iterable[FileAttachment], limit: int) -> list[FileAttachment]:
+    """The first `attachments` up to `limit` bytes in all (the rest left out with a warning),
+    as `attachments_in` cuts them."""
+    out: list[FileAttachment] = []
+    total = 0
+    for item in attachments:
+        if total + len(item[2]) > limit:
+            log.warning("attachments over %d bytes left out of the relay", limit)
+            break
+        total += len(item[2])
+        out.append(item)
+    return out
+
+
+def attachments_in(msg: Message, limit: int = ATTACHMENTS_LIMIT) -> list[FileAttachment]:
+    """The attachments of a message's `mime_tree` (the cheap compat32 one, no header
+    objects): (cleaned filename, content type, bytes, charset of a text part), up to `limit`
+    bytes in all (the rest are left out with a warning). Filenames are decoded as `parse`
+    decodes them (RFC 2231, encoded words, raw 8-bit in the declared charsets)."""
+    try:
         hints = declared_charsets(msg)
     except Exception:  # noqa: BLE001 - the staff mail parsed before; be safe anyway
         return []
-    out: list[tuple[str, str, bytes, str | None]] = []
-    total = 0
+    return within_limit(_read_attachments(msg, hints), limit)
+
+
+def _read_attachments(msg: Message, hints: list[str]) -> Iterator[FileAttachment]:
+    """Each attachment of `msg`, decoded when it is reached (`within_limit` stops early)."""
     for part, filename in _attachment_parts(msg, hints):
         try:
             payload = part.get_payload(decode=True)
@@ -413,17 +435,12 @@ def attachments_of(raw: bytes, limit: int = ATTACHMENTS_LIMIT
             continue
         if not isinstance(payload, bytes):
             continue
-        if total + len(payload) > limit:
-            log.warning("attachments over %d bytes left out of the relay", limit)
-            break
-        total += len(payload)
         name = safe_filename(filename or "attachment")
         if ctype.count("/") != 1 or ctype.startswith("multipart/"):
             ctype = "application/octet-stream"
         if charset is not None and not charset.replace("-", "").replace("_", "").isalnum():
             charset = None
-        out.append((name, ctype, payload, charset))
-    return out
+        yield name, ctype, payload, charset
 
 
 def _attachment_parts(msg: Message, hints: list[str]) -> Iterable[tuple[Message, str | None]]:

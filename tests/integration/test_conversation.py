@@ -17,7 +17,7 @@ import pytest
 from mailbot import config as config_mod
 from mailbot.actions import Outcome
 from mailbot.business_hours import BusinessCalendar
-from mailbot.domain import LicenseRecord, Tier
+from mailbot.domain import DecisionKind, LicenseRecord, Tier
 from mailbot.ingest.intake import save_raw
 from mailbot.store import Store
 from mailbot.worker import Quarantined, Worker
@@ -361,6 +361,26 @@ def test_attachments_are_kept_as_files_within_the_ticket_budget(desk: Desk, tmp_
     assert len(desk.store.ticket_attachments(number)) == 1  # 4,000 + 7,000 > 10,000
     events = {e.kind: e.detail for e in desk.store.ticket_events(number)}
     assert events["attachments_skipped"] == "big.log"
+
+
+def test_a_tickets_attachments_are_read_from_the_tree_it_was_decided_on(desk: Desk) -> None:
+    """The decision's parse gives the attachments of mail going on a ticket (no second parse
+    of the raw message when rendering, and no raw bytes sent to do it): the same ones a parse
+    of the raw message finds; mail that keeps no files reads none."""
+    from mailbot.replies.conversation import attachments_of
+
+    pipeline = desk.worker.pipeline
+    raw = mail(CUSTOMER, "Nejde uložit", REQUEST, attachment=("směny.log", b"log " * 1000))
+    analysis = pipeline.analyse(raw, MON)
+    assert analysis.decision is not None and analysis.decision.kind is DecisionKind.TICKET
+    assert analysis.attachments == tuple(attachments_of(raw))
+    assert [(name, len(data)) for name, _, data, _ in analysis.attachments] == [("směny.log", 4000)]
+    incomplete = mail(CUSTOMER, "Nejde to", "Nefunguje to. Díky",
+                      attachment=("foto.jpg", b"\xff\xd8" * 100))
+    rejected = pipeline.analyse(incomplete, MON)
+    assert rejected.decision is not None
+    assert rejected.decision.kind is DecisionKind.REJECT_INCOMPLETE
+    assert rejected.attachments is None
 
 
 def test_after_hours_ack_says_when_work_starts(desk: Desk) -> None:

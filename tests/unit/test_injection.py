@@ -52,7 +52,7 @@ from mailbot.domain import (
     other_message_id,
     ticket_message_id,
 )
-from mailbot.replies.conversation import ConversationRenderer
+from mailbot.replies.conversation import ConversationRenderer, attachments_of
 from mailbot.replies.mime import valid_address
 from mailbot.replies.render import ReplyRenderer
 
@@ -372,7 +372,8 @@ def test_relay_goes_to_the_customer_only(
     mail = make_mail(from_name=staff_name, from_addr=staff_addr, subject=subject)
     renderer = exposing if expose else conversation
     out = renderer.relay(ticket=ticket, decision=decision, mail=mail,
-                         raw=staff_mail(filenames, styles, charset), inbound_id=9, now=NOW, purpose="t:1")
+                         attachments=attachments_of(staff_mail(filenames, styles, charset)),
+                         inbound_id=9, now=NOW, purpose="t:1")
     to = valid_address(customer_email)
     if to is None:
         assert out is None
@@ -438,7 +439,7 @@ def test_injected_subject_or_name_adds_no_header(
     check_bytes(notice.raw, NOTICE_HEADERS, STAFF)
     staff = make_mail(from_name=name, from_addr="jan@estelar.example", subject=subject)
     relay = built(conversation.relay(
-        ticket=ticket, mail=staff, raw=None, inbound_id=9, now=NOW, purpose="t:1",
+        ticket=ticket, mail=staff, inbound_id=9, now=NOW, purpose="t:1",
         decision=make_decision(DecisionKind.STAFF_REPLY, staff_text="Dobrý den.", ticket=ticket)))
     check_bytes(relay.raw, RELAY_HEADERS, (CUSTOMER,))
     _no_injected_header(relay.raw)
@@ -469,7 +470,7 @@ def test_stored_customer_message_ids_cannot_inject(
     timed notes; a malformed or encoded one is left out, never raises or adds a header."""
     ticket = make_info(first_message_id=stored_id, last_message_id=stored_id)
     relay = built(conversation.relay(
-        ticket=ticket, mail=make_mail(from_addr="jan@estelar.example"), raw=None,
+        ticket=ticket, mail=make_mail(from_addr="jan@estelar.example"),
         inbound_id=9, now=NOW, purpose="t:1",
         decision=make_decision(DecisionKind.STAFF_REPLY, staff_text="Dobrý den.", ticket=ticket)))
     note = built(conversation.customer_note(  # the scheduler's timed note to the customer
@@ -549,7 +550,7 @@ def test_customer_text_is_literal_data_never_template(
                                        inbound_id=7, now=NOW, purpose="t:1"))
     raws.append(("notice", notice.raw))
     relay = built(conversation.relay(
-        ticket=ticket, mail=make_mail(from_addr="jan@estelar.example"), raw=None,
+        ticket=ticket, mail=make_mail(from_addr="jan@estelar.example"),
         inbound_id=9, now=NOW, purpose="t:1",
         decision=make_decision(DecisionKind.STAFF_REPLY, staff_text=body, ticket=ticket)))
     raws.append(("relay", relay.raw))
