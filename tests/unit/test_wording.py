@@ -408,3 +408,53 @@ def test_how_bad_and_how_soon_describe_nothing() -> None:
     d = decided(plain("Hello, a serious problem: since this morning the terminals reject every "
                       "card with error 0x41. License no. 3141-5926", "URGENT"))
     assert d.kind.value == "ticket", d.reasons
+
+
+def test_consent_withdrawn_or_crossed_off_the_list_is_an_unsubscribe() -> None:
+    """"I no longer agree to your mailings", "cross me off the list": stopping the news in
+    other words than "unsubscribe"."""
+    for body in (
+        "Dobrý den,\nnesouhlasím se zasíláním vašich obchodních sdělení, už je nechci.\nNovák",
+        "Dobrý deň,\nodvolávam svoj súhlas so zasielaním mesačných noviniek.\nĎakujem",
+        "Hello, I hereby withdraw my consent to your marketing e-mails.\nJ. Smith",
+        "Dobrý den, ty vaše novinky nečtu, vyškrtněte mě prosím ze seznamu.",
+        "Dobrý deň, vyškrtnite ma zo zoznamu, noviny od vás už nepotrebujem.",
+        "Hi, please cross me off your mailing list, thanks.",
+    ):
+        d = decided(plain(body, "Zpravodaj"))
+        assert d.kind.value == "unsubscribe", (body, d.reasons)
+    # A contact person crossed off the license's list is a support matter.
+    d = decided(plain("Dobrý den, od 1. 12. u nás nepracuji, vyškrtněte mě prosím ze seznamu "
+                      "kontaktních osob k licenci 3141-5926 a posílejte vše kolegovi Malému.",
+                      "Kontakt"))
+    assert d.kind.value != "unsubscribe", d.reasons
+
+
+def test_it_fails_again_call_me_describes_nothing() -> None:
+    """"IT'S DOWN AGAIN, third time this month, call me" says only that it fails."""
+    for body in (
+        "ZASE TO NEJEDE!!! Už potřetí tenhle měsíc. Volejte mi hned.\nLIC 3141-5926",
+        "Zase nám to nefičí, volejte mi prosím co nejdřív. Licence 3141-5926",
+        "Uz zase to nejede, po treti tento mesic. Volajte mi. Licencia 3141-5926",
+    ):
+        d = decided(plain(body, "zase!!!"))
+        assert d.kind.value == "reject_incomplete" and "description" in d.missing, (body, d.reasons)
+    # What fails, said: a description.
+    d = decided(plain("Zase nejede tiskárna štítků u vrátnice, tisk docházkových karet hlásí "
+                      "chybu 31. Volejte mi. Licence 3141-5926", "Tisk"))
+    assert d.kind.value == "ticket", d.reasons
+
+
+def test_not_one_terminal_running_across_the_plant_is_an_emergency() -> None:
+    """"Nejede ani jeden terminál v celém závodě": every terminal down, said with "nejede"."""
+    for body in (
+        "Od 5:40 nejede ani jeden terminál v celém závodě, všude OFFLINE. Licence 3141-5926",
+        "Od rána nebeží ani jeden terminál na celej prevádzke. Licenčné číslo 3141-5926",
+        "Since 6 am all terminals at the plant are not running. License 3141-5926",
+    ):
+        d = decided(plain(body, "Terminály"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (body, d.reasons)
+    # One terminal not running, the others fine, is not.
+    d = decided(plain("Terminál u vrátnice od rána nejede, ostatní terminály fungují. "
+                      "Licence 3141-5926", "Terminál"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
