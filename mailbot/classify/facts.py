@@ -206,6 +206,7 @@ class _Compiled:
         self.model = AnchorModel(model.anchors) if model.enabled and model.anchors else None
         self.emergency_signals = phrase_set(model.emergency_signals)
         self.description_faults = phrase_set(model.description_faults)
+        self.description_fault_exceptions = phrase_set(model.description_fault_exceptions)
         self.scope_signals = phrase_set(model.scope_signals) if model.scope_signals else None
         self.not_emergency = phrase_set(settings.not_emergency_phrases)
         self.elsewhere = phrase_set(settings.elsewhere_phrases)

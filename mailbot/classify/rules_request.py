@@ -55,8 +55,10 @@ def incomplete_request(mail: Mail, ctx: RuleContext) -> Finding | None:
         facts = mail_facts(mail, ctx)
         learned = _learned_opinion(learned_models.description, facts.request_features,
                                    "described", threshold, below=0.0)
+        compiled = facts.compiled
         if (learned is not None and learned[0] is not None
-                and not facts.compiled.description_faults.search(facts.request_joined)):
+                and not compiled.description_faults.search(
+                    compiled.description_fault_exceptions.blank_out(facts.request_joined))):
             described, detail = False, f" ({learned[1]})"
     if not described:
         missing.append("description")

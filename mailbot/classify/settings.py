@@ -93,6 +93,9 @@ class ModelConfig(BaseModel):
     # "balances are wrong"): what a model of few examples learnt from courtesy must not
     # outweigh a problem stated.
     description_faults: tuple[str, ...] = ()
+    # Words the fault words' patterns would take that name no fault ("ne*": "někdo", "neboť",
+    # "nejlépe"): blanked out before the search.
+    description_fault_exceptions: tuple[str, ...] = ()
     # A phrase rule's out-of-scope hit stands unless the learned model is this sure the
     # request is in scope (an export or training only mentioned); None: it always stands.
     learned_overrule_in_scope: float | None = Field(default=None, ge=0, le=1)
@@ -113,7 +116,8 @@ class ModelConfig(BaseModel):
     # states something, "both managers have the same role", asks for no work); () = any.
     scope_signals: tuple[str, ...] = ()
 
-    @field_validator("emergency_signals", "scope_signals", "description_faults")
+    @field_validator("emergency_signals", "scope_signals", "description_faults",
+                     "description_fault_exceptions")
     @classmethod
     def _fold_signals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _fold_all(value)

@@ -376,6 +376,12 @@ _MAY_START_EARLIER = re.compile(
     "^(?:[-_]|" + "|".join(_FORWARD_OPENINGS) + "|(?:from|od|von|de) ?:)|:$", re.MULTILINE)
 
 
+# A helpdesk tool's "reply above this line" marker ("--- Odpovídejte nad touto čarou ---",
+# "--- Please reply above this line ---") heads its notification: with nothing above it,
+# what follows is the message itself, not earlier mail.
+_REPLY_ABOVE = re.compile(r"\b(nad|above)\b.{0,24}\b(car\w*|radk\w*|riadk\w*|line)\b")
+
+
 def _earlier_mail(folded: list[str], forwarded_subject: bool) -> tuple[int, bool]:
     """The index of the first folded line that starts earlier mail (len(folded) if none),
     and whether that mail is forwarded rather than quoted."""
@@ -390,6 +396,8 @@ def _earlier_mail(folded: list[str], forwarded_subject: bool) -> tuple[int, bool
         checked = line
         f = folded[line]
         if _starts_earlier_mail(f):
+            if not any(folded[:line]) and _REPLY_ABOVE.search(f):
+                continue
             return line, bool(_FORWARD_WORDS.search(f) or _FORWARD_START.match(f))
         if _is_header_block(folded, line):
             return line, forwarded_subject

@@ -21,7 +21,9 @@ def _reference_split(text: str, subject: str, limit: int,
     quoted: list[str] = []
     cut, forwarded = len(lines), False
     for i, f in enumerate(folded):
-        if t._SEPARATOR.match(f) or t._FORWARD_START.match(f) or t._ATTRIBUTION.search(f):
+        starts = t._SEPARATOR.match(f) or t._FORWARD_START.match(f) or t._ATTRIBUTION.search(f)
+        marker = not any(folded[:i]) and t._REPLY_ABOVE.search(f)  # a helpdesk's, on top
+        if starts and not marker:
             cut, forwarded = i, bool(t._FORWARD_WORDS.search(f) or t._FORWARD_START.match(f))
             break
         if t._HEADER_FIRST.match(f) and any(t._HEADER_NEXT.match(x) for x in folded[i + 1:i + 5]):
@@ -149,6 +151,7 @@ LINES = [
     "Tento e-mail je důvěrný a je určen jen adresátovi.",
     "CONFIDENTIALITY NOTICE: this message is confidential.", "zapsaná v obchodním rejstříku",
     "soudu v Brně, oddíl B, vložka 1133.", "Pokud jste zprávu obdrželi omylem, smažte ji.",
+    "--- Odpovídejte nad touto čarou ---", "----- Please reply above this line -----",
 ]
 
 
@@ -193,3 +196,15 @@ def test_the_text_caches_keep_little_of_many_mails() -> None:
     finally:
         tracemalloc.stop()
     assert kept < 8_000_000
+
+
+def test_a_helpdesk_reply_above_marker_on_top_heads_the_message() -> None:
+    """A notification relayed by the customer's helpdesk opens with its "reply above this
+    line" marker: what follows is the message; below the sender's own text it is a cut."""
+    body = ("--- Odpovídejte nad touto čarou ---\nIncident INC0042 byl přiřazen.\n\n"
+            "Popis: server docházky po restartu nenaběhne, terminály jsou offline.\n")
+    parts = split_body(body, "INC0042")
+    assert "nenaběhne" in parts.own and parts.quoted == ""
+    reply = "Tak už to běží, díky.\n\n" + body
+    parts = split_body(reply, "INC0042")
+    assert parts.own == "Tak už to běží, díky." and "nenaběhne" in parts.quoted

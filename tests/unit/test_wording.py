@@ -458,3 +458,56 @@ def test_not_one_terminal_running_across_the_plant_is_an_emergency() -> None:
     d = decided(plain("Terminál u vrátnice od rána nejede, ostatní terminály fungují. "
                       "Licence 3141-5926", "Terminál"))
     assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
+
+
+def test_fine_is_not_the_pohoda_program_and_another_question_is_no_training() -> None:
+    """"Ostatní PC se připojí v pohodě" (fine) names no accounting program to connect; "about
+    the training date our director will call, now another question" asks no training."""
+    d = decided(plain("Po reinstalaci PC se klient nepřipojí k serveru (Connection refused), "
+                      "ostatní PC se připojí v pohodě. Licence 3141-5926", "Klient"))
+    assert d.kind.value == "ticket", d.reasons
+    d = decided(plain("Export docházky do Pohody potřebujeme nově nastavit. Licence 3141-5926",
+                      "Export"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "data_export"), d.reasons
+    d = decided(plain("K termínu školení se ozve paní ředitelka, teď mám jiný dotaz: v měsíčním "
+                      "souhrnu se nezapočítají hodiny home office. Licence 3141-5926", "Dotaz"))
+    assert d.kind.value == "ticket", d.reasons
+    d = decided(plain("Prosíme o školení obsluhy docházky pro nové mistry. Licence 3141-5926",
+                      "Školení"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), d.reasons
+
+
+def test_take_this_address_off_the_marketing_list_is_an_unsubscribe() -> None:
+    d = decided(plain("Hello, please take this address off your marketing list, nobody here "
+                      "reads the product news.", "mailing list"))
+    assert d.kind.value == "unsubscribe", d.reasons
+
+
+def test_someone_call_me_it_acts_up_again_describes_nothing() -> None:
+    """"Nějak to zase blbne jako minule, ať mi někdo zavolá": "někdo", "nějak" name no
+    fault, so the learned opinion that nothing is described stands."""
+    for body in (
+        "ahoj tady Pepa ze strojovny, ten program zase dělá ty blbosti co minule, zavolejte "
+        "mi někdo prosím, licence 3141-5926",
+        "Dobrý den, nějak to zase blbne jako minule, ať mi někdo zavolá. Licence 3141-5926",
+    ):
+        d = decided(plain(body, "docházka"))
+        assert d.kind.value == "reject_incomplete" and "description" in d.missing, (
+            body, d.reasons)
+    d = decided(plain("Dobrý den, zase nejde uložit směna, program hlásí chybu 17, ať mi "
+                      "někdo zavolá. Licence 3141-5926", "docházka"))
+    assert d.kind.value == "ticket", d.reasons
+
+
+def test_walk_my_team_through_it_is_training_an_app_built_for_us_is_development() -> None:
+    d = decided(plain("Hello, I am the new warehouse manager with a team of nine clerks. None "
+                      "of us knows the attendance program well: planning shifts, entering "
+                      "holidays, checking monthly hours. Could someone walk us through it in "
+                      "a two-hour session online? lic. 3141-5926", "Help"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), d.reasons
+    d = decided(plain("Hello, could you build a small mobile app for our employees to see "
+                      "their hours? What would it cost? License 3141-5926", "Staff app"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "custom_development"), d.reasons
+    d = decided(plain("Hello, since the update the mobile app shows an error when an employee "
+                      "opens the monthly hours. License 3141-5926", "App"))
+    assert d.kind.value == "ticket", d.reasons
