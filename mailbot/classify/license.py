@@ -45,6 +45,10 @@ MAX_CANDIDATES = 32
 """At most this many license numbers are taken from one text (the first ones)."""
 
 
+# A year in the gap between a context word and its number ("from the 2019 contract").
+_YEAR = re.compile(r"(?:19|20)\d\d(?!\d)")
+
+
 def _number_after(
     folded: str,
     context_end: int,
@@ -53,14 +57,21 @@ def _number_after(
     limit: int,
 ) -> re.Match[str] | None:
     """The license number standing right after a context word that ends at `context_end`:
-    the first match that starts within `limit` characters, with no digits and no distractor
-    in between. Only a window of about `limit` characters is read."""
-    digit = _DIGIT.search(folded, context_end, context_end + limit + 1)
-    if digit is None:
-        return None
-    latest = digit.start()  # a number starting later would have digits in the gap
-    m = pattern.search(folded, context_end, latest + _LOOKAHEAD)
-    if m is None or m.start() > latest:
+    the first match that starts within `limit` characters, with no digits but a year and no
+    distractor in between ("license number (from the 2019 contract) is 28846502"). Only a
+    window of about `limit` characters is read."""
+    end = context_end + limit + 1
+    digit = _DIGIT.search(folded, context_end, end)
+    while digit is not None:
+        latest = digit.start()  # a number starting later would have digits in the gap
+        m = pattern.search(folded, context_end, latest + _LOOKAHEAD)
+        if m is not None and m.start() <= latest:
+            break
+        year = _YEAR.match(folded, latest)
+        if year is None:
+            return None
+        digit = _DIGIT.search(folded, year.end(), end)
+    else:
         return None
     if distractors.search(folded[context_end : m.start()]):
         return None

@@ -15,6 +15,7 @@ from mailbot.classify.facts import (
     local_part,
     mail_facts,
 )
+from mailbot.classify.rules_tickets import staff_ticket
 from mailbot.classify.text import fold, join_folded
 from mailbot.domain import LOOP_HEADER, DecisionKind, Mail
 
@@ -117,12 +118,19 @@ def mailing_list(mail: Mail, ctx: RuleContext) -> Finding | None:
 
 
 def bulk_footer(mail: Mail, ctx: RuleContext) -> Finding | None:
-    """Newsletters and spam without list headers, known by their opt-out footer."""
+    """Newsletters and spam without list headers, known by their opt-out footer; never a
+    staff reply that proves it is one (the company signature may carry the newsletter's
+    footer)."""
     facts = mail_facts(mail, ctx)
     parts = facts.parts
     # fold(f"{parts.own}\n{parts.signature}"), from the folds split_body made
     hit = facts.compiled.bulk_body.first(join_folded((parts.own_folded, parts.signature_folded)))
-    return Finding(DecisionKind.IGNORE_AUTO, hit) if hit else None
+    if not hit:
+        return None
+    staff = staff_ticket(mail, ctx)
+    if staff is not None and staff[1].trusted:
+        return Finding(None, f"{hit}: not applied, a staff reply about {staff[0]}")
+    return Finding(DecisionKind.IGNORE_AUTO, hit)
 
 
 _WORDY = re.compile(r"[^\W\d_]{3}")

@@ -7,7 +7,7 @@ import re
 from functools import lru_cache
 
 from mailbot.classify.facts import Finding, RuleContext, address_domain, mail_facts
-from mailbot.classify.staff_auth import check_staff, sender_alignment
+from mailbot.classify.staff_auth import Verdict, check_staff, sender_alignment
 from mailbot.classify.text import fold
 from mailbot.domain import DecisionKind, Mail, TicketInfo
 from mailbot.unsubscribe_token import without_tag
@@ -140,14 +140,22 @@ def unknown_ticket(mail: Mail, ctx: RuleContext) -> Finding | None:
     return Finding(None, ",".join(refs), flags=frozenset({"unknown_ticket"}))
 
 
-def staff_reply(mail: Mail, ctx: RuleContext) -> Finding | None:
-    """Mail from the staff about a ticket goes to that ticket, if it proves it is from staff
-    (:mod:`mailbot.classify.staff_auth`); otherwise it is noted as suspicious and handled
-    as a customer's mail."""
+def staff_ticket(mail: Mail, ctx: RuleContext) -> tuple[str, Verdict] | None:
+    """The ticket a mail from a staff address is about, and whether it proves it is from
+    staff (:mod:`mailbot.classify.staff_auth`); None for anyone else's mail or no ticket."""
     ref = known_ticket(mail, ctx) if ctx.staff.is_staff_address(mail.from_addr) else None
     if ref is None:
         return None
-    verdict = check_staff(mail, ctx.staff, ref, ctx.now.astimezone(ctx.zone).date())
+    return ref, check_staff(mail, ctx.staff, ref, ctx.now.astimezone(ctx.zone).date())
+
+
+def staff_reply(mail: Mail, ctx: RuleContext) -> Finding | None:
+    """Mail from the staff about a ticket goes to that ticket, if it proves it is from staff;
+    otherwise it is noted as suspicious and handled as a customer's mail."""
+    found = staff_ticket(mail, ctx)
+    if found is None:
+        return None
+    ref, verdict = found
     if not verdict.trusted:
         return Finding(None, f"unverified {ref}: {verdict.reason}",
                        flags=frozenset({"suspicious_staff"}))

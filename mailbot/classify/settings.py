@@ -172,9 +172,12 @@ class ClassifyConfig(BaseModel):
 
     # A license number: 8 digits, optionally split 4+4 by a hyphen or a space; never part of
     # a longer digit run (9 digits, a phone number's groups, an account "123456789/0800"),
-    # nor glued to letters (a DIČ "CZ27712345").
+    # nor glued to letters (a DIČ "CZ27712345"). Eight digits in one run may stand before
+    # a space and another number: the next line of a signature, folded into this one
+    # ("lic. č. 45091876 / 0905 318 442").
     license_pattern: str = (
-        r"(?<![\w/+])(?<!\d[ .-])\d{4}[- ]?\d{4}(?![ .-]?\d)(?!/\d)(?![.,]\d)"
+        r"(?<![\w/+])(?<!\d[ .-])(?:\d{8}(?![.-]?\d)|\d{4}[- ]?\d{4}(?![ .-]?\d))"
+        r"(?!/\d)(?![.,]\d)"
     )
     # Words that must stand shortly before a license number (phrase syntax, folded).
     license_context: tuple[str, ...] = ("licen*", "lic", "c. licence", "license no")

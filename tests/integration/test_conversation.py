@@ -433,3 +433,18 @@ def test_a_message_whose_writes_fail_is_quarantined_not_retried_forever(
     reason = desk.receive_raw(mail(CUSTOMER, "Dotaz", REQUEST), MON)
     assert "simulated bug in write_decision" in reason
     assert desk.store.count_inbound() == {"quarantined": 1}
+
+
+def test_a_staff_reply_whose_signature_carries_the_newsletter_footer_is_no_bulk_mail(
+        desk: Desk) -> None:
+    """The company signature may end with the newsletter's opt-out line ("pokud si nepřejete
+    dostávat…"): a staff reply that proves it is one still goes to its ticket; the same
+    footer under a stranger's mail is bulk."""
+    number, notice, _ = open_ticket(desk)
+    footer = ("\n\nJan Novák\nESTELAR s.r.o.\nPokud si nepřejete dostávat obchodní sdělení, "
+              "odhlaste se zde.")
+    raw = staff_answer(notice, "Dobrý den,\nzkuste prosím restart služby ACS." + footer)
+    out = desk.receive(raw, MON + timedelta(hours=1))
+    assert out.decision.kind.value == "staff_reply", out.decision.reasons
+    stranger = mail("akce@nabidky.example", "Akce měsíce", "Slevy na tonery." + footer)
+    assert desk.receive(stranger, MON).decision.kind.value == "ignore_auto"

@@ -109,3 +109,14 @@ def test_another_number_in_the_license_sentence_is_a_candidate() -> None:
     assert numbers("Licence 1111 2222, objednávka 33334444") == ("11112222",)
     assert numbers("Licence 1111 2222. Volejte na 33334444 po celý den.") == ("11112222",)
     assert numbers("Licence 1111 2222 " + "x" * 200 + " 33334444") == ("11112222",)
+
+
+def test_a_year_in_the_gap_and_a_phone_on_the_next_signature_line() -> None:
+    """"License number (from the 2019 contract) is 28846502": a year between the word and
+    the number is no other number; "lic. č. 45091876" with the phone on the next line,
+    which the fold joins to it, is the license. A 4+4 number still never runs on."""
+    assert numbers("Our license number (from the 2019 contract) is 28846502.") == ("28846502",)
+    assert numbers("Majster\nDrevoprodukt\nlic.c. 45091876\n0905 318 442") == ("45091876",)
+    assert numbers("licence 2019, objednávka 12345678") == ()
+    assert numbers("licence 4509 1876 0905 318") == ()
+    assert numbers("licence 12345678-9") == ()

@@ -511,3 +511,61 @@ def test_walk_my_team_through_it_is_training_an_app_built_for_us_is_development(
     d = decided(plain("Hello, since the update the mobile app shows an error when an employee "
                       "opens the monthly hours. License 3141-5926", "App"))
     assert d.kind.value == "ticket", d.reasons
+
+
+def test_a_new_clinic_prepared_or_the_whole_system_rebuilt_is_global_configuration() -> None:
+    for body in (
+        "Dobrý den, v lednu otevíráme novou kliniku v Přerově. Prosíme o kompletní přípravu "
+        "systému: střediska, směny, oprávnění a terminály. Licence 3141-5926",
+        "Vážení, po sloučení nemocnic Vás žádáme o přestavbu celého systému podle nové "
+        "organizační struktury. Licence 3141-5926",
+        "Dobry den, mate to u nas nainstalovane, ale nikdo to nenastavil. Muzete nam to cely "
+        "nastavit podle nasich smen? Licence 3141-5926",
+    ):
+        d = decided(plain(body, "Systém"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "global_configuration"), (
+            body, d.reasons)
+    d = decided(plain("Dobrý den, po přestavbě serverovny se klient nepřipojí k databázi, "
+                      "hlásí chybu spojení. Licence 3141-5926", "Klient"))
+    assert d.kind.value == "ticket", d.reasons
+
+
+def test_office_staff_taken_through_the_program_or_shown_it_online_is_training() -> None:
+    for body in (
+        "Dobry den, mozete k nam prist a prejst s babami z kancelarie cely program od "
+        "zaciatku? Licencia 3141-5926",
+        "Dobrý den, agendu přebírají dva noví kolegové. Mohli byste pro ně udělat ukázku po "
+        "internetu, jak se s tím celým pracuje? Licence 3141-5926",
+    ):
+        d = decided(plain(body, "Docházka"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "training"), (body, d.reasons)
+
+
+def test_hours_that_should_turn_into_the_accounting_file_by_themselves_are_an_export() -> None:
+    for body in (
+        "Dobrý deň, chceli by sme, aby sa hodiny každý mesiac samé preklopili do Money k "
+        "zákazke. Viete nám to nastaviť? č. licencie 3141-5926",
+        "Dobrý den, účetní by chtěla podklady k mzdám jako XML, které si natáhne do Pohody. "
+        "Dokázali byste to nachystat? Licence 3141-5926",
+    ):
+        d = decided(plain(body, "Podklady"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "data_export"), (body, d.reasons)
+
+
+def test_the_address_taken_off_the_newsletter_as_a_noun_is_an_unsubscribe() -> None:
+    d = decided(plain("Vážení, žádáme o vyřazení adresy sekretariat@fakulta.example ze seznamu "
+                      "příjemců Vašeho zpravodaje. Provozní sdělení k licenci zasílejte dál.",
+                      "Zpravodaj"))
+    assert d.kind.value == "unsubscribe", d.reasons
+
+
+def test_a_program_that_freezes_is_a_fault_and_one_pc_down_is_no_emergency() -> None:
+    """"Program zamrzne" names a fault (the learned no-description opinion does not stand
+    against it); "len jej PC nie, na mojom notebooku ide" keeps one PC's trouble normal."""
+    d = decided(plain("Dobry den, daco sa pokazilo – ked otvorim mesacny prehlad strediska "
+                      "Sklad, program zamrzne. Posielam screen. Licencia 3141-5926", "prehlad"))
+    assert d.kind.value == "ticket", d.reasons
+    d = decided(plain("Dobry den, v kancelarii na PC kolegyne nejde program, hned po "
+                      "prihlaseni pise ze nie je spojenie s databazou. Na mojom notebooku ide, "
+                      "terminaly tiez idu, len jej PC nie. lic. c. 3141-5926", "klient"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
