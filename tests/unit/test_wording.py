@@ -569,3 +569,11 @@ def test_a_program_that_freezes_is_a_fault_and_one_pc_down_is_no_emergency() -> 
                       "prihlaseni pise ze nie je spojenie s databazou. Na mojom notebooku ide, "
                       "terminaly tiez idu, len jej PC nie. lic. c. 3141-5926", "klient"))
     assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
+
+
+def test_reverse_charge_vat_is_no_data_transfer() -> None:
+    """"Přenesená daňová povinnost" (reverse-charge VAT) beside the payroll module transfers
+    no data anywhere."""
+    d = decided(plain("Dobrý den, potřebujeme poradit s nastavením DPH pro přenesenou daňovou "
+                      "povinnost v modulu Mzdy, nesedí součty. Licence 3141-5926", "DPH"))
+    assert d.scope_reason != "data_export", d.reasons
