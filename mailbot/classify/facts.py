@@ -213,6 +213,7 @@ class _Compiled:
         self.resolved = phrase_set(settings.resolved_phrases)
         self.ongoing = phrase_set(settings.ongoing_phrases)
         self.no_description = phrase_set(settings.no_description_phrases)
+        self.vague_trouble = phrase_set(settings.vague_trouble_phrases)
         self.unsubscribe = tuple(compiled_rule(r) for r in settings.unsubscribe)
         self.scope = tuple(compiled_rule(r) for r in settings.scope)
         self.emergency = tuple(compiled_rule(r) for r in settings.emergency)

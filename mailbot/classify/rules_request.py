@@ -49,17 +49,20 @@ def incomplete_request(mail: Mail, ctx: RuleContext) -> Finding | None:
     detail = ""
     model = ctx.settings.model
     learned_models, threshold = model.learned_models, model.learned_no_description
-    if described and learned_models is not None and threshold is not None:
-        # Words enough: do they describe anything? The learned model where it is sure, and
-        # no sentence names a fault.
+    if described:
+        # Words enough: do they describe anything? Not where they name trouble only vaguely,
+        # nor where the learned model is sure they do not; either only when no sentence
+        # names a fault.
         facts = mail_facts(mail, ctx)
-        learned = _learned_opinion(learned_models.description, facts.request_features,
-                                   "described", threshold, below=0.0)
         compiled = facts.compiled
-        if (learned is not None and learned[0] is not None
-                and not compiled.description_faults.search(
-                    compiled.description_fault_exceptions.blank_out(facts.request_joined))):
-            described, detail = False, f" ({learned[1]})"
+        vague = compiled.vague_trouble.first(facts.request_joined)
+        learned = (_learned_opinion(learned_models.description, facts.request_features,
+                                    "described", threshold, below=0.0)
+                   if learned_models is not None and threshold is not None else None)
+        unsure = learned[1] if learned is not None and learned[0] is not None else None
+        if (vague or unsure) and not compiled.description_faults.search(
+                compiled.description_fault_exceptions.blank_out(facts.request_joined)):
+            described, detail = False, f" ({unsure or f'vague: {vague}'})"
     if not described:
         missing.append("description")
     if not request_licenses(mail, ctx):

@@ -210,6 +210,10 @@ class ClassifyConfig(BaseModel):
     # Opt-out footers of newsletters and spam, in the sender's own text and signature.
     bulk_body_phrases: tuple[str, ...] = ()
     no_description_phrases: tuple[str, ...] = ()
+    # Trouble named only vaguely ("se objevily jisté potíže", "some issues", "not entirely
+    # happy with how it behaves"): a request that says only this, and no sentence of which
+    # names a fault (`model.description_faults`), describes nothing however long it is.
+    vague_trouble_phrases: tuple[str, ...] = ()
     # Words that carry no description of a problem (greetings, pronouns, "call me",
     # "see the attachment", the product's own name…); ``word*`` stops every word so begun.
     description_stopwords: tuple[str, ...] = ()
@@ -246,6 +250,7 @@ class ClassifyConfig(BaseModel):
         "bounce_body_phrases",
         "bulk_body_phrases",
         "no_description_phrases",
+        "vague_trouble_phrases",
         "description_stopwords",
         "english_words",
         "czech_words",

@@ -577,3 +577,25 @@ def test_reverse_charge_vat_is_no_data_transfer() -> None:
     d = decided(plain("Dobrý den, potřebujeme poradit s nastavením DPH pro přenesenou daňovou "
                       "povinnost v modulu Mzdy, nesedí součty. Licence 3141-5926", "DPH"))
     assert d.scope_reason != "data_export", d.reasons
+
+
+def test_trouble_named_only_vaguely_describes_nothing() -> None:
+    """Long and polite, "certain difficulties have appeared", "some discrepancies", "not
+    entirely happy with how it behaves": trouble named, nothing described."""
+    for body in (
+        "Vážení, obracíme se na Vás s prosbou o pomoc s Vaším systémem, který úspěšně "
+        "používáme. V poslední době se však objevily jisté potíže, které bychom s Vámi rádi "
+        "probrali. Budeme rádi, když se nám ozvete. Licence 3141-5926",
+        "Dobrý deň, v poslednom čase sa vyskytli určité nezrovnalosti, s ktorými si nevieme "
+        "celkom rady. Mohol by sa nám niekto ozvať? Licencia 3141-5926",
+        "Dear support, several colleagues are not entirely happy with how the attendance "
+        "system has been behaving. Could someone look into the matter and advise us how to "
+        "go on? License 3141-5926",
+    ):
+        d = decided(plain(body, "Docházka"))
+        assert d.kind.value == "reject_incomplete" and "description" in d.missing, (
+            body, d.reasons)
+    # The same politeness with the fault said is a ticket.
+    d = decided(plain("Vážení, v poslední době se objevily jisté potíže: měsíční uzávěrka "
+                      "hlásí chybu 52 a mzdy nejdou uzavřít. Licence 3141-5926", "Docházka"))
+    assert d.kind.value == "ticket", d.reasons
