@@ -305,6 +305,8 @@ class Decider:
             if violation is not None:
                 return self.over_limit(raw, violation, now)
             mail, tree = parse_with_tree(raw)
+            if not mail.attachments:  # nothing to read from it: not held while deciding
+                tree = None
             violation = check_attachments(
                 [(a.filename, a.size) for a in mail.attachments], self.limits)
             if violation is not None:
@@ -313,7 +315,7 @@ class Decider:
                 self._unanswered.questions = []
             decision = decide(mail, self.context(now))
             files = None
-            if tree is not None and mail.attachments and decision.kind in self.attachment_kinds:
+            if tree is not None and decision.kind in self.attachment_kinds:
                 files = tuple(attachments_in(tree, attachments_read_limit(self.config)))
             if self._unanswered is not None and self._unanswered.questions:
                 return Analysis(mail, decision, provisional=True,
