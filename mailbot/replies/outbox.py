@@ -211,9 +211,12 @@ class OutboxDispatcher:
                 item.id, str(exc), due, item.token))
             metrics.OUTBOX.labels("retried").inc()
             return "queued"
-        # The crash window: the relay has the message, the row is not yet `sent`.
+        # The crash window: the relay has the message, the row is not yet `sent`. The
+        # counter moves after the store does, so a scrape never counts a send the outbox
+        # gauge does not show yet.
+        recorded = self.store.mark_sent(item.id, reply, item.token)
         metrics.OUTBOX.labels("sent").inc()
-        if self.store.mark_sent(item.id, reply, item.token):
+        if recorded:
             log.info("outbox %s %s sent: %s", item.id, item.message_id, reply[:120])
         else:
             self._count_lost("sent_unrecorded")
