@@ -1,6 +1,8 @@
 """Phrase matching on folded text (the syntax is described in :mod:`.settings`).
 
-Each phrase list is compiled once (:class:`PhraseSet`). A phrase's regular expression runs
+Each phrase list is prepared once (:class:`PhraseSet`); a phrase's regular expression is
+compiled the first time it has to run (most phrases of a rule set never do in a process's
+life, and compiling all ~2,700 cost each decision process ~0.25 s of start-up). It runs
 only when the text may hold the phrase: when a word the phrase needs whole is a word of the
 text (one set lookup among the text's words, which are collected once per text), or, for a
 phrase without such a word, when the text contains its longest literal token. A rule is
@@ -101,16 +103,13 @@ class PhraseSet:
     literal (the longest token without its ``*``) must occur in the text.
     """
 
-    __slots__ = ("_by_word", "_checks", "_loose", "_loose_literals", "_words", "patterns",
+    __slots__ = ("_by_word", "_literals", "_loose", "_loose_literals", "_patterns", "_words",
                  "phrases")
 
     def __init__(self, phrases: tuple[str, ...]) -> None:
         self.phrases = phrases
-        self.patterns = tuple(phrase_pattern(p) for p in phrases)
-        self._checks = tuple(
-            (phrase, _literal(phrase), pattern.search)
-            for phrase, pattern in zip(phrases, self.patterns)
-        )
+        self._literals = tuple(_literal(phrase) for phrase in phrases)
+        self._patterns: list[re.Pattern[str] | None] = [None] * len(phrases)
         by_word: dict[str, list[int]] = {}
         loose: list[int] = []
         for i, phrase in enumerate(phrases):
@@ -122,7 +121,14 @@ class PhraseSet:
         self._by_word = {word: tuple(found) for word, found in by_word.items()}
         self._words = frozenset(by_word)
         self._loose = tuple(loose)  # the phrases without a whole word, by literal only
-        self._loose_literals = tuple(self._checks[i][1] for i in loose)
+        self._loose_literals = tuple(self._literals[i] for i in loose)
+
+    def _pattern(self, i: int) -> re.Pattern[str]:
+        """Phrase `i`'s regular expression, compiled on its first use."""
+        pattern = self._patterns[i]
+        if pattern is None:
+            pattern = self._patterns[i] = phrase_pattern(self.phrases[i])
+        return pattern
 
     def _candidates(self, text: str) -> list[int]:
         """The indices, in list order, of the phrases `text` may hold (a superset)."""
@@ -150,18 +156,17 @@ class PhraseSet:
         narrow the phrases to try in each part."""
         if not self.phrases:
             return []
-        checks = self._checks
+        literals = self._literals
         return [i for i in self._candidates(text)
-                if checks[i][1] in text and checks[i][2](text)]
+                if literals[i] in text and self._pattern(i).search(text)]
 
     def first_of(self, text: str, indices: Iterable[int]) -> str | None:
         """The first phrase among `indices` (in list order) that occurs in `text`, or None:
         ``first(text)`` when `indices` hold every phrase that may occur in it."""
-        checks = self._checks
+        literals = self._literals
         for i in indices:
-            phrase, literal, search = checks[i]
-            if literal in text and search(text):
-                return phrase
+            if literals[i] in text and self._pattern(i).search(text):
+                return self.phrases[i]
         return None
 
     def blank_out(self, text: str) -> str:
@@ -170,15 +175,14 @@ class PhraseSet:
 
         Until a phrase changes the text only the candidates of the text can; after that, a
         blank may have brought words together, so every later phrase is tried."""
+        literals = self._literals
         for i in self._candidates(text):
-            literal = self._checks[i][1]
-            if literal in text:
-                text, changed = self.patterns[i].subn(" ", text)
+            if literals[i] in text:
+                text, changed = self._pattern(i).subn(" ", text)
                 if changed:
-                    for (_, literal, _), pattern in zip(self._checks[i + 1:],
-                                                        self.patterns[i + 1:]):
-                        if literal in text:
-                            text = pattern.sub(" ", text)
+                    for k in range(i + 1, len(literals)):
+                        if literals[k] in text:
+                            text = self._pattern(k).sub(" ", text)
                     return text
         return text
 
