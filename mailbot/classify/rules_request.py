@@ -60,6 +60,9 @@ def incomplete_request(mail: Mail, ctx: RuleContext) -> Finding | None:
                                     "described", threshold, below=0.0)
                    if learned_models is not None and threshold is not None else None)
         unsure = learned[1] if learned is not None and learned[0] is not None else None
+        if unsure and any(rule.match(facts.request_windows, facts.request_joined)
+                          for rule in compiled.scope):
+            unsure = None  # it names the work it asks for, out of scope as that may be
         if (vague or unsure) and not compiled.description_faults.search(
                 compiled.description_fault_exceptions.blank_out(facts.request_joined)):
             described, detail = False, f" ({unsure or f'vague: {vague}'})"

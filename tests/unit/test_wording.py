@@ -599,3 +599,56 @@ def test_trouble_named_only_vaguely_describes_nothing() -> None:
     d = decided(plain("Vážení, v poslední době se objevily jisté potíže: měsíční uzávěrka "
                       "hlásí chybu 52 a mzdy nejdou uzavřít. Licence 3141-5926", "Docházka"))
     assert d.kind.value == "ticket", d.reasons
+
+
+def test_hours_getting_across_to_payroll_by_themselves_is_an_export() -> None:
+    """A link between the two systems asked for without the word "export": the hours should
+    reach the payroll office automatically. Said briefly, so the learned "is anything
+    described" opinion may doubt it; naming the work asked for is a description."""
+    for body in (
+        "Hi, the group's payroll now runs on Sage and they would like our canteen hours to "
+        "get across to them automatically each month rather than on a spreadsheet. Could you "
+        "set up the link between your system and theirs? Licence 3141-5926",
+        "Dobrý den, mzdová účetní by chtěla, aby jí odpracované hodiny chodily do mzdového "
+        "programu automaticky, bez tabulky v e-mailu. Zařídíte nám to? Licence 3141-5926",
+    ):
+        d = decided(plain(body, "Hodiny"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "data_export"), (body, d.reasons)
+    # A link that exists and stopped is a fault.
+    d = decided(plain("Dobrý den, hodiny do mzdového programu chodily automaticky, od "
+                      "listopadu se nepřenáší nic. Licence 3141-5926", "Hodiny"))
+    assert d.kind.value == "ticket", d.reasons
+
+
+def test_a_function_added_to_the_terminal_for_a_price_is_development() -> None:
+    """Something added to the program or terminal, with an offer or price asked for."""
+    for body in (
+        "Dobrý deň, viete nám do programu dorobiť, aby vedúca dostala SMS, keď sa niekto "
+        "z rannej zmeny do siedmej neprípne? Koľko by to stálo? Licencia 3141-5926",
+        "Hello, could you add meal ordering to the terminal for us so that staff can book "
+        "lunch with their card, and what would it cost? Licence 3141-5926",
+    ):
+        d = by_rules(plain(body, "Nová funkce"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "custom_development"), (
+            body, d.reasons)
+    # A price for more licences or another terminal is a question for the vendor's sales,
+    # not development, and asked in support it stays a ticket.
+    d = by_rules(plain("Dobrý den, kolik by stálo přidat do systému další terminál na "
+                       "vrátnici? Licence 3141-5926", "Terminál"))
+    assert d.kind.value == "ticket", d.reasons
+
+
+def test_clock_ins_with_a_wrong_date_are_no_outage() -> None:
+    """Nobody shows up in the month because the terminal stamps a wrong date: wrong results."""
+    for body in (
+        "Dobrý den, po výměně baterie terminál píše rok 2000 a pípnutí chodí s tímto datem, "
+        "takže v prosinci v docházce nikoho nevidíme. Licence 3141-5926",
+        "Hello, since the battery swap the terminal thinks it is the year 2000, so clock-ins "
+        "arrive with the wrong date and nobody appears in this month. Licence 3141-5926",
+    ):
+        d = decided(plain(body, "Datum"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
+    # Nobody able to clock in at all stays an emergency.
+    d = decided(plain("Dobrý den, od rána nikdo nemůže pípnout, terminál po výměně baterie "
+                      "nereaguje na žádnou kartu. Licence 3141-5926", "Terminál"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), d.reasons
