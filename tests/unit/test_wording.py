@@ -652,3 +652,29 @@ def test_clock_ins_with_a_wrong_date_are_no_outage() -> None:
     d = decided(plain("Dobrý den, od rána nikdo nemůže pípnout, terminál po výměně baterie "
                       "nereaguje na žádnou kartu. Licence 3141-5926", "Terminál"))
     assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), d.reasons
+
+
+def test_an_outage_brought_back_and_running_normally_since_is_no_emergency() -> None:
+    """The server went down once and has been running normally since: asked about the cause."""
+    d = decided(plain("Hello, on Monday our attendance server went down for half an hour and "
+                      "nobody could clock in. IT brought it back with a restart and it has been "
+                      "running normally since. What could have caused it? Licence 3141-5926",
+                      "Outage on Monday"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
+    d = decided(plain("Hello, our attendance server went down this morning and nobody can "
+                      "clock in. Licence 3141-5926", "Server down"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), d.reasons
+
+
+def test_a_call_back_about_a_problem_never_named_is_incomplete() -> None:
+    """Slovak "spätné zavolanie" (a call back) is no "špatně" (wrong): the mail names no fault."""
+    for body in ("Dobrý deň, prosím o spätné zavolanie ohľadom problému s dochádzkou, ešte "
+                 "dnes. Licenčné číslo 3141-5926",
+                 "Dobrý den, prosím o zavolání kvůli problému s docházkou, nejlépe dopoledne. "
+                 "Licence 3141-5926"):
+        d = decided(plain(body, "Zavolanie"))
+        assert d.kind.value == "reject_incomplete" and "description" in d.missing, (
+            body, d.reasons)
+    d = decided(plain("Dobrý deň, prosím o spätné zavolanie, terminál pri vrátnici od rána "
+                      "hlási chybu 41 a nezapisuje príchody. Licenčné číslo 3141-5926", "Terminál"))
+    assert d.kind.value == "ticket", d.reasons
