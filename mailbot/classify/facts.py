@@ -358,6 +358,17 @@ class MailFacts:
         return "\n".join(self.request_sentences)
 
     @_once
+    def scope_hit(self) -> tuple[str, str] | None:
+        """The first out-of-scope phrase rule that hits in the request: its reason and the
+        evidence; None when none does."""
+        windows, joined = self.request_windows, self.request_joined
+        for compiled in self.compiled.scope:
+            hit = compiled.match(windows, joined)
+            if hit:
+                return compiled.rule.reason, hit
+        return None
+
+    @_once
     def forwarded_sentences(self) -> tuple[str, ...]:
         return self._said(sentences(self.forwarded_own))
 

@@ -60,8 +60,7 @@ def incomplete_request(mail: Mail, ctx: RuleContext) -> Finding | None:
                                     "described", threshold, below=0.0)
                    if learned_models is not None and threshold is not None else None)
         unsure = learned[1] if learned is not None and learned[0] is not None else None
-        if unsure and any(rule.match(facts.request_windows, facts.request_joined)
-                          for rule in compiled.scope):
+        if unsure and facts.scope_hit is not None:
             unsure = None  # it names the work it asks for, out of scope as that may be
         if (vague or unsure) and not compiled.description_faults.search(
                 compiled.description_fault_exceptions.blank_out(facts.request_joined)):
@@ -104,18 +103,16 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
     model = ctx.settings.model
     learned_models = model.learned_models
     scope_model = learned_models.scope if learned_models else None
-    for compiled in facts.compiled.scope:
-        hit = compiled.match(windows, joined)
-        if hit:
-            reason = compiled.rule.reason
-            overrule = model.learned_overrule_in_scope
-            if scope_model is not None and overrule is not None:
-                p_in = scope_model.probabilities(facts.request_features)["in_scope"]
-                if p_in >= overrule:  # an export or training named in passing
-                    return Finding(None, f"{reason}: {hit}, overruled by learned in_scope "
-                                         f"{p_in:.3f}")
-            return Finding(DecisionKind.REJECT_SCOPE, f"{reason}: {hit}", scope_reason=reason,
-                           flags=NEW_REQUEST)
+    if facts.scope_hit is not None:
+        reason, hit = facts.scope_hit
+        overrule = model.learned_overrule_in_scope
+        if scope_model is not None and overrule is not None:
+            p_in = scope_model.probabilities(facts.request_features)["in_scope"]
+            if p_in >= overrule:  # an export or training named in passing
+                return Finding(None, f"{reason}: {hit}, overruled by learned in_scope "
+                                     f"{p_in:.3f}")
+        return Finding(DecisionKind.REJECT_SCOPE, f"{reason}: {hit}", scope_reason=reason,
+                       flags=NEW_REQUEST)
     threshold, agreed = model.learned_scope_threshold, model.learned_scope_with_anchors
     learned = _learned_opinion(scope_model, facts.request_features, "in_scope",
                                min(threshold, agreed if agreed is not None else threshold),

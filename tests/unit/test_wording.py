@@ -603,8 +603,7 @@ def test_trouble_named_only_vaguely_describes_nothing() -> None:
 
 def test_hours_getting_across_to_payroll_by_themselves_is_an_export() -> None:
     """A link between the two systems asked for without the word "export": the hours should
-    reach the payroll office automatically. Said briefly, so the learned "is anything
-    described" opinion may doubt it; naming the work asked for is a description."""
+    reach the payroll office automatically ("could you set up" is no export set up before)."""
     for body in (
         "Hi, the group's payroll now runs on Sage and they would like our canteen hours to "
         "get across to them automatically each month rather than on a spreadsheet. Could you "
@@ -678,3 +677,21 @@ def test_a_call_back_about_a_problem_never_named_is_incomplete() -> None:
     d = decided(plain("Dobrý deň, prosím o spätné zavolanie, terminál pri vrátnici od rána "
                       "hlási chybu 41 a nezapisuje príchody. Licenčné číslo 3141-5926", "Terminál"))
     assert d.kind.value == "ticket", d.reasons
+
+
+def test_naming_the_out_of_scope_work_asked_for_is_a_description() -> None:
+    """Where the learned model doubts that a short request describes anything, a phrase rule
+    of scope that hits names the work asked for: the request is out of scope, not incomplete."""
+    for body in (
+        "Hi, our payroll is now run by the group office and they have asked that the team's "
+        "hours reach them automatically every two weeks instead of a spreadsheet from me. "
+        "Could you set up that link between your system and theirs? Licence 3141-5926",
+        "Hello, the head office has asked that our hours get across to their payroll every "
+        "fortnight by themselves. Would you set that up for us? Licence 3141-5926",
+    ):
+        d = decided(plain(body, "Hours"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "data_export"), (body, d.reasons)
+    # The same doubt with no work named leaves the request without a description.
+    d = decided(plain("Hello, the head office has asked that someone from your side reach me "
+                      "every two weeks. Licence 3141-5926", "Hours"))
+    assert d.kind.value == "reject_incomplete" and "description" in d.missing, d.reasons
