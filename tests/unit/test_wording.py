@@ -458,6 +458,16 @@ def test_not_one_terminal_running_across_the_plant_is_an_emergency() -> None:
     d = decided(plain("Terminál u vrátnice od rána nejede, ostatní terminály fungují. "
                       "Licence 3141-5926", "Terminál"))
     assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
+    # One new PC that cannot reach the database, the other client PCs (named with words
+    # between) fine, is not either.
+    for body in ("Na skladě jsme dali nový počítač a ten se nemůže připojit k databázi, "
+                 "ostatní klientské PC (celkem dvanáct) fungují. Licence 3141-5926",
+                 "Nový notebook sa nevie pripojiť k databáze, ostatné klientske PC v "
+                 "mzdovej účtárni fungujú. Licenčné číslo 3141-5926",
+                 "The new laptop cannot connect to the database; the other office PCs all "
+                 "work. License 3141-5926"):
+        d = decided(plain(body, "Databáze"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
 
 
 def test_fine_is_not_the_pohoda_program_and_another_question_is_no_training() -> None:
