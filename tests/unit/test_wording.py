@@ -705,3 +705,29 @@ def test_naming_the_out_of_scope_work_asked_for_is_a_description() -> None:
     d = decided(plain("Hello, the head office has asked that someone from your side reach me "
                       "every two weeks. Licence 3141-5926", "Hours"))
     assert d.kind.value == "reject_incomplete" and "description" in d.missing, d.reasons
+
+
+def test_the_whole_system_to_set_up_in_any_case_and_one_new_cost_centre() -> None:
+    """"Nastavení celého systému" (the whole system, genitive) asked of the vendor is
+    configuring the whole system, as "celý systém" is; one new cost centre ("nové
+    středisko") the customer creates, with its people moved into it, is an everyday change
+    (by the rules alone)."""
+    for body in (
+        "Dobrý den, program nám nainstalovali v létě, ale dosud nikdo nic nenastavil. Žádáme "
+        "o nastavení celého systému, tedy směn, svátků a přístupů, abychom od března "
+        "mohli začít. Licence 3141-5926",
+        "Dobrý deň, prosíme vás o nastavenie celého systému pre náš obecný úrad, sami na "
+        "to nemáme ľudí. Licenčné číslo 3141-5926",
+    ):
+        d = by_rules(plain(body, "Nastavení"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "global_configuration"), (
+            body, d.reasons)
+    for body in (
+        "Dobrý den, od ledna potřebujeme založit nové středisko Sklad B a převést do něj "
+        "osm lidí tak, aby prosinec zůstal na starém. Přepíše se změnou střediska i historie? "
+        "Licence 3141-5926",
+        "Dobrý deň, chceme založiť nové stredisko Expedícia a presunúť doň šesť ľudí od "
+        "januára. Zmení sa tým aj spätne dochádzka za december? Licenčné číslo 3141-5926",
+    ):
+        d = by_rules(plain(body, "Středisko"))
+        assert d.kind.value == "ticket", (body, d.reasons)
