@@ -24,9 +24,6 @@ from datetime import datetime, timezone
 from email.message import Message
 from typing import Any, NamedTuple
 
-import mailparser
-import mailparser.utils
-
 from mailbot.domain import Attachment, Mail
 from mailbot.errors import ParseError
 from mailbot.ingest.charsets import codec_for, decode_bytes
@@ -74,6 +71,8 @@ def _date(value: str | None) -> datetime | None:
         parsed = None
     if parsed is None or parsed.tzinfo is None:
         try:
+            import mailparser.utils  # the fallback's library, loaded when first needed
+
             parsed = mailparser.utils.convert_mail_date(value)[0]
         except Exception:  # mail-parser raises ValueError, but it is a third-party fallback
             pass
@@ -581,7 +580,10 @@ def _base64_size(run: str) -> int | None:
 
 
 def _rescue(data: bytes, cause: BaseException) -> Mail:
-    """Build a Mail from mail-parser when the stdlib path failed on hostile input."""
+    """Build a Mail from mail-parser when the stdlib path failed on hostile input (the
+    library is loaded here, when first needed: a decision process rarely needs it)."""
+    import mailparser
+
     parsed = mailparser.parse_from_bytes(data)
     hints: list[str] = []
     # mail-parser has decoded the values already: headers that must stay raw are left out.

@@ -731,3 +731,28 @@ def test_the_whole_system_to_set_up_in_any_case_and_one_new_cost_centre() -> Non
     ):
         d = by_rules(plain(body, "Středisko"))
         assert d.kind.value == "ticket", (body, d.reasons)
+
+
+def test_we_no_longer_want_the_news_and_it_works_as_the_others_do() -> None:
+    """"Už nechceme dostávat …" (we) and "vyřaďte adresu … z rozesílky" ask to stop the
+    newsletter, with a license in the signature too; "that one works, as do all the other
+    terminals" says only one terminal is down (by the rules alone)."""
+    for body in (
+        "Dobrý den, už nechceme dostávat vaše novinky a pozvánky, děkujeme.\n\nPetr Malý\n"
+        "licence 3141-5926",
+        "Dobrý deň, vyraďte prosím adresu recepcia@penzion.example z vašej rozposielky. "
+        "Licenčné číslo 3141-5926",
+        "Hello, we no longer want your newsletter at this address. License 3141-5926",
+    ):
+        d = by_rules(plain(body, "Novinky"))
+        assert d.kind.value == "unsubscribe", (body, d.reasons)
+    for body in (
+        "Terminál ve skladu od rána hlásí Server nedostupný a lidé se na něm nemohou "
+        "zaznamenat; terminál na vrátnici funguje, stejně jako všechny ostatní terminály "
+        "v areálu. Licence 3141-5926",
+        "Since six the server is unavailable on the reader in hall B, so people cannot "
+        "clock in there; the one at the gate works, as do all the other readers. "
+        "License 3141-5926",
+    ):
+        d = by_rules(plain(body, "Terminál"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
