@@ -210,6 +210,7 @@ class _Compiled:
         self.scope_signals = phrase_set(model.scope_signals) if model.scope_signals else None
         self.not_emergency = phrase_set(settings.not_emergency_phrases)
         self.elsewhere = phrase_set(settings.elsewhere_phrases)
+        self.nowhere = phrase_set(settings.nowhere_phrases)
         self.resolved = phrase_set(settings.resolved_phrases)
         self.ongoing = phrase_set(settings.ongoing_phrases)
         self.no_description = phrase_set(settings.no_description_phrases)

@@ -169,20 +169,20 @@ class PhraseSet:
                 return self.phrases[i]
         return None
 
-    def blank_out(self, text: str) -> str:
-        """`text` with every occurrence of each phrase replaced by a space, phrase by
-        phrase in list order (a phrase whose literal is missing cannot change it).
+    def blank_out(self, text: str, by: str = " ") -> str:
+        """`text` with every occurrence of each phrase replaced by `by` (a space), phrase
+        by phrase in list order (a phrase whose literal is missing cannot change it).
 
         Until a phrase changes the text only the candidates of the text can; after that, a
         blank may have brought words together, so every later phrase is tried."""
         literals = self._literals
         for i in self._candidates(text):
             if literals[i] in text:
-                text, changed = self._pattern(i).subn(" ", text)
+                text, changed = self._pattern(i).subn(by, text)
                 if changed:
                     for k in range(i + 1, len(literals)):
                         if literals[k] in text:
-                            text = self._pattern(k).sub(" ", text)
+                            text = self._pattern(k).sub(by, text)
                     return text
         return text
 

@@ -57,7 +57,7 @@ def incomplete_request(mail: Mail, ctx: RuleContext) -> Finding | None:
         compiled = facts.compiled
         vague = compiled.vague_trouble.first(facts.request_joined)
         learned = (_learned_opinion(learned_models.description, facts.request_features,
-                                    "described", threshold, below=0.0)
+                                    "described", threshold, below=0.0, one_word=False)
                    if learned_models is not None and threshold is not None else None)
         unsure = learned[1] if learned is not None and learned[0] is not None else None
         if unsure and facts.scope_hit is not None:
@@ -145,11 +145,15 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
 
 
 def _learned_opinion(model: LinearModel | None, feats: tuple[str, ...], against: str,
-                     threshold: float, below: float) -> tuple[str | None, str, float] | None:
+                     threshold: float, below: float, *, one_word: bool = True
+                     ) -> tuple[str | None, str, float] | None:
     """What a learned model is sure of: (its best label other than `against`, the detail,
     that side's probability) when that probability is `threshold` or more, (None, the
     detail, it) when it is `below` or less; None when it is not sure (or there is no
-    model)."""
+    model). Without `one_word`, a label that one word carries is not sure: without the word
+    that favours it most, its side must still reach `threshold`. (One word can name a
+    topic, "školení"; none shows that a mail describes nothing: a bigram that a few short
+    training mails shared, "který odchází", must not decide that alone.)"""
     if model is None or not feats:
         return None
     p = model.probabilities(feats)
@@ -157,7 +161,13 @@ def _learned_opinion(model: LinearModel | None, feats: tuple[str, ...], against:
     p_other = 1.0 - p[against]
     if p_other >= threshold:
         top = max(others, key=lambda label: (p[label], label))
-        lifts = ", ".join(f"{f} +{w:.2f}" for f, w in model.explain(feats, top))
+        explained = model.explain(feats, top)
+        if explained and not one_word:
+            strongest = explained[0][0]
+            rest = model.probabilities([f for f in feats if f != strongest])
+            if 1.0 - rest[against] < threshold:
+                return None
+        lifts = ", ".join(f"{f} +{w:.2f}" for f, w in explained)
         return top, f"learned {top} {p_other:.2f} (vs {against}): {lifts}", p_other
     if p_other <= below:
         return None, f"learned {against} {p[against]:.2f}", p_other
@@ -188,12 +198,17 @@ def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
     if facts.outage_over:
         return None
     text, joined = facts.request_sentences, facts.request_joined
+    own, forwarded = facts.own_sentences, facts.forwarded_sentences
+    own_joined = facts.own_joined
+    nowhere = facts.compiled.nowhere
+    if nowhere.search(joined):  # "ani na jednom počítači" is nowhere, not on one computer
+        text, own, forwarded = (tuple(nowhere.blank_out(s, " nikde ") for s in part)
+                                for part in (text, own, forwarded))
+        joined, own_joined = "\n".join(text), "\n".join(own)
     not_emergency, elsewhere = facts.compiled.not_emergency, facts.compiled.elsewhere
     found = not_emergency.occurring(joined)  # only these can occur in a sentence
     if found and any(not_emergency.first_of(elsewhere.blank_out(s), found) for s in text):
         return None
-    own, forwarded = facts.own_sentences, facts.forwarded_sentences
-    own_joined = facts.own_joined
     for compiled in facts.compiled.emergency:
         hit = compiled.match(own, own_joined)
         if not hit and forwarded:

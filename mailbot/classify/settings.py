@@ -195,6 +195,9 @@ class ClassifyConfig(BaseModel):
     # What lies outside the product ("the network and the other systems work"): blanked out
     # before looking for not_emergency_phrases, which speak of a part of the product.
     elsewhere_phrases: tuple[str, ...] = ()
+    # Not on a single one ("nejde spustit ani na jednom počítači"): read as "nikde"
+    # (nowhere) by the emergency rules, so it is not taken for "na jednom počítači" (on one).
+    nowhere_phrases: tuple[str, ...] = ()
     # The sender's own words that an outage is over ("that is solved now", "since the
     # restart it runs"), told of in their own text or in a mail they forward.
     resolved_phrases: tuple[str, ...] = ()
@@ -243,6 +246,7 @@ class ClassifyConfig(BaseModel):
         "license_distractors",
         "not_emergency_phrases",
         "elsewhere_phrases",
+        "nowhere_phrases",
         "resolved_phrases",
         "ongoing_phrases",
         "auto_subject_phrases",

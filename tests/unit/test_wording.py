@@ -756,3 +756,22 @@ def test_we_no_longer_want_the_news_and_it_works_as_the_others_do() -> None:
     ):
         d = by_rules(plain(body, "Terminál"))
         assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
+
+
+def test_not_on_a_single_computer_is_everywhere() -> None:
+    """"Nejde spustit ani na jednom počítači" (on not a single computer) is the program down
+    everywhere, not "na jednom počítači" (on one computer), which stays a normal ticket (by
+    the rules alone)."""
+    for body in (
+        "Dobrý den, od rána nejde program docházky spustit ani na jednom počítači, hned po "
+        "startu spadne s chybou databáze. Licence 3141-5926",
+        "Dobrý deň, program sa nedá spustiť ani na jednom počítači v kancelárii, hneď pri "
+        "spustení padne. Licenčné číslo 3141-5926",
+        "Hello, since this morning the program will not start, not on a single computer in "
+        "the office; it crashes right after start. License 3141-5926",
+    ):
+        d = by_rules(plain(body, "Program"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), (body, d.reasons)
+    d = by_rules(plain("Dobrý den, od rána nejde program docházky spustit na jednom počítači "
+                       "v účtárně, hned po startu spadne. Licence 3141-5926", "Program"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
