@@ -559,20 +559,36 @@ def split_body(text: str, subject: str = "", limit: int = QUOTE_SCAN_CHARS,
     )
 
 
-def forwarded_message_text(text: str, limit: int = QUOTE_SCAN_CHARS) -> str:
+FORWARD_DEPTH = 5
+"""Forwards of forwards read as the customer's text: "FW: FW: …" chains this deep."""
+
+
+def forwarded_message_text(text: str, limit: int = QUOTE_SCAN_CHARS, depth: int = 1) -> str:
     """The own text of a forwarded message: its leading separator and header lines
     ("---------- Forwarded message ---------", "From:", "Od:", "Date:" …) skipped, then its
-    quotes and signature cut as for any body (the first `limit` characters are split)."""
+    quotes and signature cut as for any body (the first `limit` characters are split). A
+    message that was itself a forward (its "Subject:"/"Předmět:" line "FW: …") forwards
+    the mail below it, whose own text follows (up to `FORWARD_DEPTH` levels)."""
     lines = text[: limit + 8192].replace("\r\n", "\n").replace("\r", "\n").split("\n")
     start = 0
+    subject = ""
     for i, line in enumerate(lines[:40]):  # a header block is short
         f = fold(line)
         if (not f or _HEADER_FIRST.match(f) or _HEADER_NEXT.match(f) or _SEPARATOR.match(f)
                 or _FORWARD_START.match(f)):
+            if _SUBJECT_LINE.match(f):
+                subject = f.split(":", 1)[1]
             start = i + 1
             continue
         break
-    return split_body("\n".join(lines[start:]), "", limit).own
+    parts = split_body("\n".join(lines[start:]), subject, limit)
+    if parts.forwarded and subject and depth < FORWARD_DEPTH:
+        inner = forwarded_message_text(parts.forwarded, limit, depth + 1)
+        return f"{parts.own}\n\n{inner}".strip() if inner else parts.own
+    return parts.own
+
+
+_SUBJECT_LINE = re.compile(r"^(subject|predmet|betreff)\s*:")
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n\s*\n|\n(?=\s*[-*•])")

@@ -775,3 +775,28 @@ def test_not_on_a_single_computer_is_everywhere() -> None:
     d = by_rules(plain("Dobrý den, od rána nejde program docházky spustit na jednom počítači "
                        "v účtárně, hned po startu spadne. Licence 3141-5926", "Program"))
     assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
+
+
+OUTLOOK_FORWARD = ("\n\n________________________________\nOd: {sender}\nOdesláno: úterý 24. listopadu "
+                   "2026 6:48\nKomu: Ivana Kratochvílová <kratochvilova@mlekarna.example>\n"
+                   "Předmět: {subject}\n\n{text}\n")
+
+
+def test_an_outage_at_the_bottom_of_a_forward_chain_is_the_customers() -> None:
+    """"FW: FW: …": the customer forwards a colleague's forward of the report below it;
+    each forwarded message counts as the customer's text, the one at the bottom too (the
+    outage there makes the emergency). The same chain as a reply ("RE:") is quoted history."""
+    report = ("Od rána se na terminálech nikdo nemůže přihlásit, služba ACS Server po "
+              "nočních aktualizacích nenaběhne. Licence 3141-5926")
+    middle = "Řešte to prosím s dodavatelem, výroba stojí." + OUTLOOK_FORWARD.format(
+        sender="Radek Suchý <suchy@mlekarna.example>", subject="ACS nejede", text=report)
+    body = "Dobrý den, posílám níže, prosím o pomoc." + OUTLOOK_FORWARD.format(
+        sender="Jan Kovář <kovar@mlekarna.example>", subject="FW: ACS nejede", text=middle)
+    d = by_rules(plain(body, "FW: FW: ACS nejede"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), d.reasons
+    replied = "Dobrý den, jak to vypadá?" + OUTLOOK_FORWARD.format(
+        sender="Jan Kovář <kovar@mlekarna.example>", subject="RE: ACS nejede",
+        text="Díky, podíváme se." + OUTLOOK_FORWARD.format(
+            sender="Radek Suchý <suchy@mlekarna.example>", subject="ACS nejede", text=report))
+    d = by_rules(plain(replied, "RE: RE: ACS nejede"))
+    assert d.priority != Priority.EMERGENCY, d.reasons
