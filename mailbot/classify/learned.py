@@ -220,24 +220,30 @@ def train(examples: Sequence[tuple[Sequence[str], str]], labels: Sequence[str], 
     bias = [0.0] * k
     order = list(range(len(kept)))
     rnd = random.Random(seed)
+    labels_k = range(k)
+    shrink = 1 - rate * decay  # (the same values the update computed element by element)
+    get = weights.get
     for _ in range(epochs):
         rnd.shuffle(order)
         for n in order:
             feats, y = kept[n]
             scores = list(bias)
             for f in feats:
-                w = weights.get(f)
+                w = get(f)
                 if w is not None:
-                    for i in range(k):
+                    for i in labels_k:
                         scores[i] += w[i]
             grad = [(p - (1.0 if i == y else 0.0)) * class_weight[y]
                     for i, p in enumerate(_softmax(scores))]
-            for i in range(k):
+            step = [rate * g for g in grad]
+            for i in labels_k:
                 bias[i] -= rate * 0.1 * grad[i]
             for f in feats:
-                w = weights.setdefault(f, [0.0] * k)
-                for i in range(k):
-                    w[i] = w[i] * (1 - rate * decay) - rate * grad[i]
+                w = get(f)
+                if w is None:
+                    w = weights[f] = [0.0] * k
+                for i in labels_k:
+                    w[i] = w[i] * shrink - step[i]
     return LinearModel(labels, tuple(bias),
                        {f: tuple(w) for f, w in sorted(weights.items())
                         if any(round(x, _DIGITS) for x in w)})
