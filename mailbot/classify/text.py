@@ -218,6 +218,7 @@ _HEADER_FIRST_WORDS = ("from", "od", "von", "de")
 _HEADER_NEXT = re.compile(
     r"^(sent|odeslano|odoslane|gesendet|date|datum|to|komu|an|cc|kopie|subject|predmet|betreff)\s*:"
 )
+_SUBJECT_LINE = re.compile(r"^(subject|predmet|betreff)\s*:")
 _FORWARD_WORDS = re.compile(r"forward|preposl|weitergeleit|fwd")
 _FORWARD_SUBJECT = re.compile(
     r"^\s*+(?:(?:re|aw|odp|sv|vs|antw)\s*+:\s*+)*+(?:fw|fwd|wg|tr|pr|preposlat)\s*+:"
@@ -586,9 +587,6 @@ def forwarded_message_text(text: str, limit: int = QUOTE_SCAN_CHARS, depth: int 
         inner = forwarded_message_text(parts.forwarded, limit, depth + 1)
         return f"{parts.own}\n\n{inner}".strip() if inner else parts.own
     return parts.own
-
-
-_SUBJECT_LINE = re.compile(r"^(subject|predmet|betreff)\s*:")
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n\s*\n|\n(?=\s*[-*•])")
