@@ -330,9 +330,14 @@ class MailFacts:
     @_once
     def outage_over(self) -> bool:
         """Whether the sender's own words say an outage is over ("a restart fixed it, since
-        then it runs") and none says it still goes on: tense, not the words of the outage."""
+        then it runs") and none says it still goes on: tense, not the words of the outage.
+        A phrase is looked for within a sentence ("the morning shift is already here.
+        The server runs" says nothing is over)."""
         compiled, own = self.compiled, self.own_joined
-        return compiled.resolved.search(own) and not compiled.ongoing.search(own)
+        resolved = compiled.resolved
+        found = resolved.occurring(own)  # only these can occur in a sentence
+        return (bool(found) and any(resolved.first_of(s, found) for s in self.own_sentences)
+                and not compiled.ongoing.search(own))
 
     @_once
     def own_describes(self) -> bool:

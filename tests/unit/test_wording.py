@@ -817,3 +817,21 @@ def test_an_introduction_with_nothing_to_solve_describes_nothing() -> None:
                           "jen se od pondělí nezapisují nepřítomnosti z portálu")
     d = decided(plain(fault, "Nový kontakt"))
     assert "description" not in d.missing, d.reasons
+
+
+def test_already_here_then_the_server_runs_is_no_outage_over() -> None:
+    """"The morning shift is already here. The server runs, but every terminal is offline":
+    "už … běží" (it runs again) spans two sentences there, and says nothing is over; within
+    one sentence it does. And "abyste mi už nezasílali novinky" asks to stop the newsletter
+    (by the rules alone)."""
+    body = ("Dobrý den, od rána jsou všechny terminály offline, lidé se nemohou zapsat a ranní "
+            "směna už přišla. Server běží, služba je spuštěná. Licence 3141-5926")
+    d = by_rules(plain(body, "Terminály"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.EMERGENCY), d.reasons
+    over = ("Dobrý den, ráno byly všechny terminály offline, po restartu už zase běží. Prosím "
+            "o vysvětlení, co se stalo. Licence 3141-5926")
+    d = by_rules(plain(over, "Terminály"))
+    assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
+    d = by_rules(plain("Dobrý den, chtěla bych Vás požádat, abyste mi už nezasílali ty měsíční "
+                       "novinky. Děkuji.\nJana Malá\nlicence: 3141-5926", "Prosba"))
+    assert d.kind.value == "unsubscribe", d.reasons
