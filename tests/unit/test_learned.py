@@ -250,3 +250,21 @@ def test_the_model_file_keeps_the_description_model() -> None:
     wrong = trained.dumps().replace('"no_description"', '"nothing"')
     with pytest.raises(ValueError, match="description.labels"):
         TrainedModel.loads(wrong)
+
+
+def test_an_introduction_with_nothing_to_solve_names_no_fault() -> None:
+    """A new administrator introducing himself ("in my absence my colleague stands in",
+    "nothing specific to solve for now") names no fault: where the description model is sure
+    it describes nothing, his "ne-" words ("nepřítomnosti", "neřešíme") do not stand for one
+    (`description_fault_exceptions`). A fault of the absences ("nezapisují se") still does."""
+    intro = ("Dobrý den, dovolte, abych se představil: od prosince vedu oddělení IT po paní "
+             "Malé. Budu vaší kontaktní osobou pro docházku, v mé nepřítomnosti mě zastupuje "
+             "kolega Novák. Do budoucna plánujeme nový server, zatím ale nic konkrétního "
+             "neřešíme.")
+    model = words_model(("predstavil", "kontaktni"), ("described", "no_description"))
+    sure = with_trained(TrainedModel(None, None, (), model), learned_no_description=0.95)
+    d = request(intro, sure, "Nový kontakt")
+    assert (d.kind.value, d.missing) == ("reject_incomplete", ("description",)), d.hits
+    fault = intro.replace("zatím ale nic konkrétního neřešíme",
+                          "jen se od pondělí nezapisují nepřítomnosti z portálu")
+    assert request(fault, sure, "Nový kontakt").kind.value == "ticket"
