@@ -818,3 +818,18 @@ def test_already_here_then_the_server_runs_is_no_outage_over() -> None:
     d = by_rules(plain("Dobrý den, chtěla bych Vás požádat, abyste mi už nezasílali ty měsíční "
                        "novinky. Děkuji.\nJana Malá\nlicence: 3141-5926", "Prosba"))
     assert d.kind.value == "unsubscribe", d.reasons
+
+
+def test_the_other_terminals_named_with_words_between_still_run() -> None:
+    """"Ostatní terminály (dílna, kravín) jedou normálně": the other terminals, named with
+    their places between, run, so one terminal that nobody's clock-ins reach is no emergency
+    (by the rules alone)."""
+    for body in (
+        "Terminál u sušárny od večera jen synchronizuje, lidé se pípnou, ale v přehledu je od "
+        "18:00 nikdo. Ostatní terminály (dílna, kravín, vrátnice) jedou normálně. "
+        "Licence 3141-5926",
+        "Terminál pri sklade od rána nič neposiela, v prehľade nie je nikto. Ostatné "
+        "terminály na dvore a v dielni idú. Licenčné číslo 3141-5926",
+    ):
+        d = by_rules(plain(body, "Terminál"))
+        assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
