@@ -334,9 +334,7 @@ class MailFacts:
         A phrase is looked for within a sentence ("the morning shift is already here.
         The server runs" says nothing is over)."""
         compiled, own = self.compiled, self.own_joined
-        resolved = compiled.resolved
-        found = resolved.occurring(own)  # only these can occur in a sentence
-        return (bool(found) and any(resolved.first_of(s, found) for s in self.own_sentences)
+        return (compiled.resolved.in_a_sentence(self.own_sentences, own) is not None
                 and not compiled.ongoing.search(own))
 
     @_once

@@ -169,6 +169,18 @@ class PhraseSet:
                 return self.phrases[i]
         return None
 
+    def in_a_sentence(self, sentences: Iterable[str], joined: str) -> str | None:
+        """The first phrase (in list order) that occurs within one of `sentences`, or None;
+        `joined` holds them joined by newlines (where every such phrase occurs too, so only
+        the phrases found there are tried, and `sentences` are not read when none is)."""
+        found = self.occurring(joined)
+        if found:
+            for sentence in sentences:
+                hit = self.first_of(sentence, found)
+                if hit:
+                    return hit
+        return None
+
     def blank_out(self, text: str, by: str = " ") -> str:
         """`text` with every occurrence of each phrase replaced by `by` (a space), phrase
         by phrase in list order (a phrase whose literal is missing cannot change it).

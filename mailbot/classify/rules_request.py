@@ -202,12 +202,13 @@ def emergency(mail: Mail, ctx: RuleContext) -> Finding | None:
     own_joined = facts.own_joined
     nowhere = facts.compiled.nowhere
     if nowhere.search(joined):  # "ani na jednom počítači" is nowhere, not on one computer
-        text, own, forwarded = (tuple(nowhere.blank_out(s, " nikde ") for s in part)
-                                for part in (text, own, forwarded))
+        own, forwarded = (tuple(nowhere.blank_out(s, " nikde ") for s in part)
+                          for part in (own, forwarded))
+        text = own + forwarded  # (the request's sentences are these two parts)
         joined, own_joined = "\n".join(text), "\n".join(own)
-    not_emergency, elsewhere = facts.compiled.not_emergency, facts.compiled.elsewhere
-    found = not_emergency.occurring(joined)  # only these can occur in a sentence
-    if found and any(not_emergency.first_of(elsewhere.blank_out(s), found) for s in text):
+    elsewhere = facts.compiled.elsewhere
+    if facts.compiled.not_emergency.in_a_sentence(
+            (elsewhere.blank_out(s) for s in text), joined) is not None:
         return None
     for compiled in facts.compiled.emergency:
         hit = compiled.match(own, own_joined)

@@ -15,6 +15,10 @@ from tests.unit.test_structure import CONFIG, NOW, REGISTRY, decided, plain
 
 FORWARD = "\n\n---------- Forwarded message ---------\nOd: {sender}\nDate: po 23. 11. 2026 7:05\n" \
           "Subject: {subject}\nTo: Ivana Kratochvílová <kratochvilova@mlekarna.example>\n\n{text}\n"
+# Outlook's forward (and reply) header block, its Czech field names and "Předmět" line
+OUTLOOK_FORWARD = ("\n\n________________________________\nOd: {sender}\nOdesláno: úterý 24. listopadu "
+                   "2026 6:48\nKomu: Ivana Kratochvílová <kratochvilova@mlekarna.example>\n"
+                   "Předmět: {subject}\n\n{text}\n")
 
 
 def by_rules(raw: bytes) -> Decision:
@@ -775,11 +779,6 @@ def test_not_on_a_single_computer_is_everywhere() -> None:
     d = by_rules(plain("Dobrý den, od rána nejde program docházky spustit na jednom počítači "
                        "v účtárně, hned po startu spadne. Licence 3141-5926", "Program"))
     assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), d.reasons
-
-
-OUTLOOK_FORWARD = ("\n\n________________________________\nOd: {sender}\nOdesláno: úterý 24. listopadu "
-                   "2026 6:48\nKomu: Ivana Kratochvílová <kratochvilova@mlekarna.example>\n"
-                   "Předmět: {subject}\n\n{text}\n")
 
 
 def test_an_outage_at_the_bottom_of_a_forward_chain_is_the_customers() -> None:
