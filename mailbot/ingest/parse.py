@@ -40,6 +40,7 @@ from mailbot.ingest.headers import (
     header_text8,
     raw_header_text,
 )
+from mailbot.ingest.mime_split import parse_text
 from mailbot.ingest.reports import UNKNOWN, delivery_outcome, original_message_ids
 from mailbot.markup import MarkupSink, scan
 
@@ -47,7 +48,6 @@ __all__ = ["parse", "parse_with_tree", "html_to_text", "decode_bytes", "decode_w
 
 MAX_DEPTH = 100  # Postfix mime_nesting_limit; deeper parts are ignored
 ATTACHED_TEXT_LIMIT = 32 * 1024  # characters of attached messages' text kept for the rules
-_PARSER = email.parser.Parser(policy=email.policy.compat32)
 _HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 
@@ -260,8 +260,7 @@ def mime_tree(data: bytes, policy: email.policy.Policy = email.policy.compat32) 
     """The message tree ``BytesParser(policy=policy).parsebytes(data)`` gives, built as
     cheaply as `_split` builds it (the attachments of mail going on a ticket are read from
     it)."""
-    return _split(data, _PARSER if policy is email.policy.compat32
-                  else email.parser.Parser(policy=policy))[0]
+    return _split(data, policy)[0]
 
 
 def attachment_filename(part: Message, hints: Iterable[str]) -> str | None:
@@ -276,9 +275,11 @@ def declared_charsets(msg: Message) -> list[str]:
     return _charsets(_walk(msg, []))
 
 
-def _split(data: bytes, parser: email.parser.Parser = _PARSER) -> tuple[Message, set[int]]:
-    """The stdlib's compat32 parse of `data`, the same tree as ``BytesParser.parsebytes``
-    gives, without its line-by-line work on base64 bodies.
+def _split(data: bytes, policy: email.policy.Policy = email.policy.compat32
+           ) -> tuple[Message, set[int]]:
+    """The stdlib's parse of `data` (compat32 unless `policy` is given), the same tree as
+    ``BytesParser.parsebytes`` gives, without its line-by-line work on base64 bodies nor its
+    regex compile per boundary (:mod:`~mailbot.ingest.mime_split`).
 
     The feedparser reads a leaf body one line at a time (a 60 KB attachment: 800 lines), and
     looks at each line only to see whether it is a boundary (starts with ``--``), blank, or
@@ -301,9 +302,9 @@ def _split(data: bytes, parser: email.parser.Parser = _PARSER) -> tuple[Message,
         runs.append(match[1])
         pos = match.end(1)
     if not runs:
-        return parser.parsestr(text), set()
+        return parse_text(text, policy), set()
     pieces.append(text[pos:])
-    msg = parser.parsestr("".join(pieces))
+    msg = parse_text("".join(pieces), policy)
 
     def put_back(value: str) -> str:
         return _STAND_IN.sub(lambda m: runs[int(m[1])], value) if "\ue000" in value else value
