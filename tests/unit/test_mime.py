@@ -407,3 +407,49 @@ def test_clean_header_text_skips_the_table_for_printable_text(text: str) -> None
     if len(cleaned) > 80:
         cleaned = cleaned[:79].rstrip() + "…"
     assert clean_header_text(text, 80) == cleaned
+
+
+def test_compiled_templates_are_shared_per_environment(tmp_path: Path) -> None:
+    """A template compiled by one process is loaded by the next (the cache holds it), the
+    text and the HTML environment each get their own compiled code of the same file, and an
+    edited source is compiled again, not taken from the cache."""
+    cache = layout.TemplateCache(str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir(mode=0o700)
+    (tmp_path / "t.j2").write_text("<{{ v }}>", encoding="utf-8")
+
+    def environments() -> tuple[Any, Any]:
+        text_env, html_env = layout.template_environments(tmp_path)
+        text_env.bytecode_cache = html_env.bytecode_cache = cache
+        return text_env, html_env
+
+    text_env, html_env = environments()
+    assert text_env.get_template("t.j2").render(v="&") == "<&>"
+    assert html_env.get_template("t.j2").render(v="&") == "<&amp;>"
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # one per environment
+
+    text_env, html_env = environments()  # a new process: both loaded from the cache
+    loads: list[str] = []
+    original = cache.load_bytecode
+
+    def load(bucket: Any) -> None:
+        original(bucket)
+        loads.append("hit" if bucket.code is not None else "miss")
+
+    cache.load_bytecode = load  # type: ignore[method-assign]
+    assert html_env.get_template("t.j2").render(v="&") == "<&amp;>"
+    assert text_env.get_template("t.j2").render(v="&") == "<&>"
+    assert loads == ["hit", "hit"]
+
+    (tmp_path / "t.j2").write_text("[{{ v }}]", encoding="utf-8")
+    text_env, _ = environments()
+    assert text_env.get_template("t.j2").render(v="&") == "[&]"
+    assert loads[-1] == "miss"
+
+
+def test_an_unwritable_template_cache_is_no_error(tmp_path: Path) -> None:
+    """Where the cache cannot be written, templates compile as without one."""
+    cache = layout.TemplateCache(str(tmp_path / "missing"))
+    (tmp_path / "t.j2").write_text("{{ v }}", encoding="utf-8")
+    text_env, _ = layout.template_environments(tmp_path)
+    text_env.bytecode_cache = cache
+    assert text_env.get_template("t.j2").render(v="ok") == "ok"
