@@ -832,3 +832,21 @@ def test_the_other_terminals_named_with_words_between_still_run() -> None:
     ):
         d = by_rules(plain(body, "Terminál"))
         assert (d.kind.value, d.priority) == ("ticket", Priority.NORMAL), (body, d.reasons)
+
+
+def test_not_wishing_to_receive_the_newsletter_is_an_unsubscribe() -> None:
+    """"Nepřejeme si nadále dostávat Váš zpravodaj" (we do not wish to receive), said in
+    Czech, Slovak and English, asks to stop the newsletter; not wishing the program to
+    receive something is a request (by the rules alone)."""
+    for body in (
+        "Dobrý den, nepřeji si už dostávat vaše novinky na tuto adresu, v docházce je jinak "
+        "vše v pořádku. Děkuji, Eva Malá",
+        "Dobrý deň, neprajeme si ďalej dostávať váš zpravodaj o novinkách. S pozdravom "
+        "Ján Kráľ",
+        "Hello, we no longer wish to receive your newsletter at this address. Thank you.",
+    ):
+        d = by_rules(plain(body, "Zpravodaj"))
+        assert d.kind.value == "unsubscribe", (body, d.reasons)
+    d = by_rules(plain("Dobrý den, nepřejeme si, aby terminál na vrátnici dostával data ze "
+                       "skladu, jak to nastavit? Licence 3141-5926", "Terminál"))
+    assert d.kind.value == "ticket", d.reasons
