@@ -131,16 +131,51 @@ def decide_directory(directory: Path, config: Config, now: datetime,
 
 
 def cross_validate(directories: Sequence[Path], config: Config, now: datetime,
-                   unverified: Sequence[Path] = ()) -> list[tuple[Path, Score]]:
+                   unverified: Sequence[Path] = (), *, jobs: int = 1) -> list[tuple[Path, Score]]:
     """Each directory decided by models trained on all the others (leave one set out);
-    `unverified` directories are decided without staff verification (no A-R headers)."""
-    cache: dict[Path, DirectoryExamples] = {}
-    without_ar = {d.resolve() for d in unverified}
-    out = []
-    for held in directories:
-        others = [d for d in directories if d != held]
-        trained = train_model(others, config.classify, cache)
-        result, _, _ = decide_directory(held, with_model(config, trained), now,
-                                        verify_staff=held.resolve() not in without_ar)
-        out.append((held, result))
-    return out
+    `unverified` directories are decided without staff verification (no A-R headers).
+    `jobs` processes hold out a directory each at a time (the result is the same)."""
+    without_ar = frozenset(d.resolve() for d in unverified)
+    held_out = list(directories)
+    if jobs <= 1 or len(held_out) <= 1:
+        fold = _Folds(tuple(held_out), config, now, without_ar)
+        return [(held, fold(held)) for held in held_out]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(held_out)),
+                             mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_folds,
+                             initargs=(tuple(held_out), config, now, without_ar)) as pool:
+        return list(zip(held_out, pool.map(_fold, held_out)))
+
+
+class _Folds:
+    """Leave-one-set-out folds over `directories`, each directory's examples read once."""
+
+    def __init__(self, directories: tuple[Path, ...], config: Config, now: datetime,
+                 without_ar: frozenset[Path]) -> None:
+        self.directories, self.config, self.now = directories, config, now
+        self.without_ar = without_ar
+        self.cache: dict[Path, DirectoryExamples] = {}
+
+    def __call__(self, held: Path) -> Score:
+        others = [d for d in self.directories if d != held]
+        trained = train_model(others, self.config.classify, self.cache)
+        result, _, _ = decide_directory(held, with_model(self.config, trained), self.now,
+                                        verify_staff=held.resolve() not in self.without_ar)
+        return result
+
+
+_WORKER_FOLDS: _Folds | None = None
+
+
+def _start_folds(directories: tuple[Path, ...], config: Config, now: datetime,
+                 without_ar: frozenset[Path]) -> None:
+    global _WORKER_FOLDS
+    _WORKER_FOLDS = _Folds(directories, config, now, without_ar)
+
+
+def _fold(held: Path) -> Score:
+    assert _WORKER_FOLDS is not None
+    return _WORKER_FOLDS(held)

@@ -4,6 +4,7 @@ train|cross`: train the learned second opinion and cross-validate it."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -116,9 +117,11 @@ def model_train(directories: tuple[Path, ...], out: Path, config_path: Path | No
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A directory whose staff replies carry no Authentication-Results "
                    "(scored without staff verification; repeatable).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=None, metavar="N",
+              help="Processes holding out a set each (default: one per CPU); the same result.")
 @config_option
 def model_cross(directories: tuple[Path, ...], now_text: str, authserv_ids: tuple[str, ...],
-                unverified: tuple[Path, ...], config_path: Path | None) -> None:
+                unverified: tuple[Path, ...], jobs: int | None, config_path: Path | None) -> None:
     """Leave one set out: decide each labelled directory with models trained on all the
     others, and print each set's score, its misses and the total: what a set nobody trained
     on will score (the rules themselves were written knowing the sets they were tuned on)."""
@@ -128,7 +131,8 @@ def model_cross(directories: tuple[Path, ...], now_text: str, authserv_ids: tupl
     if authserv_ids:
         conversation = cfg.conversation.model_copy(update={"authserv_ids": tuple(authserv_ids)})
         cfg = cfg.model_copy(update={"conversation": conversation})
-    results = cross_validate(directories, cfg, parse_now(now_text), unverified)
+    results = cross_validate(directories, cfg, parse_now(now_text), unverified,
+                             jobs=jobs or len(os.sched_getaffinity(0)))
     right = total = 0
     for directory, result in results:
         right += result.decisions_right

@@ -157,6 +157,20 @@ def test_leave_one_set_out_with_the_learned_models() -> None:
         assert "automatic answered 0" in line and "foreign numbers 0" in line, result.output
 
 
+def test_leave_one_set_out_is_the_same_in_parallel() -> None:
+    """`model cross --jobs N`: the sets held out in N processes score as in one, in order."""
+    sets = [str(DATA / name) for name in IN_REPO_SETS[:3]]
+    outputs = []
+    for jobs in ("1", "3"):
+        result = CliRunner().invoke(cli, ["model", "cross", "--jobs", jobs, "--authserv-id",
+                                          "mx.estelar.example", *sets], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    assert outputs[0] == outputs[1]
+    assert [line.split()[0] for line in outputs[0].splitlines() if not line.startswith(" ")] \
+        == [*IN_REPO_SETS[:3], "all"]
+
+
 def test_model_train_writes_the_same_file_for_the_same_sets(tmp_path: Path) -> None:
     """Training is deterministic, and the file it writes is what the config loads; the shipped
     config/learned_model.json is what the documented command makes of the labelled sets
