@@ -208,6 +208,7 @@ class _Compiled:
         self.description_faults = phrase_set(model.description_faults)
         self.description_fault_exceptions = phrase_set(model.description_fault_exceptions)
         self.scope_signals = phrase_set(model.scope_signals) if model.scope_signals else None
+        self.scope_faults = phrase_set(model.scope_faults)
         self.not_emergency = phrase_set(settings.not_emergency_phrases)
         self.elsewhere = phrase_set(settings.elsewhere_phrases)
         self.nowhere = phrase_set(settings.nowhere_phrases)

@@ -113,6 +113,8 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
                                      f"{p_in:.3f}")
         return Finding(DecisionKind.REJECT_SCOPE, f"{reason}: {hit}", scope_reason=reason,
                        flags=NEW_REQUEST)
+    # Below a sure learned opinion, a request that reports a fault is not rejected.
+    fault = facts.compiled.scope_faults.first(joined)
     threshold, agreed = model.learned_scope_threshold, model.learned_scope_with_anchors
     learned = _learned_opinion(scope_model, facts.request_features, "in_scope",
                                min(threshold, agreed if agreed is not None else threshold),
@@ -124,6 +126,8 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
         if p_out >= threshold:
             return Finding(DecisionKind.REJECT_SCOPE, detail, scope_reason=label,
                            flags=NEW_REQUEST)
+        if fault:
+            return Finding(None, f"{detail}; a fault reported: {fault}")
         evidence = facts.opinion(text)  # kept per mail: the anchors below reuse it
         # Less sure: the anchors must lean out of scope too (a fault in an export, "the SFTP
         # transfer ends with an error", reads like an export to a model of topics), and no
@@ -136,6 +140,8 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
         if lean > against and not vetoed:
             return Finding(DecisionKind.REJECT_SCOPE, f"{detail}; anchors {lean:.2f} vs "
                            f"in_scope {against:.2f}", scope_reason=label, flags=NEW_REQUEST)
+    if fault:
+        return None
     opinion = _second_opinion(facts.opinion(text), SCOPE_LABELS, "in_scope",
                               model.scope_threshold, model.scope_margin)
     if opinion is None:

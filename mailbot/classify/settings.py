@@ -115,9 +115,13 @@ class ModelConfig(BaseModel):
     # Words of asking an out-of-scope anchor's match must contain (a sentence that only
     # states something, "both managers have the same role", asks for no work); () = any.
     scope_signals: tuple[str, ...] = ()
+    # A fault reported ("the month-end closing crashes with an error"): where no phrase rule
+    # of scope hits, the learned model below learned_scope_threshold and the anchors do not
+    # reject such a request (they read its topic words, not what it asks for).
+    scope_faults: tuple[str, ...] = ()
 
     @field_validator("emergency_signals", "scope_signals", "description_faults",
-                     "description_fault_exceptions")
+                     "description_fault_exceptions", "scope_faults")
     @classmethod
     def _fold_signals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _fold_all(value)

@@ -135,7 +135,8 @@ def test_eval_compares_what_is_missing_as_a_set(tmp_path: Path) -> None:
 IN_REPO_SETS = ["heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6",
                 "heldout7", "heldout8", "heldout9", "heldout10", "heldout11", "heldout12",
                 "heldout13", "heldout14", "heldout15", "heldout16", "heldout17", "heldout18",
-                "heldout19", "heldout20", "heldout21", "heldout22", "heldout23"]
+                "heldout19", "heldout20", "heldout21", "heldout22", "heldout23",
+                "heldout24", "heldout25"]
 
 
 def test_leave_one_set_out_with_the_learned_models() -> None:

@@ -268,3 +268,29 @@ def test_an_introduction_with_nothing_to_solve_names_no_fault() -> None:
     fault = intro.replace("zatím ale nic konkrétního neřešíme",
                           "jen se od pondělí nezapisují nepřítomnosti z portálu")
     assert request(fault, sure, "Nový kontakt").kind.value == "ticket"
+
+
+def test_a_fault_reported_is_not_rejected_by_a_less_sure_opinion() -> None:
+    """A request that reports a fault ("the month-end closing crashes with an error") is
+    not rejected by the learned model below `learned_scope_threshold` nor by the anchors:
+    they read its topic words, not the work it asks for. A sure model still decides."""
+    model = one_word_model("system", ("in_scope", "global_configuration"), weight=3.5)
+    between = with_trained(TrainedModel(model, None), learned_scope_threshold=0.999,
+                           learned_scope_with_anchors=0.7)
+    asked = ("Dobrý den, přebíráme druhý areál a potřebovali bychom, aby k nám někdo přijel a "
+             "celý systém tam připravil tak, jak ho máme u nás.")
+    crashed = asked + " Při pokusu o to nám program spadne s chybou 41."
+    assert request(asked, between, "Systém").kind.value == "reject_scope"
+    d = request(crashed, between, "Systém")
+    assert d.kind.value == "ticket", d.hits
+    assert any("a fault reported: spadne" in h for h in d.hits), d.hits
+    # Anchors alone (no learned model) that know the request hold back the same.
+    anchors_only = with_trained(None, anchors={
+        "in_scope": ("nejde vytisknout mesicni sestavu program hlasi chybu",),
+        "global_configuration": ("prebirame druhy areal potrebovali bychom aby k nam nekdo "
+                                 "prijel a cely system tam pripravil tak jak ho mame u nas",)})
+    assert request(asked, anchors_only, "Systém").kind.value == "reject_scope"
+    assert request(crashed, anchors_only, "Systém").kind.value == "ticket"
+    # A model sure of it (at the threshold) rejects even so.
+    sure = with_trained(TrainedModel(model, None), learned_scope_threshold=0.7)
+    assert request(crashed, sure, "Systém").kind.value == "reject_scope"

@@ -120,3 +120,13 @@ def test_a_year_in_the_gap_and_a_phone_on_the_next_signature_line() -> None:
     assert numbers("licence 2019, objednávka 12345678") == ()
     assert numbers("licence 4509 1876 0905 318") == ()
     assert numbers("licence 12345678-9") == ()
+
+
+def test_a_place_between_the_word_and_the_number() -> None:
+    """"Licence pro Telč je 40718271" (the license for the Telč site): a place named in the
+    gap, even one whose name begins like "tel.", is no phone label; a phone label is."""
+    assert numbers("Kdybys to psal na Estelar, licence pro Telč je 40718271.") == ("40718271",)
+    assert numbers("The license for Telford is 4071-8271.") == ("40718271",)
+    for text in ("licence a tel. 40718271", "licence, telefon 40718271",
+                 "license, telephone 40718271", "licence, Tel: 40718271"):
+        assert numbers(text) == (), text

@@ -850,3 +850,83 @@ def test_not_wishing_to_receive_the_newsletter_is_an_unsubscribe() -> None:
     d = by_rules(plain("Dobrý den, nepřejeme si, aby terminál na vrátnici dostával data ze "
                        "skladu, jak to nastavit? Licence 3141-5926", "Terminál"))
     assert d.kind.value == "ticket", d.reasons
+
+
+def test_an_app_for_the_phone_to_be_developed_is_development() -> None:
+    """"Aplikaci do telefonu … dokázali byste ji vyvinout?" (an app for the phone, made for
+    them) is custom development in Czech, Slovak and English; the phone app that will not
+    start is a problem report (by the rules alone)."""
+    for body in (
+        "Dobrý den, skladníci začínají směnu u zákazníků. Potřebovali bychom aplikaci do "
+        "mobilu, ve které by si zapsali příchod i s polohou. Uměli byste nám ji vyvinout? "
+        "Licence 3141-5926",
+        "Dobrý deň, potrebovali by sme aplikáciu do telefónu pre vodičov, aby si označili "
+        "začiatok zmeny. Viete nám niečo také vyvinúť? Licencia 3141-5926",
+        "Hello, our drivers clock in at customers' sites. Could you develop a phone app for "
+        "them that records the start of a shift? License 3141-5926",
+    ):
+        d = by_rules(plain(body, "Aplikace"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "custom_development"), (
+            body, d.reasons)
+    d = by_rules(plain("Dobrý den, aplikace do telefonu, kterou nám dodal váš technik, od "
+                       "včera nejde spustit a hlásí chybu přihlášení. Licence 3141-5926",
+                       "Aplikace"))
+    assert d.kind.value == "ticket", d.reasons
+
+
+def test_contact_asked_for_about_the_system_describes_nothing() -> None:
+    """"Chtěl bych Vás požádat o kontakt ohledně našeho docházkového systému" (contact asked
+    for about the system, nothing said of it) describes no problem, by the rules alone too;
+    the same request that names a fault does."""
+    for body in (
+        "Dobrý den, chtěl bych Vás požádat o kontakt ohledně naší docházky, nejlépe zítra "
+        "dopoledne po deváté hodině. Děkuji, Karel Novotný",
+        "Dobrý deň, prosím o zavolanie ohľadom nášho dochádzkového systému, ideálne ešte "
+        "dnes poobede. Ďakujem, Mária Kováčová",
+    ):
+        for decide_it in (decided, by_rules):
+            d = decide_it(plain(body, "Docházka"))
+            assert d.kind.value == "reject_incomplete" and set(d.missing) == {
+                "license", "description"}, (body, d.reasons)
+    d = decided(plain("Dobrý den, prosím o kontakt ohledně docházky: od rána se terminál na "
+                      "vrátnici nepřipojí k serveru a příchody se nezapisují. Licence 3141-5926",
+                      "Docházka"))
+    assert d.kind.value == "ticket", d.reasons
+
+
+def test_it_does_not_go_please_call_describes_nothing() -> None:
+    """"Docházka nejde, volejte prosím hned" (it does not go, please call) says only that it
+    fails, in Czech and Slovak, with the license; what does not go, said, is a description."""
+    for body in (
+        "Dobrý den, ACS-line nejde, volejte prosím hned na 603 118 774. Licence 3141-5926.\n"
+        "Novák",
+        "Dobrý deň, systém nejde, zavolajte prosím čo najskôr. Licencia 3141-5926",
+    ):
+        d = decided(plain(body, "ACS-line nejde!!!"))
+        assert d.kind.value == "reject_incomplete" and d.missing == ("description",), (
+            body, d.reasons)
+    d = decided(plain("Dobrý den, nejde vytisknout měsíční přehled docházky, tisk skončí "
+                      "chybou 31. Volejte prosím. Licence 3141-5926", "Tisk"))
+    assert d.kind.value == "ticket", d.reasons
+
+
+def test_the_start_of_ones_shift_is_no_setup_from_scratch() -> None:
+    """"Do 15 minút od začiatku svojej zmeny" (from the start of one's shift) with the word
+    "nastavenia" (settings) asks for no setup from scratch: a function added with a price
+    asked is development (by the rules alone)."""
+    for body in (
+        "Dobrý deň, chceli by sme, aby program poslal e-mail vedúcemu, keď sa niekto nepípne do "
+        "10 minút od začiatku svojej zmeny. V nastaveniach sme takú funkciu nenašli. Viete "
+        "nám ju do programu doplniť? Pošlite cenovú ponuku. Licencia 3141-5926",
+        "Dobrý den, potřebovali bychom, aby systém poslal SMS mistrovi, když se někdo nepípne "
+        "do 10 minut od začátku své směny. V nastavení taková funkce není. Doplníte nám ji do "
+        "programu? Pošlete prosím nabídku. Licence 3141-5926",
+    ):
+        d = by_rules(plain(body, "Upozornění"))
+        assert (d.kind.value, d.scope_reason) == ("reject_scope", "custom_development"), (
+            body, d.reasons)
+    # The whole system set up from scratch, shifts among what it needs, is still that.
+    d = by_rules(plain("Dobrý den, pro nový sklad v Kolíně nám prosím nastavte celý systém od "
+                       "začátku – střediska, směny, uživatele i přístupy. Licence 3141-5926",
+                       "Nový sklad"))
+    assert (d.kind.value, d.scope_reason) == ("reject_scope", "global_configuration"), d.reasons
