@@ -257,6 +257,15 @@ class NewsConfig(_Section):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8025, ge=0, le=65535)
 
+    @field_validator("list_id")
+    @classmethod
+    def _list_id(cls, value: str) -> str:
+        # RFC 2919: a dot-atom, written between angle brackets in List-Id
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*",
+                            value):
+            raise ValueError(f"expected a list id such as novinky.example.cz, got {value!r}")
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _https(cls, value: str | None) -> str | None:

@@ -18,7 +18,6 @@ occurrence at 8:00 on 1 December 2026 (business time zone) has the campaign id
 
 from __future__ import annotations
 
-import email.utils
 import re
 from html import escape as html_escape
 import secrets
@@ -26,8 +25,6 @@ import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from email.headerregistry import Address
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +40,17 @@ from mailbot.domain import LOOP_HEADER, LicenseRecord, OutgoingMail, other_messa
 from mailbot.errors import ConfigError
 from mailbot.replies.conversation import ConversationRenderError
 from mailbot.replies.language import choose_language, format_date
-from mailbot.replies.mime import POLICY, outgoing, set_bodies, valid_address
+from mailbot.replies.mime import (
+    HeaderError,
+    address_header,
+    date_header,
+    id_header,
+    mail_bytes,
+    plain_header,
+    sealed,
+    text_header,
+    valid_address,
+)
 from mailbot.replies.sanitize import clean_header_text
 from mailbot.store import Store, bounded_purpose
 from mailbot.unsubscribe_token import new_token, token_address
@@ -180,6 +187,16 @@ class NewsRenderer:
         self._default_language = config.replies.default_language
         self._env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         self._compiled: dict[str, Template] = {}  # campaign body → its template, compiled once
+        self._converter: Any = None
+
+    def _markdown(self) -> Any:
+        """The renderer's Markdown converter, made once (building its parser costs as much
+        as converting a campaign's text) and reset before each use."""
+        if self._converter is None:
+            import markdown  # campaigns only: not loaded by a daemon that sends none
+
+            self._converter = markdown.Markdown()
+        return self._converter
 
     def _template(self, body: str) -> Template:
         template = self._compiled.get(body)
@@ -203,9 +220,7 @@ class NewsRenderer:
         # The HTML gets the values escaped (a contact's name is data, not markup), then
         # Markdown, then the sanitiser (the campaign's own markup is staff-written).
         escaped = template.render({k: html_escape(v) for k, v in values.items()})
-        import markdown  # campaigns only: not loaded by a daemon that sends none
-
-        html = nh3.clean(markdown.markdown(escaped))
+        html = nh3.clean(self._markdown().reset().convert(escaped))
         run = campaign.name.replace("@", "-")  # a run's id (NAME@…) in a Message-ID
         # A random id, not the token: Message-IDs are logged and quoted in bounces. Bounces
         # find the recipient by the outbox row of this Message-ID.
@@ -215,24 +230,29 @@ class NewsRenderer:
         links = [f"<{mailto}>"]
         if self._news.base_url:
             links.append(f"<{self._news.base_url.rstrip('/')}/unsubscribe/{token}>")
-        msg = EmailMessage(policy=POLICY)
-        msg["From"] = Address(clean_header_text(self._news.from_name, 100),
-                              addr_spec=self._box.support_address)
-        msg["To"] = Address(clean_header_text(contact.name, 100), addr_spec=to)
-        msg["Subject"] = clean_header_text(campaign.subjects[lang], 250)
-        msg["Date"] = email.utils.format_datetime(now)
-        msg["Message-ID"] = message_id
-        msg["List-Id"] = f"<{self._news.list_id}>"
-        msg["List-Unsubscribe"] = ", ".join(links)
-        if self._news.base_url:
-            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
-        msg["Precedence"] = "bulk"
-        msg["Auto-Submitted"] = "auto-generated"
-        msg[LOOP_HEADER] = self._box.support_address
-        set_bodies(msg, source, f"<!DOCTYPE html><html lang=\"{lang}\"><body>{html}</body></html>")
-        return outgoing(msg, (to,), purpose=purpose, kind="news", message_id=message_id,
-                        mail_from=self._box.support_address, error=ConversationRenderError,
-                        rcpt_to=(contact.email,), bulk=True)
+        try:
+            headers = [
+                address_header("From", ((clean_header_text(self._news.from_name, 100),
+                                         self._box.support_address),)),
+                address_header("To", ((clean_header_text(contact.name, 100), to),)),
+                text_header("Subject", clean_header_text(campaign.subjects[lang], 250)),
+                date_header(now),
+                id_header("Message-ID", (message_id,)),
+                plain_header("List-Id", f"<{self._news.list_id}>"),
+                plain_header("List-Unsubscribe", ", ".join(links)),
+            ]
+            if self._news.base_url:
+                headers.append(plain_header("List-Unsubscribe-Post",
+                                            "List-Unsubscribe=One-Click"))  # RFC 8058
+            headers += (plain_header("Precedence", "bulk"),
+                        plain_header("Auto-Submitted", "auto-generated"),
+                        plain_header(LOOP_HEADER, self._box.support_address))
+            raw = mail_bytes(headers, source, f"<!DOCTYPE html><html lang=\"{lang}\"><body>"
+                                              f"{html}</body></html>")
+        except HeaderError as exc:
+            raise ConversationRenderError(str(exc)) from exc
+        return sealed(raw, (contact.email,), purpose=purpose, kind="news",
+                      message_id=message_id, mail_from=self._box.support_address, bulk=True)
 
 
 def recipients(store: Store, campaign: Campaign, now: datetime

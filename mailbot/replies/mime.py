@@ -5,7 +5,7 @@ bytes here (`mail_bytes`): headers composed token by token from cleaned and vali
 values, so that no value can end a header line, and UTF-8 quoted-printable bodies. Each
 becomes one `OutgoingMail` (`sealed`), the type the outbox takes.
 
-The news letters and the operator alerts still build an ``EmailMessage``; `outgoing`
+The operator alerts still build an ``EmailMessage``; `outgoing`
 serializes it by `checked_bytes`, which re-parses the bytes to prove they have exactly the
 headers that were set and exactly the intended recipients in To (CPython 3.11.7 predates the
 generator fixes for CVE-2024-6923 and CVE-2026-0672).
@@ -396,7 +396,7 @@ def sealed(raw: bytes, recipients: Sequence[str], *, purpose: str, kind: str,
                         auto=auto, bulk=bulk)
 
 
-# -- the email package path (news, operator alerts) ------------------------------------------
+# -- the email package path (operator alerts) -----------------------------------------------
 
 
 def checked_bytes(msg: EmailMessage, recipients: Sequence[str], *,
