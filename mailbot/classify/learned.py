@@ -64,14 +64,19 @@ class LinearModel:
     weights: Mapping[str, tuple[float, ...]]
 
     def scores(self, feats: Sequence[str]) -> list[float]:
-        """Each label's linear score (bias plus the weights of the features it knows)."""
+        """Each label's linear score (bias plus the weights of the features it knows, added
+        in the features' order: the same floats whichever branch adds them)."""
+        rows = [w for w in map(self.weights.get, feats) if w is not None]
+        if len(self.bias) == 2:  # the emergency and description models
+            a, b = self.bias
+            for w in rows:
+                a += w[0]
+                b += w[1]
+            return [a, b]
         out = list(self.bias)
-        weights = self.weights
-        for f in feats:
-            w = weights.get(f)
-            if w is not None:
-                for i, x in enumerate(w):
-                    out[i] += x
+        for w in rows:
+            for i, x in enumerate(w):
+                out[i] += x
         return out
 
     def probabilities(self, feats: Sequence[str]) -> dict[str, float]:
