@@ -113,8 +113,6 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
                                      f"{p_in:.3f}")
         return Finding(DecisionKind.REJECT_SCOPE, f"{reason}: {hit}", scope_reason=reason,
                        flags=NEW_REQUEST)
-    # Below a sure learned opinion, a request that reports a fault is not rejected.
-    fault = facts.compiled.scope_faults.first(joined)
     threshold, agreed = model.learned_scope_threshold, model.learned_scope_with_anchors
     learned = _learned_opinion(scope_model, facts.request_features, "in_scope",
                                min(threshold, agreed if agreed is not None else threshold),
@@ -126,6 +124,8 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
         if p_out >= threshold:
             return Finding(DecisionKind.REJECT_SCOPE, detail, scope_reason=label,
                            flags=NEW_REQUEST)
+        # Below a sure opinion, a request that reports a fault is not rejected.
+        fault = facts.compiled.scope_faults.first(joined)
         if fault:
             return Finding(None, f"{detail}; a fault reported: {fault}")
         evidence = facts.opinion(text)  # kept per mail: the anchors below reuse it
@@ -140,8 +140,8 @@ def out_of_scope(mail: Mail, ctx: RuleContext) -> Finding | None:
         if lean > against and not vetoed:
             return Finding(DecisionKind.REJECT_SCOPE, f"{detail}; anchors {lean:.2f} vs "
                            f"in_scope {against:.2f}", scope_reason=label, flags=NEW_REQUEST)
-    if fault:
-        return None
+    elif facts.compiled.scope_faults.first(joined):
+        return None  # the anchors alone do not reject a fault reported either
     opinion = _second_opinion(facts.opinion(text), SCOPE_LABELS, "in_scope",
                               model.scope_threshold, model.scope_margin)
     if opinion is None:
