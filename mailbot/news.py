@@ -188,6 +188,19 @@ class NewsRenderer:
         self._env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         self._compiled: dict[str, Template] = {}  # campaign body → its template, compiled once
         self._converter: Any = None
+        # The same in every letter: composed once (as the reply renderers do).
+        try:
+            self._from = address_header("From", ((clean_header_text(self._news.from_name, 100),
+                                                  self._box.support_address),))
+            self._list_id = plain_header("List-Id", f"<{self._news.list_id}>")
+            self._fixed = "".join((
+                plain_header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")  # RFC 8058
+                if self._news.base_url else "",
+                plain_header("Precedence", "bulk"),
+                plain_header("Auto-Submitted", "auto-generated"),
+                plain_header(LOOP_HEADER, self._box.support_address)))
+        except HeaderError as exc:
+            raise ConfigError(f"news headers: {exc}") from None
 
     def _markdown(self) -> Any:
         """The renderer's Markdown converter, made once (building its parser costs as much
@@ -232,21 +245,15 @@ class NewsRenderer:
             links.append(f"<{self._news.base_url.rstrip('/')}/unsubscribe/{token}>")
         try:
             headers = [
-                address_header("From", ((clean_header_text(self._news.from_name, 100),
-                                         self._box.support_address),)),
+                self._from,
                 address_header("To", ((clean_header_text(contact.name, 100), to),)),
                 text_header("Subject", clean_header_text(campaign.subjects[lang], 250)),
                 date_header(now),
                 id_header("Message-ID", (message_id,)),
-                plain_header("List-Id", f"<{self._news.list_id}>"),
+                self._list_id,
                 plain_header("List-Unsubscribe", ", ".join(links)),
+                self._fixed,
             ]
-            if self._news.base_url:
-                headers.append(plain_header("List-Unsubscribe-Post",
-                                            "List-Unsubscribe=One-Click"))  # RFC 8058
-            headers += (plain_header("Precedence", "bulk"),
-                        plain_header("Auto-Submitted", "auto-generated"),
-                        plain_header(LOOP_HEADER, self._box.support_address))
             raw = mail_bytes(headers, source, f"<!DOCTYPE html><html lang=\"{lang}\"><body>"
                                               f"{html}</body></html>")
         except HeaderError as exc:

@@ -132,7 +132,7 @@ def model_cross(directories: tuple[Path, ...], now_text: str, authserv_ids: tupl
         conversation = cfg.conversation.model_copy(update={"authserv_ids": tuple(authserv_ids)})
         cfg = cfg.model_copy(update={"conversation": conversation})
     results = cross_validate(directories, cfg, parse_now(now_text), unverified,
-                             jobs=jobs or len(os.sched_getaffinity(0)))
+                             jobs=jobs or _cpus())
     right = total = 0
     for directory, result in results:
         right += result.decisions_right
@@ -146,3 +146,10 @@ def model_cross(directories: tuple[Path, ...], now_text: str, authserv_ids: tupl
             click.echo(f"    {miss.label.file}: {'; '.join(miss.problems)} | "
                        f"{' '.join(miss.decision.hits)[:160]}")
     click.echo(f"all          decisions {100 * right / max(total, 1):5.1f} % ({right}/{total})")
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (where the platform says), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
