@@ -3,6 +3,8 @@ and what the store needs to know about the engine's dialect and its failures."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,57 @@ pool kept up to 128 of them: 4-8 MB per connection, ~30 MB of the daemon's peak 
 catch-up; the few statements used all the time stay prepared with 16."""
 
 
+WRITE_LOCK_WAIT = 10.0
+"""Seconds a writer waits for the engine's write lock (`WriteLockedConnection`) before
+going on to SQLite's own busy wait (as long again: `busy_timeout`)."""
+
+
+class WriteLockedConnection(sqlite3.Connection):
+    """A SQLite connection whose write transactions also hold its engine's lock, taken
+    before BEGIN IMMEDIATE and given back once COMMIT or ROLLBACK has returned.
+
+    SQLite has one write lock per database, and a writer that finds it taken polls: its busy
+    handler sleeps 1, 2, 5 … up to 100 ms between tries, so under load (the outbox's sending
+    threads, the intakes and the worker all writing) a commit waits for sleeps rather than
+    for the writer before it, and any of the pollers, not the first, gets the lock next. The
+    threads of one process queue on a lock instead and each is woken as the writer before
+    it finishes. Other processes on the database (a CLI command) still meet SQLite's busy
+    wait; a writer that waited `WRITE_LOCK_WAIT` for the lock goes on without it to that
+    wait, so nothing here can hang longer than SQLite alone would."""
+
+    write_lock: threading.Lock | None = None  # set per engine by `make_engine`
+    _holds_lock = False
+
+    def hold_write_lock(self) -> None:
+        """Take the engine's write lock for the transaction about to begin (if it comes)."""
+        if self.write_lock is not None and not self._holds_lock:
+            self._holds_lock = self.write_lock.acquire(timeout=WRITE_LOCK_WAIT)
+
+    def release_write_lock(self) -> None:
+        if self._holds_lock:
+            self._holds_lock = False
+            assert self.write_lock is not None
+            self.write_lock.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.release_write_lock()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.release_write_lock()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.release_write_lock()
+
+
 READ_ONLY = "mailbot_read_only"
 """Execution option of a connection whose transactions only read (SQLite: BEGIN DEFERRED)."""
 
@@ -53,7 +106,8 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 5,
     """An engine with the embedded-default settings (SQLite WAL) or a pooled server engine.
 
     SQLite transactions begin IMMEDIATE (taking the one write lock at once, so a busy writer
-    is waited for instead of failing a read-then-write transaction at its first write);
+    is waited for instead of failing a read-then-write transaction at its first write), the
+    threads of this process queued on a lock of the engine's (`WriteLockedConnection`);
     `readonly` engines (the decision children), and connections with the execution option
     `READ_ONLY` (`StoreBase.reading`), begin DEFERRED: they never wait for or hold the lock.
     """
@@ -61,12 +115,24 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 5,
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # The engine's own connection class, so that its write lock is the engine's.
+        factory = type("EngineConnection", (WriteLockedConnection,),
+                       {"write_lock": threading.Lock()})
         engine = create_engine(url, echo=echo, connect_args={
-            "timeout": 30, "cached_statements": SQLITE_CACHED_STATEMENTS})
+            "timeout": 30, "cached_statements": SQLITE_CACHED_STATEMENTS,
+            "factory": factory})
         event.listen(engine, "connect", _sqlite_pragmas)
         def _begin(conn: Any) -> None:
-            deferred = readonly or conn.get_execution_options().get(READ_ONLY, False)
-            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+            if readonly or conn.get_execution_options().get(READ_ONLY, False):
+                conn.exec_driver_sql("BEGIN")
+                return
+            dbapi_conn = conn.connection.dbapi_connection
+            dbapi_conn.hold_write_lock()
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                dbapi_conn.release_write_lock()
+                raise
 
         event.listen(engine, "begin", _begin)
         return engine

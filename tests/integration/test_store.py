@@ -524,3 +524,67 @@ def test_reads_between_the_workers_writes_do_not_wait_for_the_write_lock(store: 
         finally:
             other.close()
     assert store.ticket_counter(2026) == 99
+
+
+def _no_busy_wait(store: Store) -> None:
+    """SQLite's own busy wait off: a writer that found the write lock taken would fail at
+    once ('database is locked') instead of polling for it."""
+    store.engine.dispose()
+    event.listen(store.engine, "connect",
+                 lambda conn, _: conn.execute("PRAGMA busy_timeout = 0"))
+
+
+def test_writers_of_one_process_queue_for_the_write_lock(store: Store) -> None:
+    """A thread that begins a write while another thread's write transaction is open waits
+    for its commit on the engine's lock and then writes, without SQLite's busy wait (turned
+    off here: it would fail at once), and a write that failed gives the lock back."""
+    if not store.is_sqlite:
+        pytest.skip("PostgreSQL has no one write lock")
+    _no_busy_wait(store)
+    store.allocate_ticket_numbers(2026, 1)
+    inside, wrote = threading.Event(), []
+    failed: list[BaseException] = []
+
+    def second_writer() -> None:
+        inside.wait(5)
+        try:
+            wrote.append(store.allocate_ticket_numbers(2026, 1))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failed.append(exc)
+
+    thread = threading.Thread(target=second_writer)
+    thread.start()
+    with store.session() as s:  # BEGIN IMMEDIATE: holds the write lock until the block ends
+        s.connection().exec_driver_sql(
+            "UPDATE ticket_counters SET last_seq = 10 WHERE year = 2026")
+        inside.set()
+        thread.join(0.3)
+        assert thread.is_alive() and not wrote  # waiting for this transaction
+    thread.join(5)
+    assert not failed, failed
+    assert wrote == [[(11, "T-2026-000011")]]
+    with pytest.raises(ZeroDivisionError), store.session() as s:
+        s.connection().exec_driver_sql(
+            "UPDATE ticket_counters SET last_seq = 50 WHERE year = 2026")
+        1 / 0  # noqa: B018 - the transaction rolls back
+    assert store.allocate_ticket_numbers(2026, 1) == [(12, "T-2026-000012")]
+
+
+def test_a_second_engine_on_the_file_still_meets_sqlites_busy_wait(store: Store) -> None:
+    """The lock is per engine: another engine (another process's) does not queue on it, and
+    with no busy wait its write fails while this one's transaction is open, as before."""
+    if not store.is_sqlite:
+        pytest.skip("PostgreSQL has no one write lock")
+    store.allocate_ticket_numbers(2026, 1)
+    other = Store.from_url(str(store.engine.url))
+    _no_busy_wait(other)
+    try:
+        with store.session() as s:
+            s.connection().exec_driver_sql(
+                "UPDATE ticket_counters SET last_seq = 10 WHERE year = 2026")
+            with pytest.raises(Exception, match="locked"):
+                other.allocate_ticket_numbers(2026, 1)
+        assert other.allocate_ticket_numbers(2026, 1) == [(11, "T-2026-000011")]
+    finally:
+        other.close()
+
