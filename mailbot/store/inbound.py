@@ -226,21 +226,23 @@ class InboundStore(StoreBase):
         no more than that in all (but always one). An ordinary request sent after a burst of
         large hostile mail is so decided in a batch of its own, not after the burst."""
         now = now or utcnow()
-        order = [case((InboundMessage.received_at < now - patience, 0),
-                      (InboundMessage.size <= small_bytes, 1), else_=2),
-                 InboundMessage.id]
-        with self.session() as s:
-            token, rows = claim_rows(s, InboundMessage, [InboundMessage.state == "received"],
-                                     order, limit, lease, now, sizes=InboundMessage.size,
-                                     max_bytes=max_bytes)
-            for row in rows:
-                row.attempts += 1
-            raws = raws_of(s.connection(), [r.id for r in rows])
-            return [
-                ClaimedInbound(r.id, raws.get(r.id, b""), r.origin, r.received_at, r.attempts,
-                               token)
-                for r in rows
-            ]
+        order = [case((_inbound.c.received_at < now - patience, 0),
+                      (_inbound.c.size <= small_bytes, 1), else_=2),
+                 _inbound.c.id]
+        with self.engine.begin() as conn:
+            token, ids = claim_rows(conn, _inbound, [_inbound.c.state == "received"], order,
+                                    limit, lease, now, sizes=_inbound.c.size,
+                                    max_bytes=max_bytes, count_attempt=True)
+        if not ids:
+            return []
+        with self.reading() as conn:
+            rows = {r.id: r for r in conn.execute(
+                select(_inbound.c.id, _inbound.c.origin, _inbound.c.received_at,
+                       _inbound.c.attempts).where(_inbound.c.id.in_(ids)))}
+            raws = raws_of(conn, ids)
+        return [ClaimedInbound(i, raws.get(i, b""), rows[i].origin, rows[i].received_at,
+                               rows[i].attempts, token)
+                for i in ids if i in rows]
 
     def renew_inbound(self, inbound_ids: Sequence[int], token: str, lease: timedelta,
                       now: datetime | None = None) -> set[int]:

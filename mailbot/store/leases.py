@@ -8,9 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, delete, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from mailbot.store.base import StoreBase, new_claim_token
 from mailbot.store.models import InboundMessage, Lease, OutboxMessage, utcnow
@@ -33,22 +32,26 @@ def renew_claims(engine: Engine, table: Table, ids: Sequence[int], token: str,
         return {int(i) for (i,) in res}
 
 
-def claim_rows(s: Session, model: Any, where: Sequence[Any], order: Sequence[Any], limit: int,
-               lease: timedelta, now: datetime, *, sizes: Any = None,
-               max_bytes: int | None = None) -> tuple[str, list[Any]]:
-    """Lock up to `limit` rows of `model` matching `where` whose lease is free (in `order`,
-    skipping rows another claimer has locked) and lease them under a new claim token;
-    returns the token and the rows (still in the session `s`). With `max_bytes`, the rows
-    are cut where the column `sizes` adds up to more than that (the first always stays).
+def claim_rows(conn: Connection, table: Table, where: Sequence[Any], order: Sequence[Any],
+               limit: int, lease: timedelta, now: datetime, *, sizes: Any = None,
+               max_bytes: int | None = None, count_attempt: bool = False
+               ) -> tuple[str, list[int]]:
+    """Lock up to `limit` rows of `table` matching `where` whose lease is free (in `order`,
+    skipping rows another claimer has locked) and lease them under a new claim token, in
+    the transaction of `conn`; returns the token and the rows' ids in order. With
+    `max_bytes`, the rows are cut where the column `sizes` adds up to more than that (the
+    first always stays); with `count_attempt`, their `attempts` go up by one.
 
-    The rows are chosen by their ids first and loaded after: ordering whole rows would read
-    the raw bytes of every waiting one (SQLite keeps the columns after a large value in its
-    overflow pages), about 70 ms a claim with 5,000 mails waiting."""
+    Two statements: one chooses the ids (ordering whole rows would read the raw bytes of
+    every waiting one: SQLite keeps the columns after a large value in its overflow pages,
+    about 70 ms a claim with 5,000 mails waiting), one UPDATE leases them. The claimed rows
+    are read by the caller after the commit (under the claim, nothing else changes them), so
+    the write lock (SQLite's one) is not held while their bytes are read."""
     token = new_claim_token()
-    free = or_(model.lease_until.is_(None), model.lease_until < now)
-    columns = [model.id] if sizes is None else [model.id, sizes]
-    picked = s.execute(select(*columns).where(*where, free).order_by(*order).limit(limit)
-                       .with_for_update(skip_locked=True)).all()
+    free = or_(table.c.lease_until.is_(None), table.c.lease_until < now)
+    columns = [table.c.id] if sizes is None else [table.c.id, sizes]
+    picked = conn.execute(select(*columns).where(*where, free).order_by(*order).limit(limit)
+                          .with_for_update(skip_locked=True)).all()
     ids: list[int] = []
     total = 0
     for row in picked:
@@ -56,16 +59,15 @@ def claim_rows(s: Session, model: Any, where: Sequence[Any], order: Sequence[Any
             total += row[1]
             if ids and total > max_bytes:
                 break
-        ids.append(row[0])
+        ids.append(int(row[0]))
     if not ids:
         return token, []
+    values: dict[str, Any] = {"lease_until": now + lease, "claim_token": token}
+    if count_attempt:
+        values["attempts"] = table.c.attempts + 1
     # Locked by the first query (SQLite: this transaction holds the write lock).
-    by_id = {row.id: row for row in s.scalars(select(model).where(model.id.in_(ids)))}
-    rows = [by_id[i] for i in ids if i in by_id]
-    for row in rows:
-        row.lease_until = now + lease
-        row.claim_token = token
-    return token, rows
+    conn.execute(update(table).where(table.c.id.in_(ids)).values(**values))
+    return token, ids
 
 
 def release_claims(engine: Engine, table: Table, ids: Sequence[int], token: str | None,
