@@ -8,7 +8,7 @@ enqueues N OutgoingMail rows in one transaction, then calls
 ``OutboxDispatcher(store, SmtpSender(...)).send_due()`` until nothing is left. Prints
 mails/s (target >= 300/s), the number of SMTP connections the sink saw (target: 1, the
 sender reuses its connection), and a split of the wall time into claim / SMTP send /
-mark_sent (the per-message commit).
+record_attempts (the commit of outcomes).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def main() -> int:
             dispatcher = OutboxDispatcher(store, sender, batch=args.batch)
             # Time the three parts of the loop without changing the code under test.
             claim = store.claim_due_outbox = Timed(store.claim_due_outbox)  # type: ignore[method-assign]
-            mark = store.mark_sent = Timed(store.mark_sent)  # type: ignore[method-assign]
+            mark = store.record_attempts = Timed(store.record_attempts)  # type: ignore[method-assign]
             send = sender.send = Timed(sender.send)  # type: ignore[method-assign]
             started = time.perf_counter()
             rounds = 0
@@ -113,7 +113,7 @@ def main() -> int:
     print(f"sink: {received} messages ({unique} distinct Message-IDs) over {connections} "
           f"SMTP connection(s); outbox states {counts}")
     other = elapsed - claim.seconds - send.seconds - mark.seconds
-    for name, t in (("claim_due_outbox", claim), ("SMTP send", send), ("mark_sent", mark)):
+    for name, t in (("claim_due_outbox", claim), ("SMTP send", send), ("record_attempts", mark)):
         per = t.seconds / t.calls * 1000 if t.calls else 0.0
         print(f"  {name:17s} {t.seconds:6.2f} s  ({t.calls} calls, {per:.2f} ms/call, "
               f"{t.seconds / elapsed:.0%})")

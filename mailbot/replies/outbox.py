@@ -7,6 +7,11 @@ sending thread (`concurrency`), with the same Message-ID (it is part of the stor
 the receiving side can deduplicate. A clean stop finishes the messages in flight, marks them,
 and releases the rest of the batch.
 
+A thread sends its next message only once the outcome of its last is committed. The outcomes
+the threads hand in meanwhile are committed together (`GroupCommit`): one transaction, one
+fsync, for what four threads sent, instead of one each holding the store's one write lock
+(SQLite) that the worker's batches wait for.
+
 Sending threads each own a transport (an SMTP connection). At most `per_domain` of them send
 to one recipient domain at a time, so a campaign does not hammer one customer's server.
 
@@ -35,9 +40,77 @@ from mailbot import metrics
 from mailbot.claims import Heartbeat, renew_interval
 from mailbot.errors import PermanentDeliveryError, TransientDeliveryError
 from mailbot.replies.smtp import Transport
-from mailbot.store import ClaimedOutbox, Store, utcnow
+from mailbot.store import ClaimedOutbox, SendAttempt, Store, utcnow
 
 log = logging.getLogger(__name__)
+
+
+class GroupCommit:
+    """Send attempts' outcomes recorded together: `record` hands one in and returns once it
+    is committed (whether its claim still held the row). The first thread to hand one in
+    while no commit is running begins a transaction (`Store.record_attempts`) and, once it
+    has begun, writes every outcome handed in by then; those handed in later wait for the
+    next such commit. An error of that transaction is raised in each thread whose outcome
+    it held."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cond = threading.Condition()
+        self._pending: list[_Handed] = []
+        self._writing = False
+
+    def record(self, attempt: SendAttempt) -> bool:
+        handed = _Handed(attempt)
+        with self._cond:
+            self._pending.append(handed)
+            while not handed.done and self._writing:
+                self._cond.wait()
+            if handed.done:
+                return handed.result()
+            self._writing = True
+        batch: list[_Handed] = []
+        taken = False
+
+        def take() -> list[SendAttempt]:
+            nonlocal taken
+            with self._cond:
+                batch.extend(self._pending)
+                self._pending, taken = [], True
+            return [h.attempt for h in batch]
+
+        try:
+            recorded = self._store.record_attempts(take)
+            for h, ok in zip(batch, recorded, strict=True):
+                h.recorded = ok
+        except BaseException as exc:
+            if not taken:  # it failed before taking them: those waiting for it fail too
+                take()
+            for h in batch:
+                h.error = exc
+        finally:
+            with self._cond:
+                for h in batch:
+                    h.done = True
+                self._writing = False
+                self._cond.notify_all()
+        return handed.result()
+
+
+class _Handed:
+    """One outcome handed to `GroupCommit` and what became of it."""
+
+    __slots__ = ("attempt", "done", "error", "recorded")
+
+    def __init__(self, attempt: SendAttempt) -> None:
+        self.attempt = attempt
+        self.done = False
+        self.recorded = False
+        self.error: BaseException | None = None
+
+    def result(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        return self.recorded
 
 
 def retry_delay(attempts: int, *, base: float = 60.0, cap: float = 3600.0,
@@ -80,6 +153,7 @@ class OutboxDispatcher:
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._outcomes = GroupCommit(store)
         # Until when (time.monotonic) each claimed row is surely ours: renewal start + lease.
         self._held_until: dict[int, float] = {}
         # Outcomes of claims lost: "not_sent" (found lost before sending), "sent_unrecorded"
@@ -192,7 +266,8 @@ class OutboxDispatcher:
                 reply = self.transport.send(item.raw, item.mail_from, list(item.rcpt_to))
         except PermanentDeliveryError as exc:
             log.warning("outbox %s %s dead: %s", item.id, item.message_id, exc)
-            self._unrecorded(item, "dead", self.store.mark_dead(item.id, str(exc), item.token))
+            self._unrecorded(item, "dead", self._outcomes.record(
+                SendAttempt.dead(item.id, str(exc), item.token)))
             metrics.OUTBOX.labels("dead").inc()
             return "dead"
         except TransientDeliveryError as exc:
@@ -200,21 +275,21 @@ class OutboxDispatcher:
             if now - item.created_at > self.horizon:
                 log.warning("outbox %s %s dead after retrying for %s: %s",
                             item.id, item.message_id, self.horizon, exc)
-                self._unrecorded(item, "dead", self.store.mark_dead(
-                    item.id, f"gave up after {self.horizon}: {exc}", item.token))
+                self._unrecorded(item, "dead", self._outcomes.record(SendAttempt.dead(
+                    item.id, f"gave up after {self.horizon}: {exc}", item.token)))
                 metrics.OUTBOX.labels("dead").inc()
                 return "dead"
             due = now + retry_delay(item.attempts + 1, base=self.base_delay)
             log.info("outbox %s %s retry at %s: %s", item.id, item.message_id,
                      due.isoformat(timespec="seconds"), exc)
-            self._unrecorded(item, "retry", self.store.mark_retry(
-                item.id, str(exc), due, item.token))
+            self._unrecorded(item, "retry", self._outcomes.record(SendAttempt.retry(
+                item.id, str(exc), due, item.token)))
             metrics.OUTBOX.labels("retried").inc()
             return "queued"
         # The crash window: the relay has the message, the row is not yet `sent`. The
         # counter moves after the store does, so a scrape never counts a send the outbox
         # gauge does not show yet.
-        recorded = self.store.mark_sent(item.id, reply, item.token)
+        recorded = self._outcomes.record(SendAttempt.sent(item.id, reply, item.token))
         metrics.OUTBOX.labels("sent").inc()
         if recorded:
             log.info("outbox %s %s sent: %s", item.id, item.message_id, reply[:120])

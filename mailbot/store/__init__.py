@@ -67,7 +67,13 @@ from mailbot.store.models import (
     utcnow,
 )
 from mailbot.store.news import NewsStore, NewsTx
-from mailbot.store.outbox import PURPOSE_MAX, OutboxStore, OutboxTx, bounded_purpose
+from mailbot.store.outbox import (
+    PURPOSE_MAX,
+    OutboxStore,
+    OutboxTx,
+    SendAttempt,
+    bounded_purpose,
+)
 from mailbot.store.retention import RetentionStore
 from mailbot.store.settings import SettingsStore
 from mailbot.store.tickets import TicketStore, TicketTx
@@ -92,8 +98,9 @@ __all__ = [
     "InboundMessage", "InboundRaw", "InboundRecord", "Lease", "LicenseRow", "LockedTicket",
     "NewInbound",
     "NewsToken", "OutboxMessage", "OutboxRecord", "OutgoingMail", "SavedInbound",
-    "ScheduledCampaign", "Setting", "Store", "Suppression", "Ticket", "TicketAttachment",
-    "TicketCounter", "TicketEvent", "TicketEventRecord", "Transaction", "Unsubscription",
+    "ScheduledCampaign", "SendAttempt", "Setting", "Store", "Suppression", "Ticket",
+    "TicketAttachment", "TicketCounter", "TicketEvent", "TicketEventRecord", "Transaction",
+    "Unsubscription",
     "bounded_purpose", "make_engine", "new_claim_token", "new_lease_holder",
     "store_unavailable", "utcnow",
 ]

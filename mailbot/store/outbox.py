@@ -1,10 +1,12 @@
 """The outbox: rendered mail queued once per purpose, claimed by the sender under a fenced
-lease, each attempt's outcome committed on its own; bounces and the auto-reply counts."""
+lease, each attempt's outcome committed before its thread sends the next; bounces and the
+auto-reply counts."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -30,6 +32,40 @@ def bounded_purpose(prefix: str, address: str) -> str:
 
 
 _outbox = cast(Table, OutboxMessage.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class SendAttempt:
+    """The outcome of one attempt to send an outbox row, to record (`record_attempts`):
+    the row's new values, written only while `token` holds its claim (None: in any case)."""
+
+    outbox_id: int
+    token: str | None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def sent(cls, outbox_id: int, reply: str, token: str | None = None) -> SendAttempt:
+        """The relay took the message (`reply`: what it answered)."""
+        return cls(outbox_id, token, {"state": "sent", "server_reply": reply[:2000],
+                                      "sent_at": utcnow()})
+
+    @classmethod
+    def retry(cls, outbox_id: int, error: str, next_attempt_at: datetime,
+              token: str | None = None) -> SendAttempt:
+        """A transient failure: tried again at `next_attempt_at`."""
+        return cls(outbox_id, token, {"last_error": error[:2000],
+                                      "next_attempt_at": next_attempt_at})
+
+    @classmethod
+    def dead(cls, outbox_id: int, error: str, token: str | None = None) -> SendAttempt:
+        """A permanent failure (or retried past the horizon): never tried again."""
+        return cls(outbox_id, token, {"state": "dead", "last_error": error[:2000]})
+
+    def statement(self) -> Any:
+        q = update(_outbox).where(_outbox.c.id == self.outbox_id)
+        if self.token is not None:
+            q = q.where(_outbox.c.claim_token == self.token)
+        return q.values(lease_until=None, attempts=_outbox.c.attempts + 1, **self.values)
 # INSERT … ON CONFLICT (purpose) DO NOTHING: of two daemons queueing the same reply (the
 # scheduler runs in each), one row is written and neither transaction fails.
 _INSERT_OUTBOX = {
@@ -71,17 +107,22 @@ class OutboxStore(StoreBase):
         """Take up to `limit` queued messages that are due and not leased by another sender,
         under a new claim token (keep them with `renew_outbox`)."""
         now = now or utcnow()
-        with self.session() as s:
-            token, rows = claim_rows(
-                s, OutboxMessage,
-                [OutboxMessage.state == "queued", OutboxMessage.next_attempt_at <= now],
-                [OutboxMessage.priority, OutboxMessage.next_attempt_at, OutboxMessage.id],
+        with self.engine.begin() as conn:
+            token, ids = claim_rows(
+                conn, _outbox,
+                [_outbox.c.state == "queued", _outbox.c.next_attempt_at <= now],
+                [_outbox.c.priority, _outbox.c.next_attempt_at, _outbox.c.id],
                 limit, lease, now)
-            return [
-                ClaimedOutbox(r.id, r.message_id, r.mail_from, tuple(r.rcpt_to), r.raw,
+        if not ids:
+            return []
+        c = _outbox.c
+        with self.reading() as conn:
+            rows = {r.id: r for r in conn.execute(
+                select(c.id, c.message_id, c.mail_from, c.rcpt_to, c.raw, c.attempts,
+                       c.created_at).where(c.id.in_(ids)))}
+        return [ClaimedOutbox(i, r.message_id, r.mail_from, tuple(r.rcpt_to), r.raw,
                               r.attempts, r.created_at, token)
-                for r in rows
-            ]
+                for i in ids if (r := rows.get(i)) is not None]
 
     def renew_outbox(self, outbox_ids: Sequence[int], token: str, lease: timedelta,
                      now: datetime | None = None) -> set[int]:
@@ -103,30 +144,31 @@ class OutboxStore(StoreBase):
         `token`, only rows that claim still holds."""
         release_claims(self.engine, _outbox, outbox_ids, token, "queued")
 
-    def _update_outbox(self, outbox_id: int, token: str | None, **values: Any) -> bool:
-        """Record one send attempt's outcome in a transaction of its own, through Core (each
-        sent mail is committed before the next is sent; an ORM session costs 4x as much).
-        With the claim's `token`, only while that claim holds the row: False when refused."""
-        q = update(_outbox).where(_outbox.c.id == outbox_id)
-        if token is not None:
-            q = q.where(_outbox.c.claim_token == token)
+    def record_attempts(self, attempts: Sequence[SendAttempt]
+                        | Callable[[], Sequence[SendAttempt]]) -> list[bool]:
+        """Record send attempts' outcomes in one transaction, through Core (an ORM session
+        costs 4x as much), each only while its claim's token holds the row (without a
+        token: in any case); per attempt, False when refused. `attempts` may be a function
+        giving them, called once the transaction has begun (on SQLite: holds the write
+        lock), so that the sending threads' outcomes handed in while it waited for the lock
+        share its commit (`GroupCommit`)."""
         with self.engine.begin() as conn:
-            res = conn.execute(q.values(lease_until=None, attempts=_outbox.c.attempts + 1,
-                                        **values))
-            return bool(res.rowcount)
+            taken = attempts() if callable(attempts) else attempts
+            return [bool(conn.execute(a.statement()).rowcount) for a in taken]
+
+    def _update_outbox(self, attempt: SendAttempt) -> bool:
+        return self.record_attempts([attempt])[0]
 
     def mark_sent(self, outbox_id: int, reply: str, token: str | None = None) -> bool:
         """The relay took the message; False when `token` no longer holds the row."""
-        return self._update_outbox(outbox_id, token, state="sent", server_reply=reply[:2000],
-                                   sent_at=utcnow())
+        return self._update_outbox(SendAttempt.sent(outbox_id, reply, token))
 
     def mark_retry(self, outbox_id: int, error: str, next_attempt_at: datetime,
                    token: str | None = None) -> bool:
-        return self._update_outbox(outbox_id, token, last_error=error[:2000],
-                                   next_attempt_at=next_attempt_at)
+        return self._update_outbox(SendAttempt.retry(outbox_id, error, next_attempt_at, token))
 
     def mark_dead(self, outbox_id: int, error: str, token: str | None = None) -> bool:
-        return self._update_outbox(outbox_id, token, state="dead", last_error=error[:2000])
+        return self._update_outbox(SendAttempt.dead(outbox_id, error, token))
 
     def retry_outbox(self, outbox_ids: Sequence[int]) -> int:
         """Queue dead (or retrying) messages again, due now."""

@@ -305,3 +305,87 @@ def test_sent_after_the_claim_was_lost_is_logged_and_counted(store: Store, smtp_
     assert row is not None and row.state == "queued" and row.claim_token == theirs.token
     assert any(f"outbox {mine.id} " in r.getMessage() and "claim was lost" in r.getMessage()
                for r in caplog.records)
+
+
+def test_outcomes_handed_in_together_share_one_commit(store: Store) -> None:
+    """Outcomes handed to `GroupCommit` while its commit waits for the store are written in
+    that commit: each thread learns whether its own claim held (a stale token's outcome is
+    refused), and the rows hold what each reported."""
+    from sqlalchemy import event
+
+    from mailbot.replies.outbox import GroupCommit
+    from mailbot.store import SendAttempt
+
+    queue(store, 6)
+    claimed = store.claim_due_outbox(6)
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda conn: commits.append(1))
+    group = GroupCommit(store)
+    results: dict[int, bool] = {}
+    errors: list[BaseException] = []
+    # While this transaction is open the first thread's commit waits for the store; the
+    # others hand their outcomes in meanwhile.
+    with store.session() as s:
+        s.connection().exec_driver_sql("SELECT 1")  # holds the write lock on SQLite
+        threads = []
+        for i, item in enumerate(claimed):
+            token = item.token if i != 3 else "stale"
+            attempt = (SendAttempt.sent(item.id, "250 ok", token) if i % 2 == 0 else
+                       SendAttempt.retry(item.id, "451 later", datetime.now(UTC), token))
+
+            def record(attempt: SendAttempt = attempt, i: int = i) -> None:
+                try:
+                    results[i] = group.record(attempt)
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+
+            threads.append(threading.Thread(target=record))
+        for t in threads:
+            t.start()
+        for _ in range(100):  # every thread has handed its outcome in (bounded wait)
+            if len(group._pending) >= 6 or not store.is_sqlite:
+                break
+            threading.Event().wait(0.02)
+        commits.clear()  # this transaction's own commit follows
+    for t in threads:
+        t.join(10)
+    committed = len(commits)
+    assert not errors, errors
+    assert results == {0: True, 1: True, 2: True, 3: False, 4: True, 5: True}
+    rows = {r.id: r for r in store.list_outbox()}
+    states = [rows[item.id].state for item in claimed]
+    assert states == ["sent", "queued", "sent", "queued", "sent", "queued"]
+    assert rows[claimed[3].id].attempts == 0  # refused: nothing written
+    if store.is_sqlite:  # this transaction's, then one for all six outcomes
+        assert committed == 2
+
+
+def test_an_error_of_the_shared_commit_reaches_every_thread_in_it(store: Store) -> None:
+    """If the transaction of a group fails, each thread whose outcome it held gets the error
+    (its row stays as claimed); the next outcome is written in a commit of its own."""
+    from mailbot.replies.outbox import GroupCommit
+    from mailbot.store import SendAttempt
+
+    queue(store, 2)
+    claimed = store.claim_due_outbox(2)
+    group = GroupCommit(store)
+    real = store.record_attempts
+    calls = []
+
+    def failing(attempts):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("disk full")
+        return real(attempts)
+
+    store.record_attempts = failing  # type: ignore[method-assign]
+    try:
+        import pytest
+
+        with pytest.raises(RuntimeError, match="disk full"):
+            group.record(SendAttempt.sent(claimed[0].id, "250 ok", claimed[0].token))
+        assert group.record(SendAttempt.sent(claimed[1].id, "250 ok", claimed[1].token))
+    finally:
+        del store.record_attempts
+    states = {r.id: r.state for r in store.list_outbox()}
+    assert states == {claimed[0].id: "queued", claimed[1].id: "sent"}
