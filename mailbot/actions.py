@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, ClassVar
 
@@ -145,8 +146,8 @@ def enqueue_replies(tx: Transaction, replies: tuple[OutgoingMail, ...], *, ticke
     for out in every:
         why = rate_limit_reached(tx, out, now, settings) if out.auto else None
         if why is not None:
-            log.warning("auto-reply rate limit: no %s to %s (%s)", out.kind,
-                        out.rcpt_to[0] if out.rcpt_to else "-", why)
+            tx.after_commit(partial(log.warning, "auto-reply rate limit: no %s to %s (%s)",
+                                    out.kind, out.rcpt_to[0] if out.rcpt_to else "-", why))
             limited.append((out, why))
             continue
         if isinstance(out, HeldReply):

@@ -126,11 +126,13 @@ class Store(InboundStore, TicketStore, OutboxStore, NewsStore, LeaseStore, Setti
     def transaction(self, *, deferred: bool = False) -> Iterator[Transaction]:
         """A unit of work for the worker's actions (a message's, or a batch's). `deferred`:
         the hot path's rows are written together (see `TxBase`), at the latest when the
-        block ends, before the commit."""
+        block ends, before the commit; what was to follow the commit (`after_commit`) runs
+        after it."""
         with self.session() as s:
             tx = Transaction(s, self.engine.dialect.name, deferred=deferred)
             yield tx
             tx.flush()
+        tx.run_after_commit()
 
     def ping(self) -> None:
         """One round trip to the database (raises what the driver raises when it is away)."""

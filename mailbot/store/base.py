@@ -122,6 +122,20 @@ class TxBase:
         self._provisional: list[int] = []  # of each pending ticket row, in order
         self._tickets_opened = 0
         self._ticket_ids: dict[int, int] = {}  # provisional id -> real id once written
+        self._after_commit: list[Callable[[], object]] = []
+
+    def after_commit(self, action: Callable[[], object]) -> None:
+        """Run `action` once this transaction has committed, not at all if it rolls back
+        (`Store.transaction`): a log line about what it wrote is then true, is written
+        once if a failed batch is written again message by message, and is not written
+        while the transaction holds SQLite's one write lock."""
+        self._after_commit.append(action)
+
+    def run_after_commit(self) -> None:
+        """The actions of `after_commit`, in order (called once the commit has returned)."""
+        actions, self._after_commit = self._after_commit, []
+        for action in actions:
+            action()
 
     def _defer(self, kind: str, statement: Any, row: dict[str, Any]) -> None:
         """Queue `row` for `statement`; written at once unless the transaction defers."""

@@ -588,3 +588,26 @@ def test_a_second_engine_on_the_file_still_meets_sqlites_busy_wait(store: Store)
     finally:
         other.close()
 
+
+def test_actions_after_commit_run_once_it_returned_and_never_after_a_rollback(
+        store: Store) -> None:
+    """What a transaction leaves for after its commit (a log line about a reply the rate
+    limit held back) runs once the rows are committed, in order, and not at all when the
+    transaction rolls back (the batch written again message by message logs it once)."""
+    ran: list[tuple[str, int]] = []
+
+    def seen(name: str) -> None:  # the committed counter, read from outside the transaction
+        ran.append((name, store.ticket_counter(2026)))
+
+    with store.transaction(deferred=True) as tx:
+        tx.c.exec_driver_sql("INSERT INTO ticket_counters (year, last_seq) VALUES (2026, 7)")
+        tx.after_commit(lambda: seen("first"))
+        tx.after_commit(lambda: seen("second"))
+        assert ran == []
+    assert ran == [("first", 7), ("second", 7)]
+    ran.clear()
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.c.exec_driver_sql("UPDATE ticket_counters SET last_seq = 9 WHERE year = 2026")
+        tx.after_commit(lambda: seen("rolled back"))
+        raise RuntimeError("a write failed")
+    assert ran == [] and store.ticket_counter(2026) == 7
