@@ -65,16 +65,26 @@ class WriteLockedConnection(sqlite3.Connection):
     wait, so nothing here can hang longer than SQLite alone would."""
 
     write_lock: threading.Lock | None = None  # set per engine by `make_engine`
+    lock_holder: list[int | None] = [None]  # the thread holding it (per engine, too)
     _holds_lock = False
 
     def hold_write_lock(self) -> None:
-        """Take the engine's write lock for the transaction about to begin (if it comes)."""
-        if self.write_lock is not None and not self._holds_lock:
-            self._holds_lock = self.write_lock.acquire(timeout=WRITE_LOCK_WAIT)
+        """Take the engine's write lock for the transaction about to begin (if it comes).
+        A thread that holds it already (a write transaction on another connection) does
+        not wait for itself: SQLite's busy wait decides, as without the lock."""
+        if self.write_lock is None or self._holds_lock:
+            return
+        me = threading.get_ident()
+        if self.lock_holder[0] == me:
+            return
+        if self.write_lock.acquire(timeout=WRITE_LOCK_WAIT):
+            self._holds_lock = True
+            self.lock_holder[0] = me
 
     def release_write_lock(self) -> None:
         if self._holds_lock:
             self._holds_lock = False
+            self.lock_holder[0] = None
             assert self.write_lock is not None
             self.write_lock.release()
 
@@ -117,7 +127,7 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 5,
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # The engine's own connection class, so that its write lock is the engine's.
         factory = type("EngineConnection", (WriteLockedConnection,),
-                       {"write_lock": threading.Lock()})
+                       {"write_lock": threading.Lock(), "lock_holder": [None]})
         engine = create_engine(url, echo=echo, connect_args={
             "timeout": 30, "cached_statements": SQLITE_CACHED_STATEMENTS,
             "factory": factory})

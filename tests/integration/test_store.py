@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -611,3 +612,21 @@ def test_actions_after_commit_run_once_it_returned_and_never_after_a_rollback(
         tx.after_commit(lambda: seen("rolled back"))
         raise RuntimeError("a write failed")
     assert ran == [] and store.ticket_counter(2026) == 7
+
+
+def test_a_thread_holding_the_write_lock_does_not_wait_for_itself(store: Store) -> None:
+    """A write transaction begun on a second connection by the thread that holds one open
+    meets SQLite's lock at once (busy wait off: 'database is locked'), as without the
+    engine's lock, instead of first waiting out `WRITE_LOCK_WAIT` for itself."""
+    if not store.is_sqlite:
+        pytest.skip("PostgreSQL has no one write lock")
+    _no_busy_wait(store)
+    store.allocate_ticket_numbers(2026, 1)
+    with store.session() as s:
+        s.connection().exec_driver_sql(
+            "UPDATE ticket_counters SET last_seq = 10 WHERE year = 2026")
+        started = time.monotonic()
+        with pytest.raises(Exception, match="locked"):
+            store.allocate_ticket_numbers(2026, 1)
+        assert time.monotonic() - started < 2.0
+    assert store.allocate_ticket_numbers(2026, 1) == [(11, "T-2026-000011")]
