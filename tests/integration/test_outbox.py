@@ -5,10 +5,13 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from sqlalchemy import event
+
 from mailbot.config import OutboundConfig
-from mailbot.replies.outbox import OutboxDispatcher, retry_delay
+from mailbot.replies.outbox import GroupCommit, OutboxDispatcher, retry_delay
 from mailbot.replies.smtp import SmtpSender
-from mailbot.store import OutgoingMail, Store
+from mailbot.store import OutgoingMail, SendAttempt, Store
 
 
 def queue(store: Store, n: int) -> None:
@@ -311,11 +314,6 @@ def test_outcomes_handed_in_together_share_one_commit(store: Store) -> None:
     """Outcomes handed to `GroupCommit` while its commit waits for the store are written in
     that commit: each thread learns whether its own claim held (a stale token's outcome is
     refused), and the rows hold what each reported."""
-    from sqlalchemy import event
-
-    from mailbot.replies.outbox import GroupCommit
-    from mailbot.store import SendAttempt
-
     queue(store, 6)
     claimed = store.claim_due_outbox(6)
     commits: list[int] = []
@@ -363,9 +361,6 @@ def test_outcomes_handed_in_together_share_one_commit(store: Store) -> None:
 def test_an_error_of_the_shared_commit_reaches_every_thread_in_it(store: Store) -> None:
     """If the transaction of a group fails, each thread whose outcome it held gets the error
     (its row stays as claimed); the next outcome is written in a commit of its own."""
-    from mailbot.replies.outbox import GroupCommit
-    from mailbot.store import SendAttempt
-
     queue(store, 2)
     claimed = store.claim_due_outbox(2)
     group = GroupCommit(store)
@@ -380,8 +375,6 @@ def test_an_error_of_the_shared_commit_reaches_every_thread_in_it(store: Store) 
 
     store.record_attempts = failing  # type: ignore[method-assign]
     try:
-        import pytest
-
         with pytest.raises(RuntimeError, match="disk full"):
             group.record(SendAttempt.sent(claimed[0].id, "250 ok", claimed[0].token))
         assert group.record(SendAttempt.sent(claimed[1].id, "250 ok", claimed[1].token))
