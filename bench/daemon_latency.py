@@ -5,7 +5,8 @@
 
 Runs as root (it starts a private Dovecot, whose mail uid is `nobody`). Everything is on
 127.0.0.1: Dovecot (IMAP), an aiosmtpd sink as the outbound relay (tests.fixtures.servers),
-and the daemon itself as a subprocess, `python -m mailbot run --config TMP.toml`, with a
+and the daemon itself as a subprocess, `mailbot run --config TMP.toml` (the installed script,
+as systemd/mailbot.service runs it; `python -m mailbot` where there is none), with a
 temporary SQLite store (WAL, synchronous=FULL), the license registry imported first with
 `mailbot licenses import`, an LMTP listener on a free port and an [[imap]] mailbox
 (security = "none", IDLE).
@@ -44,8 +45,11 @@ from tests.e2e.helpers import LICENSES, request_mail
 from tests.fixtures.servers import Dovecot, SmtpSink, free_port
 
 PASSWORD_ENV = "MAILBOT_BENCH_IMAP_PASSWORD"
-MAILBOT = [sys.executable, "-m", "mailbot", "--log-level",
-           os.environ.get("BENCH_DAEMON_LOG_LEVEL", "WARNING")]
+# The daemon as systemd/mailbot.service starts it: the installed `mailbot` script (its
+# decision processes re-run that script's imports), else `python -m mailbot`.
+_SCRIPT = Path(sys.executable).with_name("mailbot")
+MAILBOT = [*([str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "mailbot"]),
+           "--log-level", os.environ.get("BENCH_DAEMON_LOG_LEVEL", "WARNING")]
 ACK_TIMEOUT = 90.0  # > the poller's IDLE re-issue period (timeout_seconds / 2 = 30 s)
 SLOW = 3.0  # an ack slower than this is listed
 

@@ -6,8 +6,9 @@
 Runs as root (private Dovecot). Generates N realistic mails with
 ../shared/tools/gen_corpus.py (deterministic), APPENDs them all over one IMAP connection,
 imports a license registry built from the corpus manifest (the tier mix of bench/replay.py),
-then starts the daemon as a subprocess (`python -m mailbot run`, temp SQLite, outbound SMTP
-to an aiosmtpd sink, one plain [[imap]] mailbox) and polls the SQLite file read-only until
+then starts the daemon as a subprocess (`mailbot run`, the installed script as in
+bench/daemon_latency.py; temp SQLite, outbound SMTP to an aiosmtpd sink, one plain [[imap]]
+mailbox) and polls the SQLite file read-only until
   1. intake:  the IMAP checkpoint reached the last UID (every mail stored or deduplicated),
   2. decided: no inbound row left in state `received`,
   3. drained: no outbox row left `queued` and the sink holds every `sent` row.

@@ -4,7 +4,10 @@ rest of the batch is decided normally; a child's memory cap turns a bomb into a 
 from __future__ import annotations
 
 import email
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,8 @@ from mailbot.app import open_store
 from mailbot.errors import StoreUnavailableError
 from mailbot.ingest.intake import save_raw
 from mailbot.worker import Quarantined, Worker
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def many_parts(n: int) -> bytes:
@@ -247,6 +252,45 @@ def test_children_do_not_load_the_database_layer(base_config: config_mod.Config)
         pool.close()
     assert decider is True  # the probe ran in an initialised decision process
     assert loaded == []
+
+
+# The `mailbot` console script as pip writes it for the entry point, with a probe as its main
+# code: a decision process spawned under it re-runs the script's imports as `__mp_main__`.
+_SCRIPT = """\
+import sys
+from {module} import {attr}
+if __name__ == '__main__':
+    from mailbot import config
+    from mailbot.isolation import WorkerPool
+    cfg = config.load(sys.argv[1])
+    pool = WorkerPool(cfg.model_copy(update={{"worker": cfg.worker.model_copy(
+        update={{"processes": 1}})}}), processes=1, timeout=30, memory_mb=1024)
+    try:
+        probe = ("sorted(m for m in __import__('sys').modules if m.split('.')[0] in "
+                 "('click', 'rich', 'sqlalchemy') or m.startswith('mailbot.cli'))")
+        [loaded] = pool.collect(pool._submit(eval, [(0, (probe,))]))
+        [decider] = pool.collect(pool._submit(eval, [(0, (
+            "'mailbot.pipeline' in __import__('sys').modules",))]))
+    finally:
+        pool.close()
+    print(decider, loaded)
+"""
+
+
+def test_children_of_the_console_script_load_no_command_line(tmp_path: Path) -> None:
+    """The daemon as systemd starts it (the installed `mailbot` script): its decision
+    processes import neither the command line (click, rich, every command) nor the store,
+    though "spawn" re-runs the parent's script in each of them (+4 MB a child before)."""
+    from importlib.metadata import entry_points
+
+    [script_ep] = [ep for ep in entry_points(group="console_scripts") if ep.name == "mailbot"]
+    script = tmp_path / "mailbot"
+    script.write_text(_SCRIPT.format(module=script_ep.module, attr=script_ep.attr),
+                      encoding="utf-8")
+    out = subprocess.run([sys.executable, str(script), str(ROOT / "config" / "mailbot.toml")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True []"
 
 
 def test_children_load_no_charset_detector(base_config: config_mod.Config) -> None:
