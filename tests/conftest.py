@@ -16,6 +16,11 @@ from sqlalchemy.exc import OperationalError
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tests.*` importable under plain `pytest`
 
+# The CLI's tables are as wide as the terminal (`mailbot.cli.base.console`, sized when it is
+# imported): the tests read them at one width whatever terminal runs the suite (pytest-xdist
+# sets COLUMNS=80 in its workers, and so does an 80-column terminal).
+os.environ["COLUMNS"] = "160"
+
 from mailbot import config as config_mod  # noqa: E402
 from mailbot import migrations  # noqa: E402
 from mailbot.store import Store  # noqa: E402
@@ -62,7 +67,7 @@ def pg_url() -> Iterator[str]:
     if reason:
         pytest.skip(reason)
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, pool_pre_ping=True)  # a test may restart the server
+    admin = create_engine(PG_URL)
     with admin.begin() as c:
         c.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in PG_URL else "?"
