@@ -5,9 +5,9 @@ Acting on a decision runs in three steps so the expensive part can run in a chil
 
 1. `ticket_draft` (pure): for a new ticket, its year and deadline in the business calendar.
 2. rendering (pure: `handlers.render_replies`): the replies as bytes — the ticket's number is
-   known by then, because the worker allocates numbers for a whole batch first
-   (`Store.allocate_ticket_numbers`, like a database sequence: never reused; a crash between
-   allocation and commit leaves a gap).
+   known by then, because the worker numbers a whole batch's tickets first, from numbers it
+   reserved ahead (`mailbot.ticket_numbers`, like a database sequence's cache: never reused;
+   a crash leaves the reserved and unused ones a gap).
 3. writing (`handlers.write_decision`), inside the worker's transaction: ticket, ticket event,
    outbox rows, the decision record and the inbound row's state commit together or not at all.
 

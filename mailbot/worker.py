@@ -59,6 +59,7 @@ from mailbot.pipeline import (
 )
 from mailbot.replies.render import author_address, reply_recipient
 from mailbot.store import ClaimedInbound, Store, Transaction, store_unavailable, utcnow
+from mailbot.ticket_numbers import SQLITE_BLOCK, TicketNumbers
 
 __all__ = ["TOKEN_SECRET_SETTING", "Analysis", "Decider", "Outcome", "Quarantined",
            "Rendered", "RenderJob", "Worker", "quarantine_decision", "token_secret"]
@@ -126,7 +127,9 @@ class Worker:
         self.calendar = self.pipeline.calendar
         self.settings = ActionSettings.from_config(config, self.calendar)
         self.forecast = RateForecast(self.settings) if hold_back else None
-        # Ticket numbers allocated to batches not yet committed (a reply may name one).
+        # Ticket numbers reserved ahead (a block on SQLite, a batch's worth otherwise).
+        self.numbers = TicketNumbers(store, SQLITE_BLOCK if store.is_sqlite else 0)
+        # Ticket numbers given to batches not yet committed (a reply may name one).
         self._allocated: set[str] = set()
         # Messages of the batch being committed whose claim was lost (not written here).
         self._lost: set[int] = set()
@@ -158,12 +161,17 @@ class Worker:
             self.pool.warm()
 
     def close(self) -> None:
-        """Finish the batches still in flight (`drain`) and stop the child processes."""
+        """Finish the batches still in flight (`drain`), give the ticket numbers reserved
+        and not used back, and stop the child processes."""
         try:
             self.drain()
         except Exception:  # noqa: BLE001 - e.g. the database is away: they were given back
             log.warning("could not finish the batches in flight; they are decided again "
                         "at the next start", exc_info=True)
+        try:
+            self.numbers.give_back()
+        except Exception:  # noqa: BLE001 - the database is away: the numbers stay a gap
+            log.warning("could not give the unused ticket numbers back", exc_info=True)
         if self.pool is not None:
             self.pool.close()
 
@@ -345,21 +353,19 @@ class Worker:
     def _number_tickets(
         self, items: Sequence[ClaimedInbound], analyses: Sequence[Analysis], now: datetime
     ) -> tuple[list[Analysis], dict[int, TicketDraft]]:
-        """Give the batch's new tickets their numbers, in input order per year.
+        """Give the batch's new tickets their numbers, in input order per year (taken from
+        the numbers reserved ahead, `TicketNumbers`).
 
         A child cannot look tickets up (its decision is then provisional), and a reference
         found unknown may name a ticket committed since, one numbered in a batch still on its
         way, or one opened by an earlier message of this batch: those messages are decided
         again here with the store, in order, as if processed one by one (a child's decision
-        stands where the store too knows none of the tickets it asked about). Numbers are
-        predicted from the counter, then allocated; another daemon allocating at the same
-        moment only shifts them (the allocation is what counts).
+        stands where the store too knows none of the tickets it asked about).
         """
         out: list[Analysis] = []
-        views: dict[int, list[tuple[int, TicketView]]] = {}
-        predicted: dict[int, int] = {}
+        drafts: dict[int, TicketDraft] = {}
         batch_numbers: set[str] = set()
-        for item, a in zip(items, analyses):
+        for left, (item, a) in enumerate(zip(items, analyses)):
             d, mail = a.decision, a.mail
             if d is not None and mail is not None and (a.provisional
                                                         or "unknown_ticket" in d.flags):
@@ -377,17 +383,10 @@ class Worker:
             if draft is None:
                 continue
             year, view = draft
-            if year not in predicted:
-                predicted[year] = self.store.ticket_counter(year)
-            predicted[year] += 1
-            batch_numbers.add(f"T-{year}-{predicted[year]:06d}")
-            views.setdefault(year, []).append((item.id, view))
-        drafts: dict[int, TicketDraft] = {}
-        for year, year_views in views.items():
-            numbers = self.store.allocate_ticket_numbers(year, len(year_views))
-            self._allocated.update(number for _, number in numbers)
-            for (inbound_id, view), (seq, number) in zip(year_views, numbers):
-                drafts[inbound_id] = TicketDraft(year, seq, replace(view, number=number))
+            seq, number = self.numbers.take(year, wanted=len(items) - left)
+            batch_numbers.add(number)
+            drafts[item.id] = TicketDraft(year, seq, replace(view, number=number))
+        self._allocated.update(batch_numbers)
         return out, drafts
 
     def _apply_alone(self, item: ClaimedInbound, analysis: Analysis,

@@ -87,6 +87,18 @@ class TicketStore(StoreBase):
         first = int(last) - count + 1
         return [(seq, f"T-{year}-{seq:06d}") for seq in range(first, int(last) + 1)]
 
+    def return_ticket_numbers(self, year: int, first: int, last: int) -> bool:
+        """Give the reserved, unused numbers `first`…`last` of `year` back: the counter
+        goes back to `first` - 1 if `last` is still the last number handed out (no one
+        reserved after them); returns whether it did. Numbers not given back stay a gap."""
+        if first > last:
+            return True
+        with self.engine.begin() as conn:
+            return bool(conn.execute(
+                update(_counters)
+                .where(_counters.c.year == year, _counters.c.last_seq == last)
+                .values(last_seq=first - 1)).rowcount)
+
     def ticket_info(self, number: str) -> TicketInfo | None:
         with self.reading() as c:
             row = c.execute(select(_tickets).where(_tickets.c.number == number)).one_or_none()

@@ -134,6 +134,75 @@ def test_a_clean_stop_writes_the_batches_in_flight(desk: Desk) -> None:
     assert desk.store.ticket_counter(2026) == 20
 
 
+def _numbers(desk: Desk) -> list[str]:
+    return sorted(t.number for t in desk.store.list_tickets(states=("open",)))
+
+
+def test_ticket_numbers_are_reserved_ahead_and_the_unused_given_back(desk: Desk) -> None:
+    """The worker reserves ticket numbers ahead (on SQLite a block of 64, one write for many
+    batches; on PostgreSQL what a batch may still need), numbers the tickets in arrival
+    order from them, and gives the unused ones back at a clean stop: none skipped."""
+    from mailbot.ticket_numbers import SQLITE_BLOCK
+
+    for raw in _requests(25):
+        save_raw(desk.store, raw, "test", received_at=MON)
+    worker = desk.worker
+    assert worker.run_once(10) == 10
+    # Nothing numbered yet (the batch is in flight), but numbers are reserved for it.
+    assert worker.run_once(10) == 10
+    reserved = desk.store.ticket_counter(2026)
+    assert reserved == (SQLITE_BLOCK if desk.store.is_sqlite else 10)
+    assert worker.run_once(10) == 5
+    # PostgreSQL: each batch reserved its size (each of these mails opens a ticket).
+    assert desk.store.ticket_counter(2026) == (SQLITE_BLOCK if desk.store.is_sqlite else 25)
+    assert _numbers(desk) == [f"T-2026-{i:06d}" for i in range(1, 26)]
+    worker.close()
+    assert desk.store.ticket_counter(2026) == 25
+    # The next worker goes on where the tickets end.
+    save_raw(desk.store, _requests(26)[-1], "test", received_at=MON)
+    Worker(worker.config, desk.store, hold_back=False).process_many(
+        desk.store.claim_inbound(10, timedelta(seconds=30)))
+    assert _numbers(desk)[-1] == "T-2026-000026"
+
+
+def test_numbers_reserved_after_this_workers_stay_a_gap(desk: Desk) -> None:
+    """Unused numbers are given back only while nobody reserved after them: another writer
+    (a second daemon, `mailbot replay`) took the next ones, so they stay unused, and no
+    number is handed out twice."""
+    for raw in _requests(3):
+        save_raw(desk.store, raw, "test", received_at=MON)
+    worker = desk.worker
+    assert worker.run_once(10) == 3
+    reserved = desk.store.ticket_counter(2026)
+    [(seq, other)] = desk.store.allocate_ticket_numbers(2026, 1)  # another writer
+    assert seq == reserved + 1
+    worker.close()
+    assert desk.store.ticket_counter(2026) == reserved + 1  # not given back
+    save_raw(desk.store, _requests(4)[-1], "test", received_at=MON)
+    next_worker = Worker(worker.config, desk.store, hold_back=False)
+    next_worker.process_many(desk.store.claim_inbound(10, timedelta(seconds=30)))
+    numbers = _numbers(desk)
+    assert numbers[:3] == ["T-2026-000001", "T-2026-000002", "T-2026-000003"]
+    assert numbers[3] == f"T-2026-{reserved + 2:06d}" and other not in numbers
+
+
+def test_a_worker_stopped_without_closing_leaves_its_reserve_unused(desk: Desk) -> None:
+    """A crash (no `close`): the numbers the worker reserved and did not use are never
+    handed out by the next one; each ticket's number is its own."""
+    for raw in _requests(2):
+        save_raw(desk.store, raw, "test", received_at=MON)
+    assert desk.worker.run_once(10) == 2
+    reserved = desk.store.ticket_counter(2026)
+    for raw in _requests(4)[2:]:
+        save_raw(desk.store, raw, "test", received_at=MON)
+    after_crash = Worker(desk.worker.config, desk.store, hold_back=False)
+    after_crash.process_many(desk.store.claim_inbound(10, timedelta(seconds=30)))
+    after_crash.close()
+    numbers = _numbers(desk)
+    assert numbers == ["T-2026-000001", "T-2026-000002",
+                       f"T-2026-{reserved + 1:06d}", f"T-2026-{reserved + 2:06d}"]
+
+
 class SameMessageId(FakeIncomplete):
     """A faulty outcome: every reply it sends has the same Message-ID (unique in the outbox)."""
 
