@@ -135,6 +135,8 @@ class Worker:
         self._lost: set[int] = set()
         # Claimed batches on their way through `run_once`'s pipeline, oldest first.
         self._in_flight: list[_InFlight] = []
+        # The next batch, claimed (token, ids) in the transaction that wrote the last one.
+        self._claimed_ahead: tuple[str, list[int]] | None = None
 
     @classmethod
     def from_config(cls, config: Config, store: Store, *, clock: Clock = utcnow,
@@ -301,15 +303,18 @@ class Worker:
         used = self.store.ticket_attachment_bytes(decision.ticket_ref or "")
         return max(0, self.config.limits.ticket_attachment_bytes - used)
 
-    def commit(self, prepared: Prepared) -> list[Outcome | Quarantined]:
-        """Write a prepared batch in one transaction (see `process_many`)."""
+    def commit(self, prepared: Prepared, *, claim_ahead: int = 0
+               ) -> list[Outcome | Quarantined]:
+        """Write a prepared batch in one transaction (see `process_many`). `claim_ahead`:
+        up to that many waiting messages are claimed in the same transaction, for the next
+        `run_once` (one write transaction per batch instead of two)."""
         try:
-            return self._commit(prepared)
+            return self._commit(prepared, claim_ahead)
         finally:
             if self.forecast is not None and prepared.forecast is not None:
                 self.forecast.written(prepared.forecast)
 
-    def _commit(self, prepared: Prepared) -> list[Outcome | Quarantined]:
+    def _commit(self, prepared: Prepared, claim_ahead: int = 0) -> list[Outcome | Quarantined]:
         items, analyses, drafts = prepared.items, prepared.analyses, prepared.drafts
         held = prepared.held
         if not items:
@@ -336,6 +341,10 @@ class Worker:
                            for item, a in zip(items, analyses)]
                 if self.forecast is not None and tx.auto_total_read(since):
                     self.forecast.seen_total(since, tx.auto_replies_total_since(since))
+                ahead = (tx.claim_received(claim_ahead, self._lease(), max_bytes=BATCH_BYTES)
+                         if claim_ahead else None)
+            if ahead is not None and ahead[1]:  # committed: the next `_claim` takes them
+                self._claimed_ahead = ahead
         except Exception as exc:  # noqa: BLE001 - one message's writes failed: find which
             if store_unavailable(exc):
                 raise  # the database is away: everything stays queued
@@ -482,7 +491,8 @@ class Worker:
         """
         try:
             batch = self._claim(limit)
-            done = self._advance(drain=batch is None or len(batch.items) < limit, new=batch)
+            done = self._advance(drain=batch is None or len(batch.items) < limit, new=batch,
+                                 limit=limit)
         except Exception:
             # E.g. the database went away: if it is back, the batches are due at once
             # rather than after their lease; if not, the lease frees them later.
@@ -495,15 +505,23 @@ class Worker:
         allocated ticket number unused); returns how many messages were written. On failure
         the batches are given back and the error raised."""
         try:
-            return self._advance(drain=True, new=None)
+            written = self._advance(drain=True, new=None)
         except Exception:
             self._release_in_flight()
             raise
+        self._release_ahead()
+        return written
+
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.config.worker.lease_seconds)
 
     def _claim(self, limit: int) -> _InFlight | None:
+        """The next batch: the one claimed ahead by the last write, or claimed now."""
         seconds = self.config.worker.lease_seconds
-        lease = timedelta(seconds=seconds)
-        items = self.store.claim_inbound(limit, lease, max_bytes=BATCH_BYTES)
+        lease = self._lease()
+        ahead, self._claimed_ahead = self._claimed_ahead, None
+        items = (self.store.claimed(*ahead) if ahead is not None
+                 else self.store.claim_inbound(limit, lease, max_bytes=BATCH_BYTES))
         if not items:
             return None
         ids, token = [item.id for item in items], items[0].token
@@ -516,9 +534,10 @@ class Worker:
         flight.stage = self.start(items)
         return flight
 
-    def _advance(self, *, drain: bool, new: _InFlight | None) -> int:
+    def _advance(self, *, drain: bool, new: _InFlight | None, limit: int = 0) -> int:
         """Prepare the oldest started batch and write the oldest prepared one (all of them
-        when `drain`); returns how many messages were written."""
+        when `drain`); returns how many messages were written. While full batches come
+        (not `drain`), a write also claims the next batch of `limit` (`commit`)."""
         written = 0
         while True:
             waiting = [f for f in self._in_flight if f is not new or drain]
@@ -527,21 +546,33 @@ class Worker:
             if started:  # hand its replies to the children before writing the older batch
                 started[0].stage = self.prepare(started[0].stage)  # type: ignore[arg-type]
             if prepared and (drain or len(self._in_flight) > 2 or started):
-                written += self._write(prepared[0])
+                written += self._write(prepared[0], 0 if drain else limit)
             if not drain or not self._in_flight:
                 return written
 
-    def _write(self, flight: _InFlight) -> int:
+    def _write(self, flight: _InFlight, claim_ahead: int = 0) -> int:
         assert isinstance(flight.stage, Prepared)
         with metrics.STAGE.labels("decide").time():
-            self.commit(flight.stage)  # on failure the batch stays in flight: released
+            # On failure the batch stays in flight: released.
+            self.commit(flight.stage, claim_ahead=claim_ahead)
         self._in_flight.remove(flight)
         flight.heartbeat.__exit__(None, None, None)
         metrics.observe_waits(item.received_at for item in flight.items)
         return len(flight.items)
 
+    def _release_ahead(self) -> None:
+        """Give the batch claimed ahead back (a clean stop, a failure)."""
+        ahead, self._claimed_ahead = self._claimed_ahead, None
+        if ahead is not None:
+            self.store.release_inbound(ahead[1], ahead[0])
+
     def _release_in_flight(self) -> None:
-        """Give every batch in flight back (claimed, not written)."""
+        """Give every batch in flight back (claimed, not written), the one claimed ahead
+        too."""
+        try:
+            self._release_ahead()
+        except Exception:  # noqa: BLE001 - the database is away: the lease frees them
+            log.debug("could not release the batch claimed ahead", exc_info=True)
         flights, self._in_flight = self._in_flight, []
         if self.forecast is not None:
             self.forecast.clear()

@@ -161,6 +161,19 @@ def _save_all(conn: Connection, keys: Sequence[tuple[NewInbound, str, str | None
 SMALL_MAIL_BYTES = 64 * 1024
 """Mail up to this size is decided before larger mail that has not waited long."""
 
+def claim_received(conn: Connection, limit: int, lease: timedelta, now: datetime, *,
+                   max_bytes: int | None = None, small_bytes: int = SMALL_MAIL_BYTES,
+                   patience: timedelta = timedelta(seconds=60)) -> tuple[str, list[int]]:
+    """The claim of `InboundStore.claim_inbound` in the transaction of `conn`: its token
+    and the ids claimed, in order."""
+    order = [case((_inbound.c.received_at < now - patience, 0),
+                  (_inbound.c.size <= small_bytes, 1), else_=2),
+             _inbound.c.id]
+    return claim_rows(conn, _inbound, [_inbound.c.state == "received"], order, limit,
+                      lease, now, sizes=_inbound.c.size, max_bytes=max_bytes,
+                      count_attempt=True)
+
+
 class InboundStore(StoreBase):
     """The inbound queue: received → decided | quarantined."""
 
@@ -225,20 +238,22 @@ class InboundStore(StoreBase):
         mail of at most `small_bytes`, then the rest, each oldest first; with `max_bytes`,
         no more than that in all (but always one). An ordinary request sent after a burst of
         large hostile mail is so decided in a batch of its own, not after the burst."""
-        now = now or utcnow()
-        order = [case((_inbound.c.received_at < now - patience, 0),
-                      (_inbound.c.size <= small_bytes, 1), else_=2),
-                 _inbound.c.id]
         with self.engine.begin() as conn:
-            token, ids = claim_rows(conn, _inbound, [_inbound.c.state == "received"], order,
-                                    limit, lease, now, sizes=_inbound.c.size,
-                                    max_bytes=max_bytes, count_attempt=True)
+            token, ids = claim_received(conn, limit, lease, now or utcnow(),
+                                        max_bytes=max_bytes, small_bytes=small_bytes,
+                                        patience=patience)
+        return self.claimed(token, ids)
+
+    def claimed(self, token: str, ids: Sequence[int]) -> list[ClaimedInbound]:
+        """The messages of a committed claim (`claim_inbound`, `InboundTx.claim_received`),
+        read in a transaction of their own: the write lock is not held while their bytes
+        are read."""
         if not ids:
             return []
         with self.reading() as conn:
             rows = {r.id: r for r in conn.execute(
                 select(_inbound.c.id, _inbound.c.origin, _inbound.c.received_at,
-                       _inbound.c.attempts).where(_inbound.c.id.in_(ids)))}
+                       _inbound.c.attempts).where(_inbound.c.id.in_(list(ids))))}
             raws = raws_of(conn, ids)
         return [ClaimedInbound(i, raws.get(i, b""), rows[i].origin, rows[i].received_at,
                                rows[i].attempts, token)
@@ -358,6 +373,16 @@ class InboundTx(TxBase):
         res = self.s.execute(q.values(state="quarantined", error=error[:20000], lease_until=None,
                                       decided_at=utcnow()))
         return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def claim_received(self, limit: int, lease: timedelta, *, max_bytes: int | None = None
+                       ) -> tuple[str, list[int]]:
+        """Claim the next waiting messages in this transaction (as `claim_inbound` does;
+        the worker claims its next batch in the transaction that writes the last): the
+        claim's token and ids, to read with `InboundStore.claimed` once it has committed.
+        The pending rows are written first: a message this transaction decides is not
+        among those it claims, even where its own claim's lease has run out."""
+        self.flush()
+        return claim_received(self.c, limit, lease, utcnow(), max_bytes=max_bytes)
 
     def hold_claims(self, claims: Sequence[tuple[int, str | None]]) -> set[int]:
         """`hold_claim` for many (inbound id, claim token) pairs in one statement per token;

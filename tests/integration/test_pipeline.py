@@ -134,6 +134,66 @@ def test_a_clean_stop_writes_the_batches_in_flight(desk: Desk) -> None:
     assert desk.store.ticket_counter(2026) == 20
 
 
+def _leased(desk: Desk) -> dict[str, list[int]]:
+    """Undecided inbound ids per claim token, of the rows whose lease runs."""
+    from sqlalchemy import text
+
+    with desk.store.engine.connect() as conn:
+        rows = conn.execute(text("select id, claim_token from inbound_messages where "
+                                 "state = 'received' and lease_until is not null")).all()
+    out: dict[str, list[int]] = {}
+    for i, token in sorted(rows):
+        out.setdefault(token, []).append(int(i))
+    return out
+
+
+def test_a_write_claims_the_next_batch_while_full_ones_come(desk: Desk) -> None:
+    """While full batches keep coming, the transaction that writes a batch also claims the
+    next one (one write transaction per batch, not two), which the next `run_once` decides:
+    every message written once, in arrival order, no claim left."""
+    for raw in _requests(45):
+        save_raw(desk.store, raw, "test", received_at=MON)
+    worker = desk.worker
+    claims: list[int] = []
+    claim = desk.store.claim_inbound
+
+    def counted(*args: object, **kwargs: object) -> object:
+        claims.append(1)
+        return claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    desk.store.claim_inbound = counted  # type: ignore[method-assign]
+    assert [worker.run_once(10) for _ in range(3)] == [10, 10, 10]
+    # Batch 1 written; 2 and 3 in flight; 4 claimed in batch 1's transaction.
+    assert desk.store.count_inbound() == {"decided": 10, "received": 35}
+    leased = _leased(desk)
+    assert sorted(len(ids) for ids in leased.values()) == [10, 10, 10]
+    assert [i for ids in leased.values() for i in ids] == list(range(11, 41))
+    assert len(claims) == 3
+    assert worker.run_once(10) == 10  # batch 4, claimed ahead: no claim of its own
+    assert len(claims) == 3
+    assert worker.run_once(10) == 5  # short: everything is written
+    assert desk.store.count_inbound() == {"decided": 45}
+    assert _numbers(desk) == [f"T-2026-{i:06d}" for i in range(1, 46)]
+    assert _leased(desk) == {}
+    assert worker.run_once(10) == 0
+
+
+def test_a_clean_stop_gives_the_batch_claimed_ahead_back(desk: Desk) -> None:
+    """Closing the worker writes the batches in flight and releases the one claimed ahead:
+    it waits, unclaimed, for the next start (due at once, not after its lease)."""
+    for raw in _requests(45):
+        save_raw(desk.store, raw, "test", received_at=MON)
+    worker = desk.worker
+    assert [worker.run_once(10) for _ in range(3)] == [10, 10, 10]
+    worker.close()
+    assert desk.store.count_inbound() == {"decided": 30, "received": 15}
+    assert _leased(desk) == {}
+    next_worker = Worker(worker.config, desk.store, hold_back=False)
+    assert next_worker.run_once(20) == 15
+    assert desk.store.count_inbound() == {"decided": 45}
+    assert _numbers(desk) == [f"T-2026-{i:06d}" for i in range(1, 46)]
+
+
 def _numbers(desk: Desk) -> list[str]:
     return sorted(t.number for t in desk.store.list_tickets(states=("open",)))
 
