@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, func, select, update
@@ -61,11 +62,23 @@ class SendAttempt:
         """A permanent failure (or retried past the horizon): never tried again."""
         return cls(outbox_id, token, {"state": "dead", "last_error": error[:2000]})
 
-    def statement(self) -> Any:
-        q = update(_outbox).where(_outbox.c.id == self.outbox_id)
+    def statement(self) -> tuple[Any, dict[str, Any]]:
+        """The UPDATE and its parameters: one statement per kind of outcome, built once
+        (the outcomes are written while SQLite's write lock is held)."""
+        params = {f"new_{k}": v for k, v in self.values.items()}
+        params["row_id"] = self.outbox_id
         if self.token is not None:
-            q = q.where(_outbox.c.claim_token == self.token)
-        return q.values(lease_until=None, attempts=_outbox.c.attempts + 1, **self.values)
+            params["token"] = self.token
+        return _attempt_update(tuple(sorted(self.values)), self.token is not None), params
+
+
+@lru_cache(maxsize=16)
+def _attempt_update(columns: tuple[str, ...], fenced: bool) -> Any:
+    q = update(_outbox).where(_outbox.c.id == bindparam("row_id"))
+    if fenced:
+        q = q.where(_outbox.c.claim_token == bindparam("token"))
+    return q.values(lease_until=None, attempts=_outbox.c.attempts + 1,
+                    **{c: bindparam(f"new_{c}") for c in columns})
 # INSERT … ON CONFLICT (purpose) DO NOTHING: of two daemons queueing the same reply (the
 # scheduler runs in each), one row is written and neither transaction fails.
 _INSERT_OUTBOX = {
@@ -154,7 +167,7 @@ class OutboxStore(StoreBase):
         share its commit (`GroupCommit`)."""
         with self.engine.begin() as conn:
             taken = attempts() if callable(attempts) else attempts
-            return [bool(conn.execute(a.statement()).rowcount) for a in taken]
+            return [bool(conn.execute(*a.statement()).rowcount) for a in taken]
 
     def _update_outbox(self, attempt: SendAttempt) -> bool:
         return self.record_attempts([attempt])[0]
