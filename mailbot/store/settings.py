@@ -16,6 +16,10 @@ from mailbot.store.models import LicenseRow, Setting, utcnow
 from mailbot.store.values import value_of
 
 
+# Asked before every batch the worker decides (built once).
+_LICENSE_VERSION = select(func.count(), func.max(LicenseRow.updated_at))
+
+
 class SettingsStore(StoreBase):
     """Secrets shared by every daemon, and the license registry."""
 
@@ -60,8 +64,6 @@ class SettingsStore(StoreBase):
     def license_version(self) -> tuple[int, datetime | None]:
         """Cheap change marker of the registry (row count, newest update)."""
         with self.reading() as c:
-            n, newest = c.execute(
-                select(func.count(), func.max(LicenseRow.updated_at))
-            ).one()
+            n, newest = c.execute(_LICENSE_VERSION).one()
             return int(n), newest
 

@@ -44,6 +44,18 @@ _BUMP_COUNTER = (
     .returning(_counters.c.last_seq)
 )
 _TICKET_BY_NUMBER = select(_tickets.c.id).where(_tickets.c.number == bindparam("number"))
+# The worker's questions about tickets (built once: a statement built per call costs more
+# than the query it runs).
+_TICKET_ROW = select(_tickets).where(_tickets.c.number == bindparam("number"))
+_TICKET_ROW_LOCKED = _TICKET_ROW.with_for_update()
+_TICKET_FOR_MESSAGE_IDS = (
+    select(Ticket.number)
+    .join(TicketEvent, TicketEvent.ticket_id == Ticket.id)
+    .join(InboundMessage, InboundMessage.id == TicketEvent.inbound_id)
+    .where(InboundMessage.message_id.in_(bindparam("ids", expanding=True)))
+    .order_by(TicketEvent.id.desc())
+    .limit(1)
+)
 
 
 def _event(row: Any) -> TicketEventRecord:
@@ -59,7 +71,7 @@ class TicketStore(StoreBase):
 
     def ticket_exists(self, number: str) -> bool:
         with self.reading() as c:
-            return c.scalar(select(Ticket.id).where(Ticket.number == number)) is not None
+            return c.execute(_TICKET_BY_NUMBER, {"number": number}).scalar() is not None
 
     def ticket_counter(self, year: int) -> int:
         """The last ticket sequence number handed out for `year` (0 before the first)."""
@@ -101,7 +113,7 @@ class TicketStore(StoreBase):
 
     def ticket_info(self, number: str) -> TicketInfo | None:
         with self.reading() as c:
-            row = c.execute(select(_tickets).where(_tickets.c.number == number)).one_or_none()
+            row = c.execute(_TICKET_ROW, {"number": number}).one_or_none()
             return ticket_value(row) if row is not None else None
 
     def ticket_for_message_ids(self, message_ids: Sequence[str]) -> str | None:
@@ -111,15 +123,7 @@ class TicketStore(StoreBase):
         if not ids:
             return None
         with self.reading() as c:
-            q = (
-                select(Ticket.number)
-                .join(TicketEvent, TicketEvent.ticket_id == Ticket.id)
-                .join(InboundMessage, InboundMessage.id == TicketEvent.inbound_id)
-                .where(InboundMessage.message_id.in_(ids))
-                .order_by(TicketEvent.id.desc())
-                .limit(1)
-            )
-            return c.scalar(q)
+            return c.execute(_TICKET_FOR_MESSAGE_IDS, {"ids": ids}).scalar()
 
     def list_tickets(
         self,
@@ -262,8 +266,7 @@ class TicketTx(TxBase):
         earlier read), its row locked until the transaction ends."""
         if self._pending_ticket(number):
             self.flush()
-        t = self.c.execute(select(_tickets).where(_tickets.c.number == number)
-                           .with_for_update()).one_or_none()
+        t = self.c.execute(_TICKET_ROW_LOCKED, {"number": number}).one_or_none()
         return LockedTicket(t.id, ticket_value(t)) if t is not None else None
 
     def _change(self, ticket_id: int, now: datetime, **values: Any) -> None:
