@@ -7,7 +7,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config/mailbot.toml
 # The suite mostly waits on servers, subprocesses and fsync (about a third of two cores
-# busy when run serially): two pytest-xdist workers halve its time. TEST_WORKERS=0: serial.
+# busy when run serially): two pytest-xdist workers cut its time by ~40 %. TEST_WORKERS=0:
+# serial.
 TEST_WORKERS ?= 2
 
 .PHONY: run test venv bench clean

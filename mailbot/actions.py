@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from mailbot.business_hours import BusinessCalendar
 from mailbot.config import Config, MailboxConfig
 from mailbot.domain import Decision, Mail, OutgoingMail, Priority, TicketView, wire
+from mailbot.limit_log import LimitWarnings
 from mailbot.replies.conversation import ConversationRenderer
 from mailbot.replies.render import ReplyRenderer
 
@@ -144,11 +145,12 @@ def enqueue_replies(tx: Transaction, replies: tuple[OutgoingMail, ...], *, ticke
     limited: list[tuple[OutgoingMail | HeldReply, str]] = []
     every: tuple[OutgoingMail | HeldReply, ...] = (*held, *replies)
     for out in every:
-        why = rate_limit_reached(tx, out, now, settings) if out.auto else None
-        if why is not None:
-            tx.after_commit(partial(log.warning, "auto-reply rate limit: no %s to %s (%s)",
-                                    out.kind, out.rcpt_to[0] if out.rcpt_to else "-", why))
-            limited.append((out, why))
+        reached = rate_limit_reached(tx, out, now, settings) if out.auto else None
+        if reached is not None:
+            tx.after_commit(partial(LIMIT_WARNINGS.held, out.kind,
+                                    out.rcpt_to[0] if out.rcpt_to else "-", reached.text,
+                                    per_address=reached.per_address))
+            limited.append((out, reached.text))
             continue
         if isinstance(out, HeldReply):
             log.info("auto-reply rate limit: %s to %s allowed after all; rendered now",
@@ -163,6 +165,9 @@ def enqueue_replies(tx: Transaction, replies: tuple[OutgoingMail, ...], *, ticke
 
 RATE_WINDOW = timedelta(hours=1)
 """The auto-reply rate limits count the automatic replies queued within this long."""
+
+LIMIT_WARNINGS = LimitWarnings(RATE_WINDOW.total_seconds())
+"""This process's log of replies held back (one WARNING per limit and window)."""
 
 
 def read_outbox_ahead(tx: Transaction, replies: Iterable[OutgoingMail | HeldReply],
@@ -183,16 +188,25 @@ def over_rate_limit(tx: Transaction, out: OutgoingMail | HeldReply, now: datetim
     return tx.auto_replies_since(out.rcpt_to[0], now - RATE_WINDOW) >= limit
 
 
+class LimitReached(NamedTuple):
+    """A rate limit that holds an automatic reply back: as the decision records it, and
+    whether it is the per-address limit (else the total)."""
+
+    text: str
+    per_address: bool
+
+
 def rate_limit_reached(tx: Transaction, out: OutgoingMail | HeldReply, now: datetime,
-                       settings: ActionSettings) -> str | None:
+                       settings: ActionSettings) -> LimitReached | None:
     """Which limit holds back the automatic reply `out`, if any: `auto_replies_per_hour` to
     its address, or `auto_replies_total_per_hour` to everyone (mail with forged senders, each
     under the per-address limit, must not make mailbot a reflector of its text)."""
     if over_rate_limit(tx, out, now, settings.auto_replies_per_hour):
-        return f"{settings.auto_replies_per_hour} per hour to this address reached"
+        return LimitReached(f"{settings.auto_replies_per_hour} per hour to this address "
+                            "reached", True)
     total = settings.auto_replies_total_per_hour
     if tx.auto_replies_total_since(now - RATE_WINDOW) >= total:
-        return f"{total} per hour to all addresses reached"
+        return LimitReached(f"{total} per hour to all addresses reached", False)
     return None
 
 

@@ -6,6 +6,7 @@ honoured)."""
 from __future__ import annotations
 
 import email.policy
+import logging
 import re
 from datetime import timedelta
 from email.message import EmailMessage
@@ -13,8 +14,10 @@ from email.parser import BytesParser
 
 import pytest
 
+from mailbot import actions
 from mailbot import config as config_mod
 from mailbot.actions import Outcome
+from mailbot.limit_log import LimitWarnings
 from mailbot.ingest.intake import save_raw
 from mailbot.store import Store
 from tests.integration.test_conversation import (
@@ -156,3 +159,50 @@ def test_per_address_limit_holds_within_one_batch(desk: Desk) -> None:
                 if r["rule"] == "rate_limit"] for o in results]
     note = f"no ack to {CUSTOMER}: 3 per hour to this address reached"
     assert limited == [[], [], [], [note], [note]]
+
+
+def test_held_replies_warn_once_per_limit_and_hour(capped_desk: Desk,
+                                                   caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst running into the limits (a loop from one address, then forged senders past
+    the total): every reply held back is in its decision record and in the log, but only
+    the first per limit and hour is a WARNING, which operators alert on."""
+    monkeypatch.setattr(actions, "LIMIT_WARNINGS", LimitWarnings(3600))
+    caplog.set_level(logging.INFO, logger="mailbot.actions")
+    desk = capped_desk  # 3 per hour to one address, 4 to all
+    looping = [desk.receive(mail(CUSTOMER, f"Kalendář {i}", REQUEST), MON + timedelta(minutes=i))
+               for i in range(6)]
+    forged = [desk.receive(mail(f"zakaznik{i}@strojirny-hranice.cz", f"Kalendář {i}", REQUEST),
+                           MON + timedelta(minutes=10 + i)) for i in range(4)]
+    assert len(desk.sent("ack")) == 4
+    held = [r["detail"] for o in [*looping, *forged]
+            for r in reasons(desk.store, o.inbound_id) if r["rule"] == "rate_limit"]
+    assert len(held) == 6
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records
+             if r.getMessage().startswith("auto-reply rate limit: no ")]
+    assert len(lines) == 6
+    warnings = [m for level, m in lines if level == logging.WARNING]
+    assert len(warnings) == 2
+    assert CUSTOMER in warnings[0] and "to this address" in warnings[0]
+    assert "zakaznik1@" in warnings[1] and "to all addresses" in warnings[1]
+    assert sum(level == logging.INFO for level, _ in lines) == 4
+
+
+def test_limit_warnings_forget_after_the_window_and_stay_bounded(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A limit is warned about again once its window has passed; at most `size` addresses
+    are remembered, the oldest forgotten first (a flood of forged senders cannot grow it)."""
+    caplog.set_level(logging.INFO, logger="mailbot.actions")
+    warned = LimitWarnings(window=3600, size=3)
+
+    def levels(*calls: tuple[str, float]) -> list[int]:
+        caplog.clear()
+        for address, at in calls:
+            warned.held("ack", address, "3 per hour to this address reached",
+                        per_address=True, now=at)
+        return [r.levelno for r in caplog.records]
+
+    W, I = logging.WARNING, logging.INFO
+    assert levels(("a@x", 0.0), ("A@X", 3599.0), ("a@x", 3600.0)) == [W, I, W]
+    assert levels(("b@x", 3601.0), ("c@x", 3602.0), ("d@x", 3603.0)) == [W, W, W]
+    assert levels(("a@x", 3700.0)) == [W]  # forgotten for the three newer ones
