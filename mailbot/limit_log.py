@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 
-log = logging.getLogger("mailbot.actions")
+log = logging.getLogger("mailbot.actions")  # where these lines were logged before
 
 ALL_ADDRESSES = ""
 """The key of the total limit (all addresses together)."""

@@ -501,9 +501,10 @@ class Worker:
         return len(batch.items) if batch is not None else done
 
     def drain(self) -> int:
-        """Write every batch in flight (a clean stop leaves no claimed mail behind and no
-        allocated ticket number unused); returns how many messages were written. On failure
-        the batches are given back and the error raised."""
+        """Write every batch in flight and give a batch claimed ahead back (a clean stop
+        leaves no claimed mail behind; `close` gives the reserved ticket numbers back too);
+        returns how many messages were written. On failure the batches are given back and
+        the error raised."""
         try:
             written = self._advance(drain=True, new=None)
         except Exception:
