@@ -128,7 +128,7 @@ class Worker:
         self.settings = ActionSettings.from_config(config, self.calendar)
         self.forecast = RateForecast(self.settings) if hold_back else None
         # Ticket numbers reserved ahead (a block on SQLite, a batch's worth otherwise).
-        self.numbers = TicketNumbers(store, SQLITE_BLOCK if store.is_sqlite else 0)
+        self._numbers = TicketNumbers(store, SQLITE_BLOCK if store.is_sqlite else 0)
         # Ticket numbers given to batches not yet committed (a reply may name one).
         self._allocated: set[str] = set()
         # Messages of the batch being committed whose claim was lost (not written here).
@@ -171,7 +171,7 @@ class Worker:
             log.warning("could not finish the batches in flight; they are decided again "
                         "at the next start", exc_info=True)
         try:
-            self.numbers.give_back()
+            self._numbers.give_back()
         except Exception:  # noqa: BLE001 - the database is away: the numbers stay a gap
             log.warning("could not give the unused ticket numbers back", exc_info=True)
         if self.pool is not None:
@@ -392,7 +392,7 @@ class Worker:
             if draft is None:
                 continue
             year, view = draft
-            seq, number = self.numbers.take(year, wanted=len(items) - left)
+            seq, number = self._numbers.take(year, wanted=len(items) - left)
             batch_numbers.add(number)
             drafts[item.id] = TicketDraft(year, seq, replace(view, number=number))
         self._allocated.update(batch_numbers)
@@ -518,7 +518,6 @@ class Worker:
 
     def _claim(self, limit: int) -> _InFlight | None:
         """The next batch: the one claimed ahead by the last write, or claimed now."""
-        seconds = self.config.worker.lease_seconds
         lease = self._lease()
         ahead, self._claimed_ahead = self._claimed_ahead, None
         items = (self.store.claimed(*ahead) if ahead is not None
@@ -528,7 +527,7 @@ class Worker:
         ids, token = [item.id for item in items], items[0].token
         assert token is not None
         beat = Heartbeat(lambda: self.store.renew_inbound(ids, token, lease),
-                         renew_interval(seconds), "worker-claim")
+                         renew_interval(lease.total_seconds()), "worker-claim")
         flight = _InFlight(items, token, beat)
         self._in_flight.append(flight)
         beat.__enter__()
