@@ -58,6 +58,9 @@ class Heartbeat:
         self._stop.set()
         if thread is not None:
             thread.join()
+        # The waker keeps this object until its first renewal would have been due; what the
+        # renewal holds (an outbox batch's messages) need not live that long.
+        self._renew = _ended
 
     def _start(self) -> None:
         """The first renewal is due: renew now, then every `interval`, in a thread of its
@@ -79,6 +82,10 @@ class Heartbeat:
                             else type(exc).__name__, self._interval)
             if self._stop.wait(self._interval):
                 return
+
+
+def _ended() -> None:
+    """The renewal of a heartbeat whose context has been left (never called)."""
 
 
 class _Waker:

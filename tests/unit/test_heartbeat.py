@@ -73,3 +73,22 @@ def test_heartbeats_due_in_any_order_each_start_on_time() -> None:
                 time.sleep(0.01)
     assert fast and fast[0] < 1.0
     assert slow == []
+
+
+def test_what_a_renewal_holds_is_freed_when_the_work_ends() -> None:
+    """The heartbeat waits for its first renewal's time in the shared waker even after the
+    work has ended; what its renewal holds (an outbox batch and its messages) is not kept
+    alive until then."""
+    import gc
+    import weakref
+
+    class Batch:
+        pass
+
+    batch = Batch()
+    held = weakref.ref(batch)
+    with Heartbeat(lambda b=batch: b, 30.0, "hb-held"):
+        pass
+    del batch
+    gc.collect()
+    assert held() is None
