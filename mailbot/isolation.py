@@ -48,6 +48,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import groupby
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from mailbot.config import ENV_LOCK, Config
@@ -226,6 +228,19 @@ def _child_analyse(raw: bytes, now: datetime) -> Analysis:
     return pipeline.analyse(raw, now)
 
 
+def _child_analyse_many(args_list: list[tuple[bytes, datetime]]) -> list[Analysis]:
+    """`_child_analyse` of several messages, stage by stage (`Decider.analyse_many`, per
+    run of one `now`)."""
+    from mailbot.pipeline import Pipeline
+
+    pipeline = _child_pipeline
+    assert isinstance(pipeline, Pipeline)
+    out: list[Analysis] = []
+    for now, run in groupby(args_list, key=itemgetter(1)):
+        out += pipeline.decider.analyse_many([raw for raw, _ in run], now)
+    return out
+
+
 def _child_render(job: RenderJob) -> Rendered:
     from mailbot.pipeline import Pipeline
 
@@ -235,7 +250,9 @@ def _child_render(job: RenderJob) -> Rendered:
 
 
 def _run_group(fn: Callable[..., Any], args_list: list[tuple[Any, ...]]) -> list[Any]:
-    """Several messages in one task (per-task overhead shared)."""
+    """Several messages in one task (per-task overhead shared); analyses stage by stage."""
+    if fn is _child_analyse:
+        return _child_analyse_many(args_list)
     return [fn(*args) for args in args_list]
 
 
@@ -453,7 +470,7 @@ class WorkerPool:
         return self._submit(_child_render, [(job.inbound_id, (job,)) for job in jobs])
 
     def _groups(self, indices: Sequence[int]) -> list[list[int]]:
-        """Messages per task: several, so per-task overhead is shared (up to 8)."""
+        """Messages per task: several, so per-task overhead is shared (up to 16)."""
         size = max(1, min(16, len(indices) // (2 * self._processes)))
         return [list(indices[k : k + size]) for k in range(0, len(indices), size)]
 

@@ -222,7 +222,7 @@ class Worker:
         batch k keeps the children rendering while this process writes."""
         items, now = started.items, started.now
         if started.submitted is None:
-            analyses = [self.decider.analyse(item.raw, now) for item in items]
+            analyses = self.decider.analyse_many([item.raw for item in items], now)
         else:
             assert self.pool is not None
             analyses = [
