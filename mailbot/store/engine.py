@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, create_engine, event
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -17,7 +16,13 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 def dialect_insert(dialect: str, table: Table) -> Any:
     """INSERT with the engine's ON CONFLICT clause (PostgreSQL and SQLite spell it alike)."""
-    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    if dialect == "postgresql":
+        # Imported on first use: the PostgreSQL dialect (with asyncio for its asyncpg
+        # driver) costs ~40 ms at the start of every process on SQLite.
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    return sqlite_insert(table)
 
 
 def store_unavailable(exc: BaseException) -> bool:

@@ -81,10 +81,11 @@ def _attempt_update(columns: tuple[str, ...], fenced: bool) -> Any:
                     **{c: bindparam(f"new_{c}") for c in columns})
 # INSERT … ON CONFLICT (purpose) DO NOTHING: of two daemons queueing the same reply (the
 # scheduler runs in each), one row is written and neither transaction fails.
-_INSERT_OUTBOX = {
-    dialect: dialect_insert(dialect, _outbox).on_conflict_do_nothing(index_elements=["purpose"])
-    for dialect in ("postgresql", "sqlite")
-}
+@lru_cache(maxsize=2)
+def _insert_outbox(dialect: str) -> Any:
+    return dialect_insert(dialect, _outbox).on_conflict_do_nothing(index_elements=["purpose"])
+
+
 _COUNT_AUTO = (
     select(func.count())
     .select_from(_outbox)
@@ -378,11 +379,11 @@ class OutboxTx(TxBase):
             return False
         if queued is not None and self.deferred:
             self._purposes[mail.purpose] = True
-            self._defer("outbox", _INSERT_OUTBOX[self.dialect], row)
+            self._defer("outbox", _insert_outbox(self.dialect), row)
         else:
             self.flush()
             row["ticket_id"] = None if ticket_id is None else self.real_ticket_id(ticket_id)
-            if not self.c.execute(_INSERT_OUTBOX[self.dialect], row).rowcount:
+            if not self.c.execute(_insert_outbox(self.dialect), row).rowcount:
                 return False
             if queued is not None:
                 self._purposes[mail.purpose] = True
