@@ -27,6 +27,7 @@ import email
 import os
 import email.policy
 import resource
+import platform
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,10 @@ def bench(args: argparse.Namespace) -> int:
         print(f"corpus: {len(raws)} generated mails, {size / 1e6:.1f} MB, seed {args.seed}, "
               f"{licenses} licenses")
         print(f"bare email.message_from_bytes(policy=default): {bare:8.0f} mails/s")
+        # The interpreter's build counts: this machine's pyenv Python (no PGO/LTO) spends
+        # ~30 % more CPU per mail than Debian's python3.11 (bench/README.md, session 17).
+        print(f"interpreter: {sys.executable} (Python {platform.python_version()}, "
+              f"{platform.python_compiler()})")
         print("mailbot's modules: " + ("bytecode compiled before the run (--bytecode)"
                                        if args.bytecode else
                                        "bytecode present before the run" if has_bytecode() else
