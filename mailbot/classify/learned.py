@@ -37,6 +37,7 @@ FORMAT: Final = "mailbot-linear-1"
 """The file format's name, checked on load."""
 
 _DIGITS: Final = 5  # decimals kept of each weight in the file
+_NUMBERS: Final = frozenset({int, float})  # what JSON numbers load as (not bool)
 
 
 def _softmax(scores: Sequence[float]) -> list[float]:
@@ -116,10 +117,13 @@ class LinearModel:
         k = len(labels)
 
         def row(value: Any, where: str) -> tuple[float, ...]:
-            if (not isinstance(value, list) or len(value) != k
-                    or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in value)):
+            # Checked with C-level maps: the shipped file holds ~28,000 rows, read by every
+            # process that loads the config. JSON's true and false are not numbers here.
+            if (type(value) is not list or len(value) != k
+                    or not set(map(type, value)) <= _NUMBERS
+                    or not all(map(math.isfinite, value))):
                 raise ValueError(f"{where}: {k} finite numbers expected")
-            return tuple(float(x) for x in value)
+            return tuple(map(float, value))
 
         if not isinstance(weights, dict):
             raise ValueError(f"{name}.weights: not an object")
