@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import argparse
 import email
-import os
 import email.policy
-import resource
+import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -151,18 +151,18 @@ def bench(args: argparse.Namespace) -> int:
               f"{licenses} licenses")
         print(f"bare email.message_from_bytes(policy=default): {bare:8.0f} mails/s")
         # The interpreter's build counts: this machine's pyenv Python (no PGO/LTO) spends
-        # ~30 % more CPU per mail than Debian's python3.11 (bench/README.md, session 17).
+        # ~25 % more CPU per mail than Debian's python3.11 (bench/README.md, session 17).
         print(f"interpreter: {sys.executable} (Python {platform.python_version()}, "
               f"{platform.python_compiler()})")
         print("mailbot's modules: " + ("bytecode compiled before the run (--bytecode)"
                                        if args.bytecode else
                                        "bytecode present before the run" if has_bytecode() else
                                        "compiled from source in every process (no bytecode)"))
-        steady: tuple[float, float] | None = None
+        sqlite = (0.0, 0.0)  # seconds and CPU seconds of the SQLite replay
         for name, url in runs.items():
             elapsed, cpu, rss, summary = run_replay(t, corpus, url)
-            if steady is None:
-                steady = (elapsed, cpu)
+            if url.startswith("sqlite"):
+                sqlite = (elapsed, cpu)
             replay = len(raws) / elapsed
             print(f"mailbot replay, {name}: {replay:6.0f} mails/s ({elapsed:.1f} s incl. "
                   f"start-up), {replay / bare:.1%} of a bare parse; CPU {cpu / len(raws) * 1000:.2f} "
@@ -171,16 +171,16 @@ def bench(args: argparse.Namespace) -> int:
             print(f"  CPU per mail = {cpu / len(raws) * bare:.2f} bare parses (compares across "
                   f"machines of other speeds; issue 18 set 2.5 ms where a parse took 0.75 ms: "
                   f"{2.5 / 0.75:.2f})")
-        if steady is not None and len(files) > 2 * FEW:
+        if len(files) > 2 * FEW:
             few = t / "first-few"
             few.mkdir()
-            for f in files[:FEW]:
-                (few / f.name).write_bytes(f.read_bytes())
+            for f, raw in zip(files[:FEW], raws):
+                (few / f.name).write_bytes(raw)
             elapsed, cpu, _, _ = run_replay(t, few, f"sqlite:///{t}/first-few.db")
             rest = len(files) - FEW
             print(f"start-up and shutdown (a replay of {FEW} mails, SQLite): {elapsed:.2f} s, "
-                  f"CPU {cpu:.2f} s; beyond them {rest / (steady[0] - elapsed):.0f} mails/s, "
-                  f"CPU {(steady[1] - cpu) / rest * 1000:.2f} ms/mail")
+                  f"CPU {cpu:.2f} s; beyond them {rest / (sqlite[0] - elapsed):.0f} mails/s, "
+                  f"CPU {(sqlite[1] - cpu) / rest * 1000:.2f} ms/mail")
         print(f"targets: >= 700 mails/s and >= 50 % of a bare parse; CPU <= 2.5 ms/mail")
         print(f"peak RSS of the largest replay process: {rss:.0f} MB")
     return 0

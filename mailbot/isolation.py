@@ -48,6 +48,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from itertools import groupby
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOO_COMPLEX = "too_complex"
+
+Task = Callable[[list[Any]], list[Any]]
+"""What a decision process runs per group of items: their argument tuples in, their results
+out in the same order."""
 
 
 class WorkerPoolError(MailbotError):
@@ -220,23 +225,15 @@ def _child_start(token_secret: bytes | None, previous_secrets: tuple[bytes, ...]
     return True
 
 
-def _child_analyse(raw: bytes, now: datetime) -> Analysis:
-    from mailbot.pipeline import Pipeline
-
-    pipeline = _child_pipeline
-    assert isinstance(pipeline, Pipeline)
-    return pipeline.analyse(raw, now)
-
-
-def _child_analyse_many(args_list: list[tuple[bytes, datetime]]) -> list[Analysis]:
-    """`_child_analyse` of several messages, stage by stage (`Decider.analyse_many`, per
-    run of one `now`)."""
+def _child_analyse(items: list[tuple[bytes, datetime]]) -> list[Analysis]:
+    """A task's messages, (raw, now) each, parsed and decided stage by stage
+    (`Decider.analyse_many`, per run of one `now`)."""
     from mailbot.pipeline import Pipeline
 
     pipeline = _child_pipeline
     assert isinstance(pipeline, Pipeline)
     out: list[Analysis] = []
-    for now, run in groupby(args_list, key=itemgetter(1)):
+    for now, run in groupby(items, key=itemgetter(1)):
         out += pipeline.decider.analyse_many([raw for raw, _ in run], now)
     return out
 
@@ -249,11 +246,10 @@ def _child_render(job: RenderJob) -> Rendered:
     return pipeline.render(job)
 
 
-def _run_group(fn: Callable[..., Any], args_list: list[tuple[Any, ...]]) -> list[Any]:
-    """Several messages in one task (per-task overhead shared); analyses stage by stage."""
-    if fn is _child_analyse:
-        return _child_analyse_many(args_list)
-    return [fn(*args) for args in args_list]
+def _each(fn: Callable[..., Any], items: list[tuple[Any, ...]]) -> list[Any]:
+    """The task (`partial(_each, fn)`) of a function of one item: `fn` called on each
+    item's arguments."""
+    return [fn(*args) for args in items]
 
 
 def _child_ping() -> bool:
@@ -467,24 +463,26 @@ class WorkerPool:
 
     def submit_renders(self, jobs: Sequence[RenderJob]) -> Submitted:
         """Start rendering replies (see `Pipeline.render`); `collect` waits for them."""
-        return self._submit(_child_render, [(job.inbound_id, (job,)) for job in jobs])
+        return self._submit(partial(_each, _child_render),
+                            [(job.inbound_id, (job,)) for job in jobs])
 
     def _groups(self, indices: Sequence[int]) -> list[list[int]]:
         """Messages per task: several, so per-task overhead is shared (up to 16)."""
         size = max(1, min(16, len(indices) // (2 * self._processes)))
         return [list(indices[k : k + size]) for k in range(0, len(indices), size)]
 
-    def _submit(self, fn: Callable[..., Any], items: list[tuple[int, tuple[Any, ...]]]) -> Submitted:
+    def _submit(self, task: Task, items: list[tuple[int, tuple[Any, ...]]]) -> Submitted:
+        """Hand `items` to the children in groups, one `task` call per group."""
         try:
             pool = self._pool()
             futures = [
-                (group, pool.submit(_run_group, fn, [items[i][1] for i in group]))
+                (group, pool.submit(task, [items[i][1] for i in group]))
                 for group in self._groups(range(len(items)))
             ]
         except (BrokenProcessPool, WorkerPoolError):
             self._restart()
             futures = []
-        return Submitted(fn, items, futures)
+        return Submitted(task, items, futures)
 
     def collect(self, submitted: Submitted) -> list[Any]:
         """The results of a submit, in order (an `Overrun` for a message whose child hung or
@@ -493,7 +491,7 @@ class WorkerPool:
         Raises:
             WorkerPoolError: the children cannot start or keep dying on harmless input.
         """
-        fn, items = submitted.fn, submitted.items
+        task, items = submitted.task, submitted.items
         results: list[Any] = [None] * len(items)
         pending = list(range(len(items)))
         first = submitted.futures or None
@@ -508,7 +506,7 @@ class WorkerPool:
                 pool = self._pool()
                 try:
                     futures = [
-                        (g, pool.submit(_run_group, fn, [items[i][1] for i in g])) for g in groups
+                        (g, pool.submit(task, [items[i][1] for i in g])) for g in groups
                     ]
                     self._await_start()
                 except BrokenProcessPool:
@@ -557,8 +555,9 @@ def _processes(executor: ProcessPoolExecutor) -> list[Any]:
 
 @dataclass
 class Submitted:
-    """Work handed to the children, not yet collected: (inbound id, arguments) per item."""
+    """Work handed to the children, not yet collected: (inbound id, arguments) per item, and
+    the task each group of them is handed to."""
 
-    fn: Callable[..., Any]
+    task: Task
     items: list[tuple[int, tuple[Any, ...]]]
     futures: list[tuple[list[int], Future[list[Any]]]]

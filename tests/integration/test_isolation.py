@@ -7,6 +7,7 @@ import email
 import subprocess
 import sys
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from mailbot import config as config_mod
 from mailbot.app import open_store
 from mailbot.errors import StoreUnavailableError
+from mailbot.isolation import _each
 from mailbot.ingest.intake import save_raw
 from mailbot.worker import Quarantined, Worker
 
@@ -245,8 +247,8 @@ def test_children_do_not_load_the_database_layer(base_config: config_mod.Config)
     try:
         probe = "sorted(m for m in __import__('sys').modules if m.split('.')[0] in " \
                 "('sqlalchemy', 'alembic') or m.startswith('mailbot.store'))"
-        [loaded] = pool.collect(pool._submit(eval, [(0, (probe,))]))
-        [decider] = pool.collect(pool._submit(eval, [(0, (
+        [loaded] = pool.collect(pool._submit(partial(_each, eval), [(0, (probe,))]))
+        [decider] = pool.collect(pool._submit(partial(_each, eval), [(0, (
             "'mailbot.pipeline' in __import__('sys').modules",))]))
     finally:
         pool.close()
@@ -260,16 +262,17 @@ _SCRIPT = """\
 import sys
 from {module} import {attr}
 if __name__ == '__main__':
+    from functools import partial
     from mailbot import config
-    from mailbot.isolation import WorkerPool
+    from mailbot.isolation import WorkerPool, _each
     cfg = config.load(sys.argv[1])
     pool = WorkerPool(cfg.model_copy(update={{"worker": cfg.worker.model_copy(
         update={{"processes": 1}})}}), processes=1, timeout=30, memory_mb=1024)
     try:
         probe = ("sorted(m for m in __import__('sys').modules if m.split('.')[0] in "
                  "('click', 'rich', 'sqlalchemy') or m.startswith('mailbot.cli'))")
-        [loaded] = pool.collect(pool._submit(eval, [(0, (probe,))]))
-        [decider] = pool.collect(pool._submit(eval, [(0, (
+        [loaded] = pool.collect(pool._submit(partial(_each, eval), [(0, (probe,))]))
+        [decider] = pool.collect(pool._submit(partial(_each, eval), [(0, (
             "'mailbot.pipeline' in __import__('sys').modules",))]))
     finally:
         pool.close()
@@ -303,7 +306,7 @@ def test_children_load_no_charset_detector(base_config: config_mod.Config) -> No
     try:
         probe = ("sorted(m for m in __import__('sys').modules "
                  "if m.split('.')[0] == 'charset_normalizer')")
-        [loaded] = pool.collect(pool._submit(eval, [(0, (probe,))]))
+        [loaded] = pool.collect(pool._submit(partial(_each, eval), [(0, (probe,))]))
     finally:
         pool.close()
     assert loaded == []
@@ -320,7 +323,7 @@ def test_children_tune_their_allocator(base_config: config_mod.Config) -> None:
     pool = WorkerPool(pool_config(base_config, processes=1), processes=1, timeout=30,
                       memory_mb=1024)
     try:
-        [tuned] = pool.collect(pool._submit(eval, [(0, (
+        [tuned] = pool.collect(pool._submit(partial(_each, eval), [(0, (
             "__import__('mailbot.memory').memory.applied",))]))
     finally:
         pool.close()
@@ -338,10 +341,10 @@ def test_a_hung_child_of_a_retired_pool_is_still_stopped(base_config: config_mod
     pool = WorkerPool(pool_config(base_config, processes=1), processes=1, timeout=30,
                       memory_mb=1024)
     pool.use_registry(DictRegistry({}))
-    pool.collect(pool._submit(eval, [(0, ("1",))]))  # started and initialised
+    pool.collect(pool._submit(partial(_each, eval), [(0, ("1",))]))  # started and initialised
     assert pool._executor is not None
     [first] = _processes(pool._executor)
-    pool._submit(time.sleep, [(0, (60,))])  # hangs in the first pool
+    pool._submit(partial(_each, time.sleep), [(0, (60,))])  # hangs in the first pool
     time.sleep(0.5)
     pool.use_registry(DictRegistry({}))  # a new registry: that pool is retired
     assert first.is_alive()
