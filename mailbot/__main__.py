@@ -8,6 +8,10 @@ module level, gave each child click, rich and every command module (~220 modules
 
 from __future__ import annotations
 
+from mailbot import memory
+
+memory.starting()
+
 
 def main() -> None:
     """Run the command line (`mailbot.cli.main`)."""

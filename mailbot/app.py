@@ -340,6 +340,7 @@ async def run(config: Config, early_stop: threading.Event | None = None) -> None
     """`mailbot run`: build the daemon and run it until SIGTERM/SIGINT (also one that came
     in while it was starting: `early_stop`)."""
     daemon = await asyncio.to_thread(Daemon.build, config)
+    memory.settled()
     if early_stop is not None and early_stop.is_set():
         daemon.stop.set()
     await daemon.run()

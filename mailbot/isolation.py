@@ -53,11 +53,12 @@ from itertools import groupby
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from mailbot.config import ENV_LOCK, Config
+from mailbot import memory
 from mailbot.errors import MailbotError
 
 if TYPE_CHECKING:
     from mailbot.classify.rules import LicenseRegistry
+    from mailbot.config import Config
     from mailbot.pipeline import Analysis, Rendered, RenderJob
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ def child_environment(config: Config, environ: Mapping[str, str]) -> dict[str, s
 def _scrubbed_environment(config: Config) -> Iterator[None]:
     """While children are spawned (they copy the environment at exec), the secret
     variables are out of `os.environ`; `config.read_secret` waits on the same lock."""
+    from mailbot.config import ENV_LOCK
+
     with ENV_LOCK:
         saved = {n: os.environ.pop(n) for n in secret_variables(config, os.environ)}
         try:
@@ -160,8 +163,9 @@ def _child_init(memory_mb: int, log_level: int, parent: int, barrier: Any) -> No
     (a write the parent blocks on until the child reads it), the rest in `_child_prepare`
     and `_child_start`."""
     global _child_barrier
-    from mailbot import logs, memory
+    from mailbot import logs
 
+    memory.starting()
     memory.tune()
     _die_with_parent(parent)
     atexit.register(_exit_without_teardown)
@@ -220,6 +224,7 @@ def _child_start(token_secret: bytes | None, previous_secrets: tuple[bytes, ...]
     assert isinstance(pipeline, Pipeline)
     pipeline.decider.use_registry(registry or DictRegistry({}))
     pipeline.decider.use_token_secret(token_secret or b"", previous_secrets)
+    memory.settled()
     if _child_barrier is not None:
         _child_barrier.wait(_START_SECONDS)
     return True

@@ -58,6 +58,7 @@ def replay(
 
 def _replay(paths: tuple[Path, ...], dry_run: bool, as_json: bool, now: datetime,
             licenses_csv: Path | None, cfg: config_mod.Config, pool: WorkerPool | None) -> None:
+    from mailbot import memory
     from mailbot.ingest.files import iter_messages
     from mailbot.registry import DictRegistry, read_license_file
     from mailbot.replay import replay_dry, replay_live
@@ -84,6 +85,7 @@ def _replay(paths: tuple[Path, ...], dry_run: bool, as_json: bool, now: datetime
             store.upsert_licenses(records)
         worker = Worker.from_config(cfg, store, clock=lambda: now, pool=pool)
         worker.warm()
+        memory.settled()
         results = replay_live(messages, worker, store, now)
     try:
         for r in results:

@@ -268,3 +268,25 @@ def test_run_tunes_the_allocator_before_the_daemon_starts(
     cfg = str(write_config(tmp_path, f"sqlite:///{tmp_path / 'run.db'}"))
     invoke("run", "--config", cfg)
     assert calls == ["tune", "run"]
+
+
+async def test_the_daemon_freezes_its_start_up_once_built(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mailbot run` settles (mailbot.memory.settled: what start-up built is frozen) once the
+    daemon is built, before it serves."""
+    import asyncio
+
+    from mailbot import app, memory
+
+    calls: list[str] = []
+
+    class Built:
+        stop = asyncio.Event()
+
+        async def run(self) -> None:
+            calls.append("run")
+
+    monkeypatch.setattr(app.Daemon, "build", lambda config: calls.append("build") or Built())
+    monkeypatch.setattr(memory, "settled", lambda: calls.append("settled"))
+    await app.run(object())  # type: ignore[arg-type]
+    assert calls == ["build", "settled", "run"]

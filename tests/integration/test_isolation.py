@@ -330,6 +330,27 @@ def test_children_tune_their_allocator(base_config: config_mod.Config) -> None:
     assert tuned is True
 
 
+def test_children_freeze_what_their_start_up_built(base_config: config_mod.Config) -> None:
+    """A decision process starts with the collector held back (mailbot.memory.starting) and,
+    once given its registry, freezes what it built (imports, config, compiled rules): the
+    collections while it decides walk only newer objects."""
+    import gc
+
+    from mailbot import memory
+    from mailbot.isolation import WorkerPool
+
+    pool = WorkerPool(pool_config(base_config, processes=1), processes=1, timeout=30,
+                      memory_mb=1024)
+    try:
+        [(frozen, threshold)] = pool.collect(pool._submit(partial(_each, eval), [(0, (
+            "(__import__('gc').get_freeze_count(), __import__('gc').get_threshold()[0])",))]))
+    finally:
+        pool.close()
+    assert frozen > 20_000  # the modules, the config, the compiled rules
+    assert threshold == memory.GC_THRESHOLD
+    assert gc.get_freeze_count() == 0  # this process (the tests) never called `starting`
+
+
 def test_a_hung_child_of_a_retired_pool_is_still_stopped(base_config: config_mod.Config) -> None:
     """A registry change retires the running children to finish their work; one hung on a
     message is still killed by a clean stop, not left behind."""
