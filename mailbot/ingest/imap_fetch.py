@@ -170,12 +170,15 @@ class FolderTaker:
         return present
 
     def _mark(self, client: IMAPClient, uids: list[int]) -> None:
+        """Flag (or move) the stored messages. Flags are set with ``+FLAGS.SILENT``: the
+        server's untagged FETCH of each message's new flags, which nothing here reads, cost
+        the lexer of imapclient about a fifth of this thread's CPU in a catch-up."""
         if self.config.after_store == "move":
             if client.has_capability("MOVE"):
                 client.move(uids, self.config.move_to)
             else:
                 client.copy(uids, self.config.move_to)
-                client.delete_messages(uids)
+                client.delete_messages(uids, silent=True)
                 client.uid_expunge(uids)
         else:
-            client.add_flags(uids, [SEEN, self.config.keyword.encode()])
+            client.add_flags(uids, [SEEN, self.config.keyword.encode()], silent=True)
