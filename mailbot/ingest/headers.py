@@ -109,10 +109,19 @@ _SIMPLE_MAILBOX = re.compile(
 
 def _getaddresses(text: str) -> list[tuple[str, str]]:
     """``email.utils.getaddresses([text])`` for a one-line value; a simple single mailbox
-    is read here, anything else by the stdlib."""
+    is read here, anything else by the stdlib.
+
+    A stdlib with the strict parser (the fix of CVE-2023-27043: CPython 3.11.10, 3.12.6,
+    and Debian's 3.11.2 patched) refuses a value such as ``ceo@bank.example
+    <attacker@evil.example>`` with ``[("", "")]``, where older ones split it in two; such a
+    value is read as its angle addresses, so both give the address mail would be answered to.
+    """
     simple = _SIMPLE_MAILBOX.fullmatch(text)
     if simple is None:
-        return email.utils.getaddresses([text])
+        found = email.utils.getaddresses([text])
+        if found == [("", "")] and "<" in text:
+            return [("", _WS.sub("", inner)) for inner in _ANGLE_ID.findall(text)]
+        return found
     if simple["bare"] is not None:
         return [("", simple["bare"])]
     return [(simple["words"] or simple["quoted"] or "", simple["angle"])]

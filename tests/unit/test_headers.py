@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 from email.message import Message
 
 import pytest
@@ -38,9 +39,26 @@ OTHER_ADDRESSES = [
 
 @pytest.mark.parametrize("value", SIMPLE_ADDRESSES + OTHER_ADDRESSES)
 def test_mailboxes_are_read_as_getaddresses_reads_them(value: str) -> None:
-    """Simple single mailboxes read without the stdlib give its pairs; the rest go to it."""
+    """Simple single mailboxes read without the stdlib give its pairs; the rest go to it
+    (a value this Python's strict parser refuses: see the next test)."""
     text = clean_header(value)
-    assert _getaddresses(text) == email.utils.getaddresses([text])
+    stdlib = email.utils.getaddresses([text])
+    if stdlib == [("", "")] and "<" in text:
+        assert _getaddresses(text) == [("", inner) for inner in re.findall(r"<([^<>]*)>", text)]
+    else:
+        assert _getaddresses(text) == stdlib
+
+
+def test_a_value_the_strict_parser_refuses_is_read_as_its_angle_addresses(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stdlib with the fix of CVE-2023-27043 (CPython 3.11.10, 3.12.6, Debian's 3.11.2)
+    answers an address-looking display name with [("", "")] where older ones split the value
+    in two: mailbot reads the angle address on either, never the display name."""
+    monkeypatch.setattr(email.utils, "getaddresses", lambda values: [("", "")])
+    value = "ceo@bank.example <Attacker @evil.example>"
+    assert _getaddresses(value) == [("", "Attacker@evil.example")]
+    assert header_mailboxes([value], [], angle_first=True) == [("", "attacker@evil.example")]
+    assert header_mailboxes(["ceo@bank.example, undisclosed"], []) == []  # nothing to go by
 
 
 @pytest.mark.parametrize("value", SIMPLE_ADDRESSES)
