@@ -19,8 +19,9 @@ MAX_HTML_CHARS = 1 << 19
 
 _TAG_NAME = re.compile(r"[a-zA-Z][^\t\n\r\f />\x00]*+")
 # The rest of a tag up to its ">": attribute text, = with a quoted value, or a stray quote.
-# Possessive throughout: every character is consumed once, nothing is retried.
-_TAG_REST = re.compile(r"""(?:[^>"'=]++|=[\t\n\r\f ]*+(?:"[^"]*+"|'[^']*+')?+|["'])*+>""")
+# Possessive and atomic throughout: every character is consumed once, nothing is retried
+# (groups in (?>...), not under a possessive quantifier: see mailbot.subjects).
+_TAG_REST = re.compile(r"""(?>(?:[^>"'=]++|=[\t\n\r\f ]*+(?>(?:"[^"]*+"|'[^']*+')?)|["'])*)>""")
 _RAW_TEXT = frozenset(("script", "style"))
 _RAW_END = {name: re.compile(rf"</{name}", re.I) for name in _RAW_TEXT}
 

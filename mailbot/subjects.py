@@ -24,9 +24,12 @@ def prefix_pattern(words: Sequence[str]) -> re.Pattern[str]:
     """Any run of `words` used as prefixes (``word:``, ``word[2]:``, ``word(2):``) at the
     start of a subject, case-insensitive."""
     alternatives = "|".join(re.escape(w) for w in words)
-    # Possessive, so no backtracking: "Re" + 199,000 spaces was quadratic (hostile input).
+    # Possessive and atomic, so no backtracking: "Re" + 199,000 spaces was quadratic (hostile
+    # input). A group is made atomic with (?>...), not a possessive quantifier: before 3.11.5
+    # (Debian 12's Python is 3.11.2) `(...)++` over a group that backtracks inside kept the
+    # letters of a failed last round ("FW: recepce" lost its "r": CPython gh-106052).
     return re.compile(
-        rf"^\s*+(?:(?:{alternatives})\s*+(?:\[\d++\]|\(\d++\))?+\s*+:\s*+)++", re.I)
+        rf"^\s*+(?>(?:(?:{alternatives})\s*+(?>(?:\[\d++\]|\(\d++\))?)\s*+:\s*+)+)", re.I)
 
 
 REPLY_PREFIX: Final = prefix_pattern(REPLY_WORDS)

@@ -221,7 +221,7 @@ _HEADER_NEXT = re.compile(
 _SUBJECT_LINE = re.compile(r"^(subject|predmet|betreff)\s*:")
 _FORWARD_WORDS = re.compile(r"forward|preposl|weitergeleit|fwd")
 _FORWARD_SUBJECT = re.compile(
-    r"^\s*+(?:(?:re|aw|odp|sv|vs|antw)\s*+:\s*+)*+(?:fw|fwd|wg|tr|pr|preposlat)\s*+:"
+    r"^\s*+(?>(?:(?:re|aw|odp|sv|vs|antw)\s*+:\s*+)*)(?:fw|fwd|wg|tr|pr|preposlat)\s*+:"
 )
 
 # Closing lines (folded) that start a signature when short and near the end.
