@@ -12,13 +12,13 @@ A MALLOC_ARENA_MAX or MALLOC_MMAP_THRESHOLD_ in the environment is left as the o
 it.
 
 Start-up (imports, the config, compiled rules, the learned models, the license registry)
-builds 50,000 to 170,000 objects that live as long as the process. Python's cyclic collector,
-at its usual thresholds, walked them over and over while they were built and again at every
-full collection after (~5 % of a replay's CPU). So a mailbot process (the command line,
-`mailbot/__main__.py`, and each decision process, `mailbot.isolation`) collects only rarely
-while `starting`, and once `settled` (the daemon built, replay's store open, a decision
-process given its registry) it freezes what it built: later collections walk only what is
-newer.
+builds 40,000 (a decision process) to 100,000 (the daemon) objects that live as long as the
+process. Python's cyclic collector, at its usual thresholds, walked them over and over while
+they were built and again at every full collection after (~5 % of a replay's CPU). So a
+mailbot process (the command line, `mailbot/__main__.py`, and each decision process,
+`mailbot.isolation`) collects only rarely while `starting`, and once `settled` (the daemon
+built, replay's store open, a decision process given its registry) it freezes what it
+built: later collections walk only what is newer.
 """
 
 from __future__ import annotations
