@@ -6,8 +6,9 @@
 # newer and can make a venv (Debian 12's is built with profile-guided and link-time
 # optimization and linked statically; mailbot spends 15-20 % less CPU per mail on it than
 # on pyenv's default shared, unoptimized build: bench/README.md), else python3 from PATH.
-# `make PYTHON=...` chooses another; an existing .venv is kept (`make clean` first).
-SYSTEM_PYTHON := $(shell /usr/bin/python3 -c 'import sys, ensurepip, venv; \
+# `make PYTHON=...` chooses another; an existing .venv is kept (`make clean` first). Asked
+# only when the venv is made (`=`, not `:=`): every other make run starts no interpreter.
+SYSTEM_PYTHON = $(shell /usr/bin/python3 -c 'import sys, ensurepip, venv; \
 	sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo /usr/bin/python3)
 PYTHON ?= $(or $(SYSTEM_PYTHON),python3)
 VENV   ?= .venv

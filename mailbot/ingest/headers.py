@@ -120,11 +120,16 @@ def _getaddresses(text: str) -> list[tuple[str, str]]:
     if simple is None:
         found = email.utils.getaddresses([text])
         if found == [("", "")] and "<" in text:
-            return [("", _WS.sub("", inner)) for inner in _ANGLE_ID.findall(text)]
+            return [("", addr) for addr in _angle_addresses(text)]
         return found
     if simple["bare"] is not None:
         return [("", simple["bare"])]
     return [(simple["words"] or simple["quoted"] or "", simple["angle"])]
+
+
+def _angle_addresses(text: str) -> list[str]:
+    """What stands inside each ``<...>`` of an address value, white space removed."""
+    return [_WS.sub("", inner) for inner in _ANGLE_ID.findall(text)]
 
 
 def _plausible(addr: str) -> bool:
@@ -154,7 +159,7 @@ def header_mailboxes(values: Iterable[str], hints: Iterable[str], *, angle_first
         ]
         found = [(name, addr) for name, addr in found if _plausible(addr)]
         if angle_first and "<" in text:
-            angled = {_WS.sub("", inner).lower() for inner in _ANGLE_ID.findall(text)}
+            angled = {addr.lower() for addr in _angle_addresses(text)}
             found = [pair for pair in found if pair[1] in angled] or found
         pairs.extend(found)
     return pairs
