@@ -166,7 +166,7 @@ def _child_init(memory_mb: int, log_level: int, parent: int, barrier: Any) -> No
     from mailbot import logs
 
     memory.starting()
-    memory.tune()
+    memory.tune_decision_process()
     _die_with_parent(parent)
     atexit.register(_exit_without_teardown)
     logs.setup(log_level)

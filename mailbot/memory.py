@@ -4,12 +4,19 @@ A daemon's Python objects after a catch-up of thousands of mails are few, but gl
 memory they took: each thread that allocates may get an arena of its own (up to eight per
 core), and once a large block (a raw mail, a pickled batch) has been freed, blocks up to its
 size are no longer mapped apart but carved from those arenas, where freed holes stay
-resident. So the daemon and its decision processes (`tune`) keep two arenas and map every
-block of 128 KiB and more apart (returned to the system when freed), and the daemon gives
-the free pages inside the arenas back after a burst of work (`trim`).
+resident. So the daemon (`tune`) keeps two arenas and maps every block of 128 KiB and more
+apart (returned to the system when freed), and gives the free pages inside the arenas back
+after a burst of work (`trim`).
 
-A MALLOC_ARENA_MAX or MALLOC_MMAP_THRESHOLD_ in the environment is left as the operator set
-it.
+A decision process (`tune_decision_process`) has one thread and handles one task at a time,
+whose large blocks (the task's raw mail, its decoded parts, the pickled results) are freed
+when it ends and needed again, of the same sizes, by the next: there blocks up to 1 MiB come
+from the heap, whose free top is given back beyond 4 MiB. Mapped apart, every such block was
+fresh pages, zeroed by the kernel at each first touch: 130,000 page faults per decision
+process in a 5,000-mail replay, 13,000 this way, and 4-7 % less CPU for the whole replay.
+
+A MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ in the environment is
+left as the operator set it.
 
 Start-up (imports, the config, compiled rules, the learned models, the license registry)
 builds 40,000 (a decision process) to 100,000 (the daemon) objects that live as long as the
@@ -31,7 +38,10 @@ import sys
 
 ARENAS = 2
 MMAP_THRESHOLD = 128 * 1024
+DECISION_MMAP_THRESHOLD = 1024 * 1024
+DECISION_TRIM_THRESHOLD = 4 * 1024 * 1024
 # mallopt's parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
@@ -60,17 +70,32 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def tune() -> bool:
-    """Set the arenas and the mapping threshold (see the module head) unless the environment
-    sets them; early, before the process starts its threads. Returns whether it applied."""
+    """Set the daemon's arenas and mapping threshold (see the module head) unless the
+    environment sets them; early, before the process starts its threads. Returns whether it
+    applied."""
+    return _mallopt({"MALLOC_ARENA_MAX": (_M_ARENA_MAX, ARENAS),
+                     "MALLOC_MMAP_THRESHOLD_": (_M_MMAP_THRESHOLD, MMAP_THRESHOLD)})
+
+
+def tune_decision_process() -> bool:
+    """`tune` for a decision process (see the module head): blocks up to 1 MiB from its heap,
+    whose free top is kept up to 4 MiB."""
+    return _mallopt({"MALLOC_ARENA_MAX": (_M_ARENA_MAX, ARENAS),
+                     "MALLOC_MMAP_THRESHOLD_": (_M_MMAP_THRESHOLD, DECISION_MMAP_THRESHOLD),
+                     "MALLOC_TRIM_THRESHOLD_": (_M_TRIM_THRESHOLD, DECISION_TRIM_THRESHOLD)})
+
+
+def _mallopt(settings: dict[str, tuple[int, int]]) -> bool:
+    """glibc's `mallopt` of each (parameter, value) whose variable the environment does not
+    set; whether glibc took them all (False without glibc)."""
     global applied
     libc = _glibc()
     if libc is None:
         return False
     ok = True
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        ok &= bool(libc.mallopt(_M_ARENA_MAX, ARENAS))
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        ok &= bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    for variable, (param, value) in settings.items():
+        if variable not in os.environ:
+            ok &= bool(libc.mallopt(param, value))
     applied = ok
     return ok
 
