@@ -104,8 +104,9 @@ class Started:
 
 
 BATCH_BYTES = 4 * 1024 * 1024
-"""Raw bytes claimed for one batch at most (at least one message): large mail is decided in
-batches of its own, small mail first (`Store.claim_inbound`)."""
+"""Raw bytes claimed for one batch at most (at least one message): a burst of large mail is
+decided in batches of its own, after the ordinary mail that arrived with it
+(`Store.claim_inbound`)."""
 
 class Worker:
     """Decides stored messages and applies the decisions. Build one per process.

@@ -159,15 +159,21 @@ def _save_all(conn: Connection, keys: Sequence[tuple[NewInbound, str, str | None
 
 
 SMALL_MAIL_BYTES = 64 * 1024
-"""Mail up to this size is decided before larger mail that has not waited long."""
+"""Mail up to this size is decided in the order it arrived."""
+YIELD_BYTES = 4 * 1024
+"""Larger mail is claimed as if it had arrived one mail later per this many of its bytes."""
+
 
 def claim_received(conn: Connection, limit: int, lease: timedelta, now: datetime, *,
                    max_bytes: int | None = None, small_bytes: int = SMALL_MAIL_BYTES,
+                   yield_bytes: int = YIELD_BYTES,
                    patience: timedelta = timedelta(seconds=60)) -> tuple[str, list[int]]:
     """The claim of `InboundStore.claim_inbound` in the transaction of `conn`: its token
     and the ids claimed, in order."""
-    order = [case((_inbound.c.received_at < now - patience, 0),
-                  (_inbound.c.size <= small_bytes, 1), else_=2),
+    waited = _inbound.c.received_at < now - patience
+    order = [case((waited, 0), else_=1),
+             case((waited, _inbound.c.id), (_inbound.c.size <= small_bytes, _inbound.c.id),
+                  else_=_inbound.c.id + _inbound.c.size / yield_bytes),
              _inbound.c.id]
     return claim_rows(conn, _inbound, [_inbound.c.state == "received"], order, limit,
                       lease, now, sizes=_inbound.c.size, max_bytes=max_bytes,
@@ -231,17 +237,24 @@ class InboundStore(StoreBase):
 
     def claim_inbound(self, limit: int = 20, lease: timedelta = timedelta(seconds=20),
                       now: datetime | None = None, *, max_bytes: int | None = None,
-                      small_bytes: int = SMALL_MAIL_BYTES,
+                      small_bytes: int = SMALL_MAIL_BYTES, yield_bytes: int = YIELD_BYTES,
                       patience: timedelta = timedelta(seconds=60)) -> list[ClaimedInbound]:
         """Take up to `limit` received messages whose lease is free under a new claim token
-        (keep them with `renew_inbound`): mail waiting longer than `patience` first, then
-        mail of at most `small_bytes`, then the rest, each oldest first; with `max_bytes`,
-        no more than that in all (but always one). An ordinary request sent after a burst of
-        large hostile mail is so decided in a batch of its own, not after the burst."""
+        (keep them with `renew_inbound`); with `max_bytes`, no more than that in all (but
+        always one). Mail waiting longer than `patience` goes first, oldest first; then the
+        rest in the order it arrived, except that mail larger than `small_bytes` is taken as
+        if it had arrived one mail later per `yield_bytes` of its size (a 200 KB mail 50
+        mails later, a 20 MB one 5,000), the older first on a tie.
+
+        So an ordinary request sent after a burst of large hostile mail is decided in a
+        batch of its own, not after the burst; and when thousands of mails wait (an IMAP
+        catch-up), mail with attachments is decided among the rest, while the decision
+        processes would otherwise wait for the parent, not all of it at the end (where it
+        was a tail of ~2 s in 10)."""
         with self.engine.begin() as conn:
             token, ids = claim_received(conn, limit, lease, now or utcnow(),
                                         max_bytes=max_bytes, small_bytes=small_bytes,
-                                        patience=patience)
+                                        yield_bytes=yield_bytes, patience=patience)
         return self.claimed(token, ids)
 
     def claimed(self, token: str, ids: Sequence[int]) -> list[ClaimedInbound]:

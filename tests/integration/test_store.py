@@ -274,6 +274,24 @@ def test_small_mail_is_claimed_before_a_burst_of_large_mail(store: Store) -> Non
     assert [c.id for c in late] == [saved[0].id]
 
 
+def test_large_mail_yields_to_later_mail_in_proportion_to_its_size(store: Store) -> None:
+    """When many mails wait (an IMAP catch-up), a 200 KiB mail is claimed as if it had
+    arrived 50 mails later (one per 4 KiB of it; the older first on a tie), not after all of
+    them: mail with attachments is decided among the rest, not as a tail at the end."""
+    from mailbot.ingest.intake import save_raw_many
+
+    head = b"Subject: priloha\r\nMessage-ID: <big@x>\r\n\r\n"
+    big = head + b"x" * (200 * 1024 - len(head))
+    small = [b"Subject: help %d\r\nMessage-ID: <s%d@x>\r\n\r\nNejde tisk\r\n" % (i, i)
+             for i in range(100)]
+    t0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    [large] = save_raw_many(store, [(big, "imap")], received_at=t0)
+    ordinary = save_raw_many(store, [(raw, "imap") for raw in small], received_at=t0)
+    claimed = [c.id for c in store.claim_inbound(200, now=t0 + timedelta(seconds=2))]
+    assert claimed.index(large.id) == 49
+    assert [i for i in claimed if i != large.id] == [s.id for s in ordinary]
+
+
 def test_choosing_a_batch_reads_no_waiting_mail(store: Store) -> None:
     """A claim orders the waiting mail by its ids and sizes alone (on SQLite from the index
     ix_inbound_claim, not the rows: the raw bytes of every waiting mail were read per claim,
