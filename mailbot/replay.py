@@ -96,7 +96,7 @@ def replay_live(
     store: Store,
     now: datetime,
     *,
-    chunk: int = 64,
+    chunk: int = 128,
 ) -> Iterator[ReplayResult]:
     """Store, decide and act on each message as live intake would.
 
