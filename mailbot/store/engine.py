@@ -41,7 +41,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")  # a 250 promises the mail survives power loss
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cur.close()
+
+
+SQLITE_CACHE_KIB = 512
+"""Each SQLite connection's page cache (SQLite's default: 2,000 KiB). Raw mail passes through
+it on its way in and out, so every connection of the pool filled its cache with pages of
+mail it would not read again; the operating system caches the file anyway. 512 KiB per
+connection: the daemon's peak RSS in a 5,000-mail IMAP catch-up 114-115 -> 111-112 MB,
+replay's CPU the same within the noise (4 alternating pairs)."""
 
 
 SQLITE_CACHED_STATEMENTS = 16

@@ -648,3 +648,21 @@ def test_a_thread_holding_the_write_lock_does_not_wait_for_itself(store: Store) 
             store.allocate_ticket_numbers(2026, 1)
         assert time.monotonic() - started < 2.0
     assert store.allocate_ticket_numbers(2026, 1) == [(11, "T-2026-000011")]
+
+
+def test_sqlite_connections_are_durable_and_keep_a_small_page_cache(tmp_path: Path) -> None:
+    """Every SQLite connection of a store writes ahead with a sync at each commit (a 250
+    promises the mail survives power loss) and keeps 512 KiB of pages, not SQLite's 2 MB:
+    raw mail passes through each connection's cache."""
+    from sqlalchemy import text
+
+    from mailbot.store.engine import SQLITE_CACHE_KIB
+
+    store = Store.from_url(f"sqlite:///{tmp_path / 'pragmas.db'}")
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+            assert conn.execute(text("PRAGMA cache_size")).scalar() == -SQLITE_CACHE_KIB
+    finally:
+        store.engine.dispose()
