@@ -41,7 +41,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")  # a 250 promises the mail survives power loss
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    cur.execute("PRAGMA cache_size=-512")  # SQLITE_CACHE_KIB
     cur.close()
 
 
