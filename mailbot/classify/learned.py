@@ -116,6 +116,12 @@ class LinearModel:
             raise ValueError(f"{name}.labels: two or more distinct names expected")
         k = len(labels)
 
+        # Equal numbers and equal rows are one object each (the shipped file: 84,000 numbers,
+        # 42,000 of them distinct; 27,700 rows, 20,900 distinct): ~1 MB less in every
+        # process that holds the config, and a smaller pickle for the decision processes.
+        same_number: dict[float, float] = {}
+        same_row: dict[tuple[float, ...], tuple[float, ...]] = {}
+
         def row(value: Any, where: str) -> tuple[float, ...]:
             # Checked with C-level maps: the shipped file holds ~28,000 rows, read by every
             # process that loads the config. JSON's true and false are not numbers here.
@@ -123,7 +129,9 @@ class LinearModel:
                     or not set(map(type, value)) <= _NUMBERS
                     or not all(map(math.isfinite, value))):
                 raise ValueError(f"{where}: {k} finite numbers expected")
-            return tuple(map(float, value))
+            numbers = list(map(float, value))
+            found = tuple(map(same_number.setdefault, numbers, numbers))
+            return same_row.setdefault(found, found)
 
         if not isinstance(weights, dict):
             raise ValueError(f"{name}.weights: not an object")
