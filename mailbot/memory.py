@@ -13,7 +13,7 @@ whose large blocks (the task's raw mail, its decoded parts, the pickled results)
 when it ends and needed again, of the same sizes, by the next: there blocks up to 1 MiB come
 from the heap, whose free top is given back beyond 4 MiB. Mapped apart, every such block was
 fresh pages, zeroed by the kernel at each first touch: 130,000 page faults per decision
-process in a 5,000-mail replay, 13,000 this way, and 4-7 % less CPU for the whole replay.
+process in a 5,000-mail replay, 13,000 this way, and 3-7 % less CPU for the whole replay.
 
 A MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ in the environment is
 left as the operator set it.
@@ -53,7 +53,8 @@ GC_THRESHOLD = 10_000
 _starting = False
 
 applied = False
-"""Whether `tune` has run in this process and glibc took what it set."""
+"""Whether `tune` or `tune_decision_process` has run in this process and glibc took what it
+set."""
 
 
 @functools.cache
