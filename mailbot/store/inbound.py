@@ -171,9 +171,9 @@ def claim_received(conn: Connection, limit: int, lease: timedelta, now: datetime
     """The claim of `InboundStore.claim_inbound` in the transaction of `conn`: its token
     and the ids claimed, in order."""
     waited = _inbound.c.received_at < now - patience
+    in_order = or_(waited, _inbound.c.size <= small_bytes)
     order = [case((waited, 0), else_=1),
-             case((waited, _inbound.c.id), (_inbound.c.size <= small_bytes, _inbound.c.id),
-                  else_=_inbound.c.id + _inbound.c.size / yield_bytes),
+             case((in_order, _inbound.c.id), else_=_inbound.c.id + _inbound.c.size / yield_bytes),
              _inbound.c.id]
     return claim_rows(conn, _inbound, [_inbound.c.state == "received"], order, limit,
                       lease, now, sizes=_inbound.c.size, max_bytes=max_bytes,
