@@ -11,8 +11,9 @@ keyword, or MOVE) and advance the checkpoint → IDLE (or sleep and poll) → re
   minutes — and leaving IDLE needs the server's tagged answer within the socket timeout, so a
   half-dead connection is noticed within `timeout_seconds`. A server that closes the socket
   (EOF, which imapclient's idle_check swallows) is noticed within a second; EXISTS that the
-  server sent during SEARCH/FETCH/STORE (filed away by imaplib) triggers another pass at once
-  instead of waiting for the next IDLE period.
+  server sent during SEARCH/FETCH/STORE (filed away by imaplib), or right behind IDLE's
+  "+ idling" (left in imaplib's read buffer), triggers another pass at once instead of
+  waiting for the next IDLE period.
 * after_store = "move" creates `move_to` when it is missing (MOVE would fail for every mail).
 * Memory is bounded (the take-in pass, mailbot/ingest/imap_fetch.py): sizes (RFC822.SIZE)
   come first; one FETCH takes at most `batch` messages and `batch_bytes` bytes. A message over `limits.message_bytes` is never fetched
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import imaplib
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -336,6 +338,8 @@ class ImapPoller:
         period = self.idle_period
         client.idle()
         try:
+            if _NEWS_LINE.search(_buffered(client)):
+                return  # reported with "+ idling": idle_check would not see it (see _buffered)
             deadline = time.monotonic() + period
             while time.monotonic() < deadline and not self.stop.is_set():
                 self._renew()
@@ -360,6 +364,29 @@ def _quiet_imaplib(client: IMAPClient) -> None:
     bytes in memory at once and 80 % of its CPU. Level 0 unless that logger logs DEBUG."""
     if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
         client._imap.debug = 0
+
+
+_NEWS_LINE = re.compile(rb"^\* \d+ (?:EXISTS|RECENT)\r?$", re.MULTILINE | re.IGNORECASE)
+
+
+def _buffered(client: IMAPClient) -> bytes:
+    """What imaplib has read from the socket and not yet parsed (b"" if nothing).
+
+    Mail that arrives between the pass's last command and IDLE is reported by the server
+    right behind its "+ idling" ("* 2 EXISTS", usually in the same packet). IDLE reads that
+    continuation with a buffered readline, so the news lands in imaplib's buffer, and
+    idle_check, which polls the socket, would not see it before the IDLE period ended (30 s
+    by default). Does not block: on an empty buffer it tries one non-blocking read.
+    """
+    sock = client.socket()
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return client._imap.file.peek(1)
+    except OSError:  # nothing to read (an SSL socket says "want read"), or the peer is gone
+        return b""
+    finally:
+        sock.settimeout(timeout)
 
 
 def _peer_closed(client: IMAPClient) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import logging
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -378,3 +379,33 @@ async def test_standby_poller_takes_over_when_the_lease_expires(
     assert not thread.is_alive()
     assert store.lease_holder(key) is None  # released at the clean stop
     store.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Mail that arrives just before IDLE
+# ---------------------------------------------------------------------------------------
+
+def test_mail_reported_with_idles_continuation_ends_the_idle_at_once(dovecot) -> None:
+    """Mail appended after the pass's last command is reported right behind "+ idling"
+    (Dovecot syncs when IDLE starts, one packet). imaplib reads that continuation with a
+    buffered readline, so the EXISTS waits in its buffer where idle_check's socket poll does
+    not look: before the fix every such mail waited out the IDLE period (30 s by default),
+    which made the restart test above fail now and then. Default timeouts here."""
+    user = dovecot.new_user()
+    dovecot.append(user, request_mail(subject="Uz prectena"))
+    poller = ImapPoller(_box(dovecot.imap_port, user, timeout_seconds=60), intake=None,  # type: ignore[arg-type]
+                        store=None, stop=threading.Event(), password=dovecot.password)  # type: ignore[arg-type]
+    assert poller.idle_period == 30
+    poller._renewed_at = time.monotonic()  # no store: the lease counts as just renewed
+    client = poller.connect()
+    try:
+        client.select_folder("INBOX")
+        client._imap.untagged_responses.clear()  # the pass has seen what SELECT reported
+        dovecot.append(user, request_mail(subject="Tesne pred IDLE"))
+        start = time.monotonic()
+        poller._idle(client)
+        waited = time.monotonic() - start
+        assert waited < 5, f"IDLE sat on the reported mail for {waited:.1f} s"
+        assert client.search(["UNSEEN"]) == [1, 2]  # the connection is usable after DONE
+    finally:
+        client.logout()
