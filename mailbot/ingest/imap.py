@@ -382,7 +382,8 @@ def _buffered(client: IMAPClient) -> bytes:
     timeout = sock.gettimeout()
     sock.setblocking(False)
     try:
-        return client._imap.file.peek(1)
+        data: bytes = client._imap.file.peek(1)
+        return data
     except OSError:  # nothing to read (an SSL socket says "want read"), or the peer is gone
         return b""
     finally:
