@@ -90,6 +90,11 @@ def replay_dry(
         yield _result(label, raw, mail, decision, decision.ticket_ref, deadline)
 
 
+FIRST_CHUNK = 16
+"""Messages in the first chunk; each next one is twice as large, up to `chunk`: the decision
+processes get work sooner, instead of waiting while a whole chunk is read and stored."""
+
+
 def replay_live(
     messages: Iterator[tuple[str, bytes]],
     worker: Worker,
@@ -107,8 +112,10 @@ def replay_live(
     # and parse batch k+1.
     prepared: Batch | None = None
     started: Batch | None = None
+    size = min(chunk, FIRST_CHUNK)
     while True:
-        batch = list(itertools.islice(messages, chunk))
+        batch = list(itertools.islice(messages, size))
+        size = min(chunk, size * 2)
         new: Batch | None = None
         if batch:
             saved = save_raw_many(

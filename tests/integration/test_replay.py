@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
 import re
 from pathlib import Path
 
@@ -14,7 +16,8 @@ from click.testing import CliRunner
 from mailbot.cli import cli
 from sqlalchemy import select
 
-from mailbot.store import DecisionRecord, Store
+from mailbot.store import ClaimedInbound, DecisionRecord, Store
+from mailbot.worker import Started, Worker
 from tests.integration.test_corpus_parse import _agrees as agrees
 from tests.integration.test_corpus_parse import _checks as corpus_checks
 from tests.shared_data import require_shared
@@ -54,15 +57,29 @@ def rate_limited(store: Store) -> list[str]:
     return [kind for kind, reasons in rows if any(r["rule"] == "rate_limit" for r in reasons)]
 
 
-def test_live_replay_of_labelled_set(tmp_path: Path, store_url: str) -> None:
+def test_live_replay_of_labelled_set(tmp_path: Path, store_url: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Live replay stores every mail once, opens tickets with sequential numbers and queues
-    exactly one reply per ticket or rejection; a second replay adds nothing."""
+    exactly one reply per ticket or rejection; a second replay adds nothing. The chunks
+    grow from 16 mails (the decision processes get work at once) and results keep the
+    input order across them."""
     dev = require_shared("labelled/dev")
     cfg = write_config(tmp_path, store_url)
     code, out = run_cli("licenses", "import", str(dev / "licenses.csv"), "--config", str(cfg))
     assert code == 0, out
+    chunks: list[int] = []
+    start = Worker.start
+
+    def counted(self: Worker, items: Sequence[ClaimedInbound], now: datetime | None = None
+                ) -> Started:
+        chunks.append(len(items))
+        return start(self, items, now)
+
+    monkeypatch.setattr(Worker, "start", counted)
     code, out = run_cli("replay", str(dev), "--json", "--now", NOW, "--config", str(cfg))
     assert code == 0, out
+    monkeypatch.undo()
+    assert chunks == [16, 32, 55]  # 103 mails: 16, 32, then what is left of 64
     results = json_lines(out)
     labels = {json.loads(l)["file"]: json.loads(l)
               for l in (dev / "labels.jsonl").read_text().splitlines()}
