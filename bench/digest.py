@@ -145,7 +145,7 @@ def bench_render(config: Config, n: int, repeat: int) -> bool:
 
 
 def bench_store(config: Config, n: int, repeat: int) -> bool:
-    from mailbot.app import open_store
+    from mailbot.migrations import open_store
 
     tickets = make_tickets(n)
     with tempfile.TemporaryDirectory(prefix="mailbot-digest-bench-") as tmp:

@@ -22,7 +22,8 @@ from sqlalchemy import insert  # noqa: E402
 
 from mailbot import config as config_mod  # noqa: E402
 from mailbot import metrics  # noqa: E402
-from mailbot.app import Daemon, open_store  # noqa: E402
+from mailbot.app import Daemon  # noqa: E402
+from mailbot.migrations import open_store  # noqa: E402
 from mailbot.store import OutboxMessage, utcnow  # noqa: E402
 
 

@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mailbot.app import open_store
+from mailbot.migrations import open_store
 from mailbot.config import Config, OutboundConfig, StoreConfig
 from mailbot.replies.outbox import OutboxDispatcher
 from mailbot.replies.smtp import SmtpSender

@@ -52,16 +52,6 @@ log = logging.getLogger(__name__)
 SCHEDULER_LEASE = "scheduler"
 
 
-def open_store(config: Config, *, migrate: bool = True) -> Store:
-    """The configured store, with the schema brought up to date unless `migrate` is False."""
-    store = Store.from_url(
-        config.database_url, echo=config.store.echo, pool_size=config.store.pool_size
-    )
-    if migrate:
-        migrations.upgrade(store.engine)
-    return store
-
-
 @dataclass
 class Daemon:
     """The running pieces of `mailbot run`. Build with `Daemon.build(config)`."""
@@ -85,7 +75,7 @@ class Daemon:
 
     @classmethod
     def build(cls, config: Config, *, transport: Transport | None = None) -> Daemon:
-        store = open_store(config)
+        store = migrations.open_store(config)
         if store.is_sqlite:
             # Embedded mode is one process: leases left by a killed run have no holder.
             store.release_all_leases()

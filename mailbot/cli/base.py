@@ -71,7 +71,7 @@ def store_for(cfg: config_mod.Config, *, readonly: bool = False) -> Store:
     A `readonly` command opens it as it is and never migrates: it stops with a clear error
     when the schema is not the one this code needs (older: run `mailbot db upgrade`)."""
     from mailbot import migrations
-    from mailbot.app import open_store
+    from mailbot.migrations import open_store
 
     store = open_store(cfg, migrate=not readonly)
     if readonly:

@@ -52,7 +52,7 @@ def db() -> None:
 def db_upgrade(config_path: Path | None) -> None:
     """Create or migrate the schema to the newest revision."""
     from mailbot import migrations
-    from mailbot.app import open_store
+    from mailbot.migrations import open_store
 
     store = open_store(load_config(config_path))
     click.echo(f"schema at revision {migrations.current(store.engine)}")

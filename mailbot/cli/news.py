@@ -65,7 +65,7 @@ def _campaign(cfg: config_mod.Config, name: str) -> Any:
 def news_preview(name: str, out_dir: Path | None, limit: int, test_to: str | None,
                  now_text: str | None, config_path: Path | None) -> None:
     """Show who a campaign goes to and render it for the first recipients."""
-    from mailbot.app import open_store
+    from mailbot.migrations import open_store
     from mailbot.news import NewsRenderer, recipients
 
     cfg = load_config(config_path)
@@ -136,7 +136,7 @@ def _progress() -> Progress:
 @config_option
 def news_send(name: str, follow: bool, now_text: str | None, config_path: Path | None) -> None:
     """Queue the campaign for every recipient not queued before (the daemon sends it)."""
-    from mailbot.app import open_store
+    from mailbot.migrations import open_store
     from mailbot.news import queue_campaign
 
     cfg = load_config(config_path)
@@ -188,7 +188,7 @@ def news_schedule(name: str | None, at_text: str | None, cron: str | None, as_li
                   now_text: str | None, config_path: Path | None) -> None:
     """Have the daemon queue the campaign at a given time (once) or on a cron schedule
     (each run once per recipient, as campaign NAME@YYYYMMDDTHHMM)."""
-    from mailbot.app import open_store
+    from mailbot.migrations import open_store
     from mailbot.news import check_cron, next_run
 
     if as_list:

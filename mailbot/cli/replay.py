@@ -76,7 +76,7 @@ def _replay(paths: tuple[Path, ...], dry_run: bool, as_json: bool, now: datetime
             registry = DictRegistry(_read_only_registry(cfg))
         results = replay_dry(messages, cfg, registry, now)
     else:
-        from mailbot.app import open_store
+        from mailbot.migrations import open_store
         from mailbot.worker import Worker
 
         store = open_store(cfg)

@@ -22,9 +22,26 @@ from sqlalchemy.exc import SQLAlchemyError
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
+    from mailbot.config import Config
+    from mailbot.store import Store
+
 HERE = Path(__file__).resolve().parent
 _LOCK_KEY = 0x6D61696C626F74  # "mailbot"
 _REVISION_FILE = re.compile(r"(\d{4})_\w+\.py")
+
+
+def open_store(config: Config, *, migrate: bool = True) -> Store:
+    """The configured store, with the schema brought up to date unless `migrate` is False
+    (here rather than in mailbot.app, so that commands needing only the store do not import
+    the daemon's servers)."""
+    from mailbot.store import Store
+
+    store = Store.from_url(
+        config.database_url, echo=config.store.echo, pool_size=config.store.pool_size
+    )
+    if migrate:
+        upgrade(store.engine)
+    return store
 
 
 def numbered_head() -> str:

@@ -82,7 +82,7 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
 def import_licenses(config: Config | str) -> None:
     """The sample registry into the store of `config` (migrated) or at a URL (migrated
     already)."""
-    from mailbot.app import open_store
+    from mailbot.migrations import open_store
     from mailbot.registry import read_license_csv
     from mailbot.store import Store
 

@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
-from mailbot.app import Daemon, open_store
+from mailbot.app import Daemon
+from mailbot.migrations import open_store
 from mailbot.config import Config, ImapMailboxConfig
 from mailbot.store import InboundMessage, OutgoingMail, utcnow
 from tests.e2e.helpers import daemon_config, eventually, import_licenses, request_mail, \

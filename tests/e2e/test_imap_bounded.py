@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from imapclient import IMAPClient
 
-from mailbot.app import open_store
+from mailbot.migrations import open_store
 from mailbot.config import Config, ImapMailboxConfig, LimitsConfig
 from mailbot.ingest.imap import ImapPoller
 from mailbot.ingest.intake import Intake

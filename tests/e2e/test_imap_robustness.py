@@ -353,7 +353,7 @@ async def test_standby_poller_takes_over_when_the_lease_expires(
     expires; then this poller takes it over and takes the mail in; a clean stop frees it."""
     import threading
 
-    from mailbot.app import open_store
+    from mailbot.migrations import open_store
     from mailbot.ingest.intake import Intake
 
     user = dovecot.new_user()

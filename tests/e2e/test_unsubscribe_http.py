@@ -15,7 +15,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mailbot.app import open_store
+from mailbot.migrations import open_store
 from mailbot.config import Config
 from mailbot.contacts import Contact
 from mailbot.domain import LicenseRecord, Tier

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.app import open_store
+from mailbot.migrations import open_store
 from mailbot.config import Config, ImapMailboxConfig
 from mailbot.ingest.imap import ImapPoller
 from mailbot.ingest.intake import Intake

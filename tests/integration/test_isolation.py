@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from mailbot import config as config_mod
-from mailbot.app import open_store
+from mailbot.migrations import open_store
 from mailbot.errors import StoreUnavailableError
 from mailbot.isolation import _each
 from mailbot.ingest.intake import save_raw

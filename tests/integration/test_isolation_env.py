@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mailbot import config as config_mod
-from mailbot.app import open_store
+from mailbot.migrations import open_store
 from mailbot.config import ImapMailboxConfig
 from mailbot.ingest.intake import save_raw
 from mailbot.worker import Quarantined, Worker

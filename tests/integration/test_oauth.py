@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.app import open_store
+from mailbot.migrations import open_store
 from mailbot.config import Config, ImapMailboxConfig, OAuth2Config, OutboundConfig
 from mailbot.errors import TransientDeliveryError
 from mailbot.ingest.imap import ImapPoller
