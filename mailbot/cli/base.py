@@ -66,14 +66,13 @@ def load_config(path: Path | None, *, learned: bool = True) -> config_mod.Config
 
 
 def store_for(cfg: config_mod.Config, *, readonly: bool = False) -> Store:
-    """The configured store, migrated (mailbot.app is imported only when a command needs it).
+    """The configured store, migrated (SQLAlchemy is imported only when a command needs it).
 
     A `readonly` command opens it as it is and never migrates: it stops with a clear error
     when the schema is not the one this code needs (older: run `mailbot db upgrade`)."""
     from mailbot import migrations
-    from mailbot.migrations import open_store
 
-    store = open_store(cfg, migrate=not readonly)
+    store = migrations.open_store(cfg, migrate=not readonly)
     if readonly:
         try:
             found, needed = migrations.current(store.engine), migrations.head()

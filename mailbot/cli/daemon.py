@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mailbot.cli.base import cli, config_option, load_config
+from mailbot.cli.base import cli, config_option, load_config, store_for
 
 
 @cli.command()
@@ -52,7 +52,6 @@ def db() -> None:
 def db_upgrade(config_path: Path | None) -> None:
     """Create or migrate the schema to the newest revision."""
     from mailbot import migrations
-    from mailbot.migrations import open_store
 
-    store = open_store(load_config(config_path))
+    store = store_for(load_config(config_path))
     click.echo(f"schema at revision {migrations.current(store.engine)}")

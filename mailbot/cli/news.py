@@ -65,13 +65,12 @@ def _campaign(cfg: config_mod.Config, name: str) -> Any:
 def news_preview(name: str, out_dir: Path | None, limit: int, test_to: str | None,
                  now_text: str | None, config_path: Path | None) -> None:
     """Show who a campaign goes to and render it for the first recipients."""
-    from mailbot.migrations import open_store
     from mailbot.news import NewsRenderer, recipients
 
     cfg = load_config(config_path)
     campaign = _campaign(cfg, name)
     now = parse_now(now_text)
-    store = open_store(cfg)
+    store = store_for(cfg)
     try:
         people = recipients(store, campaign, now)
     finally:
@@ -136,12 +135,11 @@ def _progress() -> Progress:
 @config_option
 def news_send(name: str, follow: bool, now_text: str | None, config_path: Path | None) -> None:
     """Queue the campaign for every recipient not queued before (the daemon sends it)."""
-    from mailbot.migrations import open_store
     from mailbot.news import queue_campaign
 
     cfg = load_config(config_path)
     campaign = _campaign(cfg, name)
-    store = open_store(cfg)
+    store = store_for(cfg)
     try:
         with _progress() as bar:
             task = bar.add_task(f"queueing {name}", total=None)
@@ -188,7 +186,6 @@ def news_schedule(name: str | None, at_text: str | None, cron: str | None, as_li
                   now_text: str | None, config_path: Path | None) -> None:
     """Have the daemon queue the campaign at a given time (once) or on a cron schedule
     (each run once per recipient, as campaign NAME@YYYYMMDDTHHMM)."""
-    from mailbot.migrations import open_store
     from mailbot.news import check_cron, next_run
 
     if as_list:
@@ -211,7 +208,7 @@ def news_schedule(name: str | None, at_text: str | None, cron: str | None, as_li
     else:
         due = parse_now(at_text)
     _campaign(cfg, name)  # it must load now, not fail at the scheduled time
-    store = open_store(cfg)
+    store = store_for(cfg)
     try:
         store.schedule_campaign(name, due, cron)
     finally:

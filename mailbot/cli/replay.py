@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mailbot import config as config_mod
-from mailbot.cli.base import cli, config_option, err_console, load_config, parse_now
+from mailbot.cli.base import cli, config_option, err_console, load_config, parse_now, store_for
 
 if TYPE_CHECKING:
     from mailbot.isolation import WorkerPool
@@ -76,10 +76,9 @@ def _replay(paths: tuple[Path, ...], dry_run: bool, as_json: bool, now: datetime
             registry = DictRegistry(_read_only_registry(cfg))
         results = replay_dry(messages, cfg, registry, now)
     else:
-        from mailbot.migrations import open_store
         from mailbot.worker import Worker
 
-        store = open_store(cfg)
+        store = store_for(cfg)
         if licenses_csv is not None:
             records, errors = read_license_file(licenses_csv)
             store.upsert_licenses(records)

@@ -46,7 +46,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import tenacity
 from imapclient import IMAPClient
@@ -378,35 +379,39 @@ def _buffered(client: IMAPClient) -> bytes:
     idle_check, which polls the socket, would not see it before the IDLE period ended (30 s
     by default). Does not block: on an empty buffer it tries one non-blocking read.
     """
-    sock = client.socket()
-    timeout = sock.gettimeout()
-    sock.setblocking(False)
-    try:
-        data: bytes = client._imap.file.peek(1)
-        return data
-    except OSError:  # nothing to read (an SSL socket says "want read"), or the peer is gone
-        return b""
-    finally:
-        sock.settimeout(timeout)
+    with _nonblocking(client):
+        try:
+            data: bytes = client._imap.file.peek(1)
+        except OSError:  # nothing to read (an SSL socket says "want read"), or the peer is gone
+            return b""
+    return data
 
 
 def _peer_closed(client: IMAPClient) -> bool:
     """True when the server has closed the TCP connection (EOF waiting on the socket)."""
+    with _nonblocking(client) as sock:
+        try:
+            # The plain socket's recv, also for an SSLSocket: peeks at raw bytes, consumes none.
+            data = socket.socket.recv(sock, 1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False  # open, nothing to read
+        except OSError:
+            return True  # reset
+    return data == b""
+
+
+@contextmanager
+def _nonblocking(client: IMAPClient) -> Iterator[socket.socket]:
+    """The client's socket, non-blocking for real while inside (with a timeout set, CPython
+    first waits up to that timeout for the socket to become readable, whatever the recv
+    flags say); its timeout is restored after."""
     sock = client.socket()
     timeout = sock.gettimeout()
-    # Non-blocking for real: with a timeout set, CPython first waits up to that timeout for
-    # the socket to become readable, whatever the recv flags say.
     sock.setblocking(False)
     try:
-        # The plain socket's recv, also for an SSLSocket: peeks at raw bytes, consumes none.
-        data = socket.socket.recv(sock, 1, socket.MSG_PEEK)
-    except (BlockingIOError, InterruptedError):
-        return False  # open, nothing to read
-    except OSError:
-        return True  # reset
+        yield sock
     finally:
         sock.settimeout(timeout)
-    return data == b""
 
 
 def _pop_news(client: IMAPClient) -> bool:
