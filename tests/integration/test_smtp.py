@@ -352,17 +352,16 @@ def test_file_stem_is_safe(message_id: str | None, stem: str) -> None:
 # -- throughput -------------------------------------------------------------------------
 
 
-def test_throughput_over_one_connection(smtp_sink: SmtpSink) -> None:
-    """≥ 300 mails/s (4 KB each) to a local aiosmtpd sink over one reused connection."""
+def test_many_mails_reuse_one_connection(smtp_sink: SmtpSink) -> None:
+    """1,000 mails (4 KB each) go over one reused connection, each arriving once, in order.
+    The rate is a figure for `bench/smtp_throughput.py`, not an assertion here."""
     count = 1000
     payloads = [message(n, size=4096) for n in range(count)]
     with SmtpSender(outbound(smtp_sink), local_hostname="mailbot.test") as sender:
-        started = time.perf_counter()
         for raw in payloads:
             sender.send(raw, FROM, [TO])
-        elapsed = time.perf_counter() - started
     smtp_sink.wait_for(count)
-    rate = count / elapsed
-    print(f"\nSMTP throughput: {count} x 4 KB in {elapsed:.2f} s = {rate:.0f} mails/s (1 connection)")
     assert smtp_sink.connection_count == 1
-    assert rate >= 300
+    ids = [m.message_id for m in smtp_sink.messages]
+    expected = [f"<reply-{n}@estelar.example>" for n in range(count)]
+    assert ids == expected
