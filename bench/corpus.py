@@ -15,6 +15,15 @@ SHARED = Path(os.environ.get("MAILBOT_SHARED", ROOT.parent / "shared"))
 TIERS = ["START", "HOTLINE", "HOTLINE_PLUS", "SPECIAL", "START", "NONE"]
 
 
+def measure_this_tree() -> None:
+    """Make every mailbot subprocess of this bench import the mailbot of the tree the bench
+    script is in: the venv's `mailbot` script and `python -m mailbot` run elsewhere would
+    import the tree its editable install names, so a bench run from a second worktree (the
+    tree before a change) would measure the other tree without a word."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def generate(n: int, seed: int, out: Path, *, to: str | None = None) -> Path:
     """Write `n` mails into `out` with ../shared/tools/gen_corpus.py; returns the manifest."""
     manifest = out.parent / f"{out.name}.manifest.jsonl"

@@ -40,6 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.corpus import measure_this_tree  # noqa: E402
+
+measure_this_tree()
 
 from tests.e2e.helpers import LICENSES, request_mail
 from tests.fixtures.servers import Dovecot, SmtpSink, free_port

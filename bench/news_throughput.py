@@ -38,6 +38,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.corpus import measure_this_tree  # noqa: E402
+
+measure_this_tree()
 
 from tests.e2e.processes import DaemonProcess, db_rows
 from tests.e2e.test_news_crash import prepare_campaign

@@ -40,7 +40,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.corpus import generate, registry_from  # noqa: E402
+from bench.corpus import generate, measure_this_tree, registry_from  # noqa: E402
+
+measure_this_tree()
 
 FEW = 5  # mails of the start-up run
 
