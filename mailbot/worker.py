@@ -331,7 +331,7 @@ class Worker:
         self._allocated.difference_update(d.view.number for d in drafts.values())
         self._lost.clear()
         try:
-            with self.store.transaction(deferred=True) as tx:  # rows written together
+            with self.store.transaction(deferred=True, durable=False) as tx:  # (LAZY_SYNC)
                 tx.hold_claims([(item.id, item.token) for item in items])
                 read_ahead(tx, replies=[*held.values(),
                                         *(out for r in renders for out in r.replies)],
@@ -404,13 +404,13 @@ class Worker:
                      held: HeldReply | None = None) -> Outcome | Quarantined:
         """One message in its own transaction; if writing it fails, it is quarantined."""
         try:
-            with self.store.transaction() as tx:
+            with self.store.transaction(durable=False) as tx:
                 return self._apply(tx, item, analysis, draft, rendered, now, held)
         except Exception as exc:  # noqa: BLE001 - a bug in acting on this message: park it
             if store_unavailable(exc):
                 raise
             error = traceback.format_exc()
-            with self.store.transaction() as tx:
+            with self.store.transaction(durable=False) as tx:
                 if not tx.quarantine(item.id, error, item.token):
                     return self._claim_lost(item, analysis)
             return Quarantined(item.id, error, analysis.mail)

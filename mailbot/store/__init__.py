@@ -36,6 +36,7 @@ connection of one transaction).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -92,6 +93,8 @@ from mailbot.store.values import (
     TicketEventRecord,
 )
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "PURPOSE_MAX", "Base", "CampaignSchedule", "CheckpointInfo", "ClaimedInbound",
     "ClaimedOutbox", "ContactRow", "DecisionInfo", "DecisionRecord", "ImapCheckpoint",
@@ -120,15 +123,28 @@ class Store(InboundStore, TicketStore, OutboxStore, NewsStore, LeaseStore, Setti
         return cls(make_engine(url, echo=echo, pool_size=pool_size, readonly=readonly))
 
     def close(self) -> None:
+        """Close the connections; on SQLite, the commits left to a later fsync (`LAZY_SYNC`)
+        are on disk first (a checkpoint syncs the log before it copies it)."""
+        if self.is_sqlite and self.lazy_commits:
+            try:  # outside a transaction (autocommit: `_sqlite_pragmas`), where it may run
+                raw = self.engine.raw_connection()
+                try:
+                    raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+                finally:
+                    raw.close()
+            except Exception:  # noqa: BLE001 - the last connection's close checkpoints too
+                log.warning("could not checkpoint the database before closing it",
+                            exc_info=True)
         self.engine.dispose()
 
     @contextmanager
-    def transaction(self, *, deferred: bool = False) -> Iterator[Transaction]:
+    def transaction(self, *, deferred: bool = False, durable: bool = True
+                    ) -> Iterator[Transaction]:
         """A unit of work for the worker's actions (a message's, or a batch's). `deferred`:
         the hot path's rows are written together (see `TxBase`), at the latest when the
         block ends, before the commit; what was to follow the commit (`after_commit`) runs
-        after it."""
-        with self.session() as s:
+        after it. `durable=False`: the commit need not be on disk at once (`LAZY_SYNC`)."""
+        with self.session(durable=durable) as s:
             tx = Transaction(s, self.engine.dialect.name, deferred=deferred)
             yield tx
             tx.flush()

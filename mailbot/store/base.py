@@ -16,7 +16,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailbot.store.engine import READ_ONLY, dialect_insert
+from mailbot.store.engine import LAZY_SYNC, READ_ONLY, dialect_insert
 
 V = TypeVar("V")
 
@@ -44,13 +44,29 @@ class StoreBase:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self.lazy_commits = False  # whether a commit was left to a later fsync (`LAZY_SYNC`)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, *, durable: bool = True) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error (for
-        the store's own modules, and for tests that arrange rows)."""
+        the store's own modules, and for tests that arrange rows). `durable=False`: the
+        commit need not be on disk at once (`LAZY_SYNC`: the worker's claims and decisions)."""
         with self._sessions() as s, s.begin():
+            if not durable:
+                s.connection(execution_options={LAZY_SYNC: True})
+                self.lazy_commits = True
             yield s
+
+    @contextmanager
+    def writing(self, *, durable: bool = True) -> Iterator[Connection]:
+        """A connection in a write transaction (`engine.begin()`), with `durable` as for
+        `session`."""
+        with self.engine.connect() as conn:
+            if not durable:
+                conn.execution_options(**{LAZY_SYNC: True})
+                self.lazy_commits = True
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

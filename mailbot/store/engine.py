@@ -1,5 +1,6 @@
-"""Engines: SQLite (WAL, synchronous=FULL, IMMEDIATE transactions) or pooled PostgreSQL,
-and what the store needs to know about the engine's dialect and its failures."""
+"""Engines: SQLite (WAL, synchronous=FULL but for `LAZY_SYNC` transactions, IMMEDIATE
+transactions) or pooled PostgreSQL, and what the store needs to know about the engine's
+dialect and its failures."""
 
 from __future__ import annotations
 
@@ -82,6 +83,7 @@ class WriteLockedConnection(sqlite3.Connection):
     write_lock: threading.Lock | None = None  # set per engine by `make_engine`
     lock_holder: list[int | None] = [None]  # the thread holding it (per engine, too)
     _holds_lock = False
+    full_sync = True  # PRAGMA synchronous is FULL (not NORMAL: `LAZY_SYNC`)
 
     def hold_write_lock(self) -> None:
         """Take the engine's write lock for the transaction about to begin (if it comes).
@@ -125,6 +127,20 @@ class WriteLockedConnection(sqlite3.Connection):
 READ_ONLY = "mailbot_read_only"
 """Execution option of a connection whose transactions only read (SQLite: BEGIN DEFERRED)."""
 
+LAZY_SYNC = "mailbot_lazy_sync"
+"""Execution option of a connection whose write transactions need not be on disk when they
+commit (SQLite: `PRAGMA synchronous=NORMAL` for them, no fsync; other engines: ignored).
+
+SQLite appends every commit to one write-ahead log, in order, and an fsync of it makes every
+commit before it durable too. So a power loss can only lose a tail of the commits: the state
+after it is the state after some commit. mailbot keeps the fsync where it promises something
+to the outside (a 250 or an IMAP checkpoint; a message about to leave, claimed in the outbox;
+its outcome): every commit before such a point is on disk by then. The worker's claims,
+ticket-number reservations and decisions (`StoreBase.session(durable=False)`) only need to be
+on disk before their replies leave, which the outbox claim's fsync sees to; lost in a power
+loss, the mail is still stored and is decided again, and no reply of it had gone out.
+PostgreSQL keeps synchronous commits: there the server can fail while the daemon runs on."""
+
 
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 5,
                 readonly: bool = False) -> Engine:
@@ -148,10 +164,16 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 5,
             "factory": factory})
         event.listen(engine, "connect", _sqlite_pragmas)
         def _begin(conn: Any) -> None:
-            if readonly or conn.get_execution_options().get(READ_ONLY, False):
+            options = conn.get_execution_options()
+            if readonly or options.get(READ_ONLY, False):
                 conn.exec_driver_sql("BEGIN")
                 return
             dbapi_conn = conn.connection.dbapi_connection
+            lazy = bool(options.get(LAZY_SYNC, False))
+            if dbapi_conn.full_sync == lazy:  # (not within a transaction: SQLite refuses)
+                conn.exec_driver_sql("PRAGMA synchronous=NORMAL" if lazy
+                                     else "PRAGMA synchronous=FULL")
+                dbapi_conn.full_sync = not lazy
             dbapi_conn.hold_write_lock()
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -250,8 +250,11 @@ class InboundStore(StoreBase):
         batch of its own, not after the burst; and when thousands of mails wait (an IMAP
         catch-up), mail with attachments is decided among the rest, while the decision
         processes would otherwise wait for the parent, not all of it at the end (where it
-        was a tail of ~2 s in 10)."""
-        with self.engine.begin() as conn:
+        was a tail of ~2 s in 10).
+
+        The claim is not synced to disk at its commit (`LAZY_SYNC`): a lease lost in a
+        power loss only means the mail is claimed again."""
+        with self.writing(durable=False) as conn:
             token, ids = claim_received(conn, limit, lease, now or utcnow(),
                                         max_bytes=max_bytes, small_bytes=small_bytes,
                                         yield_bytes=yield_bytes, patience=patience)
@@ -276,7 +279,8 @@ class InboundStore(StoreBase):
                       now: datetime | None = None) -> set[int]:
         """Extend the lease of those claimed rows still held under `token` (and undecided);
         returns their ids. Rows locked by a writer right now are skipped, not waited for."""
-        return renew_claims(self.engine, _inbound, inbound_ids, token, lease, now, "received")
+        return renew_claims(self, _inbound, inbound_ids, token, lease, now, "received",
+                            durable=False)
 
     def get_inbound(self, inbound_id: int) -> InboundRecord | None:
         """One stored message with its state and error."""
@@ -292,7 +296,7 @@ class InboundStore(StoreBase):
     def release_inbound(self, inbound_ids: Sequence[int], token: str | None = None) -> None:
         """Give claimed, undecided messages back (the batch failed), due again at once;
         with `token`, only rows that claim still holds."""
-        release_claims(self.engine, _inbound, inbound_ids, token, "received")
+        release_claims(self, _inbound, inbound_ids, token, "received", durable=False)
 
     def requeue_inbound(self, inbound_ids: Sequence[int]) -> int:
         """Put quarantined messages back into the queue (after a fix)."""

@@ -8,17 +8,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, delete, or_, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from mailbot.store.base import StoreBase, new_claim_token
 from mailbot.store.models import InboundMessage, Lease, OutboxMessage, utcnow
 
 
-def renew_claims(engine: Engine, table: Table, ids: Sequence[int], token: str,
-                 lease: timedelta, now: datetime | None, state: str) -> set[int]:
+def renew_claims(store: StoreBase, table: Table, ids: Sequence[int], token: str,
+                 lease: timedelta, now: datetime | None, state: str, *,
+                 durable: bool = True) -> set[int]:
     """Extend the lease of those rows of `table` still held under `token` (and in `state`);
-    returns their ids. Rows locked by a writer right now are skipped, not waited for."""
+    returns their ids. Rows locked by a writer right now are skipped, not waited for.
+    `durable` as for `StoreBase.session`."""
     if not ids:
         return set()
     now = now or utcnow()
@@ -26,7 +28,7 @@ def renew_claims(engine: Engine, table: Table, ids: Sequence[int], token: str,
             .where(table.c.id.in_(list(ids)), table.c.claim_token == token,
                    table.c.state == state)
             .with_for_update(skip_locked=True))
-    with engine.begin() as conn:
+    with store.writing(durable=durable) as conn:
         res = conn.execute(update(table).where(table.c.id.in_(held.scalar_subquery()))
                            .values(lease_until=now + lease).returning(table.c.id))
         return {int(i) for (i,) in res}
@@ -70,16 +72,16 @@ def claim_rows(conn: Connection, table: Table, where: Sequence[Any], order: Sequ
     return token, ids
 
 
-def release_claims(engine: Engine, table: Table, ids: Sequence[int], token: str | None,
-                   state: str) -> None:
+def release_claims(store: StoreBase, table: Table, ids: Sequence[int], token: str | None,
+                   state: str, *, durable: bool = True) -> None:
     """Give claimed rows of `table` still in `state` back, due again at once; with `token`,
-    only rows that claim still holds."""
+    only rows that claim still holds. `durable` as for `StoreBase.session`."""
     if not ids:
         return
     q = update(table).where(table.c.id.in_(list(ids)), table.c.state == state)
     if token is not None:
         q = q.where(table.c.claim_token == token)
-    with engine.begin() as conn:
+    with store.writing(durable=durable) as conn:
         conn.execute(q.values(lease_until=None))
 
 

@@ -142,7 +142,7 @@ class OutboxStore(StoreBase):
                      now: datetime | None = None) -> set[int]:
         """Extend the lease of those claimed rows still held under `token` (and queued);
         returns their ids. Rows locked by a writer right now are skipped, not waited for."""
-        return renew_claims(self.engine, _outbox, outbox_ids, token, lease, now, "queued")
+        return renew_claims(self, _outbox, outbox_ids, token, lease, now, "queued")
 
     def outbox_claim_held(self, outbox_id: int, token: str, lease: timedelta) -> bool:
         """Renew one claimed row, waiting for any lock on it: whether `token` still holds it."""
@@ -156,7 +156,7 @@ class OutboxStore(StoreBase):
     def release_outbox(self, outbox_ids: Sequence[int], token: str | None = None) -> None:
         """Give claimed rows back unsent (clean stop), so they are due again at once; with
         `token`, only rows that claim still holds."""
-        release_claims(self.engine, _outbox, outbox_ids, token, "queued")
+        release_claims(self, _outbox, outbox_ids, token, "queued")
 
     def record_attempts(self, attempts: Sequence[SendAttempt]
                         | Callable[[], Sequence[SendAttempt]]) -> list[bool]:

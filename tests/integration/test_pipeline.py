@@ -8,8 +8,10 @@ import logging
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from mailbot.actions import ReplyContext
 from mailbot.domain import DecisionKind, RuleResult
@@ -291,3 +293,48 @@ def test_a_batch_whose_writes_break_is_applied_one_by_one(
     assert desk.store.count_inbound() == {"decided": 2, "quarantined": 1}
     assert sorted(m["Subject"] for m in desk.sent() if m["Subject"] == "fake") == ["fake"]
     assert len(desk.sent("ack")) == 1
+
+
+def test_only_the_commits_that_promise_something_wait_for_the_disk(desk: Desk) -> None:
+    """SQLite: the intake's commit (before its 250), the outbox claim (before a reply leaves;
+    it syncs the decisions before it) and the outcome are synced (PRAGMA synchronous=FULL at
+    their commit); the worker's claim and its batch of decisions are not (NORMAL), and the
+    commits after them are synced again on the same connections."""
+    store = desk.store
+    if not store.is_sqlite:
+        pytest.skip("PostgreSQL commits are all synchronous")
+    commits: list[tuple[int, set[str]]] = []
+    writes: dict[int, set[str]] = {}
+
+    def statement(conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        words = sql.split()
+        if words[0] in ("INSERT", "UPDATE", "DELETE"):
+            writes.setdefault(id(conn), set()).add(" ".join(words[:3]))
+
+    def commit(conn: Any) -> None:
+        if id(conn) in writes:  # (reads commit too)
+            raw = conn.connection.dbapi_connection
+            commits.append((raw.execute("PRAGMA synchronous").fetchone()[0],
+                            writes.pop(id(conn))))
+
+    event.listen(store.engine, "before_cursor_execute", statement)
+    event.listen(store.engine, "commit", commit)
+    try:
+        for raw in _requests(3):
+            save_raw(store, raw, "test", received_at=MON)
+        assert desk.worker.run_once(10) == 3
+        claimed = store.claim_due_outbox(limit=10)
+        assert len(claimed) == 6  # the acknowledgements and the staff notices
+        store.mark_sent(claimed[0].id, "250 OK", claimed[0].token)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", statement)
+        event.remove(store.engine, "commit", commit)
+
+    def levels(sql: str) -> list[int]:
+        return [level for level, done in commits if sql in done]
+
+    assert levels("INSERT INTO inbound_messages") == [2, 2, 2]  # the intake
+    assert levels("UPDATE inbound_messages SET") == [1, 1]  # the claim, the batch's decisions
+    assert levels("INSERT INTO tickets") == [1]
+    assert levels("UPDATE outbox SET") == [2, 2]  # the outbox claim, the outcome
+    assert commits[-1][0] == 2 and commits[-2][0] == 2
