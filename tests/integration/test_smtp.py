@@ -14,7 +14,7 @@ import pytest
 from mailbot.config import OutboundConfig
 from mailbot.errors import ConfigError, PermanentDeliveryError, TransientDeliveryError
 from mailbot.replies.sink import DirectorySink, file_stem
-from mailbot.replies.smtp import SmtpSender, Transport
+from mailbot.replies.smtp import SmtpSender, Transport, to_crlf
 from tests.fixtures.servers import SmtpSink, TlsCert, free_port
 
 FROM = "bounces@estelar.example"
@@ -204,6 +204,17 @@ def test_bare_lf_and_leading_dots_survive_the_wire(sender: SmtpSender, smtp_sink
     sender.send(raw, FROM, [TO])
     (got,) = smtp_sink.wait_for(1)
     assert got.data == raw.replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize(("raw", "wire"), [
+    (b"a\r\nb\r\n\r\nc\r\n", b"a\r\nb\r\n\r\nc\r\n"),  # CRLF throughout: unchanged
+    (b"a\nb\n", b"a\r\nb\r\n"),
+    (b"a\r\nb\nc\r\n", b"a\r\nb\r\nc\r\n"),  # one bare LF among CRLFs
+    (b"a\r\nb\rc\r\n", b"a\r\nb\r\nc\r\n"),  # a bare CR
+    (b"a\r\n\n\r\r\n", b"a\r\n\r\n\r\n\r\n"),  # LF CR: two line ends, as many CRs as LFs
+])
+def test_every_line_end_goes_out_as_crlf(raw: bytes, wire: bytes) -> None:
+    assert to_crlf(raw) == wire
 
 
 def test_crlf_in_envelope_is_refused_before_connecting(smtp_sink: SmtpSink) -> None:
