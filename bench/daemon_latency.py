@@ -7,7 +7,7 @@ Runs as root (it starts a private Dovecot, whose mail uid is `nobody`). Everythi
 127.0.0.1: Dovecot (IMAP), an aiosmtpd sink as the outbound relay (tests.fixtures.servers),
 and the daemon itself as a subprocess, `mailbot run --config TMP.toml` (the installed script,
 as systemd/mailbot.service runs it; `python -m mailbot` where there is none), with a
-temporary SQLite store (WAL, synchronous=FULL), the license registry imported first with
+temporary SQLite store (WAL, as the daemon syncs it), the license registry imported first with
 `mailbot licenses import`, an LMTP listener on a free port and an [[imap]] mailbox
 (security = "none", IDLE).
 

@@ -10,7 +10,7 @@ Prints the section sizes, the message and HTML sizes, and checks that the HTML p
 (html.parser: every element closed in order, one ticket row per line shown).
 
 Unless `--no-store`, also times reading the open and waiting tickets of a temporary SQLite
-store (WAL, synchronous=FULL, as the daemon runs it) holding 1,000 tickets with
+store (WAL, as the daemon runs it) holding 1,000 tickets with
 ``Store.list_tickets(states=("open", "waiting"), limit=100000)``, as the scheduler does.
 """
 

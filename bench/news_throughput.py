@@ -6,7 +6,7 @@ local aiosmtpd sink, throttling off (`news.rate_per_minute = 0`).
 
 Everything is on 127.0.0.1: an aiosmtpd sink in this process (tests.fixtures.servers) as
 the relay, and the daemon as a subprocess, `python -m mailbot run --config TMP.toml`, with a
-temporary SQLite store (WAL, synchronous=FULL), no listener, no scheduler. The registry
+temporary SQLite store (WAL, as the daemon syncs it), no listener, no scheduler. The registry
 (100 HOTLINE licenses, 1 NONE) and N contacts over 50 domains (plus 2 % unsubscribed and 1 %
 without support, who must get nothing) are written through the Store API
 (tests/e2e/test_news_crash.prepare_campaign), then the campaign (templates/news/example.md,

@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/outbox_throughput.py [--n 5000] [--size 2048] [--batch 50]
 
-Creates a store on a temporary SQLite file (WAL, synchronous=FULL, as the daemon runs it),
+Creates a store on a temporary SQLite file (WAL, as the daemon runs it),
 enqueues N OutgoingMail rows in one transaction, then calls
 ``OutboxDispatcher(store, SmtpSender(...)).send_due()`` until nothing is left. Prints
 mails/s (target >= 300/s), the number of SMTP connections the sink saw (target: 1, the
