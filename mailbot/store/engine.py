@@ -135,10 +135,11 @@ SQLite appends every commit to one write-ahead log, in order, and an fsync of it
 commit before it durable too. So a power loss can only lose a tail of the commits: the state
 after it is the state after some commit. mailbot keeps the fsync where it promises something
 to the outside (a 250 or an IMAP checkpoint; a message about to leave, claimed in the outbox;
-its outcome): every commit before such a point is on disk by then. The worker's claims,
-ticket-number reservations and decisions (`StoreBase.session(durable=False)`) only need to be
-on disk before their replies leave, which the outbox claim's fsync sees to; lost in a power
-loss, the mail is still stored and is decided again, and no reply of it had gone out.
+its outcome; ticket numbers reserved, so that none is ever handed out twice): every commit
+before such a point is on disk by then. The worker's claims and decisions
+(`StoreBase.session(durable=False)`, `StoreBase.writing`) only need to be on disk before their
+replies leave, which the outbox claim's fsync sees to; lost in a power loss, the mail is still
+stored and is decided again, and no reply of it had gone out.
 PostgreSQL keeps synchronous commits: there the server can fail while the daemon runs on."""
 
 

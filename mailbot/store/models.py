@@ -44,20 +44,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
     def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
-        """On SQLite, one step to the text SQLAlchemy's DATETIME stores ("2026-11-25
-        09:00:00.000000", microseconds always): its own processor formats through a dict
-        and `%`, the costliest part of writing a row with several datetimes."""
+        """On SQLite, `process_bind_param` and then straight to the text SQLAlchemy's
+        DATETIME stores ("2026-11-25 09:00:00.000000", microseconds always): its own
+        processor formats through a dict and `%` (2.0 µs a value, 1.2 µs this way), the
+        costliest part of writing a row with several datetimes."""
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
         def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is not UTC:
-                if value.tzinfo is None:
-                    raise ValueError("naive datetime given to the store")
-                value = value.astimezone(UTC)
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            naive_utc = self.process_bind_param(value, dialect)
+            return None if naive_utc is None else naive_utc.isoformat(" ", "microseconds")
 
         return process
 

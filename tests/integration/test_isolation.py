@@ -330,6 +330,30 @@ def test_children_tune_their_allocator(base_config: config_mod.Config) -> None:
     assert tuned is True
 
 
+def test_the_pools_pipes_take_a_whole_task_at_once(base_config: config_mod.Config) -> None:
+    """The task and result pipes hold 1 MiB (a task of 16 mails is several hundred KiB), and
+    the process feeding the pool switches threads every millisecond: a canary for the
+    private attributes `_widen_pipes` reaches into, should a Python release rename them."""
+    import fcntl
+
+    from mailbot.isolation import PIPE_BYTES, SWITCH_INTERVAL, WorkerPool
+
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("pipe sizes are Linux's")
+    pool = WorkerPool(pool_config(base_config, processes=1), processes=1, timeout=30,
+                      memory_mb=1024)
+    try:
+        pool.spawn()
+        executor: Any = pool._executor
+        pipes = (executor._call_queue._writer, executor._result_queue._reader)
+        assert [fcntl.fcntl(p.fileno(), fcntl.F_GETPIPE_SZ) for p in pipes] == [PIPE_BYTES] * 2
+        assert sys.getswitchinterval() <= SWITCH_INTERVAL
+        [echoed] = pool.collect(pool._submit(partial(_each, len), [(0, (b"x" * 900_000,))]))
+    finally:
+        pool.close()
+    assert echoed == 900_000
+
+
 def test_children_freeze_what_their_start_up_built(base_config: config_mod.Config) -> None:
     """A decision process starts with the collector held back (mailbot.memory.starting) and,
     once given its registry, freezes what it built (imports, config, compiled rules): the
