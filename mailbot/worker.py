@@ -30,7 +30,6 @@ from mailbot.actions import (
     RateForecast,
     TicketDraft,
 )
-from mailbot.attachments import FileAttachment
 from mailbot.claims import Heartbeat, renew_interval
 from mailbot.classify.decide import decide
 from mailbot.config import Config
@@ -232,7 +231,7 @@ class Worker:
             ]
         analyses, drafts = self._number_tickets(items, analyses, now)
         jobs = [
-            self._render_job(item, a.mail, a.decision, a.attachments, drafts.get(item.id), now)
+            self._render_job(item, a, drafts.get(item.id), now)
             for item, a in zip(items, analyses)
             if a.mail is not None and a.decision is not None
         ]
@@ -284,13 +283,20 @@ class Worker:
         return render_automatic(self.pipeline.reply_context(), auto, job.mail, job.decision,
                                 job.now)
 
-    def _render_job(self, item: ClaimedInbound, mail: Mail, decision: Decision,
-                    attachments: tuple[FileAttachment, ...] | None, ticket: TicketDraft | None,
+    def _render_job(self, item: ClaimedInbound, analysis: Analysis, ticket: TicketDraft | None,
                     now: datetime) -> RenderJob:
-        """What rendering `item`'s replies needs: its attachments where it goes on a ticket
-        (as the decision process read them, else the raw message to read them from)."""
+        """What rendering `item`'s replies needs: where it goes on a ticket, the files the
+        decision process wrote, else its attachments as that process read them, else the raw
+        message to read them from."""
+        mail, decision = analysis.mail, analysis.decision
+        assert mail is not None and decision is not None
         if not self.pipeline.needs_attachments(mail, decision):
             return RenderJob(item.id, mail, decision, ticket, now)
+        if analysis.saved_attachments is not None:
+            return RenderJob(item.id, mail, decision, ticket, now,
+                             saved_attachments=analysis.saved_attachments,
+                             skipped_attachments=analysis.skipped_attachments)
+        attachments = analysis.attachments
         return RenderJob(item.id, mail, decision, ticket, now,
                          raw=item.raw if attachments is None else None, attachments=attachments,
                          attachment_budget=self._attachment_budget(mail, decision))

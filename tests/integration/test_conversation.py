@@ -363,24 +363,55 @@ def test_attachments_are_kept_as_files_within_the_ticket_budget(desk: Desk, tmp_
     assert events["attachments_skipped"] == "big.log"
 
 
-def test_a_tickets_attachments_are_read_from_the_tree_it_was_decided_on(desk: Desk) -> None:
-    """The decision's parse gives the attachments of mail going on a ticket (no second parse
-    of the raw message when rendering, and no raw bytes sent to do it): the same ones a parse
-    of the raw message finds; mail that keeps no files reads none."""
+def test_a_new_tickets_files_are_written_where_it_is_decided(desk: Desk, tmp_path: Path) -> None:
+    """Mail that opens a ticket has its files written where it was parsed and decided, within
+    the whole per-ticket limit (a new ticket's budget): only their names and hashes go on to
+    the worker, not their bytes; over the limit a file is only described, never written.
+    Mail on an existing ticket is read from the same tree (no second parse, no raw bytes sent
+    along) and written once the worker knows the ticket's budget. Mail that keeps no files
+    reads none, and a dry run writes none."""
+    from mailbot.attachments import AttachmentStore
+    from mailbot.pipeline import Pipeline
+    from mailbot.registry import DictRegistry
     from mailbot.replies.conversation import attachments_of
 
     pipeline = desk.worker.pipeline
+    files = AttachmentStore(tmp_path / "files")
     raw = mail(CUSTOMER, "Nejde uložit", REQUEST, attachment=("směny.log", b"log " * 1000))
     analysis = pipeline.analyse(raw, MON)
     assert analysis.decision is not None and analysis.decision.kind is DecisionKind.TICKET
-    assert analysis.attachments == tuple(attachments_of(raw))
-    assert [(name, len(data)) for name, _, data, _ in analysis.attachments] == [("směny.log", 4000)]
+    assert analysis.attachments is None
+    [saved] = analysis.saved_attachments or ()
+    assert (saved.filename, saved.size, analysis.skipped_attachments) == ("směny.log", 4000, ())
+    assert files.path(saved.sha256).read_bytes() == b"log " * 1000
+    over = mail(CUSTOMER, "Nejde tisk", REQUEST, attachment=("dump.bin", b"\x01" * 12_000))
+    big = pipeline.analyse(over, MON)
+    assert big.saved_attachments == ()
+    [skipped] = big.skipped_attachments
+    assert (skipped.filename, skipped.size) == ("dump.bin", 12_000)
+    assert not files.path(skipped.sha256).exists()
+
+    number = desk.receive(raw, MON).ticket_number
+    assert [a.sha256 for a in desk.store.ticket_attachments(number or "")] == [saved.sha256]
+    more = mail(CUSTOMER, f"Re: [#{number}] x", "Posílám další log.", attachment=("b.log", b"b" * 500))
+    followup = pipeline.analyse(more, MON)
+    assert followup.decision is not None and followup.decision.kind is DecisionKind.FOLLOWUP
+    assert followup.saved_attachments is None
+    assert followup.attachments == tuple(attachments_of(more))
+
     incomplete = mail(CUSTOMER, "Nejde to", "Nefunguje to. Díky",
                       attachment=("foto.jpg", b"\xff\xd8" * 100))
     rejected = pipeline.analyse(incomplete, MON)
     assert rejected.decision is not None
     assert rejected.decision.kind is DecisionKind.REJECT_INCOMPLETE
-    assert rejected.attachments is None
+    assert (rejected.attachments, rejected.saved_attachments) == (None, None)
+
+    dry = Pipeline.offline(desk.worker.config, DictRegistry({LICENSE.license: LICENSE}))
+    other = mail(CUSTOMER, "Nejde export", REQUEST, attachment=("jiný.log", b"dry " * 500))
+    decided = dry.analyse(other, MON)
+    assert decided.decision is not None and decided.decision.kind is DecisionKind.TICKET
+    assert decided.saved_attachments is None
+    assert sorted(p.name for p in (tmp_path / "files").rglob("*") if p.is_file()) == [saved.sha256]
 
 
 def test_after_hours_ack_says_when_work_starts(desk: Desk) -> None:

@@ -28,7 +28,7 @@ def _summary(a: Analysis) -> tuple[object, ...]:
     """What an analysis says, the traceback's last line for an error (its frames differ)."""
     error = a.error.strip().splitlines()[-1] if a.error else None
     return (a.mail.message_id if a.mail else None, a.decision, error, a.provisional,
-            a.questions, a.attachments)
+            a.questions, a.attachments, a.saved_attachments, a.skipped_attachments)
 
 
 @pytest.fixture
@@ -79,7 +79,8 @@ def test_many_at_once_decide_each_as_alone(messages: tuple[Pipeline, list[bytes]
     assert kinds == [DecisionKind.TICKET, "ValueError: the parser broke", DecisionKind.TICKET,
                      "RuntimeError: a rule broke", DecisionKind.REJECT_INCOMPLETE,
                      DecisionKind.QUARANTINED, DecisionKind.REJECT_INCOMPLETE]
-    assert many[2].attachments and many[2].attachments[0][0] == "chyba.png"
+    # A new ticket's files are written where it is decided: their names and hashes come back.
+    assert many[2].saved_attachments and many[2].saved_attachments[0].filename == "chyba.png"
     # The follow-up asked about its ticket, which a decision process cannot see: provisional.
     assert many[4].provisional and many[4].questions
     assert not many[6].provisional and not many[6].questions  # not the follow-up's question
