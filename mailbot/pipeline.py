@@ -97,9 +97,9 @@ def keep_attachments(config: Config, attached: Sequence[FileAttachment], budget:
     left out is described (name, size, hash), checked before writing and never written."""
     files = AttachmentStore(config.path(config.store.attachments_dir))
     limit = config.limits.ticket_attachment_bytes
+    budget = limit if budget is None else min(budget, limit)
     saved, skipped = files.save_within(
-        ((name, ctype, payload) for name, ctype, payload, _ in attached),
-        max(min(limit, limit if budget is None else budget), 0))
+        ((name, ctype, payload) for name, ctype, payload, _ in attached), max(budget, 0))
     return tuple(saved), tuple(skipped)
 
 
@@ -252,15 +252,12 @@ class RenderJob:
     decision: Decision
     ticket: TicketDraft | None
     now: datetime
-    # Only for mail that goes on a ticket: its attachments as the decision process read
-    # them, else the raw message to read them from; or the files the decision process
-    # wrote (`Analysis.saved_attachments`), then neither.
+    # Only for mail that goes on a ticket whose files are not written yet: its attachments
+    # as the decision process read them, else the raw message to read them from.
     raw: bytes | None = None
     attachments: tuple[FileAttachment, ...] | None = None
     # Bytes of attachments the ticket may still keep (None: the whole per-ticket limit).
     attachment_budget: int | None = None
-    saved_attachments: tuple[SavedAttachment, ...] | None = None
-    skipped_attachments: tuple[SavedAttachment, ...] = ()
     # The automatic reply is not rendered: the rate limits will hold it back (`RateForecast`).
     hold: bool = False
 
@@ -506,7 +503,7 @@ class Pipeline:
         ctx = self.reply_context()
         try:
             attached: tuple[FileAttachment, ...] = ()
-            if job.saved_attachments is None and self.needs_attachments(job.mail, job.decision):
+            if self.needs_attachments(job.mail, job.decision):
                 attached = job.attachments if job.attachments is not None else tuple(
                     attachments_of(job.raw, attachments_read_limit(self.config))
                     if job.raw is not None else ())
@@ -514,7 +511,8 @@ class Pipeline:
                                      decision=job.decision, ticket=job.ticket, now=job.now,
                                      attachments=within_limit(attached, ATTACHMENTS_LIMIT),
                                      handlers=self.handlers, hold=job.hold)
-            saved, skipped = job.saved_attachments or (), job.skipped_attachments
+            saved: tuple[SavedAttachment, ...] = ()
+            skipped: tuple[SavedAttachment, ...] = ()
             if attached:
                 saved, skipped = keep_attachments(self.config, attached, job.attachment_budget)
             return Rendered(job.inbound_id, replies, attachments=saved,

@@ -285,17 +285,14 @@ class Worker:
 
     def _render_job(self, item: ClaimedInbound, analysis: Analysis, ticket: TicketDraft | None,
                     now: datetime) -> RenderJob:
-        """What rendering `item`'s replies needs: where it goes on a ticket, the files the
-        decision process wrote, else its attachments as that process read them, else the raw
-        message to read them from."""
+        """What rendering `item`'s replies needs: where it goes on a ticket whose files are
+        not written yet (`Analysis.saved_attachments`), its attachments as the decision
+        process read them, else the raw message to read them from."""
         mail, decision = analysis.mail, analysis.decision
         assert mail is not None and decision is not None
-        if not self.pipeline.needs_attachments(mail, decision):
+        if (analysis.saved_attachments is not None
+                or not self.pipeline.needs_attachments(mail, decision)):
             return RenderJob(item.id, mail, decision, ticket, now)
-        if analysis.saved_attachments is not None:
-            return RenderJob(item.id, mail, decision, ticket, now,
-                             saved_attachments=analysis.saved_attachments,
-                             skipped_attachments=analysis.skipped_attachments)
         attachments = analysis.attachments
         return RenderJob(item.id, mail, decision, ticket, now,
                          raw=item.raw if attachments is None else None, attachments=attachments,
@@ -334,6 +331,10 @@ class Worker:
                 for r in self.pool.collect(renders)
             ]
         rendered = {r.inbound_id: r for r in renders}
+        for item, a in zip(items, analyses):  # a new ticket's files, written when decided
+            if a.saved_attachments is not None and item.id in rendered:
+                rendered[item.id] = replace(rendered[item.id], attachments=a.saved_attachments,
+                                            skipped_attachments=a.skipped_attachments)
         self._allocated.difference_update(d.view.number for d in drafts.values())
         self._lost.clear()
         try:
@@ -341,7 +342,7 @@ class Worker:
                 tx.hold_claims([(item.id, item.token) for item in items])
                 read_ahead(tx, replies=[*held.values(),
                                         *(out for r in renders for out in r.replies)],
-                           attachments_of=[r.inbound_id for r in renders if r.attachments],
+                           attachments_of=[i for i, r in rendered.items() if r.attachments],
                            now=prepared.now)
                 results = [self._apply(tx, item, a, drafts.get(item.id), rendered.get(item.id),
                                        prepared.now, held.get(item.id))

@@ -393,6 +393,10 @@ def test_a_new_tickets_files_are_written_where_it_is_decided(desk: Desk, tmp_pat
 
     number = desk.receive(raw, MON).ticket_number
     assert [a.sha256 for a in desk.store.ticket_attachments(number or "")] == [saved.sha256]
+    other = desk.receive(over, MON).ticket_number or ""
+    assert desk.store.ticket_attachments(other) == []
+    events = {e.kind: e.detail for e in desk.store.ticket_events(other)}
+    assert events["attachments_skipped"] == "dump.bin"
     more = mail(CUSTOMER, f"Re: [#{number}] x", "Posílám další log.", attachment=("b.log", b"b" * 500))
     followup = pipeline.analyse(more, MON)
     assert followup.decision is not None and followup.decision.kind is DecisionKind.FOLLOWUP
